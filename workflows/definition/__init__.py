@@ -1,0 +1,49 @@
+"""Workflow definitions: parsing, validation, templates, routing, tokens, costs and limits.
+
+Pure Python: nothing here imports Django.
+"""
+
+from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
+from .inputs import check_inputs
+from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
+from .model import AgentSpec, InputSpec, LimitsSpec, MockSpec, RouteSpec, WorkflowDefinition
+from .parse import MAX_DEFINITION_BYTES, load_definition
+from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_money
+from .routes import END, next_agent
+from .templates import compile_check, evaluate, expression_check, render, template_context
+from .tokens import count_tokens, fake_token_count
+
+__all__ = [
+    "END",
+    "LIMIT_FIELDS",
+    "MAX_DEFINITION_BYTES",
+    "MONEY_PLACES",
+    "SYSTEM_DEFAULTS",
+    "AgentSpec",
+    "DefinitionError",
+    "InputSpec",
+    "LimitsSpec",
+    "MockSpec",
+    "NoRouteMatched",
+    "Problem",
+    "ResolvedLimits",
+    "RouteSpec",
+    "TemplateFailure",
+    "UnitPrices",
+    "WorkflowDefinition",
+    "check_inputs",
+    "check_limits",
+    "compile_check",
+    "cost_usd",
+    "count_tokens",
+    "estimate_usd",
+    "evaluate",
+    "expression_check",
+    "fake_token_count",
+    "load_definition",
+    "next_agent",
+    "render",
+    "resolve_limits",
+    "template_context",
+    "to_money",
+]

@@ -1,0 +1,236 @@
+"""Reading the ``agents:`` list of a definition, including every reference between agents."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from ._section import Section
+from ._values import kind_of, non_json_kind, show
+from ._workflow import MAX_TEMPERATURE, Header
+from .errors import Problem
+from .inputs import INPUT_TYPES
+from .model import DEFAULT_MAX_TOKENS, END, AgentSpec, MockSpec, RouteSpec
+from .templates import compile_check, expression_check
+
+AGENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+RESERVED_NAMES = frozenset({"workflow"})  # templates see workflow inputs under this name
+MAX_MOCK_LATENCY_MS = 600_000
+
+_AGENT_KEYS = (
+    "name", "description", "type", "model", "system_prompt", "prompt", "input",
+    "output", "routes", "max_tokens", "temperature", "mock",
+)  # fmt: skip
+_AGENT_UNSUPPORTED = {"tools": "'tools' are not supported"}
+_ROUTE_KEYS = ("to", "when")
+_MOCK_KEYS = ("output", "output_tokens", "latency_ms")
+_SCHEMA_KEYS = ("type", "description", "items", "properties")
+# "workflow.input.x", "agent.output" or "agent.output.field", each optionally ending in "?".
+_INPUT_REFERENCE = re.compile(
+    r"(?:workflow\.input\.(?P<input>[^.?]+)|(?P<agent>[A-Za-z_][A-Za-z0-9_-]*)\.output(?:\.[^.?]+)?)\??"
+)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What every agent is checked against."""
+
+    header: Header
+    agent_names: frozenset[str]
+    lacks_price: Callable[[str], bool]
+
+
+def read_agents(top: Section, header: Header, *, lacks_price: Callable[[str], bool]) -> dict[str, AgentSpec]:
+    """The valid agents, in the order written; problems for the rest and for dangling references."""
+    raw_agents = top.sequence("agents", required=True)
+    if top.data.get("agents") == []:
+        top.report("agents", "must list at least one agent")
+    sections = [
+        Section(raw, f"agents[{index}]", top.problems, keys=_AGENT_KEYS, unsupported=_AGENT_UNSUPPORTED, nullable=False)
+        for index, raw in enumerate(raw_agents)
+    ]
+    first_use: dict[str, str] = {}
+    names = [_name(section, first_use) for section in sections]
+    scope = _Scope(header, frozenset(first_use), lacks_price)
+    if raw_agents and header.entry_point is not None and header.entry_point not in scope.agent_names:
+        top.problems.append(Problem("workflow.entry_point", _no_agent(header.entry_point, scope.agent_names)))
+    agents = {}
+    for section, name in zip(sections, names, strict=True):
+        agent = _agent(section, name, scope)
+        if agent is not None:
+            agents[agent.name] = agent
+    return agents
+
+
+def _name(section: Section, first_use: dict[str, str]) -> str | None:
+    name = section.text("name", required=True)
+    if name is None:
+        return None
+    if not AGENT_NAME.fullmatch(name):
+        problem = f"{show(name)} must start with a letter or '_' and hold only letters, digits, '_' and '-'"
+    elif name in RESERVED_NAMES:
+        problem = f"'{name}' is reserved for workflow inputs; choose another agent name"
+    elif name in first_use:
+        problem = f"duplicate agent name '{name}' (first used at {first_use[name]})"
+    else:
+        first_use[name] = section.path
+        return name
+    section.report("name", problem)
+    return None
+
+
+def _agent(section: Section, name: str | None, scope: _Scope) -> AgentSpec | None:
+    agent_type = section.data.get("type")
+    if agent_type is not None and agent_type != "agent":
+        section.report("type", f"agent type {show(agent_type)} is not supported (only 'agent')")
+        return None
+    # Read every field before giving up on the agent, so all of its problems are reported.
+    header = scope.header
+    model = _model(section, scope)
+    prompt = _template(section, "prompt", required=True)
+    description = section.text("description") or ""
+    system_prompt = _template(section, "system_prompt") or ""
+    inputs = _inputs(section, scope)
+    output = _output_schema(section)
+    routes = _routes(section, scope)
+    max_tokens = section.integer("max_tokens", minimum=1) or header.max_tokens or DEFAULT_MAX_TOKENS
+    temperature = _temperature(section, header)
+    mock = _mock(section)
+    if name is None or model is None or prompt is None:
+        return None
+    return AgentSpec(
+        name=name,
+        description=description,
+        model=model,
+        provider=header.provider,
+        system_prompt=system_prompt,
+        prompt=prompt,
+        input=inputs,
+        output=output,
+        routes=routes,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        mock=mock,
+    )
+
+
+def _model(section: Section, scope: _Scope) -> str | None:
+    if section.data.get("model") is None:
+        model = scope.header.default_model
+        if model is None:
+            section.report("model", "no model: set it here or set workflow.runtime.default_model")
+    else:
+        model = section.text("model", required=True)
+    if model is not None and scope.lacks_price(model):
+        section.report(
+            "model",
+            f"model '{model}' has no price; an enforce budget cannot be kept without one "
+            "(add it to workflow.cost.pricing or the price table)",
+        )
+    return model
+
+
+def _temperature(section: Section, header: Header) -> float | None:
+    temperature = section.number("temperature", minimum=0, maximum=MAX_TEMPERATURE)
+    return header.temperature if temperature is None else temperature
+
+
+def _template(section: Section, key: str, *, required: bool = False) -> str | None:
+    source = section.text(key, required=required)
+    if source is not None and (error := compile_check(source)):
+        section.report(key, f"template does not compile: {error}")
+        return None
+    return source
+
+
+def _inputs(section: Section, scope: _Scope) -> tuple[str, ...]:
+    references = []
+    for index, reference in enumerate(section.sequence("input")):
+        problem = _reference_problem(reference, scope)
+        if problem:
+            section.problems.append(Problem(f"{section.at('input')}[{index}]", problem))
+        else:
+            references.append(reference)
+    return tuple(references)
+
+
+def _reference_problem(reference: object, scope: _Scope) -> str | None:
+    if not isinstance(reference, str):
+        return f"must be a string, not {kind_of(reference)}"
+    match = _INPUT_REFERENCE.fullmatch(reference)
+    if match is None:
+        return (
+            f"{show(reference)} must look like 'workflow.input.NAME', 'AGENT.output' or "
+            "'AGENT.output.FIELD', optionally ending in '?'"
+        )
+    if match["input"] is not None and match["input"] not in scope.header.inputs:
+        return f"no workflow input named '{match['input']}'"
+    if match["agent"] is not None and match["agent"] not in scope.agent_names:
+        return _no_agent(match["agent"], scope.agent_names)
+    return None
+
+
+def _output_schema(section: Section) -> dict[str, Any] | None:
+    raw = section.data.get("output")
+    if raw is None:
+        return None
+    _check_fields(section, "output")
+    schema: dict[str, Any] = copy.deepcopy(raw)
+    return schema
+
+
+def _check_fields(owner: Section, key: str) -> None:
+    for _, raw, path in owner.entries(key):
+        _check_schema(raw, path, owner.problems)
+
+
+def _check_schema(raw: object, path: str, problems: list[Problem]) -> None:
+    schema = Section(raw, path, problems, keys=_SCHEMA_KEYS, nullable=False)
+    type_name = schema.text("type", required=True)
+    if type_name is not None and type_name not in INPUT_TYPES:
+        schema.report("type", f"must be one of {', '.join(INPUT_TYPES)}, not {show(type_name)}")
+    schema.text("description")
+    if schema.data.get("items") is not None:
+        _check_schema(schema.data["items"], schema.at("items"), problems)
+    _check_fields(schema, "properties")
+
+
+def _routes(section: Section, scope: _Scope) -> tuple[RouteSpec, ...]:
+    routes = []
+    for index, raw in enumerate(section.sequence("routes")):
+        route = Section(raw, f"{section.at('routes')}[{index}]", section.problems, keys=_ROUTE_KEYS, nullable=False)
+        target = route.text("to", required=True)
+        if target is not None and target != END and target not in scope.agent_names:
+            route.report("to", _no_agent(target, scope.agent_names))
+        when = route.data.get("when")
+        if isinstance(when, str) and (error := expression_check(when)):
+            route.report("when", f"condition does not compile: {error}")
+        elif when is not None and not isinstance(when, (str, bool)):
+            route.report("when", f"must be a condition string or true/false, not {kind_of(when)}")
+        if target is not None:
+            routes.append(RouteSpec(to=target, when=when))
+    return tuple(routes)
+
+
+def _mock(section: Section) -> MockSpec | None:
+    if section.data.get("mock") is None:
+        return None
+    mock = section.section("mock", keys=_MOCK_KEYS)
+    output = mock.data.get("output")
+    if output is not None and (bad := non_json_kind(output)):
+        mock.report("output", f"must be plain JSON data, but holds {bad}")
+    return MockSpec(
+        output=copy.deepcopy(output),
+        output_tokens=mock.integer("output_tokens", minimum=0),
+        latency_ms=mock.integer("latency_ms", minimum=0, maximum=MAX_MOCK_LATENCY_MS) or 0,
+    )
+
+
+def _no_agent(name: str, agent_names: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(agent_names), n=1, cutoff=0.75)
+    hint = f"did you mean '{close[0]}'?" if close else f"agents: {', '.join(sorted(agent_names)) or 'none'}"
+    return f"no agent named '{name}' ({hint})"

@@ -1,0 +1,173 @@
+"""Turning a definition's source into plain data without letting it exhaust time or memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
+
+import yaml
+from yaml.composer import ComposerError
+
+from ._values import kind_of
+from .errors import DefinitionError, Problem
+
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+MAX_ALIASES = 1_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """The pure-Python SafeLoader (its composer can be hooked) with depth and alias limits."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                self._refuse(f"it uses more than {MAX_ALIASES:,} aliases")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                self._refuse(f"it is nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _refuse(self, problem: str) -> NoReturn:
+        raise ComposerError(None, None, problem, self.peek_event().start_mark)
+
+
+# Dates stay strings: definitions are stored as JSON, and `version: 2024-05-01` means the text.
+_GuardedLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
+def read_source(source: str | bytes | Mapping[str, Any], *, max_bytes: int) -> Any:
+    """Plain data from YAML text or an already-parsed mapping; DefinitionError if unsafe or unreadable."""
+    if isinstance(source, Mapping):
+        _check_data(source, max_bytes=max_bytes)
+        return source
+    if not isinstance(source, (str, bytes)):
+        raise _refusal(f"must be YAML text or a mapping, not {kind_of(source)}")
+    data = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else source
+    if len(data) > max_bytes:
+        raise _refusal(f"is {len(data):,} bytes; the limit is {max_bytes:,}")
+    try:
+        text = data.decode("utf-8") if isinstance(source, bytes) else source
+    except UnicodeDecodeError as exc:
+        raise _refusal(f"is not valid UTF-8 (byte {exc.start})") from None
+    return _load_yaml(text)
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return _compose_and_construct(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise _refusal(f"is not valid YAML{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise _refusal(f"is not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValueError:  # the safe constructors' only ValueError: Python's limit on integer digits
+        raise _refusal("holds an integer with too many digits") from None
+
+
+def _compose_and_construct(text: str) -> Any:
+    loader = _GuardedLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_expansion(root)
+        duplicates = list(_duplicate_keys(root))
+        if duplicates:
+            raise DefinitionError(duplicates)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse documents whose aliases expand to too many nodes, too deep, or into themselves."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded node count, depth)
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    # Iterative post-order walk: aliases share node objects, so memoising by id keeps it linear.
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            children = _children(node)
+            count = 1 + sum(measured[id(child)][0] for child in children)
+            depth = 1 + max((measured[id(child)][1] for child in children), default=0)
+            if count > MAX_NODES:
+                raise _refusal(f"expands to more than {MAX_NODES:,} nodes (too many aliases)")
+            if depth > MAX_DEPTH:
+                raise _refusal(f"expands to nesting deeper than {MAX_DEPTH} levels")
+            measured[id(node)] = (count, depth)
+            in_progress.discard(id(node))
+        elif id(node) in in_progress:
+            raise _refusal("contains an alias to an anchor that encloses it")
+        elif id(node) not in measured:
+            in_progress.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
+def _duplicate_keys(root: yaml.Node) -> Iterator[Problem]:
+    visited: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            seen: set[tuple[str, str]] = set()
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                    continue
+                key_path = f"{path}.{key.value}" if path else key.value
+                if (key.tag, key.value) in seen:
+                    yield Problem(key_path, f"duplicate key '{key.value}' (line {key.start_mark.line + 1})")
+                seen.add((key.tag, key.value))
+                stack.append((value, key_path))
+
+
+def _check_data(data: Mapping[str, Any], *, max_bytes: int) -> None:
+    """The same depth and size limits for data that arrived already parsed (a JSON request body)."""
+    nodes = chars = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise _refusal(f"is nested deeper than {MAX_DEPTH} levels")
+        if nodes > MAX_NODES:
+            raise _refusal(f"has more than {MAX_NODES:,} values")
+        if isinstance(value, str):
+            chars += len(value)
+            if chars > max_bytes:
+                raise _refusal(f"holds more than {max_bytes:,} characters of text")
+        elif isinstance(value, Mapping):
+            stack.extend((child, depth + 1) for pair in value.items() for child in pair)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((child, depth + 1) for child in value)
+
+
+def _refusal(message: str) -> DefinitionError:
+    return DefinitionError([Problem("definition", message)])

@@ -1,0 +1,90 @@
+"""Validating run limits and resolving them across run, workflow, team and system layers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from ._values import show, whole_number
+from .errors import Problem
+from .pricing import to_exact_money
+
+LIMIT_FIELDS = ("budget_usd", "budget_mode", "max_iterations", "timeout_seconds")
+BUDGET_MODES = ("audit", "enforce")
+MAX_ITERATIONS = 500
+SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"budget_usd": None, "budget_mode": "audit", "max_iterations": 10, "timeout_seconds": None}
+)
+_LAYERS = ("run", "workflow", "team")  # highest precedence first
+
+
+@dataclass(frozen=True)
+class ResolvedLimits:
+    budget_usd: Decimal | None
+    budget_mode: str
+    max_iterations: int
+    timeout_seconds: int | None
+    sources: dict[str, str]  # field -> "run" | "workflow" | "team" | "system"
+
+
+def check_limits(raw: Mapping[str, Any], *, path: str) -> tuple[dict[str, Any], list[Problem]]:
+    """The cleaned values of the limits present in ``raw``, plus every problem; None means "not set"."""
+    if not isinstance(raw, Mapping):
+        return {}, [Problem(path, "must be a mapping")]
+    cleaned: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in raw.items():
+        where = f"{path}.{key}"
+        if key not in _CLEANERS:
+            problems.append(Problem(where, f"unknown key {show(key)} (expected one of: {', '.join(LIMIT_FIELDS)})"))
+        elif value is not None:
+            try:
+                cleaned[key] = _CLEANERS[key](value)
+            except ValueError as exc:
+                problems.append(Problem(where, str(exc)))
+    return cleaned, problems
+
+
+def resolve_limits(*, run: Mapping[str, Any], workflow: Mapping[str, Any], team: Mapping[str, Any]) -> ResolvedLimits:
+    """Per field, the first value set by the run, the workflow or the team, else the system default."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for field in LIMIT_FIELDS:
+        values[field], sources[field] = SYSTEM_DEFAULTS[field], "system"
+        for source, layer in zip(_LAYERS, (run, workflow, team), strict=True):
+            if layer.get(field) is not None:
+                values[field], sources[field] = layer[field], source
+                break
+    return ResolvedLimits(**values, sources=sources)
+
+
+def _clean_budget(value: object) -> Decimal:
+    amount = to_exact_money(value)
+    if amount <= 0:
+        raise ValueError(f"must be greater than 0, not {show(value)}")
+    return amount
+
+
+def _clean_mode(value: object) -> str:
+    if not isinstance(value, str) or value not in BUDGET_MODES:
+        raise ValueError(f"must be 'audit' or 'enforce', not {show(value)}")
+    return value
+
+
+def _clean_iterations(value: object) -> int:
+    return whole_number(value, minimum=1, maximum=MAX_ITERATIONS)
+
+
+def _clean_timeout(value: object) -> int:
+    return whole_number(value, minimum=1)
+
+
+_CLEANERS: dict[str, Callable[[object], Any]] = {
+    "budget_usd": _clean_budget,
+    "budget_mode": _clean_mode,
+    "max_iterations": _clean_iterations,
+    "timeout_seconds": _clean_timeout,
+}

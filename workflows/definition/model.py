@@ -1,0 +1,220 @@
+"""The parsed, validated form of a workflow definition.
+
+Instances are only ever built from valid input, by ``load_definition`` or by ``from_dict``
+on the output of ``to_dict``. Their dicts and tuples are shared: treat them as read-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from .pricing import UnitPrices
+
+END = "$end"
+DEFAULT_MAX_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: str
+    required: bool
+    default: Any | None
+    has_default: bool
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "required": self.required,
+            "default": self.default,
+            "has_default": self.has_default,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    to: str  # an agent name or END
+    when: str | bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"to": self.to, "when": self.when}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouteSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class MockSpec:
+    """What the fake provider answers for an agent."""
+
+    output: Any | None
+    output_tokens: int | None
+    latency_ms: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "output_tokens": self.output_tokens, "latency_ms": self.latency_ms}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MockSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    description: str
+    model: str
+    provider: str
+    system_prompt: str
+    prompt: str
+    input: tuple[str, ...]
+    output: dict[str, dict[str, Any]] | None
+    routes: tuple[RouteSpec, ...]
+    max_tokens: int
+    temperature: float | None
+    mock: MockSpec | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "model": self.model,
+            "provider": self.provider,
+            "system_prompt": self.system_prompt,
+            "prompt": self.prompt,
+            "input": list(self.input),
+            "output": self.output,
+            "routes": [route.to_dict() for route in self.routes],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "mock": None if self.mock is None else self.mock.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentSpec:
+        return cls(
+            **{
+                **data,
+                "input": tuple(data["input"]),
+                "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"]),
+                "mock": None if data["mock"] is None else MockSpec.from_dict(data["mock"]),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class LimitsSpec:
+    """Limits set by the definition itself; None means "not set here"."""
+
+    max_iterations: int | None = None
+    timeout_seconds: int | None = None
+    budget_usd: Decimal | None = None
+    budget_mode: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_iterations": self.max_iterations,
+            "timeout_seconds": self.timeout_seconds,
+            "budget_usd": _str_or_none(self.budget_usd),
+            "budget_mode": self.budget_mode,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LimitsSpec:
+        return cls(**{**data, "budget_usd": _decimal_or_none(data["budget_usd"])})
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    name: str
+    description: str
+    version: str | None
+    entry_point: str
+    inputs: dict[str, InputSpec]
+    limits: LimitsSpec
+    provider: str
+    default_model: str | None
+    max_tokens: int | None
+    temperature: float | None
+    pricing: dict[str, UnitPrices]
+    agents: dict[str, AgentSpec]  # in the order written
+    output: dict[str, str]  # top-level output templates, possibly empty
+
+    def agent(self, name: str) -> AgentSpec:
+        return self.agents[name]
+
+    def models(self) -> set[str]:
+        return {agent.model for agent in self.agents.values()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form that ``from_dict`` turns back into an equal definition."""
+        # Ordered collections are lists: jsonb does not keep the key order of objects.
+        return {
+            "name": self.name,
+            "description": self.description,
+            "version": self.version,
+            "entry_point": self.entry_point,
+            "inputs": [spec.to_dict() for spec in self.inputs.values()],
+            "limits": self.limits.to_dict(),
+            "provider": self.provider,
+            "default_model": self.default_model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "pricing": {model: _prices_to_dict(prices) for model, prices in self.pricing.items()},
+            "agents": [agent.to_dict() for agent in self.agents.values()],
+            "output": [{"name": name, "template": template} for name, template in self.output.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkflowDefinition:
+        inputs = (InputSpec.from_dict(spec) for spec in data["inputs"])
+        agents = (AgentSpec.from_dict(agent) for agent in data["agents"])
+        return cls(
+            name=data["name"],
+            description=data["description"],
+            version=data["version"],
+            entry_point=data["entry_point"],
+            inputs={spec.name: spec for spec in inputs},
+            limits=LimitsSpec.from_dict(data["limits"]),
+            provider=data["provider"],
+            default_model=data["default_model"],
+            max_tokens=data["max_tokens"],
+            temperature=data["temperature"],
+            pricing={model: _prices_from_dict(prices) for model, prices in data["pricing"].items()},
+            agents={agent.name: agent for agent in agents},
+            output={item["name"]: item["template"] for item in data["output"]},
+        )
+
+
+def _prices_to_dict(prices: UnitPrices) -> dict[str, str | None]:
+    return {
+        "input_per_mtok": str(prices.input_per_mtok),
+        "output_per_mtok": str(prices.output_per_mtok),
+        "cached_input_per_mtok": _str_or_none(prices.cached_input_per_mtok),
+    }
+
+
+def _prices_from_dict(data: dict[str, Any]) -> UnitPrices:
+    return UnitPrices(
+        input_per_mtok=Decimal(data["input_per_mtok"]),
+        output_per_mtok=Decimal(data["output_per_mtok"]),
+        cached_input_per_mtok=_decimal_or_none(data["cached_input_per_mtok"]),
+    )
+
+
+def _str_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _decimal_or_none(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)

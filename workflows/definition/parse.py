@@ -1,0 +1,89 @@
+"""Parsing and validating a workflow definition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from ._agents import read_agents
+from ._section import Section
+from ._source import read_source
+from ._values import kind_of
+from ._workflow import DEFAULT_PROVIDER, Header, read_header
+from .errors import DefinitionError, Problem
+from .model import WorkflowDefinition
+from .templates import compile_check
+
+MAX_DEFINITION_BYTES = 256 * 1024
+
+_TOP_KEYS = ("workflow", "agents", "output")
+_TOP_UNSUPPORTED = {
+    "parallel": "'parallel' groups are not supported yet",
+    "for_each": "'for_each' groups are not supported yet",
+    "tools": "'tools' are not supported",
+    "mcp_servers": "'mcp_servers' are not supported",
+}
+
+
+def _nothing_priced(model: str) -> bool:
+    return False
+
+
+def load_definition(
+    source: str | bytes | Mapping[str, Any],
+    *,
+    is_priced: Callable[[str], bool] = _nothing_priced,
+    known_providers: Collection[str] = (DEFAULT_PROVIDER,),
+    max_bytes: int = MAX_DEFINITION_BYTES,
+) -> WorkflowDefinition:
+    """A definition from YAML (or JSON) text or an already-parsed mapping.
+
+    Raises DefinitionError listing every problem found; never any other exception.
+    """
+    raw = read_source(source, max_bytes=max_bytes)
+    if not isinstance(raw, Mapping):
+        raise DefinitionError(
+            [Problem("definition", f"must be a mapping with 'workflow' and 'agents', not {kind_of(raw)}")]
+        )
+    problems: list[Problem] = []
+    top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=_TOP_UNSUPPORTED)
+    header = read_header(top, known_providers=known_providers)
+    agents = read_agents(top, header, lacks_price=_price_check(header, is_priced))
+    output = _output(top)
+    if problems:
+        raise DefinitionError(problems)
+    # Both are only None when a problem was reported.
+    assert header.name is not None and header.entry_point is not None
+    return WorkflowDefinition(
+        name=header.name,
+        description=header.description,
+        version=header.version,
+        entry_point=header.entry_point,
+        inputs=header.inputs,
+        limits=header.limits,
+        provider=header.provider,
+        default_model=header.default_model,
+        max_tokens=header.max_tokens,
+        temperature=header.temperature,
+        pricing=header.pricing,
+        agents=agents,
+        output=output,
+    )
+
+
+def _price_check(header: Header, is_priced: Callable[[str], bool]) -> Callable[[str], bool]:
+    """Whether a model lacks the price that an enforced budget needs."""
+    enforced = header.limits.budget_mode == "enforce" and header.limits.budget_usd is not None
+    return lambda model: enforced and model not in header.priced_models and not is_priced(model)
+
+
+def _output(top: Section) -> dict[str, str]:
+    output = {}
+    for name, template, path in top.entries("output"):
+        if not isinstance(template, str):
+            top.problems.append(Problem(path, f"must be a template string, not {kind_of(template)}"))
+        elif error := compile_check(template):
+            top.problems.append(Problem(path, f"template does not compile: {error}"))
+        else:
+            output[name] = template
+    return output
