@@ -1,0 +1,39 @@
+"""The one family of errors services raise; the API maps each to its HTTP status in one handler."""
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    status_code = 400
+    type = "invalid_request"
+
+    def __init__(self, message: str, *, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details if details is not None else {}
+
+
+class ValidationFailed(ApplicationError):
+    type = "validation_error"
+
+
+class DefinitionInvalid(ApplicationError):
+    type = "definition_invalid"
+
+
+class UnpricedModel(ApplicationError):
+    type = "unpriced_model"
+
+
+class NotFound(ApplicationError):
+    status_code = 404
+    type = "not_found"
+
+
+class InvalidRunState(ApplicationError):
+    status_code = 409
+    type = "invalid_run_state"
+
+
+def problems_as_details(problems) -> list[dict]:
+    return [{"path": problem.path, "message": problem.message} for problem in problems]

@@ -1,0 +1,354 @@
+from datetime import timedelta
+from decimal import Decimal
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+MAX_ITERATIONS_CEILING = 500
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    """USD amounts: 6 decimal places, never float."""
+    return models.DecimalField(max_digits=18, decimal_places=6, **kwargs)
+
+
+class BudgetMode(models.TextChoices):
+    AUDIT = "audit"
+    ENFORCE = "enforce"
+
+
+class Team(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    default_budget_usd = money_field(
+        null=True, blank=True, validators=[MinValueValidator(Decimal("0.000001"))]
+    )
+    default_budget_mode = models.CharField(max_length=10, choices=BudgetMode, blank=True)
+    default_max_iterations = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_ITERATIONS_CEILING)]
+    )
+    default_timeout_seconds = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(default_budget_usd__isnull=True) | Q(default_budget_usd__gt=0),
+                name="team_default_budget_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def limit_defaults(self) -> dict:
+        """The team's layer of limit resolution; unset fields are None."""
+        return {
+            "budget_usd": self.default_budget_usd,
+            "budget_mode": self.default_budget_mode or None,
+            "max_iterations": self.default_max_iterations,
+            "timeout_seconds": self.default_timeout_seconds,
+        }
+
+
+class ApiKey(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key; the key itself is never stored.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.team})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Workflow(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="workflows")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="workflow_unique_name_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.team}/{self.name}"
+
+
+class WorkflowVersion(models.Model):
+    """An immutable definition; a run pins one."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    source = models.TextField(help_text="The definition as uploaded.")
+    definition = models.JSONField(help_text="The validated, normalised definition.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workflow", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "version"], name="workflow_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} v{self.version}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    ITERATION_LIMIT = "iteration_limit"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+RESUMABLE_RUN_STATUSES = (
+    RunStatus.BUDGET_EXCEEDED,
+    RunStatus.ITERATION_LIMIT,
+    RunStatus.TIMED_OUT,
+    RunStatus.FAILED,
+)
+FINAL_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED)
+
+
+class Run(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
+    workflow_version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=20, choices=RunStatus, default=RunStatus.QUEUED, db_index=True)
+    inputs = models.JSONField(default=dict, blank=True)
+
+    budget_usd = money_field(null=True, blank=True)
+    budget_mode = models.CharField(max_length=10, choices=BudgetMode, default=BudgetMode.AUDIT)
+    max_iterations = models.PositiveIntegerField(default=10)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    limit_sources = models.JSONField(default=dict, blank=True, help_text="Where each effective limit came from.")
+
+    spent_usd = money_field(default=Decimal("0"))
+    reserved_usd = money_field(default=Decimal("0"))
+    unpriced_steps = models.PositiveIntegerField(default=0)
+    # Audit mode re-arms its budget_exceeded event once spend reaches this amount.
+    audit_rearm_at_usd = money_field(null=True, blank=True)
+
+    current_agent = models.CharField(max_length=200, blank=True)
+    iterations = models.PositiveIntegerField(default=0, help_text="Steps executed.")
+    # Timeouts count active time only: time stopped between a stop and a resume is excluded.
+    active_time = models.DurationField(default=timedelta)
+    active_since = models.DateTimeField(null=True, blank=True)
+
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["team", "-id"], name="run_team_newest")]
+        constraints = [
+            models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="run_reserved_not_negative"),
+            models.CheckConstraint(condition=Q(spent_usd__gte=0), name="run_spent_not_negative"),
+            models.CheckConstraint(
+                condition=Q(budget_usd__isnull=True) | Q(budget_usd__gt=0), name="run_budget_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+    def elapsed(self, now=None) -> timedelta:
+        """Active run time so far."""
+        if self.active_since is None:
+            return self.active_time
+        return self.active_time + ((now or timezone.now()) - self.active_since)
+
+    @property
+    def limits(self) -> dict:
+        return {
+            "budget_usd": self.budget_usd,
+            "budget_mode": self.budget_mode,
+            "max_iterations": self.max_iterations,
+            "timeout_seconds": self.timeout_seconds,
+        }
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    BLOCKED = "blocked", "blocked by a limit"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Step(models.Model):
+    """One agent execution inside a run; created before its task is enqueued."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    sequence = models.PositiveIntegerField()
+    agent = models.CharField(max_length=200)
+    iteration = models.PositiveIntegerField(help_text="How many times this agent has been reached in the run.")
+    status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    redeliveries = models.PositiveIntegerField(default=0, help_text="Deliveries that found an attempt crashed.")
+    model = models.CharField(max_length=200, blank=True)
+    estimate_usd = money_field(null=True, blank=True)
+    reserved_usd = money_field(default=Decimal("0"))
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="Host and process of the latest attempt.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "sequence"], name="step_unique_sequence"),
+            models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="step_reserved_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} step {self.sequence} ({self.agent})"
+
+
+class Checkpoint(models.Model):
+    """What a run continues from: the next step, the outputs so far, and the counters."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    reason = models.CharField(max_length=40)
+    next_step = models.ForeignKey(Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    next_agent = models.CharField(max_length=200, blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    iterations = models.PositiveIntegerField()
+    spent_usd = money_field()
+    active_time = models.DurationField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        get_latest_by = "id"
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.pk} of run {self.run_id} ({self.reason})"
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("Ledger entries are append-only.")
+
+    def delete(self):
+        raise TypeError("Ledger entries are append-only.")
+
+
+class LedgerEntry(models.Model):
+    """The settled cost of one step attempt. Rows are never changed or deleted."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="ledger_entries")
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="ledger_entries")
+    step = models.ForeignKey(Step, on_delete=models.PROTECT, related_name="ledger_entries")
+    attempt = models.PositiveIntegerField()
+    agent = models.CharField(max_length=200)
+    provider = models.CharField(max_length=50)
+    model = models.CharField(max_length=200)
+    input_tokens = models.PositiveIntegerField()
+    output_tokens = models.PositiveIntegerField()
+    cached_input_tokens = models.PositiveIntegerField(default=0)
+    input_per_mtok = money_field(null=True, blank=True)
+    output_per_mtok = money_field(null=True, blank=True)
+    cached_input_per_mtok = money_field(null=True, blank=True)
+    price_source = models.CharField(max_length=20, blank=True, help_text="workflow, table, or empty when unpriced.")
+    cost_usd = money_field(null=True, blank=True, help_text="Empty when the model has no price.")
+    request_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "attempt"], name="ledger_one_entry_per_attempt"),
+            models.CheckConstraint(
+                condition=Q(cost_usd__isnull=True) | Q(cost_usd__gte=0), name="ledger_cost_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.cost_usd} (run {self.run_id} step {self.step_id})"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise TypeError("Ledger entries are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Ledger entries are append-only.")
+
+
+class EventType(models.TextChoices):
+    RUN_STARTED = "run_started"
+    AGENT_COMPLETED = "agent_completed"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    ITERATION_LIMIT = "iteration_limit"
+    TIMED_OUT = "timed_out"
+    STEP_REDELIVERED = "step_redelivered"
+    RUN_FAILED = "run_failed"
+    RUN_COMPLETED = "run_completed"
+    RUN_RESUMED = "run_resumed"
+    RUN_CANCELLED = "run_cancelled"
+
+
+class Event(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    type = models.CharField(max_length=40, choices=EventType, db_index=True)
+    payload = models.JSONField(default=dict, blank=True)
+    actor = models.CharField(max_length=200, blank=True, help_text="Who caused it: an API key, a user, or the system.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["run", "id"], name="event_run_order")]
+
+    def __str__(self) -> str:
+        return f"{self.type} (run {self.run_id})"
+
+
+class Price(models.Model):
+    """A model's USD list price per million tokens, in force from `valid_from`."""
+
+    model = models.CharField(max_length=200, db_index=True)
+    input_per_mtok = money_field(validators=[MinValueValidator(Decimal("0"))])
+    output_per_mtok = money_field(validators=[MinValueValidator(Decimal("0"))])
+    cached_input_per_mtok = money_field(null=True, blank=True, validators=[MinValueValidator(Decimal("0"))])
+    valid_from = models.DateField()
+
+    class Meta:
+        ordering = ["model", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "valid_from"], name="price_unique_per_date"),
+            models.CheckConstraint(
+                condition=Q(input_per_mtok__gte=0) & Q(output_per_mtok__gte=0), name="price_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.valid_from}"

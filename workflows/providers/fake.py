@@ -1,0 +1,42 @@
+"""An offline, deterministic provider: a cost simulator priced as whatever model it stands in for."""
+
+import json
+import time
+from typing import Any
+
+from workflows.definition import fake_token_count
+from workflows.providers.base import CompletionRequest, CompletionResult
+
+_PLACEHOLDERS: dict[str, Any] = {"number": 0, "integer": 0, "boolean": True, "array": [], "object": {}}
+
+
+class FakeProvider:
+    name = "fake"
+
+    def complete(self, request: CompletionRequest) -> CompletionResult:
+        mock = request.options.get("mock") or {}
+        if mock.get("latency_ms"):
+            time.sleep(mock["latency_ms"] / 1000)
+        output = mock["output"] if mock.get("output") is not None else synthesise(request.output_schema)
+        output_tokens = mock.get("output_tokens")
+        if output_tokens is None:
+            output_tokens = fake_token_count(output if isinstance(output, str) else json.dumps(output))
+        return CompletionResult(
+            output=output,
+            input_tokens=fake_token_count(request.system_prompt + request.prompt),
+            output_tokens=output_tokens,
+        )
+
+
+def synthesise(schema: dict[str, dict] | None) -> Any:
+    """A value of the right shape for each field of the agent's output schema."""
+    if not schema:
+        return {"result": "fake output"}
+    return {name: _placeholder(name, field) for name, field in schema.items()}
+
+
+def _placeholder(name: str, field: dict) -> Any:
+    kind = field.get("type", "string")
+    if kind == "object" and field.get("properties"):
+        return synthesise(field["properties"])
+    return _PLACEHOLDERS.get(kind, f"fake {name}")

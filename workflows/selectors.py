@@ -1,0 +1,69 @@
+"""Reads. Every API read goes through a function here that is scoped to the caller's team."""
+
+from django.db.models import Max, QuerySet
+
+from workflows.definition import WorkflowDefinition
+from workflows.errors import NotFound
+from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
+
+
+def workflows_for_team(*, team: Team) -> QuerySet[Workflow]:
+    return Workflow.objects.filter(team=team).annotate(latest_version=Max("versions__version"))
+
+
+def workflow_get(*, team: Team, workflow_id: int) -> Workflow:
+    workflow = workflows_for_team(team=team).filter(pk=workflow_id).first()
+    if workflow is None:
+        raise NotFound(f"No workflow with id {workflow_id}.")
+    return workflow
+
+
+def workflow_version_get(*, team: Team, workflow: int | str, version: int | None = None) -> WorkflowVersion:
+    """The version a run should pin: `workflow` is an id or a name, `version` defaults to the latest."""
+    versions = WorkflowVersion.objects.select_related("workflow").filter(workflow__team=team)
+    if isinstance(workflow, int) or (isinstance(workflow, str) and workflow.isdigit()):
+        versions = versions.filter(workflow_id=int(workflow))
+    else:
+        versions = versions.filter(workflow__name=workflow)
+    if version is not None:
+        versions = versions.filter(version=version)
+    found = versions.order_by("-version").first()
+    if found is None:
+        wanted = f"version {version} of workflow '{workflow}'" if version is not None else f"workflow '{workflow}'"
+        raise NotFound(f"No {wanted}.")
+    return found
+
+
+def definition_of(version: WorkflowVersion) -> WorkflowDefinition:
+    return WorkflowDefinition.from_dict(version.definition)
+
+
+def runs_for_team(*, team: Team) -> QuerySet[Run]:
+    return Run.objects.filter(team=team).select_related("workflow_version__workflow")
+
+
+def run_get(*, team: Team, run_id: int) -> Run:
+    run = runs_for_team(team=team).filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"No run with id {run_id}.")
+    return run
+
+
+def latest_checkpoint(*, run: Run) -> Checkpoint | None:
+    return run.checkpoints.order_by("-id").first()
+
+
+def steps_of(*, run: Run) -> QuerySet[Step]:
+    return run.steps.order_by("sequence")
+
+
+def events_of(*, run: Run) -> QuerySet[Event]:
+    return run.events.order_by("id")
+
+
+def ledger_of(*, run: Run) -> QuerySet[LedgerEntry]:
+    return run.ledger_entries.order_by("id")
+
+
+def checkpoints_of(*, run: Run) -> QuerySet[Checkpoint]:
+    return run.checkpoints.order_by("id")

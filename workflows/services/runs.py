@@ -1,0 +1,256 @@
+"""Starting, resuming and cancelling runs. Each `check_*` validates without writing; each public
+service then does its writes in one transaction and enqueues work only once that commits."""
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from workflows.definition import (
+    ResolvedLimits,
+    TemplateFailure,
+    WorkflowDefinition,
+    check_inputs,
+    check_limits,
+    resolve_limits,
+)
+from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed, problems_as_details
+from workflows.models import (
+    FINAL_RUN_STATUSES,
+    RESUMABLE_RUN_STATUSES,
+    ApiKey,
+    BudgetMode,
+    Checkpoint,
+    EventType,
+    Run,
+    RunStatus,
+    Step,
+    StepStatus,
+    Team,
+)
+from workflows.selectors import definition_of, latest_checkpoint, workflow_version_get
+from workflows.services.events import event_record, usd
+from workflows.services.gate import gate_decide
+from workflows.services.prices import prices_for
+from workflows.services.steps import gate_input, step_prepare, step_schedule
+
+
+def actor_of(api_key: ApiKey | None) -> str:
+    return f"api_key:{api_key.prefix}" if api_key else "system"
+
+
+def check_limit_overrides(limits: Mapping | None, *, path: str) -> dict:
+    if limits is None:
+        return {}
+    if not isinstance(limits, Mapping):
+        raise ValidationFailed("limits must be an object.", details=[{"path": path, "message": "must be an object"}])
+    clean, problems = check_limits(limits, path=path)
+    if problems:
+        raise ValidationFailed("The limits are invalid.", details=problems_as_details(problems))
+    return clean
+
+
+def check_models_priced(*, definition: WorkflowDefinition, budget_usd: Decimal | None, budget_mode: str) -> None:
+    """Under an enforce budget every model must have a price; no price must never switch a budget off."""
+    if budget_usd is None or budget_mode != BudgetMode.ENFORCE:
+        return
+    unpriced = sorted(m for m in definition.models() if prices_for(model=m, pricing=definition.pricing)[0] is None)
+    if unpriced:
+        names = ", ".join(f"'{model}'" for model in unpriced)
+        raise UnpricedModel(
+            f"Model {names} has no price, so an enforce budget cannot be kept. Add it to the workflow's "
+            "cost.pricing or the price table, or run in audit mode.",
+            details={"models": unpriced},
+        )
+
+
+def run_start(
+    *,
+    team: Team,
+    workflow: int | str,
+    version: int | None = None,
+    inputs: Mapping | None = None,
+    limits: Mapping | None = None,
+    started_by: ApiKey | None = None,
+) -> Run:
+    workflow_version = workflow_version_get(team=team, workflow=workflow, version=version)
+    definition = definition_of(workflow_version)
+    requested = check_limit_overrides(limits, path="limits")
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise ValidationFailed("inputs must be an object.", details=[{"path": "inputs", "message": "must be an object"}])
+    clean_inputs, problems = check_inputs(definition.inputs, inputs or {})
+    if problems:
+        raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
+    resolved = resolve_limits(run=requested, workflow=asdict(definition.limits), team=team.limit_defaults())
+    check_models_priced(definition=definition, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode)
+
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.create(
+            team=team,
+            workflow_version=workflow_version,
+            inputs=clean_inputs,
+            status=RunStatus.QUEUED,
+            current_agent=definition.entry_point,
+            active_since=now,
+            **_limit_fields(resolved),
+        )
+        step = Step.objects.create(run=run, sequence=1, agent=definition.entry_point, iteration=1)
+        Checkpoint.objects.create(
+            run=run,
+            reason="started",
+            next_step=step,
+            next_agent=step.agent,
+            outputs={},
+            iterations=0,
+            spent_usd=Decimal("0"),
+            active_time=run.active_time,
+        )
+        event_record(
+            run=run,
+            type=EventType.RUN_STARTED,
+            payload={"limits": _limits_payload(run), "limit_sources": resolved.sources},
+            actor=actor_of(started_by),
+        )
+        step_schedule(step)
+    return run
+
+
+def check_run_resumable(*, run: Run, new_limits: dict) -> Step:
+    """The step a resume would run, or InvalidRunState saying why the run cannot make progress."""
+    if run.status not in RESUMABLE_RUN_STATUSES:
+        raise InvalidRunState(
+            f"Cannot resume a run that is in '{run.status}' status.", details={"status": run.status}
+        )
+    checkpoint = latest_checkpoint(run=run)
+    step = checkpoint.next_step if checkpoint else None
+    if step is None or step.status not in (StepStatus.BLOCKED, StepStatus.FAILED):
+        raise InvalidRunState(
+            "The run has no step to continue from.", details={"status": run.status}
+        )
+    definition = definition_of(run.workflow_version)
+    check_models_priced(definition=definition, budget_usd=new_limits["budget_usd"], budget_mode=new_limits["budget_mode"])
+    try:
+        prepared = step_prepare(run=run, step=step, definition=definition, outputs=checkpoint.outputs)
+    except TemplateFailure as exc:
+        raise InvalidRunState(f"The next step cannot be prepared: {exc}", details={"agent": step.agent}) from exc
+    trial = Run(**{**_run_counters(run), **new_limits})
+    decision = gate_decide(gate_input(run=trial, estimate=prepared.estimate_usd))
+    if not decision.admitted:
+        details = {"status": decision.stop, "current_agent": step.agent, "limits": _limits_payload(trial)}
+        if decision.stop == RunStatus.BUDGET_EXCEEDED:
+            details["projected_usd"] = usd(decision.projected_usd)
+            details["spent_usd"] = usd(run.spent_usd)
+        raise InvalidRunState(f"Resuming would stop again at once: {decision.message}", details=details)
+    return step
+
+
+def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
+    overrides = check_limit_overrides(limits, path="")
+    with transaction.atomic():
+        run = Run.objects.select_for_update().select_related("workflow_version").get(pk=run.pk)
+        old_limits = run.limits
+        new_limits = {**old_limits, **overrides}
+        step = check_run_resumable(run=run, new_limits=new_limits)
+
+        previous_status = run.status
+        now = timezone.now()
+        for field, value in new_limits.items():
+            setattr(run, field, value)
+        run.limit_sources = {**run.limit_sources, **{field: "resume" for field in overrides}}
+        run.status = RunStatus.QUEUED
+        run.error = None
+        run.finished_at = None
+        run.active_since = now
+        run.current_agent = step.agent
+        run.save(
+            update_fields=[
+                *new_limits,
+                "limit_sources",
+                "status",
+                "error",
+                "finished_at",
+                "active_since",
+                "current_agent",
+                "updated_at",
+            ]
+        )
+        step.status = StepStatus.PENDING
+        step.error = None
+        step.save(update_fields=["status", "error"])
+        event_record(
+            run=run,
+            type=EventType.RUN_RESUMED,
+            actor=actor_of(resumed_by),
+            payload={
+                "by": actor_of(resumed_by),
+                "at": now.isoformat(),
+                "reason": reason,
+                "from_status": previous_status,
+                "old_limits": _limits_payload(Run(**old_limits)),
+                "new_limits": _limits_payload(run),
+                "spent_usd": usd(run.spent_usd),
+                "next_agent": step.agent,
+            },
+        )
+        step_schedule(step)
+    return run
+
+
+def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = "") -> Run:
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status in FINAL_RUN_STATUSES:
+            raise InvalidRunState(
+                f"Cannot cancel a run that is in '{run.status}' status.", details={"status": run.status}
+            )
+        previous_status = run.status
+        now = timezone.now()
+        run.active_time = run.elapsed(now)
+        run.active_since = None
+        run.status = RunStatus.CANCELLED
+        run.finished_at = now
+        run.save(update_fields=["status", "active_time", "active_since", "finished_at", "updated_at"])
+        # A step already running finishes and is charged; steps not yet started never run.
+        run.steps.filter(status__in=[StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED]).update(
+            status=StepStatus.CANCELLED
+        )
+        event_record(
+            run=run,
+            type=EventType.RUN_CANCELLED,
+            actor=actor_of(cancelled_by),
+            payload={"by": actor_of(cancelled_by), "reason": reason, "from_status": previous_status},
+        )
+    return run
+
+
+def _limit_fields(resolved: ResolvedLimits) -> dict:
+    return {
+        "budget_usd": resolved.budget_usd,
+        "budget_mode": resolved.budget_mode,
+        "max_iterations": resolved.max_iterations,
+        "timeout_seconds": resolved.timeout_seconds,
+        "limit_sources": dict(resolved.sources),
+    }
+
+
+def _limits_payload(run: Run) -> dict:
+    return {
+        "budget_usd": usd(run.budget_usd),
+        "budget_mode": run.budget_mode,
+        "max_iterations": run.max_iterations,
+        "timeout_seconds": run.timeout_seconds,
+    }
+
+
+def _run_counters(run: Run) -> dict:
+    return {
+        "spent_usd": run.spent_usd,
+        "reserved_usd": run.reserved_usd,
+        "iterations": run.iterations,
+        "active_time": run.active_time,
+        "active_since": None,
+        "audit_rearm_at_usd": run.audit_rearm_at_usd,
+    }

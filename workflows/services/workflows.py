@@ -1,0 +1,45 @@
+import json
+from collections.abc import Mapping
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+
+from workflows.definition import DefinitionError, load_definition
+from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
+from workflows.models import Team, Workflow, WorkflowVersion
+from workflows.providers import known_providers
+from workflows.services.prices import is_priced
+
+MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
+
+
+def workflow_create(*, team: Team, definition: str | Mapping, name: str | None = None) -> WorkflowVersion:
+    """Validate a definition and store it as the next version of the team's workflow of that name."""
+    try:
+        parsed = load_definition(
+            definition,
+            is_priced=is_priced,
+            known_providers=known_providers(),
+            max_bytes=settings.DEFINITION_MAX_BYTES,
+        )
+    except DefinitionError as exc:
+        count = len(exc.problems)
+        raise DefinitionInvalid(
+            f"The workflow definition has {count} problem{'s' if count != 1 else ''}.",
+            details=problems_as_details(exc.problems),
+        ) from exc
+    name = (name or parsed.name).strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValidationFailed(
+            f"A workflow name must be 1 to {MAX_NAME_LENGTH} characters.", details=[{"path": "name", "message": "invalid"}]
+        )
+    source = definition if isinstance(definition, str) else json.dumps(definition, indent=2, default=str)
+    with transaction.atomic():
+        workflow, _ = Workflow.objects.get_or_create(team=team, name=name)
+        # Numbering versions under the workflow's row lock keeps concurrent uploads from colliding.
+        Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+        latest = workflow.versions.aggregate(latest=Max("version"))["latest"] or 0
+        return WorkflowVersion.objects.create(
+            workflow=workflow, version=latest + 1, source=source, definition=parsed.to_dict()
+        )
