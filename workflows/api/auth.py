@@ -1,0 +1,29 @@
+from rest_framework import authentication, exceptions, permissions
+
+from workflows.models import ApiKey
+from workflows.services.teams import api_key_authenticate
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <team API key>`; `request.auth` is the ApiKey, its team the caller."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if not header or header[0].lower() != self.keyword.lower():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("The Authorization header must be 'Bearer <API key>'.")
+        api_key = api_key_authenticate(raw_key=header[1])
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("The API key is unknown or revoked.")
+        return (None, api_key)
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class HasTeamApiKey(permissions.BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.auth, ApiKey)

@@ -1,0 +1,218 @@
+"""Input serializers check the shape of a request; output serializers render models. No rules here."""
+
+from rest_framework import serializers
+
+from workflows.definition import LIMIT_FIELDS
+from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Workflow, WorkflowVersion
+
+
+def money(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=18, decimal_places=6, read_only=True, **kwargs)
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is an error rather than silently ignored."""
+
+    def validate(self, attrs):
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs
+
+
+class DefinitionField(serializers.Field):
+    """YAML (or JSON) text, or an already-parsed JSON object."""
+
+    default_error_messages = {"invalid": "Must be YAML or JSON text, or a JSON object."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, (str, dict)):
+            return data
+        self.fail("invalid")
+
+
+class WorkflowCreateInputSerializer(StrictInputSerializer):
+    name = serializers.CharField(required=False, max_length=200)
+    definition = DefinitionField()
+
+
+class WorkflowVersionOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkflowVersion
+        fields = ["version", "created_at"]
+
+
+class WorkflowCreatedOutputSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(source="workflow_id")
+    name = serializers.CharField(source="workflow.name")
+
+    class Meta:
+        model = WorkflowVersion
+        fields = ["id", "name", "version", "created_at"]
+
+
+class WorkflowOutputSerializer(serializers.ModelSerializer):
+    latest_version = serializers.IntegerField()
+
+    class Meta:
+        model = Workflow
+        fields = ["id", "name", "latest_version", "created_at"]
+
+
+class WorkflowDetailOutputSerializer(WorkflowOutputSerializer):
+    versions = WorkflowVersionOutputSerializer(many=True)
+    definition = serializers.SerializerMethodField()
+    source = serializers.SerializerMethodField()
+
+    class Meta(WorkflowOutputSerializer.Meta):
+        fields = [*WorkflowOutputSerializer.Meta.fields, "versions", "definition", "source"]
+
+    def get_definition(self, workflow: Workflow) -> dict:
+        return self._latest(workflow).definition
+
+    def get_source(self, workflow: Workflow) -> str:
+        return self._latest(workflow).source
+
+    @staticmethod
+    def _latest(workflow: Workflow) -> WorkflowVersion:
+        return workflow.versions.order_by("-version").first()
+
+
+class RunCreateInputSerializer(StrictInputSerializer):
+    workflow = serializers.CharField(help_text="A workflow id or name.")
+    version = serializers.IntegerField(required=False, min_value=1)
+    inputs = serializers.DictField(required=False, default=dict)
+    limits = serializers.DictField(required=False, default=dict)
+
+
+class RunResumeInputSerializer(StrictInputSerializer):
+    # The limit values themselves are checked by the service, with the same rules as everywhere else.
+    budget_usd = serializers.JSONField(required=False)
+    budget_mode = serializers.JSONField(required=False)
+    max_iterations = serializers.JSONField(required=False)
+    timeout_seconds = serializers.JSONField(required=False)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+    def limit_overrides(self) -> dict:
+        return {field: self.validated_data[field] for field in LIMIT_FIELDS if field in self.validated_data}
+
+
+class RunCancelInputSerializer(StrictInputSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class LimitsOutputSerializer(serializers.Serializer):
+    budget_usd = money(allow_null=True)
+    budget_mode = serializers.CharField()
+    max_iterations = serializers.IntegerField()
+    timeout_seconds = serializers.IntegerField(allow_null=True)
+
+
+class RunOutputSerializer(serializers.ModelSerializer):
+    workflow = serializers.IntegerField(source="workflow_version.workflow_id")
+    workflow_name = serializers.CharField(source="workflow_version.workflow.name")
+    workflow_version = serializers.IntegerField(source="workflow_version.version")
+    limits = LimitsOutputSerializer(source="*")
+    spent_usd = money()
+    reserved_usd = money()
+    elapsed_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "workflow",
+            "workflow_name",
+            "workflow_version",
+            "status",
+            "inputs",
+            "limits",
+            "limit_sources",
+            "spent_usd",
+            "reserved_usd",
+            "unpriced_steps",
+            "current_agent",
+            "iterations",
+            "elapsed_seconds",
+            "output",
+            "error",
+            "created_at",
+            "updated_at",
+            "finished_at",
+        ]
+
+    def get_elapsed_seconds(self, run: Run) -> float:
+        return round(run.elapsed().total_seconds(), 3)
+
+
+class StepOutputSerializer(serializers.ModelSerializer):
+    estimate_usd = money(allow_null=True)
+    reserved_usd = money()
+
+    class Meta:
+        model = Step
+        fields = [
+            "id",
+            "sequence",
+            "agent",
+            "iteration",
+            "status",
+            "attempts",
+            "model",
+            "estimate_usd",
+            "reserved_usd",
+            "output",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class EventOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Event
+        fields = ["id", "type", "payload", "actor", "created_at"]
+
+
+class LedgerEntryOutputSerializer(serializers.ModelSerializer):
+    step = serializers.IntegerField(source="step.sequence")
+    input_per_mtok = money(allow_null=True)
+    output_per_mtok = money(allow_null=True)
+    cached_input_per_mtok = money(allow_null=True)
+    cost_usd = money(allow_null=True)
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "step",
+            "attempt",
+            "agent",
+            "provider",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "input_per_mtok",
+            "output_per_mtok",
+            "cached_input_per_mtok",
+            "price_source",
+            "cost_usd",
+            "request_id",
+            "created_at",
+        ]
+
+
+class CheckpointOutputSerializer(serializers.ModelSerializer):
+    next_step = serializers.IntegerField(source="next_step.sequence", allow_null=True, default=None)
+    spent_usd = money()
+    elapsed_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Checkpoint
+        fields = ["id", "reason", "next_step", "next_agent", "outputs", "iterations", "spent_usd", "elapsed_seconds", "created_at"]
+
+    def get_elapsed_seconds(self, checkpoint: Checkpoint) -> float:
+        return round(checkpoint.active_time.total_seconds(), 3)

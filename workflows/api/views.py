@@ -1,0 +1,117 @@
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.viewsets import GenericViewSet
+
+from workflows import selectors
+from workflows.api import serializers
+from workflows.api.pagination import OldestFirstCursorPagination
+from workflows.errors import ValidationFailed
+from workflows.models import RunStatus
+from workflows.services.runs import run_cancel, run_resume, run_start
+from workflows.services.workflows import workflow_create
+
+
+class TeamScopedViewSet(GenericViewSet):
+    @property
+    def team(self):
+        return self.request.auth.team
+
+    def get_object(self):
+        return self.get_team_object(int(self.kwargs["pk"]))
+
+    def paginated(self, queryset, serializer_class, paginator=None):
+        paginator = paginator or self.paginator
+        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
+    serializer_class = serializers.WorkflowOutputSerializer
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        return selectors.workflows_for_team(team=self.team)
+
+    def get_team_object(self, pk: int):
+        return selectors.workflow_get(team=self.team, workflow_id=pk)
+
+    def retrieve(self, request, pk=None):
+        return Response(serializers.WorkflowDetailOutputSerializer(self.get_object()).data)
+
+    def create(self, request):
+        given = serializers.WorkflowCreateInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        version = workflow_create(team=self.team, **given.validated_data)
+        return Response(serializers.WorkflowCreatedOutputSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
+    serializer_class = serializers.RunOutputSerializer
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        runs = selectors.runs_for_team(team=self.team)
+        wanted = self.request.query_params.get("status")
+        if wanted:
+            if wanted not in RunStatus.values:
+                raise ValidationFailed(
+                    f"Unknown status '{wanted}'.", details=[{"path": "status", "message": f"one of {RunStatus.values}"}]
+                )
+            runs = runs.filter(status=wanted)
+        return runs
+
+    def get_team_object(self, pk: int):
+        return selectors.run_get(team=self.team, run_id=pk)
+
+    def retrieve(self, request, pk=None):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def create(self, request):
+        given = serializers.RunCreateInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        run = run_start(team=self.team, started_by=request.auth, **given.validated_data)
+        return Response(self._fresh(run), status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        given = serializers.RunResumeInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        run = run_resume(
+            run=self.get_object(),
+            resumed_by=request.auth,
+            limits=given.limit_overrides(),
+            reason=given.validated_data["reason"],
+        )
+        return Response(self._fresh(run), status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        given = serializers.RunCancelInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        run = run_cancel(run=self.get_object(), cancelled_by=request.auth, reason=given.validated_data["reason"])
+        return Response(self._fresh(run))
+
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        return self._history(selectors.events_of(run=self.get_object()), serializers.EventOutputSerializer)
+
+    @action(detail=True, methods=["get"])
+    def steps(self, request, pk=None):
+        return self._history(selectors.steps_of(run=self.get_object()), serializers.StepOutputSerializer)
+
+    @action(detail=True, methods=["get"])
+    def ledger(self, request, pk=None):
+        entries = selectors.ledger_of(run=self.get_object()).select_related("step")
+        return self._history(entries, serializers.LedgerEntryOutputSerializer)
+
+    @action(detail=True, methods=["get"])
+    def checkpoints(self, request, pk=None):
+        checkpoints = selectors.checkpoints_of(run=self.get_object()).select_related("next_step")
+        return self._history(checkpoints, serializers.CheckpointOutputSerializer)
+
+    def _history(self, queryset, serializer_class):
+        return self.paginated(queryset, serializer_class, paginator=OldestFirstCursorPagination())
+
+    def _fresh(self, run) -> dict:
+        return self.get_serializer(self.get_team_object(run.pk)).data
