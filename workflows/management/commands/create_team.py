@@ -1,0 +1,34 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from workflows.errors import ApplicationError
+from workflows.models import BudgetMode
+from workflows.services.teams import team_create
+
+
+class Command(BaseCommand):
+    help = "Create a team with optional budget defaults. Prints the team's name last."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--budget-usd", help="Default run budget in USD, e.g. 5 or 0.50.")
+        parser.add_argument("--budget-mode", choices=BudgetMode.values)
+        parser.add_argument("--max-iterations", type=int)
+        parser.add_argument("--timeout-seconds", type=int)
+
+    def handle(self, *args, **options):
+        try:
+            team = team_create(
+                name=options["name"],
+                budget_usd=options["budget_usd"],
+                budget_mode=options["budget_mode"],
+                max_iterations=options["max_iterations"],
+                timeout_seconds=options["timeout_seconds"],
+            )
+        except ApplicationError as exc:
+            raise CommandError(_describe(exc)) from exc
+        self.stdout.write(team.name)
+
+
+def _describe(exc: ApplicationError) -> str:
+    problems = "; ".join(f"{d['path']}: {d['message']}" for d in exc.details) if isinstance(exc.details, list) else ""
+    return f"{exc.message} {problems}".strip()
