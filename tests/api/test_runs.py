@@ -1,0 +1,91 @@
+import pytest
+
+from tests.factories import THREE_STEP_YAML, workflow_version
+from workflows.models import EventType
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def workflow(team):
+    return workflow_version(team=team, source=THREE_STEP_YAML).workflow
+
+
+def start(api, **body):
+    return api.post("/api/v1/runs", {"workflow": "research-pipeline", "inputs": {"topic": "x"}, **body}, format="json")
+
+
+def test_starting_a_run_answers_202_with_its_effective_limits_and_their_sources(api, team, workflow):
+    team.default_max_iterations = 20
+    team.save()
+    response = start(api, limits={"budget_usd": 2.5})
+
+    assert response.status_code == 202
+    run = response.json()
+    assert run["status"] == "queued"
+    assert run["workflow"] == workflow.pk
+    assert run["limits"] == {"budget_usd": "2.500000", "budget_mode": "audit", "max_iterations": 20, "timeout_seconds": None}
+    assert run["limit_sources"] == {
+        "budget_usd": "run",
+        "budget_mode": "system",
+        "max_iterations": "team",
+        "timeout_seconds": "system",
+    }
+    assert (run["spent_usd"], run["reserved_usd"]) == ("0.000000", "0.000000")
+    assert run["current_agent"] == "researcher"
+    assert api.get(f"/api/v1/runs/{run['id']}/steps").json()["results"][0]["status"] == "pending"
+
+
+def test_run_list_pages_newest_first_with_a_cursor(api, workflow):
+    ids = [start(api).json()["id"] for _ in range(3)]
+    first = api.get("/api/v1/runs?page_size=2").json()
+    assert [r["id"] for r in first["results"]] == ids[::-1][:2]
+    rest = api.get(first["next"]).json()
+    assert [r["id"] for r in rest["results"]] == ids[:1]
+    assert rest["next"] is None
+
+
+def test_runs_filter_by_status_and_refuse_an_unknown_one(api, workflow):
+    run_id = start(api).json()["id"]
+    assert [r["id"] for r in api.get("/api/v1/runs?status=queued").json()["results"]] == [run_id]
+    assert api.get("/api/v1/runs?status=completed").json()["results"] == []
+    assert api.get("/api/v1/runs?status=nope").status_code == 400
+
+
+def test_cancel_records_who_and_why_and_cannot_be_repeated(api, workflow):
+    run_id = start(api).json()["id"]
+    response = api.post(f"/api/v1/runs/{run_id}/cancel/", {"reason": "wrong topic"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    [event] = [e for e in api.get(f"/api/v1/runs/{run_id}/events").json()["results"] if e["type"] == EventType.RUN_CANCELLED]
+    assert event["payload"]["reason"] == "wrong topic"
+    assert event["payload"]["from_status"] == "queued"
+
+    again = api.post(f"/api/v1/runs/{run_id}/cancel", {}, format="json")
+    assert again.status_code == 409
+    assert again.json()["error"]["message"] == "Cannot cancel a run that is in 'cancelled' status."
+
+
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        ({}, 409),  # queued: nothing to resume
+        ({"budget_usd": 0}, 400),
+        ({"budget_mode": "sometimes"}, 400),
+        ({"max_iterations": "many"}, 400),
+        ({"colour": "red"}, 400),
+    ],
+)
+def test_resume_refuses_bad_requests_and_runs_that_are_not_stopped(api, workflow, body, status):
+    run_id = start(api).json()["id"]
+    response = api.post(f"/api/v1/runs/{run_id}/resume", body, format="json")
+    assert response.status_code == status
+    assert set(response.json()["error"]) == {"type", "message", "details"}
+
+
+def test_cancelled_runs_cannot_be_resumed(api, workflow):
+    run_id = start(api).json()["id"]
+    api.post(f"/api/v1/runs/{run_id}/cancel", {}, format="json")
+    response = api.post(f"/api/v1/runs/{run_id}/resume", {"budget_usd": 10}, format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["message"] == "Cannot resume a run that is in 'cancelled' status."

@@ -1,0 +1,114 @@
+"""A worker process SIGKILLed in the middle of a step, on Redis and PostgreSQL with real worker processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.conftest import wait_for_run
+from tests.factories import workflow_version
+from tests.invariants import assert_invariants
+from workflows.models import EventType, Step
+from workflows.services.runs import run_start
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+SLOW_MIDDLE_YAML = """
+workflow:
+  name: slow-middle
+  entry_point: first
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 1000}
+agents:
+  - name: first
+    prompt: "One."
+    mock: {output_tokens: 100}
+    routes: [{to: middle}]
+  - name: middle
+    prompt: "Two, slowly."
+    mock: {output_tokens: 100, latency_ms: 4000}
+    routes: [{to: last}]
+  - name: last
+    prompt: "Three."
+    mock: {output_tokens: 100}
+"""
+
+
+@pytest.fixture
+def worker_process(tmp_path: Path):
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        pytest.skip(
+            "needs CELERY_BROKER_URL=redis://...: Celery's filesystem transport deletes a message when a worker "
+            "takes it, so a killed step is never redelivered there"
+        )
+    if connection.vendor != "postgresql":
+        pytest.skip("needs DATABASE_URL=postgres://...: separate worker processes share the test database")
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "budgetsvc.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+    }
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "budgetsvc", "worker",
+            "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+            "--hostname", f"crash-test-{uuid.uuid4().hex[:6]}@%h",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def wait_for_step_running(run_id: int, agent: str, timeout: float = 30) -> Step:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        step = Step.objects.filter(run_id=run_id, agent=agent, status="running").first()
+        if step is not None and step.worker:
+            return step
+        time.sleep(0.05)
+    raise AssertionError(f"step {agent} of run {run_id} never started")
+
+
+def test_a_worker_killed_mid_step_is_redelivered_and_charged_once(team, worker_process):
+    version = workflow_version(team=team, source=SLOW_MIDDLE_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "1", "budget_mode": "enforce"})
+
+    step = wait_for_step_running(run.pk, "middle")
+    pid = int(step.worker.rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+
+    run = wait_for_run(run.pk, "completed", "failed", timeout=60)
+    assert run.status == "completed", run.error
+    middle = Step.objects.get(pk=step.pk)
+    assert (middle.attempts, middle.redeliveries) == (2, 1)
+    assert middle.worker != step.worker
+    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt")) == [
+        ("first", 1),
+        ("middle", 2),
+        ("last", 1),
+    ]
+    assert str(run.spent_usd) == "0.300000"
+    assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == 1
+    assert_invariants(run)

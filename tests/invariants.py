@@ -1,0 +1,26 @@
+"""DESIGN.md's invariants, checked after every scenario."""
+
+from collections import Counter
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from workflows.models import LedgerEntry, Run, Step, StepStatus, Team
+
+
+def assert_invariants(*runs: Run) -> None:
+    for run in runs:
+        run.refresh_from_db()
+        ledger_sum = LedgerEntry.objects.filter(run=run).aggregate(total=Sum("cost_usd"))["total"] or Decimal("0")
+        assert ledger_sum == run.spent_usd, f"run {run.pk}: ledger {ledger_sum} != spent {run.spent_usd}"
+        assert run.reserved_usd >= 0
+        held = Step.objects.filter(run=run).aggregate(total=Sum("reserved_usd"))["total"] or Decimal("0")
+        assert held == run.reserved_usd, f"run {run.pk}: steps hold {held}, run reserves {run.reserved_usd}"
+        if not Step.objects.filter(run=run, status=StepStatus.RUNNING).exists():
+            assert run.reserved_usd == 0, f"run {run.pk} reserves {run.reserved_usd} with nothing in flight"
+        attempts = Counter(LedgerEntry.objects.filter(run=run).values_list("step_id", "attempt"))
+        assert all(count == 1 for count in attempts.values())
+    for team in Team.objects.filter(runs__in=runs).distinct():
+        ledger = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"] or Decimal("0")
+        spent = Run.objects.filter(team=team).aggregate(total=Sum("spent_usd"))["total"] or Decimal("0")
+        assert ledger == spent, f"team {team}: ledger {ledger} != spent {spent}"

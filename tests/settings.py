@@ -1,0 +1,34 @@
+"""Test settings: the same settings as production, isolated from a `make run` sharing the machine."""
+
+import tempfile
+import uuid
+from pathlib import Path
+
+from budgetsvc.settings import *  # noqa: F403
+from budgetsvc.settings import CELERY_BROKER_URL, DATABASES
+
+TEST_RUN_ID = uuid.uuid4().hex[:8]
+
+# A queue of its own, so a worker of `make run` on the same broker never takes a test's messages.
+CELERY_TASK_DEFAULT_QUEUE = f"budgetsvc-test-{TEST_RUN_ID}"
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory: the worker in the tests reads and writes the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"budgetsvc-test-{TEST_RUN_ID}.sqlite3")}
+
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = Path(tempfile.mkdtemp(prefix="budgetsvc-test-broker-"))
+    for _folder in ("queue", "processed"):
+        (_broker_dir / _folder).mkdir()
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
