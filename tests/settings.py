@@ -5,7 +5,7 @@ import uuid
 from pathlib import Path
 
 from budgetsvc.settings import *  # noqa: F403
-from budgetsvc.settings import CELERY_BROKER_URL, DATABASES
+from budgetsvc.settings import CELERY_BROKER_URL, DATABASES, filesystem_transport_options
 
 TEST_RUN_ID = uuid.uuid4().hex[:8]
 
@@ -17,15 +17,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"budgetsvc-test-{TEST_RUN_ID}.sqlite3")}
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = Path(tempfile.mkdtemp(prefix="budgetsvc-test-broker-"))
-    for _folder in ("queue", "processed"):
-        (_broker_dir / _folder).mkdir()
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(Path(tempfile.mkdtemp(prefix="budgetsvc-test-broker-")))
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
