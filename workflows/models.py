@@ -207,7 +207,7 @@ class Step(models.Model):
     iteration = models.PositiveIntegerField(help_text="How many times this agent has been reached in the run.")
     status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    redeliveries = models.PositiveIntegerField(default=0, help_text="Deliveries that found an attempt crashed.")
+    redeliveries = models.PositiveIntegerField(default=0, help_text="Deliveries that found an attempt crashed, since the step was last resumed.")
     model = models.CharField(max_length=200, blank=True)
     estimate_usd = money_field(null=True, blank=True)
     reserved_usd = money_field(default=Decimal("0"))

@@ -179,7 +179,8 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
         )
         step.status = StepStatus.PENDING
         step.error = None
-        step.save(update_fields=["status", "error"])
+        step.redeliveries = 0
+        step.save(update_fields=["status", "error", "redeliveries"])
         event_record(
             run=run,
             type=EventType.RUN_RESUMED,

@@ -137,11 +137,11 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     whose worker died: it is taken over, within the redelivery bound.
     """
     with transaction.atomic():
-        step = Step.objects.filter(pk=step_id).select_related("run").first()
-        if step is None:
+        run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
+        if run_id is None:
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
             return None
-        run = Run.objects.select_for_update().select_related("workflow_version").get(pk=step.run_id)
+        run = Run.objects.select_for_update().select_related("workflow_version").get(pk=run_id)
         step = Step.objects.select_for_update().get(pk=step_id)
         if step.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return None
