@@ -1,41 +1,12 @@
+from pathlib import Path
+
 import factory
 
 from workflows.models import Team
 from workflows.services.workflows import workflow_create
 
-THREE_STEP_YAML = """
-workflow:
-  name: research-pipeline
-  description: Three agents, each costing exactly $0.30 on the fake provider.
-  entry_point: researcher
-  input:
-    topic: {type: string, required: true}
-  runtime: {provider: fake, default_model: sim-model, max_tokens: 1000}
-  cost:
-    pricing:
-      sim-model: {input_per_mtok: 0, output_per_mtok: 300}
-agents:
-  - name: researcher
-    prompt: "Research {{ workflow.input.topic }}."
-    output: {findings: {type: string}}
-    mock: {output: {findings: "three facts"}, output_tokens: 1000}
-    routes: [{to: writer}]
-  - name: writer
-    prompt: "Write about {{ researcher.output.findings }}."
-    output: {draft: {type: string}}
-    mock: {output: {draft: "a draft"}, output_tokens: 1000}
-    routes: [{to: reviewer}]
-  - name: reviewer
-    prompt: "Review {{ writer.output.draft }}."
-    output: {approved: {type: boolean}}
-    mock: {output: {approved: true}, output_tokens: 1000}
-    routes:
-      - {to: $end, when: "{{ reviewer.output.approved }}"}
-      - {to: writer}
-output:
-  draft: "{{ writer.output.draft }}"
-  approved: "{{ reviewer.output.approved }}"
-"""
+# The README walks through the graduation path with this file, so the tests run it too.
+THREE_STEP_YAML = (Path(__file__).resolve().parent.parent / "examples" / "research-pipeline.yaml").read_text()
 
 LOOP_YAML = """
 workflow:

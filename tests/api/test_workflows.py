@@ -52,3 +52,11 @@ def test_a_run_pins_the_version_it_started_on(api):
     assert run["workflow_version"] == 1
     assert pinned["workflow_version"] == 1
     assert latest["workflow_version"] == 2
+
+
+def test_a_definition_can_be_posted_as_a_raw_yaml_body(api):
+    response = api.post(
+        "/api/v1/workflows?name=from-curl", THREE_STEP_YAML, content_type="application/yaml"
+    )
+    assert response.status_code == 201, response.json()
+    assert (response.json()["name"], response.json()["version"]) == ("from-curl", 1)

@@ -1,5 +1,5 @@
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
 
 
 class BoundedJSONParser(JSONParser):
@@ -10,3 +10,20 @@ class BoundedJSONParser(JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - the document is nested too deeply.") from None
+
+
+class DefinitionTextParser(BaseParser):
+    """A definition posted as the raw body (`Content-Type: application/yaml`), its name in `?name=`."""
+
+    media_type = "application/yaml"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            text = stream.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("The definition must be UTF-8 text.") from None
+        data = {"definition": text}
+        name = parser_context["request"].query_params.get("name") if parser_context else None
+        if name:
+            data["name"] = name
+        return data

@@ -6,6 +6,7 @@ from rest_framework.viewsets import GenericViewSet
 from workflows import selectors
 from workflows.api import serializers
 from workflows.api.pagination import OldestFirstCursorPagination
+from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
 from workflows.errors import ValidationFailed
 from workflows.models import RunStatus
 from workflows.services.runs import run_cancel, run_resume, run_start
@@ -28,6 +29,7 @@ class TeamScopedViewSet(GenericViewSet):
 
 class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     serializer_class = serializers.WorkflowOutputSerializer
+    parser_classes = [BoundedJSONParser, DefinitionTextParser]
     lookup_value_regex = r"\d+"
 
     def get_queryset(self):
