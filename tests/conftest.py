@@ -26,13 +26,21 @@ def api(team) -> APIClient:
     return client_for(team)
 
 
-def wait_for_run(run_id: int, *statuses: str, timeout: float = 30) -> Run:
-    """Poll until the run reaches one of `statuses`; the worker runs on its own thread or process."""
+def wait_until(condition, *, timeout: float = 30, message: str = "condition"):
+    """Poll `condition` until it returns something truthy; the worker runs on its own thread or process."""
     deadline = time.monotonic() + timeout
     while True:
-        run = Run.objects.get(pk=run_id)
-        if run.status in statuses:
-            return run
+        value = condition()
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} is '{run.status}' after {timeout}s, not one of {statuses}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(0.05)
+
+
+def wait_for_run(run_id: int, *statuses: str, timeout: float = 30) -> Run:
+    return wait_until(
+        lambda: Run.objects.filter(pk=run_id, status__in=statuses).first(),
+        timeout=timeout,
+        message=f"run {run_id} to reach one of {statuses}",
+    )

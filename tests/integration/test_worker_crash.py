@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.conftest import wait_for_run
+from tests.conftest import wait_for_run, wait_until
 from tests.factories import workflow_version
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
@@ -81,14 +80,11 @@ def worker_process(tmp_path: Path):
     log.close()
 
 
-def wait_for_step_running(run_id: int, agent: str, timeout: float = 30) -> Step:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        step = Step.objects.filter(run_id=run_id, agent=agent, status="running").first()
-        if step is not None and step.worker:
-            return step
-        time.sleep(0.05)
-    raise AssertionError(f"step {agent} of run {run_id} never started")
+def wait_for_step_running(run_id: int, agent: str) -> Step:
+    return wait_until(
+        lambda: Step.objects.filter(run_id=run_id, agent=agent, status="running").exclude(worker="").first(),
+        message=f"step {agent} of run {run_id} to start",
+    )
 
 
 def test_a_worker_killed_mid_step_is_redelivered_and_charged_once(team, worker_process):

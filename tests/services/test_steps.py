@@ -1,0 +1,92 @@
+"""Step execution through the services, without a broker: redelivery, settlement and their bounds."""
+
+from decimal import Decimal
+
+import pytest
+
+from tests.factories import THREE_STEP_YAML, workflow_version
+from tests.invariants import assert_invariants
+from workflows.models import EventType, Step
+from workflows.providers import CompletionResult
+from workflows.services.runs import run_cancel, run_resume, run_start
+from workflows.services.steps import step_begin, step_settle
+
+pytestmark = pytest.mark.django_db
+
+RESULT = CompletionResult(output={"findings": "facts"}, input_tokens=3, output_tokens=1000)
+
+
+@pytest.fixture
+def run(team):
+    version = workflow_version(team=team, source=THREE_STEP_YAML)
+    return run_start(team=team, workflow=version.workflow_id, inputs={"topic": "x"}, limits={"budget_usd": "5"})
+
+
+def first_step(run) -> Step:
+    return run.steps.get(sequence=1)
+
+
+def test_admitting_a_step_reserves_its_estimate(run):
+    attempt = step_begin(step_id=first_step(run).pk, worker="host:1")
+
+    run.refresh_from_db()
+    assert attempt.number == 1
+    assert attempt.prepared.estimate_usd == Decimal("0.300000")
+    assert (run.status, run.reserved_usd) == ("running", Decimal("0.300000"))
+    assert_invariants(run)
+
+
+def test_settling_charges_once_releases_the_reservation_and_queues_the_next_step(run):
+    attempt = step_begin(step_id=first_step(run).pk, worker="host:1")
+    step_settle(attempt=attempt, result=RESULT)
+    step_settle(attempt=attempt, result=RESULT)  # a duplicate settlement changes nothing
+
+    run.refresh_from_db()
+    assert (run.spent_usd, run.reserved_usd, run.iterations) == (Decimal("0.300000"), Decimal("0"), 1)
+    assert run.ledger_entries.count() == 1
+    assert list(run.steps.values_list("agent", "status")) == [("researcher", "succeeded"), ("writer", "pending")]
+    assert run.checkpoints.latest().outputs == {"researcher": {"findings": "facts"}}
+    assert_invariants(run)
+
+
+def test_a_redelivered_step_takes_over_the_crashed_attempt_on_the_same_reservation(run):
+    step = first_step(run)
+    crashed = step_begin(step_id=step.pk, worker="host:1")
+    retry = step_begin(step_id=step.pk, worker="host:2")
+
+    assert (crashed.number, retry.number) == (1, 2)
+    run.refresh_from_db()
+    assert run.reserved_usd == Decimal("0.300000")
+    step_settle(attempt=crashed, result=RESULT)  # the dead attempt can no longer settle
+    step_settle(attempt=retry, result=RESULT)
+    run.refresh_from_db()
+    assert list(run.ledger_entries.values_list("attempt", "cost_usd")) == [(2, Decimal("0.300000"))]
+    assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == 1
+    assert_invariants(run)
+
+
+def test_a_step_that_keeps_crashing_is_parked_and_the_run_can_be_resumed(run, settings):
+    settings.STEP_MAX_REDELIVERIES = 2
+    step = first_step(run)
+    for worker in range(3):
+        assert step_begin(step_id=step.pk, worker=f"host:{worker}") is not None
+    assert step_begin(step_id=step.pk, worker="host:last") is None
+
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error["type"] == "StepCrashedError"
+    assert run.reserved_usd == 0
+    assert_invariants(run)
+
+    run_resume(run=run, reason="fixed the worker")
+    assert step_begin(step_id=step.pk, worker="host:fixed") is not None
+    attempt = step_begin(step_id=step.pk, worker="host:fixed-again")  # the bound starts afresh
+    assert attempt.number == 5
+    step_settle(attempt=attempt, result=RESULT)
+    assert_invariants(run)
+
+
+def test_a_step_of_a_cancelled_run_never_starts(run):
+    run_cancel(run=run)
+    assert step_begin(step_id=first_step(run).pk, worker="host:1") is None
+    assert first_step(run).status == "cancelled"
