@@ -87,7 +87,7 @@ def run_start(
     check_models_priced(definition=definition, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode)
 
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = Run.objects.create(
             team=team,
             workflow_version=workflow_version,
@@ -149,7 +149,7 @@ def check_run_resumable(*, run: Run, new_limits: dict) -> Step:
 
 def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
     overrides = check_limit_overrides(limits, path="")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = Run.objects.select_for_update().select_related("workflow_version").get(pk=run.pk)
         old_limits = run.limits
         new_limits = {**old_limits, **overrides}
@@ -201,7 +201,7 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
 
 
 def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = "") -> Run:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.status in FINAL_RUN_STATUSES:
             raise InvalidRunState(

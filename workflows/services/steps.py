@@ -120,6 +120,15 @@ def step_execute(*, step_id: int) -> None:
     except ProviderError as exc:
         step_fail(attempt=attempt, error={"type": "ProviderError", "message": str(exc)})
         return
+    except Exception as exc:  # noqa: BLE001 - includes Celery's soft time limit
+        # Whatever stopped the call, the reservation is released and the run fails resumably
+        # rather than staying "running" with money held.
+        logger.exception("Step %s attempt %s stopped unexpectedly.", attempt.step_id, attempt.number)
+        step_fail(
+            attempt=attempt,
+            error={"type": type(exc).__name__, "message": f"The provider call stopped: {type(exc).__name__}."},
+        )
+        return
     step_settle(attempt=attempt, result=result)
 
 
@@ -136,7 +145,7 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     The caller holds the step's attempt lock, so a step found `running` here belongs to an attempt
     whose worker died: it is taken over, within the redelivery bound.
     """
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
         if run_id is None:
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
@@ -201,7 +210,7 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
 
 def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = Run.objects.select_for_update().select_related("workflow_version").get(pk=attempt.run_id)
         step = Step.objects.select_for_update().get(pk=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
@@ -269,7 +278,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
     """The provider failed the step: release its reservation and fail the run, resumably."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = Run.objects.select_for_update().get(pk=attempt.run_id)
         step = Step.objects.select_for_update().get(pk=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:

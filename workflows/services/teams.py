@@ -3,7 +3,6 @@ import secrets
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import transaction
 from django.utils import timezone
 
 from workflows.definition import check_limits
@@ -91,6 +90,5 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         return None
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-        with transaction.atomic():
-            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     return api_key
