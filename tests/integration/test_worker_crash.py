@@ -13,6 +13,7 @@ from django.db import connection
 
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import workflow_version
+from tests.integration.conftest import service_env
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
 from workflows.services.runs import run_start
@@ -43,22 +44,17 @@ agents:
 
 
 @pytest.fixture
-def worker_process(tmp_path: Path):
+def worker_process(transactional_db, tmp_path: Path):
     if not settings.CELERY_BROKER_URL.startswith("redis://"):
         pytest.skip(
             "needs CELERY_BROKER_URL=redis://...: Celery's filesystem transport deletes a message when a worker "
             "takes it, so a killed step is never redelivered there"
         )
     if connection.vendor != "postgresql":
-        pytest.skip("needs DATABASE_URL=postgres://...: separate worker processes share the test database")
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "budgetsvc.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-    }
+        pytest.skip(
+            "needs DATABASE_URL=postgres://...: the lock that tells a crashed attempt from a live one is a "
+            "PostgreSQL advisory lock"
+        )
     log = (tmp_path / "worker.log").open("w")
     process = subprocess.Popen(
         [
@@ -67,7 +63,7 @@ def worker_process(tmp_path: Path):
             "--hostname", f"crash-test-{uuid.uuid4().hex[:6]}@%h",
         ],
         cwd=settings.BASE_DIR,
-        env=env,
+        env=service_env(tmp_path),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -7,9 +7,9 @@ import pytest
 from tests.factories import THREE_STEP_YAML, workflow_version
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
-from workflows.providers import CompletionResult
+from workflows.providers import CompletionResult, ProviderError
 from workflows.services.runs import run_cancel, run_resume, run_start
-from workflows.services.steps import step_begin, step_settle
+from workflows.services.steps import step_begin, step_execute, step_settle
 
 pytestmark = pytest.mark.django_db
 
@@ -90,3 +90,29 @@ def test_a_step_of_a_cancelled_run_never_starts(run):
     run_cancel(run=run)
     assert step_begin(step_id=first_step(run).pk, worker="host:1") is None
     assert first_step(run).status == "cancelled"
+
+
+class BrokenProvider:
+    name = "fake"
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def complete(self, request):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error,error_type",
+    [(ProviderError("upstream said no"), "ProviderError"), (RuntimeError("bug"), "RuntimeError")],
+)
+def test_a_provider_failure_fails_the_run_resumably_and_releases_the_reservation(run, monkeypatch, error, error_type):
+    monkeypatch.setattr("workflows.services.steps.get_provider", lambda name: BrokenProvider(error))
+    step_execute(step_id=first_step(run).pk)
+
+    run.refresh_from_db()
+    assert (run.status, run.error["type"], run.reserved_usd) == ("failed", error_type, Decimal("0"))
+    assert run.ledger_entries.count() == 0
+    assert_invariants(run)
+    run_resume(run=run, reason="provider is back")
+    assert first_step(run).status == "pending"

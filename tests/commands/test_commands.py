@@ -1,0 +1,101 @@
+"""Management commands: the last line of output is the value."""
+
+import json
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from workflows.models import Price, Team
+from workflows.services.teams import api_key_authenticate
+
+pytestmark = pytest.mark.django_db
+
+
+def last_line(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue().strip().splitlines()[-1]
+
+
+def test_create_team_with_budget_defaults():
+    name = last_line(
+        "create_team", "research", "--budget-usd", "2.50", "--budget-mode", "enforce",
+        "--max-iterations", "20", "--timeout-seconds", "600",
+    )
+    team = Team.objects.get(name=name)
+    assert team.limit_defaults() == {
+        "budget_usd": Decimal("2.500000"),
+        "budget_mode": "enforce",
+        "max_iterations": 20,
+        "timeout_seconds": 600,
+    }
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--budget-usd", "0"], "budget_usd"),
+        (["--budget-usd", "NaN"], "budget_usd"),
+        (["--max-iterations", "501"], "max_iterations"),
+        (["--timeout-seconds", "0"], "timeout_seconds"),
+    ],
+)
+def test_create_team_refuses_bad_defaults(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("create_team", "research", *args)
+    assert not Team.objects.exists()
+
+
+def test_create_team_refuses_a_duplicate_name():
+    call_command("create_team", "research", stdout=StringIO())
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_team", "research")
+
+
+def test_create_api_key_prints_a_key_that_authenticates_as_the_team():
+    call_command("create_team", "research", stdout=StringIO())
+    raw_key = last_line("create_api_key", "--team", "research")
+    assert api_key_authenticate(raw_key=raw_key).team.name == "research"
+    with pytest.raises(CommandError, match="No team named 'nobody'"):
+        call_command("create_api_key", "--team", "nobody")
+
+
+def test_loadprices_loads_the_shipped_table_and_is_idempotent():
+    count = int(last_line("loadprices"))
+    assert count > 10
+    assert int(last_line("loadprices")) == count
+    assert Price.objects.count() == count
+    gpt4o = Price.objects.get(model="gpt-4o")
+    assert (gpt4o.input_per_mtok, gpt4o.output_per_mtok) == (Decimal("2.500000"), Decimal("10.000000"))
+
+
+def test_loadprices_reads_a_file_and_refuses_a_bad_one(tmp_path):
+    good = tmp_path / "prices.json"
+    good.write_text(json.dumps({"prices": [
+        {"model": "house-model", "input_per_mtok": "1.5", "output_per_mtok": 3, "valid_from": "2026-01-01"}
+    ]}))
+    assert last_line("loadprices", str(good)) == "1"
+    assert Price.objects.get(model="house-model").input_per_mtok == Decimal("1.5")
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"prices": [{"model": "x", "input_per_mtok": "-1", "output_per_mtok": 1, "valid_from": "2026-01-01"}]}))
+    with pytest.raises(CommandError, match="negative"):
+        call_command("loadprices", str(bad))
+    with pytest.raises(CommandError, match="Cannot load prices"):
+        call_command("loadprices", str(tmp_path / "missing.json"))
+
+
+def test_bootstrap_demo_creates_the_team_and_reuses_its_key(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    first = StringIO()
+    call_command("bootstrap_demo", stdout=first)
+    key = first.getvalue().strip().splitlines()[-1]
+    assert "Admin login (shown once): admin / " in first.getvalue()
+
+    second = StringIO()
+    call_command("bootstrap_demo", stdout=second)
+    assert second.getvalue().strip().splitlines()[-1] == key
+    assert "Admin login" not in second.getvalue()
+    assert api_key_authenticate(raw_key=key).team.name == "demo"

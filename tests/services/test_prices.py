@@ -1,0 +1,32 @@
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from workflows.definition import UnitPrices
+from workflows.models import Price
+from workflows.services.prices import prices_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def price_history(db):
+    Price.objects.create(model="m", input_per_mtok=1, output_per_mtok=2, valid_from=date(2025, 1, 1))
+    Price.objects.create(model="m", input_per_mtok=3, output_per_mtok=4, valid_from=date(2026, 1, 1))
+
+
+def test_the_price_in_force_on_a_date_is_used(price_history):
+    assert prices_for(model="m", pricing={}, on=date(2025, 6, 1))[0].input_per_mtok == Decimal("1")
+    assert prices_for(model="m", pricing={}, on=date(2026, 6, 1))[0].input_per_mtok == Decimal("3")
+    assert prices_for(model="m", pricing={}, on=date(2024, 6, 1)) == (None, "")
+
+
+def test_a_workflows_own_pricing_overrides_the_table(price_history):
+    own = UnitPrices(input_per_mtok=Decimal("9"), output_per_mtok=Decimal("9"))
+    assert prices_for(model="m", pricing={"m": own}) == (own, "workflow")
+    assert prices_for(model="m", pricing={})[1] == "table"
+
+
+def test_a_similar_model_name_never_borrows_a_price(price_history):
+    assert prices_for(model="m-2026-01-01", pricing={}) == (None, "")
