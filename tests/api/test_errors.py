@@ -86,6 +86,11 @@ def test_a_json_body_nested_too_deeply_is_a_400(api):
     assert_error_shape(api.post("/api/v1/workflows", body, content_type="application/json"), 400)
 
 
+def test_an_oversized_request_body_is_a_413(api):
+    response = api.post("/api/v1/workflows", {"definition": "#" * 3_000_000}, format="json")
+    assert_error_shape(response, 413, "request_too_large")
+
+
 def test_an_oversized_definition_is_refused(api, settings):
     settings.DEFINITION_MAX_BYTES = 1024
     error = assert_error_shape(api.post("/api/v1/workflows", {"definition": "#" * 2000}, format="json"), 400)
