@@ -24,3 +24,5 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# WhiteNoise warns on every request when STATIC_ROOT does not exist; tests never collect static files.
+STATIC_ROOT = Path(tempfile.mkdtemp(prefix="budgetsvc-test-static-"))

@@ -91,6 +91,17 @@ def test_an_oversized_request_body_is_a_413(api):
     assert_error_shape(response, 413, "request_too_large")
 
 
+def test_an_oversized_raw_yaml_body_is_refused_without_reading_it_all(api, settings):
+    settings.DEFINITION_MAX_BYTES = 1024
+    response = api.post("/api/v1/workflows", "#" * 5000, content_type="application/yaml")
+    error = assert_error_shape(response, 400, "definition_invalid")
+    assert "the limit is 1,024" in error["details"][0]["message"]
+
+
+def test_a_disallowed_host_is_a_json_400(api):
+    assert_error_shape(api.get("/api/v1/runs", HTTP_HOST="evil.example"), 400, "bad_request")
+
+
 def test_an_oversized_definition_is_refused(api, settings):
     settings.DEFINITION_MAX_BYTES = 1024
     error = assert_error_shape(api.post("/api/v1/workflows", {"definition": "#" * 2000}, format="json"), 400)

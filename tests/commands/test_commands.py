@@ -48,6 +48,11 @@ def test_create_team_refuses_bad_defaults(args, message):
     assert not Team.objects.exists()
 
 
+def test_create_team_refuses_a_name_that_is_not_a_slug():
+    with pytest.raises(CommandError, match="name"):
+        call_command("create_team", "bad name")
+
+
 def test_create_team_refuses_a_duplicate_name():
     call_command("create_team", "research", stdout=StringIO())
     with pytest.raises(CommandError, match="already exists"):
@@ -78,6 +83,11 @@ def test_loadprices_reads_a_file_and_refuses_a_bad_one(tmp_path):
     ]}))
     assert last_line("loadprices", str(good)) == "1"
     assert Price.objects.get(model="house-model").input_per_mtok == Decimal("1.5")
+
+    too_precise = tmp_path / "precise.json"
+    too_precise.write_text(json.dumps({"prices": [{"model": "x", "input_per_mtok": "0.0000001", "output_per_mtok": 1, "valid_from": "2026-01-01"}]}))
+    with pytest.raises(CommandError, match="6 decimal places"):
+        call_command("loadprices", str(too_precise))
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"prices": [{"model": "x", "input_per_mtok": "-1", "output_per_mtok": 1, "valid_from": "2026-01-01"}]}))

@@ -8,6 +8,7 @@ from workflows.definition import (
     evaluate,
     expression_check,
     render,
+    render_value,
     template_context,
 )
 
@@ -146,3 +147,18 @@ def test_evaluate_failures_are_template_failures(expression, reason):
 )
 def test_expression_check(expression, ok):
     assert (expression_check(expression) is None) is ok
+
+
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("{{ a.output.ok }}", True),
+        ("{{ a.output.count + 1 }}", 3),
+        ("{{ a.output }}", {"ok": True, "count": 2}),
+        ("ok={{ a.output.ok }}", "ok=True"),
+        ("{{ range(2) }}", "range(0, 2)"),
+    ],
+)
+def test_render_value_keeps_the_type_of_a_single_expression(source, expected):
+    context = template_context(inputs={}, outputs={"a": {"ok": True, "count": 2}})
+    assert render_value(source, context, where="output 'x'") == expected

@@ -48,7 +48,7 @@ def test_when_no_route_matches_the_run_fails_saying_so(team, celery_worker):
 
     run = wait_for_run(run.pk, *STOPPED)
     assert run.status == "failed"
-    assert run.error == {"type": "NoRouteMatched", "message": "no route of agent 'a' matched"}
+    assert run.error == {"type": "RouteError", "message": "no route of agent 'a' matched"}
     assert run.ledger_entries.count() == 1  # the step ran and is charged
     assert_invariants(run)
 

@@ -41,7 +41,7 @@ def test_without_a_budget_the_run_completes_and_records_spend(api, workflow_id, 
     assert body["status"] == "completed"
     assert body["spent_usd"] == "0.900000"
     assert body["reserved_usd"] == "0.000000"
-    assert body["output"] == {"draft": "a draft", "approved": "True"}
+    assert body["output"] == {"draft": "a draft", "approved": True}
     assert body["limits"]["budget_usd"] is None
     assert body["limit_sources"]["budget_usd"] == "system"
     assert events(api, run_id, "budget_exceeded") == []

@@ -18,6 +18,11 @@ def test_mock_output_and_tokens_are_answered_as_given():
     assert (result.output, result.output_tokens) == ({"x": 1}, 42)
 
 
+def test_output_tokens_stop_at_max_tokens_as_a_real_model_would():
+    result = get_provider("fake").complete(request(max_tokens=50, options={"mock": {"output_tokens": 80}}))
+    assert result.output_tokens == 50
+
+
 def test_output_is_synthesised_from_the_schema_and_its_tokens_counted():
     schema = {"title": {"type": "string"}, "score": {"type": "number"}, "tags": {"type": "array"}}
     result = get_provider("fake").complete(request(output_schema=schema))

@@ -104,7 +104,7 @@ class BrokenProvider:
 
 @pytest.mark.parametrize(
     "error,error_type",
-    [(ProviderError("upstream said no"), "ProviderError"), (RuntimeError("bug"), "RuntimeError")],
+    [(ProviderError("upstream said no"), "ProviderError"), (RuntimeError("bug"), "StepInterruptedError")],
 )
 def test_a_provider_failure_fails_the_run_resumably_and_releases_the_reservation(run, monkeypatch, error, error_type):
     monkeypatch.setattr("workflows.services.steps.get_provider", lambda name: BrokenProvider(error))

@@ -74,6 +74,12 @@ def json_not_found(request, exception=None):
     return defaults.page_not_found(request, exception)
 
 
+def json_bad_request(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("bad_request", "The request is malformed."), status=400)
+    return defaults.bad_request(request, exception)
+
+
 def json_server_error(request):
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("server_error", "An unexpected error happened; it has been logged."), status=500)

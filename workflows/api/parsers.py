@@ -1,3 +1,4 @@
+from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 
@@ -18,8 +19,9 @@ class DefinitionTextParser(BaseParser):
     media_type = "application/yaml"
 
     def parse(self, stream, media_type=None, parser_context=None):
+        # Read one byte past the limit, never the whole body: the definition check reports the size.
         try:
-            text = stream.read().decode("utf-8")
+            text = stream.read(settings.DEFINITION_MAX_BYTES + 1).decode("utf-8")
         except UnicodeDecodeError:
             raise ParseError("The definition must be UTF-8 text.") from None
         data = {"definition": text}

@@ -8,9 +8,9 @@ from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
 from .model import AgentSpec, InputSpec, LimitsSpec, MockSpec, RouteSpec, WorkflowDefinition
 from .parse import MAX_DEFINITION_BYTES, load_definition
-from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_money
+from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_exact_money, to_money
 from .routes import END, next_agent
-from .templates import compile_check, evaluate, expression_check, render, template_context
+from .templates import compile_check, evaluate, expression_check, render, render_value, template_context
 from .tokens import count_tokens, fake_token_count
 
 __all__ = [
@@ -43,7 +43,9 @@ __all__ = [
     "load_definition",
     "next_agent",
     "render",
+    "render_value",
     "resolve_limits",
     "template_context",
+    "to_exact_money",
     "to_money",
 ]

@@ -137,6 +137,18 @@ def render(source: str, context: Mapping[str, Any], *, where: str) -> str:
     return "".join(parts)
 
 
+def render_value(source: str, context: Mapping[str, Any], *, where: str) -> Any:
+    """A template that is one ``{{ expression }}`` keeps its value's JSON type; any other renders to text."""
+    if _unwrap(source) is source:
+        return render(source, context, where=where)
+    value = evaluate(source, context, where=where)
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return render(source, context, where=where)
+    return value
+
+
 def evaluate(expression: str | bool, context: Mapping[str, Any], *, where: str) -> Any:
     """The value of a route condition, written either as ``a.ok`` or ``{{ a.ok }}``."""
     if isinstance(expression, bool):

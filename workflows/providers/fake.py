@@ -24,7 +24,8 @@ class FakeProvider:
         return CompletionResult(
             output=output,
             input_tokens=fake_token_count(request.system_prompt + request.prompt),
-            output_tokens=output_tokens,
+            # A real model stops at max_tokens, and so does its stand-in.
+            output_tokens=min(output_tokens, request.max_tokens),
         )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from workflows.definition import UnitPrices, to_money
+from workflows.definition import UnitPrices, to_exact_money
 from workflows.errors import ValidationFailed
 from workflows.models import Price
 
@@ -72,7 +72,7 @@ def _price_row(entry: dict) -> dict:
 
 
 def _price(value) -> Decimal:
-    price = to_money(value)
+    price = to_exact_money(value)
     if price < 0:
         raise ValueError(f"a price cannot be negative: {value}")
     return price

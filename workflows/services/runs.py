@@ -160,6 +160,8 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
         for field, value in new_limits.items():
             setattr(run, field, value)
         run.limit_sources = {**run.limit_sources, **{field: "resume" for field in overrides}}
+        if run.budget_usd != old_limits["budget_usd"]:
+            run.audit_rearm_at_usd = None  # audit reports afresh against the new budget
         run.status = RunStatus.QUEUED
         run.error = None
         run.finished_at = None
@@ -169,6 +171,7 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
             update_fields=[
                 *new_limits,
                 "limit_sources",
+                "audit_rearm_at_usd",
                 "status",
                 "error",
                 "finished_at",

@@ -27,6 +27,7 @@ from workflows.definition import (
     estimate_usd,
     next_agent,
     render,
+    render_value,
     template_context,
 )
 from workflows.models import (
@@ -126,7 +127,7 @@ def step_execute(*, step_id: int) -> None:
         logger.exception("Step %s attempt %s stopped unexpectedly.", attempt.step_id, attempt.number)
         step_fail(
             attempt=attempt,
-            error={"type": type(exc).__name__, "message": f"The provider call stopped: {type(exc).__name__}."},
+            error={"type": "StepInterruptedError", "message": f"The provider call stopped: {type(exc).__name__}."},
         )
         return
     step_settle(attempt=attempt, result=result)
@@ -185,6 +186,7 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
 
         decision = gate_decide(gate_input(run=run, estimate=prepared.estimate_usd))
         if not decision.admitted:
+            step.estimate_usd = prepared.estimate_usd
             _run_stop(run=run, step=step, decision=decision)
             return None
         if decision.emit_audit_event:
@@ -294,8 +296,9 @@ def _advance(*, run: Run, step: Step, outputs: dict) -> None:
         target = next_agent(definition.agent(step.agent), context)
         final_output = _render_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure) as exc:
+        error_type = "RouteError" if isinstance(exc, NoRouteMatched) else "TemplateError"
         _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=None)
-        _run_fail(run=run, step=None, error={"type": type(exc).__name__, "message": str(exc)})
+        _run_fail(run=run, step=None, error={"type": error_type, "message": str(exc)})
         return
     if target == END:
         now = timezone.now()
@@ -322,7 +325,7 @@ def _advance(*, run: Run, step: Step, outputs: dict) -> None:
 
 def _render_output(definition: WorkflowDefinition, context: dict) -> dict:
     return {
-        name: render(template, context, where=f"output '{name}'") for name, template in definition.output.items()
+        name: render_value(template, context, where=f"output '{name}'") for name, template in definition.output.items()
     }
 
 
@@ -389,7 +392,7 @@ def _run_stop(*, run: Run, step: Step, decision: GateDecision) -> None:
     run.finished_at = now
     run.save(update_fields=["status", "error", "current_agent", "active_time", "active_since", "finished_at", "updated_at"])
     step.status = StepStatus.BLOCKED
-    step.save(update_fields=["status"])
+    step.save(update_fields=["status", "estimate_usd"])
     _checkpoint(run=run, reason=decision.stop, outputs=latest_checkpoint(run=run).outputs, next_step=step)
 
 

@@ -3,6 +3,7 @@ import secrets
 from datetime import timedelta
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 
 from workflows.definition import check_limits
@@ -58,7 +59,11 @@ def team_create(
         default_max_iterations=defaults.get("max_iterations"),
         default_timeout_seconds=defaults.get("timeout_seconds"),
     )
-    team.full_clean()
+    try:
+        team.full_clean()
+    except DjangoValidationError as exc:
+        details = [{"path": field, "message": " ".join(messages)} for field, messages in exc.message_dict.items()]
+        raise ValidationFailed("The team is invalid.", details=details) from exc
     team.save()
     return team
 

@@ -28,7 +28,10 @@ class Command(BaseCommand):
             ],
         }
         processes = {name: subprocess.Popen(argv) for name, argv in commands.items()}
-        self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/ (API under /api/v1/, admin under /admin/).")
+        self.stdout.write(
+            f"Starting the web server on http://{options['host']}:{options['port']}/ "
+            "(API under /api/v1/, admin under /admin/)."
+        )
 
         stopping = False
 
