@@ -7,6 +7,7 @@ transport under ``var/``. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to P
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -124,6 +125,12 @@ def filesystem_transport_options(folder: Path) -> dict:
     }
 
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and not CELERY_BROKER_URL.startswith("filesystem://"):
+    # A broker that redelivers needs the PostgreSQL lock that tells a crashed step from a live one.
+    raise ImproperlyConfigured(
+        "A CELERY_BROKER_URL other than filesystem:// needs DATABASE_URL to name a PostgreSQL database; "
+        "SQLite goes with the embedded filesystem:// broker only."
+    )
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(
         Path(env("CELERY_FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "broker")))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import workflow_version
@@ -49,11 +48,6 @@ def worker_process(transactional_db, tmp_path: Path):
         pytest.skip(
             "needs CELERY_BROKER_URL=redis://...: Celery's filesystem transport deletes a message when a worker "
             "takes it, so a killed step is never redelivered there"
-        )
-    if connection.vendor != "postgresql":
-        pytest.skip(
-            "needs DATABASE_URL=postgres://...: the lock that tells a crashed attempt from a live one is a "
-            "PostgreSQL advisory lock"
         )
     log = (tmp_path / "worker.log").open("w")
     process = subprocess.Popen(

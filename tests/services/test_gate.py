@@ -58,19 +58,19 @@ def test_no_budget_or_no_price_projects_nothing(budget_usd, estimate_usd):
     assert decision.admitted and not decision.over_budget
 
 
-def test_audit_reports_once_then_again_each_further_full_budget():
+def test_audit_reports_once_then_again_each_time_the_projection_grows_by_a_full_budget():
     audit = replace(BASE, budget_mode="audit", spent_usd=D("0.30"), estimate_usd=D("0.30"))
     first = gate_decide(audit)
     assert first.admitted and first.emit_audit_event
-    assert first.audit_rearm_at_usd == D("1.00")
+    assert first.audit_rearm_at_usd == D("1.10")  # projected 0.60 + budget 0.50
 
-    after_first = replace(audit, spent_usd=D("0.60"), audit_rearm_at_usd=first.audit_rearm_at_usd)
-    assert not gate_decide(after_first).emit_audit_event  # projected 0.90 is still within the second budget
+    after_first = replace(audit, audit_rearm_at_usd=first.audit_rearm_at_usd)
+    assert not gate_decide(replace(after_first, spent_usd=D("0.60"))).emit_audit_event  # 0.90
+    assert not gate_decide(replace(after_first, spent_usd=D("0.80"))).emit_audit_event  # 1.10: not past it
 
-    crossing_second = replace(after_first, spent_usd=D("0.90"))
-    second = gate_decide(crossing_second)
+    second = gate_decide(replace(after_first, spent_usd=D("0.90")))  # 1.20
     assert second.emit_audit_event
-    assert second.audit_rearm_at_usd == D("1.50")
+    assert second.audit_rearm_at_usd == D("1.70")
 
 
 def test_audit_does_not_report_under_a_raised_budget_even_past_the_old_rearm_point():

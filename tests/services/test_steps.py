@@ -9,7 +9,7 @@ from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
 from workflows.providers import CompletionResult, ProviderError
 from workflows.services.runs import run_cancel, run_resume, run_start
-from workflows.services.steps import step_begin, step_execute, step_settle
+from workflows.services.steps import step_begin, step_execute, step_fail, step_settle
 
 pytestmark = pytest.mark.django_db
 
@@ -51,17 +51,34 @@ def test_settling_charges_once_releases_the_reservation_and_queues_the_next_step
 
 def test_a_redelivered_step_takes_over_the_crashed_attempt_on_the_same_reservation(run):
     step = first_step(run)
-    crashed = step_begin(step_id=step.pk, worker="host:1")
+    step_begin(step_id=step.pk, worker="host:1")  # its worker dies before settling
     retry = step_begin(step_id=step.pk, worker="host:2")
 
-    assert (crashed.number, retry.number) == (1, 2)
+    assert retry.number == 2
     run.refresh_from_db()
     assert run.reserved_usd == Decimal("0.300000")
-    step_settle(attempt=crashed, result=RESULT)  # the dead attempt can no longer settle
     step_settle(attempt=retry, result=RESULT)
     run.refresh_from_db()
     assert list(run.ledger_entries.values_list("attempt", "cost_usd")) == [(2, Decimal("0.300000"))]
     assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == 1
+    assert_invariants(run)
+
+
+def test_a_superseded_attempt_that_finishes_anyway_is_charged_but_does_not_advance(run):
+    step = first_step(run)
+    superseded = step_begin(step_id=step.pk, worker="host:1")
+    owner = step_begin(step_id=step.pk, worker="host:2")
+
+    step_settle(attempt=superseded, result=RESULT)
+    run.refresh_from_db()
+    assert (run.spent_usd, run.reserved_usd, run.iterations) == (Decimal("0.300000"), Decimal("0.300000"), 0)
+    assert first_step(run).status == "running"
+
+    step_settle(attempt=owner, result=RESULT)
+    run.refresh_from_db()
+    assert list(run.ledger_entries.values_list("attempt", flat=True)) == [1, 2]
+    assert (run.spent_usd, run.reserved_usd, run.iterations) == (Decimal("0.600000"), Decimal("0"), 1)
+    assert run.steps.count() == 2
     assert_invariants(run)
 
 
@@ -90,6 +107,26 @@ def test_a_step_of_a_cancelled_run_never_starts(run):
     run_cancel(run=run)
     assert step_begin(step_id=first_step(run).pk, worker="host:1") is None
     assert first_step(run).status == "cancelled"
+
+
+def test_a_crashed_attempt_of_a_cancelled_run_releases_its_reservation_when_redelivered(run):
+    step_begin(step_id=first_step(run).pk, worker="host:1")  # then the worker dies
+    run_cancel(run=run)
+    assert step_begin(step_id=first_step(run).pk, worker="host:2") is None
+
+    run.refresh_from_db()
+    assert (run.status, run.reserved_usd, first_step(run).status) == ("cancelled", Decimal("0"), "cancelled")
+    assert_invariants(run)
+
+
+def test_a_provider_failure_after_cancel_leaves_the_run_cancelled(run):
+    attempt = step_begin(step_id=first_step(run).pk, worker="host:1")
+    run_cancel(run=run)
+    step_fail(attempt=attempt, error={"type": "ProviderError", "message": "late failure"})
+
+    run.refresh_from_db()
+    assert (run.status, run.reserved_usd) == ("cancelled", Decimal("0"))
+    assert_invariants(run)
 
 
 class BrokenProvider:

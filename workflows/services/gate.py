@@ -5,7 +5,7 @@
 
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 from workflows.models import BudgetMode, RunStatus
 
@@ -31,7 +31,7 @@ class GateDecision:
     message: str = ""
     projected_usd: Decimal | None = None
     over_budget: bool = False
-    # Audit mode: emit `budget_exceeded` now, and re-arm at this spend for the next one.
+    # Audit mode: emit `budget_exceeded` now, and again only once the projection passes this.
     emit_audit_event: bool = False
     audit_rearm_at_usd: Decimal | None = None
 
@@ -64,13 +64,12 @@ def gate_decide(state: GateInput) -> GateDecision:
             projected_usd=projected,
             over_budget=True,
         )
-    # Audit: report once, then again each time spend reaches another multiple of the budget.
+    # Audit: report once, then again each time the projection grows by another full budget.
     if state.audit_rearm_at_usd is not None and projected <= state.audit_rearm_at_usd:
         return GateDecision(projected_usd=projected, over_budget=True)
-    multiples = (projected / state.budget_usd).to_integral_value(rounding=ROUND_CEILING)
     return GateDecision(
         projected_usd=projected,
         over_budget=True,
         emit_audit_event=True,
-        audit_rearm_at_usd=multiples * state.budget_usd,
+        audit_rearm_at_usd=projected + state.budget_usd,
     )

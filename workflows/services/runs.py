@@ -150,7 +150,7 @@ def check_run_resumable(*, run: Run, new_limits: dict) -> Step:
 def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
     overrides = check_limit_overrides(limits, path="")
     with transaction.atomic(durable=True):
-        run = Run.objects.select_for_update().select_related("workflow_version").get(pk=run.pk)
+        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=run.pk)
         old_limits = run.limits
         new_limits = {**old_limits, **overrides}
         step = check_run_resumable(run=run, new_limits=new_limits)

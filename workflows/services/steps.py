@@ -151,14 +151,14 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
         if run_id is None:
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
             return None
-        run = Run.objects.select_for_update().select_related("workflow_version").get(pk=run_id)
-        step = Step.objects.select_for_update().get(pk=step_id)
+        run, step = _lock(run_id=run_id, step_id=step_id)
         if step.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return None
         if run.status not in ACTIVE_RUN_STATUSES:
-            if step.status == StepStatus.PENDING:
-                step.status = StepStatus.CANCELLED
-                step.save(update_fields=["status"])
+            # Cancelled while queued, or while an attempt that has since died was running.
+            _release(run=run, step=step)
+            step.status = StepStatus.CANCELLED
+            step.save(update_fields=["status"])
             return None
 
         definition = definition_of(run.workflow_version)
@@ -194,64 +194,34 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
             run.audit_rearm_at_usd = decision.audit_rearm_at_usd
 
         reservation = prepared.estimate_usd or Decimal("0")
-        run.reserved_usd = F("reserved_usd") + reservation
+        _add(run, reserved_usd=reservation)
         run.status = RunStatus.RUNNING
         run.current_agent = step.agent
-        run.save(update_fields=["reserved_usd", "status", "current_agent", "audit_rearm_at_usd", "updated_at"])
+        run.save(update_fields=["status", "current_agent", "audit_rearm_at_usd", "updated_at"])
         step.status = StepStatus.RUNNING
-        step.attempts = F("attempts") + 1
+        step.attempts += 1
         step.model = prepared.request.model
         step.estimate_usd = prepared.estimate_usd
         step.reserved_usd = reservation
         step.worker = worker
         step.started_at = timezone.now()
         step.save(update_fields=["status", "attempts", "model", "estimate_usd", "reserved_usd", "worker", "started_at"])
-        step.refresh_from_db(fields=["attempts"])
         return StepAttempt(run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
 
 
 def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
     with transaction.atomic(durable=True):
-        run = Run.objects.select_for_update().select_related("workflow_version").get(pk=attempt.run_id)
-        step = Step.objects.select_for_update().get(pk=attempt.step_id)
+        run, step = _lock(run_id=attempt.run_id, step_id=attempt.step_id)
+        if LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
+            return  # settled already
+        cost = _charge(run=run, step=step, attempt=attempt, result=result)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
-            logger.warning("Attempt %s of step %s was settled already.", attempt.number, step.pk)
+            # An attempt another delivery took over from finished after all: what it cost is
+            # charged, but the step's reservation and progress belong to the attempt that owns it.
+            logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
             return
-        prepared = attempt.prepared
-        cost = None
-        if prepared.prices is not None:
-            cost = cost_usd(
-                prices=prepared.prices,
-                input_tokens=result.input_tokens,
-                output_tokens=result.output_tokens,
-                cached_input_tokens=result.cached_input_tokens,
-            )
-        LedgerEntry.objects.create(
-            team_id=run.team_id,
-            run=run,
-            step=step,
-            attempt=attempt.number,
-            agent=step.agent,
-            provider=prepared.provider,
-            model=prepared.request.model,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            cached_input_tokens=result.cached_input_tokens,
-            input_per_mtok=prepared.prices.input_per_mtok if prepared.prices else None,
-            output_per_mtok=prepared.prices.output_per_mtok if prepared.prices else None,
-            cached_input_per_mtok=prepared.prices.cached_input_per_mtok if prepared.prices else None,
-            price_source=prepared.price_source,
-            cost_usd=cost,
-            request_id=result.request_id,
-        )
-        Run.objects.filter(pk=run.pk).update(
-            spent_usd=F("spent_usd") + (cost or Decimal("0")),
-            reserved_usd=F("reserved_usd") - step.reserved_usd,
-            unpriced_steps=F("unpriced_steps") + (1 if cost is None else 0),
-            iterations=F("iterations") + 1,
-        )
-        run.refresh_from_db(fields=["spent_usd", "reserved_usd", "unpriced_steps", "iterations"])
+        _add(run, reserved_usd=-step.reserved_usd, iterations=1)
         step.status = StepStatus.SUCCEEDED
         step.reserved_usd = Decimal("0")
         step.output = result.output
@@ -264,7 +234,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
                 "agent": step.agent,
                 "step": step.sequence,
                 "attempt": attempt.number,
-                "model": prepared.request.model,
+                "model": attempt.prepared.request.model,
                 "input_tokens": result.input_tokens,
                 "output_tokens": result.output_tokens,
                 "cost_usd": usd(cost),
@@ -281,12 +251,63 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
     """The provider failed the step: release its reservation and fail the run, resumably."""
     with transaction.atomic(durable=True):
-        run = Run.objects.select_for_update().get(pk=attempt.run_id)
-        step = Step.objects.select_for_update().get(pk=attempt.step_id)
+        run, step = _lock(run_id=attempt.run_id, step_id=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        _release(run=run, step=step)
+        if run.status == RunStatus.CANCELLED:
+            # A cancelled run stays cancelled: failing it would make it resumable again.
+            _release(run=run, step=step)
+            step.status = StepStatus.FAILED
+            step.error = error
+            step.finished_at = timezone.now()
+            step.save(update_fields=["status", "error", "finished_at"])
+            return
         _run_fail(run=run, step=step, error=error)
+
+
+def _lock(*, run_id: int, step_id: int) -> tuple[Run, Step]:
+    """Lock the run row, then the step row: the one order every transaction here takes them in."""
+    run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=run_id)
+    return run, Step.objects.select_for_update().get(pk=step_id)
+
+
+def _add(run: Run, **deltas) -> None:
+    """Add to the run's counters in the database, then read them back."""
+    Run.objects.filter(pk=run.pk).update(**{field: F(field) + delta for field, delta in deltas.items()})
+    run.refresh_from_db(fields=list(deltas))
+
+
+def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionResult) -> Decimal | None:
+    """The attempt's ledger entry, and its cost added to the run's spend. None when unpriced."""
+    prices = attempt.prepared.prices
+    cost = None
+    if prices is not None:
+        cost = cost_usd(
+            prices=prices,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            cached_input_tokens=result.cached_input_tokens,
+        )
+    LedgerEntry.objects.create(
+        team_id=run.team_id,
+        run=run,
+        step=step,
+        attempt=attempt.number,
+        agent=step.agent,
+        provider=attempt.prepared.provider,
+        model=attempt.prepared.request.model,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cached_input_tokens=result.cached_input_tokens,
+        input_per_mtok=prices.input_per_mtok if prices else None,
+        output_per_mtok=prices.output_per_mtok if prices else None,
+        cached_input_per_mtok=prices.cached_input_per_mtok if prices else None,
+        price_source=attempt.prepared.price_source,
+        cost_usd=cost,
+        request_id=result.request_id,
+    )
+    _add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1)
+    return cost
 
 
 def _advance(*, run: Run, step: Step, outputs: dict) -> None:
@@ -332,7 +353,6 @@ def _render_output(definition: WorkflowDefinition, context: dict) -> dict:
 def _take_over_crashed_attempt(*, run: Run, step: Step, prepared: PreparedStep, worker: str) -> StepAttempt | None:
     """A redelivered step whose previous attempt died: try again on the same reservation, or give up."""
     if step.redeliveries >= settings.STEP_MAX_REDELIVERIES:
-        _release(run=run, step=step)
         _run_fail(
             run=run,
             step=step,
@@ -343,12 +363,11 @@ def _take_over_crashed_attempt(*, run: Run, step: Step, prepared: PreparedStep, 
             },
         )
         return None
-    step.redeliveries = F("redeliveries") + 1
-    step.attempts = F("attempts") + 1
+    step.redeliveries += 1
+    step.attempts += 1
     step.worker = worker
     step.started_at = timezone.now()
     step.save(update_fields=["redeliveries", "attempts", "worker", "started_at"])
-    step.refresh_from_db(fields=["redeliveries", "attempts"])
     event_record(
         run=run,
         type=EventType.STEP_REDELIVERED,
@@ -358,10 +377,10 @@ def _take_over_crashed_attempt(*, run: Run, step: Step, prepared: PreparedStep, 
 
 
 def _release(*, run: Run, step: Step) -> None:
-    Run.objects.filter(pk=run.pk).update(reserved_usd=F("reserved_usd") - step.reserved_usd)
-    run.refresh_from_db(fields=["reserved_usd"])
-    step.reserved_usd = Decimal("0")
-    step.save(update_fields=["reserved_usd"])
+    if step.reserved_usd:
+        _add(run, reserved_usd=-step.reserved_usd)
+        step.reserved_usd = Decimal("0")
+        step.save(update_fields=["reserved_usd"])
 
 
 def _run_stop(*, run: Run, step: Step, decision: GateDecision) -> None:
@@ -404,6 +423,7 @@ def _run_fail(*, run: Run, step: Step | None, error: dict) -> None:
     run.finished_at = now
     run.save(update_fields=["status", "error", "active_time", "active_since", "finished_at", "updated_at"])
     if step is not None:
+        _release(run=run, step=step)
         step.status = StepStatus.FAILED
         step.error = error
         step.finished_at = now
