@@ -7,6 +7,7 @@ transport under ``var/``. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to P
 from pathlib import Path
 
 import environ
+from kombu import Queue
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -138,7 +139,17 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+
+def celery_queues(default_queue: str) -> tuple[tuple[Queue, ...], dict]:
+    """Steps on the default queue; webhook alerts on a queue of their own, so a slow endpoint
+    never holds up a step. A worker started without -Q consumes both."""
+    alerts_queue = f"{default_queue}-alerts"
+    return (Queue(default_queue), Queue(alerts_queue)), {"workflows.deliver_webhook": {"queue": alerts_queue}}
+
+
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="budgetsvc")
+CELERY_TASK_QUEUES, CELERY_TASK_ROUTES = celery_queues(CELERY_TASK_DEFAULT_QUEUE)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -150,6 +161,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # A step whose worker dies is delivered again; after this many redeliveries its run fails.
 STEP_MAX_REDELIVERIES = env.int("STEP_MAX_REDELIVERIES", default=3)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10)
 DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", default=256 * 1024)
 PRICES_FILE = Path(env("PRICES_FILE", default=str(BASE_DIR / "workflows" / "data" / "prices.json")))
 

@@ -5,12 +5,14 @@ import uuid
 from pathlib import Path
 
 from budgetsvc.settings import *  # noqa: F403
-from budgetsvc.settings import CELERY_BROKER_URL, DATABASES, filesystem_transport_options
+from budgetsvc.settings import CELERY_BROKER_URL, DATABASES, celery_queues, filesystem_transport_options
 
 TEST_RUN_ID = uuid.uuid4().hex[:8]
 
 # A queue of its own, so a worker of `make run` on the same broker never takes a test's messages.
 CELERY_TASK_DEFAULT_QUEUE = f"budgetsvc-test-{TEST_RUN_ID}"
+CELERY_TASK_QUEUES, CELERY_TASK_ROUTES = celery_queues(CELERY_TASK_DEFAULT_QUEUE)
+WEBHOOK_RETRY_BASE_SECONDS = 0.2
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the worker in the tests reads and writes the same database.

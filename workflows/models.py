@@ -1,3 +1,4 @@
+import secrets
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,6 +20,20 @@ class BudgetMode(models.TextChoices):
     ENFORCE = "enforce"
 
 
+class Period(models.TextChoices):
+    DAY = "day"
+    WEEK = "week", "week (from Monday)"
+    MONTH = "month"
+
+
+def default_alert_thresholds() -> list[int]:
+    return [50, 80, 100]
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
 class Team(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     default_budget_usd = money_field(
@@ -31,6 +46,22 @@ class Team(models.Model):
     default_timeout_seconds = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)]
     )
+
+    # A budget for all of the team's runs together, per calendar period (UTC).
+    period_budget_usd = money_field(null=True, blank=True, validators=[MinValueValidator(Decimal("0.000001"))])
+    period = models.CharField(max_length=10, choices=Period, default=Period.MONTH)
+    period_mode = models.CharField(max_length=10, choices=BudgetMode, default=BudgetMode.AUDIT)
+    # Estimates of the team's steps in flight, held against the period budget.
+    reserved_usd = money_field(default=Decimal("0"))
+    # Team-scope audit reporting: the period it re-arms in, and the projection it re-arms past.
+    period_audit_start = models.DateTimeField(null=True, blank=True)
+    period_audit_rearm_at_usd = money_field(null=True, blank=True)
+
+    alert_thresholds = models.JSONField(
+        default=default_alert_thresholds, help_text="Percentages of a budget that raise an alert when spend crosses them."
+    )
+    webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON, signed with the secret.")
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -40,6 +71,11 @@ class Team(models.Model):
                 condition=Q(default_budget_usd__isnull=True) | Q(default_budget_usd__gt=0),
                 name="team_default_budget_positive",
             ),
+            models.CheckConstraint(
+                condition=Q(period_budget_usd__isnull=True) | Q(period_budget_usd__gt=0),
+                name="team_period_budget_positive",
+            ),
+            models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="team_reserved_not_negative"),
         ]
 
     def __str__(self) -> str:
@@ -284,6 +320,7 @@ class LedgerEntry(models.Model):
     class Meta:
         verbose_name_plural = "ledger entries"
         ordering = ["id"]
+        indexes = [models.Index(fields=["team", "created_at"], name="ledger_team_time")]
         constraints = [
             models.UniqueConstraint(fields=["step", "attempt"], name="ledger_one_entry_per_attempt"),
             models.CheckConstraint(
@@ -314,6 +351,7 @@ class EventType(models.TextChoices):
     RUN_COMPLETED = "run_completed"
     RUN_RESUMED = "run_resumed"
     RUN_CANCELLED = "run_cancelled"
+    BUDGET_THRESHOLD_CROSSED = "budget_threshold_crossed"
 
 
 class Event(models.Model):
@@ -352,3 +390,98 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} from {self.valid_from}"
+
+
+class BudgetScope(models.TextChoices):
+    RUN = "run"
+    TEAM = "team"
+
+
+class ThresholdCrossing(models.Model):
+    """That spend crossed an alert threshold: recorded once per run, or once per team period."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="threshold_crossings")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, null=True, blank=True, related_name="threshold_crossings")
+    scope = models.CharField(max_length=10, choices=BudgetScope)
+    threshold_pct = models.PositiveIntegerField()
+    period_start = models.DateTimeField(null=True, blank=True)
+    budget_usd = money_field()
+    spent_usd = money_field()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "threshold_pct"], condition=Q(scope="run"), name="threshold_once_per_run"
+            ),
+            models.UniqueConstraint(
+                fields=["team", "period_start", "threshold_pct"],
+                condition=Q(scope="team"),
+                name="threshold_once_per_team_period",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.threshold_pct}% ({self.team})"
+
+
+class BudgetChange(models.Model):
+    """The audit trail of budgets: who changed which limit, when, from what to what, and why."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budget_changes")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, null=True, blank=True, related_name="budget_changes")
+    field = models.CharField(max_length=50)
+    old_value = models.CharField(max_length=200, blank=True)
+    new_value = models.CharField(max_length=200, blank=True)
+    actor = models.CharField(max_length=200)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old_value or '-'} -> {self.new_value or '-'}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(models.Model):
+    """One alert to send to a team's webhook; each try is a WebhookAttempt."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    url = models.URLField()
+    body = models.TextField(help_text="The exact JSON sent and signed.")
+    status = models.CharField(max_length=20, choices=DeliveryStatus, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} to {self.url} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="webhook_attempt_unique")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from workflows.services.alerts import webhook_attempt
 from workflows.services.locks import step_attempt_lock
 from workflows.services.steps import step_execute
 
@@ -32,3 +33,10 @@ def execute_step(self, step_id: int) -> None:
         countdown=BUSY_STEP_RETRY_SECONDS,
         max_retries=settings.CELERY_TASK_TIME_LIMIT // BUSY_STEP_RETRY_SECONDS + 1,
     )
+
+
+@shared_task(bind=True, name="workflows.deliver_webhook", acks_late=True, max_retries=None)
+def deliver_webhook(self, delivery_id: int) -> None:
+    # The delivery row bounds the attempts (WEBHOOK_MAX_ATTEMPTS); here only the backoff between them.
+    if not webhook_attempt(delivery_id=delivery_id):
+        raise self.retry(countdown=settings.WEBHOOK_RETRY_BASE_SECONDS * 2**self.request.retries)

@@ -65,6 +65,7 @@ def test_audit_mode_completes_with_exactly_one_budget_exceeded_event(api, workfl
     # Audit marks the step where enforce would have stopped: before writer, with $0.30 spent.
     assert [e["payload"] for e in exceeded] == [
         {
+            "scope": "run",
             "budget_usd": "0.500000",
             "spent_usd": "0.300000",
             "projected_usd": "0.600000",
@@ -86,6 +87,7 @@ def test_enforce_stops_before_step_two_and_resume_with_a_raise_completes(api, wo
     assert stopped["error"] == {
         "type": "BudgetExceededError",
         "message": "The next step would bring the run to $0.600000, over its budget of $0.500000.",
+        "scope": "run",
         "budget_usd": "0.500000",
         "spent_usd": "0.300000",
         "current_agent": "writer",

@@ -1,9 +1,11 @@
 """The budget gate's decision: a pure function of a run's limits and counters, run before every step.
 
-`step_begin` applies it under the run's row lock; `run_resume` asks it whether a resumed run could move.
+A step is checked against every budget that covers it (the run's, and its team's period budget)
+and runs only if all of them admit it. `step_begin` applies the decision under row locks;
+`run_resume` asks it whether a resumed run could move at all.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,33 +13,56 @@ from workflows.models import BudgetMode, RunStatus
 
 
 @dataclass(frozen=True)
-class GateInput:
+class BudgetState:
+    scope: str  # "run" or "team"
+    subject: str  # how messages name it: "the run", "team 'acme' this month"
     budget_usd: Decimal | None
-    budget_mode: str
-    max_iterations: int
-    timeout_seconds: int | None
+    mode: str
     spent_usd: Decimal
     reserved_usd: Decimal
+    # Audit mode reports again only once a projection passes this; None reports at once.
+    audit_rearm_at_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A budget the step's projection goes over."""
+
+    scope: str
+    subject: str
+    budget_usd: Decimal
+    mode: str
+    spent_usd: Decimal
+    projected_usd: Decimal
+    report: bool  # emit `budget_exceeded` now
+    audit_rearm_at_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class GateInput:
+    max_iterations: int
+    timeout_seconds: int | None
     iterations: int
     elapsed: timedelta
-    audit_rearm_at_usd: Decimal | None
     # None when the step's model has no price: nothing can be projected.
     estimate_usd: Decimal | None
+    budgets: tuple[BudgetState, ...]
 
 
 @dataclass(frozen=True)
 class GateDecision:
     stop: str | None = None  # the run status to stop with; None admits the step
     message: str = ""
-    projected_usd: Decimal | None = None
-    over_budget: bool = False
-    # Audit mode: emit `budget_exceeded` now, and again only once the projection passes this.
-    emit_audit_event: bool = False
-    audit_rearm_at_usd: Decimal | None = None
+    over_budget: tuple[BudgetCheck, ...] = ()
+    stopped_by: BudgetCheck | None = None
 
     @property
     def admitted(self) -> bool:
         return self.stop is None
+
+    @property
+    def reports(self) -> tuple[BudgetCheck, ...]:
+        return tuple(check for check in self.over_budget if check.report)
 
 
 def gate_decide(state: GateInput) -> GateDecision:
@@ -52,24 +77,41 @@ def gate_decide(state: GateInput) -> GateDecision:
             stop=RunStatus.ITERATION_LIMIT,
             message=f"The run has executed {state.iterations} steps; max_iterations is {state.max_iterations}.",
         )
-    if state.budget_usd is None or state.estimate_usd is None:
+    if state.estimate_usd is None:
         return GateDecision()
-    projected = state.spent_usd + state.reserved_usd + state.estimate_usd
-    if projected <= state.budget_usd:
-        return GateDecision(projected_usd=projected)
-    if state.budget_mode == BudgetMode.ENFORCE:
+    over = tuple(
+        check for budget in state.budgets if (check := _check_budget(budget, state.estimate_usd)) is not None
+    )
+    enforced = next((check for check in over if check.mode == BudgetMode.ENFORCE), None)
+    if enforced is not None:
         return GateDecision(
             stop=RunStatus.BUDGET_EXCEEDED,
-            message=f"The next step would bring the run to ${projected}, over its budget of ${state.budget_usd}.",
-            projected_usd=projected,
-            over_budget=True,
+            message=f"The next step would bring {enforced.subject} to ${enforced.projected_usd}, "
+            f"over its budget of ${enforced.budget_usd}.",
+            over_budget=(enforced,),
+            stopped_by=enforced,
         )
-    # Audit: report once, then again each time the projection grows by another full budget.
-    if state.audit_rearm_at_usd is not None and projected <= state.audit_rearm_at_usd:
-        return GateDecision(projected_usd=projected, over_budget=True)
-    return GateDecision(
+    return GateDecision(over_budget=over)
+
+
+def _check_budget(budget: BudgetState, estimate: Decimal) -> BudgetCheck | None:
+    if budget.budget_usd is None:
+        return None
+    projected = budget.spent_usd + budget.reserved_usd + estimate
+    if projected <= budget.budget_usd:
+        return None
+    check = BudgetCheck(
+        scope=budget.scope,
+        subject=budget.subject,
+        budget_usd=budget.budget_usd,
+        mode=budget.mode,
+        spent_usd=budget.spent_usd,
         projected_usd=projected,
-        over_budget=True,
-        emit_audit_event=True,
-        audit_rearm_at_usd=projected + state.budget_usd,
+        report=True,
     )
+    if budget.mode == BudgetMode.ENFORCE:
+        return check
+    # Audit: report once, then again each time the projection grows by another full budget.
+    if budget.audit_rearm_at_usd is not None and projected <= budget.audit_rearm_at_usd:
+        return replace(check, report=False)
+    return replace(check, audit_rearm_at_usd=projected + budget.budget_usd)

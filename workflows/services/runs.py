@@ -34,7 +34,9 @@ from workflows.selectors import definition_of, latest_checkpoint, workflow_versi
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
 from workflows.services.prices import prices_for
-from workflows.services.steps import gate_input, step_prepare, step_schedule
+from workflows.services.budgets import gate_input
+from workflows.services.steps import step_prepare, step_schedule
+from workflows.services.teams import budget_changes_record
 
 
 def actor_of(api_key: ApiKey | None) -> str:
@@ -118,7 +120,7 @@ def run_start(
     return run
 
 
-def check_run_resumable(*, run: Run, new_limits: dict) -> Step:
+def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
     """The step a resume would run, or InvalidRunState saying why the run cannot make progress."""
     if run.status not in RESUMABLE_RUN_STATUSES:
         raise InvalidRunState(
@@ -137,12 +139,15 @@ def check_run_resumable(*, run: Run, new_limits: dict) -> Step:
     except TemplateFailure as exc:
         raise InvalidRunState(f"The next step cannot be prepared: {exc}", details={"agent": step.agent}) from exc
     trial = Run(**{**_run_counters(run), **new_limits})
-    decision = gate_decide(gate_input(run=trial, estimate=prepared.estimate_usd))
+    decision = gate_decide(gate_input(run=trial, team=team, estimate=prepared.estimate_usd))
     if not decision.admitted:
         details = {"status": decision.stop, "current_agent": step.agent, "limits": _limits_payload(trial)}
-        if decision.stop == RunStatus.BUDGET_EXCEEDED:
-            details["projected_usd"] = usd(decision.projected_usd)
-            details["spent_usd"] = usd(run.spent_usd)
+        if decision.stopped_by is not None:
+            details.update(
+                scope=decision.stopped_by.scope,
+                projected_usd=usd(decision.stopped_by.projected_usd),
+                spent_usd=usd(decision.stopped_by.spent_usd),
+            )
         raise InvalidRunState(f"Resuming would stop again at once: {decision.message}", details=details)
     return step
 
@@ -150,10 +155,11 @@ def check_run_resumable(*, run: Run, new_limits: dict) -> Step:
 def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
     overrides = check_limit_overrides(limits, path="")
     with transaction.atomic(durable=True):
+        team = Team.objects.select_for_update().get(pk=run.team_id)
         run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=run.pk)
         old_limits = run.limits
         new_limits = {**old_limits, **overrides}
-        step = check_run_resumable(run=run, new_limits=new_limits)
+        step = check_run_resumable(run=run, team=team, new_limits=new_limits)
 
         previous_status = run.status
         now = timezone.now()
@@ -198,6 +204,14 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
                 "spent_usd": usd(run.spent_usd),
                 "next_agent": step.agent,
             },
+        )
+        budget_changes_record(
+            team=team,
+            run=run,
+            old=old_limits,
+            new=new_limits,
+            actor=actor_of(resumed_by),
+            reason=reason,
         )
         step_schedule(step)
     return run

@@ -1,7 +1,7 @@
 """Executing one step: the gate and reservation, the provider call, then settlement.
 
-Each of `step_begin` and `step_settle` is one transaction that locks the run row and then the step
-row, always in that order. The provider is called between them, outside any transaction.
+Each of `step_begin` and `step_settle` is one transaction that locks the team row, the run row and
+then the step row, always in that order. The provider is called between them, outside any transaction.
 """
 
 import logging
@@ -13,7 +13,6 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from workflows.definition import (
@@ -40,11 +39,21 @@ from workflows.models import (
     RunStatus,
     Step,
     StepStatus,
+    Team,
 )
 from workflows.providers import CompletionRequest, CompletionResult, ProviderError, get_provider
 from workflows.selectors import definition_of, latest_checkpoint
 from workflows.services.events import event_record, usd
-from workflows.services.gate import GateDecision, GateInput, gate_decide
+from workflows.services.alerts import alerts_after_spend
+from workflows.services.budgets import (
+    add,
+    budget_exceeded_payload,
+    gate_input,
+    release,
+    report_over_budget,
+    reserve,
+)
+from workflows.services.gate import GateDecision, gate_decide
 from workflows.services.prices import prices_for
 
 logger = logging.getLogger(__name__)
@@ -63,6 +72,7 @@ class PreparedStep:
 
 @dataclass(frozen=True)
 class StepAttempt:
+    team_id: int
     run_id: int
     step_id: int
     number: int
@@ -93,21 +103,6 @@ def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, output
     )
     return PreparedStep(
         provider=agent.provider, request=request, prices=prices, price_source=price_source, estimate_usd=estimate
-    )
-
-
-def gate_input(*, run: Run, estimate: Decimal | None, now=None) -> GateInput:
-    return GateInput(
-        budget_usd=run.budget_usd,
-        budget_mode=run.budget_mode,
-        max_iterations=run.max_iterations,
-        timeout_seconds=run.timeout_seconds,
-        spent_usd=run.spent_usd,
-        reserved_usd=run.reserved_usd,
-        iterations=run.iterations,
-        elapsed=run.elapsed(now),
-        audit_rearm_at_usd=run.audit_rearm_at_usd,
-        estimate_usd=estimate,
     )
 
 
@@ -147,16 +142,16 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     whose worker died: it is taken over, within the redelivery bound.
     """
     with transaction.atomic(durable=True):
-        run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
-        if run_id is None:
+        ids = Step.objects.filter(pk=step_id).values_list("run__team_id", "run_id").first()
+        if ids is None:
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
             return None
-        run, step = _lock(run_id=run_id, step_id=step_id)
+        team, run, step = _lock(team_id=ids[0], run_id=ids[1], step_id=step_id)
         if step.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return None
         if run.status not in ACTIVE_RUN_STATUSES:
             # Cancelled while queued, or while an attempt that has since died was running.
-            _release(run=run, step=step)
+            release(run=run, step=step)
             step.status = StepStatus.CANCELLED
             step.save(update_fields=["status"])
             return None
@@ -184,49 +179,46 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
             )
             return None
 
-        decision = gate_decide(gate_input(run=run, estimate=prepared.estimate_usd))
+        decision = gate_decide(gate_input(run=run, team=team, estimate=prepared.estimate_usd))
         if not decision.admitted:
             step.estimate_usd = prepared.estimate_usd
             _run_stop(run=run, step=step, decision=decision)
             return None
-        if decision.emit_audit_event:
-            event_record(run=run, type=EventType.BUDGET_EXCEEDED, payload=_budget_payload(run, step, decision))
-            run.audit_rearm_at_usd = decision.audit_rearm_at_usd
+        report_over_budget(team=team, run=run, step=step, decision=decision)
 
-        reservation = prepared.estimate_usd or Decimal("0")
-        _add(run, reserved_usd=reservation)
+        reserve(team=team, run=run, step=step, amount=prepared.estimate_usd or Decimal("0"))
         run.status = RunStatus.RUNNING
         run.current_agent = step.agent
-        run.save(update_fields=["status", "current_agent", "audit_rearm_at_usd", "updated_at"])
+        run.save(update_fields=["status", "current_agent", "updated_at"])
         step.status = StepStatus.RUNNING
         step.attempts += 1
         step.model = prepared.request.model
         step.estimate_usd = prepared.estimate_usd
-        step.reserved_usd = reservation
         step.worker = worker
         step.started_at = timezone.now()
         step.save(update_fields=["status", "attempts", "model", "estimate_usd", "reserved_usd", "worker", "started_at"])
-        return StepAttempt(run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
+        return StepAttempt(team_id=team.pk, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
 
 
 def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
     with transaction.atomic(durable=True):
-        run, step = _lock(run_id=attempt.run_id, step_id=attempt.step_id)
+        team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
             return  # settled already
         cost = _charge(run=run, step=step, attempt=attempt, result=result)
+        alerts_after_spend(team=team, run=run)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             # An attempt another delivery took over from finished after all: what it cost is
             # charged, but the step's reservation and progress belong to the attempt that owns it.
             logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
             return
-        _add(run, reserved_usd=-step.reserved_usd, iterations=1)
+        release(run=run, step=step)
+        add(run, iterations=1)
         step.status = StepStatus.SUCCEEDED
-        step.reserved_usd = Decimal("0")
         step.output = result.output
         step.finished_at = timezone.now()
-        step.save(update_fields=["status", "reserved_usd", "output", "finished_at"])
+        step.save(update_fields=["status", "output", "finished_at"])
         event_record(
             run=run,
             type=EventType.AGENT_COMPLETED,
@@ -251,12 +243,12 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
     """The provider failed the step: release its reservation and fail the run, resumably."""
     with transaction.atomic(durable=True):
-        run, step = _lock(run_id=attempt.run_id, step_id=attempt.step_id)
+        _, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
         if run.status == RunStatus.CANCELLED:
             # A cancelled run stays cancelled: failing it would make it resumable again.
-            _release(run=run, step=step)
+            release(run=run, step=step)
             step.status = StepStatus.FAILED
             step.error = error
             step.finished_at = timezone.now()
@@ -265,16 +257,14 @@ def step_fail(*, attempt: StepAttempt, error: dict) -> None:
         _run_fail(run=run, step=step, error=error)
 
 
-def _lock(*, run_id: int, step_id: int) -> tuple[Run, Step]:
-    """Lock the run row, then the step row: the one order every transaction here takes them in."""
+def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
+    """Lock the team, the run and the step rows: the one order every transaction takes them in.
+
+    The team row serialises the admission of all the team's steps against its period budget.
+    """
+    team = Team.objects.select_for_update().get(pk=team_id)
     run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=run_id)
-    return run, Step.objects.select_for_update().get(pk=step_id)
-
-
-def _add(run: Run, **deltas) -> None:
-    """Add to the run's counters in the database, then read them back."""
-    Run.objects.filter(pk=run.pk).update(**{field: F(field) + delta for field, delta in deltas.items()})
-    run.refresh_from_db(fields=list(deltas))
+    return team, run, Step.objects.select_for_update().get(pk=step_id)
 
 
 def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionResult) -> Decimal | None:
@@ -306,7 +296,7 @@ def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionRes
         cost_usd=cost,
         request_id=result.request_id,
     )
-    _add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1)
+    add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1)
     return cost
 
 
@@ -373,25 +363,19 @@ def _take_over_crashed_attempt(*, run: Run, step: Step, prepared: PreparedStep, 
         type=EventType.STEP_REDELIVERED,
         payload={"agent": step.agent, "step": step.sequence, "attempt": step.attempts},
     )
-    return StepAttempt(run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
-
-
-def _release(*, run: Run, step: Step) -> None:
-    if step.reserved_usd:
-        _add(run, reserved_usd=-step.reserved_usd)
-        step.reserved_usd = Decimal("0")
-        step.save(update_fields=["reserved_usd"])
+    return StepAttempt(team_id=run.team_id, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
 
 
 def _run_stop(*, run: Run, step: Step, decision: GateDecision) -> None:
     """A limit stops the run before `step`; the checkpoint points at that step so resume runs it."""
     now = timezone.now()
     if decision.stop == RunStatus.BUDGET_EXCEEDED:
-        payload = _budget_payload(run, step, decision)
+        payload = budget_exceeded_payload(decision.stopped_by, current_agent=step.agent)
         event_record(run=run, type=EventType.BUDGET_EXCEEDED, payload=payload)
         run.error = {
             "type": "BudgetExceededError",
             "message": decision.message,
+            "scope": payload["scope"],
             "budget_usd": payload["budget_usd"],
             "spent_usd": payload["spent_usd"],
             "current_agent": step.agent,
@@ -423,7 +407,7 @@ def _run_fail(*, run: Run, step: Step | None, error: dict) -> None:
     run.finished_at = now
     run.save(update_fields=["status", "error", "active_time", "active_since", "finished_at", "updated_at"])
     if step is not None:
-        _release(run=run, step=step)
+        release(run=run, step=step)
         step.status = StepStatus.FAILED
         step.error = error
         step.finished_at = now
@@ -448,16 +432,6 @@ def _checkpoint(*, run: Run, reason: str, outputs: dict, next_step: Step | None)
         spent_usd=run.spent_usd,
         active_time=run.elapsed(),
     )
-
-
-def _budget_payload(run: Run, step: Step, decision: GateDecision) -> dict:
-    return {
-        "budget_usd": usd(run.budget_usd),
-        "spent_usd": usd(run.spent_usd),
-        "projected_usd": usd(decision.projected_usd),
-        "budget_mode": run.budget_mode,
-        "current_agent": step.agent,
-    }
 
 
 def _mock_options(mock) -> dict:

@@ -4,11 +4,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
-from workflows.models import ApiKey, Team
+from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team
 
 API_KEY_PREFIX = "bsk_"
 # Recording every request's time would make each API call a write; once a minute is enough to audit keys.
@@ -20,23 +21,87 @@ def hash_api_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def team_limit_defaults_check(
-    *,
-    budget_usd: Decimal | str | None = None,
-    budget_mode: str | None = None,
-    max_iterations: int | None = None,
-    timeout_seconds: int | None = None,
-) -> dict:
-    given = {
-        "budget_usd": budget_usd,
-        "budget_mode": budget_mode,
-        "max_iterations": max_iterations,
-        "timeout_seconds": timeout_seconds,
+# The team fields that are budgets or budget defaults; each change to one is kept in the audit trail.
+TEAM_BUDGET_FIELDS = (
+    "default_budget_usd",
+    "default_budget_mode",
+    "default_max_iterations",
+    "default_timeout_seconds",
+    "period_budget_usd",
+    "period",
+    "period_mode",
+    "alert_thresholds",
+)
+
+
+def _shown(value) -> str:
+    return "" if value is None else str(value)
+
+
+def budget_changes_record(
+    *, team: Team, old: dict, new: dict, actor: str, reason: str = "", run: Run | None = None
+) -> list[BudgetChange]:
+    """One audit-trail row for each field whose value differs between `old` and `new`."""
+    return BudgetChange.objects.bulk_create(
+        BudgetChange(
+            team=team,
+            run=run,
+            field=field,
+            old_value=_shown(old.get(field)),
+            new_value=_shown(new[field]),
+            actor=actor,
+            reason=reason,
+        )
+        for field in new
+        if _shown(old.get(field)) != _shown(new[field])
+    )
+
+
+def check_team_budgets(*, changes: dict) -> dict:
+    """Validate changes to a team's budget fields; the cleaned values, or ValidationFailed naming each problem."""
+    unknown = sorted(set(changes) - set(TEAM_BUDGET_FIELDS))
+    problems = [{"path": field, "message": "not a budget field"} for field in unknown]
+    defaults = {
+        field.removeprefix("default_"): changes[field] for field in changes if field.startswith("default_")
     }
-    clean, problems = check_limits(given, path="defaults")
+    clean_defaults, limit_problems = check_limits(defaults, path="defaults")
+    problems += problems_as_details(limit_problems)
+    clean = {f"default_{field}": value for field, value in clean_defaults.items()}
+    clean.update({field: None for field, value in changes.items() if field.startswith("default_") and value is None})
+    if "period_budget_usd" in changes:
+        value = changes["period_budget_usd"]
+        budget, budget_problems = check_limits({"budget_usd": value}, path="period")
+        problems += [{"path": "period_budget_usd", "message": p.message} for p in budget_problems]
+        clean["period_budget_usd"] = budget.get("budget_usd")
+    for field, choices in (("period", Period.values), ("period_mode", BudgetMode.values)):
+        if field in changes:
+            if changes[field] not in choices:
+                problems.append({"path": field, "message": f"must be one of {', '.join(choices)}"})
+            clean[field] = changes[field]
+    if "alert_thresholds" in changes:
+        thresholds = changes["alert_thresholds"]
+        if not isinstance(thresholds, list) or not all(
+            isinstance(pct, int) and not isinstance(pct, bool) and 1 <= pct <= 1000 for pct in thresholds
+        ):
+            problems.append({"path": "alert_thresholds", "message": "must be a list of whole percentages, 1 to 1000"})
+        else:
+            clean["alert_thresholds"] = sorted(set(thresholds))
     if problems:
-        raise ValidationFailed("The team's budget defaults are invalid.", details=problems_as_details(problems))
+        raise ValidationFailed("The team's budgets are invalid.", details=problems)
     return clean
+
+
+def team_budgets_update(*, team: Team, changes: dict, actor: str, reason: str = "") -> Team:
+    """Change a team's budgets and defaults, keeping who changed what, when and why."""
+    clean = check_team_budgets(changes=changes)
+    with transaction.atomic():
+        team = Team.objects.select_for_update().get(pk=team.pk)
+        old = {field: getattr(team, field) for field in clean}
+        for field, value in clean.items():
+            setattr(team, field, value if value is not None or field != "default_budget_mode" else "")
+        team.save(update_fields=list(clean))
+        budget_changes_record(team=team, old=old, new=clean, actor=actor, reason=reason)
+    return team
 
 
 def team_create(
@@ -46,19 +111,23 @@ def team_create(
     budget_mode: str | None = None,
     max_iterations: int | None = None,
     timeout_seconds: int | None = None,
+    period_budget_usd: Decimal | str | None = None,
+    period: str | None = None,
+    period_mode: str | None = None,
 ) -> Team:
-    defaults = team_limit_defaults_check(
-        budget_usd=budget_usd, budget_mode=budget_mode, max_iterations=max_iterations, timeout_seconds=timeout_seconds
-    )
+    given = {
+        "default_budget_usd": budget_usd,
+        "default_budget_mode": budget_mode,
+        "default_max_iterations": max_iterations,
+        "default_timeout_seconds": timeout_seconds,
+        "period_budget_usd": period_budget_usd,
+        "period": period,
+        "period_mode": period_mode,
+    }
+    budgets = check_team_budgets(changes={field: value for field, value in given.items() if value is not None})
     if Team.objects.filter(name=name).exists():
         raise ValidationFailed(f"A team named '{name}' already exists.")
-    team = Team(
-        name=name,
-        default_budget_usd=defaults.get("budget_usd"),
-        default_budget_mode=defaults.get("budget_mode") or "",
-        default_max_iterations=defaults.get("max_iterations"),
-        default_timeout_seconds=defaults.get("timeout_seconds"),
-    )
+    team = Team(name=name, **budgets)
     try:
         team.full_clean()
     except DjangoValidationError as exc:

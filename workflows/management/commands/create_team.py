@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from workflows.errors import ApplicationError
-from workflows.models import BudgetMode
+from workflows.models import BudgetMode, Period
 from workflows.services.teams import team_create
 
 
@@ -14,6 +14,9 @@ class Command(BaseCommand):
         parser.add_argument("--budget-mode", choices=BudgetMode.values)
         parser.add_argument("--max-iterations", type=int)
         parser.add_argument("--timeout-seconds", type=int)
+        parser.add_argument("--period-budget-usd", help="A budget for all the team's runs together, per period.")
+        parser.add_argument("--period", choices=Period.values, help="The period budget's calendar period (UTC).")
+        parser.add_argument("--period-mode", choices=BudgetMode.values)
 
     def handle(self, *args, **options):
         try:
@@ -23,6 +26,9 @@ class Command(BaseCommand):
                 budget_mode=options["budget_mode"],
                 max_iterations=options["max_iterations"],
                 timeout_seconds=options["timeout_seconds"],
+                period_budget_usd=options["period_budget_usd"],
+                period=options["period"],
+                period_mode=options["period_mode"],
             )
         except ApplicationError as exc:
             raise CommandError(_describe(exc)) from exc

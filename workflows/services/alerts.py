@@ -1,0 +1,140 @@
+"""Alerts: spend crossing a budget threshold, recorded once each, and sent to the team's webhook."""
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from workflows.models import (
+    BudgetScope,
+    DeliveryStatus,
+    Event,
+    EventType,
+    Run,
+    Team,
+    ThresholdCrossing,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from workflows.services.events import event_record, usd
+from workflows.services.periods import period_window, team_period_spent
+
+SIGNATURE_HEADER = "X-Budgetsvc-Signature"
+
+
+def alerts_after_spend(*, team: Team, run: Run) -> None:
+    """Record every threshold the run's or the team period's spend has newly crossed. Under the team lock."""
+    if run.budget_usd:
+        _cross_thresholds(team=team, run=run, scope=BudgetScope.RUN, budget=run.budget_usd, spent=run.spent_usd)
+    if team.period_budget_usd:
+        window = period_window(team.period)
+        _cross_thresholds(
+            team=team,
+            run=run,
+            scope=BudgetScope.TEAM,
+            budget=team.period_budget_usd,
+            spent=team_period_spent(team=team, window=window),
+            period={"period_start": window.start, "resets_at": window.end},
+        )
+
+
+def _cross_thresholds(
+    *, team: Team, run: Run, scope: str, budget: Decimal, spent: Decimal, period: dict | None = None
+) -> None:
+    reached = sorted(pct for pct in set(team.alert_thresholds) if spent * 100 >= budget * pct)
+    if not reached:
+        return
+    crossings = ThresholdCrossing.objects.filter(scope=scope, team=team)
+    crossings = crossings.filter(run=run) if scope == BudgetScope.RUN else crossings.filter(period_start=period["period_start"])
+    already = set(crossings.values_list("threshold_pct", flat=True))
+    for pct in (pct for pct in reached if pct not in already):
+        ThresholdCrossing.objects.create(
+            team=team,
+            run=run if scope == BudgetScope.RUN else None,
+            scope=scope,
+            threshold_pct=pct,
+            period_start=period["period_start"] if period else None,
+            budget_usd=budget,
+            spent_usd=spent,
+        )
+        payload = {"scope": scope, "threshold_pct": pct, "budget_usd": usd(budget), "spent_usd": usd(spent)}
+        if period:
+            payload.update({key: moment.isoformat() for key, moment in period.items()})
+        alert_send(team=team, event=event_record(run=run, type=EventType.BUDGET_THRESHOLD_CROSSED, payload=payload))
+
+
+def alert_send(*, team: Team, event: Event) -> WebhookDelivery | None:
+    """Queue the event for the team's webhook, if it has one; delivery runs on a worker after commit."""
+    if not team.webhook_url:
+        return None
+    body = json.dumps(
+        {
+            "id": event.pk,
+            "type": event.type,
+            "team": team.name,
+            "run": event.run_id,
+            "created_at": event.created_at.isoformat(),
+            "payload": event.payload,
+        },
+        sort_keys=True,
+    )
+    delivery = WebhookDelivery.objects.create(team=team, event=event, url=team.webhook_url, body=body)
+    from workflows.tasks import deliver_webhook
+
+    transaction.on_commit(partial(deliver_webhook.delay, delivery.pk))
+    return delivery
+
+
+def webhook_signature(*, secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def webhook_attempt(*, delivery_id: int) -> bool:
+    """POST the delivery once and record the attempt. False when it should be tried again later."""
+    delivery = WebhookDelivery.objects.select_related("team", "event").get(pk=delivery_id)
+    if delivery.status != DeliveryStatus.PENDING:
+        return True
+    body = delivery.body.encode()
+    request = urllib.request.Request(
+        delivery.url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "budgetsvc-webhooks",
+            "X-Budgetsvc-Event": delivery.event.type,
+            "X-Budgetsvc-Delivery": str(delivery.pk),
+            SIGNATURE_HEADER: webhook_signature(secret=delivery.team.webhook_secret, body=body),
+        },
+    )
+    status_code, error = None, ""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
+            status_code = response.status
+    except urllib.error.HTTPError as exc:
+        status_code, error = exc.code, f"HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError) as exc:
+        error = str(getattr(exc, "reason", exc))
+    delivered = status_code is not None and 200 <= status_code < 300
+    delivery.attempts += 1
+    WebhookAttempt.objects.create(
+        delivery=delivery,
+        number=delivery.attempts,
+        status_code=status_code,
+        error=error[:2000],
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )
+    if delivered or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        delivery.status = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.FAILED
+        delivery.finished_at = timezone.now()
+    delivery.save(update_fields=["attempts", "status", "finished_at"])
+    return delivery.status != DeliveryStatus.PENDING

@@ -1,0 +1,97 @@
+"""The budgets a step is held to (its run's, and its team's period budget), their reservations,
+and the `budget_exceeded` reports. Callers hold the team, run and step row locks, in that order."""
+
+from decimal import Decimal
+
+from django.db.models import F, Model
+from django.utils import timezone
+
+from workflows.models import BudgetScope, EventType, Run, Step, Team
+from workflows.services.events import event_record, usd
+from workflows.services.gate import BudgetCheck, BudgetState, GateDecision, GateInput
+from workflows.services.periods import PeriodWindow, period_window, team_period_spent
+
+
+def add(instance: Model, **deltas) -> None:
+    """Add to a row's counters in the database, then read them back."""
+    type(instance).objects.filter(pk=instance.pk).update(**{field: F(field) + d for field, d in deltas.items()})
+    instance.refresh_from_db(fields=list(deltas))
+
+
+def run_budget_state(run: Run) -> BudgetState:
+    return BudgetState(
+        scope=BudgetScope.RUN,
+        subject="the run",
+        budget_usd=run.budget_usd,
+        mode=run.budget_mode,
+        spent_usd=run.spent_usd,
+        reserved_usd=run.reserved_usd,
+        audit_rearm_at_usd=run.audit_rearm_at_usd,
+    )
+
+
+def team_budget_state(team: Team, window: PeriodWindow) -> BudgetState:
+    return BudgetState(
+        scope=BudgetScope.TEAM,
+        subject=f"team '{team.name}' this {team.period}",
+        budget_usd=team.period_budget_usd,
+        mode=team.period_mode,
+        spent_usd=team_period_spent(team=team, window=window) if team.period_budget_usd else Decimal("0"),
+        reserved_usd=team.reserved_usd,
+        # Audit reporting starts afresh each period.
+        audit_rearm_at_usd=team.period_audit_rearm_at_usd if team.period_audit_start == window.start else None,
+    )
+
+
+def gate_input(*, run: Run, team: Team, estimate: Decimal | None, now=None) -> GateInput:
+    now = now or timezone.now()
+    return GateInput(
+        max_iterations=run.max_iterations,
+        timeout_seconds=run.timeout_seconds,
+        iterations=run.iterations,
+        elapsed=run.elapsed(now),
+        estimate_usd=estimate,
+        budgets=(run_budget_state(run), team_budget_state(team, period_window(team.period, now))),
+    )
+
+
+def reserve(*, team: Team, run: Run, step: Step, amount: Decimal) -> None:
+    """Hold the step's estimate against both budgets while it runs."""
+    add(run, reserved_usd=amount)
+    add(team, reserved_usd=amount)
+    step.reserved_usd = amount
+
+
+def release(*, run: Run, step: Step) -> None:
+    if not step.reserved_usd:
+        return
+    add(run, reserved_usd=-step.reserved_usd)
+    Team.objects.filter(pk=run.team_id).update(reserved_usd=F("reserved_usd") - step.reserved_usd)
+    step.reserved_usd = Decimal("0")
+    step.save(update_fields=["reserved_usd"])
+
+
+def budget_exceeded_payload(check: BudgetCheck, *, current_agent: str) -> dict:
+    return {
+        "scope": check.scope,
+        "budget_usd": usd(check.budget_usd),
+        "spent_usd": usd(check.spent_usd),
+        "projected_usd": usd(check.projected_usd),
+        "budget_mode": check.mode,
+        "current_agent": current_agent,
+    }
+
+
+def report_over_budget(*, team: Team, run: Run, step: Step, decision: GateDecision) -> None:
+    """Record the audit-mode `budget_exceeded` events an admitted step is due, and re-arm them."""
+    for check in decision.reports:
+        event_record(
+            run=run, type=EventType.BUDGET_EXCEEDED, payload=budget_exceeded_payload(check, current_agent=step.agent)
+        )
+        if check.scope == BudgetScope.RUN:
+            run.audit_rearm_at_usd = check.audit_rearm_at_usd
+            run.save(update_fields=["audit_rearm_at_usd"])
+        else:
+            team.period_audit_start = period_window(team.period).start
+            team.period_audit_rearm_at_usd = check.audit_rearm_at_usd
+            team.save(update_fields=["period_audit_start", "period_audit_rearm_at_usd"])
