@@ -1,10 +1,14 @@
 """Reads. Every API read goes through a function here that is scoped to the caller's team."""
 
-from django.db.models import Max, QuerySet
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Max, QuerySet, Sum
 
 from workflows.definition import WorkflowDefinition
 from workflows.errors import NotFound
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
+from workflows.services.periods import PeriodWindow, period_window, team_period_spent
 
 
 def workflows_for_team(*, team: Team) -> QuerySet[Workflow]:
@@ -67,3 +71,23 @@ def ledger_of(*, run: Run) -> QuerySet[LedgerEntry]:
 
 def checkpoints_of(*, run: Run) -> QuerySet[Checkpoint]:
     return run.checkpoints.order_by("id")
+
+
+@dataclass(frozen=True)
+class TeamBudgetStatus:
+    team: Team
+    window: PeriodWindow
+    period_spent_usd: Decimal
+    lifetime_spent_usd: Decimal
+
+
+def team_budget_status(*, team: Team) -> TeamBudgetStatus:
+    """A team's period and lifetime spend, both summed from the ledger."""
+    window = period_window(team.period)
+    lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"]
+    return TeamBudgetStatus(
+        team=team,
+        window=window,
+        period_spent_usd=team_period_spent(team=team, window=window),
+        lifetime_spent_usd=lifetime or Decimal("0"),
+    )

@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from workflows.definition import LIMIT_FIELDS
+from workflows.services.events import usd
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Workflow, WorkflowVersion
 
 
@@ -216,3 +217,35 @@ class CheckpointOutputSerializer(serializers.ModelSerializer):
 
     def get_elapsed_seconds(self, checkpoint: Checkpoint) -> float:
         return round(checkpoint.active_time.total_seconds(), 3)
+
+
+class TeamOutputSerializer(serializers.Serializer):
+    """A TeamBudgetStatus: the team's defaults, its period budget and what has been spent."""
+
+    name = serializers.CharField(source="team.name")
+    defaults = serializers.SerializerMethodField()
+    period_budget = serializers.SerializerMethodField()
+    alert_thresholds = serializers.ListField(source="team.alert_thresholds")
+    webhook_url = serializers.URLField(source="team.webhook_url")
+    lifetime_spent_usd = money()
+
+    def get_defaults(self, status) -> dict:
+        team = status.team
+        return {
+            "budget_usd": usd(team.default_budget_usd),
+            "budget_mode": team.default_budget_mode or None,
+            "max_iterations": team.default_max_iterations,
+            "timeout_seconds": team.default_timeout_seconds,
+        }
+
+    def get_period_budget(self, status) -> dict:
+        team = status.team
+        return {
+            "budget_usd": usd(team.period_budget_usd),
+            "period": team.period,
+            "mode": team.period_mode,
+            "spent_usd": usd(status.period_spent_usd),
+            "reserved_usd": usd(team.reserved_usd),
+            "starts_at": status.window.start,
+            "resets_at": status.window.end,
+        }

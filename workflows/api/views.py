@@ -1,6 +1,7 @@
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
 from workflows import selectors
@@ -117,3 +118,11 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
 
     def _fresh(self, run) -> dict:
         return self.get_serializer(self.get_team_object(run.pk)).data
+
+
+class TeamView(APIView):
+    """The caller's team: its defaults, its period budget with spend and reset time, its lifetime spend."""
+
+    def get(self, request):
+        budget_status = selectors.team_budget_status(team=request.auth.team)
+        return Response(serializers.TeamOutputSerializer(budget_status).data)

@@ -1,0 +1,55 @@
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+
+from tests.factories import THREE_STEP_YAML, workflow_version
+from workflows.models import LedgerEntry
+from workflows.providers import CompletionResult
+from workflows.services.runs import run_start
+from workflows.services.steps import step_begin, step_settle
+from workflows.services.teams import team_budgets_update
+
+pytestmark = pytest.mark.django_db
+
+
+@time_machine.travel(datetime(2026, 11, 28, 12, 0, tzinfo=UTC))
+def test_the_team_endpoint_shows_defaults_period_budget_spend_and_reset_time(api, team):
+    team_budgets_update(
+        team=team,
+        changes={"period_budget_usd": "10", "period": "week", "period_mode": "enforce", "default_budget_usd": "2"},
+        actor="user:test",
+    )
+    version = workflow_version(team=team, source=THREE_STEP_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"topic": "x"})
+    attempt = step_begin(step_id=run.steps.get().pk, worker="w:1")
+    step_settle(attempt=attempt, result=CompletionResult(output={"findings": "f"}, input_tokens=1, output_tokens=1000))
+    step_begin(step_id=run.steps.get(sequence=2).pk, worker="w:1")  # in flight: reserved
+
+    body = api.get("/api/v1/team").json()
+
+    assert body["name"] == "acme"
+    assert body["defaults"] == {"budget_usd": "2.000000", "budget_mode": None, "max_iterations": None, "timeout_seconds": None}
+    assert body["period_budget"] == {
+        "budget_usd": "10.000000",
+        "period": "week",
+        "mode": "enforce",
+        "spent_usd": "0.300000",
+        "reserved_usd": "0.300000",
+        "starts_at": "2026-11-23T00:00:00Z",
+        "resets_at": "2026-11-30T00:00:00Z",
+    }
+    assert body["lifetime_spent_usd"] == "0.300000"
+    assert body["alert_thresholds"] == [50, 80, 100]
+
+
+def test_lifetime_spend_outlives_the_period(api, team):
+    version = workflow_version(team=team, source=THREE_STEP_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"topic": "x"})
+    with time_machine.travel(datetime(2025, 1, 15, tzinfo=UTC)):
+        attempt = step_begin(step_id=run.steps.get().pk, worker="w:1")
+        step_settle(attempt=attempt, result=CompletionResult(output={}, input_tokens=1, output_tokens=1000))
+    assert LedgerEntry.objects.count() == 1
+
+    body = api.get("/api/v1/team").json()
+    assert (body["period_budget"]["spent_usd"], body["lifetime_spent_usd"]) == ("0.000000", "0.300000")
