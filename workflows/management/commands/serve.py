@@ -4,11 +4,19 @@ import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 
+def celery_worker(queue: str, *, concurrency) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "budgetsvc", "worker",
+        "--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "INFO", "--concurrency", str(concurrency),
+    ]
+
+
 class Command(BaseCommand):
-    help = "Serve the API and admin with gunicorn and run a Celery worker beside it, in the foreground."
+    help = "Serve the API and admin with gunicorn, with Celery workers for steps and alerts, in the foreground."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -16,16 +24,16 @@ class Command(BaseCommand):
         parser.add_argument("--worker-concurrency", default=os.environ.get("WORKER_CONCURRENCY", "2"))
 
     def handle(self, *args, **options):
+        steps_queue, alerts_queue = settings.CELERY_TASK_QUEUES
         commands = {
             "web": [
                 sys.executable, "-m", "gunicorn", "budgetsvc.wsgi",
                 "--bind", f"{options['host']}:{options['port']}",
                 "--workers", "2", "--access-logfile", "-",
             ],
-            "worker": [
-                sys.executable, "-m", "celery", "-A", "budgetsvc", "worker",
-                "--loglevel", "INFO", "--concurrency", str(options["worker_concurrency"]),
-            ],
+            "worker": celery_worker(steps_queue.name, concurrency=options["worker_concurrency"]),
+            # Webhook alerts get a worker of their own, so a slow endpoint never holds up a step.
+            "alerts-worker": celery_worker(alerts_queue.name, concurrency=1),
         }
         processes = {name: subprocess.Popen(argv) for name, argv in commands.items()}
         self.stdout.write(
