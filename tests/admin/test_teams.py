@@ -1,0 +1,152 @@
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from tests.admin.conftest import ledger_entry, utc_days_ago
+from tests.factories import workflow_version
+from workflows.models import ApiKey, BudgetChange, Run, Team
+from workflows.services.periods import period_window
+
+pytestmark = pytest.mark.django_db
+
+
+def change_url(team):
+    return reverse("admin:workflows_team_change", args=[team.pk])
+
+
+def form_data(admin_client, team, **changes) -> dict:
+    """What the browser posts from the team's change page, with `changes` typed in."""
+    context = admin_client.get(change_url(team)).context
+    form = context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    for inline in context["inline_admin_formsets"]:
+        formset = inline.formset
+        data |= {f"{formset.prefix}-{key}": value for key, value in formset.management_form.initial.items()}
+        for row in formset.forms:
+            data |= {row.add_prefix(name): row[name].value() for name in row.fields}
+    return {name: "" if value is None else value for name, value in (data | changes).items()}
+
+
+def test_the_team_page_shows_period_spend_against_the_budget(admin_client, team):
+    Team.objects.filter(pk=team.pk).update(period_budget_usd=Decimal("2"), period="week", reserved_usd=Decimal("0.25"))
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team))
+    ledger_entry(run=run, agent="researcher", model="sim-model", cost="0.50", at=datetime.now(UTC))
+    ledger_entry(run=run, agent="writer", model="sim-model", cost="3.00", at=utc_days_ago(40))
+
+    page = admin_client.get(change_url(team)).content.decode()
+
+    assert 'class="budget-bar"' in page
+    assert '<div class="spent" style="width: 25.0%"></div>' in page
+    assert '<div class="reserved" style="left: 25.0%; width: 12.5%"></div>' in page
+    assert page.count('class="threshold"') == 3  # the default alerts at 50, 80 and 100%
+    assert "$0.50 of $2.00 spent (25.0%)" in page
+    resets_at = period_window("week").end
+    assert f'<td id="budget-resets-at">{resets_at:%Y-%m-%d %H:%M} UTC</td>' in page
+    assert "<th scope=\"row\">Reserved (steps in flight)</th><td>$0.25</td>" in page
+    assert "<th scope=\"row\">Lifetime spend</th><td>$3.50</td>" in page
+    assert f"?team={team.pk}" in page  # the spend report, narrowed to the team
+
+
+def test_a_team_over_its_period_budget_shows_a_full_red_bar(admin_client, team):
+    Team.objects.filter(pk=team.pk).update(period_budget_usd=Decimal("0.10"))
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team))
+    ledger_entry(run=run, agent="researcher", model="sim-model", cost="0.30", at=datetime.now(UTC))
+    page = admin_client.get(change_url(team)).content.decode()
+    assert 'class="budget-bar over"' in page
+    assert '<div class="spent" style="width: 100%"></div>' in page
+    assert "(300.0%), over budget" in page
+
+
+def test_a_team_without_a_period_budget_shows_its_spend_without_a_bar(admin_client, team):
+    page = admin_client.get(change_url(team)).content.decode()
+    assert "budget-bar" not in page.replace("budget-bar-legend", "")
+    assert "No period budget is set" in page
+    assert f"{period_window('month').end:%Y-%m-%d %H:%M} UTC" in page
+
+
+def test_budget_edits_go_to_the_audit_trail_with_who_and_why(admin_client, team):
+    response = admin_client.post(
+        change_url(team),
+        form_data(
+            admin_client,
+            team,
+            default_budget_usd="3.5",
+            default_budget_mode="enforce",
+            default_max_iterations="12",
+            period_budget_usd="50",
+            period="week",
+            alert_thresholds="[90, 75]",
+            webhook_url="https://hooks.example.com/budget",
+            change_reason="Q3 planning",
+        ),
+    )
+    assert response.status_code == 302
+    team.refresh_from_db()
+    assert (team.default_budget_usd, team.default_budget_mode, team.default_max_iterations) == (
+        Decimal("3.5"),
+        "enforce",
+        12,
+    )
+    assert (team.period_budget_usd, team.period, team.alert_thresholds) == (Decimal("50"), "week", [75, 90])
+    assert team.webhook_url == "https://hooks.example.com/budget"
+    trail = {change.field: change for change in BudgetChange.objects.filter(team=team)}
+    assert set(trail) == {
+        "default_budget_usd",
+        "default_budget_mode",
+        "default_max_iterations",
+        "period_budget_usd",
+        "period",
+        "alert_thresholds",
+    }
+    assert (trail["period"].old_value, trail["period"].new_value) == ("month", "week")
+    assert {(change.actor, change.reason) for change in trail.values()} == {("user:admin", "Q3 planning")}
+
+    page = admin_client.get(change_url(team)).content.decode()
+    assert "Budget audit trail" in page and "Q3 planning" in page
+
+
+def test_a_change_the_service_refuses_is_a_form_error(admin_client, team):
+    response = admin_client.post(
+        change_url(team), form_data(admin_client, team, default_budget_usd="0", alert_thresholds='["half"]')
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert set(errors) == {"default_budget_usd", "alert_thresholds"}
+    assert not BudgetChange.objects.exists()
+    assert Team.objects.get(pk=team.pk).default_budget_usd is None
+
+
+def test_a_rename_alone_saves_without_an_audit_row(admin_client, team):
+    response = admin_client.post(change_url(team), form_data(admin_client, team, name="acme-corp"))
+    assert response.status_code == 302
+    assert Team.objects.get(pk=team.pk).name == "acme-corp"
+    assert not BudgetChange.objects.exists()
+
+
+def test_the_audit_trail_lists_who_changed_what(admin_client, team):
+    BudgetChange.objects.create(
+        team=team, field="period_budget_usd", old_value="", new_value="50.000000", actor="user:ops", reason="launch"
+    )
+    page = admin_client.get(reverse("admin:workflows_budgetchange_changelist"), {"q": "launch"}).content.decode()
+    assert "Budget audit trail" in page
+    assert "user:ops" in page and "50.000000" in page
+
+
+def test_adding_an_api_key_shows_it_once_and_stores_only_its_hash(admin_client, team):
+    response = admin_client.post(reverse("admin:workflows_apikey_add"), {"team": team.pk, "name": "ci"}, follow=True)
+    [message] = [str(m) for m in response.context["messages"] if "The new key is" in str(m)]
+    raw_key = message.split("The new key is ")[1].split(" ")[0]
+    api_key = ApiKey.objects.get(name="ci")
+    assert raw_key.startswith(api_key.prefix)
+    assert raw_key not in (api_key.key_hash, api_key.prefix)
+
+
+def test_a_new_team_gets_a_webhook_secret(admin_client):
+    response = admin_client.post(
+        reverse("admin:workflows_team_add"),
+        {"name": "initech", "period": "month", "period_mode": "audit", "alert_thresholds": "[50, 100]"},
+    )
+    assert response.status_code == 302
+    assert len(Team.objects.get(name="initech").webhook_secret) == 64

@@ -1,0 +1,213 @@
+"""The ledger in the admin, and the Spend report built on it (ledger entries → Spend)."""
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, timedelta
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse, HttpResponseBadRequest
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+
+from workflows.admin.base import MICRO_USD, ReadOnlyAdminMixin, format_usd
+from workflows.admin.charts import daily_spend_svg
+from workflows.admin.reports import (
+    SpendQuery,
+    daily_series,
+    ledger_for,
+    ledger_models,
+    spend_breakdown,
+    spend_totals,
+    top_runs,
+)
+from workflows.models import LedgerEntry, Team, Workflow
+
+DEFAULT_RANGE_DAYS = 30
+DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+FIGURES = ["spend_usd", "runs", "steps", "input_tokens", "output_tokens", "unpriced_steps"]
+FIGURE_HEADINGS = ["Spend", "Runs", "Steps", "Input tokens", "Output tokens", "Unpriced steps"]
+
+
+def utc_today() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+class SpendFilterForm(forms.Form):
+    team = forms.ModelChoiceField(Team.objects.all(), required=False, empty_label="All teams")
+    workflow = forms.ModelChoiceField(
+        Workflow.objects.select_related("team"), required=False, empty_label="All workflows"
+    )
+    model = forms.ChoiceField(required=False)
+    since = forms.DateField(label="From", required=False, widget=DATE_INPUT)
+    until = forms.DateField(label="To (inclusive)", required=False, widget=DATE_INPUT)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [("", "All models"), *((model, model) for model in ledger_models())]
+
+    @classmethod
+    def for_request(cls, request) -> "SpendFilterForm":
+        # A first visit shows the last 30 days; a submitted form with a blank date leaves that end open.
+        if request.GET:
+            return cls(request.GET)
+        today = utc_today()
+        return cls({"since": today - timedelta(days=DEFAULT_RANGE_DAYS - 1), "until": today})
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("since") and cleaned.get("until") and cleaned["since"] > cleaned["until"]:
+            raise forms.ValidationError("“From” must not be after “To”.")
+        return cleaned
+
+    def query(self) -> SpendQuery:
+        return SpendQuery(**self.cleaned_data)
+
+    def querystring(self, **overrides) -> str:
+        """The current filters (with overrides) as a query string, for CSV and drill-down links."""
+        params = {name: self[name].value() for name in self.fields} | overrides
+        return urlencode({name: value for name, value in params.items() if value not in (None, "")})
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    caption: str
+    headings: list[str]
+    labels: Callable[[dict], list[str]]
+    drill: Callable[[dict], dict] | None = None  # the filter that narrows the report to the row
+
+
+def _workflow_label(row: dict) -> str:
+    return f"{row['team_name']}/{row['workflow_name']}"
+
+
+BREAKDOWNS = {
+    "day": Breakdown("By day", ["Day"], lambda row: [row["day"].isoformat()]),
+    "workflow": Breakdown(
+        "By workflow", ["Workflow"], lambda row: [_workflow_label(row)], lambda row: {"workflow": row["workflow_id"]}
+    ),
+    "model": Breakdown(
+        "By model", ["Model"], lambda row: [row["model_name"]], lambda row: {"model": row["model_name"]}
+    ),
+    "agent": Breakdown("By agent", ["Workflow", "Agent"], lambda row: [_workflow_label(row), row["agent_name"]]),
+}
+
+
+def _figures(row: dict) -> list[str]:
+    return [format_usd(row["spend_usd"]), *(f"{row[name]:,}" for name in FIGURES[1:])]
+
+
+def _table(form: SpendFilterForm, by: str, rows: list[dict], totals: dict) -> dict:
+    breakdown = BREAKDOWNS[by]
+    return {
+        "by": by,
+        "caption": breakdown.caption,
+        "headings": breakdown.headings,
+        "csv_query": form.querystring(by=by),
+        "rows": [
+            {
+                "labels": breakdown.labels(row),
+                "href": f"?{form.querystring(**breakdown.drill(row))}" if breakdown.drill else "",
+                "figures": _figures(row),
+            }
+            for row in rows
+        ],
+        "totals": _figures(totals),
+    }
+
+
+def _chart_title(form: SpendFilterForm, series: list) -> str:
+    scope = [str(value) for value in (form.cleaned_data["team"], form.cleaned_data["workflow"]) if value]
+    scope += [form.cleaned_data["model"]] if form.cleaned_data["model"] else []
+    span = f"{series[0][0]:%Y-%m-%d} to {series[-1][0]:%Y-%m-%d}"
+    return f"Daily spend, {span}" + (f" ({', '.join(scope)})" if scope else "")
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "team",
+        "run",
+        "agent",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "price_source",
+        "cost_usd",
+        "created_at",
+    ]
+    list_filter = ["team", "model", "price_source"]
+    search_fields = ["model", "agent", "run__id"]
+    date_hierarchy = "created_at"
+
+    def get_urls(self):
+        # Before the default URLs: their "<object_id>/" pattern would take "spend/" as an entry's id.
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("spend/", self.admin_site.admin_view(self.spend_view), name=f"{name}_spend"),
+            path("spend.csv", self.admin_site.admin_view(self.spend_csv_view), name=f"{name}_spend_csv"),
+            *super().get_urls(),
+        ]
+
+    def spend_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = SpendFilterForm.for_request(request)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Spend",
+            "form": form,
+            "figure_headings": FIGURE_HEADINGS,
+        }
+        if form.is_valid():
+            entries = ledger_for(form.query())
+            totals = spend_totals(entries=entries)
+            days = spend_breakdown(entries=entries, by="day")
+            series = daily_series(days=days, since=form.cleaned_data["since"], until=form.cleaned_data["until"])
+            context |= {
+                "totals": dict(zip(FIGURE_HEADINGS, _figures(totals), strict=True)),
+                "chart": daily_spend_svg(title=_chart_title(form, series), points=series) if series else None,
+                "tables": [
+                    _table(form, by, spend_breakdown(entries=entries, by=by), totals)
+                    for by in ("workflow", "model", "agent")
+                ],
+                "days": _table(form, "day", days, totals),
+                "top_runs": [
+                    {
+                        "run": row["run"],
+                        "url": reverse("admin:workflows_run_change", args=[row["run"].pk]),
+                        "spend": format_usd(row["spend_usd"]),
+                        "steps": row["steps"],
+                        "run_total": format_usd(row["run"].spent_usd),
+                    }
+                    for row in top_runs(entries=entries)
+                ],
+            }
+        return TemplateResponse(request, "admin/workflows/ledgerentry/spend.html", context)
+
+    def spend_csv_view(self, request):
+        """The breakdown `by` day, workflow, model or agent under the page's filters; money as 6-place decimals."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        by = request.GET.get("by", "day")
+        form = SpendFilterForm(request.GET)
+        if by not in BREAKDOWNS or not form.is_valid():
+            return HttpResponseBadRequest("Invalid filters or breakdown.", content_type="text/plain")
+        since, until = form.cleaned_data["since"], form.cleaned_data["until"]
+        filename = f"spend-by-{by}-{since or 'start'}-to-{until or utc_today()}.csv"
+        response = HttpResponse(
+            content_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        )
+        writer = csv.writer(response)
+        breakdown = BREAKDOWNS[by]
+        writer.writerow([*(heading.lower() for heading in breakdown.headings), *FIGURES])
+        for row in spend_breakdown(entries=ledger_for(form.query()), by=by):
+            spend = row["spend_usd"].quantize(MICRO_USD)
+            writer.writerow([*breakdown.labels(row), spend, *(row[name] for name in FIGURES[1:])])
+        return response

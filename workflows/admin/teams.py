@@ -1,0 +1,173 @@
+"""Teams, their keys, budgets and the budget audit trail."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import models
+
+from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
+from workflows.admin.reports import team_budget_status
+from workflows.errors import ValidationFailed
+from workflows.models import ApiKey, BudgetChange, ThresholdCrossing, Team
+from workflows.services.teams import (
+    TEAM_BUDGET_FIELDS,
+    api_key_create,
+    api_key_revoke,
+    check_team_budgets,
+    team_budgets_update,
+)
+
+
+class TeamAdminForm(forms.ModelForm):
+    """The team form of TeamAdmin, which supplies the model and fields (hence no Meta)."""
+
+    change_reason = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why the budgets change; kept with each change in the budget audit trail.",
+    )
+
+    def budget_changes(self) -> dict:
+        # The service spells "not set" None, where the form's blank choice is "".
+        return {
+            field: self.cleaned_data[field] if self.cleaned_data[field] != "" else None
+            for field in self.changed_data
+            if field in TEAM_BUDGET_FIELDS and field in self.cleaned_data
+        }
+
+    def clean(self):
+        # The service's own check, so a change it would refuse is a form error here, not a server error on save.
+        cleaned = super().clean()
+        try:
+            check_team_budgets(changes=self.budget_changes())
+        except ValidationFailed as exc:
+            for problem in exc.details:
+                field = problem["path"].replace("defaults.", "default_")
+                self.add_error(field if field in self.fields else None, problem["message"])
+        return cleaned
+
+
+class BudgetChangeInline(ReadOnlyInline):
+    model = BudgetChange
+    verbose_name_plural = "budget audit trail"
+    fields = ["created_at", "actor", "field", "old_value", "new_value", "reason", "run"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    form = TeamAdminForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # webhooks are sent over HTTPS
+    list_display = [
+        "name",
+        "default_budget_usd",
+        "default_budget_mode",
+        "period_budget_usd",
+        "period",
+        "period_mode",
+        "created_at",
+    ]
+    list_filter = ["default_budget_mode", "period", "period_mode"]
+    search_fields = ["name"]
+    readonly_fields = ["webhook_secret"]
+    inlines = [BudgetChangeInline]
+    fieldsets = [
+        (None, {"fields": ["name"]}),
+        (
+            "Run defaults",
+            {
+                "description": "Used when neither the run request nor the workflow sets a limit.",
+                "fields": [
+                    "default_budget_usd",
+                    "default_budget_mode",
+                    "default_max_iterations",
+                    "default_timeout_seconds",
+                ],
+            },
+        ),
+        (
+            "Period budget",
+            {
+                "description": "One budget for all of the team's runs together, per calendar period (UTC).",
+                "fields": ["period_budget_usd", "period", "period_mode"],
+            },
+        ),
+        ("Alerts", {"fields": ["alert_thresholds", "webhook_url", "webhook_secret"]}),
+    ]
+    change_reason_fieldset = ("Audit trail", {"fields": ["change_reason"]})
+
+    # A new team has no budgets to change yet: no reason to give and no trail to show.
+    def get_fieldsets(self, request, obj=None):
+        return [*self.fieldsets, self.change_reason_fieldset] if obj else self.fieldsets
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj else []
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            status = team_budget_status(team=obj)
+            context |= {
+                "budget_status": status,
+                "budget_figures": {
+                    name: format_usd(getattr(status, name))
+                    for name in ("budget_usd", "spent_usd", "reserved_usd", "lifetime_usd")
+                },
+            }
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def save_model(self, request, obj, form, change):
+        changes = form.budget_changes() if change else {}
+        if not changes:
+            super().save_model(request, obj, form, change)
+            return
+        # Budget changes go through the service, which records them in the audit trail; the rest saves as usual.
+        team_budgets_update(
+            team=obj, changes=changes, actor=f"user:{request.user.username}", reason=form.cleaned_data["change_reason"]
+        )
+        others = [field for field in form.changed_data if field not in changes and field != "change_reason"]
+        if others:
+            obj.save(update_fields=others)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "team", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["team", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "team__name"]
+    fields = ["team", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        api_key, raw_key = api_key_create(team=obj.team, name=obj.name)
+        obj.pk = api_key.pk
+        messages.warning(request, f"The new key is {raw_key} — copy it now; it is not shown again.")
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key)
+        messages.success(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(BudgetChange)
+class BudgetChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "actor", "team", "run", "field", "old_value", "new_value", "reason"]
+    list_filter = ["field", "team", ("run", admin.EmptyFieldListFilter)]
+    search_fields = ["actor", "reason", "team__name", "run__id"]
+    list_select_related = ["team", "run"]
+    date_hierarchy = "created_at"
+
+    def changelist_view(self, request, extra_context=None):
+        # The model is named for one row; the list is the trail operators look for.
+        return super().changelist_view(request, {"title": "Budget audit trail", **(extra_context or {})})
+
+
+@admin.register(ThresholdCrossing)
+class ThresholdCrossingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "team", "scope", "threshold_pct", "run", "period_start", "budget_usd", "spent_usd"]
+    list_filter = ["scope", "threshold_pct", "team"]
+    search_fields = ["team__name", "run__id"]
+    list_select_related = ["team", "run"]
+    date_hierarchy = "created_at"
