@@ -123,6 +123,9 @@ def filesystem_transport_options(folder: Path) -> dict:
         "processed_folder": str(folder / "processed"),
         "control_folder": str(folder / "control"),
         "store_processed": False,
+        # Workers look for new message files this often (seconds); kombu's default of 1 s is
+        # noticeable when every step of a run waits for it.
+        "polling_interval": 0.1,
     }
 
 

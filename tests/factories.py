@@ -36,11 +36,11 @@ workflow:
 agents:
   - name: first
     prompt: "Take your time."
-    mock: {output_tokens: 100, latency_ms: 1200}
+    mock: {output_tokens: 100, latency_ms: 2500}
     routes: [{to: second}]
   - name: second
     prompt: "And again."
-    mock: {output_tokens: 100, latency_ms: 1200}
+    mock: {output_tokens: 100}
 """
 
 

@@ -36,7 +36,7 @@ def test_a_loop_stops_at_max_iterations_and_resumes_with_more(team, celery_worke
 
 def test_a_timeout_stops_the_run_before_the_next_step(team, celery_worker):
     version = workflow_version(team=team, source=SLOW_YAML)
-    run = run_start(team=team, workflow=version.workflow_id, limits={"timeout_seconds": 1})
+    run = run_start(team=team, workflow=version.workflow_id, limits={"timeout_seconds": 2})
 
     run = wait_for_run(run.pk, *STOPPED)
     assert run.status == "timed_out"
