@@ -8,7 +8,8 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from workflows.models import LedgerEntry, Run, Team, Workflow
-from workflows.services.periods import PeriodWindow, period_window, team_period_spent
+from workflows.selectors import TeamBudgetStatus, team_budget_status
+from workflows.services.periods import PeriodWindow
 
 ZERO = Decimal("0")
 MAX_SERIES_DAYS = 400
@@ -118,13 +119,31 @@ def ledger_models() -> list[str]:
 
 
 @dataclass(frozen=True)
-class TeamBudgetStatus:
-    window: PeriodWindow
-    budget_usd: Decimal | None
-    spent_usd: Decimal
-    reserved_usd: Decimal
-    lifetime_usd: Decimal
+class BudgetBar:
+    """A team's budget status, placed on the team page's 0-100% bar."""
+
+    status: TeamBudgetStatus
     thresholds: list[int]
+
+    @property
+    def window(self) -> PeriodWindow:
+        return self.status.window
+
+    @property
+    def budget_usd(self) -> Decimal | None:
+        return self.status.team.period_budget_usd
+
+    @property
+    def spent_usd(self) -> Decimal:
+        return self.status.period_spent_usd
+
+    @property
+    def reserved_usd(self) -> Decimal:
+        return self.status.team.reserved_usd
+
+    @property
+    def lifetime_usd(self) -> Decimal:
+        return self.status.lifetime_spent_usd
 
     def _pct(self, amount: Decimal) -> Decimal | None:
         if self.budget_usd is None:
@@ -150,15 +169,9 @@ class TeamBudgetStatus:
         return f"{min(self._pct(self.spent_usd + self.reserved_usd), 100) - spent}%"
 
 
-def team_budget_status(*, team: Team) -> TeamBudgetStatus:
-    window = period_window(team.period)
-    lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=TOTALS["spend_usd"])["total"]
-    return TeamBudgetStatus(
-        window=window,
-        budget_usd=team.period_budget_usd,
-        spent_usd=team_period_spent(team=team, window=window),
-        reserved_usd=team.reserved_usd,
-        lifetime_usd=lifetime,
+def budget_bar(*, team: Team) -> BudgetBar:
+    return BudgetBar(
+        status=team_budget_status(team=team),
         # Alert thresholds are free-form JSON; only percentages the bar can place are drawn.
         thresholds=sorted(t for t in team.alert_thresholds if type(t) is int and 0 < t <= 100),
     )

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.db import models
 
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
-from workflows.admin.reports import team_budget_status
+from workflows.admin.reports import budget_bar
 from workflows.errors import ValidationFailed
 from workflows.models import ApiKey, BudgetChange, ThresholdCrossing, Team
 from workflows.services.teams import (
@@ -103,7 +103,7 @@ class TeamAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            status = team_budget_status(team=obj)
+            status = budget_bar(team=obj)
             context |= {
                 "budget_status": status,
                 "budget_figures": {
