@@ -1,6 +1,8 @@
+from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from workflows.api.views import RunViewSet, WorkflowViewSet
+from workflows.api.reports import SpendView, WorkflowCostProfileView
+from workflows.api.views import RunViewSet, TeamView, WorkflowViewSet
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -15,4 +17,9 @@ router = OptionalSlashRouter()
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("runs", RunViewSet, basename="run")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    re_path(r"^team/?$", TeamView.as_view(), name="team"),
+    re_path(r"^spend/?$", SpendView.as_view(), name="spend"),
+    re_path(r"^workflows/(?P<pk>\d+)/cost-profile/?$", WorkflowCostProfileView.as_view(), name="workflow-cost-profile"),
+]

@@ -1,0 +1,164 @@
+"""spend_by against an independent sum over the ledger rows, for every grouping and date window."""
+
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from tests.factories import LOOP_YAML, TeamFactory, workflow_version
+from tests.reports.ledger import charge, start_run
+from workflows.errors import ValidationFailed
+from workflows.models import LedgerEntry
+from workflows.reports.spend import GROUPINGS, SpendGroup, spend_by
+
+pytestmark = pytest.mark.django_db
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.fixture
+def ledger(team):
+    """Two workflows, three runs, four UTC days, a retried step and two unpriced entries; and
+    another team's spend on the same days."""
+    research = workflow_version(team=team)
+    loop = workflow_version(team=team, source=LOOP_YAML)
+    first, second = start_run(team=team, version=research), start_run(team=team, version=research)
+    looping = start_run(team=team, version=loop, inputs={})
+
+    charge(run=first, agent="researcher", cost_usd="0.300000", at=utc(2026, 3, 1, 0, 0, 0))
+    charge(run=first, agent="writer", cost_usd="0.300000", at=utc(2026, 3, 1, 23, 59, 59, 999999))
+    charge(run=first, agent="reviewer", model="gpt-x", cost_usd=None, input_tokens=7, output_tokens=70,
+           at=utc(2026, 3, 2))
+    retried = charge(run=first, agent="writer", cost_usd="0.100000", at=utc(2026, 3, 2, 12))
+    charge(run=first, agent="writer", cost_usd="0.200000", at=utc(2026, 3, 2, 12, 5), step=retried.step, attempt=2)
+    charge(run=second, agent="researcher", cost_usd="0.123456", at=utc(2026, 2, 28, 23, 59, 59))
+    charge(run=looping, agent="thinker", model="mystery-model", cost_usd=None, input_tokens=3, output_tokens=30,
+           at=utc(2026, 3, 3))
+    charge(run=looping, agent="thinker", cost_usd="0.010000", at=utc(2026, 3, 3, 8))
+
+    other = TeamFactory(name="globex")
+    charge(run=start_run(team=other, version=workflow_version(team=other)), cost_usd="5.000000", at=utc(2026, 3, 1, 9))
+    return team
+
+
+def entries_between(*, team, since: date | None, until: date | None) -> list[LedgerEntry]:
+    entries = LedgerEntry.objects.filter(team=team).select_related("run__workflow_version__workflow")
+    return [
+        entry
+        for entry in entries
+        if (since is None or entry.created_at.astimezone(UTC).date() >= since)
+        and (until is None or entry.created_at.astimezone(UTC).date() <= until)
+    ]
+
+
+def expected_groups(*, team, group_by: str, since: date | None, until: date | None) -> list[SpendGroup]:
+    """The report worked out row by row in Python, without the database's grouping."""
+    key_of = {
+        "workflow": lambda entry: entry.run.workflow_version.workflow.name,
+        "model": lambda entry: entry.model,
+        "agent": lambda entry: entry.agent,
+        "run": lambda entry: str(entry.run_id),
+        "day": lambda entry: entry.created_at.astimezone(UTC).date().isoformat(),
+    }[group_by]
+    by_key = defaultdict(list)
+    for entry in entries_between(team=team, since=since, until=until):
+        by_key[key_of(entry)].append(entry)
+    groups = [
+        SpendGroup(
+            key=key,
+            spent_usd=sum((e.cost_usd for e in entries if e.cost_usd is not None), Decimal("0")),
+            runs=len({e.run_id for e in entries}),
+            steps=len({e.step_id for e in entries}),
+            input_tokens=sum(e.input_tokens for e in entries),
+            output_tokens=sum(e.output_tokens for e in entries),
+            unpriced_steps=sum(1 for e in entries if e.cost_usd is None),
+            unpriced_input_tokens=sum(e.input_tokens for e in entries if e.cost_usd is None),
+            unpriced_output_tokens=sum(e.output_tokens for e in entries if e.cost_usd is None),
+        )
+        for key, entries in by_key.items()
+    ]
+    # Run ids order as numbers, like the database orders them.
+    return sorted(groups, key=lambda g: (-g.spent_usd, int(g.key) if group_by == "run" else g.key))
+
+
+@pytest.mark.parametrize("group_by", list(GROUPINGS))
+@pytest.mark.parametrize(
+    "since,until",
+    [(None, None), (date(2026, 3, 1), date(2026, 3, 2)), (date(2026, 3, 2), None), (None, date(2026, 2, 28))],
+)
+def test_every_grouping_matches_an_independent_sum_over_the_ledger(ledger, group_by, since, until):
+    report = spend_by(team=ledger, group_by=group_by, since=since, until=until)
+
+    assert report.groups == expected_groups(team=ledger, group_by=group_by, since=since, until=until)
+    entries = entries_between(team=ledger, since=since, until=until)
+    assert report.total_usd == sum((e.cost_usd for e in entries if e.cost_usd is not None), Decimal("0"))
+    assert report.unpriced_steps == sum(1 for e in entries if e.cost_usd is None)
+
+
+def test_the_whole_ledger_totals_to_the_micro_dollar(ledger):
+    report = spend_by(team=ledger, group_by="workflow", since=None, until=None)
+
+    assert report.total_usd == Decimal("1.033456")
+    assert [(g.key, g.spent_usd, g.runs, g.steps) for g in report.groups] == [
+        ("research-pipeline", Decimal("1.023456"), 2, 5),  # the retried step counts once
+        ("loop", Decimal("0.010000"), 1, 2),
+    ]
+
+
+def test_since_and_until_are_inclusive_utc_days(ledger):
+    march_first = spend_by(team=ledger, group_by="day", since=date(2026, 3, 1), until=date(2026, 3, 1))
+
+    # 00:00:00.000000 and 23:59:59.999999 on the day are in; 23:59:59 the day before and midnight after are not.
+    assert [(g.key, g.spent_usd, g.steps) for g in march_first.groups] == [("2026-03-01", Decimal("0.600000"), 2)]
+
+
+def test_unpriced_usage_is_reported_beside_the_dollars_never_as_spend(ledger):
+    report = spend_by(team=ledger, group_by="model", since=None, until=None)
+
+    by_model = {g.key: (g.spent_usd, g.unpriced_steps, g.unpriced_input_tokens, g.unpriced_output_tokens) for g in report.groups}
+    assert by_model == {
+        "sim-model": (Decimal("1.033456"), 0, 0, 0),
+        "gpt-x": (Decimal("0"), 1, 7, 70),
+        "mystery-model": (Decimal("0"), 1, 3, 30),
+    }
+    assert report.unpriced_steps == 2
+
+
+def test_another_teams_ledger_is_never_included(ledger):
+    for group_by in GROUPINGS:
+        report = spend_by(team=ledger, group_by=group_by, since=None, until=None)
+        assert Decimal("5.000000") not in [g.spent_usd for g in report.groups]
+
+    other = spend_by(team=TeamFactory(name="globex"), group_by="workflow", since=None, until=None)
+    assert [(g.key, g.spent_usd) for g in other.groups] == [("research-pipeline", Decimal("5.000000"))]
+
+
+def test_days_are_utc_dates_whatever_the_servers_time_zone(ledger, settings):
+    settings.TIME_ZONE = "Pacific/Auckland"  # UTC+13 in March: local dates would move every entry
+
+    report = spend_by(team=ledger, group_by="day", since=date(2026, 3, 1), until=date(2026, 3, 1))
+
+    assert [(g.key, g.spent_usd) for g in report.groups] == [("2026-03-01", Decimal("0.600000"))]
+
+
+def test_an_empty_window_reports_no_groups_and_zero(ledger):
+    report = spend_by(team=ledger, group_by="agent", since=date(2025, 1, 1), until=date(2025, 12, 31))
+
+    assert (report.groups, report.total_usd, report.unpriced_steps) == ([], Decimal("0"), 0)
+
+
+@pytest.mark.parametrize(
+    "query,path",
+    [
+        ({"group_by": "colour", "since": None, "until": None}, "group_by"),
+        ({"group_by": "day", "since": date(2026, 3, 2), "until": date(2026, 3, 1)}, "since"),
+    ],
+)
+def test_an_unknown_grouping_or_reversed_dates_are_refused(team, query, path):
+    with pytest.raises(ValidationFailed) as refused:
+        spend_by(team=team, **query)
+
+    assert [detail["path"] for detail in refused.value.details] == [path]

@@ -1,0 +1,116 @@
+"""Read-only reports: spend grouped over the ledger (JSON or CSV), and a workflow's cost profile."""
+
+import csv
+import io
+
+from django.http import Http404
+from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workflows import selectors
+from workflows.api.serializers import money
+from workflows.errors import ValidationFailed
+from workflows.reports.cost_profile import cost_profile
+from workflows.reports.spend import DEFAULT_GROUP_BY, SPEND_COLUMNS, spend_by
+
+
+class SpendQueryInputSerializer(serializers.Serializer):
+    # group_by and the order of the dates are rules of the report, checked by spend_by.
+    group_by = serializers.CharField(required=False, default=DEFAULT_GROUP_BY)
+    since = serializers.DateField(required=False, default=None, input_formats=["%Y-%m-%d"])
+    until = serializers.DateField(required=False, default=None, input_formats=["%Y-%m-%d"])
+
+
+class SpendGroupOutputSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    spent_usd = money()
+    runs = serializers.IntegerField()
+    steps = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    unpriced_steps = serializers.IntegerField()
+    unpriced_input_tokens = serializers.IntegerField()
+    unpriced_output_tokens = serializers.IntegerField()
+
+
+class SpendReportOutputSerializer(serializers.Serializer):
+    total_usd = money()
+    unpriced_steps = serializers.IntegerField()
+    groups = SpendGroupOutputSerializer(many=True)
+
+
+class WouldHaveStoppedOutputSerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    step_agent = serializers.CharField()
+    spent_usd = money()
+    projected_usd = money()
+    budget_usd = money()
+
+
+class CostProfileOutputSerializer(serializers.Serializer):
+    runs = serializers.IntegerField()
+    completed_runs = serializers.IntegerField()
+    percentile_method = serializers.CharField()
+    p50 = money(allow_null=True)
+    p95 = money(allow_null=True)
+    max = money(allow_null=True)
+    mean_cost_by_agent = serializers.DictField(child=money(allow_null=True))
+    would_have_stopped = WouldHaveStoppedOutputSerializer(many=True)
+    recommended_budget_usd = money(allow_null=True)
+    margin = serializers.DecimalField(max_digits=4, decimal_places=2, read_only=True)
+    rule = serializers.CharField()
+    note = serializers.CharField(allow_null=True)
+
+
+class SpendCSVRenderer(BaseRenderer):
+    """A spend report's groups as CSV: the header, then one row per group, values exactly as in the JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(SPEND_COLUMNS)
+        writer.writerows([group[column] for column in SPEND_COLUMNS] for group in data["groups"])
+        return out.getvalue().encode(self.charset)
+
+
+class SpendView(APIView):
+    """GET /spend: JSON by default; CSV for `Accept: text/csv` or `?format=csv`."""
+
+    renderer_classes = [JSONRenderer, SpendCSVRenderer]
+
+    def get(self, request):
+        given = SpendQueryInputSerializer(data=request.query_params)
+        given.is_valid(raise_exception=True)
+        report = spend_by(team=request.auth.team, **given.validated_data)
+        return Response(SpendReportOutputSerializer(report).data)
+
+    def perform_content_negotiation(self, request, force=False):
+        # DRF answers an unknown ?format= with a bare 404; it is a bad parameter.
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            formats = ", ".join(renderer.format for renderer in self.renderer_classes)
+            raise ValidationFailed(
+                f"Unknown format '{request.query_params.get('format')}'.",
+                details=[{"path": "format", "message": f"one of {formats}"}],
+            ) from None
+
+    def handle_exception(self, exc):
+        # Errors keep the one JSON error shape, even when the report was asked for as CSV.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+class WorkflowCostProfileView(APIView):
+    """GET /workflows/{id}/cost-profile."""
+
+    def get(self, request, pk: str):
+        workflow = selectors.workflow_get(team=request.auth.team, workflow_id=int(pk))
+        return Response(CostProfileOutputSerializer(cost_profile(workflow=workflow)).data)

@@ -1,0 +1,117 @@
+"""Spend by workflow, model, agent, run or day: one GROUP BY query over the ledger.
+
+Unpriced usage (ledger entries with `cost_usd` null) is counted beside the dollars, never as $0 of
+spend that looks complete.
+"""
+
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from workflows.errors import ValidationFailed
+from workflows.models import LedgerEntry, Team
+
+# The expression each report groups the ledger by; days are UTC calendar days.
+GROUPINGS = {
+    "workflow": F("run__workflow_version__workflow__name"),
+    "model": F("model"),
+    "agent": F("agent"),
+    "run": F("run_id"),
+    "day": TruncDate("created_at", tzinfo=UTC),
+}
+DEFAULT_GROUP_BY = "workflow"
+
+UNPRICED = Q(cost_usd__isnull=True)
+
+
+@dataclass(frozen=True)
+class SpendGroup:
+    key: str
+    spent_usd: Decimal
+    runs: int
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    unpriced_steps: int  # ledger entries without a price, as Run.unpriced_steps counts them
+    unpriced_input_tokens: int
+    unpriced_output_tokens: int
+
+
+# The columns of a report, in order: the JSON keys of a group and the CSV header are these.
+SPEND_COLUMNS = tuple(field.name for field in fields(SpendGroup))
+
+
+@dataclass(frozen=True)
+class SpendReport:
+    group_by: str
+    since: date | None
+    until: date | None
+    groups: list[SpendGroup]
+
+    @property
+    def total_usd(self) -> Decimal:
+        return sum((group.spent_usd for group in self.groups), Decimal("0"))
+
+    @property
+    def unpriced_steps(self) -> int:
+        return sum(group.unpriced_steps for group in self.groups)
+
+
+def spend_by(*, team: Team, group_by: str, since: date | None, until: date | None) -> SpendReport:
+    """The team's ledger between the UTC dates `since` and `until` (both inclusive, either open),
+    grouped by `group_by`; the biggest spenders first."""
+    check_spend_query(group_by=group_by, since=since, until=until)
+    rows = (
+        _ledger_between(team=team, since=since, until=until)
+        .values(key=GROUPINGS[group_by])
+        # The unpriced sums come first: once `input_tokens` names an aggregate, it no longer names the column.
+        .annotate(
+            unpriced_steps=Count("pk", filter=UNPRICED),
+            unpriced_input_tokens=Sum("input_tokens", filter=UNPRICED, default=0),
+            unpriced_output_tokens=Sum("output_tokens", filter=UNPRICED, default=0),
+        )
+        .annotate(
+            spent_usd=Sum("cost_usd", default=Decimal("0")),
+            runs=Count("run", distinct=True),
+            steps=Count("step", distinct=True),
+            input_tokens=Sum("input_tokens", default=0),
+            output_tokens=Sum("output_tokens", default=0),
+        )
+        .order_by("-spent_usd", "key")
+    )
+    groups = [SpendGroup(**{**row, "key": _key_text(row["key"])}) for row in rows]
+    return SpendReport(group_by=group_by, since=since, until=until, groups=groups)
+
+
+def check_spend_query(*, group_by: str, since: date | None, until: date | None) -> None:
+    if group_by not in GROUPINGS:
+        raise ValidationFailed(
+            f"Unknown group_by '{group_by}'.",
+            details=[{"path": "group_by", "message": f"one of {', '.join(GROUPINGS)}"}],
+        )
+    if since is not None and until is not None and since > until:
+        raise ValidationFailed(
+            f"since ({since}) is after until ({until}).",
+            details=[{"path": "since", "message": "must be on or before until"}],
+        )
+
+
+def _ledger_between(*, team: Team, since: date | None, until: date | None) -> QuerySet[LedgerEntry]:
+    # Bounds on created_at itself, not on its date, so the (team, created_at) index serves them.
+    entries = LedgerEntry.objects.filter(team=team)
+    if since is not None:
+        entries = entries.filter(created_at__gte=_utc_midnight(since))
+    if until is not None and until < date.max:  # date.max has no next day, and nothing is later
+        entries = entries.filter(created_at__lt=_utc_midnight(until + timedelta(days=1)))
+    return entries
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _key_text(key: object) -> str:
+    return key.isoformat() if isinstance(key, date) else str(key)
