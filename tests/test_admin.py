@@ -1,8 +1,11 @@
+from decimal import Decimal
+
 import pytest
 from django.contrib import admin
 from django.urls import reverse
 
 from tests.factories import workflow_version
+from workflows.models import Run
 from workflows.services.runs import run_start
 
 pytestmark = pytest.mark.django_db
@@ -28,3 +31,15 @@ def test_a_runs_page_shows_its_budget_and_history_inline(admin_client, run):
     for inline in ("steps", "ledger entries", "events", "checkpoints"):
         assert inline in page.lower()
     assert "researcher" in page
+
+
+def test_a_workflows_page_shows_its_cost_profile(admin_client, team):
+    version = workflow_version(team=team)
+    for spent in ("0.40", "0.80"):
+        run = run_start(team=team, workflow=version.workflow_id, inputs={"topic": "x"})
+        Run.objects.filter(pk=run.pk).update(status="completed", spent_usd=Decimal(spent))
+
+    page = admin_client.get(reverse("admin:workflows_workflow_change", args=[version.workflow_id])).content.decode()
+    assert "Cost profile: 2 completed of 2 runs" in page
+    assert "$1.00" in page  # p95 $0.80 x 1.25
+    assert "p95 of completed runs x 1.25, rounded up to the cent" in page

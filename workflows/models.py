@@ -439,6 +439,7 @@ class BudgetChange(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "budget audit trail"
         ordering = ["-id"]
 
     def __str__(self) -> str:

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline
+from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
 from workflows.models import (
     Checkpoint,
     Event,
@@ -13,6 +13,7 @@ from workflows.models import (
     Workflow,
     WorkflowVersion,
 )
+from workflows.reports.cost_profile import cost_profile
 
 
 class WorkflowVersionInline(ReadOnlyInline):
@@ -26,6 +27,22 @@ class WorkflowAdmin(admin.ModelAdmin):
     list_filter = ["team"]
     search_fields = ["name", "team__name"]
     inlines = [WorkflowVersionInline]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            profile = cost_profile(workflow=obj)
+            context |= {
+                "cost_profile": profile,
+                "cost_figures": {
+                    name: format_usd(getattr(profile, name)) for name in ("p50", "p95", "max", "recommended_budget_usd")
+                },
+                "agent_costs": [(agent, format_usd(mean)) for agent, mean in profile.mean_cost_by_agent.items()],
+                "stops": [
+                    (stop.run, stop.step_agent, *map(format_usd, (stop.spent_usd, stop.projected_usd, stop.budget_usd)))
+                    for stop in profile.would_have_stopped
+                ],
+            }
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 @admin.register(WorkflowVersion)
