@@ -81,6 +81,10 @@ class Team(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def enforces_period_budget(self) -> bool:
+        return self.period_budget_usd is not None and self.period_mode == BudgetMode.ENFORCE
+
     def limit_defaults(self) -> dict:
         """The team's layer of limit resolution; unset fields are None."""
         return {

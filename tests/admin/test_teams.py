@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from tests.admin.conftest import ledger_entry, utc_days_ago
 from tests.factories import workflow_version
+from workflows.admin.teams import TeamAdmin
 from workflows.models import ApiKey, BudgetChange, Run, Team
 from workflows.services.periods import period_window
 
@@ -123,6 +124,22 @@ def test_a_rename_alone_saves_without_an_audit_row(admin_client, team):
     assert response.status_code == 302
     assert Team.objects.get(pk=team.pk).name == "acme-corp"
     assert not BudgetChange.objects.exists()
+
+
+def test_saving_a_team_never_writes_back_what_workers_reserved_meanwhile(admin_client, team, monkeypatch):
+    save_model = TeamAdmin.save_model
+
+    def a_step_is_admitted_meanwhile(self, request, obj, form, change):
+        Team.objects.filter(pk=obj.pk).update(reserved_usd=Decimal("0.300000"))
+        save_model(self, request, obj, form, change)
+
+    monkeypatch.setattr(TeamAdmin, "save_model", a_step_is_admitted_meanwhile)
+    data = form_data(admin_client, team, webhook_url="https://hooks.example.com/b")
+    data["initial-alert_thresholds"] = data["alert_thresholds"]  # as a browser posts it: the field is unchanged
+    assert admin_client.post(change_url(team), data).status_code == 302
+
+    team.refresh_from_db()
+    assert (team.webhook_url, team.reserved_usd) == ("https://hooks.example.com/b", Decimal("0.300000"))
 
 
 def test_the_audit_trail_lists_who_changed_what(admin_client, team):

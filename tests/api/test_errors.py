@@ -151,6 +151,15 @@ def test_an_enforce_run_of_an_unpriced_model_is_refused_naming_it(api, team):
     assert error["details"] == {"models": ["sim-model"]}
 
 
+def test_a_team_enforce_period_budget_also_refuses_an_unpriced_model(api, team):
+    team.period_budget_usd = 10
+    team.period_mode = "enforce"
+    team.save()
+    workflow_version(team=team, source=HEADER + "agents:\n" + VALID_AGENT)
+    error = assert_error_shape(api.post("/api/v1/runs", {"workflow": "w"}, format="json"), 400, "unpriced_model")
+    assert error["details"] == {"models": ["sim-model"]}
+
+
 def test_a_missing_or_wrong_key_is_401(api, client):
     assert_error_shape(client.get("/api/v1/runs"), 401, "not_authenticated")
     response = client.get("/api/v1/runs", HTTP_AUTHORIZATION="Bearer bsk_wrong")

@@ -114,14 +114,17 @@ class TeamAdmin(admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request, obj, form, change):
-        changes = form.budget_changes() if change else {}
-        if not changes:
+        if not change:
             super().save_model(request, obj, form, change)
             return
-        # Budget changes go through the service, which records them in the audit trail; the rest saves as usual.
-        team_budgets_update(
-            team=obj, changes=changes, actor=f"user:{request.user.username}", reason=form.cleaned_data["change_reason"]
-        )
+        # Budget changes go through the service, which records them in the audit trail. The rest is
+        # saved field by field: a full save would write back counters, such as reserved_usd, that
+        # workers change meanwhile.
+        changes = form.budget_changes()
+        if changes:
+            team_budgets_update(
+                team=obj, changes=changes, actor=f"user:{request.user.username}", reason=form.cleaned_data["change_reason"]
+            )
         others = [field for field in form.changed_data if field not in changes and field != "change_reason"]
         if others:
             obj.save(update_fields=others)

@@ -89,7 +89,8 @@ def alert_send(*, team: Team, event: Event) -> WebhookDelivery | None:
     delivery = WebhookDelivery.objects.create(team=team, event=event, url=team.webhook_url, body=body)
     from workflows.tasks import deliver_webhook
 
-    transaction.on_commit(partial(deliver_webhook.delay, delivery.pk))
+    # robust: a broker hiccup sending an alert must not stop the callbacks that enqueue the next step.
+    transaction.on_commit(partial(deliver_webhook.delay, delivery.pk), robust=True)
     return delivery
 
 
@@ -122,8 +123,8 @@ def webhook_attempt(*, delivery_id: int) -> bool:
             status_code = response.status
     except urllib.error.HTTPError as exc:
         status_code, error = exc.code, f"HTTP {exc.code} {exc.reason}"
-    except (urllib.error.URLError, OSError) as exc:
-        error = str(getattr(exc, "reason", exc))
+    except Exception as exc:  # noqa: BLE001 - any failure of the endpoint is a failed attempt, tried again
+        error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
     delivered = status_code is not None and 200 <= status_code < 300
     delivery.attempts += 1
     WebhookAttempt.objects.create(

@@ -1,12 +1,14 @@
 """The budgets a step is held to (its run's, and its team's period budget), their reservations,
 and the `budget_exceeded` reports. Callers hold the team, run and step row locks, in that order."""
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import F, Model
 from django.utils import timezone
 
 from workflows.models import BudgetScope, EventType, Run, Step, Team
+from workflows.services.alerts import alert_send
 from workflows.services.events import event_record, usd
 from workflows.services.gate import BudgetCheck, BudgetState, GateDecision, GateInput
 from workflows.services.periods import PeriodWindow, period_window, team_period_spent
@@ -62,11 +64,11 @@ def reserve(*, team: Team, run: Run, step: Step, amount: Decimal) -> None:
     step.reserved_usd = amount
 
 
-def release(*, run: Run, step: Step) -> None:
+def release(*, team: Team, run: Run, step: Step) -> None:
     if not step.reserved_usd:
         return
     add(run, reserved_usd=-step.reserved_usd)
-    Team.objects.filter(pk=run.team_id).update(reserved_usd=F("reserved_usd") - step.reserved_usd)
+    add(team, reserved_usd=-step.reserved_usd)
     step.reserved_usd = Decimal("0")
     step.save(update_fields=["reserved_usd"])
 
@@ -82,16 +84,17 @@ def budget_exceeded_payload(check: BudgetCheck, *, current_agent: str) -> dict:
     }
 
 
-def report_over_budget(*, team: Team, run: Run, step: Step, decision: GateDecision) -> None:
+def report_over_budget(*, team: Team, run: Run, step: Step, decision: GateDecision, now: datetime) -> None:
     """Record the audit-mode `budget_exceeded` events an admitted step is due, and re-arm them."""
     for check in decision.reports:
-        event_record(
+        event = event_record(
             run=run, type=EventType.BUDGET_EXCEEDED, payload=budget_exceeded_payload(check, current_agent=step.agent)
         )
+        alert_send(team=team, event=event)
         if check.scope == BudgetScope.RUN:
             run.audit_rearm_at_usd = check.audit_rearm_at_usd
             run.save(update_fields=["audit_rearm_at_usd"])
         else:
-            team.period_audit_start = period_window(team.period).start
+            team.period_audit_start = period_window(team.period, now).start
             team.period_audit_rearm_at_usd = check.audit_rearm_at_usd
             team.save(update_fields=["period_audit_start", "period_audit_rearm_at_usd"])

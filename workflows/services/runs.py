@@ -54,9 +54,12 @@ def check_limit_overrides(limits: Mapping | None, *, path: str) -> dict:
     return clean
 
 
-def check_models_priced(*, definition: WorkflowDefinition, budget_usd: Decimal | None, budget_mode: str) -> None:
-    """Under an enforce budget every model must have a price; no price must never switch a budget off."""
-    if budget_usd is None or budget_mode != BudgetMode.ENFORCE:
+def check_models_priced(
+    *, definition: WorkflowDefinition, team: Team, budget_usd: Decimal | None, budget_mode: str
+) -> None:
+    """Under an enforce budget, the run's or its team's, every model must have a price: no price must
+    never switch a budget off."""
+    if not (budget_usd is not None and budget_mode == BudgetMode.ENFORCE) and not team.enforces_period_budget:
         return
     unpriced = sorted(m for m in definition.models() if prices_for(model=m, pricing=definition.pricing)[0] is None)
     if unpriced:
@@ -86,7 +89,9 @@ def run_start(
     if problems:
         raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
     resolved = resolve_limits(run=requested, workflow=asdict(definition.limits), team=team.limit_defaults())
-    check_models_priced(definition=definition, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode)
+    check_models_priced(
+        definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
+    )
 
     now = timezone.now()
     with transaction.atomic(durable=True):
@@ -133,7 +138,9 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
             "The run has no step to continue from.", details={"status": run.status}
         )
     definition = definition_of(run.workflow_version)
-    check_models_priced(definition=definition, budget_usd=new_limits["budget_usd"], budget_mode=new_limits["budget_mode"])
+    check_models_priced(
+        definition=definition, team=team, budget_usd=new_limits["budget_usd"], budget_mode=new_limits["budget_mode"]
+    )
     try:
         prepared = step_prepare(run=run, step=step, definition=definition, outputs=checkpoint.outputs)
     except TemplateFailure as exc:

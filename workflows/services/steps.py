@@ -44,7 +44,7 @@ from workflows.models import (
 from workflows.providers import CompletionRequest, CompletionResult, ProviderError, get_provider
 from workflows.selectors import definition_of, latest_checkpoint
 from workflows.services.events import event_record, usd
-from workflows.services.alerts import alerts_after_spend
+from workflows.services.alerts import alert_send, alerts_after_spend
 from workflows.services.budgets import (
     add,
     budget_exceeded_payload,
@@ -151,7 +151,7 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
             return None
         if run.status not in ACTIVE_RUN_STATUSES:
             # Cancelled while queued, or while an attempt that has since died was running.
-            release(run=run, step=step)
+            release(team=team, run=run, step=step)
             step.status = StepStatus.CANCELLED
             step.save(update_fields=["status"])
             return None
@@ -161,14 +161,16 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
         try:
             prepared = step_prepare(run=run, step=step, definition=definition, outputs=checkpoint.outputs)
         except TemplateFailure as exc:
-            _run_fail(run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+            _run_fail(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
             return None
 
         if step.status == StepStatus.RUNNING:
-            return _take_over_crashed_attempt(run=run, step=step, prepared=prepared, worker=worker)
+            return _take_over_crashed_attempt(team=team, run=run, step=step, prepared=prepared, worker=worker)
 
-        if prepared.prices is None and run.budget_usd is not None and run.budget_mode == BudgetMode.ENFORCE:
+        enforced = (run.budget_usd is not None and run.budget_mode == BudgetMode.ENFORCE) or team.enforces_period_budget
+        if prepared.prices is None and enforced:
             _run_fail(
+                team=team,
                 run=run,
                 step=step,
                 error={
@@ -179,12 +181,13 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
             )
             return None
 
-        decision = gate_decide(gate_input(run=run, team=team, estimate=prepared.estimate_usd))
+        now = timezone.now()
+        decision = gate_decide(gate_input(run=run, team=team, estimate=prepared.estimate_usd, now=now))
         if not decision.admitted:
             step.estimate_usd = prepared.estimate_usd
-            _run_stop(run=run, step=step, decision=decision)
+            _run_stop(team=team, run=run, step=step, decision=decision)
             return None
-        report_over_budget(team=team, run=run, step=step, decision=decision)
+        report_over_budget(team=team, run=run, step=step, decision=decision, now=now)
 
         reserve(team=team, run=run, step=step, amount=prepared.estimate_usd or Decimal("0"))
         run.status = RunStatus.RUNNING
@@ -213,7 +216,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
             # charged, but the step's reservation and progress belong to the attempt that owns it.
             logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
             return
-        release(run=run, step=step)
+        release(team=team, run=run, step=step)
         add(run, iterations=1)
         step.status = StepStatus.SUCCEEDED
         step.output = result.output
@@ -237,24 +240,24 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
         if run.status == RunStatus.CANCELLED:
             _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=None)
             return
-        _advance(run=run, step=step, outputs=outputs)
+        _advance(team=team, run=run, step=step, outputs=outputs)
 
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
     """The provider failed the step: release its reservation and fail the run, resumably."""
     with transaction.atomic(durable=True):
-        _, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
+        team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
         if run.status == RunStatus.CANCELLED:
             # A cancelled run stays cancelled: failing it would make it resumable again.
-            release(run=run, step=step)
+            release(team=team, run=run, step=step)
             step.status = StepStatus.FAILED
             step.error = error
             step.finished_at = timezone.now()
             step.save(update_fields=["status", "error", "finished_at"])
             return
-        _run_fail(run=run, step=step, error=error)
+        _run_fail(team=team, run=run, step=step, error=error)
 
 
 def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
@@ -300,7 +303,7 @@ def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionRes
     return cost
 
 
-def _advance(*, run: Run, step: Step, outputs: dict) -> None:
+def _advance(*, team: Team, run: Run, step: Step, outputs: dict) -> None:
     definition = definition_of(run.workflow_version)
     context = template_context(inputs=run.inputs, outputs=outputs)
     try:
@@ -309,7 +312,7 @@ def _advance(*, run: Run, step: Step, outputs: dict) -> None:
     except (NoRouteMatched, TemplateFailure) as exc:
         error_type = "RouteError" if isinstance(exc, NoRouteMatched) else "TemplateError"
         _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=None)
-        _run_fail(run=run, step=None, error={"type": error_type, "message": str(exc)})
+        _run_fail(team=team, run=run, step=None, error={"type": error_type, "message": str(exc)})
         return
     if target == END:
         now = timezone.now()
@@ -340,10 +343,13 @@ def _render_output(definition: WorkflowDefinition, context: dict) -> dict:
     }
 
 
-def _take_over_crashed_attempt(*, run: Run, step: Step, prepared: PreparedStep, worker: str) -> StepAttempt | None:
+def _take_over_crashed_attempt(
+    *, team: Team, run: Run, step: Step, prepared: PreparedStep, worker: str
+) -> StepAttempt | None:
     """A redelivered step whose previous attempt died: try again on the same reservation, or give up."""
     if step.redeliveries >= settings.STEP_MAX_REDELIVERIES:
         _run_fail(
+            team=team,
             run=run,
             step=step,
             error={
@@ -366,12 +372,12 @@ def _take_over_crashed_attempt(*, run: Run, step: Step, prepared: PreparedStep, 
     return StepAttempt(team_id=run.team_id, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
 
 
-def _run_stop(*, run: Run, step: Step, decision: GateDecision) -> None:
+def _run_stop(*, team: Team, run: Run, step: Step, decision: GateDecision) -> None:
     """A limit stops the run before `step`; the checkpoint points at that step so resume runs it."""
     now = timezone.now()
     if decision.stop == RunStatus.BUDGET_EXCEEDED:
         payload = budget_exceeded_payload(decision.stopped_by, current_agent=step.agent)
-        event_record(run=run, type=EventType.BUDGET_EXCEEDED, payload=payload)
+        alert_send(team=team, event=event_record(run=run, type=EventType.BUDGET_EXCEEDED, payload=payload))
         run.error = {
             "type": "BudgetExceededError",
             "message": decision.message,
@@ -399,7 +405,7 @@ def _run_stop(*, run: Run, step: Step, decision: GateDecision) -> None:
     _checkpoint(run=run, reason=decision.stop, outputs=latest_checkpoint(run=run).outputs, next_step=step)
 
 
-def _run_fail(*, run: Run, step: Step | None, error: dict) -> None:
+def _run_fail(*, team: Team, run: Run, step: Step | None, error: dict) -> None:
     now = timezone.now()
     run.status = RunStatus.FAILED
     run.error = error
@@ -407,7 +413,7 @@ def _run_fail(*, run: Run, step: Step | None, error: dict) -> None:
     run.finished_at = now
     run.save(update_fields=["status", "error", "active_time", "active_since", "finished_at", "updated_at"])
     if step is not None:
-        release(run=run, step=step)
+        release(team=team, run=run, step=step)
         step.status = StepStatus.FAILED
         step.error = error
         step.finished_at = now
