@@ -254,6 +254,9 @@ class Step(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="Host and process of the latest attempt.")
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task was last sent; the sweeper sends it again if it is lost."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -490,3 +493,21 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key: the first response to a request, replayed for a retry of it."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="idempotency_keys")
+    key = models.CharField(max_length=200)
+    request_fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["team", "key"], name="idempotency_key_unique_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.team})"
