@@ -17,6 +17,9 @@ WEBHOOK_RETRY_BASE_SECONDS = 0.2
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the worker in the tests reads and writes the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"budgetsvc-test-{TEST_RUN_ID}.sqlite3")}
+else:
+    # A database of its own, so two test sessions on one server never drop each other's.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_budgetsvc_{TEST_RUN_ID}"}
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(Path(tempfile.mkdtemp(prefix="budgetsvc-test-broker-")))

@@ -35,5 +35,15 @@ class InvalidRunState(ApplicationError):
     type = "invalid_run_state"
 
 
+class IdempotencyKeyInProgress(ApplicationError):
+    status_code = 409
+    type = "idempotency_key_in_progress"
+
+
+class IdempotencyKeyReused(ApplicationError):
+    status_code = 422
+    type = "idempotency_key_reused"
+
+
 def problems_as_details(problems) -> list[dict]:
     return [{"path": problem.path, "message": problem.message} for problem in problems]

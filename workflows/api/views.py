@@ -6,6 +6,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from workflows import selectors
 from workflows.api import serializers
+from workflows.api.idempotency import idempotent
 from workflows.api.pagination import OldestFirstCursorPagination
 from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
 from workflows.errors import ValidationFailed
@@ -70,6 +71,7 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     def retrieve(self, request, pk=None):
         return Response(self.get_serializer(self.get_object()).data)
 
+    @idempotent
     def create(self, request):
         given = serializers.RunCreateInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
@@ -77,6 +79,7 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         return Response(self._fresh(run), status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
+    @idempotent
     def resume(self, request, pk=None):
         given = serializers.RunResumeInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)

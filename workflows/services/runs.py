@@ -162,8 +162,12 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
 def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
     overrides = check_limit_overrides(limits, path="")
     with transaction.atomic(durable=True):
-        team = Team.objects.select_for_update().get(pk=run.team_id)
-        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=run.pk)
+        team = Team.objects.select_for_update(no_key=True).get(pk=run.team_id)
+        run = (
+            Run.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("workflow_version")
+            .get(pk=run.pk)
+        )
         old_limits = run.limits
         new_limits = {**old_limits, **overrides}
         step = check_run_resumable(run=run, team=team, new_limits=new_limits)
@@ -226,7 +230,9 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
 
 def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = "") -> Run:
     with transaction.atomic(durable=True):
-        run = Run.objects.select_for_update().get(pk=run.pk)
+        # The team row first, as everywhere: run, then team, would deadlock with a resume.
+        Team.objects.select_for_update(no_key=True).get(pk=run.team_id)
+        run = Run.objects.select_for_update(of=("self",), no_key=True).get(pk=run.pk)
         if run.status in FINAL_RUN_STATUSES:
             raise InvalidRunState(
                 f"Cannot cancel a run that is in '{run.status}' status.", details={"status": run.status}

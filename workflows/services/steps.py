@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 
@@ -128,10 +129,16 @@ def step_execute(*, step_id: int) -> None:
     step_settle(attempt=attempt, result=result)
 
 
-def step_schedule(step: Step) -> None:
-    """Enqueue the step's task once the transaction that created or reopened it commits."""
+def step_schedule(step: Step, *, now: datetime | None = None) -> None:
+    """Enqueue the step's task once the transaction that created or reopened it commits.
+
+    The step is stamped as sent in that same transaction: a pending step whose stamp grows old lost
+    its message, and the sweeper sends it again.
+    """
     from workflows.tasks import execute_step
 
+    step.enqueued_at = now or timezone.now()
+    step.save(update_fields=["enqueued_at"])
     transaction.on_commit(partial(execute_step.delay, step.pk))
 
 
@@ -263,11 +270,15 @@ def step_fail(*, attempt: StepAttempt, error: dict) -> None:
 def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
     """Lock the team, the run and the step rows: the one order every transaction takes them in.
 
-    The team row serialises the admission of all the team's steps against its period budget.
+    The team row serialises the admission of all the team's steps against its period budget. The
+    locks are FOR NO KEY UPDATE, so rows that merely reference these (events, ledger entries) can
+    still be inserted by others.
     """
-    team = Team.objects.select_for_update().get(pk=team_id)
-    run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=run_id)
-    return team, run, Step.objects.select_for_update().get(pk=step_id)
+    team = Team.objects.select_for_update(no_key=True).get(pk=team_id)
+    run = Run.objects.select_for_update(of=("self",), no_key=True).select_related("workflow_version").get(
+        pk=run_id
+    )
+    return team, run, Step.objects.select_for_update(no_key=True).get(pk=step_id)
 
 
 def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionResult) -> Decimal | None:

@@ -95,7 +95,7 @@ def team_budgets_update(*, team: Team, changes: dict, actor: str, reason: str = 
     """Change a team's budgets and defaults, keeping who changed what, when and why."""
     clean = check_team_budgets(changes=changes)
     with transaction.atomic():
-        team = Team.objects.select_for_update().get(pk=team.pk)
+        team = Team.objects.select_for_update(no_key=True).get(pk=team.pk)
         old = {field: getattr(team, field) for field in clean}
         for field, value in clean.items():
             setattr(team, field, value if value is not None or field != "default_budget_mode" else "")
