@@ -164,6 +164,20 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # A step whose worker dies is delivered again; after this many redeliveries its run fails.
 STEP_MAX_REDELIVERIES = env.int("STEP_MAX_REDELIVERIES", default=3)
+
+# The sweeper (workflows/services/sweeper.py) sends stuck steps on. Run exactly one `celery beat`.
+SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=15)
+# A pending step sent longer ago than this lost its message; keep it above the longest queue wait.
+SWEEP_PENDING_AFTER_SECONDS = env.int("SWEEP_PENDING_AFTER_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-steps": {
+        "task": "workflows.sweep_stuck_steps",
+        "schedule": SWEEP_INTERVAL_SECONDS,
+        # A sweep still queued when the next is due is dropped, so none pile up while no worker runs.
+        "options": {"expires": SWEEP_INTERVAL_SECONDS},
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10)

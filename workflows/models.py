@@ -263,6 +263,10 @@ class Step(models.Model):
 
     class Meta:
         ordering = ["run", "sequence"]
+        indexes = [
+            # The sweeper looks only at steps in flight, a sliver of all steps.
+            models.Index(fields=["status"], condition=Q(status__in=["pending", "running"]), name="step_in_flight"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["run", "sequence"], name="step_unique_sequence"),
             models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="step_reserved_not_negative"),

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from workflows.services import sweeper
 from workflows.services.alerts import webhook_attempt
 from workflows.services.locks import step_attempt_lock
 from workflows.services.steps import step_execute
@@ -33,6 +34,12 @@ def execute_step(self, step_id: int) -> None:
         countdown=BUSY_STEP_RETRY_SECONDS,
         max_retries=settings.CELERY_TASK_TIME_LIMIT // BUSY_STEP_RETRY_SECONDS + 1,
     )
+
+
+# No retries: the next beat tick is the retry.
+@shared_task(name="workflows.sweep_stuck_steps")
+def sweep_stuck_steps() -> None:
+    sweeper.sweep_stuck_steps()
 
 
 @shared_task(bind=True, name="workflows.deliver_webhook", acks_late=True, max_retries=None)

@@ -3,26 +3,38 @@
 On PostgreSQL it is a session advisory lock on the worker's connection. The database drops it the
 moment that connection dies, so a redelivered step can tell a crashed attempt (lock free) from one
 still running elsewhere (lock held), without waiting for a lease to expire.
+
+SQLite has no advisory locks. There a running step's attempt counts as alive for its lease: the
+longest a live attempt can take, after which Celery's hard time limit has killed it.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from workflows.models import Step, StepStatus
 
 # The first key of the two-key advisory lock form, so these locks never collide with anyone else's.
 STEP_LOCK_NAMESPACE = 0x5B5D
+
+# Beyond the hard time limit: the pool's timer may take a moment to kill a task that overran it.
+LEASE_MARGIN = timedelta(seconds=10)
 
 
 @contextmanager
 def step_attempt_lock(step_id: int) -> Iterator[bool]:
     """Yields whether this process now holds the step's attempt lock.
 
-    SQLite has no advisory locks; there a single machine runs the service and the filesystem
-    transport never redelivers, so the lock is always granted.
+    Without advisory locks (SQLite) the lock is granted unless the step runs within its lease: a
+    duplicate message the sweeper sent must not take over an attempt that is still alive.
     """
     if connection.vendor != "postgresql":
-        yield True
+        yield not Step.objects.filter(_within_lease(timezone.now()), pk=step_id).exists()
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [STEP_LOCK_NAMESPACE, step_id])
@@ -33,3 +45,38 @@ def step_attempt_lock(step_id: int) -> Iterator[bool]:
         if acquired:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STEP_LOCK_NAMESPACE, step_id])
+
+
+def without_live_attempt(steps: QuerySet[Step], *, now: datetime) -> QuerySet[Step]:
+    """`steps` less those a live worker is executing (or, pending, is admitting) right now.
+
+    On PostgreSQL this reads the held attempt locks once, before the caller's query reads the steps:
+    an attempt takes its lock before it marks its step running, so a step found running whose lock
+    was free a moment earlier belongs to a dead attempt.
+    """
+    if connection.vendor != "postgresql":
+        return steps.exclude(_within_lease(now))
+    return steps.exclude(pk__in=_held_step_locks())
+
+
+def attempt_lease() -> timedelta:
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + LEASE_MARGIN
+
+
+def _within_lease(now: datetime) -> Q:
+    return Q(status=StepStatus.RUNNING, started_at__gte=now - attempt_lease())
+
+
+def _held_step_locks() -> list[int]:
+    """The steps whose attempt lock some session of this database holds."""
+    with connection.cursor() as cursor:
+        # Two-key advisory locks show as classid = key 1, objid = key 2, objsubid = 2.
+        cursor.execute(
+            """
+            SELECT objid::bigint FROM pg_locks
+            WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = %s
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            """,
+            [STEP_LOCK_NAMESPACE],
+        )
+        return [row[0] for row in cursor.fetchall()]

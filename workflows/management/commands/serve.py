@@ -16,7 +16,7 @@ def celery_worker(queue: str, *, concurrency) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Serve the API and admin with gunicorn, with Celery workers for steps and alerts, in the foreground."
+    help = "Serve the API and admin with gunicorn, Celery workers for steps and alerts, and Celery beat, in the foreground."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -34,6 +34,8 @@ class Command(BaseCommand):
             "worker": celery_worker(steps_queue.name, concurrency=options["worker_concurrency"]),
             # Webhook alerts get a worker of their own, so a slow endpoint never holds up a step.
             "alerts-worker": celery_worker(alerts_queue.name, concurrency=1),
+            # Sends the sweeper that finds stuck steps; its schedule file is CELERY_BEAT_SCHEDULE_FILENAME.
+            "beat": [sys.executable, "-m", "celery", "-A", "budgetsvc", "beat", "--loglevel", "INFO"],
         }
         processes = {name: subprocess.Popen(argv) for name, argv in commands.items()}
         self.stdout.write(

@@ -1,0 +1,127 @@
+"""The whole worker SIGKILLed in the middle of a step, parent and children: nothing rejects its
+message, so only the sweeper, on a real Celery beat, can send the step on to a fresh worker.
+
+On Redis the message would come back only after CELERY_VISIBILITY_TIMEOUT_SECONDS (3600 s); on the
+filesystem transport never. The run must complete within RECOVERY_BOUND of the kill.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import wait_for_run, wait_until
+from tests.factories import workflow_version
+from tests.integration.conftest import service_env
+from tests.invariants import assert_invariants
+from workflows.models import EventType, Step
+from workflows.services.runs import run_start
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+SLOW_MIDDLE_YAML = """
+workflow:
+  name: slow-middle
+  entry_point: first
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 1000}
+agents:
+  - name: first
+    prompt: "One."
+    mock: {output_tokens: 100}
+    routes: [{to: middle}]
+  - name: middle
+    prompt: "Two, slowly."
+    mock: {output_tokens: 100, latency_ms: 3000}
+    routes: [{to: last}]
+  - name: last
+    prompt: "Three."
+    mock: {output_tokens: 100}
+"""
+
+ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# The processes' environment. On SQLite an attempt is judged dead once its lease has passed, the
+# hard time limit (soft + 30 s) plus 10 s; a short soft limit keeps that lease at 45 s.
+SERVICE_SETTINGS = {"SWEEP_INTERVAL_SECONDS": "1"} if ON_POSTGRESQL else {
+    "SWEEP_INTERVAL_SECONDS": "1",
+    "STEP_SOFT_TIME_LIMIT_SECONDS": "5",
+}
+# PostgreSQL: the 5 s grace, a 1 s sweep, then the 3 s step and the last one. SQLite: the 45 s lease
+# from the step's start, then the same.
+RECOVERY_BOUND = 30 if ON_POSTGRESQL else 60
+
+
+@pytest.fixture
+def celery_process(transactional_db, tmp_path: Path):
+    """Starts a Celery process in a session of its own, so a test can kill it with all its children."""
+    started = []
+
+    def start(*command: str) -> subprocess.Popen:
+        log = (tmp_path / f"{command[0]}-{len(started)}.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "budgetsvc", *command, "--loglevel", "INFO"],
+            cwd=settings.BASE_DIR,
+            env={**service_env(tmp_path), **SERVICE_SETTINGS},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, _ in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process, log in started:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def start_worker(celery_process) -> subprocess.Popen:
+    return celery_process("worker", "--pool", "prefork", "--concurrency", "1", "--hostname", f"sweep-{uuid.uuid4().hex[:6]}@%h")
+
+
+def test_a_step_whose_whole_worker_was_killed_is_swept_to_a_fresh_worker_and_charged_once(team, celery_process):
+    celery_process("beat")
+    first_worker = start_worker(celery_process)
+    version = workflow_version(team=team, source=SLOW_MIDDLE_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "1", "budget_mode": "enforce"})
+    step = wait_until(
+        lambda: Step.objects.filter(run=run, agent="middle", status="running").first(),
+        message="the slow step to start",
+    )
+
+    os.killpg(first_worker.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    first_worker.wait()
+    start_worker(celery_process)
+
+    run = wait_for_run(run.pk, "completed", "failed", timeout=RECOVERY_BOUND)
+    recovery = time.monotonic() - killed_at
+    print(f"recovered {recovery:.1f}s after the whole worker was killed (bound {RECOVERY_BOUND}s)")
+    assert run.status == "completed", run.error
+    middle = Step.objects.get(pk=step.pk)
+    assert (middle.attempts, middle.redeliveries) == (2, 1)
+    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt")) == [
+        ("first", 1),
+        ("middle", 2),
+        ("last", 1),
+    ]
+    assert str(run.spent_usd) == "0.300000"
+    assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == 1
+    assert_invariants(run)
+    team.refresh_from_db()
+    assert team.reserved_usd == 0
