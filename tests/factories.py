@@ -43,6 +43,33 @@ agents:
     mock: {output_tokens: 100}
 """
 
+SLOW_MIDDLE_TEMPLATE = """
+workflow:
+  name: slow-middle
+  entry_point: first
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 1000}
+agents:
+  - name: first
+    prompt: "One."
+    mock: {output_tokens: 100}
+    routes: [{to: middle}]
+  - name: middle
+    prompt: "Two, slowly."
+    mock: {output_tokens: 100, latency_ms: {latency_ms}}
+    routes: [{to: last}]
+  - name: last
+    prompt: "Three."
+    mock: {output_tokens: 100}
+"""
+
+
+def slow_middle_yaml(*, latency_ms: int) -> str:
+    """Three one-line agents whose middle step takes `latency_ms`: time to kill a worker during it."""
+    return SLOW_MIDDLE_TEMPLATE.replace("{latency_ms}", str(latency_ms))
+
 
 class TeamFactory(factory.django.DjangoModelFactory):
     class Meta:

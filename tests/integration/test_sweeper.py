@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import wait_for_run, wait_until
-from tests.factories import workflow_version
+from tests.factories import slow_middle_yaml, workflow_version
 from tests.integration.conftest import service_env
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
@@ -25,27 +25,6 @@ from workflows.services.runs import run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-SLOW_MIDDLE_YAML = """
-workflow:
-  name: slow-middle
-  entry_point: first
-  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
-  cost:
-    pricing:
-      sim-model: {input_per_mtok: 0, output_per_mtok: 1000}
-agents:
-  - name: first
-    prompt: "One."
-    mock: {output_tokens: 100}
-    routes: [{to: middle}]
-  - name: middle
-    prompt: "Two, slowly."
-    mock: {output_tokens: 100, latency_ms: 3000}
-    routes: [{to: last}]
-  - name: last
-    prompt: "Three."
-    mock: {output_tokens: 100}
-"""
 
 ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 # The processes' environment. On SQLite an attempt is judged dead once its lease has passed, the
@@ -97,7 +76,7 @@ def start_worker(celery_process) -> subprocess.Popen:
 def test_a_step_whose_whole_worker_was_killed_is_swept_to_a_fresh_worker_and_charged_once(team, celery_process):
     celery_process("beat")
     first_worker = start_worker(celery_process)
-    version = workflow_version(team=team, source=SLOW_MIDDLE_YAML)
+    version = workflow_version(team=team, source=slow_middle_yaml(latency_ms=3000))
     run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "1", "budget_mode": "enforce"})
     step = wait_until(
         lambda: Step.objects.filter(run=run, agent="middle", status="running").first(),

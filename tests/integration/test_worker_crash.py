@@ -11,35 +11,13 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import wait_for_run, wait_until
-from tests.factories import workflow_version
+from tests.factories import slow_middle_yaml, workflow_version
 from tests.integration.conftest import service_env
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
 from workflows.services.runs import run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-SLOW_MIDDLE_YAML = """
-workflow:
-  name: slow-middle
-  entry_point: first
-  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
-  cost:
-    pricing:
-      sim-model: {input_per_mtok: 0, output_per_mtok: 1000}
-agents:
-  - name: first
-    prompt: "One."
-    mock: {output_tokens: 100}
-    routes: [{to: middle}]
-  - name: middle
-    prompt: "Two, slowly."
-    mock: {output_tokens: 100, latency_ms: 4000}
-    routes: [{to: last}]
-  - name: last
-    prompt: "Three."
-    mock: {output_tokens: 100}
-"""
 
 
 @pytest.fixture
@@ -78,7 +56,7 @@ def wait_for_step_running(run_id: int, agent: str) -> Step:
 
 
 def test_a_worker_killed_mid_step_is_redelivered_and_charged_once(team, worker_process):
-    version = workflow_version(team=team, source=SLOW_MIDDLE_YAML)
+    version = workflow_version(team=team, source=slow_middle_yaml(latency_ms=4000))
     run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "1", "budget_mode": "enforce"})
 
     step = wait_for_step_running(run.pk, "middle")
