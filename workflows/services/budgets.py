@@ -4,7 +4,8 @@ and the `budget_exceeded` reports. Callers hold the team, run and step row locks
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import F, Model
+from django.db.models import DecimalField, F, Model
+from django.db.models.functions import Round
 from django.utils import timezone
 
 from workflows.models import BudgetScope, EventType, Run, Step, Team
@@ -16,8 +17,20 @@ from workflows.services.periods import PeriodWindow, period_window, team_period_
 
 def add(instance: Model, **deltas) -> None:
     """Add to a row's counters in the database, then read them back."""
-    type(instance).objects.filter(pk=instance.pk).update(**{field: F(field) + d for field, d in deltas.items()})
+    type(instance).objects.filter(pk=instance.pk).update(
+        **{field: _sum_expression(instance, field, delta) for field, delta in deltas.items()}
+    )
     instance.refresh_from_db(fields=list(deltas))
+
+
+def _sum_expression(instance: Model, field: str, delta):
+    total = F(field) + delta
+    column = instance._meta.get_field(field)
+    if isinstance(column, DecimalField):
+        # SQLite adds decimals as binary floats: unrounded, a reservation taken and released can
+        # leave -3e-18 behind, which the reserved >= 0 check then refuses. Exact on PostgreSQL.
+        return Round(total, column.decimal_places, output_field=column)
+    return total
 
 
 def run_budget_state(run: Run) -> BudgetState:

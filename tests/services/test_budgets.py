@@ -1,0 +1,27 @@
+from decimal import Decimal
+
+import pytest
+
+from tests.factories import TeamFactory
+from workflows.services.budgets import add
+
+pytestmark = pytest.mark.django_db
+
+
+def test_reservations_taken_and_released_in_any_order_return_to_exactly_zero():
+    # On SQLite the database adds these as binary floats: 0.3 + 0.6 - 0.3 - 0.6 is -1.1e-16 there,
+    # which the reserved >= 0 check would refuse.
+    team = TeamFactory()
+    for delta in ("0.3", "0.6", "-0.3", "-0.6"):
+        add(team, reserved_usd=Decimal(delta))
+
+    assert team.reserved_usd == 0
+    assert type(team).objects.filter(pk=team.pk, reserved_usd=0).exists()
+
+
+def test_rounding_keeps_every_micro_dollar():
+    team = TeamFactory()
+    add(team, reserved_usd=Decimal("0.000001"))
+    add(team, reserved_usd=Decimal("0.000002"))
+
+    assert team.reserved_usd == Decimal("0.000003")
