@@ -86,7 +86,7 @@ def test_agents_inherit_runtime_defaults_unless_they_override_them():
     assert {agent.provider for agent in (researcher, writer, reviewer)} == {"fake"}
     assert researcher.temperature == 0.2
     assert researcher.mock is not None and researcher.mock.output == {"facts": ["fact one", "fact two"]}
-    assert researcher.mock.latency_ms == 0
+    assert (researcher.mock.output_tokens, researcher.mock.input_tokens, researcher.mock.latency_ms) == (40, 500, 0)
     assert writer.input == ("researcher.output.facts", "reviewer.output?")
     assert [(route.to, route.when) for route in reviewer.routes] == [
         (END, "{{ reviewer.output.approved }}"),
@@ -123,6 +123,13 @@ def test_to_dict_survives_json_and_round_trips_exactly():
     assert restored == definition
     assert list(restored.agents) == ["researcher", "writer", "reviewer"]
     assert stored["limits"]["budget_usd"] == "0.500000"
+
+
+def test_definitions_stored_before_mock_input_tokens_still_load():
+    stored = json.loads(json.dumps(load_definition(EXAMPLE).to_dict()))
+    del stored["agents"][0]["mock"]["input_tokens"]
+
+    assert WorkflowDefinition.from_dict(stored).agent("researcher").mock.input_tokens is None
 
 
 def test_yaml_dates_stay_strings():
@@ -196,6 +203,8 @@ def test_every_problem_is_reported_at_once():
         ("agents.0.temperature", "hot", "agents[0].temperature", "must be a number"),
         ("agents.0.mock.latency_ms", 600_001, "agents[0].mock.latency_ms", "between 0 and 600000"),
         ("agents.0.mock.output_tokens", -1, "agents[0].mock.output_tokens", "at least 0"),
+        ("agents.0.mock.input_tokens", -1, "agents[0].mock.input_tokens", "at least 0"),
+        ("agents.0.mock.input_tokens", 2.5, "agents[0].mock.input_tokens", "must be a whole number"),
         ("output.brief", "{{ writer.output.brief", "output.brief", "template does not compile"),
         ("output.brief", 42, "output.brief", "must be a template string"),
         ("extras", {}, "extras", "unknown key 'extras'"),

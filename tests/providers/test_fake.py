@@ -23,6 +23,11 @@ def test_output_tokens_stop_at_max_tokens_as_a_real_model_would():
     assert result.output_tokens == 50
 
 
+def test_mock_input_tokens_replace_the_count_as_a_provider_with_a_greedier_tokenizer_would():
+    result = get_provider("fake").complete(request(options={"mock": {"input_tokens": 5000, "output_tokens": 80}}))
+    assert (result.input_tokens, result.output_tokens) == (5000, 80)
+
+
 def test_output_is_synthesised_from_the_schema_and_its_tokens_counted():
     schema = {"title": {"type": "string"}, "score": {"type": "number"}, "tags": {"type": "array"}}
     result = get_provider("fake").complete(request(output_schema=schema))

@@ -27,7 +27,7 @@ _AGENT_KEYS = (
 )  # fmt: skip
 _AGENT_UNSUPPORTED = {"tools": "'tools' are not supported"}
 _ROUTE_KEYS = ("to", "when")
-_MOCK_KEYS = ("output", "output_tokens", "latency_ms")
+_MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
 _SCHEMA_KEYS = ("type", "description", "items", "properties")
 # "workflow.input.x", "agent.output" or "agent.output.field", each optionally ending in "?".
 _INPUT_REFERENCE = re.compile(
@@ -226,6 +226,7 @@ def _mock(section: Section) -> MockSpec | None:
     return MockSpec(
         output=copy.deepcopy(output),
         output_tokens=mock.integer("output_tokens", minimum=0),
+        input_tokens=mock.integer("input_tokens", minimum=0),
         latency_ms=mock.integer("latency_ms", minimum=0, maximum=MAX_MOCK_LATENCY_MS) or 0,
     )
 

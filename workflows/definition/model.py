@@ -60,9 +60,17 @@ class MockSpec:
     output: Any | None
     output_tokens: int | None
     latency_ms: int = 0
+    # The input tokens to report instead of the fake's own count: a provider whose tokenizer counts
+    # more than the local estimate, so a step can cost more than the gate reserved for it.
+    input_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "output_tokens": self.output_tokens, "latency_ms": self.latency_ms}
+        return {
+            "output": self.output,
+            "output_tokens": self.output_tokens,
+            "latency_ms": self.latency_ms,
+            "input_tokens": self.input_tokens,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MockSpec:

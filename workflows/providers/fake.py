@@ -21,9 +21,12 @@ class FakeProvider:
         output_tokens = mock.get("output_tokens")
         if output_tokens is None:
             output_tokens = fake_token_count(output if isinstance(output, str) else json.dumps(output))
+        input_tokens = mock.get("input_tokens")
+        if input_tokens is None:
+            input_tokens = fake_token_count(request.system_prompt + request.prompt)
         return CompletionResult(
             output=output,
-            input_tokens=fake_token_count(request.system_prompt + request.prompt),
+            input_tokens=input_tokens,
             # A real model stops at max_tokens, and so does its stand-in.
             output_tokens=min(output_tokens, request.max_tokens),
         )

@@ -92,7 +92,7 @@ def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, output
         estimate = estimate_usd(
             prices=prices, input_tokens=count_tokens(system_prompt + prompt), max_output_tokens=agent.max_tokens
         )
-    options = {"mock": _mock_options(agent.mock)} if agent.mock else {}
+    options = {"mock": agent.mock.to_dict()} if agent.mock else {}
     request = CompletionRequest(
         model=agent.model,
         system_prompt=system_prompt,
@@ -449,7 +449,3 @@ def _checkpoint(*, run: Run, reason: str, outputs: dict, next_step: Step | None)
         spent_usd=run.spent_usd,
         active_time=run.elapsed(),
     )
-
-
-def _mock_options(mock) -> dict:
-    return {"output": mock.output, "output_tokens": mock.output_tokens, "latency_ms": mock.latency_ms}
