@@ -34,8 +34,8 @@ SERVICE_SETTINGS = {"SWEEP_INTERVAL_SECONDS": "1"} if ON_POSTGRESQL else {
     "STEP_SOFT_TIME_LIMIT_SECONDS": "5",
 }
 # PostgreSQL: the 5 s grace, a 1 s sweep, then the 3 s step and the last one. SQLite: the 45 s lease
-# from the step's start, then the same.
-RECOVERY_BOUND = 30 if ON_POSTGRESQL else 60
+# from the step's start, then the same; a loaded CI machine has needed more than 60 s for that.
+RECOVERY_BOUND = 30 if ON_POSTGRESQL else 90
 
 
 @pytest.fixture
