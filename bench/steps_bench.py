@@ -1,0 +1,333 @@
+"""How fast are governed steps? Steps through the gate next to bare Celery tasks, and the gate's latency.
+
+    .venv/bin/python bench/steps_bench.py [--runs N] [--steps-per-run S] [--teams K] [--tasks T]
+                                          [--processes P] [--gates G] [--conn-max-age SECONDS] [--profile DIR]
+
+It needs PostgreSQL and Redis (DATABASE_URL, CELERY_BROKER_URL). Like report_bench.py it never touches
+the data of the database DATABASE_URL names: it works in a throwaway database (`budgetsvc_bench_<pid>`)
+that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that it purges at the end.
+
+1. Throughput. One Celery worker with P prefork processes (2 by default, one per core here) is started
+   on the throwaway database. Its consumer is paused while the work is queued, then resumed and timed
+   until everything is done:
+   - governed steps: N runs of an S-agent chain, each step gated (the run's budget and its team's period
+     budget, both enforced), run by the fake provider with no latency, charged to the ledger,
+     checkpointed, and the next step enqueued. Once with all runs in one team, whose row every step
+     locks, and once spread over K teams;
+   - bare tasks: T no-op tasks with the same delivery options as a step (acks_late), each counting
+     itself in Redis so the benchmark knows when they are done.
+2. Gate latency. The time `step_begin` takes (its one transaction: locks, gate, reservation) while
+   1, 8 and 64 processes of this script each run steps of the same team back to back, gate to
+   settlement, with G gates measured per level.
+
+With --profile DIR, py-spy (`pip install py-spy`) samples the worker and its processes, idle time
+included, during each throughput phase, and writes collapsed stacks to DIR/governed-1.txt,
+DIR/governed-K.txt and DIR/bare.txt.
+"""
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "budgetsvc.settings")
+# Set before the settings load, here and (inherited) in the worker: the benchmark's queue is its own.
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"budgetsvc-bench-{os.getpid()}")
+
+import django  # noqa: E402
+
+django.setup()
+
+import redis  # noqa: E402
+from celery import shared_task  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from bench.report_bench import database_name, load, throwaway_database  # noqa: E402
+from budgetsvc.celery import app  # noqa: E402
+from workflows.models import LedgerEntry, Run, RunStatus, Team  # noqa: E402
+from workflows.providers import get_provider  # noqa: E402
+from workflows.services.locks import step_attempt_lock  # noqa: E402
+from workflows.services.runs import run_start  # noqa: E402
+from workflows.services.steps import step_begin, step_settle  # noqa: E402
+from workflows.services.teams import team_budgets_update  # noqa: E402
+from workflows.services.workflows import workflow_create  # noqa: E402
+
+QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
+NODE = f"bench-{os.getpid()}@{socket.gethostname()}"
+DONE_KEY = f"{QUEUE}:done"
+GATE_CONCURRENCY = (1, 8, 64)
+# Polling reads the database (governed) or Redis (bare): often enough to time to within a few percent,
+# rarely enough to leave the two cores to the worker.
+POLL_SECONDS = 0.05
+
+
+@shared_task(name="bench.noop", acks_late=True, reject_on_worker_lost=True)
+def noop() -> None:
+    """The bare task: nothing but its own completion, counted where the benchmark can see it."""
+    broker_redis().incr(DONE_KEY)
+
+
+@cache
+def broker_redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+def chain_yaml(agents: int) -> str:
+    steps = "\n".join(
+        f"""  - name: a{n}
+    prompt: "Step {n} of {{{{ workflow.input.topic }}}}"
+    mock: {{output: {{n: {n}}}, output_tokens: 50}}"""
+        + (f"\n    routes: [{{to: a{n + 1}}}]" if n < agents else "")
+        for n in range(1, agents + 1)
+    )
+    return f"""
+workflow:
+  name: chain-{agents}
+  entry_point: a1
+  input: {{topic: {{type: string}}}}
+  runtime: {{provider: fake, default_model: sim-model, max_tokens: 100}}
+  cost:
+    pricing:
+      sim-model: {{input_per_mtok: 1, output_per_mtok: 2}}
+agents:
+{steps}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="governed runs")
+    parser.add_argument("--steps-per-run", type=int, default=5, help="agents in each run's chain")
+    parser.add_argument("--tasks", type=int, default=4000, help="bare no-op tasks")
+    parser.add_argument("--teams", type=int, default=20, help="teams the runs are spread over, after one team")
+    parser.add_argument("--processes", type=int, default=2, help="prefork processes of the one worker")
+    parser.add_argument("--gates", type=int, default=640, help="gates measured per concurrency level")
+    parser.add_argument("--ledger-rows", type=int, default=0, help="ledger entries to add before timing the gate")
+    parser.add_argument("--conn-max-age", type=int, help="the worker's DATABASE_CONN_MAX_AGE (default: settings)")
+    parser.add_argument("--profile", type=Path, help="write py-spy collapsed stacks of each phase here")
+    args = parser.parse_args()
+    if connection.vendor != "postgresql" or not settings.CELERY_BROKER_URL.startswith("redis://"):
+        sys.exit("steps_bench.py needs DATABASE_URL=postgres://... and CELERY_BROKER_URL=redis://...")
+
+    with throwaway_database():
+        try:
+            bench(args)
+        finally:
+            app.control.purge()
+            broker_redis().delete(DONE_KEY)
+
+
+def bench(args: argparse.Namespace) -> None:
+    conn_max_age = args.conn_max_age if args.conn_max_age is not None else settings.DATABASES["default"]["CONN_MAX_AGE"]
+    print(f"{timezone.now():%Y-%m-%d %H:%M} UTC, {database_name()}, Redis at {settings.CELERY_BROKER_URL}")
+    print(f"{os.cpu_count()} CPUs; one worker, prefork, {args.processes} processes; CONN_MAX_AGE={conn_max_age}\n")
+    teams = [budgeted_team(f"bench-{n}") for n in range(max(args.teams, 1))]
+    chains = [workflow_create(team=team, definition=chain_yaml(args.steps_per_run)).workflow_id for team in teams]
+    steps = args.runs * args.steps_per_run
+    rows = []
+    with worker(processes=args.processes, conn_max_age=args.conn_max_age):
+        for label, spread in (("one team", 1), (f"{len(teams)} teams", len(teams))):
+            pause()
+            runs = [
+                run_start(
+                    team=teams[n % spread],
+                    workflow=chains[n % spread],
+                    inputs={"topic": "budgets"},
+                    limits={"budget_usd": "100", "budget_mode": "enforce", "max_iterations": args.steps_per_run},
+                ).pk
+                for n in range(args.runs)
+            ]
+            seconds = timed(lambda: governed_done(runs), profile=profile_path(args, f"governed-{spread}"))
+            rows.append((f"governed steps, {label}", steps, seconds))
+        pause()
+        for _ in range(args.tasks):
+            noop.delay()
+        seconds = timed(lambda: bare_done(args.tasks), profile=profile_path(args, "bare"))
+        rows.append(("bare no-op tasks", args.tasks, seconds))
+
+    bare_rate = args.tasks / seconds
+    print(f"{'':<26} {'count':>7} {'seconds':>8} {'per second':>11} {'x bare':>7}")
+    for label, count, seconds in rows:
+        print(f"{label:<26} {count:>7,} {seconds:>8.2f} {count / seconds:>11,.0f} {count / seconds / bare_rate:>7.2f}")
+
+    one_step = workflow_create(team=teams[0], definition=chain_yaml(1)).workflow_id
+    if args.ledger_rows:
+        fill_period_ledger(team=teams[0], workflow=one_step, rows=args.ledger_rows)
+    ledger = LedgerEntry.objects.filter(team=teams[0]).count()
+    print(f"\nstep_begin (the gate's transaction) while N processes run steps of one team ({ledger:,} ledger rows), ms")
+    print(f"{'N':>4} {'gates':>6} {'p50':>7} {'p99':>7} {'steps/s':>8}")
+    for concurrency in GATE_CONCURRENCY:
+        latencies, seconds = gate_latencies(team=teams[0], workflow=one_step, concurrency=concurrency, gates=args.gates)
+        p50, p99 = (statistics.quantiles(latencies, n=100)[q] * 1000 for q in (49, 98))
+        print(f"{concurrency:>4} {len(latencies):>6} {p50:>7.1f} {p99:>7.1f} {len(latencies) / seconds:>8,.0f}")
+
+
+def fill_period_ledger(*, team: Team, workflow: int, rows: int) -> None:
+    """`rows` more ledger entries for the team in the current period: the gate sums them for every step."""
+    run = run_start(team=team, workflow=workflow, inputs={"topic": "budgets"})
+    step, cost = run.steps.get(), Decimal("0.000001")
+    fixed = (connection.ops.adapt_decimalfield_value(cost), connection.ops.adapt_datetimefield_value(timezone.now()))
+    columns = ["team_id", "run_id", "step_id", "attempt", "agent", "provider", "model", "input_tokens",
+               "output_tokens", "cost_usd", "created_at"]  # fmt: skip
+    # Attempts 1..rows of one step: the ledger takes one entry per attempt.
+    load(LedgerEntry, columns, ((team.pk, run.pk, step.pk, n, step.agent, "fake", "sim-model", 10, 1, *fixed)
+                                for n in range(1, rows + 1)))  # fmt: skip
+    Run.objects.filter(pk=run.pk).update(spent_usd=cost * rows)  # the run's spend agrees with its ledger
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {LedgerEntry._meta.db_table}")
+
+
+def budgeted_team(name: str) -> Team:
+    """A team whose every step is held to an enforced period budget, never reached here."""
+    team = Team.objects.create(name=name)
+    changes = {"period_budget_usd": "1000000", "period_mode": "enforce"}
+    return team_budgets_update(team=team, changes=changes, actor="bench")
+
+
+class worker:
+    """One Celery worker process on the throwaway database, consuming the benchmark's queue."""
+
+    def __init__(self, *, processes: int, conn_max_age: int | None) -> None:
+        db = connection.settings_dict
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "LOG_LEVEL": "ERROR",
+        }
+        if conn_max_age is not None:
+            self.env["DATABASE_CONN_MAX_AGE"] = str(conn_max_age)
+        self.processes = processes
+
+    def __enter__(self) -> "worker":
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="steps-bench-worker-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "--quiet", "-A", "budgetsvc", "worker",
+                "--include", "bench.steps_bench", "--pool", "prefork", "--concurrency", str(self.processes),
+                "--loglevel", "ERROR", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "--hostname", NODE,
+            ],
+            cwd=settings.BASE_DIR,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[NODE], timeout=0.5):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"the benchmark's worker did not start; see {self.log.name}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.log.close()
+        if exc[0] is None:
+            os.unlink(self.log.name)
+
+
+def pause() -> None:
+    """The worker stops taking messages while work is queued, so the clock starts on a full queue."""
+    app.control.cancel_consumer(QUEUE, destination=[NODE], reply=True)
+
+
+def profile_path(args: argparse.Namespace, phase: str) -> Path | None:
+    return None if args.profile is None else args.profile / f"{phase}.txt"
+
+
+def timed(done, *, profile: Path | None) -> float:
+    """Seconds from resuming the worker's consumer until `done()`."""
+    sampler = None
+    if profile is not None:
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        sampler = subprocess.Popen(
+            [py_spy, "record", "--pid", str(worker_pid()), "--subprocesses", "--idle", "--rate", "250",
+             "--format", "raw", "--output", str(profile)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1)  # py-spy attaches before the clock starts
+    started = time.perf_counter()
+    app.control.add_consumer(QUEUE, destination=[NODE], reply=True)
+    while not done():
+        time.sleep(POLL_SECONDS)
+    seconds = time.perf_counter() - started
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=60)
+    return seconds
+
+
+def worker_pid() -> int:
+    [reply] = app.control.inspect(destination=[NODE]).stats().values()
+    return reply["pid"]
+
+
+def bare_done(tasks: int) -> bool:
+    return int(broker_redis().get(DONE_KEY) or 0) >= tasks
+
+
+def governed_done(runs: list[int]) -> bool:
+    finished = Run.objects.filter(pk__in=runs).exclude(status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
+    if finished.exclude(status=RunStatus.COMPLETED).exists():
+        raise RuntimeError(f"a governed run stopped: {finished.exclude(status=RunStatus.COMPLETED).first().error}")
+    return finished.count() == len(runs)
+
+
+def gate_latencies(*, team: Team, workflow: int, concurrency: int, gates: int) -> tuple[list[float], float]:
+    """step_begin's duration for `gates` steps run by `concurrency` processes at once; and the wall time."""
+    per_process = max(gates // concurrency, 1)
+    limits = {"budget_usd": "100", "budget_mode": "enforce"}
+    steps = [
+        run_start(team=team, workflow=workflow, inputs={"topic": "budgets"}, limits=limits).steps.get().pk
+        for _ in range(per_process * concurrency)
+    ]
+    connections.close_all()  # each process opens its own
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(concurrency)
+    with context.Pool(concurrency, initializer=_gate_process_init, initargs=(start,)) as pool:
+        started = time.perf_counter()
+        results = pool.map(_gate_steps, [steps[n::concurrency] for n in range(concurrency)])
+        seconds = time.perf_counter() - started
+    return [latency for latencies in results for latency in latencies], seconds
+
+
+def _gate_process_init(barrier) -> None:
+    global _start_barrier
+    _start_barrier = barrier
+
+
+_start_barrier = None
+
+
+def _gate_steps(step_ids: list[int]) -> list[float]:
+    """What a worker process does for each step, with step_begin timed: all processes start together."""
+    connection.ensure_connection()
+    _start_barrier.wait()
+    latencies = []
+    for step_id in step_ids:
+        with step_attempt_lock(step_id):
+            started = time.perf_counter()
+            attempt = step_begin(step_id=step_id, worker=f"bench:{os.getpid()}")
+            latencies.append(time.perf_counter() - started)
+            result = get_provider(attempt.prepared.provider).complete(attempt.prepared.request)
+            step_settle(attempt=attempt, result=result)
+    connections.close_all()
+    return latencies
+
+
+if __name__ == "__main__":
+    main()
