@@ -176,6 +176,11 @@ CELERY_BEAT_SCHEDULE = {
         # A sweep still queued when the next is due is dropped, so none pile up while no worker runs.
         "options": {"expires": SWEEP_INTERVAL_SECONDS},
     },
+    "purge-idempotency-keys": {
+        "task": "workflows.purge_idempotency_keys",
+        "schedule": 3600,
+        "options": {"expires": 3600},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)

@@ -6,6 +6,7 @@ from django.db import InterfaceError, OperationalError
 
 from workflows.services import sweeper
 from workflows.services.alerts import webhook_attempt
+from workflows.services.idempotency import idempotency_keys_purge
 from workflows.services.locks import step_attempt_lock
 from workflows.services.steps import step_execute
 
@@ -40,6 +41,11 @@ def execute_step(self, step_id: int) -> None:
 @shared_task(name="workflows.sweep_stuck_steps")
 def sweep_stuck_steps() -> None:
     sweeper.sweep_stuck_steps()
+
+
+@shared_task(name="workflows.purge_idempotency_keys")
+def purge_idempotency_keys() -> None:
+    idempotency_keys_purge()
 
 
 @shared_task(bind=True, name="workflows.deliver_webhook", acks_late=True, max_retries=None)

@@ -15,6 +15,7 @@ from workflows.services.idempotency import (
     IdempotentResponse,
     check_idempotency_key,
     idempotency_key_execute,
+    idempotency_keys_purge,
     request_fingerprint,
 )
 
@@ -159,6 +160,18 @@ def test_a_key_expires_after_24_hours_and_then_starts_afresh(team):
         assert fresh == IdempotentResponse(status=202, body={"id": 2})
         assert call(team, endpoint, fingerprint=OTHER).body == {"id": 2}
     assert IdempotencyKey.objects.get(key="k-1").request_fingerprint == OTHER
+
+
+def test_expired_keys_are_purged_and_live_ones_kept(team):
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        call(team, Endpoint(), key="old")
+        clock.shift(timedelta(hours=1))
+        call(team, Endpoint(), key="recent")
+        clock.shift(IDEMPOTENCY_KEY_TTL - timedelta(hours=1))
+
+        assert idempotency_keys_purge() == 1
+        assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["recent"]
+        assert call(team, Endpoint(), key="recent").replayed is True
 
 
 def test_a_claim_left_by_a_request_that_died_is_taken_over_after_the_claim_timeout(team):

@@ -87,6 +87,15 @@ def idempotency_key_execute(
     return response
 
 
+def idempotency_keys_purge(*, now: datetime | None = None) -> int:
+    """Delete the keys that have expired; returns how many."""
+    cutoff = (now or timezone.now()) - IDEMPOTENCY_KEY_TTL
+    # A key re-claimed meanwhile has a new created_at, which the delete re-checks under its row lock;
+    # a claim that finds its row purged inserts it afresh.
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lte=cutoff).delete()
+    return deleted
+
+
 def _claim(*, team: Team, key: str, fingerprint: str) -> _Claim | IdempotentResponse:
     while True:
         with transaction.atomic():
