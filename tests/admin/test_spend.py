@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils.html import escape
 
+from tests.admin.conftest import ledger_entry
 from workflows.admin.base import format_usd
 
 pytestmark = pytest.mark.django_db
@@ -130,6 +131,16 @@ def test_the_page_links_a_csv_per_breakdown_under_its_filters(admin_client, spen
     assert rows[0] == ["workflow", "agent", *FIGURE_COLUMNS]
     assert rows[1] == ["acme/research-pipeline", "researcher", "7.300000", "2", "2", "2000", "400", "0"]
     assert sum(Decimal(row[2]) for row in rows[1:]) == dollars([e for e in spend_ledger if e.team == acme])
+
+
+def test_csv_names_never_open_as_spreadsheet_formulas(admin_client, spend_ledger):
+    run = spend_ledger[0].run
+    ledger_entry(run=run, agent="researcher", model="@SUM(A1:A9)", cost="0.01", at=spend_ledger[0].created_at)
+
+    response = admin_client.get(CSV_URL, {"by": "model", "since": "", "until": ""})
+
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert ["'@SUM(A1:A9)", "0.010000"] in [row[:2] for row in rows]
 
 
 def test_a_reversed_range_is_a_form_error(admin_client, spend_ledger):

@@ -87,6 +87,19 @@ def test_spend_as_csv_is_the_json_row_for_row(api, ledger, group_by, ask):
     assert csv_rows(as_csv) == [{column: str(value) for column, value in group.items()} for group in as_json["groups"]]
 
 
+def test_spend_csv_cells_never_open_as_spreadsheet_formulas(api, team, version):
+    run = start_run(team=team, version=version)
+    charge(run=run, model="=HYPERLINK(\"http://evil\")", cost_usd="0.100000", at=utc(2026, 3, 1))
+    charge(run=run, model="-1+2", cost_usd="0.050000", at=utc(2026, 3, 1))
+
+    as_json = api.get("/api/v1/spend", {"group_by": "model"}).json()
+    as_csv = csv_rows(api.get("/api/v1/spend", {"group_by": "model", "format": "csv"}))
+
+    assert [group["key"] for group in as_json["groups"]] == ['=HYPERLINK("http://evil")', "-1+2"]
+    assert [row["key"] for row in as_csv] == ['\'=HYPERLINK("http://evil")', "'-1+2"]
+    assert [row["spent_usd"] for row in as_csv] == ["0.100000", "0.050000"]
+
+
 @pytest.mark.parametrize(
     "query,path",
     [

@@ -26,6 +26,7 @@ from workflows.admin.reports import (
     top_runs,
 )
 from workflows.models import LedgerEntry, Team, Workflow
+from workflows.reports.spreadsheet import csv_cell
 
 DEFAULT_RANGE_DAYS = 30
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -209,5 +210,5 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         writer.writerow([*(heading.lower() for heading in breakdown.headings), *FIGURES])
         for row in spend_breakdown(entries=ledger_for(form.query()), by=by):
             spend = row["spend_usd"].quantize(MICRO_USD)
-            writer.writerow([*breakdown.labels(row), spend, *(row[name] for name in FIGURES[1:])])
+            writer.writerow([*map(csv_cell, breakdown.labels(row)), spend, *(row[name] for name in FIGURES[1:])])
         return response

@@ -14,6 +14,7 @@ from workflows.api.serializers import money
 from workflows.errors import ValidationFailed
 from workflows.reports.cost_profile import cost_profile
 from workflows.reports.spend import DEFAULT_GROUP_BY, SPEND_COLUMNS, spend_by
+from workflows.reports.spreadsheet import csv_cell
 
 
 class SpendQueryInputSerializer(serializers.Serializer):
@@ -65,7 +66,8 @@ class CostProfileOutputSerializer(serializers.Serializer):
 
 
 class SpendCSVRenderer(BaseRenderer):
-    """A spend report's groups as CSV: the header, then one row per group, values exactly as in the JSON."""
+    """A spend report's groups as CSV: the header, then one row per group, values as in the JSON
+    (text that would open as a spreadsheet formula gets a leading apostrophe)."""
 
     media_type = "text/csv"
     format = "csv"
@@ -75,7 +77,7 @@ class SpendCSVRenderer(BaseRenderer):
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(SPEND_COLUMNS)
-        writer.writerows([group[column] for column in SPEND_COLUMNS] for group in data["groups"])
+        writer.writerows([csv_cell(group[column]) for column in SPEND_COLUMNS] for group in data["groups"])
         return out.getvalue().encode(self.charset)
 
 
