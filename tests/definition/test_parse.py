@@ -194,7 +194,8 @@ def test_every_problem_is_reported_at_once():
         ("agents.2.routes.1.to", DELETE, "agents[2].routes[1].to", "is required"),
         ("agents.2.routes.0.when", "{{ reviewer.output. }}", "agents[2].routes[0].when", "does not compile"),
         ("agents.2.routes.0.when", 1, "agents[2].routes[0].when", "must be a condition string or true/false"),
-        ("agents.1.input.0", "researcher.outputs", "agents[1].input[0]", "must look like"),
+        ("agents.1.input.0", "researcher.outputs", "agents[1].input[0]", "is an agent, not a group"),
+        ("agents.1.input.0", "researcher.result", "agents[1].input[0]", "must look like"),
         ("agents.1.input.0", "ghost.output", "agents[1].input[0]", "no agent named 'ghost'"),
         ("agents.0.input.0", "workflow.input.nope", "agents[0].input[0]", "no workflow input named 'nope'"),
         ("agents.0.output.facts.items.type", "list", "agents[0].output.facts.items.type", "'list'"),
@@ -243,8 +244,6 @@ def test_every_agent_must_be_a_mapping():
 @pytest.mark.parametrize(
     ("location", "value", "path", "feature"),
     [
-        ("parallel", [{"name": "group", "agents": ["writer"]}], "parallel", "'parallel' groups"),
-        ("for_each", [{"name": "each"}], "for_each", "'for_each' groups"),
         ("tools", ["web_search"], "tools", "'tools'"),
         ("mcp_servers", {}, "mcp_servers", "'mcp_servers'"),
         ("workflow.hooks", {"on_start": "x"}, "workflow.hooks", "'hooks'"),

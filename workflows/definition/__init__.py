@@ -6,25 +6,46 @@ Pure Python: nothing here imports Django.
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
-from .model import AgentSpec, InputSpec, LimitsSpec, MockSpec, RouteSpec, WorkflowDefinition
+from .model import (
+    FAILURE_MODES,
+    AgentSpec,
+    ForEachSpec,
+    InputSpec,
+    LimitsSpec,
+    MockSpec,
+    ParallelSpec,
+    RouteSpec,
+    WorkflowDefinition,
+)
 from .parse import MAX_DEFINITION_BYTES, load_definition
 from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_exact_money, to_money
 from .routes import END, next_agent
-from .templates import compile_check, evaluate, expression_check, render, render_value, template_context
+from .templates import (
+    compile_check,
+    evaluate,
+    expression_check,
+    render,
+    render_value,
+    resolve_reference,
+    template_context,
+)
 from .tokens import count_tokens, fake_token_count
 
 __all__ = [
     "END",
+    "FAILURE_MODES",
     "LIMIT_FIELDS",
     "MAX_DEFINITION_BYTES",
     "MONEY_PLACES",
     "SYSTEM_DEFAULTS",
     "AgentSpec",
     "DefinitionError",
+    "ForEachSpec",
     "InputSpec",
     "LimitsSpec",
     "MockSpec",
     "NoRouteMatched",
+    "ParallelSpec",
     "Problem",
     "ResolvedLimits",
     "RouteSpec",
@@ -45,6 +66,7 @@ __all__ = [
     "render",
     "render_value",
     "resolve_limits",
+    "resolve_reference",
     "template_context",
     "to_exact_money",
     "to_money",

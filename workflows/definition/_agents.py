@@ -29,23 +29,40 @@ _AGENT_UNSUPPORTED = {"tools": "'tools' are not supported"}
 _ROUTE_KEYS = ("to", "when")
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
 _SCHEMA_KEYS = ("type", "description", "items", "properties")
-# "workflow.input.x", "agent.output" or "agent.output.field", each optionally ending in "?".
+# "workflow.input.x", "agent.output", "agent.output.field", "group.outputs", "group.outputs.key",
+# "group.outputs.key.field" or "group.errors[.key]", each optionally ending in "?".
 _INPUT_REFERENCE = re.compile(
-    r"(?:workflow\.input\.(?P<input>[^.?]+)|(?P<agent>[A-Za-z_][A-Za-z0-9_-]*)\.output(?:\.[^.?]+)?)\??"
+    r"(?:workflow\.input\.(?P<input>[^.?]+)"
+    r"|(?P<agent>[A-Za-z_][A-Za-z0-9_-]*)\.output(?:\.[^.?]+)?"
+    r"|(?P<group>[A-Za-z_][A-Za-z0-9_-]*)\.(?:outputs(?:\.[^.?]+){0,2}|errors(?:\.[^.?]+)?))\??"
 )
 
 
 @dataclass(frozen=True)
-class _Scope:
-    """What every agent is checked against."""
+class Scope:
+    """What every agent and group is checked against."""
 
     header: Header
     agent_names: frozenset[str]
+    group_names: frozenset[str]  # as written, before the groups themselves are checked
     lacks_price: Callable[[str], bool]
 
+    @property
+    def targets(self) -> frozenset[str]:
+        """What an entry point or a route may name."""
+        return self.agent_names | self.group_names
 
-def read_agents(top: Section, header: Header, *, lacks_price: Callable[[str], bool]) -> dict[str, AgentSpec]:
-    """The valid agents, in the order written; problems for the rest and for dangling references."""
+
+def read_agents(
+    top: Section,
+    header: Header,
+    *,
+    lacks_price: Callable[[str], bool],
+    group_names: frozenset[str] = frozenset(),
+    first_use: dict[str, str],
+) -> tuple[dict[str, AgentSpec], Scope]:
+    """The valid agents, in the order written, and the scope groups are then checked in; problems
+    for the rest and for dangling references. ``first_use`` collects each name's path."""
     raw_agents = top.sequence("agents", required=True)
     if top.data.get("agents") == []:
         top.report("agents", "must list at least one agent")
@@ -53,29 +70,29 @@ def read_agents(top: Section, header: Header, *, lacks_price: Callable[[str], bo
         Section(raw, f"agents[{index}]", top.problems, keys=_AGENT_KEYS, unsupported=_AGENT_UNSUPPORTED, nullable=False)
         for index, raw in enumerate(raw_agents)
     ]
-    first_use: dict[str, str] = {}
-    names = [_name(section, first_use) for section in sections]
-    scope = _Scope(header, frozenset(first_use), lacks_price)
-    if raw_agents and header.entry_point is not None and header.entry_point not in scope.agent_names:
-        top.problems.append(Problem("workflow.entry_point", _no_agent(header.entry_point, scope.agent_names)))
+    names = [name_register(section, first_use, kind="agent") for section in sections]
+    scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price)
+    if raw_agents and header.entry_point is not None and header.entry_point not in scope.targets:
+        top.problems.append(Problem("workflow.entry_point", no_target(header.entry_point, scope)))
     agents = {}
     for section, name in zip(sections, names, strict=True):
-        agent = _agent(section, name, scope)
+        agent = read_agent(section, name, scope)
         if agent is not None:
             agents[agent.name] = agent
-    return agents
+    return agents, scope
 
 
-def _name(section: Section, first_use: dict[str, str]) -> str | None:
+def name_register(section: Section, first_use: dict[str, str], *, kind: str) -> str | None:
+    """The section's valid, unique name, recorded in ``first_use``; one namespace holds agents and groups."""
     name = section.text("name", required=True)
     if name is None:
         return None
     if not AGENT_NAME.fullmatch(name):
         problem = f"{show(name)} must start with a letter or '_' and hold only letters, digits, '_' and '-'"
     elif name in RESERVED_NAMES:
-        problem = f"'{name}' is reserved for workflow inputs; choose another agent name"
+        problem = f"'{name}' is reserved for workflow inputs; choose another {kind} name"
     elif name in first_use:
-        problem = f"duplicate agent name '{name}' (first used at {first_use[name]})"
+        problem = f"duplicate {kind} name '{name}' (first used at {first_use[name]})"
     else:
         first_use[name] = section.path
         return name
@@ -83,7 +100,7 @@ def _name(section: Section, first_use: dict[str, str]) -> str | None:
     return None
 
 
-def _agent(section: Section, name: str | None, scope: _Scope) -> AgentSpec | None:
+def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | None:
     agent_type = section.data.get("type")
     if agent_type is not None and agent_type != "agent":
         section.report("type", f"agent type {show(agent_type)} is not supported (only 'agent')")
@@ -96,7 +113,7 @@ def _agent(section: Section, name: str | None, scope: _Scope) -> AgentSpec | Non
     system_prompt = _template(section, "system_prompt") or ""
     inputs = _inputs(section, scope)
     output = _output_schema(section)
-    routes = _routes(section, scope)
+    routes = read_routes(section, scope)
     max_tokens = section.integer("max_tokens", minimum=1) or header.max_tokens or DEFAULT_MAX_TOKENS
     temperature = _temperature(section, header)
     mock = _mock(section)
@@ -118,7 +135,7 @@ def _agent(section: Section, name: str | None, scope: _Scope) -> AgentSpec | Non
     )
 
 
-def _model(section: Section, scope: _Scope) -> str | None:
+def _model(section: Section, scope: Scope) -> str | None:
     if section.data.get("model") is None:
         model = scope.header.default_model
         if model is None:
@@ -147,7 +164,7 @@ def _template(section: Section, key: str, *, required: bool = False) -> str | No
     return source
 
 
-def _inputs(section: Section, scope: _Scope) -> tuple[str, ...]:
+def _inputs(section: Section, scope: Scope) -> tuple[str, ...]:
     references = []
     for index, reference in enumerate(section.sequence("input")):
         problem = _reference_problem(reference, scope)
@@ -158,19 +175,23 @@ def _inputs(section: Section, scope: _Scope) -> tuple[str, ...]:
     return tuple(references)
 
 
-def _reference_problem(reference: object, scope: _Scope) -> str | None:
+def _reference_problem(reference: object, scope: Scope) -> str | None:
     if not isinstance(reference, str):
         return f"must be a string, not {kind_of(reference)}"
     match = _INPUT_REFERENCE.fullmatch(reference)
     if match is None:
         return (
-            f"{show(reference)} must look like 'workflow.input.NAME', 'AGENT.output' or "
-            "'AGENT.output.FIELD', optionally ending in '?'"
+            f"{show(reference)} must look like 'workflow.input.NAME', 'AGENT.output', "
+            "'AGENT.output.FIELD' or 'GROUP.outputs', optionally ending in '?'"
         )
     if match["input"] is not None and match["input"] not in scope.header.inputs:
         return f"no workflow input named '{match['input']}'"
     if match["agent"] is not None and match["agent"] not in scope.agent_names:
         return _no_agent(match["agent"], scope.agent_names)
+    if match["group"] is not None and match["group"] in scope.agent_names:
+        return f"'{match['group']}' is an agent, not a group: its output is '{match['group']}.output'"
+    if match["group"] is not None and match["group"] not in scope.group_names:
+        return f"no group named '{match['group']}'"
     return None
 
 
@@ -199,13 +220,13 @@ def _check_schema(raw: object, path: str, problems: list[Problem]) -> None:
     _check_fields(schema, "properties")
 
 
-def _routes(section: Section, scope: _Scope) -> tuple[RouteSpec, ...]:
+def read_routes(section: Section, scope: Scope) -> tuple[RouteSpec, ...]:
     routes = []
     for index, raw in enumerate(section.sequence("routes")):
         route = Section(raw, f"{section.at('routes')}[{index}]", section.problems, keys=_ROUTE_KEYS, nullable=False)
         target = route.text("to", required=True)
-        if target is not None and target != END and target not in scope.agent_names:
-            route.report("to", _no_agent(target, scope.agent_names))
+        if target is not None and target != END and target not in scope.targets:
+            route.report("to", no_target(target, scope))
         when = route.data.get("when")
         if isinstance(when, str) and (error := expression_check(when)):
             route.report("when", f"condition does not compile: {error}")
@@ -229,6 +250,19 @@ def _mock(section: Section) -> MockSpec | None:
         input_tokens=mock.integer("input_tokens", minimum=0),
         latency_ms=mock.integer("latency_ms", minimum=0, maximum=MAX_MOCK_LATENCY_MS) or 0,
     )
+
+
+def no_target(name: str, scope: Scope) -> str:
+    """Why an entry point or route target names nothing; groups are named only in workflows that have some."""
+    if not scope.group_names:
+        return _no_agent(name, scope.agent_names)
+    close = difflib.get_close_matches(name, sorted(scope.targets), n=1, cutoff=0.75)
+    hint = (
+        f"did you mean '{close[0]}'?"
+        if close
+        else f"agents: {', '.join(sorted(scope.agent_names)) or 'none'}; groups: {', '.join(sorted(scope.group_names))}"
+    )
+    return f"no agent or group named '{name}' ({hint})"
 
 
 def _no_agent(name: str, agent_names: Collection[str]) -> str:

@@ -6,7 +6,7 @@ on the output of ``to_dict``. Their dicts and tuples are shared: treat them as r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +14,8 @@ from .pricing import UnitPrices
 
 END = "$end"
 DEFAULT_MAX_TOKENS = 4096
+DEFAULT_MAX_CONCURRENT = 10
+FAILURE_MODES = ("fail_fast", "continue_on_error", "all_or_nothing")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,73 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
+class ParallelSpec:
+    """A parallel group: its agents run at once, each a step of its own, then its routes are taken."""
+
+    name: str
+    description: str
+    agents: tuple[str, ...]
+    failure_mode: str
+    routes: tuple[RouteSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "agents": list(self.agents),
+            "failure_mode": self.failure_mode,
+            "routes": [route.to_dict() for route in self.routes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParallelSpec:
+        return cls(
+            **{
+                **data,
+                "agents": tuple(data["agents"]),
+                "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"]),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ForEachSpec:
+    """A for_each group: its agent runs once per item of the list at ``source``, at most
+    ``max_concurrent`` at a time, then its routes are taken."""
+
+    name: str
+    description: str
+    source: str  # a reference like "finder.output.items", evaluated when the group is entered
+    as_name: str  # what templates call the item
+    max_concurrent: int
+    failure_mode: str
+    agent: AgentSpec
+    routes: tuple[RouteSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "as_name": self.as_name,
+            "max_concurrent": self.max_concurrent,
+            "failure_mode": self.failure_mode,
+            "agent": self.agent.to_dict(),
+            "routes": [route.to_dict() for route in self.routes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ForEachSpec:
+        return cls(
+            **{
+                **data,
+                "agent": AgentSpec.from_dict(data["agent"]),
+                "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"]),
+            }
+        )
+
+
+@dataclass(frozen=True)
 class LimitsSpec:
     """Limits set by the definition itself; None means "not set here"."""
 
@@ -157,12 +226,24 @@ class WorkflowDefinition:
     pricing: dict[str, UnitPrices]
     agents: dict[str, AgentSpec]  # in the order written
     output: dict[str, str]  # top-level output templates, possibly empty
+    parallel: dict[str, ParallelSpec] = field(default_factory=dict)
+    for_each: dict[str, ForEachSpec] = field(default_factory=dict)
 
     def agent(self, name: str) -> AgentSpec:
-        return self.agents[name]
+        """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
+        if name in self.agents:
+            return self.agents[name]
+        return next(group.agent for group in self.for_each.values() if group.agent.name == name)
+
+    def group(self, name: str) -> ParallelSpec | ForEachSpec | None:
+        return self.parallel.get(name) or self.for_each.get(name)
+
+    @property
+    def group_names(self) -> frozenset[str]:
+        return frozenset(self.parallel) | frozenset(self.for_each)
 
     def models(self) -> set[str]:
-        return {agent.model for agent in self.agents.values()}
+        return {agent.model for agent in self.agents.values()} | {g.agent.model for g in self.for_each.values()}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form that ``from_dict`` turns back into an equal definition."""
@@ -181,6 +262,8 @@ class WorkflowDefinition:
             "pricing": {model: _prices_to_dict(prices) for model, prices in self.pricing.items()},
             "agents": [agent.to_dict() for agent in self.agents.values()],
             "output": [{"name": name, "template": template} for name, template in self.output.items()],
+            "parallel": [group.to_dict() for group in self.parallel.values()],
+            "for_each": [group.to_dict() for group in self.for_each.values()],
         }
 
     @classmethod
@@ -201,6 +284,9 @@ class WorkflowDefinition:
             pricing={model: _prices_from_dict(prices) for model, prices in data["pricing"].items()},
             agents={agent.name: agent for agent in agents},
             output={item["name"]: item["template"] for item in data["output"]},
+            # Versions stored before groups existed have neither key.
+            parallel={group["name"]: ParallelSpec.from_dict(group) for group in data.get("parallel", [])},
+            for_each={group["name"]: ForEachSpec.from_dict(group) for group in data.get("for_each", [])},
         )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from ._agents import read_agents
+from ._groups import group_names_written, read_groups
 from ._section import Section
 from ._source import read_source
 from ._values import kind_of
@@ -16,10 +17,8 @@ from .templates import compile_check
 
 MAX_DEFINITION_BYTES = 256 * 1024
 
-_TOP_KEYS = ("workflow", "agents", "output")
+_TOP_KEYS = ("workflow", "agents", "parallel", "for_each", "output")
 _TOP_UNSUPPORTED = {
-    "parallel": "'parallel' groups are not supported yet",
-    "for_each": "'for_each' groups are not supported yet",
     "tools": "'tools' are not supported",
     "mcp_servers": "'mcp_servers' are not supported",
 }
@@ -48,7 +47,15 @@ def load_definition(
     problems: list[Problem] = []
     top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=_TOP_UNSUPPORTED)
     header = read_header(top, known_providers=known_providers)
-    agents = read_agents(top, header, lacks_price=_price_check(header, is_priced))
+    first_use: dict[str, str] = {}  # agents and groups share one namespace
+    agents, scope = read_agents(
+        top,
+        header,
+        lacks_price=_price_check(header, is_priced),
+        group_names=group_names_written(raw),
+        first_use=first_use,
+    )
+    parallel, for_each = read_groups(top, scope, agents, first_use)
     output = _output(top)
     if problems:
         raise DefinitionError(problems)
@@ -68,6 +75,8 @@ def load_definition(
         pricing=header.pricing,
         agents=agents,
         output=output,
+        parallel=parallel,
+        for_each=for_each,
     )
 
 

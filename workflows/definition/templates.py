@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -162,11 +162,29 @@ def evaluate(expression: str | bool, context: Mapping[str, Any], *, where: str) 
     return value
 
 
-def template_context(*, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """What templates see: ``workflow.input.*`` and ``<agent>.output`` for each agent that has run."""
-    context: dict[str, Any] = {name: {"output": output} for name, output in outputs.items()}
+def template_context(
+    *, inputs: Mapping[str, Any], outputs: Mapping[str, Any], groups: Collection[str] = ()
+) -> dict[str, Any]:
+    """What templates see: ``workflow.input.*``, ``<agent>.output`` for each agent that has run, and
+    for each group in ``groups`` that has ended, its result as it is (``<group>.outputs``, ...)."""
+    context: dict[str, Any] = {
+        name: output if name in groups else {"output": output} for name, output in outputs.items()
+    }
     context["workflow"] = {"input": dict(inputs)}  # set last: an agent can never shadow it
     return context
+
+
+def resolve_reference(reference: str, context: Mapping[str, Any], *, where: str) -> Any:
+    """The value at a dotted reference like ``finder.output.items``; a digit part indexes a list."""
+    value: Any = context
+    for part in reference.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise TemplateFailure(where, f"'{reference}' has no '{part}' (has it run yet?)")
+    return value
 
 
 def _unwrap(expression: str) -> str:
