@@ -230,10 +230,12 @@ class Run(models.Model):
 
 
 class StepStatus(models.TextChoices):
+    # A for_each branch beyond max_concurrent: it is sent when a branch of its group ends.
+    WAITING = "waiting"
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
-    BLOCKED = "blocked", "blocked by a limit"
+    BLOCKED = "blocked", "blocked by a stop of the run"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -244,7 +246,15 @@ class Step(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
     sequence = models.PositiveIntegerField()
     agent = models.CharField(max_length=200)
-    iteration = models.PositiveIntegerField(help_text="How many times this agent has been reached in the run.")
+    iteration = models.PositiveIntegerField(
+        help_text="How many times this agent, or for a branch its group, has been reached in the run."
+    )
+    # A branch of a parallel or for_each group: (run, group, iteration) are its group's branches.
+    group = models.CharField(max_length=200, blank=True)
+    branch_index = models.PositiveIntegerField(null=True, blank=True)
+    branch_key = models.CharField(
+        max_length=200, blank=True, help_text="The agent's name in a parallel group; the item's index in a for_each."
+    )
     status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     redeliveries = models.PositiveIntegerField(default=0, help_text="Deliveries that found an attempt crashed, since the step was last resumed.")
@@ -354,6 +364,7 @@ class LedgerEntry(models.Model):
 class EventType(models.TextChoices):
     RUN_STARTED = "run_started"
     AGENT_COMPLETED = "agent_completed"
+    GROUP_COMPLETED = "group_completed"
     BUDGET_EXCEEDED = "budget_exceeded"
     ITERATION_LIMIT = "iteration_limit"
     TIMED_OUT = "timed_out"

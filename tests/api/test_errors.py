@@ -41,7 +41,13 @@ BAD_DEFINITIONS = {
         "agents[0].model",
     ),
     "script step": (HEADER + "agents:\n" + VALID_AGENT + "    type: script\n", "agents[0].type"),
-    "parallel group": (HEADER + "agents:\n" + VALID_AGENT + "parallel: []\n", "parallel"),
+    "parallel group of one agent": (
+        HEADER + "agents:\n" + VALID_AGENT + "parallel: [{name: g, agents: [a]}]\n", "parallel[0].agents"
+    ),
+    "for_each over a non-reference": (
+        HEADER + "agents:\n" + VALID_AGENT + "for_each: [{name: f, source: 'x', agent: {prompt: p}}]\n",
+        "for_each[0].source",
+    ),
     "tools": (HEADER + "agents:\n" + VALID_AGENT + "    tools: [search]\n", "agents[0].tools"),
 }
 

@@ -6,14 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import NoRouteMatched
-from .model import END, AgentSpec
+from .model import END, AgentSpec, ForEachSpec, ParallelSpec
 from .templates import evaluate
 
 __all__ = ["END", "next_agent"]
 
 
-def next_agent(agent: AgentSpec, context: Mapping[str, Any]) -> str:
-    """The first route whose ``when`` is absent or truthy; an agent without routes ends the workflow."""
+def next_agent(agent: AgentSpec | ParallelSpec | ForEachSpec, context: Mapping[str, Any]) -> str:
+    """The first route of an agent or group whose ``when`` is absent or truthy; without routes, the workflow ends."""
     if not agent.routes:
         return END
     for index, route in enumerate(agent.routes):

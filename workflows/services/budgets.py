@@ -58,12 +58,14 @@ def team_budget_state(team: Team, window: PeriodWindow) -> BudgetState:
     )
 
 
-def gate_input(*, run: Run, team: Team, estimate: Decimal | None, now=None) -> GateInput:
+def gate_input(*, run: Run, team: Team, estimate: Decimal | None, now=None, in_flight: int = 0) -> GateInput:
+    """`in_flight` counts the run's other steps running now: each will count as executed, so the
+    iteration limit holds with several branches of a group running at once."""
     now = now or timezone.now()
     return GateInput(
         max_iterations=run.max_iterations,
         timeout_seconds=run.timeout_seconds,
-        iterations=run.iterations,
+        iterations=run.iterations + in_flight,
         elapsed=run.elapsed(now),
         estimate_usd=estimate,
         budgets=(run_budget_state(run), team_budget_state(team, period_window(team.period, now))),

@@ -22,7 +22,6 @@ from workflows.models import (
     RESUMABLE_RUN_STATUSES,
     ApiKey,
     BudgetMode,
-    Checkpoint,
     EventType,
     Run,
     RunStatus,
@@ -35,7 +34,7 @@ from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
 from workflows.services.prices import prices_for
 from workflows.services.budgets import gate_input
-from workflows.services.steps import step_prepare, step_schedule
+from workflows.services.steps import step_enter, step_prepare, steps_reopen
 from workflows.services.teams import budget_changes_record
 
 
@@ -104,24 +103,22 @@ def run_start(
             active_since=now,
             **_limit_fields(resolved),
         )
-        step = Step.objects.create(run=run, sequence=1, agent=definition.entry_point, iteration=1)
-        Checkpoint.objects.create(
-            run=run,
-            reason="started",
-            next_step=step,
-            next_agent=step.agent,
-            outputs={},
-            iterations=0,
-            spent_usd=Decimal("0"),
-            active_time=run.active_time,
-        )
         event_record(
             run=run,
             type=EventType.RUN_STARTED,
             payload={"limits": _limits_payload(run), "limit_sources": resolved.sources},
             actor=actor_of(started_by),
         )
-        step_schedule(step)
+        # The entry point's step, or its group's branches, with the "started" checkpoint.
+        step_enter(
+            team=team,
+            run=run,
+            target=definition.entry_point,
+            outputs={},
+            after_sequence=0,
+            reason="started",
+            definition=definition,
+        )
     return run
 
 
@@ -183,7 +180,7 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
         run.error = None
         run.finished_at = None
         run.active_since = now
-        run.current_agent = step.agent
+        run.current_agent = step.group or step.agent
         run.save(
             update_fields=[
                 *new_limits,
@@ -197,10 +194,6 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
                 "updated_at",
             ]
         )
-        step.status = StepStatus.PENDING
-        step.error = None
-        step.redeliveries = 0
-        step.save(update_fields=["status", "error", "redeliveries"])
         event_record(
             run=run,
             type=EventType.RUN_RESUMED,
@@ -213,7 +206,7 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
                 "old_limits": _limits_payload(Run(**old_limits)),
                 "new_limits": _limits_payload(run),
                 "spent_usd": usd(run.spent_usd),
-                "next_agent": step.agent,
+                "next_agent": step.group or step.agent,
             },
         )
         budget_changes_record(
@@ -224,7 +217,7 @@ def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | 
             actor=actor_of(resumed_by),
             reason=reason,
         )
-        step_schedule(step)
+        steps_reopen(run=run, step=step, failed_too=previous_status == RunStatus.FAILED)
     return run
 
 
@@ -245,7 +238,9 @@ def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = ""
         run.finished_at = now
         run.save(update_fields=["status", "active_time", "active_since", "finished_at", "updated_at"])
         # A step already running finishes and is charged; steps not yet started never run.
-        run.steps.filter(status__in=[StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED]).update(
+        run.steps.filter(
+            status__in=[StepStatus.WAITING, StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED]
+        ).update(
             status=StepStatus.CANCELLED
         )
         event_record(

@@ -7,6 +7,7 @@ then the step row, always in that order. The provider is called between them, ou
 import logging
 import os
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -14,11 +15,15 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from workflows.definition import (
     END,
+    AgentSpec,
+    ForEachSpec,
     NoRouteMatched,
+    ParallelSpec,
     TemplateFailure,
     UnitPrices,
     WorkflowDefinition,
@@ -28,6 +33,7 @@ from workflows.definition import (
     next_agent,
     render,
     render_value,
+    resolve_reference,
     template_context,
 )
 from workflows.models import (
@@ -83,7 +89,13 @@ class StepAttempt:
 def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, outputs: dict) -> PreparedStep:
     """Render the step's prompts and estimate its cost. Raises TemplateFailure."""
     agent = definition.agent(step.agent)
-    context = template_context(inputs=run.inputs, outputs=outputs)
+    context = _context(run=run, definition=definition, outputs=outputs)
+    if step.group in definition.for_each:
+        group = definition.for_each[step.group]
+        items = _items(group, context)
+        if step.branch_index >= len(items):
+            raise TemplateFailure(f"for_each '{group.name}' source", f"has no item {step.branch_index} any more")
+        context.update({group.as_name: items[step.branch_index], "_index": step.branch_index, "_key": step.branch_key})
     system_prompt = render(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
     prompt = render(agent.prompt, context, where=f"agent '{agent.name}' prompt")
     prices, price_source = prices_for(model=agent.model, pricing=definition.pricing)
@@ -168,7 +180,7 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
         try:
             prepared = step_prepare(run=run, step=step, definition=definition, outputs=checkpoint.outputs)
         except TemplateFailure as exc:
-            _run_fail(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+            _step_failed(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
             return None
 
         if step.status == StepStatus.RUNNING:
@@ -189,7 +201,10 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
             return None
 
         now = timezone.now()
-        decision = gate_decide(gate_input(run=run, team=team, estimate=prepared.estimate_usd, now=now))
+        in_flight = run.steps.filter(status=StepStatus.RUNNING).count() if step.group else 0
+        decision = gate_decide(
+            gate_input(run=run, team=team, estimate=prepared.estimate_usd, now=now, in_flight=in_flight)
+        )
         if not decision.admitted:
             step.estimate_usd = prepared.estimate_usd
             _run_stop(team=team, run=run, step=step, decision=decision)
@@ -198,7 +213,7 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
 
         reserve(team=team, run=run, step=step, amount=prepared.estimate_usd or Decimal("0"))
         run.status = RunStatus.RUNNING
-        run.current_agent = step.agent
+        run.current_agent = step.group or step.agent
         run.save(update_fields=["status", "current_agent", "updated_at"])
         step.status = StepStatus.RUNNING
         step.attempts += 1
@@ -235,6 +250,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
             payload={
                 "agent": step.agent,
                 "step": step.sequence,
+                **_branch_of(step),
                 "attempt": attempt.number,
                 "model": attempt.prepared.request.model,
                 "input_tokens": result.input_tokens,
@@ -243,11 +259,25 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
                 "spent_usd": usd(run.spent_usd),
             },
         )
+        if step.group:
+            # A branch's output joins its group's result when the group ends; a stopped run's
+            # group goes on only when the run is resumed.
+            if run.status in ACTIVE_RUN_STATUSES:
+                _group_continue(team=team, run=run, step=step)
+            return
         outputs = {**latest_checkpoint(run=run).outputs, step.agent: result.output}
         if run.status == RunStatus.CANCELLED:
             _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=None)
             return
-        _advance(team=team, run=run, step=step, outputs=outputs)
+        definition = definition_of(run.workflow_version)
+        _advance(
+            team=team,
+            run=run,
+            source=definition.agent(step.agent),
+            outputs=outputs,
+            after_sequence=step.sequence,
+            definition=definition,
+        )
 
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
@@ -264,7 +294,7 @@ def step_fail(*, attempt: StepAttempt, error: dict) -> None:
             step.finished_at = timezone.now()
             step.save(update_fields=["status", "error", "finished_at"])
             return
-        _run_fail(team=team, run=run, step=step, error=error)
+        _step_failed(team=team, run=run, step=step, error=error)
 
 
 def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
@@ -314,11 +344,112 @@ def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionRes
     return cost
 
 
-def _advance(*, team: Team, run: Run, step: Step, outputs: dict) -> None:
+def step_enter(
+    *,
+    team: Team,
+    run: Run,
+    target: str,
+    outputs: dict,
+    after_sequence: int,
+    reason: str,
+    definition: WorkflowDefinition,
+    empty_groups: int = 0,
+) -> None:
+    """Create and send the step of an agent, or the branches of a group, with a checkpoint that
+    points at the first. A for_each branch beyond max_concurrent waits for a free slot."""
+    group = definition.group(target)
+    run.current_agent = target
+    run.save(update_fields=["current_agent", "updated_at"])
+    if group is None:
+        step = Step.objects.create(
+            run=run, sequence=after_sequence + 1, agent=target, iteration=run.steps.filter(agent=target).count() + 1
+        )
+        _checkpoint(run=run, reason=reason, outputs=outputs, next_step=step)
+        step_schedule(step)
+        return
+
+    if isinstance(group, ParallelSpec):
+        branches = [(agent, agent) for agent in group.agents]
+    else:
+        try:
+            items = _items(group, _context(run=run, definition=definition, outputs=outputs))
+        except TemplateFailure as exc:
+            _checkpoint(run=run, reason=reason, outputs=outputs, next_step=None)
+            _run_fail(team=team, run=run, step=None, error={"type": "ForEachSourceError", "message": str(exc)})
+            return
+        branches = [(group.agent.name, str(index)) for index in range(len(items))]
+    if not branches:
+        # Nothing to run: the group ends at once, and conductor's empty result goes on to its routes.
+        if empty_groups >= run.max_iterations:
+            _checkpoint(run=run, reason=reason, outputs=outputs, next_step=None)
+            message = f"Groups with nothing to run routed to each other {empty_groups} times without a step."
+            _run_fail(team=team, run=run, step=None, error={"type": "RouteError", "message": message})
+            return
+        _group_done(
+            team=team,
+            run=run,
+            group=group,
+            result=_group_result(group, []),
+            outputs=outputs,
+            after_sequence=after_sequence,
+            definition=definition,
+            empty_groups=empty_groups + 1,
+        )
+        return
+
+    iteration = (run.steps.filter(group=target).aggregate(last=Max("iteration"))["last"] or 0) + 1
+    slots = _slots(group)
+    steps = Step.objects.bulk_create(
+        Step(
+            run=run,
+            sequence=after_sequence + 1 + index,
+            agent=agent,
+            iteration=iteration,
+            group=target,
+            branch_index=index,
+            branch_key=key,
+            status=StepStatus.PENDING if index < slots else StepStatus.WAITING,
+        )
+        for index, (agent, key) in enumerate(branches)
+    )
+    _checkpoint(run=run, reason=reason, outputs=outputs, next_step=steps[0])
+    for step in steps[:slots]:
+        step_schedule(step)
+
+
+def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
+    """Resume: send the step the checkpoint points at again. For a branch, also every branch of its
+    group that a stop kept from running, and with `failed_too` those that failed; branches that
+    succeeded keep their outputs."""
+    reopened = [StepStatus.BLOCKED, StepStatus.FAILED] if failed_too else [StepStatus.BLOCKED]
+    if not step.group:
+        step.status = StepStatus.PENDING
+        step.error = None
+        step.redeliveries = 0
+        step.save(update_fields=["status", "error", "redeliveries"])
+        step_schedule(step)
+        return
+    branches = _branches(run=run, step=step)
+    branches.filter(pk=step.pk).update(status=StepStatus.WAITING, error=None, redeliveries=0)
+    branches.filter(status__in=reopened).update(status=StepStatus.WAITING, error=None, redeliveries=0)
     definition = definition_of(run.workflow_version)
-    context = template_context(inputs=run.inputs, outputs=outputs)
+    _send_waiting(group=definition.group(step.group), branches=branches)
+
+
+def _advance(
+    *,
+    team: Team,
+    run: Run,
+    source: AgentSpec | ParallelSpec | ForEachSpec,
+    outputs: dict,
+    after_sequence: int,
+    definition: WorkflowDefinition,
+    empty_groups: int = 0,
+) -> None:
+    """Take the routes of the agent or group that just ended: to the next step, or to the end."""
+    context = _context(run=run, definition=definition, outputs=outputs)
     try:
-        target = next_agent(definition.agent(step.agent), context)
+        target = next_agent(source, context)
         final_output = _render_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure) as exc:
         error_type = "RouteError" if isinstance(exc, NoRouteMatched) else "TemplateError"
@@ -336,16 +467,140 @@ def _advance(*, team: Team, run: Run, step: Step, outputs: dict) -> None:
         _checkpoint(run=run, reason="completed", outputs=outputs, next_step=None)
         event_record(run=run, type=EventType.RUN_COMPLETED, payload={"spent_usd": usd(run.spent_usd)})
         return
-    next_step = Step.objects.create(
+    step_enter(
+        team=team,
         run=run,
-        sequence=step.sequence + 1,
-        agent=target,
-        iteration=run.steps.filter(agent=target).count() + 1,
+        target=target,
+        outputs=outputs,
+        after_sequence=after_sequence,
+        reason="step_completed",
+        definition=definition,
+        empty_groups=empty_groups,
     )
-    run.current_agent = target
-    run.save(update_fields=["current_agent", "updated_at"])
-    _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=next_step)
-    step_schedule(next_step)
+
+
+def _group_continue(*, team: Team, run: Run, step: Step) -> None:
+    """A branch ended in an active run: send a waiting branch into the freed slot, or, when it was
+    the last, end the group. Callers hold the run row lock, so of two branches ending at once on
+    two workers, exactly one sees the other ended and ends the group."""
+    definition = definition_of(run.workflow_version)
+    group = definition.group(step.group)
+    branches = _branches(run=run, step=step)
+    if _send_waiting(group=group, branches=branches):
+        return
+    ended = list(branches.order_by("branch_index"))
+    failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
+    result = _group_result(group, ended)
+    succeeded = len(ended) - len(failed)
+    if failed and (group.failure_mode != "continue_on_error" or not succeeded):
+        rule = "every branch must succeed" if group.failure_mode != "continue_on_error" else "no branch succeeded"
+        error = {
+            "type": "GroupFailedError",
+            "message": f"Group '{group.name}' failed ({group.failure_mode}: {rule}): "
+            f"{succeeded} succeeded, {len(failed)} failed.",
+            "group": group.name,
+            "errors": result["errors"],
+        }
+        _checkpoint(run=run, reason="failed", outputs=latest_checkpoint(run=run).outputs, next_step=failed[0])
+        _run_fail(team=team, run=run, step=None, error=error)
+        return
+    _group_done(
+        team=team,
+        run=run,
+        group=group,
+        result=result,
+        outputs=latest_checkpoint(run=run).outputs,
+        after_sequence=ended[-1].sequence,
+        definition=definition,
+    )
+
+
+def _group_done(
+    *,
+    team: Team,
+    run: Run,
+    group: ParallelSpec | ForEachSpec,
+    result: dict,
+    outputs: dict,
+    after_sequence: int,
+    definition: WorkflowDefinition,
+    empty_groups: int = 0,
+) -> None:
+    event_record(
+        run=run,
+        type=EventType.GROUP_COMPLETED,
+        payload={"group": group.name, "succeeded": len(result["outputs"]), "failed": len(result["errors"])},
+    )
+    _advance(
+        team=team,
+        run=run,
+        source=group,
+        outputs={**outputs, group.name: result},
+        after_sequence=after_sequence,
+        definition=definition,
+        empty_groups=empty_groups,
+    )
+
+
+def _send_waiting(*, group: ParallelSpec | ForEachSpec, branches) -> bool:
+    """Send waiting branches into the group's free slots. Whether any branch is still to end."""
+    statuses = Counter(branches.values_list("status", flat=True))
+    in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
+    free = _slots(group) - in_flight
+    if statuses[StepStatus.WAITING] and free > 0:
+        for waiting in branches.filter(status=StepStatus.WAITING).order_by("branch_index")[:free]:
+            waiting.status = StepStatus.PENDING
+            waiting.save(update_fields=["status"])
+            step_schedule(waiting)
+    return bool(in_flight or statuses[StepStatus.WAITING])
+
+
+def _group_result(group: ParallelSpec | ForEachSpec, ended: list[Step]) -> dict:
+    """Conductor's shape: a parallel group's outputs and errors by agent; a for_each group's outputs
+    as a list in item order (failed items left out), its errors by item key, and its item count."""
+    succeeded = [branch for branch in ended if branch.status == StepStatus.SUCCEEDED]
+    failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
+    if isinstance(group, ParallelSpec):
+        return {
+            "outputs": {branch.branch_key: branch.output for branch in succeeded},
+            "errors": {branch.branch_key: _branch_error("agent_name", branch) for branch in failed},
+        }
+    return {
+        "outputs": [branch.output for branch in succeeded],
+        "errors": {branch.branch_key: _branch_error("item_key", branch) for branch in failed},
+        "count": len(ended),
+    }
+
+
+def _branch_error(name_field: str, branch: Step) -> dict:
+    error = branch.error or {}
+    return {name_field: branch.branch_key, "exception_type": error.get("type", ""), "message": error.get("message", "")}
+
+
+def _branches(*, run: Run, step: Step):
+    """The branches of the group `step` belongs to, in this entry of the group."""
+    return run.steps.filter(group=step.group, iteration=step.iteration)
+
+
+def _branch_of(step: Step) -> dict:
+    return {"group": step.group, "branch": step.branch_key} if step.group else {}
+
+
+def _slots(group: ParallelSpec | ForEachSpec) -> int:
+    """How many of the group's branches may be in flight at once."""
+    return group.max_concurrent if isinstance(group, ForEachSpec) else len(group.agents)
+
+
+def _items(group: ForEachSpec, context: dict) -> list:
+    where = f"for_each '{group.name}' source"
+    items = resolve_reference(group.source, context, where=where)
+    if not isinstance(items, list):
+        raise TemplateFailure(where, f"'{group.source}' is {type(items).__name__}, not a list")
+    return items
+
+
+def _context(*, run: Run, definition: WorkflowDefinition, outputs: dict) -> dict:
+    return template_context(inputs=run.inputs, outputs=outputs, groups=definition.group_names)
 
 
 def _render_output(definition: WorkflowDefinition, context: dict) -> dict:
@@ -383,6 +638,33 @@ def _take_over_crashed_attempt(
     return StepAttempt(team_id=run.team_id, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
 
 
+def _step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
+    """A step failed. A plain step, or a branch under fail_fast, fails the run; any other branch
+    is recorded as failed and its group goes on, its failure mode judging it when it ends."""
+    if not step.group:
+        _run_fail(team=team, run=run, step=step, error=error)
+        return
+    definition = definition_of(run.workflow_version)
+    if run.status in ACTIVE_RUN_STATUSES and definition.group(step.group).failure_mode == "fail_fast":
+        _run_fail(team=team, run=run, step=step, error={**error, **_branch_of(step)})
+        return
+    release(team=team, run=run, step=step)
+    step.status = StepStatus.FAILED
+    step.error = error
+    step.finished_at = timezone.now()
+    step.save(update_fields=["status", "error", "finished_at"])
+    if run.status in ACTIVE_RUN_STATUSES:
+        _group_continue(team=team, run=run, step=step)
+
+
+def _block_unstarted_branches(*, run: Run, step: Step) -> None:
+    """The run stopped at a branch: its group's branches not yet started never start, until a resume."""
+    if step.group:
+        _branches(run=run, step=step).filter(status__in=[StepStatus.PENDING, StepStatus.WAITING]).exclude(
+            pk=step.pk
+        ).update(status=StepStatus.BLOCKED)
+
+
 def _run_stop(*, team: Team, run: Run, step: Step, decision: GateDecision) -> None:
     """A limit stops the run before `step`; the checkpoint points at that step so resume runs it."""
     now = timezone.now()
@@ -413,6 +695,7 @@ def _run_stop(*, team: Team, run: Run, step: Step, decision: GateDecision) -> No
     run.save(update_fields=["status", "error", "current_agent", "active_time", "active_since", "finished_at", "updated_at"])
     step.status = StepStatus.BLOCKED
     step.save(update_fields=["status", "estimate_usd"])
+    _block_unstarted_branches(run=run, step=step)
     _checkpoint(run=run, reason=decision.stop, outputs=latest_checkpoint(run=run).outputs, next_step=step)
 
 
@@ -429,6 +712,7 @@ def _run_fail(*, team: Team, run: Run, step: Step | None, error: dict) -> None:
         step.error = error
         step.finished_at = now
         step.save(update_fields=["status", "error", "finished_at"])
+        _block_unstarted_branches(run=run, step=step)
         _checkpoint(run=run, reason="failed", outputs=latest_checkpoint(run=run).outputs, next_step=step)
     event_record(run=run, type=EventType.RUN_FAILED, payload=error)
 
@@ -443,7 +727,7 @@ def _checkpoint(*, run: Run, reason: str, outputs: dict, next_step: Step | None)
         run=run,
         reason=reason,
         next_step=next_step,
-        next_agent=next_step.agent if next_step else "",
+        next_agent=(next_step.group or next_step.agent) if next_step else "",
         outputs=outputs,
         iterations=run.iterations,
         spent_usd=run.spent_usd,
