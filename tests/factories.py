@@ -7,6 +7,8 @@ from workflows.services.workflows import workflow_create
 
 # The README walks through the graduation path with this file, so the tests run it too.
 THREE_STEP_YAML = (Path(__file__).resolve().parent.parent / "examples" / "research-pipeline.yaml").read_text()
+# docs/workflows.md shows this one: a parallel group, then a for_each group with max_concurrent 2.
+FAN_OUT_YAML = (Path(__file__).resolve().parent.parent / "examples" / "fan-out-review.yaml").read_text()
 
 LOOP_YAML = """
 workflow:

@@ -157,6 +157,9 @@ class StepOutputSerializer(serializers.ModelSerializer):
             "id",
             "sequence",
             "agent",
+            "group",
+            "branch_index",
+            "branch_key",
             "iteration",
             "status",
             "attempts",
@@ -179,6 +182,8 @@ class EventOutputSerializer(serializers.ModelSerializer):
 
 class LedgerEntryOutputSerializer(serializers.ModelSerializer):
     step = serializers.IntegerField(source="step.sequence")
+    group = serializers.CharField(source="step.group")
+    branch_key = serializers.CharField(source="step.branch_key")
     input_per_mtok = money(allow_null=True)
     output_per_mtok = money(allow_null=True)
     cached_input_per_mtok = money(allow_null=True)
@@ -191,6 +196,8 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
             "step",
             "attempt",
             "agent",
+            "group",
+            "branch_key",
             "provider",
             "model",
             "input_tokens",
