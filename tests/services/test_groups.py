@@ -1,9 +1,11 @@
 """Parallel and for_each groups through the services, without a broker: each branch a step with its
 own gate and reservation, group completion, failure modes, budget stops and resume."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from tests.factories import FAN_OUT_YAML, workflow_version
 from tests.invariants import assert_invariants
@@ -11,6 +13,7 @@ from workflows.models import EventType, Run, Step
 from workflows.providers import CompletionResult
 from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.steps import step_begin, step_fail, step_settle
+from workflows.services.sweeper import sweep_stuck_steps
 
 pytestmark = pytest.mark.django_db
 
@@ -292,3 +295,13 @@ def test_the_entry_point_may_be_a_group(team):
 
     assert statuses(run, "reviews") == [("security_review", "pending"), ("style_review", "pending")]
     assert run.checkpoints.latest().next_agent == "reviews"
+
+
+def test_the_sweeper_sends_lost_branches_again_but_never_a_waiting_one(team):
+    run = start(team)
+    through_reviews(run)
+
+    report = sweep_stuck_steps(now=timezone.now() + timedelta(hours=1))
+
+    assert report.lost_resent == 2  # the two pending branches; the third waits for a free slot
+    assert statuses(run, "analyses") == [("0", "pending"), ("1", "pending"), ("2", "waiting")]

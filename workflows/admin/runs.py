@@ -54,7 +54,10 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class StepInline(ReadOnlyInline):
     model = Step
-    fields = ["sequence", "agent", "iteration", "status", "attempts", "model", "estimate_usd", "reserved_usd", "worker"]
+    fields = [
+        "sequence", "agent", "group", "branch_key", "iteration", "status", "attempts", "model", "estimate_usd",
+        "reserved_usd", "worker",
+    ]  # fmt: skip
 
 
 class EventInline(ReadOnlyInline):
@@ -95,7 +98,10 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Step)
 class StepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "run", "sequence", "agent", "status", "attempts", "estimate_usd", "reserved_usd", "worker"]
+    list_display = [
+        "id", "run", "sequence", "agent", "group", "branch_key", "status", "attempts", "estimate_usd", "reserved_usd",
+        "worker",
+    ]  # fmt: skip
     list_filter = ["status"]
     search_fields = ["agent", "run__id"]
 

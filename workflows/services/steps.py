@@ -689,7 +689,7 @@ def _run_stop(*, team: Team, run: Run, step: Step, decision: GateDecision) -> No
         error_type = "TimeoutError" if decision.stop == RunStatus.TIMED_OUT else "MaxIterationsError"
         run.error = {"type": error_type, "message": decision.message, "current_agent": step.agent}
     run.status = decision.stop
-    run.current_agent = step.agent
+    run.current_agent = step.group or step.agent
     _pause_clock(run, now)
     run.finished_at = now
     run.save(update_fields=["status", "error", "current_agent", "active_time", "active_since", "finished_at", "updated_at"])
