@@ -2,6 +2,9 @@
 
 Each of `step_begin` and `step_settle` is one transaction that locks the team row, the run row and
 then the step row, always in that order. The provider is called between them, outside any transaction.
+
+The branches of a parallel or for_each group are steps like any other, several in flight at once.
+Whichever branch ends last sees so under the run row lock and ends the group: exactly one does.
 """
 
 import logging
