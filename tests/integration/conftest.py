@@ -1,4 +1,7 @@
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,10 @@ from django.conf import settings
 from django.db import connection
 
 from budgetsvc.celery import app
+from tests.conftest import wait_until
+
+ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+ON_REDIS = settings.CELERY_BROKER_URL.startswith("redis://")
 
 
 @pytest.fixture
@@ -34,3 +41,58 @@ def service_env(var_dir: Path) -> dict:
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         env["CELERY_FILESYSTEM_BROKER_DIR"] = str(Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]).parent)
     return env
+
+
+def skip_unless_redis() -> None:
+    if not ON_REDIS:
+        pytest.skip(
+            "needs CELERY_BROKER_URL=redis://...: Celery's filesystem transport deletes a message when a worker "
+            "takes it, so it never delivers a step twice"
+        )
+
+
+@pytest.fixture
+def celery_process(transactional_db, tmp_path: Path):
+    """Starts a Celery process in a session of its own, so a test can kill it with all its children.
+
+    `start("worker", ..., env={...})` adds `env` to the service environment. The process's log is at
+    `process.log_path`; every process still alive at the end is stopped with its children.
+    """
+    started = []
+
+    def start(*command: str, env: dict | None = None) -> subprocess.Popen:
+        log_path = tmp_path / f"{command[0]}-{len(started)}.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "budgetsvc", *command, "--loglevel", "INFO"],
+            cwd=settings.BASE_DIR,
+            env={**service_env(tmp_path), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process.log_path = log_path
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, _ in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process, log in started:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def wait_for_ready(process: subprocess.Popen, *, timeout: float = 60) -> None:
+    """Wait until a worker started by `celery_process` says it is ready to take tasks."""
+    wait_until(
+        lambda: process.poll() is not None or " ready." in process.log_path.read_text(),
+        timeout=timeout,
+        message=f"the worker logging to {process.log_path} to be ready",
+    )
+    assert process.poll() is None, process.log_path.read_text()[-3000:]

@@ -8,17 +8,14 @@ filesystem transport never. The run must complete within RECOVERY_BOUND of the k
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import slow_middle_yaml, workflow_version
-from tests.integration.conftest import service_env
+from tests.integration.conftest import ON_POSTGRESQL
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
 from workflows.services.runs import run_start
@@ -26,7 +23,6 @@ from workflows.services.runs import run_start
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 # The processes' environment. On SQLite an attempt is judged dead once its lease has passed, the
 # hard time limit (soft + 30 s) plus 10 s; a short soft limit keeps that lease at 45 s.
 SERVICE_SETTINGS = {"SWEEP_INTERVAL_SECONDS": "1"} if ON_POSTGRESQL else {
@@ -38,43 +34,15 @@ SERVICE_SETTINGS = {"SWEEP_INTERVAL_SECONDS": "1"} if ON_POSTGRESQL else {
 RECOVERY_BOUND = 30 if ON_POSTGRESQL else 90
 
 
-@pytest.fixture
-def celery_process(transactional_db, tmp_path: Path):
-    """Starts a Celery process in a session of its own, so a test can kill it with all its children."""
-    started = []
-
-    def start(*command: str) -> subprocess.Popen:
-        log = (tmp_path / f"{command[0]}-{len(started)}.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "budgetsvc", *command, "--loglevel", "INFO"],
-            cwd=settings.BASE_DIR,
-            env={**service_env(tmp_path), **SERVICE_SETTINGS},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append((process, log))
-        return process
-
-    yield start
-    for process, _ in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process, log in started:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-
-
 def start_worker(celery_process) -> subprocess.Popen:
-    return celery_process("worker", "--pool", "prefork", "--concurrency", "1", "--hostname", f"sweep-{uuid.uuid4().hex[:6]}@%h")
+    return celery_process(
+        "worker", "--pool", "prefork", "--concurrency", "1", "--hostname", f"sweep-{uuid.uuid4().hex[:6]}@%h",
+        env=SERVICE_SETTINGS,
+    )
 
 
 def test_a_step_whose_whole_worker_was_killed_is_swept_to_a_fresh_worker_and_charged_once(team, celery_process):
-    celery_process("beat")
+    celery_process("beat", env=SERVICE_SETTINGS)
     first_worker = start_worker(celery_process)
     version = workflow_version(team=team, source=slow_middle_yaml(latency_ms=3000))
     run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "1", "budget_mode": "enforce"})
