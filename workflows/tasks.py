@@ -1,5 +1,7 @@
 """Celery tasks: they take ids, call one service, and own the retry policy. Nothing else."""
 
+import logging
+
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -13,6 +15,8 @@ from workflows.services.steps import step_execute
 # A duplicate delivery of a step whose attempt is alive elsewhere looks again this often, for as
 # long as that attempt may run, so the step is never left with no delivery that can finish it.
 BUSY_STEP_RETRY_SECONDS = 2
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -31,6 +35,13 @@ def execute_step(self, step_id: int) -> None:
         if acquired:
             step_execute(step_id=step_id)
             return
+    # A second delivery of a step that is still running: the sweeper's, or the broker's after a
+    # visibility timeout shorter than the step (docs/operations.md).
+    logger.warning(
+        "Step %s is being executed by a live attempt elsewhere; this delivery looks again in %s s.",
+        step_id,
+        BUSY_STEP_RETRY_SECONDS,
+    )
     raise self.retry(
         countdown=BUSY_STEP_RETRY_SECONDS,
         max_retries=settings.CELERY_TASK_TIME_LIMIT // BUSY_STEP_RETRY_SECONDS + 1,
