@@ -55,8 +55,8 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class StepInline(ReadOnlyInline):
     model = Step
     fields = [
-        "sequence", "agent", "group", "branch_key", "iteration", "status", "attempts", "model", "estimate_usd",
-        "reserved_usd", "worker",
+        "sequence", "agent", "group", "branch_key", "iteration", "status", "attempts", "redeliveries", "model",
+        "estimate_usd", "reserved_usd", "worker",
     ]  # fmt: skip
 
 
@@ -99,8 +99,8 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(Step)
 class StepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "id", "run", "sequence", "agent", "group", "branch_key", "status", "attempts", "estimate_usd", "reserved_usd",
-        "worker",
+        "id", "run", "sequence", "agent", "group", "branch_key", "status", "attempts", "redeliveries", "estimate_usd",
+        "reserved_usd", "worker",
     ]  # fmt: skip
     list_filter = ["status"]
     search_fields = ["agent", "run__id"]

@@ -163,6 +163,7 @@ class StepOutputSerializer(serializers.ModelSerializer):
             "iteration",
             "status",
             "attempts",
+            "redeliveries",
             "model",
             "estimate_usd",
             "reserved_usd",
