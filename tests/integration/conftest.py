@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,25 @@ def wait_for_ready(process: subprocess.Popen, *, timeout: float = 60) -> None:
         message=f"the worker logging to {process.log_path} to be ready",
     )
     assert process.poll() is None, process.log_path.read_text()[-3000:]
+
+
+# The `workers` fixture: several worker processes, so steps really race between processes.
+WORKER_PROCESSES = 3
+WORKER_CONCURRENCY = 3
+
+
+@pytest.fixture
+def workers(celery_process) -> list[subprocess.Popen]:
+    """WORKER_PROCESSES prefork workers of WORKER_CONCURRENCY children each, all consuming before the test."""
+    token = uuid.uuid4().hex[:6]
+    processes = [
+        celery_process(
+            "worker", "--pool", "prefork", "--concurrency", str(WORKER_CONCURRENCY),
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", f"race-{token}-{index}@%h",
+        )  # fmt: skip
+        for index in range(WORKER_PROCESSES)
+    ]
+    # Started only once every worker consumes, so the steps really race rather than queue up for one.
+    for process in processes:
+        wait_for_ready(process)
+    return processes

@@ -12,7 +12,6 @@ from django.db import connection
 from budgetsvc.celery import app
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import FAN_OUT_YAML, workflow_version
-from tests.integration.test_race_free_gate import workers  # noqa: F401 - a fixture: worker processes
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Run, Step
 from workflows.services.runs import run_start
@@ -225,7 +224,7 @@ for_each:
     reason="needs DATABASE_URL=postgres://... and CELERY_BROKER_URL=redis://...: the race is between "
     "worker processes on one PostgreSQL database, which SQLite and the filesystem broker cannot host",
 )
-def test_branches_ending_at_once_on_several_workers_continue_the_group_exactly_once(team, workers):  # noqa: F811
+def test_branches_ending_at_once_on_several_workers_continue_the_group_exactly_once(team, workers):
     workflow = workflow_version(team=team, source=RACE_YAML).workflow_id
     started = [run_start(team=team, workflow=workflow).pk for _ in range(RACE_RUNS)]
     wait_until(

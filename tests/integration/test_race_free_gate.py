@@ -4,13 +4,9 @@ it passes it by at most what the steps in flight under-estimated. A naive check-
 as the control, overshoots under the same load."""
 
 import queue
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -20,7 +16,7 @@ from django.utils import timezone
 
 from tests.conftest import wait_until
 from tests.factories import workflow_version
-from tests.integration.conftest import service_env
+from tests.integration.conftest import WORKER_CONCURRENCY, WORKER_PROCESSES
 from tests.invariants import assert_invariants
 from workflows.models import LedgerEntry, Run, RunStatus, Step, StepStatus
 from workflows.services.budgets import add, gate_input
@@ -40,10 +36,8 @@ pytestmark = [
 
 RUNS = 200
 TEAM_BUDGET = Decimal("1.00")
-WORKERS = 3
-CONCURRENCY = 3
 # A step occupies a worker slot from its gate to its settlement, so no more can be in flight at once.
-MAX_IN_FLIGHT = WORKERS * CONCURRENCY
+MAX_IN_FLIGHT = WORKER_PROCESSES * WORKER_CONCURRENCY
 TERMINAL = (RunStatus.COMPLETED, RunStatus.BUDGET_EXCEEDED, RunStatus.FAILED)
 
 # One step: 1,000 output tokens at $10/Mtok, exactly the max_tokens the estimate assumes, and free input:
@@ -77,47 +71,6 @@ def team_with_budget(team):
     )
     team.refresh_from_db()
     return team
-
-
-@pytest.fixture
-def workers(transactional_db, tmp_path: Path):
-    """WORKERS Celery worker processes (prefork, CONCURRENCY children each), all consuming before the test."""
-    token = uuid.uuid4().hex[:6]
-    logs, processes = [], []
-    for index in range(WORKERS):
-        log_path = tmp_path / f"worker-{index}.log"
-        log = log_path.open("w")
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable, "-m", "celery", "-A", "budgetsvc", "worker",
-                    "--pool", "prefork", "--concurrency", str(CONCURRENCY), "--loglevel", "INFO",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                    "--hostname", f"race-{token}-{index}@%h",
-                ],
-                cwd=settings.BASE_DIR,
-                env=service_env(tmp_path),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        logs.append((log, log_path))
-    try:
-        # Started only once every worker consumes, so the steps really race rather than queue up for one.
-        wait_until(
-            lambda: all(" ready." in path.read_text() for _, path in logs), timeout=60, message="workers to be ready"
-        )
-        yield processes
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log, _ in logs:
-            log.close()
 
 
 def run_all(team, source: str) -> list[Run]:
@@ -165,7 +118,7 @@ def test_concurrent_steps_on_several_workers_never_spend_past_the_team_budget(te
     team_with_budget.refresh_from_db()
     assert team_with_budget.reserved_usd == 0
     # The steps did race: more were in flight at once than one worker process can run.
-    assert peak_in_flight(team_with_budget) > CONCURRENCY
+    assert peak_in_flight(team_with_budget) > WORKER_CONCURRENCY
 
 
 def test_under_estimated_steps_overshoot_by_at_most_what_the_steps_in_flight_under_estimated(
@@ -184,7 +137,7 @@ def test_under_estimated_steps_overshoot_by_at_most_what_the_steps_in_flight_und
     assert any(run.status == RunStatus.BUDGET_EXCEEDED for run in runs)
     team_with_budget.refresh_from_db()
     assert team_with_budget.reserved_usd == 0
-    assert peak_in_flight(team_with_budget) > CONCURRENCY
+    assert peak_in_flight(team_with_budget) > WORKER_CONCURRENCY
 
 
 # --- the control: the same decision, made without holding the team lock until the charge -----------
