@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import slow_middle_yaml, workflow_version
-from tests.integration.conftest import ON_POSTGRESQL, skip_unless_redis, wait_for_ready
+from tests.integration.conftest import skip_unless_redis, wait_for_ready
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
 from workflows.services.runs import run_start
@@ -33,8 +33,6 @@ def parent_pid(pid: int) -> int:
 @pytest.mark.timeout(180)
 def test_a_step_that_outlives_the_visibility_timeout_is_delivered_twice_and_charged_once(team, celery_process):
     skip_unless_redis()
-    if not ON_POSTGRESQL:
-        pytest.skip("needs DATABASE_URL=postgres://...: the service refuses a Redis broker with SQLite")
     env = {
         "CELERY_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY_TIMEOUT_SECONDS),
         "DJANGO_SETTINGS_MODULE": "tests.integration.worker_settings",
