@@ -42,7 +42,7 @@ def test_a_step_that_crashes_its_worker_every_time_is_parked_after_k_deliveries_
     run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "1", "budget_mode": "enforce"})
 
     # The first delivery, then MAX_REDELIVERIES takeovers: every attempt dies mid-call.
-    killed, takeovers = [], []
+    killed, takeovers, killed_at = [], [], 0.0
     for attempt in range(1, MAX_REDELIVERIES + 2):
         step = wait_until(
             lambda: Step.objects.filter(run=run, agent="middle", status="running", attempts=attempt).first(),
