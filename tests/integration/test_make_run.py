@@ -74,6 +74,7 @@ def make_run(transactional_db, tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+        print((tmp_path / "make-run.log").read_text()[-5000:])  # pytest shows it when the test failed
 
 
 def test_make_run_serves_the_api_with_a_worker_and_stops_on_sigterm(make_run):

@@ -28,7 +28,7 @@ from workflows.models import IdempotencyKey, Team
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
-# Far longer than any request may run (gunicorn kills a silent worker after 30 s): a claim this old
+# Far longer than any request may run (`make run`'s gunicorn kills a silent worker after 60 s): a claim this old
 # without a response was left by a process that died mid-request, and the key may be used again.
 IDEMPOTENCY_CLAIM_TIMEOUT = timedelta(minutes=5)
 KEY_MAX_LENGTH = IdempotencyKey._meta.get_field("key").max_length

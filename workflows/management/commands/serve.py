@@ -15,6 +15,12 @@ def celery_worker(queue: str, *, concurrency) -> list[str]:
     ]
 
 
+def request_timeout_seconds() -> int:
+    """Longer than a request may wait for SQLite's write lock, so a request that waits that long ends
+    with the database's own error rather than gunicorn killing its worker mid-response."""
+    return settings.DATABASES["default"].get("OPTIONS", {}).get("timeout", 0) + 30
+
+
 class Command(BaseCommand):
     help = "Serve the API and admin with gunicorn, Celery workers for steps and alerts, and Celery beat, in the foreground."
 
@@ -29,7 +35,7 @@ class Command(BaseCommand):
             "web": [
                 sys.executable, "-m", "gunicorn", "budgetsvc.wsgi",
                 "--bind", f"{options['host']}:{options['port']}",
-                "--workers", "2", "--access-logfile", "-",
+                "--workers", "2", "--access-logfile", "-", "--timeout", str(request_timeout_seconds()),
             ],
             "worker": celery_worker(steps_queue.name, concurrency=options["worker_concurrency"]),
             # Webhook alerts get a worker of their own, so a slow endpoint never holds up a step.
