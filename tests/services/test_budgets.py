@@ -25,3 +25,11 @@ def test_rounding_keeps_every_micro_dollar():
     add(team, reserved_usd=Decimal("0.000002"))
 
     assert team.reserved_usd == Decimal("0.000003")
+
+
+def test_the_counters_add_leaves_on_the_instance_are_those_in_the_database():
+    # add() no longer reads the row back: what it computes in memory must be what was stored.
+    team = TeamFactory()
+    for delta in ("0.3", "0.000001", "0.123456", "-0.2"):
+        add(team, reserved_usd=Decimal(delta))
+        assert team.reserved_usd == type(team).objects.get(pk=team.pk).reserved_usd

@@ -2,7 +2,7 @@
 and the `budget_exceeded` reports. Callers hold the team, run and step row locks, in that order."""
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db.models import DecimalField, F, Model
 from django.db.models.functions import Round
@@ -16,11 +16,22 @@ from workflows.services.periods import PeriodWindow, period_window, team_period_
 
 
 def add(instance: Model, **deltas) -> None:
-    """Add to a row's counters in the database, then read them back."""
+    """Add to a row's counters, in the database and on `instance`.
+
+    The caller holds the row's lock and read `instance` under it (every caller locks team, run and
+    step before it moves money), so no one else can have changed the counters since: the value it
+    holds plus the delta is exactly what the database now holds, with no read-back.
+    """
     type(instance).objects.filter(pk=instance.pk).update(
         **{field: _sum_expression(instance, field, delta) for field, delta in deltas.items()}
     )
-    instance.refresh_from_db(fields=list(deltas))
+    for field, delta in deltas.items():
+        total = getattr(instance, field) + delta
+        column = instance._meta.get_field(field)
+        if isinstance(column, DecimalField):
+            # As the database stores it: rounded to the column's places, halves away from zero.
+            total = total.quantize(Decimal(1).scaleb(-column.decimal_places), ROUND_HALF_UP)
+        setattr(instance, field, total)
 
 
 def _sum_expression(instance: Model, field: str, delta):
