@@ -1,11 +1,12 @@
 """DESIGN.md's invariants, checked after every scenario."""
 
-from collections import Counter
+from collections import Counter, defaultdict
+from datetime import UTC
 from decimal import Decimal
 
 from django.db.models import Sum
 
-from workflows.models import LedgerEntry, Run, Step, StepStatus, Team
+from workflows.models import LedgerEntry, Run, Step, StepStatus, Team, TeamDailySpend
 
 
 def assert_invariants(*runs: Run) -> None:
@@ -30,3 +31,13 @@ def assert_invariants(*runs: Run) -> None:
         ledger = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"] or Decimal("0")
         spent = Run.objects.filter(team=team).aggregate(total=Sum("spent_usd"))["total"] or Decimal("0")
         assert ledger == spent, f"team {team}: ledger {ledger} != spent {spent}"
+        assert_daily_spend_matches_ledger(team)
+
+
+def assert_daily_spend_matches_ledger(team: Team) -> None:
+    """The daily sums the gate reads period spend from are the ledger's own, day by UTC day."""
+    ledger: dict = defaultdict(Decimal)
+    for created_at, cost in LedgerEntry.objects.filter(team=team).values_list("created_at", "cost_usd"):
+        ledger[created_at.astimezone(UTC).date()] += cost or Decimal("0")
+    daily = dict(TeamDailySpend.objects.filter(team=team).values_list("day", "spent_usd"))
+    assert daily == dict(ledger), f"team {team}: daily sums {daily} != ledger {dict(ledger)}"

@@ -526,3 +526,24 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.team})"
+
+
+class TeamDailySpend(models.Model):
+    """A team's ledger costs summed per UTC day, kept by the database itself.
+
+    A trigger on the ledger adds each new entry's cost to its (team, day) row, in the statement that
+    inserts the entry, so the two can never disagree: this is the ledger grouped by day, stored.
+    Team periods start at midnight UTC, so a period's spend is the sum of at most 31 of these rows
+    instead of a sum over all of the period's ledger entries (workflows/services/periods.py).
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="daily_spend")
+    day = models.DateField(help_text="UTC date of the ledger entries' created_at.")
+    spent_usd = money_field(default=Decimal("0"), help_text="Sum of their cost_usd; unpriced entries add nothing.")
+
+    class Meta:
+        ordering = ["team", "day"]
+        constraints = [models.UniqueConstraint(fields=["team", "day"], name="team_daily_spend_unique_day")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.day}: {self.spent_usd}"
