@@ -21,6 +21,11 @@ else:
     # A database of its own, so two test sessions on one server never drop each other's.
     DATABASES["default"]["TEST"] = {"NAME": f"test_budgetsvc_{TEST_RUN_ID}"}
 
+# The test process's own threads (the in-process Celery worker, the concurrency tests) close their
+# connections after each task or request, or the test database could not be dropped at the end.
+# Worker processes that tests start keep the production setting.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(Path(tempfile.mkdtemp(prefix="budgetsvc-test-broker-")))
 
