@@ -13,6 +13,11 @@ TEST_RUN_ID = uuid.uuid4().hex[:8]
 CELERY_TASK_DEFAULT_QUEUE = f"budgetsvc-test-{TEST_RUN_ID}"
 CELERY_TASK_QUEUES, CELERY_TASK_ROUTES = celery_queues(CELERY_TASK_DEFAULT_QUEUE)
 WEBHOOK_RETRY_BASE_SECONDS = 0.2
+PROVIDER_RETRY_BASE_SECONDS = 0.05
+PROVIDER_RETRY_MAX_SECONDS = 0.2
+# Tests give providers their credentials themselves; none leak in from the machine's environment.
+OPENAI_API_KEY = OPENAI_BASE_URL = ANTHROPIC_API_KEY = ANTHROPIC_BASE_URL = ""
+CREDENTIALS_ENCRYPTION_KEYS = []
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the worker in the tests reads and writes the same database.

@@ -25,6 +25,10 @@ class UnpricedModel(ApplicationError):
     type = "unpriced_model"
 
 
+class MissingCredentials(ApplicationError):
+    type = "missing_credentials"
+
+
 class NotFound(ApplicationError):
     status_code = 404
     type = "not_found"

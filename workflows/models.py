@@ -258,6 +258,9 @@ class Step(models.Model):
     status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     redeliveries = models.PositiveIntegerField(default=0, help_text="Deliveries that found an attempt crashed, since the step was last resumed.")
+    provider_retries = models.PositiveIntegerField(
+        default=0, help_text="Attempts retried after a transient provider error, since the step was last resumed."
+    )
     model = models.CharField(max_length=200, blank=True)
     estimate_usd = money_field(null=True, blank=True)
     reserved_usd = money_field(default=Decimal("0"))
@@ -327,10 +330,14 @@ class LedgerEntry(models.Model):
     model = models.CharField(max_length=200)
     input_tokens = models.PositiveIntegerField()
     output_tokens = models.PositiveIntegerField()
-    cached_input_tokens = models.PositiveIntegerField(default=0)
+    # The four token counts are disjoint: input_tokens is uncached input only.
+    cached_input_tokens = models.PositiveIntegerField(default=0, help_text="Input read from the prompt cache.")
+    cache_write_tokens = models.PositiveIntegerField(default=0, help_text="Input written to the prompt cache.")
+    # The rates the cost was computed at, fallbacks for unlisted cache rates included.
     input_per_mtok = money_field(null=True, blank=True)
     output_per_mtok = money_field(null=True, blank=True)
     cached_input_per_mtok = money_field(null=True, blank=True)
+    cache_write_per_mtok = money_field(null=True, blank=True)
     price_source = models.CharField(max_length=20, blank=True, help_text="workflow, table, or empty when unpriced.")
     cost_usd = money_field(null=True, blank=True, help_text="Empty when the model has no price.")
     request_id = models.CharField(max_length=200, blank=True)
@@ -369,6 +376,7 @@ class EventType(models.TextChoices):
     ITERATION_LIMIT = "iteration_limit"
     TIMED_OUT = "timed_out"
     STEP_REDELIVERED = "step_redelivered"
+    PROVIDER_RETRY = "provider_retry"
     RUN_FAILED = "run_failed"
     RUN_COMPLETED = "run_completed"
     RUN_RESUMED = "run_resumed"
@@ -398,7 +406,22 @@ class Price(models.Model):
     model = models.CharField(max_length=200, db_index=True)
     input_per_mtok = money_field(validators=[MinValueValidator(Decimal("0"))])
     output_per_mtok = money_field(validators=[MinValueValidator(Decimal("0"))])
-    cached_input_per_mtok = money_field(null=True, blank=True, validators=[MinValueValidator(Decimal("0"))])
+    cached_input_per_mtok = money_field(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Input read from the prompt cache (OpenAI's cached input, Anthropic's cache read). "
+        "Empty: billed at the input rate.",
+    )
+    cache_write_per_mtok = money_field(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Input written to the prompt cache (Anthropic's cache creation). Empty: billed at twice the input rate.",
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The model's output limit: a step's estimate when neither agent nor runtime sets max_tokens."
+    )
     valid_from = models.DateField()
 
     class Meta:
@@ -412,6 +435,44 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} from {self.valid_from}"
+
+
+class CredentialProvider(models.TextChoices):
+    OPENAI = "openai", "OpenAI or an OpenAI-compatible server"
+    ANTHROPIC = "anthropic", "Anthropic"
+
+
+class ProviderCredential(models.Model):
+    """A team's API key for a provider, encrypted at rest (workflows/services/credentials.py)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="provider_credentials")
+    provider = models.CharField(max_length=50, choices=CredentialProvider)
+    api_key_encrypted = models.TextField(help_text="Fernet token of the key; never the key itself.")
+    api_key_hint = models.CharField(max_length=20, blank=True, help_text="The key's last characters, to tell keys apart.")
+    base_url = models.URLField(blank=True, help_text="Empty: the provider's own endpoint.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["team", "provider"]
+        constraints = [models.UniqueConstraint(fields=["team", "provider"], name="credential_one_per_team_provider")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} credentials of team {self.team_id}"
+
+
+class ModelAlias(models.Model):
+    """Another name of a priced model, e.g. a dated snapshot. Only listed names are priced as another."""
+
+    alias = models.CharField(max_length=200, unique=True)
+    model = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["alias"]
+        verbose_name_plural = "model aliases"
+        constraints = [models.CheckConstraint(condition=~Q(alias=models.F("model")), name="alias_not_itself")]
+
+    def __str__(self) -> str:
+        return f"{self.alias} -> {self.model}"
 
 
 class BudgetScope(models.TextChoices):

@@ -103,7 +103,8 @@ def test_a_minimal_definition_gets_the_documented_defaults():
     assert definition.provider == "fake"
     assert definition.limits == LimitsSpec()
     assert definition.output == {}
-    assert (agent.max_tokens, agent.temperature, agent.routes, agent.mock) == (4096, None, (), None)
+    # No max_tokens: the step takes the model's maximum output, else 4096 (see test_pricing).
+    assert (agent.max_tokens, agent.temperature, agent.routes, agent.mock, agent.stream) == (None, None, (), None, False)
 
 
 def test_json_text_and_parsed_mappings_give_the_same_definition():

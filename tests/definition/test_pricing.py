@@ -1,8 +1,19 @@
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
-from workflows.definition import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_money
+from workflows.definition import (
+    MONEY_PLACES,
+    DefinitionError,
+    UnitPrices,
+    WorkflowDefinition,
+    cost_usd,
+    estimate_usd,
+    load_definition,
+    output_cap,
+    to_money,
+)
 
 GPT = UnitPrices(input_per_mtok=Decimal("2.5"), output_per_mtok=Decimal("10"), cached_input_per_mtok=Decimal("1.25"))
 
@@ -12,8 +23,8 @@ GPT = UnitPrices(input_per_mtok=Decimal("2.5"), output_per_mtok=Decimal("10"), c
     [
         (UnitPrices(Decimal("1"), Decimal("300")), (0, 1000, 0), "0.300000"),
         (GPT, (1000, 500, 0), "0.007500"),
-        (GPT, (1000, 500, 400), "0.007000"),  # 600 at 2.5 + 400 cached at 1.25 + 500 at 10
-        (UnitPrices(Decimal("2.5"), Decimal("10")), (1000, 0, 400), "0.002500"),  # no cached price: input price
+        (GPT, (600, 500, 400), "0.007000"),  # 600 uncached at 2.5 + 400 cached at 1.25 + 500 at 10
+        (UnitPrices(Decimal("2.5"), Decimal("10")), (600, 0, 400), "0.002500"),  # no cached price: input price
         (UnitPrices(Decimal("0.5"), Decimal("0")), (1, 0, 0), "0.000001"),  # 0.0000005 rounds half up
         (UnitPrices(Decimal("0.4"), Decimal("0")), (1, 0, 0), "0.000000"),
     ],
@@ -43,7 +54,11 @@ def test_estimate_rounds_up(prices, input_tokens, max_output_tokens, expected):
 
 @pytest.mark.parametrize(
     "tokens",
-    [{"input_tokens": -1, "output_tokens": 0}, {"input_tokens": 10, "output_tokens": 0, "cached_input_tokens": 11}],
+    [
+        {"input_tokens": -1, "output_tokens": 0},
+        {"input_tokens": 10, "output_tokens": 0, "cached_input_tokens": -1},
+        {"input_tokens": 10, "output_tokens": 0, "cache_write_tokens": -1},
+    ],
 )
 def test_impossible_token_counts_are_refused(tokens):
     with pytest.raises(ValueError):
@@ -70,3 +85,102 @@ def test_to_money(value, expected):
 def test_to_money_refuses_non_amounts(value):
     with pytest.raises(ValueError):
         to_money(value)
+
+
+CLAUDE = UnitPrices(
+    input_per_mtok=Decimal("3"),
+    output_per_mtok=Decimal("15"),
+    cached_input_per_mtok=Decimal("0.30"),
+    cache_write_per_mtok=Decimal("3.75"),
+)
+
+
+def test_each_kind_of_token_is_billed_once_at_its_own_rate():
+    # Anthropic's counts: 1,000 uncached input, 2,000 written to the cache, 10,000 read from it, 500 out.
+    cost = cost_usd(
+        prices=CLAUDE, input_tokens=1000, cache_write_tokens=2000, cached_input_tokens=10_000, output_tokens=500
+    )
+    assert cost == Decimal("0.003") + Decimal("0.0075") + Decimal("0.003") + Decimal("0.0075")
+
+
+def test_unlisted_cache_rates_are_never_billed_below_the_truth():
+    # A cache read without its own rate costs what uncached input costs (every provider discounts reads).
+    no_cache_rates = UnitPrices(input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"))
+    assert cost_usd(prices=no_cache_rates, input_tokens=0, output_tokens=0, cached_input_tokens=1_000_000) == Decimal("3")
+    # A cache write without its own rate costs twice the input rate, the highest listed premium.
+    assert cost_usd(prices=no_cache_rates, input_tokens=0, output_tokens=0, cache_write_tokens=1_000_000) == Decimal("6")
+    # Neither is ever free.
+    assert cost_usd(prices=no_cache_rates, input_tokens=0, output_tokens=0, cache_write_tokens=1) > 0
+
+
+def test_the_estimate_takes_input_at_the_dearest_listed_input_rate():
+    # Any input may be written to the cache, at 3.75 rather than 3.
+    assert estimate_usd(prices=CLAUDE, input_tokens=1_000_000, max_output_tokens=0) == Decimal("3.75")
+    # No listed write rate (OpenAI's free automatic caching): the input rate.
+    assert estimate_usd(prices=GPT, input_tokens=1_000_000, max_output_tokens=0) == Decimal("2.5")
+
+
+@pytest.mark.parametrize(
+    ("agent_max_tokens", "model_max_output", "expected"),
+    [(100, 16384, 100), (None, 16384, 16384), (None, None, 4096)],
+)
+def test_the_output_cap_is_the_agents_then_the_models_then_the_default(agent_max_tokens, model_max_output, expected):
+    agent = load_definition(
+        {"workflow": {"name": "w", "entry_point": "a"}, "agents": [{"name": "a", "model": "m", "prompt": "hi"}]}
+    ).agent("a")
+    agent = replace(agent, max_tokens=agent_max_tokens)
+    prices = UnitPrices(Decimal("1"), Decimal("1"), max_output_tokens=model_max_output)
+    assert output_cap(agent, prices) == expected
+    assert output_cap(agent, None) == (agent_max_tokens or 4096)
+
+
+def test_the_runtime_max_tokens_applies_when_the_agent_has_none():
+    definition = load_definition(
+        {
+            "workflow": {"name": "w", "entry_point": "a", "runtime": {"max_tokens": 300}},
+            "agents": [{"name": "a", "model": "m", "prompt": "hi"}, {"name": "b", "model": "m", "prompt": "hi", "max_tokens": 7}],
+        }
+    )
+    assert output_cap(definition.agent("a"), UnitPrices(Decimal("1"), Decimal("1"), max_output_tokens=9000)) == 300
+    assert output_cap(definition.agent("b"), None) == 7
+
+
+def test_cost_pricing_takes_conductors_cache_rate_names():
+    definition = load_definition(
+        {
+            "workflow": {
+                "name": "w",
+                "entry_point": "a",
+                "cost": {
+                    "pricing": {
+                        "claude-x": {
+                            "input_per_mtok": 3,
+                            "output_per_mtok": 15,
+                            "cache_read_per_mtok": "0.3",
+                            "cache_write_per_mtok": 3.75,
+                        },
+                        "gpt-x": {"input_per_mtok": 2.5, "output_per_mtok": 10, "cached_input_per_mtok": 1.25},
+                    }
+                },
+            },
+            "agents": [{"name": "a", "model": "claude-x", "prompt": "hi"}],
+        }
+    )
+    assert definition.pricing["claude-x"] == CLAUDE
+    assert definition.pricing["gpt-x"] == GPT
+    assert WorkflowDefinition.from_dict(definition.to_dict()) == definition
+
+
+def test_both_names_of_the_cache_read_rate_at_once_is_a_problem():
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(
+            {
+                "workflow": {
+                    "name": "w",
+                    "entry_point": "a",
+                    "cost": {"pricing": {"m": {"input_per_mtok": 1, "output_per_mtok": 1, "cache_read_per_mtok": 1, "cached_input_per_mtok": 1}}},
+                },
+                "agents": [{"name": "a", "model": "m", "prompt": "hi"}],
+            }
+        )
+    assert caught.value.problems[0].path == "workflow.cost.pricing.m.cached_input_per_mtok"

@@ -131,11 +131,12 @@ def test_a_provider_failure_after_cancel_leaves_the_run_cancelled(run):
 
 class BrokenProvider:
     name = "fake"
+    needs_credentials = False
 
     def __init__(self, error: Exception):
         self.error = error
 
-    def complete(self, request):
+    def complete(self, request, *, credentials=None):
         raise self.error
 
 

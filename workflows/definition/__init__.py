@@ -16,7 +16,9 @@ from .model import (
     ParallelSpec,
     RouteSpec,
     WorkflowDefinition,
+    output_cap,
 )
+from .outputs import json_schema, output_problems
 from .parse import MAX_DEFINITION_BYTES, load_definition
 from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_exact_money, to_money
 from .routes import END, next_agent
@@ -61,8 +63,11 @@ __all__ = [
     "evaluate",
     "expression_check",
     "fake_token_count",
+    "json_schema",
     "load_definition",
     "next_agent",
+    "output_cap",
+    "output_problems",
     "render",
     "render_value",
     "resolve_limits",

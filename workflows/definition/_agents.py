@@ -14,7 +14,7 @@ from ._values import kind_of, non_json_kind, show
 from ._workflow import MAX_TEMPERATURE, Header
 from .errors import Problem
 from .inputs import INPUT_TYPES
-from .model import DEFAULT_MAX_TOKENS, END, AgentSpec, MockSpec, RouteSpec
+from .model import END, AgentSpec, MockSpec, RouteSpec
 from .templates import compile_check, expression_check
 
 AGENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -23,7 +23,7 @@ MAX_MOCK_LATENCY_MS = 600_000
 
 _AGENT_KEYS = (
     "name", "description", "type", "model", "system_prompt", "prompt", "input",
-    "output", "routes", "max_tokens", "temperature", "mock",
+    "output", "routes", "max_tokens", "temperature", "stream", "mock",
 )  # fmt: skip
 _AGENT_UNSUPPORTED = {"tools": "'tools' are not supported"}
 _ROUTE_KEYS = ("to", "when")
@@ -114,8 +114,10 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     inputs = _inputs(section, scope)
     output = _output_schema(section)
     routes = read_routes(section, scope)
-    max_tokens = section.integer("max_tokens", minimum=1) or header.max_tokens or DEFAULT_MAX_TOKENS
+    # Unset here and in the runtime, the cap comes from the model's price entry when the step runs.
+    max_tokens = section.integer("max_tokens", minimum=1) or header.max_tokens
     temperature = _temperature(section, header)
+    stream = section.flag("stream", default=header.stream)
     mock = _mock(section)
     if name is None or model is None or prompt is None:
         return None
@@ -132,6 +134,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         max_tokens=max_tokens,
         temperature=temperature,
         mock=mock,
+        stream=stream,
     )
 
 

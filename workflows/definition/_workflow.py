@@ -25,10 +25,11 @@ _WORKFLOW_UNSUPPORTED = {
     "context": _CONTEXT_UNSUPPORTED,
     "context_mode": _CONTEXT_UNSUPPORTED,
 }
-_RUNTIME_KEYS = ("provider", "default_model", "max_tokens", "temperature")
+_RUNTIME_KEYS = ("provider", "default_model", "max_tokens", "temperature", "stream")
 _RUNTIME_UNSUPPORTED = {"mcp_servers": "'mcp_servers' are not supported"}
 _INPUT_KEYS = ("type", "required", "default", "description")
-_PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+# conductor's names, and `cached_input_per_mtok` (this service's older name for the cache-read rate).
+_PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok", "cached_input_per_mtok")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Header:
     default_model: str | None
     max_tokens: int | None
     temperature: float | None
+    stream: bool
     pricing: dict[str, UnitPrices]
     priced_models: frozenset[str]  # every model under cost.pricing, even one whose prices are invalid
 
@@ -65,6 +67,7 @@ def read_header(top: Section, *, known_providers: Collection[str]) -> Header:
         default_model=runtime.text("default_model"),
         max_tokens=runtime.integer("max_tokens", minimum=1),
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
+        stream=runtime.flag("stream", default=False),
         pricing=_pricing(price_entries, workflow.problems),
         priced_models=frozenset(model for model, _, _ in price_entries),
     )
@@ -126,7 +129,12 @@ def _pricing(entries: list[tuple[str, Any, str]], problems: list[Problem]) -> di
         prices = Section(raw, path, problems, keys=_PRICE_KEYS, nullable=False)
         input_price = prices.money("input_per_mtok", required=True)
         output_price = prices.money("output_per_mtok", required=True)
-        cached_price = prices.money("cached_input_per_mtok")
+        cache_read = prices.money("cache_read_per_mtok")
+        if prices.data.get("cached_input_per_mtok") is not None:
+            if cache_read is not None:
+                prices.report("cached_input_per_mtok", "is another name for cache_read_per_mtok; give only one")
+            cache_read = prices.money("cached_input_per_mtok")
+        cache_write = prices.money("cache_write_per_mtok")
         if input_price is not None and output_price is not None:
-            pricing[model] = UnitPrices(input_price, output_price, cached_price)
+            pricing[model] = UnitPrices(input_price, output_price, cache_read, cache_write)
     return pricing

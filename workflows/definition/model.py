@@ -90,9 +90,10 @@ class AgentSpec:
     input: tuple[str, ...]
     output: dict[str, dict[str, Any]] | None
     routes: tuple[RouteSpec, ...]
-    max_tokens: int
+    max_tokens: int | None  # the agent's or the runtime's; None takes the model's (see output_cap)
     temperature: float | None
     mock: MockSpec | None
+    stream: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +109,7 @@ class AgentSpec:
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "mock": None if self.mock is None else self.mock.to_dict(),
+            "stream": self.stream,
         }
 
     @classmethod
@@ -242,6 +244,9 @@ class WorkflowDefinition:
     def group_names(self) -> frozenset[str]:
         return frozenset(self.parallel) | frozenset(self.for_each)
 
+    def providers(self) -> set[str]:
+        return {agent.provider for agent in self.agents.values()} | {g.agent.provider for g in self.for_each.values()}
+
     def models(self) -> set[str]:
         return {agent.model for agent in self.agents.values()} | {g.agent.model for g in self.for_each.values()}
 
@@ -290,11 +295,23 @@ class WorkflowDefinition:
         )
 
 
+def output_cap(agent: AgentSpec, prices: UnitPrices | None) -> int:
+    """The most output tokens a step may produce: the agent's, else the runtime's (both already in
+    `agent.max_tokens`), else the model's maximum output, else DEFAULT_MAX_TOKENS. The request is capped
+    at it too, so the estimate built on it is an upper bound."""
+    if agent.max_tokens is not None:
+        return agent.max_tokens
+    if prices is not None and prices.max_output_tokens is not None:
+        return prices.max_output_tokens
+    return DEFAULT_MAX_TOKENS
+
+
 def _prices_to_dict(prices: UnitPrices) -> dict[str, str | None]:
     return {
         "input_per_mtok": str(prices.input_per_mtok),
         "output_per_mtok": str(prices.output_per_mtok),
         "cached_input_per_mtok": _str_or_none(prices.cached_input_per_mtok),
+        "cache_write_per_mtok": _str_or_none(prices.cache_write_per_mtok),
     }
 
 
@@ -303,6 +320,8 @@ def _prices_from_dict(data: dict[str, Any]) -> UnitPrices:
         input_per_mtok=Decimal(data["input_per_mtok"]),
         output_per_mtok=Decimal(data["output_per_mtok"]),
         cached_input_per_mtok=_decimal_or_none(data["cached_input_per_mtok"]),
+        # Versions stored before cache writes were priced have no such key.
+        cache_write_per_mtok=_decimal_or_none(data.get("cache_write_per_mtok")),
     )
 
 

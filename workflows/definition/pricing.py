@@ -13,35 +13,76 @@ _TOKENS_PER_UNIT = Decimal(1_000_000)
 
 @dataclass(frozen=True)
 class UnitPrices:
-    """USD per million tokens."""
+    """USD per million tokens of each kind.
+
+    `cached_input_per_mtok` is the rate for input read from the provider's prompt cache (OpenAI's
+    "cached input", Anthropic's "cache read"); `cache_write_per_mtok` the rate for input written to it
+    (Anthropic's cache creation).
+    """
 
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+    # Not a rate: the model's maximum output, which caps a step's estimate when nothing else does.
+    max_output_tokens: int | None = None
+
+    @property
+    def cache_read_rate(self) -> Decimal:
+        """Without a rate of its own, a cache read is billed as uncached input: every provider
+        discounts cache reads, so this can overcharge but never undercharge."""
+        return self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+
+    @property
+    def cache_write_rate(self) -> Decimal:
+        """Without a rate of its own, a cache write is billed at twice the input rate, the highest
+        premium any provider lists (Anthropic's 1-hour cache): an upper bound, never less than the truth."""
+        if self.cache_write_per_mtok is None:
+            return self.input_per_mtok * CACHE_WRITE_FALLBACK_MULTIPLIER
+        return self.cache_write_per_mtok
 
 
-def cost_usd(*, prices: UnitPrices, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> Decimal:
-    """Actual cost of a call, rounded half-up to the micro-dollar."""
-    if min(input_tokens, output_tokens, cached_input_tokens) < 0:
+# Without a listed cache-write rate, cache writes cost this multiple of the input rate (see UnitPrices).
+CACHE_WRITE_FALLBACK_MULTIPLIER = 2
+
+
+def cost_usd(
+    *,
+    prices: UnitPrices,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> Decimal:
+    """Actual cost of a call, rounded half-up to the micro-dollar.
+
+    The four counts are disjoint, so no token is billed twice: `input_tokens` is uncached input
+    only, `cached_input_tokens` input read from the cache, `cache_write_tokens` input written to it,
+    `output_tokens` everything generated, reasoning included.
+    """
+    if min(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens) < 0:
         raise ValueError("token counts must not be negative")
-    if cached_input_tokens > input_tokens:
-        raise ValueError("cached_input_tokens cannot exceed input_tokens")
-    cached_price = prices.cached_input_per_mtok
-    if cached_price is None:
-        cached_price = prices.input_per_mtok
     total = (
-        (input_tokens - cached_input_tokens) * prices.input_per_mtok
-        + cached_input_tokens * cached_price
+        input_tokens * prices.input_per_mtok
+        + cached_input_tokens * prices.cache_read_rate
+        + cache_write_tokens * prices.cache_write_rate
         + output_tokens * prices.output_per_mtok
     )
     return (total / _TOKENS_PER_UNIT).quantize(MONEY_PLACES, ROUND_HALF_UP)
 
 
 def estimate_usd(*, prices: UnitPrices, input_tokens: int, max_output_tokens: int) -> Decimal:
-    """Worst-case cost of a call before it is made, rounded up so a budget is never undercounted."""
+    """Worst-case cost of a call before it is made, rounded up so a budget is never undercounted.
+
+    Any input token may turn out to be a cache write, so input is estimated at the dearest input rate
+    listed. A model with no cache-write rate is one whose provider charges nothing extra for writes
+    (OpenAI's automatic caching), so the fallback rate does not inflate its estimate.
+    """
     if min(input_tokens, max_output_tokens) < 0:
         raise ValueError("token counts must not be negative")
-    total = input_tokens * prices.input_per_mtok + max_output_tokens * prices.output_per_mtok
+    listed = (prices.input_per_mtok, prices.cached_input_per_mtok, prices.cache_write_per_mtok)
+    input_rate = max(rate for rate in listed if rate is not None)
+    total = input_tokens * input_rate + max_output_tokens * prices.output_per_mtok
     return (total / _TOKENS_PER_UNIT).quantize(MONEY_PLACES, ROUND_CEILING)
 
 

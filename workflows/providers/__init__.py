@@ -1,9 +1,20 @@
 """LLM providers behind one small interface; `get_provider` picks one by the definition's name."""
 
-from workflows.providers.base import CompletionRequest, CompletionResult, Provider, ProviderError
+from workflows.providers.anthropic import AnthropicProvider
+from workflows.providers.base import (
+    CompletionRequest,
+    CompletionResult,
+    Credentials,
+    Provider,
+    ProviderError,
+    Usage,
+)
 from workflows.providers.fake import FakeProvider
+from workflows.providers.openai import OpenAIProvider
 
-_PROVIDERS: dict[str, Provider] = {FakeProvider.name: FakeProvider()}
+_PROVIDERS: dict[str, Provider] = {
+    provider.name: provider for provider in (FakeProvider(), OpenAIProvider(), AnthropicProvider())
+}
 
 
 def get_provider(name: str) -> Provider:
@@ -17,8 +28,10 @@ def known_providers() -> frozenset[str]:
 __all__ = [
     "CompletionRequest",
     "CompletionResult",
+    "Credentials",
     "Provider",
     "ProviderError",
+    "Usage",
     "get_provider",
     "known_providers",
 ]

@@ -10,24 +10,63 @@ class CompletionRequest:
     max_tokens: int
     temperature: float | None = None
     output_schema: dict[str, dict] | None = None
+    stream: bool = False
     # Provider-specific settings from the agent, e.g. the fake provider's `mock` block.
     options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class CompletionResult:
-    output: Any
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int = 0
+class Usage:
+    """What one call to a provider used, as disjoint counts: no token is in two of them."""
+
+    input_tokens: int  # uncached input only
+    output_tokens: int  # reasoning included
+    cached_input_tokens: int = 0  # input read from the prompt cache
+    cache_write_tokens: int = 0  # input written to the prompt cache
     request_id: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class CompletionResult(Usage):
+    output: Any
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a provider needs to call its API. The key never appears in a repr."""
+
+    api_key: str = field(repr=False)
+    base_url: str = ""
+
+
 class ProviderError(Exception):
-    """A provider call failed; the message is safe to show to the run's owner."""
+    """A provider call failed; the message is safe to show to the run's owner (no credentials in it).
+
+    `retryable` errors (rate limits, server errors, timeouts, lost connections) may succeed if the step
+    is tried again; others never will. `usage` is what the failed call was billed for, when the
+    provider said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        usage: Usage | None = None,
+        retry_after_seconds: float | None = None,
+        status_code: int | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.usage = usage
+        self.retry_after_seconds = retry_after_seconds
+        self.status_code = status_code
 
 
 class Provider(Protocol):
     name: str
+    # Whether a run needs credentials for it before it may start.
+    needs_credentials: bool
 
-    def complete(self, request: CompletionRequest) -> CompletionResult: ...
+    def complete(self, request: CompletionRequest, *, credentials: Credentials | None) -> CompletionResult: ...

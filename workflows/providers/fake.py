@@ -5,15 +5,16 @@ import time
 from typing import Any
 
 from workflows.definition import fake_token_count
-from workflows.providers.base import CompletionRequest, CompletionResult
+from workflows.providers.base import CompletionRequest, CompletionResult, Credentials
 
 _PLACEHOLDERS: dict[str, Any] = {"number": 0, "integer": 0, "boolean": True, "array": [], "object": {}}
 
 
 class FakeProvider:
     name = "fake"
+    needs_credentials = False
 
-    def complete(self, request: CompletionRequest) -> CompletionResult:
+    def complete(self, request: CompletionRequest, *, credentials: Credentials | None = None) -> CompletionResult:
         mock = request.options.get("mock") or {}
         if mock.get("latency_ms"):
             time.sleep(mock["latency_ms"] / 1000)

@@ -4,11 +4,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.db import transaction
+from django.db.models import Case, Q, When
 from django.utils import timezone
 
 from workflows.definition import UnitPrices, to_exact_money
 from workflows.errors import ValidationFailed
-from workflows.models import Price
+from workflows.models import ModelAlias, Price
 
 PRICE_SOURCE_WORKFLOW = "workflow"
 PRICE_SOURCE_TABLE = "table"
@@ -17,15 +18,13 @@ PRICE_SOURCE_TABLE = "table"
 def prices_for(*, model: str, pricing: dict[str, UnitPrices], on: date | None = None) -> tuple[UnitPrices | None, str]:
     """The unit prices a step of `model` is charged at, and where they came from.
 
-    A workflow's own `cost.pricing` wins over the table; no price is (None, "").
+    A workflow's own `cost.pricing` wins over the table. The table answers for the model's own name,
+    else for the model a listed alias names; a merely similar name never borrows a price. No price is
+    (None, "").
     """
     if model in pricing:
         return pricing[model], PRICE_SOURCE_WORKFLOW
-    row = (
-        Price.objects.filter(model=model, valid_from__lte=on or timezone.now().date())
-        .order_by("-valid_from")
-        .first()
-    )
+    row = _price_row_in_force(model, on=on or timezone.now().date())
     if row is None:
         return None, ""
     return (
@@ -33,28 +32,44 @@ def prices_for(*, model: str, pricing: dict[str, UnitPrices], on: date | None = 
             input_per_mtok=row.input_per_mtok,
             output_per_mtok=row.output_per_mtok,
             cached_input_per_mtok=row.cached_input_per_mtok,
+            cache_write_per_mtok=row.cache_write_per_mtok,
+            max_output_tokens=row.max_output_tokens,
         ),
         PRICE_SOURCE_TABLE,
     )
 
 
 def is_priced(model: str) -> bool:
-    return Price.objects.filter(model=model, valid_from__lte=timezone.now().date()).exists()
+    return _price_row_in_force(model, on=timezone.now().date()) is not None
+
+
+def _price_row_in_force(model: str, *, on: date) -> Price | None:
+    aliased = ModelAlias.objects.filter(alias=model).values("model")
+    return (
+        Price.objects.filter(Q(model=model) | Q(model__in=aliased), valid_from__lte=on)
+        # The model's own rows first: an alias never shadows a price listed under the name itself.
+        .order_by(Case(When(model=model, then=0), default=1), "-valid_from")
+        .first()
+    )
 
 
 @transaction.atomic
 def prices_load(*, path: Path) -> int:
-    """Create or update the price rows listed in a JSON file; answers how many rows it wrote.
+    """Create or update the price rows and aliases listed in a JSON file; answers how many price rows it wrote.
 
-    The file is `{"prices": [{"model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok"?, "valid_from"}]}`.
+    The file is `{"prices": [{"model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok"?,
+    "cache_write_per_mtok"?, "max_output_tokens"?, "valid_from"}], "aliases"?: {"ALIAS": "MODEL"}}`.
     """
     try:
-        entries = json.loads(Path(path).read_text())["prices"]
-        rows = [_price_row(entry) for entry in entries]
+        data = json.loads(Path(path).read_text())
+        rows = [_price_row(entry) for entry in data["prices"]]
+        aliases = _aliases(data.get("aliases") or {})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValidationFailed(f"Cannot load prices from {path}: {exc}") from exc
     for row in rows:
         Price.objects.update_or_create(model=row.pop("model"), valid_from=row.pop("valid_from"), defaults=row)
+    for alias, model in aliases.items():
+        ModelAlias.objects.update_or_create(alias=alias, defaults={"model": model})
     return len(rows)
 
 
@@ -64,11 +79,24 @@ def _price_row(entry: dict) -> dict:
         "valid_from": date.fromisoformat(entry["valid_from"]),
         "input_per_mtok": _price(entry["input_per_mtok"]),
         "output_per_mtok": _price(entry["output_per_mtok"]),
-        "cached_input_per_mtok": None,
+        "max_output_tokens": None,
     }
-    if entry.get("cached_input_per_mtok") is not None:
-        row["cached_input_per_mtok"] = _price(entry["cached_input_per_mtok"])
+    for rate in ("cached_input_per_mtok", "cache_write_per_mtok"):
+        row[rate] = None if entry.get(rate) is None else _price(entry[rate])
+    if entry.get("max_output_tokens") is not None:
+        tokens = entry["max_output_tokens"]
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ValueError(f"max_output_tokens must be a whole number >= 1, not {tokens!r}")
+        row["max_output_tokens"] = tokens
     return row
+
+
+def _aliases(raw: dict) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("aliases must map alias names to model names")
+    if same := [alias for alias, model in raw.items() if alias == model]:
+        raise ValueError(f"an alias cannot name itself: {same[0]}")
+    return raw
 
 
 def _price(value) -> Decimal:

@@ -30,6 +30,7 @@ from workflows.models import (
     Team,
 )
 from workflows.selectors import definition_of, latest_checkpoint, workflow_version_get
+from workflows.services.credentials import check_credentials
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
 from workflows.services.prices import prices_for
@@ -91,6 +92,7 @@ def run_start(
     check_models_priced(
         definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
     )
+    check_credentials(team=team, providers=definition.providers())
 
     now = timezone.now()
     with transaction.atomic(durable=True):

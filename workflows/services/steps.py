@@ -12,7 +12,7 @@ import os
 import socket
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
@@ -34,6 +34,7 @@ from workflows.definition import (
     count_tokens,
     estimate_usd,
     next_agent,
+    output_cap,
     render,
     render_value,
     resolve_reference,
@@ -51,7 +52,8 @@ from workflows.models import (
     StepStatus,
     Team,
 )
-from workflows.providers import CompletionRequest, CompletionResult, ProviderError, get_provider
+from workflows.providers import CompletionRequest, CompletionResult, ProviderError, Usage, get_provider
+from workflows.providers.retries import retry_delay_seconds
 from workflows.selectors import definition_of, latest_checkpoint
 from workflows.services.events import event_record, usd
 from workflows.services.alerts import alert_send, alerts_after_spend
@@ -63,6 +65,7 @@ from workflows.services.budgets import (
     report_over_budget,
     reserve,
 )
+from workflows.services.credentials import credentials_for
 from workflows.services.gate import GateDecision, gate_decide
 from workflows.services.prices import prices_for
 
@@ -102,19 +105,21 @@ def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, output
     system_prompt = render(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
     prompt = render(agent.prompt, context, where=f"agent '{agent.name}' prompt")
     prices, price_source = prices_for(model=agent.model, pricing=definition.pricing)
+    max_tokens = output_cap(agent, prices)
     estimate = None
     if prices is not None:
         estimate = estimate_usd(
-            prices=prices, input_tokens=count_tokens(system_prompt + prompt), max_output_tokens=agent.max_tokens
+            prices=prices, input_tokens=count_tokens(system_prompt + prompt), max_output_tokens=max_tokens
         )
     options = {"mock": agent.mock.to_dict()} if agent.mock else {}
     request = CompletionRequest(
         model=agent.model,
         system_prompt=system_prompt,
         prompt=prompt,
-        max_tokens=agent.max_tokens,
+        max_tokens=max_tokens,
         temperature=agent.temperature,
         output_schema=agent.output,
+        stream=agent.stream,
         options=options,
     )
     return PreparedStep(
@@ -127,10 +132,12 @@ def step_execute(*, step_id: int) -> None:
     attempt = step_begin(step_id=step_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if attempt is None:
         return
+    provider = get_provider(attempt.prepared.provider)
     try:
-        result = get_provider(attempt.prepared.provider).complete(attempt.prepared.request)
+        credentials = credentials_for(team_id=attempt.team_id, provider=provider.name)
+        result = provider.complete(attempt.prepared.request, credentials=credentials)
     except ProviderError as exc:
-        step_fail(attempt=attempt, error={"type": "ProviderError", "message": str(exc)})
+        step_provider_failed(attempt=attempt, error=exc)
         return
     except Exception as exc:  # noqa: BLE001 - includes Celery's soft time limit
         # Whatever stopped the call, the reservation is released and the run fails resumably
@@ -144,17 +151,21 @@ def step_execute(*, step_id: int) -> None:
     step_settle(attempt=attempt, result=result)
 
 
-def step_schedule(step: Step, *, now: datetime | None = None) -> None:
-    """Enqueue the step's task once the transaction that created or reopened it commits.
+def step_schedule(step: Step, *, now: datetime | None = None, countdown: float = 0) -> None:
+    """Enqueue the step's task once the transaction that created or reopened it commits, to run
+    `countdown` seconds from now.
 
-    The step is stamped as sent in that same transaction: a pending step whose stamp grows old lost
-    its message, and the sweeper sends it again.
+    The step is stamped as sent, for when it is due, in that same transaction: a pending step whose
+    stamp grows old lost its message, and the sweeper sends it again.
     """
     from workflows.tasks import execute_step
 
-    step.enqueued_at = now or timezone.now()
+    step.enqueued_at = (now or timezone.now()) + timedelta(seconds=countdown)
     step.save(update_fields=["enqueued_at"])
-    transaction.on_commit(partial(execute_step.delay, step.pk))
+    if countdown:
+        transaction.on_commit(partial(execute_step.apply_async, (step.pk,), countdown=countdown))
+    else:
+        transaction.on_commit(partial(execute_step.delay, step.pk))
 
 
 def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
@@ -234,7 +245,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
             return  # settled already
-        cost = _charge(run=run, step=step, attempt=attempt, result=result)
+        cost = _charge(run=run, step=step, attempt=attempt, usage=result)
         alerts_after_spend(team=team, run=run)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             # An attempt another delivery took over from finished after all: what it cost is
@@ -257,6 +268,8 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
                 "attempt": attempt.number,
                 "model": attempt.prepared.request.model,
                 "input_tokens": result.input_tokens,
+                "cached_input_tokens": result.cached_input_tokens,
+                "cache_write_tokens": result.cache_write_tokens,
                 "output_tokens": result.output_tokens,
                 "cost_usd": usd(cost),
                 "spent_usd": usd(run.spent_usd),
@@ -289,15 +302,71 @@ def step_fail(*, attempt: StepAttempt, error: dict) -> None:
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        if run.status == RunStatus.CANCELLED:
-            # A cancelled run stays cancelled: failing it would make it resumable again.
-            release(team=team, run=run, step=step)
-            step.status = StepStatus.FAILED
-            step.error = error
-            step.finished_at = timezone.now()
-            step.save(update_fields=["status", "error", "finished_at"])
+        _attempt_failed(team=team, run=run, step=step, error=error)
+
+
+def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
+    """Charge what the failed call used, if the provider said, then try the step again later or fail it.
+
+    A retry is a new attempt through `step_begin`: the reservation is released now and the gate runs
+    again before the next call, so a retry can be stopped by a budget like any step, and each
+    attempt gets its own ledger entry. The wait is Celery's countdown, not a worker asleep.
+    """
+    with transaction.atomic(durable=True):
+        team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
+        cost = None
+        if error.usage is not None and not LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
+            cost = _charge(run=run, step=step, attempt=attempt, usage=error.usage)
+            alerts_after_spend(team=team, run=run)
+        if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        _step_failed(team=team, run=run, step=step, error=error)
+        details = {"type": "ProviderError", "message": error.message, "status_code": error.status_code}
+        if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
+            _attempt_failed(team=team, run=run, step=step, error=details)
+            return
+        if step.provider_retries >= settings.PROVIDER_MAX_RETRIES:
+            tries = step.provider_retries + 1
+            message = f"The provider failed {tries} times in a row; the last error: {error.message}"
+            _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
+            return
+        release(team=team, run=run, step=step)
+        step.provider_retries += 1
+        step.status = StepStatus.PENDING
+        step.error = details
+        step.save(update_fields=["status", "error", "provider_retries"])
+        delay = retry_delay_seconds(
+            retry=step.provider_retries,
+            base_seconds=settings.PROVIDER_RETRY_BASE_SECONDS,
+            max_seconds=settings.PROVIDER_RETRY_MAX_SECONDS,
+            retry_after_seconds=error.retry_after_seconds,
+        )
+        event_record(
+            run=run,
+            type=EventType.PROVIDER_RETRY,
+            payload={
+                "agent": step.agent,
+                "step": step.sequence,
+                **_branch_of(step),
+                "attempt": attempt.number,
+                "retry": step.provider_retries,
+                "retry_in_seconds": round(delay, 3),
+                "error": details,
+                "cost_usd": usd(cost),
+            },
+        )
+        step_schedule(step, countdown=delay)
+
+
+def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
+    if run.status == RunStatus.CANCELLED:
+        # A cancelled run stays cancelled: failing it would make it resumable again.
+        release(team=team, run=run, step=step)
+        step.status = StepStatus.FAILED
+        step.error = error
+        step.finished_at = timezone.now()
+        step.save(update_fields=["status", "error", "finished_at"])
+        return
+    _step_failed(team=team, run=run, step=step, error=error)
 
 
 def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
@@ -314,16 +383,17 @@ def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
     return team, run, Step.objects.select_for_update(no_key=True).get(pk=step_id)
 
 
-def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionResult) -> Decimal | None:
+def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage) -> Decimal | None:
     """The attempt's ledger entry, and its cost added to the run's spend. None when unpriced."""
     prices = attempt.prepared.prices
     cost = None
     if prices is not None:
         cost = cost_usd(
             prices=prices,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            cached_input_tokens=result.cached_input_tokens,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         )
     LedgerEntry.objects.create(
         team_id=run.team_id,
@@ -333,18 +403,31 @@ def _charge(*, run: Run, step: Step, attempt: StepAttempt, result: CompletionRes
         agent=step.agent,
         provider=attempt.prepared.provider,
         model=attempt.prepared.request.model,
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        cached_input_tokens=result.cached_input_tokens,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
         input_per_mtok=prices.input_per_mtok if prices else None,
         output_per_mtok=prices.output_per_mtok if prices else None,
-        cached_input_per_mtok=prices.cached_input_per_mtok if prices else None,
+        cached_input_per_mtok=(
+            _rate_used(prices.cached_input_per_mtok, prices.cache_read_rate, usage.cached_input_tokens) if prices else None
+        ),
+        cache_write_per_mtok=(
+            _rate_used(prices.cache_write_per_mtok, prices.cache_write_rate, usage.cache_write_tokens) if prices else None
+        ),
         price_source=attempt.prepared.price_source,
         cost_usd=cost,
-        request_id=result.request_id,
+        request_id=usage.request_id[:200],
     )
     add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1)
     return cost
+
+
+def _rate_used(listed: Decimal | None, fallback: Decimal, tokens: int) -> Decimal | None:
+    """The rate a kind of cached input was billed at: its listed rate, or the fallback when it had tokens."""
+    if listed is not None:
+        return listed
+    return fallback if tokens else None
 
 
 def step_enter(
@@ -429,12 +512,14 @@ def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
         step.status = StepStatus.PENDING
         step.error = None
         step.redeliveries = 0
-        step.save(update_fields=["status", "error", "redeliveries"])
+        step.provider_retries = 0
+        step.save(update_fields=["status", "error", "redeliveries", "provider_retries"])
         step_schedule(step)
         return
     branches = _branches(run=run, step=step)
-    branches.filter(pk=step.pk).update(status=StepStatus.WAITING, error=None, redeliveries=0)
-    branches.filter(status__in=reopened).update(status=StepStatus.WAITING, error=None, redeliveries=0)
+    fresh = {"status": StepStatus.WAITING, "error": None, "redeliveries": 0, "provider_retries": 0}
+    branches.filter(pk=step.pk).update(**fresh)
+    branches.filter(status__in=reopened).update(**fresh)
     definition = definition_of(run.workflow_version)
     _send_waiting(group=definition.group(step.group), branches=branches)
 

@@ -1,0 +1,70 @@
+"""What the real providers share: telling transient errors from definitive ones, keeping credentials
+out of messages, and reading a structured answer."""
+
+import json
+import re
+from typing import Any
+
+from workflows.definition import output_problems
+from workflows.providers.base import CompletionRequest, Credentials, ProviderError, Usage
+
+# Worth another attempt: a timeout, a conflict, a rate limit, or the server's own failure.
+RETRYABLE_STATUS_CODES = frozenset({408, 409, 429})
+# Anything shaped like a provider API key, whoever's it is.
+_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|key-[A-Za-z0-9_\-]{6,})")
+REDACTED = "[redacted]"
+MAX_MESSAGE_LENGTH = 500
+
+
+def is_retryable_status(status_code: int) -> bool:
+    return status_code in RETRYABLE_STATUS_CODES or status_code >= 500
+
+
+def redact(text: str, credentials: Credentials | None) -> str:
+    """The text without the API key, or anything that looks like one; cut to a readable length."""
+    if credentials is not None and credentials.api_key:
+        text = text.replace(credentials.api_key, REDACTED)
+    text = _KEY_PATTERN.sub(REDACTED, text)
+    return text[:MAX_MESSAGE_LENGTH]
+
+
+def retry_after_seconds(headers) -> float | None:
+    """The server's Retry-After, when it gives one in seconds."""
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def status_error(
+    *, provider: str, status_code: int, message: str, headers, credentials: Credentials | None, usage: Usage | None
+) -> ProviderError:
+    return ProviderError(
+        redact(f"{provider} answered {status_code}: {message}", credentials),
+        retryable=is_retryable_status(status_code),
+        usage=usage,
+        retry_after_seconds=retry_after_seconds(headers),
+        status_code=status_code,
+    )
+
+
+def missing_credentials(provider: str) -> ProviderError:
+    return ProviderError(f"No credentials for provider '{provider}'; add the team's API key or set it in the environment.")
+
+
+def structured_answer(text: str, request: CompletionRequest, *, usage: Usage) -> Any:
+    """The answer for an agent with an output schema, parsed and checked; ProviderError (carrying the
+    call's usage, which is billed all the same) when it does not fit."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        raise ProviderError(f"The model's answer is not JSON: {text[:200]!r}", usage=usage) from None
+    return checked_answer(answer, request, usage=usage)
+
+
+def checked_answer(answer: Any, request: CompletionRequest, *, usage: Usage) -> Any:
+    problems = output_problems(answer, request.output_schema or {})
+    if problems:
+        raise ProviderError(f"The model's answer does not fit the agent's output schema: {'; '.join(problems[:5])}", usage=usage)
+    return answer

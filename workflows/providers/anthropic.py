@@ -1,0 +1,162 @@
+"""Anthropic's Messages API through the official SDK, with its own retries off: every attempt is the
+step's to count. A structured answer is asked for as the input of the one tool the model must call."""
+
+import json
+import time
+from typing import Any
+
+import anthropic
+from django.conf import settings
+
+from workflows.definition import json_schema
+from workflows.providers._calls import checked_answer, missing_credentials, redact, status_error
+from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
+
+OUTPUT_TOOL = "output"
+_USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+
+
+class AnthropicProvider:
+    name = "anthropic"
+    needs_credentials = True
+
+    def complete(self, request: CompletionRequest, *, credentials: Credentials | None) -> CompletionResult:
+        if credentials is None:
+            raise missing_credentials(self.name)
+        client = anthropic.Anthropic(
+            api_key=credentials.api_key,
+            base_url=credentials.base_url or None,
+            max_retries=0,
+            timeout=settings.PROVIDER_TIMEOUT_SECONDS,
+        )
+        try:
+            raw = client.messages.with_raw_response.create(**_params(request))
+            request_id = raw.headers.get("request-id", "")
+            response = raw.parse()
+            if request.stream:
+                blocks, counts, request_id = _read_stream(response, request_id=request_id, credentials=credentials)
+            else:
+                blocks = [_block(content) for content in response.content]
+                counts = {field: getattr(response.usage, field, None) or 0 for field in _USAGE_FIELDS}
+                request_id = request_id or response.id
+        except anthropic.APIStatusError as exc:
+            raise status_error(
+                provider="Anthropic",
+                status_code=exc.status_code,
+                message=_error_message(exc),
+                headers=exc.response.headers,
+                credentials=credentials,
+                usage=None,
+            ) from None
+        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
+            raise ProviderError(redact(f"Anthropic could not be reached: {exc}", credentials), retryable=True) from None
+        usage = _usage(counts, request_id=request_id)
+        return CompletionResult(output=_answer(blocks, request, usage=usage), **vars(usage))
+
+
+def _params(request: CompletionRequest) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": "user", "content": request.prompt}],
+    }
+    if request.system_prompt:
+        params["system"] = request.system_prompt
+    if request.temperature is not None:
+        # Anthropic's range is 0-1; a definition may say up to 2 (OpenAI's range).
+        params["temperature"] = min(request.temperature, 1.0)
+    if request.output_schema:
+        params["tools"] = [
+            {
+                "name": OUTPUT_TOOL,
+                "description": "Give your answer by calling this tool.",
+                "input_schema": json_schema(request.output_schema),
+            }
+        ]
+        params["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
+    if request.stream:
+        params["stream"] = True
+    return params
+
+
+def _read_stream(stream, *, request_id: str, credentials: Credentials) -> tuple[list[dict], dict[str, int], str]:
+    """The content blocks and usage of a streamed message.
+
+    message_start carries the input-side counts; each message_delta carries counts that are
+    cumulative, not increments, so the latest value of each count is the total.
+    """
+    deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
+    blocks: dict[int, dict] = {}
+    counts = dict.fromkeys(_USAGE_FIELDS, 0)
+    try:
+        for event in stream:
+            if event.type == "message_start":
+                request_id = request_id or event.message.id
+                _take_counts(counts, event.message.usage)
+            elif event.type == "message_delta":
+                _take_counts(counts, event.usage)
+            elif event.type == "content_block_start":
+                blocks[event.index] = _block(event.content_block)
+            elif event.type == "content_block_delta":
+                block = blocks.setdefault(event.index, {"type": "text", "text": "", "json": ""})
+                if event.delta.type == "text_delta":
+                    block["text"] += event.delta.text
+                elif event.delta.type == "input_json_delta":
+                    block["json"] += event.delta.partial_json
+            if time.monotonic() > deadline:
+                raise ProviderError("Anthropic's stream took longer than PROVIDER_TIMEOUT_SECONDS.", retryable=True)
+    except anthropic.APIError as exc:
+        # An error event mid-stream (e.g. overloaded_error): what message_start reported is billed.
+        usage = _usage(counts, request_id=request_id) if any(counts.values()) else None
+        raise ProviderError(
+            redact(f"Anthropic's stream failed: {exc}", credentials), retryable=True, usage=usage
+        ) from None
+    finally:
+        stream.close()
+    return [blocks[index] for index in sorted(blocks)], counts, request_id
+
+
+def _take_counts(counts: dict[str, int], reported) -> None:
+    for field in _USAGE_FIELDS:
+        value = getattr(reported, field, None)
+        if value is not None:
+            counts[field] = value
+
+
+def _block(content) -> dict:
+    if content.type == "tool_use":
+        return {"type": "tool_use", "input": content.input, "text": "", "json": ""}
+    return {"type": content.type, "text": getattr(content, "text", "") or "", "json": ""}
+
+
+def _usage(counts: dict[str, int], *, request_id: str) -> Usage:
+    return Usage(
+        input_tokens=counts["input_tokens"],
+        cache_write_tokens=counts["cache_creation_input_tokens"],
+        cached_input_tokens=counts["cache_read_input_tokens"],
+        output_tokens=counts["output_tokens"],
+        request_id=request_id,
+    )
+
+
+def _answer(blocks: list[dict], request: CompletionRequest, *, usage: Usage) -> Any:
+    if not request.output_schema:
+        return "".join(block["text"] for block in blocks if block["type"] == "text")
+    tool_use = next((block for block in blocks if block["type"] == "tool_use"), None)
+    if tool_use is None:
+        raise ProviderError("The model answered without calling the output tool.", usage=usage)
+    answer = tool_use["input"]
+    if tool_use["json"]:
+        # Streamed, the tool's input arrives as pieces of JSON text.
+        try:
+            answer = json.loads(tool_use["json"])
+        except ValueError:
+            raise ProviderError("The model's tool input is not JSON.", usage=usage) from None
+    return checked_answer(answer, request, usage=usage)
+
+
+def _error_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message", exc.message))
+    return exc.message

@@ -1,0 +1,147 @@
+"""Chat Completions on OpenAI or any server that speaks it (vLLM, Ollama, OpenRouter, Azure-style
+gateways), through the official SDK with its own retries off: every attempt is the step's to count."""
+
+import logging
+import time
+from typing import Any
+
+import openai
+from django.conf import settings
+
+from workflows.definition import count_tokens, json_schema
+from workflows.providers._calls import (
+    missing_credentials,
+    redact,
+    status_error,
+    structured_answer,
+)
+from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
+
+logger = logging.getLogger(__name__)
+
+
+class OpenAIProvider:
+    name = "openai"
+    needs_credentials = True
+
+    def complete(self, request: CompletionRequest, *, credentials: Credentials | None) -> CompletionResult:
+        if credentials is None:
+            raise missing_credentials(self.name)
+        client = openai.OpenAI(
+            api_key=credentials.api_key,
+            base_url=credentials.base_url or None,
+            max_retries=0,
+            timeout=settings.PROVIDER_TIMEOUT_SECONDS,
+        )
+        try:
+            raw = client.chat.completions.with_raw_response.create(**_params(request))
+            request_id = raw.headers.get("x-request-id", "")
+            response = raw.parse()
+            if request.stream:
+                text, usage = _read_stream(response, request_id=request_id, request=request)
+            else:
+                text = response.choices[0].message.content or "" if response.choices else ""
+                usage = _usage(response.usage, request_id=request_id or response.id, request=request)
+        except openai.APIStatusError as exc:
+            raise status_error(
+                provider="OpenAI",
+                status_code=exc.status_code,
+                message=_error_message(exc),
+                headers=exc.response.headers,
+                credentials=credentials,
+                usage=_usage_in_error(exc.response, request_id=exc.response.headers.get("x-request-id", "")),
+            ) from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise ProviderError(redact(f"OpenAI could not be reached: {exc}", credentials), retryable=True) from None
+        output = structured_answer(text, request, usage=usage) if request.output_schema else text
+        return CompletionResult(output=output, **vars(usage))
+
+
+def _params(request: CompletionRequest) -> dict[str, Any]:
+    messages = [{"role": "user", "content": request.prompt}]
+    if request.system_prompt:
+        messages.insert(0, {"role": "system", "content": request.system_prompt})
+    params: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        # The cap the gate's estimate assumed; reasoning tokens count against it too.
+        "max_completion_tokens": request.max_tokens,
+    }
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.output_schema:
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": json_schema(request.output_schema), "strict": True},
+        }
+    if request.stream:
+        # Without this a streamed call reports no usage at all.
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+    return params
+
+
+def _read_stream(stream, *, request_id: str, request: CompletionRequest) -> tuple[str, Usage]:
+    deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
+    parts: list[str] = []
+    reported = None
+    try:
+        for chunk in stream:
+            request_id = request_id or chunk.id
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+            if chunk.usage is not None:
+                reported = chunk.usage  # the last chunk, with no choices
+            if time.monotonic() > deadline:
+                raise ProviderError("OpenAI's stream took longer than PROVIDER_TIMEOUT_SECONDS.", retryable=True)
+    except openai.APIError as exc:
+        # An error event in the stream; whatever usage came before it is still billed.
+        usage = _usage(reported, request_id=request_id, request=request) if reported else None
+        raise ProviderError(redact(f"OpenAI's stream failed: {exc}", None), retryable=True, usage=usage) from None
+    finally:
+        stream.close()
+    return "".join(parts), _usage(reported, request_id=request_id, request=request)
+
+
+def _usage(reported, *, request_id: str, request: CompletionRequest) -> Usage:
+    if reported is None:
+        # Never $0 for a call that was made: bill the worst case the gate estimated for it.
+        logger.warning("OpenAI-compatible server reported no usage for %s; billing the estimate's worst case.", request.model)
+        return Usage(
+            input_tokens=count_tokens(request.system_prompt + request.prompt),
+            output_tokens=request.max_tokens,
+            request_id=request_id,
+        )
+    details = getattr(reported, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    return Usage(
+        input_tokens=reported.prompt_tokens - cached,
+        cached_input_tokens=cached,
+        output_tokens=reported.completion_tokens,
+        request_id=request_id,
+    )
+
+
+def _usage_in_error(response, *, request_id: str) -> Usage | None:
+    """Usage a server reported beside an error, as some gateways do for calls they bill."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict) or "prompt_tokens" not in usage:
+        return None
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        input_tokens=usage["prompt_tokens"] - cached,
+        cached_input_tokens=cached,
+        output_tokens=usage.get("completion_tokens") or 0,
+        request_id=request_id,
+    )
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return exc.message

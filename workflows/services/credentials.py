@@ -1,0 +1,113 @@
+"""Teams' provider credentials: encrypted at rest with Fernet, with the environment as the fallback.
+
+The keys come from CREDENTIALS_ENCRYPTION_KEYS (newest first, so a key can be rotated in: the first
+encrypts, all decrypt). Unset, one key is derived from SECRET_KEY, which suits development only: a
+changed SECRET_KEY then makes stored credentials unreadable.
+"""
+
+import base64
+import hashlib
+from collections.abc import Iterable
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from workflows.errors import MissingCredentials
+from workflows.models import ProviderCredential, Team
+from workflows.providers import Credentials, ProviderError, get_provider
+
+HINT_LENGTH = 4
+# The settings each provider falls back to: (API key, base URL).
+_ENVIRONMENT = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+}
+
+
+class CredentialsUnreadable(ProviderError):
+    """Stored credentials that the configured keys cannot decrypt: the step cannot call its provider."""
+
+
+def credential_set(*, team: Team, provider: str, api_key: str, base_url: str = "") -> ProviderCredential:
+    """Store (or replace) the team's key for `provider`, encrypted."""
+    credential, _ = ProviderCredential.objects.update_or_create(
+        team=team,
+        provider=provider,
+        defaults={
+            "api_key_encrypted": encrypt(api_key),
+            "api_key_hint": key_hint(api_key),
+            "base_url": base_url,
+        },
+    )
+    return credential
+
+
+def credentials_for(*, team_id: int, provider: str) -> Credentials | None:
+    """The team's own credentials for `provider`, else the environment's; None when neither has a key
+    or the provider needs none."""
+    if not get_provider(provider).needs_credentials:
+        return None
+    stored = ProviderCredential.objects.filter(team_id=team_id, provider=provider).first()
+    if stored is not None:
+        # A team's credentials are used whole: its base URL, or the provider's own endpoint.
+        return Credentials(api_key=decrypt(stored.api_key_encrypted), base_url=stored.base_url)
+    key_setting, url_setting = _ENVIRONMENT[provider]
+    api_key = getattr(settings, key_setting)
+    return Credentials(api_key=api_key, base_url=getattr(settings, url_setting)) if api_key else None
+
+
+def check_credentials(*, team: Team, providers: Iterable[str]) -> None:
+    """Refuse a run whose providers have no credentials, before any of its steps is sent."""
+    missing = sorted(
+        provider
+        for provider in set(providers)
+        if get_provider(provider).needs_credentials and not _has_credentials(team=team, provider=provider)
+    )
+    if missing:
+        names = ", ".join(f"'{provider}'" for provider in missing)
+        settings_named = " or ".join(_ENVIRONMENT[provider][0] for provider in missing)
+        raise MissingCredentials(
+            f"No credentials for provider {names}: add the team's API key in the admin, or set {settings_named}.",
+            details={"providers": missing},
+        )
+
+
+def _has_credentials(*, team: Team, provider: str) -> bool:
+    if ProviderCredential.objects.filter(team=team, provider=provider).exists():
+        return True
+    return bool(getattr(settings, _ENVIRONMENT[provider][0]))
+
+
+def encrypt(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except InvalidToken:
+        raise CredentialsUnreadable(
+            "Stored provider credentials cannot be decrypted with CREDENTIALS_ENCRYPTION_KEYS; "
+            "was the key changed without keeping the old one in the list?"
+        ) from None
+
+
+def key_hint(secret: str) -> str:
+    """Enough of a key to tell two apart, never enough to use: its last characters, if it is long."""
+    return f"…{secret[-HINT_LENGTH:]}" if len(secret) >= 4 * HINT_LENGTH else "…"
+
+
+def _fernet() -> MultiFernet:
+    keys = settings.CREDENTIALS_ENCRYPTION_KEYS or [_derived_key(settings.SECRET_KEY)]
+    try:
+        return MultiFernet([Fernet(key) for key in keys])
+    except ValueError:
+        raise ImproperlyConfigured(
+            "CREDENTIALS_ENCRYPTION_KEYS must list Fernet keys (32 url-safe base64-encoded bytes each); "
+            'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+        ) from None
+
+
+def _derived_key(secret_key: str) -> bytes:
+    return base64.urlsafe_b64encode(hashlib.sha256(f"budgetsvc credentials:{secret_key}".encode()).digest())
