@@ -109,3 +109,28 @@ def test_bootstrap_demo_creates_the_team_and_reuses_its_key(settings, tmp_path):
     assert second.getvalue().strip().splitlines()[-1] == key
     assert "Admin login" not in second.getvalue()
     assert api_key_authenticate(raw_key=key).team.name == "demo"
+
+
+def test_loadprices_loads_cache_rates_output_limits_and_aliases_and_old_files_still_load(tmp_path):
+    from workflows.models import ModelAlias, Price
+
+    new = tmp_path / "new.json"
+    new.write_text(
+        '{"prices": [{"model": "c", "input_per_mtok": "3", "output_per_mtok": "15", "cached_input_per_mtok": "0.3",'
+        ' "cache_write_per_mtok": "3.75", "max_output_tokens": 64000, "valid_from": "2025-01-01"}],'
+        ' "aliases": {"c-20250101": "c"}}'
+    )
+    assert last_line("loadprices", str(new)) == "1"
+    row = Price.objects.get(model="c")
+    assert (row.cache_write_per_mtok, row.max_output_tokens) == (Decimal("3.75"), 64000)
+    assert ModelAlias.objects.get(alias="c-20250101").model == "c"
+
+    old = tmp_path / "old.json"
+    old.write_text('{"prices": [{"model": "o", "input_per_mtok": "1", "output_per_mtok": "2", "valid_from": "2024-01-01"}]}')
+    assert last_line("loadprices", str(old)) == "1"
+    assert Price.objects.get(model="o").cache_write_per_mtok is None
+
+    looping = tmp_path / "looping.json"
+    looping.write_text('{"prices": [], "aliases": {"x": "x"}}')
+    with pytest.raises(CommandError, match="alias cannot name itself"):
+        call_command("loadprices", str(looping))

@@ -30,3 +30,26 @@ def test_a_workflows_own_pricing_overrides_the_table(price_history):
 
 def test_a_similar_model_name_never_borrows_a_price(price_history):
     assert prices_for(model="m-2026-01-01", pricing={}) == (None, "")
+
+
+def test_a_listed_alias_is_priced_as_its_model_and_the_own_name_wins(price_history):
+    from workflows.models import ModelAlias
+    from workflows.services.prices import is_priced
+
+    ModelAlias.objects.create(alias="m-2026-01-01", model="m")
+    assert prices_for(model="m-2026-01-01", pricing={}, on=date(2026, 6, 1))[0].input_per_mtok == Decimal("3")
+    assert is_priced("m-2026-01-01") and not is_priced("m-2026-02-02")
+
+    Price.objects.create(model="m-2026-01-01", input_per_mtok=7, output_per_mtok=7, valid_from=date(2020, 1, 1))
+    assert prices_for(model="m-2026-01-01", pricing={}, on=date(2026, 6, 1))[0].input_per_mtok == Decimal("7")
+
+
+def test_the_table_carries_cache_rates_and_the_models_max_output(db):
+    Price.objects.create(
+        model="c", input_per_mtok=3, output_per_mtok=15, cached_input_per_mtok="0.3", cache_write_per_mtok="3.75",
+        max_output_tokens=64000, valid_from=date(2025, 1, 1),
+    )  # fmt: skip
+    prices, _ = prices_for(model="c", pricing={})
+    assert (prices.cached_input_per_mtok, prices.cache_write_per_mtok, prices.max_output_tokens) == (
+        Decimal("0.3"), Decimal("3.75"), 64000,
+    )  # fmt: skip

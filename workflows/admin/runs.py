@@ -7,6 +7,7 @@ from workflows.models import (
     Checkpoint,
     Event,
     LedgerEntry,
+    ModelAlias,
     Price,
     Run,
     Step,
@@ -123,6 +124,20 @@ class CheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
-    list_display = ["model", "input_per_mtok", "cached_input_per_mtok", "output_per_mtok", "valid_from"]
+    list_display = [
+        "model",
+        "input_per_mtok",
+        "cached_input_per_mtok",
+        "cache_write_per_mtok",
+        "output_per_mtok",
+        "max_output_tokens",
+        "valid_from",
+    ]
     search_fields = ["model"]
     list_filter = ["valid_from"]
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(admin.ModelAdmin):
+    list_display = ["alias", "model"]
+    search_fields = ["alias", "model"]

@@ -7,7 +7,8 @@ from django.db import models
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
 from workflows.admin.reports import budget_bar
 from workflows.errors import ValidationFailed
-from workflows.models import ApiKey, BudgetChange, ThresholdCrossing, Team
+from workflows.models import ApiKey, BudgetChange, ProviderCredential, ThresholdCrossing, Team
+from workflows.services.credentials import credential_set
 from workflows.services.teams import (
     TEAM_BUDGET_FIELDS,
     api_key_create,
@@ -174,3 +175,43 @@ class ThresholdCrossingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["team__name", "run__id"]
     list_select_related = ["team", "run"]
     date_hierarchy = "created_at"
+
+
+class ProviderCredentialForm(forms.ModelForm):
+    """The key is written, never shown: the field starts empty, and left empty it keeps the stored key."""
+
+    api_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted. Leave empty to keep the current key.",
+    )
+
+    class Meta:
+        model = ProviderCredential
+        fields = ["team", "provider", "base_url"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("api_key") and self.instance.pk is None:
+            self.add_error("api_key", "A new credential needs its API key.")
+        return cleaned
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(admin.ModelAdmin):
+    form = ProviderCredentialForm
+    list_display = ["team", "provider", "api_key_hint", "base_url", "updated_at"]
+    list_filter = ["provider"]
+    search_fields = ["team__name"]
+    readonly_fields = ["api_key_hint", "updated_at"]
+    fields = ["team", "provider", "api_key", "api_key_hint", "base_url", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        api_key = form.cleaned_data.get("api_key")
+        if api_key:
+            # Through the service, which encrypts; the form never sees the stored ciphertext.
+            saved = credential_set(team=obj.team, provider=obj.provider, api_key=api_key, base_url=obj.base_url)
+            obj.pk, obj.api_key_encrypted, obj.api_key_hint = saved.pk, saved.api_key_encrypted, saved.api_key_hint
+            return
+        super().save_model(request, obj, form, change)

@@ -188,6 +188,7 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
     input_per_mtok = money(allow_null=True)
     output_per_mtok = money(allow_null=True)
     cached_input_per_mtok = money(allow_null=True)
+    cache_write_per_mtok = money(allow_null=True)
     cost_usd = money(allow_null=True)
 
     class Meta:
@@ -204,9 +205,11 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
             "input_tokens",
             "output_tokens",
             "cached_input_tokens",
+            "cache_write_tokens",
             "input_per_mtok",
             "output_per_mtok",
             "cached_input_per_mtok",
+            "cache_write_per_mtok",
             "price_source",
             "cost_usd",
             "request_id",
