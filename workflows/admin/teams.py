@@ -186,6 +186,7 @@ class ProviderCredentialForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Stored encrypted. Leave empty to keep the current key.",
     )
+    base_url = forms.URLField(required=False, assume_scheme="https", help_text="Empty: the provider's own endpoint.")
 
     class Meta:
         model = ProviderCredential
