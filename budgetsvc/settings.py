@@ -198,7 +198,7 @@ DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", default=256 * 1024)
 
 # Real providers (docs/providers.md). A call is abandoned after PROVIDER_TIMEOUT_SECONDS, which must
 # leave the step's soft time limit room to record the failure.
-PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=min(120.0, STEP_SOFT_TIME_LIMIT_SECONDS - 30))
+PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=min(120.0, STEP_SOFT_TIME_LIMIT_SECONDS * 0.8))
 if not 0 < PROVIDER_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
     raise ImproperlyConfigured("PROVIDER_TIMEOUT_SECONDS must be above 0 and below STEP_SOFT_TIME_LIMIT_SECONDS.")
 # Transient errors (429, 5xx, timeouts, lost connections) are retried this many times per step,

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from tests.conftest import wait_until
 from tests.integration.conftest import service_env
+from tests.providers.wire import WireServer, openai_completion, openai_usage
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -58,10 +59,34 @@ def answers(url: str) -> bool:
     return True
 
 
+OPENAI_WORKFLOW = """
+workflow:
+  name: openai-brief
+  entry_point: writer
+  runtime: {provider: openai, default_model: gpt-4o-2024-08-06, max_tokens: 500}
+agents:
+  - name: writer
+    prompt: "Write a brief."
+    output: {brief: {type: string}}
+"""
+
+
 @pytest.fixture
-def make_run(transactional_db, tmp_path):
+def openai_server():
+    with WireServer() as server:
+        yield server
+
+
+@pytest.fixture
+def make_run(transactional_db, tmp_path, openai_server):
     port = free_port()
-    env = {**service_env(tmp_path / "var"), "PORT": str(port), "DJANGO_STATIC_ROOT": str(tmp_path / "static")}
+    env = {
+        **service_env(tmp_path / "var"),
+        "PORT": str(port),
+        "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
+        "OPENAI_API_KEY": "sk-test-make-run-0123456789",
+        "OPENAI_BASE_URL": f"{openai_server.url}/v1",
+    }
     log = (tmp_path / "make-run.log").open("w")
     process = subprocess.Popen(
         ["make", "run"], cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -69,7 +94,7 @@ def make_run(transactional_db, tmp_path):
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: answers(base_url + "/api/v1/runs"), timeout=180, message="make run to answer")
-        yield process, Service(base_url, (tmp_path / "var" / "demo-api-key").read_text().strip())
+        yield process, Service(base_url, (tmp_path / "var" / "demo-api-key").read_text().strip()), openai_server
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -78,7 +103,7 @@ def make_run(transactional_db, tmp_path):
 
 
 def test_make_run_serves_the_api_with_a_worker_and_stops_on_sigterm(make_run):
-    process, service = make_run
+    process, service, openai_server = make_run
 
     status, created = service.call("POST", "/api/v1/workflows", EXAMPLE.read_bytes(), "application/yaml")
     assert status == 201, created
@@ -92,9 +117,26 @@ def test_make_run_serves_the_api_with_a_worker_and_stops_on_sigterm(make_run):
     wait_until(lambda: service.run_status(run["id"]) == "completed", message="the resumed run to complete")
     assert service.call("GET", f"/api/v1/runs/{run['id']}")[1]["spent_usd"] == "0.900000"
 
+    run_an_openai_workflow(service, server=openai_server)
+
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=60)
     wait_until(lambda: not group_alive(process.pid), message="the web server and the worker to stop")
+
+
+def run_an_openai_workflow(service: Service, *, server: WireServer) -> None:
+    """OPENAI_BASE_URL points at a wire-compatible server: the workflow's spend is the usage it reported
+    times the shipped prices of gpt-4o, which the dated snapshot name is an alias of."""
+    server.script(openai_completion(json.dumps({"brief": "Done."}), openai_usage(prompt=3000, completion=400, cached=2048)))
+    status, created = service.call("POST", "/api/v1/workflows", OPENAI_WORKFLOW.encode(), "application/yaml")
+    assert status == 201, created
+    status, run = service.call("POST", "/api/v1/runs", json.dumps({"workflow": "openai-brief"}).encode())
+    assert status == 202, run
+    wait_until(lambda: service.run_status(run["id"]) in ("completed", "failed"), message="the openai run to end")
+    body = service.call("GET", f"/api/v1/runs/{run['id']}")[1]
+    assert body["status"] == "completed", body["error"]
+    # 952 uncached x $2.50 + 2,048 cached x $1.25 + 400 output x $10, per 1M
+    assert body["spent_usd"] == "0.008940"
 
 
 def group_alive(pgid: int) -> bool:
