@@ -256,8 +256,9 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
         add(run, iterations=1)
         step.status = StepStatus.SUCCEEDED
         step.output = result.output
+        step.error = None  # a transient error an earlier attempt left
         step.finished_at = timezone.now()
-        step.save(update_fields=["status", "output", "finished_at"])
+        step.save(update_fields=["status", "output", "error", "finished_at"])
         event_record(
             run=run,
             type=EventType.AGENT_COMPLETED,
