@@ -1,6 +1,12 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class WorkflowsConfig(AppConfig):
     name = "workflows"
     verbose_name = "Budget-governed workflows"
+
+    def ready(self) -> None:
+        from workflows.ledger_triggers import ensure_ledger_triggers
+
+        post_migrate.connect(ensure_ledger_triggers, sender=self)
