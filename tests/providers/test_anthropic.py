@@ -76,6 +76,27 @@ def test_an_overload_mid_stream_charges_what_message_start_reported_then_retries
     assert_invariants(run)
 
 
+def test_a_stream_cut_off_mid_answer_is_billed_its_input_and_the_whole_output_cap_then_retried(
+    team, wire, priced
+):
+    answer = ['{"summary": "Budgets hold.", ', '"score": 7}']
+    cut = anthropic_stream(tool_json_pieces=answer, start_usage=anthropic_usage(1000, 1), final_output_tokens=500)
+    cut.cut_after = 3  # message_start, the block's start and one delta: no message_delta
+    whole = anthropic_stream(tool_json_pieces=answer, start_usage=anthropic_usage(1000, 1), final_output_tokens=500)
+    wire.script(cut, whole)
+    run = drive(start(team, wire, provider="anthropic", model="claude-wire-test", stream=True))
+
+    assert run.status == "completed", run.error
+    # The cut-off attempt: 1,000 x $3 + the 1,000-token cap x $15; the retry: 1,000 x $3 + 500 x $15, per 1M
+    assert [(entry[0], entry[4], entry[5]) for entry in ledger(run)] == [
+        (1, 1000, Decimal("0.018000")),
+        (2, 500, Decimal("0.010500")),
+    ]
+    retry = run.events.get(type="provider_retry")
+    assert "was cut off" in retry.payload["error"]["message"]
+    assert_invariants(run)
+
+
 def test_a_529_overload_is_retried(team, wire, priced):
     wire.script(anthropic_error(529, "Overloaded"), anthropic_message(TOOL_ANSWER, anthropic_usage(10, 10)))
     run = drive(start(team, wire, provider="anthropic", model="claude-wire-test"))

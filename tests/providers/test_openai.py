@@ -82,6 +82,24 @@ def test_a_stream_without_usage_is_billed_at_its_worst_case_never_at_zero(team, 
     assert entry.cost_usd >= Decimal("0.010000")
 
 
+def test_a_stream_cut_off_before_its_usage_is_billed_at_its_worst_case_then_retried(team, wire, priced):
+    cut = openai_stream(['{"summary": "Budg', 'ets hold.", '], openai_usage(1200, 300))
+    cut.cut_after = 2  # the role chunk and one piece of the answer; the usage chunk never comes
+    wire.script(cut, openai_stream([ANSWER], openai_usage(prompt=1200, completion=300), request_id="req_ok"))
+    run = drive(start(team, wire, provider="openai", model="gpt-4o", stream=True))
+
+    assert run.status == "completed", run.error
+    cut_off, retried = ledger(run)
+    attempt, input_tokens, _, _, output_tokens, cost, _ = cut_off
+    # The local count of the prompt at $2.50 and the 1,000-token cap it was called with at $10, per 1M
+    worst_case = (input_tokens * Decimal("2.5") + 1000 * Decimal("10")) / 1_000_000
+    assert (attempt, output_tokens, cost) == (1, 1000, worst_case.quantize(Decimal("0.000001")))
+    assert input_tokens > 0
+    assert retried == (2, 1200, 0, 0, 300, Decimal("0.006000"), "req_ok")
+    assert "was cut off" in run.events.get(type=EventType.PROVIDER_RETRY).payload["error"]["message"]
+    assert_invariants(run)
+
+
 def test_a_429_is_retried_and_only_the_success_is_charged(team, wire, priced):
     wire.script(
         openai_error(429, "Rate limit reached", headers={"retry-after": "0"}),

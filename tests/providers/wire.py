@@ -15,6 +15,8 @@ class Answer:
     body: dict | None = None
     events: list[tuple[str | None, dict | str]] | None = None  # SSE: (event name or None, data)
     headers: dict[str, str] = field(default_factory=dict)
+    # Stream only this many events, then drop the connection in the middle of the body.
+    cut_after: int | None = None
 
 
 @dataclass
@@ -56,16 +58,21 @@ class WireServer:
                 self.wfile.write(payload)
 
             def _stream(self, answer: Answer):
+                frames = []
+                for event, data in answer.events:
+                    text = data if isinstance(data, str) else json.dumps(data)
+                    frames.append(((f"event: {event}\n" if event else "") + f"data: {text}\n\n").encode())
                 self.send_response(answer.status)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("connection", "close")
+                if answer.cut_after is not None:
+                    # The whole body's length, then less of it: the client sees the connection cut.
+                    self.send_header("content-length", str(sum(map(len, frames))))
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                for event, data in answer.events:
-                    text = data if isinstance(data, str) else json.dumps(data)
-                    frame = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
-                    self.wfile.write(frame.encode())
+                for frame in frames[: answer.cut_after]:
+                    self.wfile.write(frame)
                     self.wfile.flush()
                 self.close_connection = True
 

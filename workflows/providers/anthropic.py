@@ -34,7 +34,9 @@ class AnthropicProvider:
             request_id = raw.headers.get("request-id", "")
             response = raw.parse()
             if request.stream:
-                blocks, counts, request_id = _read_stream(response, request_id=request_id, credentials=credentials)
+                blocks, counts, request_id = _read_stream(
+                    response, request_id=request_id, request=request, credentials=credentials
+                )
             else:
                 blocks = [_block(content) for content in response.content]
                 counts = {field: getattr(response.usage, field, None) or 0 for field in _USAGE_FIELDS}
@@ -79,7 +81,9 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
     return params
 
 
-def _read_stream(stream, *, request_id: str, credentials: Credentials) -> tuple[list[dict], dict[str, int], str]:
+def _read_stream(
+    stream, *, request_id: str, request: CompletionRequest, credentials: Credentials
+) -> tuple[list[dict], dict[str, int], str]:
     """The content blocks and usage of a streamed message.
 
     message_start carries the input-side counts; each message_delta carries counts that are
@@ -88,12 +92,27 @@ def _read_stream(stream, *, request_id: str, credentials: Credentials) -> tuple[
     deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
     blocks: dict[int, dict] = {}
     counts = dict.fromkeys(_USAGE_FIELDS, 0)
+    started = finished = cut_off = False
+    problem = None
+    events = iter(stream)
     try:
-        for event in stream:
+        while True:
+            try:
+                event = next(events)
+            except StopIteration:
+                break
+            except anthropic.APIError as exc:
+                problem = f"failed: {exc}"  # an error event: the server stopped the message and said so
+                break
+            except Exception as exc:  # noqa: BLE001 - the SDK lets its HTTP client's errors through
+                problem, cut_off = f"was cut off: {exc}", True
+                break
             if event.type == "message_start":
+                started = True
                 request_id = request_id or event.message.id
                 _take_counts(counts, event.message.usage)
             elif event.type == "message_delta":
+                finished = True
                 _take_counts(counts, event.usage)
             elif event.type == "content_block_start":
                 blocks[event.index] = _block(event.content_block)
@@ -104,16 +123,33 @@ def _read_stream(stream, *, request_id: str, credentials: Credentials) -> tuple[
                 elif event.delta.type == "input_json_delta":
                     block["json"] += event.delta.partial_json
             if time.monotonic() > deadline:
-                raise ProviderError("Anthropic's stream took longer than PROVIDER_TIMEOUT_SECONDS.", retryable=True)
-    except anthropic.APIError as exc:
-        # An error event mid-stream (e.g. overloaded_error): what message_start reported is billed.
-        usage = _usage(counts, request_id=request_id) if any(counts.values()) else None
-        raise ProviderError(
-            redact(f"Anthropic's stream failed: {exc}", credentials), retryable=True, usage=usage
-        ) from None
+                problem, cut_off = "took longer than PROVIDER_TIMEOUT_SECONDS", True
+                break
     finally:
         stream.close()
+    if problem is not None:
+        raise ProviderError(
+            redact(f"Anthropic's stream {problem}", credentials),
+            retryable=True,
+            usage=_stopped_usage(
+                counts, started=started, finished=finished, cut_off=cut_off, request=request, request_id=request_id
+            ),
+        )
     return [blocks[index] for index in sorted(blocks)], counts, request_id
+
+
+def _stopped_usage(
+    counts: dict[str, int], *, started: bool, finished: bool, cut_off: bool, request: CompletionRequest, request_id: str
+) -> Usage | None:
+    """What a stream that stopped early is billed: nothing if the message never started; the counts
+    reported so far if the server ended it (an error event) or message_delta gave the totals; and if
+    it was cut off before that, message_start's input with the whole output cap, since the model may
+    have made that many tokens before the stream stopped."""
+    if not started:
+        return None
+    if cut_off and not finished:
+        return _usage({**counts, "output_tokens": request.max_tokens}, request_id=request_id)
+    return _usage(counts, request_id=request_id)
 
 
 def _take_counts(counts: dict[str, int], reported) -> None:

@@ -85,22 +85,33 @@ def _read_stream(stream, *, request_id: str, request: CompletionRequest) -> tupl
     deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
     parts: list[str] = []
     reported = None
+    received = cut_off = False
+    problem = None
     try:
         for chunk in stream:
+            received = True
             request_id = request_id or chunk.id
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
             if chunk.usage is not None:
                 reported = chunk.usage  # the last chunk, with no choices
             if time.monotonic() > deadline:
-                raise ProviderError("OpenAI's stream took longer than PROVIDER_TIMEOUT_SECONDS.", retryable=True)
+                problem, cut_off = "took longer than PROVIDER_TIMEOUT_SECONDS", True
+                break
+    except openai.APIConnectionError as exc:
+        problem, cut_off = f"was cut off: {exc}", True
     except openai.APIError as exc:
-        # An error event in the stream; whatever usage came before it is still billed.
-        usage = _usage(reported, request_id=request_id, request=request) if reported else None
-        raise ProviderError(redact(f"OpenAI's stream failed: {exc}", None), retryable=True, usage=usage) from None
+        problem = f"failed: {exc}"  # an error event: the server stopped the answer and said so
     finally:
         stream.close()
-    return "".join(parts), _usage(reported, request_id=request_id, request=request)
+    if problem is None:
+        return "".join(parts), _usage(reported, request_id=request_id, request=request)
+    # Usage comes only in the last chunk. A stream cut off after it started may have been billed for
+    # up to the whole output cap, so without reported usage it is billed at the worst case.
+    usage = None
+    if reported is not None or (cut_off and received):
+        usage = _usage(reported, request_id=request_id, request=request)
+    raise ProviderError(redact(f"OpenAI's stream {problem}", None), retryable=True, usage=usage)
 
 
 def _usage(reported, *, request_id: str, request: CompletionRequest) -> Usage:
