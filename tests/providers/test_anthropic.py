@@ -8,6 +8,8 @@ import pytest
 from tests.invariants import assert_invariants
 from tests.providers.conftest import SECRET_KEY_FOR_TESTS, drive, everything_recorded_about, ledger, start
 from tests.providers.wire import anthropic_error, anthropic_message, anthropic_stream, anthropic_usage
+from workflows.providers.anthropic import client_for
+from workflows.providers.base import Credentials
 
 pytestmark = pytest.mark.django_db
 
@@ -95,6 +97,31 @@ def test_a_stream_cut_off_mid_answer_is_billed_its_input_and_the_whole_output_ca
     retry = run.events.get(type="provider_retry")
     assert "was cut off" in retry.payload["error"]["message"]
     assert_invariants(run)
+
+
+def test_a_stream_that_ends_without_message_delta_is_billed_the_whole_output_cap_then_retried(team, wire, priced):
+    answer = ['{"summary": "Budgets hold.", ', '"score": 7}']
+    early = anthropic_stream(tool_json_pieces=answer, start_usage=anthropic_usage(1000, 1), final_output_tokens=500)
+    early.events = early.events[:3]  # the body ends cleanly after one delta: no message_delta, no message_stop
+    whole = anthropic_stream(tool_json_pieces=answer, start_usage=anthropic_usage(1000, 1), final_output_tokens=500)
+    wire.script(early, whole)
+    run = drive(start(team, wire, provider="anthropic", model="claude-wire-test", stream=True))
+
+    assert run.status == "completed", run.error
+    # 1,000 x $3 + the 1,000-token cap x $15, not message_start's 1 output token; then the retry
+    assert [(entry[0], entry[4], entry[5]) for entry in ledger(run)] == [
+        (1, 1000, Decimal("0.018000")),
+        (2, 500, Decimal("0.010500")),
+    ]
+
+
+def test_a_teams_key_never_goes_to_the_base_url_the_operators_environment_sets(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://operator-gateway.internal")
+
+    assert str(client_for(Credentials(api_key="team-key")).base_url) == "https://api.anthropic.com"
+    assert str(client_for(Credentials(api_key="team-key", base_url="http://team.example")).base_url) == (
+        "http://team.example"
+    )
 
 
 def test_a_529_overload_is_retried(team, wire, priced):

@@ -10,6 +10,8 @@ from tests.invariants import assert_invariants
 from tests.providers.conftest import SECRET_KEY_FOR_TESTS, drive, everything_recorded_about, ledger, start
 from tests.providers.wire import openai_completion, openai_error, openai_stream, openai_usage
 from workflows.models import EventType
+from workflows.providers.base import Credentials
+from workflows.providers.openai import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +100,28 @@ def test_a_stream_cut_off_before_its_usage_is_billed_at_its_worst_case_then_retr
     assert retried == (2, 1200, 0, 0, 300, Decimal("0.006000"), "req_ok")
     assert "was cut off" in run.events.get(type=EventType.PROVIDER_RETRY).payload["error"]["message"]
     assert_invariants(run)
+
+
+def test_a_stream_that_ends_before_the_answer_finished_is_billed_at_its_worst_case_then_retried(team, wire, priced):
+    early = openai_stream(['{"summary": "Budg'], openai_usage(1200, 300))
+    early.events = early.events[:2]  # the body ends cleanly after one piece: no finish, no usage, no [DONE]
+    wire.script(early, openai_stream([ANSWER], openai_usage(prompt=1200, completion=300), request_id="req_ok"))
+    run = drive(start(team, wire, provider="openai", model="gpt-4o", stream=True))
+
+    assert run.status == "completed", run.error
+    (_, _, _, _, output_tokens, _, _), retried = ledger(run)
+    assert output_tokens == 1000  # the cap: the truncated answer was neither taken nor billed at $0
+    assert retried == (2, 1200, 0, 0, 300, Decimal("0.006000"), "req_ok")
+    assert run.steps.get().output == {"summary": "Budgets hold.", "score": 7}
+
+
+def test_a_teams_key_never_goes_to_the_base_url_the_operators_environment_sets(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://operator-gateway.internal/v1")
+
+    assert str(client_for(Credentials(api_key="team-key")).base_url) == "https://api.openai.com/v1/"
+    assert str(client_for(Credentials(api_key="team-key", base_url="http://team.example/v1")).base_url) == (
+        "http://team.example/v1/"
+    )
 
 
 def test_a_429_is_retried_and_only_the_success_is_charged(team, wire, priced):

@@ -16,6 +16,20 @@ OUTPUT_TOOL = "output"
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 
+# Given explicitly: left out, the SDK would take ANTHROPIC_BASE_URL from the environment and send a
+# team's own key to the operator's endpoint.
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def client_for(credentials: Credentials) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        api_key=credentials.api_key,
+        base_url=credentials.base_url or DEFAULT_BASE_URL,
+        max_retries=0,
+        timeout=settings.PROVIDER_TIMEOUT_SECONDS,
+    )
+
+
 class AnthropicProvider:
     name = "anthropic"
     needs_credentials = True
@@ -23,12 +37,7 @@ class AnthropicProvider:
     def complete(self, request: CompletionRequest, *, credentials: Credentials | None) -> CompletionResult:
         if credentials is None:
             raise missing_credentials(self.name)
-        client = anthropic.Anthropic(
-            api_key=credentials.api_key,
-            base_url=credentials.base_url or None,
-            max_retries=0,
-            timeout=settings.PROVIDER_TIMEOUT_SECONDS,
-        )
+        client = client_for(credentials)
         try:
             raw = client.messages.with_raw_response.create(**_params(request))
             request_id = raw.headers.get("request-id", "")
@@ -127,6 +136,10 @@ def _read_stream(
                 break
     finally:
         stream.close()
+    if problem is None and not finished:
+        # The body ended as if complete (a proxy closing early looks just like the end), but the
+        # message never did: no message_delta gave its totals.
+        problem, cut_off = "ended before the message finished", True
     if problem is not None:
         raise ProviderError(
             redact(f"Anthropic's stream {problem}", credentials),
@@ -153,10 +166,12 @@ def _stopped_usage(
 
 
 def _take_counts(counts: dict[str, int], reported) -> None:
+    # Counts are cumulative: a later event never lowers one (some gateways send 0 for the input
+    # side in message_delta).
     for field in _USAGE_FIELDS:
         value = getattr(reported, field, None)
         if value is not None:
-            counts[field] = value
+            counts[field] = max(counts[field], value)
 
 
 def _block(content) -> dict:

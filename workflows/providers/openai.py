@@ -20,6 +20,20 @@ from workflows.providers.base import CompletionRequest, CompletionResult, Creden
 logger = logging.getLogger(__name__)
 
 
+# Given explicitly: left out, the SDK would take OPENAI_BASE_URL from the environment and send a
+# team's own key to the operator's endpoint.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def client_for(credentials: Credentials) -> openai.OpenAI:
+    return openai.OpenAI(
+        api_key=credentials.api_key,
+        base_url=credentials.base_url or DEFAULT_BASE_URL,
+        max_retries=0,
+        timeout=settings.PROVIDER_TIMEOUT_SECONDS,
+    )
+
+
 class OpenAIProvider:
     name = "openai"
     needs_credentials = True
@@ -27,18 +41,13 @@ class OpenAIProvider:
     def complete(self, request: CompletionRequest, *, credentials: Credentials | None) -> CompletionResult:
         if credentials is None:
             raise missing_credentials(self.name)
-        client = openai.OpenAI(
-            api_key=credentials.api_key,
-            base_url=credentials.base_url or None,
-            max_retries=0,
-            timeout=settings.PROVIDER_TIMEOUT_SECONDS,
-        )
+        client = client_for(credentials)
         try:
             raw = client.chat.completions.with_raw_response.create(**_params(request))
             request_id = raw.headers.get("x-request-id", "")
             response = raw.parse()
             if request.stream:
-                text, usage = _read_stream(response, request_id=request_id, request=request)
+                text, usage = _read_stream(response, request_id=request_id, request=request, credentials=credentials)
             else:
                 text = response.choices[0].message.content or "" if response.choices else ""
                 usage = _usage(response.usage, request_id=request_id or response.id, request=request)
@@ -81,11 +90,13 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
     return params
 
 
-def _read_stream(stream, *, request_id: str, request: CompletionRequest) -> tuple[str, Usage]:
+def _read_stream(
+    stream, *, request_id: str, request: CompletionRequest, credentials: Credentials
+) -> tuple[str, Usage]:
     deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
     parts: list[str] = []
     reported = None
-    received = cut_off = False
+    received = finished = cut_off = False
     problem = None
     try:
         for chunk in stream:
@@ -93,6 +104,8 @@ def _read_stream(stream, *, request_id: str, request: CompletionRequest) -> tupl
             request_id = request_id or chunk.id
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finished = True
             if chunk.usage is not None:
                 reported = chunk.usage  # the last chunk, with no choices
             if time.monotonic() > deadline:
@@ -104,6 +117,10 @@ def _read_stream(stream, *, request_id: str, request: CompletionRequest) -> tupl
         problem = f"failed: {exc}"  # an error event: the server stopped the answer and said so
     finally:
         stream.close()
+    if problem is None and not finished:
+        # The body ended as if complete (a proxy closing early looks just like the end), but the
+        # answer never did: what arrived is not the answer.
+        problem, cut_off = "ended before the answer finished", True
     if problem is None:
         return "".join(parts), _usage(reported, request_id=request_id, request=request)
     # Usage comes only in the last chunk. A stream cut off after it started may have been billed for
@@ -111,7 +128,7 @@ def _read_stream(stream, *, request_id: str, request: CompletionRequest) -> tupl
     usage = None
     if reported is not None or (cut_off and received):
         usage = _usage(reported, request_id=request_id, request=request)
-    raise ProviderError(redact(f"OpenAI's stream {problem}", None), retryable=True, usage=usage)
+    raise ProviderError(redact(f"OpenAI's stream {problem}", credentials), retryable=True, usage=usage)
 
 
 def _usage(reported, *, request_id: str, request: CompletionRequest) -> Usage:
