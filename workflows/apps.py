@@ -7,6 +7,7 @@ class WorkflowsConfig(AppConfig):
     verbose_name = "Budget-governed workflows"
 
     def ready(self) -> None:
+        from workflows import checks  # noqa: F401 - registers the deploy checks
         from workflows.ledger_triggers import ensure_ledger_triggers
 
         post_migrate.connect(ensure_ledger_triggers, sender=self)

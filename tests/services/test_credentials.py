@@ -1,9 +1,14 @@
 """Team provider credentials: encrypted at rest, the environment as the fallback, refusal at start."""
 
+import io
+
 import pytest
 from cryptography.fernet import Fernet
+from django.core.checks import run_checks
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from tests.factories import TeamFactory
 from tests.providers.conftest import definition
 from workflows.models import ProviderCredential, Run
 from workflows.providers import Credentials
@@ -32,6 +37,45 @@ def test_a_key_rotated_in_still_reads_what_the_old_key_wrote(team, settings):
 
     settings.CREDENTIALS_ENCRYPTION_KEYS = [new, old]
     assert credentials_for(team_id=team.pk, provider="openai").api_key == KEY
+
+
+def test_rotate_credentials_re_encrypts_every_key_so_the_old_one_can_be_dropped(team, settings):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [old]
+    credential_set(team=team, provider="openai", api_key=KEY)
+    credential_set(team=TeamFactory(), provider="anthropic", api_key=KEY + "-2")
+
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [new, old]
+    out = io.StringIO()
+    call_command("rotate_credentials", stdout=out)
+    assert out.getvalue().splitlines()[-1] == "2"
+
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [new]
+    assert credentials_for(team_id=team.pk, provider="openai").api_key == KEY
+    assert sorted(Fernet(new).decrypt(c.api_key_encrypted.encode()).decode() for c in ProviderCredential.objects.all()) == [
+        KEY,
+        KEY + "-2",
+    ]
+
+
+def test_rotate_credentials_refuses_and_changes_nothing_when_a_key_cannot_be_read(team, settings):
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    credential_set(team=team, provider="openai", api_key=KEY)
+    before = ProviderCredential.objects.get().api_key_encrypted
+
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(CommandError, match="cannot be decrypted"):
+        call_command("rotate_credentials", stdout=io.StringIO())
+    assert ProviderCredential.objects.get().api_key_encrypted == before
+
+
+def test_deploy_checks_warn_when_no_encryption_key_is_set(settings):
+    settings.CREDENTIALS_ENCRYPTION_KEYS = []
+    assert [message.id for message in run_checks(include_deployment_checks=True) if message.id.startswith("workflows")] == [
+        "workflows.W001"
+    ]
+    settings.CREDENTIALS_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    assert not [m for m in run_checks(include_deployment_checks=True) if m.id.startswith("workflows")]
 
 
 def test_the_wrong_key_fails_clearly_and_never_yields_a_key(team, settings):

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 
 from workflows.errors import MissingCredentials
 from workflows.models import ProviderCredential, Team
@@ -41,6 +42,26 @@ def credential_set(*, team: Team, provider: str, api_key: str, base_url: str = "
         },
     )
     return credential
+
+
+def credentials_rotate() -> int:
+    """Re-encrypt every stored key with the first of CREDENTIALS_ENCRYPTION_KEYS, so older keys can
+    be dropped from the list; returns how many. Raises CredentialsUnreadable if one cannot be read."""
+    fernet = _fernet()
+    rotated = 0
+    with transaction.atomic():
+        for credential in ProviderCredential.objects.select_for_update().order_by("pk"):
+            try:
+                token = fernet.rotate(credential.api_key_encrypted.encode())
+            except InvalidToken:
+                raise CredentialsUnreadable(
+                    f"The {credential.provider} key of team {credential.team_id} cannot be decrypted with "
+                    "CREDENTIALS_ENCRYPTION_KEYS; nothing was rotated."
+                ) from None
+            credential.api_key_encrypted = token.decode()
+            credential.save(update_fields=["api_key_encrypted", "updated_at"])
+            rotated += 1
+    return rotated
 
 
 def credentials_for(*, team_id: int, provider: str) -> Credentials | None:
