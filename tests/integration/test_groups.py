@@ -172,8 +172,10 @@ def test_an_enforce_stop_mid_group_stops_unstarted_branches_and_resume_runs_only
     body = api.get(f"/api/v1/runs/{run_id}").json()
     assert (body["status"], body["spent_usd"], body["reserved_usd"]) == ("budget_exceeded", "0.400000", "0.000000")
     assert body["error"]["current_agent"] == "analyses"
-    analyses = Step.objects.filter(run_id=run_id, group="analyses").order_by("branch_index")
-    assert list(analyses.values_list("status", flat=True)) == ["succeeded", "blocked", "blocked"]
+    # Whichever branch the worker took first ran; the filesystem transport delivers messages sent in
+    # the same millisecond in no fixed order, so which one it was is not part of the contract.
+    analyses = Step.objects.filter(run_id=run_id, group="analyses")
+    assert sorted(analyses.values_list("status", flat=True)) == ["blocked", "blocked", "succeeded"]
     assert_invariants(Run.objects.get(pk=run_id))
 
     response = api.post(f"/api/v1/runs/{run_id}/resume", {"budget_usd": "1.00", "reason": "worth it"}, format="json")
