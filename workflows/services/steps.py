@@ -18,7 +18,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from workflows.definition import (
@@ -175,11 +175,17 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     whose worker died: it is taken over, within the redelivery bound.
     """
     with transaction.atomic(durable=True):
-        ids = Step.objects.filter(pk=step_id).values_list("run__team_id", "run_id").first()
-        if ids is None:
+        # The team row is found through the step: the first lock and the id lookup in one statement.
+        team = (
+            Team.objects.select_for_update(of=("self",), no_key=True)
+            .filter(runs__steps=step_id)
+            .annotate(step_run_id=F("runs__id"))
+            .first()
+        )
+        if team is None:
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
             return None
-        team, run, step = _lock(team_id=ids[0], run_id=ids[1], step_id=step_id)
+        run, step = _lock_run_and_step(run_id=team.step_run_id, step_id=step_id)
         if step.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return None
         if run.status not in ACTIVE_RUN_STATUSES:
@@ -378,10 +384,15 @@ def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
     still be inserted by others.
     """
     team = Team.objects.select_for_update(no_key=True).get(pk=team_id)
+    return (team, *_lock_run_and_step(run_id=run_id, step_id=step_id))
+
+
+def _lock_run_and_step(*, run_id: int, step_id: int) -> tuple[Run, Step]:
+    """The rest of `_lock`, for a caller that has locked the team row already."""
     run = Run.objects.select_for_update(of=("self",), no_key=True).select_related("workflow_version").get(
         pk=run_id
     )
-    return team, run, Step.objects.select_for_update(no_key=True).get(pk=step_id)
+    return run, Step.objects.select_for_update(no_key=True).get(pk=step_id)
 
 
 def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage) -> Decimal | None:
