@@ -15,16 +15,20 @@ from workflows.services.gate import BudgetCheck, BudgetState, GateDecision, Gate
 from workflows.services.periods import PeriodWindow, period_window, team_period_spent
 
 
-def add(instance: Model, **deltas) -> None:
-    """Add to a row's counters, in the database and on `instance`.
+def add(instance: Model, *, assign: dict | None = None, **deltas) -> None:
+    """Add to a row's counters, in the database and on `instance`; `assign` sets other fields of
+    the row in the same UPDATE (an `auto_now` field is not stamped: assign it).
 
     The caller holds the row's lock and read `instance` under it (every caller locks team, run and
     step before it moves money), so no one else can have changed the counters since: the value it
     holds plus the delta is exactly what the database now holds, with no read-back.
     """
+    assign = assign or {}
     type(instance).objects.filter(pk=instance.pk).update(
-        **{field: _sum_expression(instance, field, delta) for field, delta in deltas.items()}
+        **assign, **{field: _sum_expression(instance, field, delta) for field, delta in deltas.items()}
     )
+    for field, value in assign.items():
+        setattr(instance, field, value)
     for field, delta in deltas.items():
         total = getattr(instance, field) + delta
         column = instance._meta.get_field(field)
@@ -83,9 +87,10 @@ def gate_input(*, run: Run, team: Team, estimate: Decimal | None, now=None, in_f
     )
 
 
-def reserve(*, team: Team, run: Run, step: Step, amount: Decimal) -> None:
-    """Hold the step's estimate against both budgets while it runs."""
-    add(run, reserved_usd=amount)
+def reserve(*, team: Team, run: Run, step: Step, amount: Decimal, run_fields: dict | None = None) -> None:
+    """Hold the step's estimate against both budgets while it runs; `run_fields` are set on the run
+    in the same UPDATE."""
+    add(run, reserved_usd=amount, assign=run_fields)
     add(team, reserved_usd=amount)
     step.reserved_usd = amount
 

@@ -231,10 +231,13 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
             return None
         report_over_budget(team=team, run=run, step=step, decision=decision, now=now)
 
-        reserve(team=team, run=run, step=step, amount=prepared.estimate_usd or Decimal("0"))
-        run.status = RunStatus.RUNNING
-        run.current_agent = step.group or step.agent
-        run.save(update_fields=["status", "current_agent", "updated_at"])
+        reserve(
+            team=team,
+            run=run,
+            step=step,
+            amount=prepared.estimate_usd or Decimal("0"),
+            run_fields={"status": RunStatus.RUNNING, "current_agent": step.group or step.agent, "updated_at": now},
+        )
         step.status = StepStatus.RUNNING
         step.attempts += 1
         step.model = prepared.request.model
