@@ -33,3 +33,12 @@ def test_the_counters_add_leaves_on_the_instance_are_those_in_the_database():
     for delta in ("0.3", "0.000001", "0.123456", "-0.2"):
         add(team, reserved_usd=Decimal(delta))
         assert team.reserved_usd == type(team).objects.get(pk=team.pk).reserved_usd
+
+
+def test_add_assigns_other_fields_in_the_same_update_on_the_row_and_the_instance():
+    team = TeamFactory(name="before")
+    add(team, reserved_usd=Decimal("0.25"), assign={"name": "after"})
+
+    stored = type(team).objects.get(pk=team.pk)
+    assert (stored.name, stored.reserved_usd) == ("after", Decimal("0.25"))
+    assert (team.name, team.reserved_usd) == ("after", Decimal("0.25"))
