@@ -254,20 +254,25 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
             return  # settled already
-        cost = _charge(run=run, step=step, attempt=attempt, usage=result)
+        owner = step.status == StepStatus.RUNNING and step.attempts == attempt.number
+        # The attempt that owns the step releases the run's share of its reservation and counts as
+        # executed in the UPDATE of the run that charges it; the team's share and the step follow.
+        settled = {"reserved_usd": -step.reserved_usd, "iterations": 1} if owner else {}
+        cost = _charge(run=run, step=step, attempt=attempt, usage=result, **settled)
         alerts_after_spend(team=team, run=run)
-        if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
+        if not owner:
             # An attempt another delivery took over from finished after all: what it cost is
             # charged, but the step's reservation and progress belong to the attempt that owns it.
             logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
             return
-        release(team=team, run=run, step=step)
-        add(run, iterations=1)
+        if step.reserved_usd:
+            add(team, reserved_usd=-step.reserved_usd)
+        step.reserved_usd = Decimal("0")
         step.status = StepStatus.SUCCEEDED
         step.output = result.output
         step.error = None  # a transient error an earlier attempt left
         step.finished_at = timezone.now()
-        step.save(update_fields=["status", "output", "error", "finished_at"])
+        step.save(update_fields=["reserved_usd", "status", "output", "error", "finished_at"])
         event_record(
             run=run,
             type=EventType.AGENT_COMPLETED,
@@ -398,8 +403,9 @@ def _lock_run_and_step(*, run_id: int, step_id: int) -> tuple[Run, Step]:
     return run, Step.objects.select_for_update(no_key=True).get(pk=step_id)
 
 
-def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage) -> Decimal | None:
-    """The attempt's ledger entry, and its cost added to the run's spend. None when unpriced."""
+def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Decimal | None:
+    """The attempt's ledger entry, and its cost added to the run's spend, with `run_deltas` added
+    to the run in the same UPDATE. None when unpriced."""
     prices = attempt.prepared.prices
     cost = None
     if prices is not None:
@@ -434,7 +440,7 @@ def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage) -> Deci
         cost_usd=cost,
         request_id=usage.request_id[:200],
     )
-    add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1)
+    add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1, **run_deltas)
     return cost
 
 
