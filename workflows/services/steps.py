@@ -158,10 +158,16 @@ def step_schedule(step: Step, *, now: datetime | None = None, countdown: float =
     The step is stamped as sent, for when it is due, in that same transaction: a pending step whose
     stamp grows old lost its message, and the sweeper sends it again.
     """
-    from workflows.tasks import execute_step
-
     step.enqueued_at = (now or timezone.now()) + timedelta(seconds=countdown)
     step.save(update_fields=["enqueued_at"])
+    _send(step, countdown=countdown)
+
+
+def _send(step: Step, *, countdown: float = 0) -> None:
+    """`step_schedule` for a step whose row already carries its `enqueued_at` stamp: a step this
+    transaction creates is stamped in its INSERT, a saved one in the UPDATE that makes it pending."""
+    from workflows.tasks import execute_step
+
     if countdown:
         transaction.on_commit(partial(execute_step.apply_async, (step.pk,), countdown=countdown))
     else:
@@ -469,10 +475,14 @@ def step_enter(
     run.save(update_fields=["current_agent", "updated_at"])
     if group is None:
         step = Step.objects.create(
-            run=run, sequence=after_sequence + 1, agent=target, iteration=run.steps.filter(agent=target).count() + 1
+            run=run,
+            sequence=after_sequence + 1,
+            agent=target,
+            iteration=run.steps.filter(agent=target).count() + 1,
+            enqueued_at=timezone.now(),
         )
         _checkpoint(run=run, reason=reason, outputs=outputs, next_step=step)
-        step_schedule(step)
+        _send(step)
         return
 
     if isinstance(group, ParallelSpec):
@@ -506,6 +516,7 @@ def step_enter(
 
     iteration = (run.steps.filter(group=target).aggregate(last=Max("iteration"))["last"] or 0) + 1
     slots = _slots(group)
+    now = timezone.now()
     steps = Step.objects.bulk_create(
         Step(
             run=run,
@@ -516,12 +527,13 @@ def step_enter(
             branch_index=index,
             branch_key=key,
             status=StepStatus.PENDING if index < slots else StepStatus.WAITING,
+            enqueued_at=now if index < slots else None,
         )
         for index, (agent, key) in enumerate(branches)
     )
     _checkpoint(run=run, reason=reason, outputs=outputs, next_step=steps[0])
     for step in steps[:slots]:
-        step_schedule(step)
+        _send(step)
 
 
 def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
@@ -659,8 +671,9 @@ def _send_waiting(*, group: ParallelSpec | ForEachSpec, branches) -> bool:
     if statuses[StepStatus.WAITING] and free > 0:
         for waiting in branches.filter(status=StepStatus.WAITING).order_by("branch_index")[:free]:
             waiting.status = StepStatus.PENDING
-            waiting.save(update_fields=["status"])
-            step_schedule(waiting)
+            waiting.enqueued_at = timezone.now()
+            waiting.save(update_fields=["status", "enqueued_at"])
+            _send(waiting)
     return bool(in_flight or statuses[StepStatus.WAITING])
 
 
