@@ -18,7 +18,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, OuterRef, Subquery
 from django.utils import timezone
 
 from workflows.definition import (
@@ -202,9 +202,8 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
             return None
 
         definition = definition_of(run.workflow_version)
-        checkpoint = latest_checkpoint(run=run)
         try:
-            prepared = step_prepare(run=run, step=step, definition=definition, outputs=checkpoint.outputs)
+            prepared = step_prepare(run=run, step=step, definition=definition, outputs=run.latest_outputs)
         except TemplateFailure as exc:
             _step_failed(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
             return None
@@ -302,7 +301,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
             if run.status in ACTIVE_RUN_STATUSES:
                 _group_continue(team=team, run=run, step=step)
             return
-        outputs = {**latest_checkpoint(run=run).outputs, step.agent: result.output}
+        outputs = {**run.latest_outputs, step.agent: result.output}
         if run.status == RunStatus.CANCELLED:
             _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=None)
             return
@@ -402,9 +401,19 @@ def _lock(*, team_id: int, run_id: int, step_id: int) -> tuple[Team, Run, Step]:
 
 
 def _lock_run_and_step(*, run_id: int, step_id: int) -> tuple[Run, Step]:
-    """The rest of `_lock`, for a caller that has locked the team row already."""
-    run = Run.objects.select_for_update(of=("self",), no_key=True).select_related("workflow_version").get(
-        pk=run_id
+    """The rest of `_lock`, for a caller that has locked the team row already.
+
+    The run comes with its latest checkpoint's outputs as `latest_outputs`, read in the same
+    statement. They are current: this statement starts after the team row is locked, and every
+    transaction that writes a checkpoint holds that lock until it commits. They are what the
+    transaction started from: a caller that has written a checkpoint since reads it again.
+    """
+    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
+    run = (
+        Run.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("workflow_version")
+        .annotate(latest_outputs=Subquery(latest))
+        .get(pk=run_id)
     )
     return run, Step.objects.select_for_update(no_key=True).get(pk=step_id)
 
