@@ -257,9 +257,12 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
-        if LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
-            return  # settled already
         owner = step.status == StepStatus.RUNNING and step.attempts == attempt.number
+        # Whatever charges an attempt that owns its step also takes the step out of `running` in
+        # that transaction, so only an attempt that no longer owns it can have been charged already.
+        # The unique (step, attempt) constraint backs this: a second charge would fail, never count.
+        if not owner and LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
+            return  # settled already
         # The attempt that owns the step releases the run's share of its reservation and counts as
         # executed in the UPDATE of the run that charges it; the team's share and the step follow.
         settled = {"reserved_usd": -step.reserved_usd, "iterations": 1} if owner else {}
