@@ -138,3 +138,14 @@ def test_admin_writes_a_key_encrypted_and_never_shows_it_back(admin_client, team
     # Saved with the key left empty, the stored key stays.
     admin_client.post(change, {"team": team.pk, "provider": "openai", "api_key": "", "base_url": "http://127.0.0.1:9/v1"})
     assert credentials_for(team_id=team.pk, provider="openai") == Credentials(KEY, "http://127.0.0.1:9/v1")
+
+
+def test_admin_never_moves_a_stored_key_to_another_team_or_provider(admin_client, team):
+    credential = credential_set(team=team, provider="openai", api_key=KEY)
+    other = TeamFactory()
+
+    change = reverse("admin:workflows_providercredential_change", args=[credential.pk])
+    response = admin_client.post(change, {"team": other.pk, "provider": "anthropic", "api_key": "", "base_url": ""})
+
+    assert response.status_code == 302
+    assert list(ProviderCredential.objects.values_list("team", "provider")) == [(team.pk, "openai")]

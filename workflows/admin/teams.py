@@ -208,6 +208,12 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
     readonly_fields = ["api_key_hint", "updated_at"]
     fields = ["team", "provider", "api_key", "api_key_hint", "base_url", "updated_at"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # A key belongs to its team and provider: moved, it would be sent on another team's calls.
+        if obj is not None:
+            return ["team", "provider", *self.readonly_fields]
+        return self.readonly_fields
+
     def save_model(self, request, obj, form, change):
         api_key = form.cleaned_data.get("api_key")
         if api_key:
