@@ -5,6 +5,8 @@ import json
 import re
 from typing import Any
 
+from django.conf import settings
+
 from workflows.definition import output_problems
 from workflows.providers.base import CompletionRequest, Credentials, ProviderError, Usage
 
@@ -46,6 +48,19 @@ def status_error(
         usage=usage,
         retry_after_seconds=retry_after_seconds(headers),
         status_code=status_code,
+    )
+
+
+def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str):
+    """An SDK client for one call, with the settings every provider's call needs."""
+    return sdk_class(
+        api_key=credentials.api_key,
+        # Given explicitly: left out, the SDK would take its *_BASE_URL from the environment and send
+        # a team's own key to the operator's endpoint.
+        base_url=credentials.base_url or default_base_url,
+        # Off: every attempt is the step's to count, gate and charge (services/steps.py retries).
+        max_retries=0,
+        timeout=settings.PROVIDER_TIMEOUT_SECONDS,
     )
 
 

@@ -9,25 +9,17 @@ import anthropic
 from django.conf import settings
 
 from workflows.definition import json_schema
-from workflows.providers._calls import checked_answer, missing_credentials, redact, status_error
+from workflows.providers._calls import checked_answer, missing_credentials, redact, sdk_client, status_error
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
 
 OUTPUT_TOOL = "output"
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
-
-# Given explicitly: left out, the SDK would take ANTHROPIC_BASE_URL from the environment and send a
-# team's own key to the operator's endpoint.
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 
 def client_for(credentials: Credentials) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        api_key=credentials.api_key,
-        base_url=credentials.base_url or DEFAULT_BASE_URL,
-        max_retries=0,
-        timeout=settings.PROVIDER_TIMEOUT_SECONDS,
-    )
+    return sdk_client(anthropic.Anthropic, credentials, default_base_url=DEFAULT_BASE_URL)
 
 
 class AnthropicProvider:

@@ -12,6 +12,7 @@ from workflows.definition import count_tokens, json_schema
 from workflows.providers._calls import (
     missing_credentials,
     redact,
+    sdk_client,
     status_error,
     structured_answer,
 )
@@ -19,19 +20,11 @@ from workflows.providers.base import CompletionRequest, CompletionResult, Creden
 
 logger = logging.getLogger(__name__)
 
-
-# Given explicitly: left out, the SDK would take OPENAI_BASE_URL from the environment and send a
-# team's own key to the operator's endpoint.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 def client_for(credentials: Credentials) -> openai.OpenAI:
-    return openai.OpenAI(
-        api_key=credentials.api_key,
-        base_url=credentials.base_url or DEFAULT_BASE_URL,
-        max_retries=0,
-        timeout=settings.PROVIDER_TIMEOUT_SECONDS,
-    )
+    return sdk_client(openai.OpenAI, credentials, default_base_url=DEFAULT_BASE_URL)
 
 
 class OpenAIProvider:
