@@ -44,6 +44,7 @@ from workflows.models import (
     ACTIVE_RUN_STATUSES,
     BudgetMode,
     Checkpoint,
+    Event,
     EventType,
     LedgerEntry,
     Run,
@@ -55,7 +56,7 @@ from workflows.models import (
 from workflows.providers import CompletionRequest, CompletionResult, ProviderError, Usage, get_provider
 from workflows.providers.retries import retry_delay_seconds
 from workflows.selectors import definition_of, latest_checkpoint
-from workflows.services.events import event_record, usd
+from workflows.services.events import SYSTEM_ACTOR, event_record, usd
 from workflows.services.alerts import alert_send, alerts_after_spend
 from workflows.services.budgets import (
     add,
@@ -68,6 +69,8 @@ from workflows.services.budgets import (
 from workflows.services.credentials import credentials_for
 from workflows.services.gate import GateDecision, gate_decide
 from workflows.services.prices import prices_for
+from workflows.services import step_functions
+from workflows.services.step_functions import StepBasis
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class StepAttempt:
     step_id: int
     number: int
     prepared: PreparedStep
+    # Set when `step_functions.admit` admitted the attempt: its settlement may go that way too.
+    basis: StepBasis | None = None
 
 
 def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, outputs: dict) -> PreparedStep:
@@ -180,6 +185,10 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     The caller holds the step's attempt lock, so a step found `running` here belongs to an attempt
     whose worker died: it is taken over, within the redelivery bound.
     """
+    if step_functions.step_functions_enabled():
+        attempt = _admit_in_one_call(step_id=step_id, worker=worker)
+        if attempt is not None:
+            return attempt
     with transaction.atomic(durable=True):
         # The team row is found through the step: the first lock and the id lookup in one statement.
         team = (
@@ -253,8 +262,36 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
         return StepAttempt(team_id=team.pk, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
 
 
+def _admit_in_one_call(*, step_id: int, worker: str) -> StepAttempt | None:
+    """`step_begin` for a pending plain step that its run and team have room for, in one database
+    call. None when the general path must decide: the step is not that case, or no longer is."""
+    basis = step_functions.step_basis(step_id)
+    if basis is None or not basis.pending_plain_step:
+        return None
+    step = Step(pk=step_id, run_id=basis.run_id, agent=basis.agent)
+    try:
+        prepared = step_prepare(
+            run=Run(pk=basis.run_id, inputs=basis.inputs), step=step, definition=basis.definition, outputs=basis.outputs
+        )
+    except TemplateFailure:
+        return None
+    if prepared.estimate_usd is None:
+        return None
+    number = step_functions.admit(
+        basis=basis, estimate=prepared.estimate_usd, model=prepared.request.model, worker=worker, at=timezone.now()
+    )
+    if number is None:
+        return None
+    return StepAttempt(
+        team_id=basis.team_id, run_id=basis.run_id, step_id=step_id, number=number, prepared=prepared, basis=basis
+    )
+
+
 def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
+    if attempt.basis is not None and step_functions.step_functions_enabled():
+        if _settle_in_one_call(attempt=attempt, result=result):
+            return
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         owner = step.status == StepStatus.RUNNING and step.attempts == attempt.number
@@ -284,19 +321,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
         event_record(
             run=run,
             type=EventType.AGENT_COMPLETED,
-            payload={
-                "agent": step.agent,
-                "step": step.sequence,
-                **_branch_of(step),
-                "attempt": attempt.number,
-                "model": attempt.prepared.request.model,
-                "input_tokens": result.input_tokens,
-                "cached_input_tokens": result.cached_input_tokens,
-                "cache_write_tokens": result.cache_write_tokens,
-                "output_tokens": result.output_tokens,
-                "cost_usd": usd(cost),
-                "spent_usd": usd(run.spent_usd),
-            },
+            payload={**_completed_payload(step=step, attempt=attempt, result=result, cost=cost), "spent_usd": usd(run.spent_usd)},
         )
         if step.group:
             # A branch's output joins its group's result when the group ends; a stopped run's
@@ -317,6 +342,73 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
             after_sequence=step.sequence,
             definition=definition,
         )
+
+
+def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bool:
+    """`step_settle` in one database call for the attempt that owns a plain step whose routes lead to
+    another plain step. False when the general path must settle: nothing was written."""
+    basis = attempt.basis
+    definition = basis.definition
+    outputs = {**basis.outputs, basis.agent: result.output}
+    try:
+        target = next_agent(definition.agent(basis.agent), template_context(
+            inputs=basis.inputs, outputs=outputs, groups=definition.group_names
+        ))
+    except (NoRouteMatched, TemplateFailure):
+        return False
+    if target == END or definition.group(target) is not None:
+        return False
+    now = timezone.now()
+    step = Step(pk=basis.step_id, run_id=basis.run_id, agent=basis.agent, sequence=basis.sequence)
+    cost = _cost(attempt=attempt, usage=result)
+    next_step_id = step_functions.settle(
+        basis=basis,
+        attempt=attempt.number,
+        at=now,
+        output=result.output,
+        ledger_entry=LedgerEntry(**_ledger_fields(step=step, attempt=attempt, usage=result, cost=cost), created_at=now),
+        event=Event(
+            team_id=basis.team_id,
+            run_id=basis.run_id,
+            type=EventType.AGENT_COMPLETED,
+            payload=_completed_payload(step=step, attempt=attempt, result=result, cost=cost),
+            actor=SYSTEM_ACTOR,
+            created_at=now,
+        ),
+        next_step=Step(
+            run_id=basis.run_id, sequence=basis.sequence + 1, agent=target, iteration=0, enqueued_at=now, created_at=now
+        ),
+        checkpoint=Checkpoint(
+            run_id=basis.run_id,
+            reason="step_completed",
+            next_agent=target,
+            outputs=outputs,
+            iterations=0,
+            spent_usd=Decimal("0"),
+            active_time=timedelta(0),
+            created_at=now,
+        ),
+    )
+    if next_step_id is None:
+        return False
+    _send(Step(pk=next_step_id))
+    return True
+
+
+def _completed_payload(*, step: Step, attempt: StepAttempt, result: CompletionResult, cost: Decimal | None) -> dict:
+    """The `agent_completed` event of a settled step, but for the run's spend after it."""
+    return {
+        "agent": step.agent,
+        "step": step.sequence,
+        **_branch_of(step),
+        "attempt": attempt.number,
+        "model": attempt.prepared.request.model,
+        "input_tokens": result.input_tokens,
+        "cached_input_tokens": result.cached_input_tokens,
+        "cache_write_tokens": result.cache_write_tokens,
+        "output_tokens": result.output_tokens,
+        "cost_usd": usd(cost),
+    }
 
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
@@ -424,20 +516,31 @@ def _lock_run_and_step(*, run_id: int, step_id: int) -> tuple[Run, Step]:
 def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Decimal | None:
     """The attempt's ledger entry, and its cost added to the run's spend, with `run_deltas` added
     to the run in the same UPDATE. None when unpriced."""
+    cost = _cost(attempt=attempt, usage=usage)
+    LedgerEntry.objects.create(**_ledger_fields(step=step, attempt=attempt, usage=usage, cost=cost))
+    add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1, **run_deltas)
+    return cost
+
+
+def _cost(*, attempt: StepAttempt, usage: Usage) -> Decimal | None:
     prices = attempt.prepared.prices
-    cost = None
-    if prices is not None:
-        cost = cost_usd(
-            prices=prices,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-        )
-    LedgerEntry.objects.create(
-        team_id=run.team_id,
-        run=run,
-        step=step,
+    if prices is None:
+        return None
+    return cost_usd(
+        prices=prices,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+def _ledger_fields(*, step: Step, attempt: StepAttempt, usage: Usage, cost: Decimal | None) -> dict:
+    prices = attempt.prepared.prices
+    return dict(
+        team_id=attempt.team_id,
+        run_id=attempt.run_id,
+        step_id=step.pk,
         attempt=attempt.number,
         agent=step.agent,
         provider=attempt.prepared.provider,
@@ -458,8 +561,6 @@ def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_d
         cost_usd=cost,
         request_id=usage.request_id[:200],
     )
-    add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1, **run_deltas)
-    return cost
 
 
 def _rate_used(listed: Decimal | None, fallback: Decimal, tokens: int) -> Decimal | None:

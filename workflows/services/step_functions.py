@@ -1,0 +1,136 @@
+"""The common case of `step_begin` and `step_settle` in one database call each, on PostgreSQL.
+
+A plain step (not a group's branch) that its run and team have room for is admitted by
+`workflows_step_admit`, and settled, when its routes lead to another plain step, by
+`workflows_step_settle` (migration 0008). Each is one statement, so its locks are held for one
+round trip instead of a dozen. Everything else the functions decline, having written nothing, and
+`workflows/services/steps.py` takes its general path: a stop, a report, a failure, a takeover, the
+end of the run, a group, an alert. The decisions stay in Python: the functions only admit where
+`gate_decide` would admit without a report, and Python builds the rows they insert from the models.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Model
+
+from workflows.definition import WorkflowDefinition
+
+
+@dataclass(frozen=True)
+class StepBasis:
+    """What a pending step is rendered from, read without locks; `checkpoint_id` lets the functions
+    check under their locks that it still holds."""
+
+    step_id: int
+    run_id: int
+    team_id: int
+    agent: str
+    sequence: int
+    pending_plain_step: bool
+    inputs: dict
+    definition: WorkflowDefinition
+    checkpoint_id: int | None
+    outputs: dict
+
+
+def step_functions_enabled() -> bool:
+    return connection.vendor == "postgresql" and settings.STEP_FUNCTIONS
+
+
+def step_basis(step_id: int) -> StepBasis | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT s.run_id, r.team_id, s.agent, s.sequence, s.status = 'pending' AND s."group" = '',
+                   r.inputs, v.definition, c.id, c.outputs
+            FROM workflows_step AS s
+            JOIN workflows_run AS r ON r.id = s.run_id
+            JOIN workflows_workflowversion AS v ON v.id = r.workflow_version_id
+            LEFT JOIN LATERAL (
+                SELECT id, outputs FROM workflows_checkpoint WHERE run_id = r.id ORDER BY id DESC LIMIT 1
+            ) AS c ON true
+            WHERE s.id = %s
+            """,
+            [step_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # Django has psycopg hand jsonb over as text, for its JSONField to decode.
+    run_id, team_id, agent, sequence, pending_plain_step, inputs, definition, checkpoint_id, outputs = row
+    return StepBasis(
+        step_id=step_id,
+        run_id=run_id,
+        team_id=team_id,
+        agent=agent,
+        sequence=sequence,
+        pending_plain_step=pending_plain_step,
+        inputs=json.loads(inputs),
+        definition=WorkflowDefinition.from_dict(json.loads(definition)),
+        checkpoint_id=checkpoint_id,
+        outputs=json.loads(outputs) if outputs else {},
+    )
+
+
+def admit(*, basis: StepBasis, estimate: Decimal, model: str, worker: str, at: datetime) -> int | None:
+    """The attempt's number, or None when the general path must decide."""
+    return _call(
+        "SELECT workflows_step_admit(%s, %s, %s, %s, %s, %s)",
+        [basis.step_id, estimate, model, worker, basis.checkpoint_id, at],
+    )
+
+
+def settle(
+    *,
+    basis: StepBasis,
+    attempt: int,
+    at: datetime,
+    output,
+    ledger_entry: Model,
+    event: Model,
+    next_step: Model,
+    checkpoint: Model,
+) -> int | None:
+    """The next step's id, or None when the general path must settle. The functions fill in what
+    only the locked rows know: the spend after the charge, the counters, the next step's iteration."""
+    return _call(
+        "SELECT workflows_step_settle(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb)",
+        [
+            basis.step_id,
+            attempt,
+            basis.checkpoint_id,
+            at,
+            None if output is None else json.dumps(output),
+            *(json.dumps(_row(instance)) for instance in (ledger_entry, event, next_step, checkpoint)),
+        ],
+    )
+
+
+def _call(sql: str, params: list):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
+
+
+def _row(instance: Model) -> dict:
+    """The instance's columns as JSON, its defaults applied, for `workflows_insert_row`."""
+    return {
+        field.column: _json_value(field.value_from_object(instance))
+        for field in instance._meta.concrete_fields
+        if not field.primary_key
+    }
+
+
+def _json_value(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
+    return value
