@@ -1,6 +1,7 @@
 """The one-call paths of a step on PostgreSQL (workflows/services/step_functions.py): they write what
 the general paths write, and they decline, writing nothing, whatever they do not handle."""
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from tests.factories import THREE_STEP_YAML, TeamFactory, workflow_version
 from tests.invariants import assert_invariants
-from workflows.models import Run, Step, Team
+from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team
 from workflows.providers import get_provider
 from workflows.services import step_functions
 from workflows.services.runs import run_start
@@ -100,7 +101,7 @@ def scenario(settings, *, step_functions_on: bool, limits: dict, team_changes: d
         pytest.param(
             {"budget_usd": "5", "budget_mode": "enforce"},
             {"period_budget_usd": "100", "period_mode": "enforce"},
-            ["researcher: admit=True settle=True", "writer: admit=True settle=True", "reviewer: admit=True settle=False"],
+            ["researcher: admit=True settle=True", "writer: admit=True settle=True", "reviewer: admit=True settle=True"],
             id="room-everywhere",
         ),
         pytest.param(
@@ -157,3 +158,16 @@ def test_settle_declines_an_attempt_that_no_longer_owns_its_step(team):
     assert (run.iterations, run.steps.count(), Step.objects.get(pk=step.pk).status) == (0, 1, "running")
     assert list(run.ledger_entries.values_list("attempt", flat=True)) == [1]
     assert_invariants(run)
+
+
+@pytest.mark.parametrize("model", [LedgerEntry, Event, Step, Checkpoint])
+def test_the_settle_function_inserts_every_column_of_the_rows_it_writes(model):
+    """A column added to one of these models must be added to the function too (a new migration
+    replacing it), or the one-call path would leave it empty where the general path fills it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_functiondef('workflows_step_settle'::regproc)")
+        definition = cursor.fetchone()[0]
+    inserted = re.search(rf"INSERT INTO {model._meta.db_table} \(([^)]*)\)", definition)
+    assert inserted is not None, f"the function does not insert into {model._meta.db_table}"
+    columns = {column.strip().strip('"') for column in inserted.group(1).split(",")}
+    assert columns == {field.column for field in model._meta.concrete_fields if not field.primary_key}

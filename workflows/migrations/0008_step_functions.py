@@ -2,29 +2,15 @@
 
 `workflows/services/step_functions.py` calls them and says when; `docs/performance.md` says why.
 Each function takes the team, run and step row locks in the one order, checks that the step is the
-plain case it handles, and otherwise returns NULL having written nothing, so that the caller takes
-the general path in Python. The rows it inserts are built in Python from the models, as JSON.
+plain case it handles, and otherwise declines having written nothing, so that the caller takes the
+general path in Python. The rows they insert are built in Python from the models, as JSON; the
+functions fill in only what the locked rows decide (the spend after the charge, the counters).
 """
 
 from django.db import migrations
 
 # Keep each value here equal to its choice in workflows/models.py.
 FUNCTIONS = r"""
-CREATE FUNCTION workflows_insert_row(target regclass, fields jsonb) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    columns text;
-    new_id bigint;
-BEGIN
-    -- The columns are the keys Python sent: the model decides them, not this function.
-    SELECT string_agg(quote_ident(key), ', ') INTO columns FROM jsonb_object_keys(fields) AS key;
-    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM jsonb_populate_record(NULL::%s, $1) RETURNING id',
-                   target, columns, columns, target)
-        INTO new_id USING fields;
-    RETURN new_id;
-END
-$$;
-
 CREATE FUNCTION workflows_period_bounds(period text, moment timestamptz, OUT first_day date, OUT end_day date)
 LANGUAGE sql STABLE AS $$
     -- As workflows/services/periods.py: UTC days from midnight, weeks from Monday, months from the 1st.
@@ -92,14 +78,16 @@ END
 $$;
 
 CREATE FUNCTION workflows_step_settle(
-    step_id bigint, attempt integer, basis_checkpoint_id bigint, at timestamptz,
-    step_output jsonb, ledger_entry jsonb, event jsonb, next_step jsonb, checkpoint jsonb
-) RETURNS bigint
+    step_id bigint, attempt integer, basis_checkpoint_id bigint, at timestamptz, step_output jsonb,
+    ledger_entry jsonb, events jsonb, next_step jsonb, checkpoint jsonb, run_output jsonb,
+    OUT settled boolean, OUT next_step_id bigint
+)
 LANGUAGE plpgsql AS $$
--- Settle the attempt that owns a plain step whose routes lead to another plain step: the ledger
--- entry, the counters, the step, its event, the next step and the checkpoint that points at it.
--- The next step's id, or NULL for the general path: when the attempt no longer owns its step, the
--- run is not active, another checkpoint came, or the spend reaches an alert threshold not yet recorded.
+-- Settle the attempt that owns a plain step whose routes lead to another plain step, or to the end
+-- of the run (`next_step` NULL): the ledger entry, the counters, the step, the events, the next step
+-- or the run's completion, and the checkpoint. Not settled, with nothing written, when the attempt
+-- no longer owns its step, the run is not active, another checkpoint came, or the spend reaches an
+-- alert threshold not yet recorded: the general path settles it then.
 DECLARE
     s workflows_step%ROWTYPE;
     r workflows_run%ROWTYPE;
@@ -108,13 +96,15 @@ DECLARE
     cost numeric := (ledger_entry->>'cost_usd')::numeric;
     spent numeric;
     period_spent numeric;
-    next_step_id bigint;
+    active interval;
+    ending boolean := next_step IS NULL;
 BEGIN
+    settled := false;
     SELECT * INTO t FROM workflows_team
     WHERE id = (SELECT team_id FROM workflows_run WHERE id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id))
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        RETURN NULL;
+        RETURN;
     END IF;
     SELECT * INTO r FROM workflows_run WHERE team_id = t.id
         AND id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id) FOR NO KEY UPDATE;
@@ -122,7 +112,7 @@ BEGIN
     IF s.status <> 'running' OR s.attempts <> attempt OR s."group" <> '' OR r.status NOT IN ('queued', 'running')
         OR (SELECT max(id) FROM workflows_checkpoint WHERE run_id = r.id) IS DISTINCT FROM basis_checkpoint_id
     THEN
-        RETURN NULL;
+        RETURN;
     END IF;
     spent := round(r.spent_usd + COALESCE(cost, 0), 6);
     -- As workflows/services/alerts.py: a threshold the spend reaches now and that was not recorded.
@@ -132,7 +122,7 @@ BEGIN
             SELECT FROM workflows_thresholdcrossing AS c
             WHERE c.scope = 'run' AND c.team_id = t.id AND c.run_id = r.id AND c.threshold_pct = pct::integer))
     THEN
-        RETURN NULL;
+        RETURN;
     END IF;
     IF t.period_budget_usd IS NOT NULL AND t.period_budget_usd <> 0 THEN
         bounds := workflows_period_bounds(t.period, at);
@@ -145,14 +135,29 @@ BEGIN
                 WHERE c.scope = 'team' AND c.team_id = t.id AND c.threshold_pct = pct::integer
                   AND c.period_start = bounds.first_day::timestamp AT TIME ZONE 'UTC'))
         THEN
-            RETURN NULL;
+            RETURN;
         END IF;
     END IF;
 
-    PERFORM workflows_insert_row('workflows_ledgerentry', ledger_entry);
-    UPDATE workflows_run SET spent_usd = spent, unpriced_steps = unpriced_steps + (cost IS NULL)::integer,
-                             reserved_usd = round(reserved_usd - s.reserved_usd, 6), iterations = iterations + 1,
-                             current_agent = next_step->>'agent', updated_at = at
+    active := r.active_time + COALESCE(at - r.active_since, interval '0');
+    INSERT INTO workflows_ledgerentry (
+        team_id, run_id, step_id, attempt, agent, provider, model, input_tokens, output_tokens, cached_input_tokens,
+        cache_write_tokens, input_per_mtok, output_per_mtok, cached_input_per_mtok, cache_write_per_mtok,
+        price_source, cost_usd, request_id, created_at)
+    SELECT e.team_id, e.run_id, e.step_id, e.attempt, e.agent, e.provider, e.model, e.input_tokens, e.output_tokens,
+           e.cached_input_tokens, e.cache_write_tokens, e.input_per_mtok, e.output_per_mtok, e.cached_input_per_mtok,
+           e.cache_write_per_mtok, e.price_source, e.cost_usd, e.request_id, e.created_at
+    FROM jsonb_populate_record(NULL::workflows_ledgerentry, ledger_entry) AS e;
+    UPDATE workflows_run
+    SET spent_usd = spent, unpriced_steps = unpriced_steps + (cost IS NULL)::integer,
+        reserved_usd = round(reserved_usd - s.reserved_usd, 6), iterations = iterations + 1,
+        current_agent = COALESCE(next_step->>'agent', ''), updated_at = at,
+        -- A run that ends: completed, its output, its clock stopped.
+        status = CASE WHEN ending THEN 'completed' ELSE status END,
+        output = CASE WHEN ending THEN run_output ELSE output END,
+        active_time = CASE WHEN ending THEN active ELSE active_time END,
+        active_since = CASE WHEN ending THEN NULL ELSE active_since END,
+        finished_at = CASE WHEN ending THEN at ELSE finished_at END
     WHERE id = r.id;
     IF s.reserved_usd <> 0 THEN
         UPDATE workflows_team SET reserved_usd = round(reserved_usd - s.reserved_usd, 6) WHERE id = t.id;
@@ -160,30 +165,39 @@ BEGIN
     UPDATE workflows_step AS x SET status = 'succeeded', reserved_usd = 0, output = step_output,
                                    error = NULL, finished_at = at
     WHERE x.id = step_id;
-    PERFORM workflows_insert_row(
-        'workflows_event',
-        event || jsonb_build_object('payload', (event->'payload') || jsonb_build_object('spent_usd', spent::text)));
-    next_step_id := workflows_insert_row(
-        'workflows_step',
-        next_step || jsonb_build_object('iteration', 1 + (
-            SELECT count(*) FROM workflows_step AS x WHERE x.run_id = r.id AND x.agent = next_step->>'agent')));
-    PERFORM workflows_insert_row(
-        'workflows_checkpoint',
-        checkpoint || jsonb_build_object(
-            'next_step_id', next_step_id,
-            'iterations', r.iterations + 1,
-            'spent_usd', spent,
-            'active_time', r.active_time + COALESCE(at - r.active_since, interval '0')));
-    RETURN next_step_id;
+    -- Each event says what the run has spent after the step.
+    INSERT INTO workflows_event (team_id, run_id, type, payload, actor, created_at)
+    SELECT e.team_id, e.run_id, e.type, e.payload || jsonb_build_object('spent_usd', spent::text), e.actor, e.created_at
+    FROM jsonb_array_elements(events) WITH ORDINALITY AS event(fields, position),
+         jsonb_populate_record(NULL::workflows_event, event.fields) AS e
+    ORDER BY event.position;
+    IF NOT ending THEN
+        INSERT INTO workflows_step (
+            run_id, sequence, agent, iteration, "group", branch_index, branch_key, status, attempts, redeliveries,
+            provider_retries, model, estimate_usd, reserved_usd, output, error, worker, enqueued_at, created_at,
+            started_at, finished_at)
+        SELECT n.run_id, n.sequence, n.agent,
+               1 + (SELECT count(*) FROM workflows_step AS x WHERE x.run_id = r.id AND x.agent = n.agent),
+               n."group", n.branch_index, n.branch_key, n.status, n.attempts, n.redeliveries, n.provider_retries,
+               n.model, n.estimate_usd, n.reserved_usd, n.output, n.error, n.worker, n.enqueued_at, n.created_at,
+               n.started_at, n.finished_at
+        FROM jsonb_populate_record(NULL::workflows_step, next_step) AS n
+        RETURNING id INTO next_step_id;
+    END IF;
+    INSERT INTO workflows_checkpoint (
+        run_id, reason, next_step_id, next_agent, outputs, iterations, spent_usd, active_time, created_at)
+    SELECT c.run_id, c.reason, workflows_step_settle.next_step_id, c.next_agent, c.outputs, r.iterations + 1, spent,
+           active, c.created_at
+    FROM jsonb_populate_record(NULL::workflows_checkpoint, checkpoint) AS c;
+    settled := true;
 END
 $$;
 """
 
 DROP = """
-DROP FUNCTION workflows_step_settle(bigint, integer, bigint, timestamptz, jsonb, jsonb, jsonb, jsonb, jsonb);
+DROP FUNCTION workflows_step_settle(bigint, integer, bigint, timestamptz, jsonb, jsonb, jsonb, jsonb, jsonb, jsonb);
 DROP FUNCTION workflows_step_admit(bigint, numeric, text, text, bigint, timestamptz);
 DROP FUNCTION workflows_period_bounds(text, timestamptz);
-DROP FUNCTION workflows_insert_row(regclass, jsonb);
 """
 
 

@@ -79,10 +79,12 @@ def step_basis(step_id: int) -> StepBasis | None:
 
 def admit(*, basis: StepBasis, estimate: Decimal, model: str, worker: str, at: datetime) -> int | None:
     """The attempt's number, or None when the general path must decide."""
-    return _call(
-        "SELECT workflows_step_admit(%s, %s, %s, %s, %s, %s)",
-        [basis.step_id, estimate, model, worker, basis.checkpoint_id, at],
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT workflows_step_admit(%s, %s, %s, %s, %s, %s)",
+            [basis.step_id, estimate, model, worker, basis.checkpoint_id, at],
+        )
+        return cursor.fetchone()[0]
 
 
 def settle(
@@ -92,29 +94,36 @@ def settle(
     at: datetime,
     output,
     ledger_entry: Model,
-    event: Model,
-    next_step: Model,
+    events: list[Model],
+    next_step: Model | None,
     checkpoint: Model,
-) -> int | None:
-    """The next step's id, or None when the general path must settle. The functions fill in what
-    only the locked rows know: the spend after the charge, the counters, the next step's iteration."""
-    return _call(
-        "SELECT workflows_step_settle(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb)",
-        [
-            basis.step_id,
-            attempt,
-            basis.checkpoint_id,
-            at,
-            None if output is None else json.dumps(output),
-            *(json.dumps(_row(instance)) for instance in (ledger_entry, event, next_step, checkpoint)),
-        ],
-    )
-
-
-def _call(sql: str, params: list):
+    run_output=None,
+) -> tuple[bool, int | None]:
+    """Whether the attempt was settled, and the id of the next step it created. `next_step` None ends
+    the run with `run_output`. The function fills in what only the locked rows know: the spend after
+    the charge (in each event too), the counters, the next step's iteration."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT settled, next_step_id FROM workflows_step_settle("
+            "%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb)",
+            [
+                basis.step_id,
+                attempt,
+                basis.checkpoint_id,
+                at,
+                _json(output),
+                _json(_row(ledger_entry)),
+                _json([_row(event) for event in events]),
+                _json(_row(next_step) if next_step else None),
+                _json(_row(checkpoint)),
+                _json(run_output),
+            ],
+        )
+        return cursor.fetchone()
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 def _row(instance: Model) -> dict:

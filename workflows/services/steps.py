@@ -345,54 +345,61 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
 
 
 def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bool:
-    """`step_settle` in one database call for the attempt that owns a plain step whose routes lead to
-    another plain step. False when the general path must settle: nothing was written."""
+    """`step_settle` in one database call, for the attempt that owns a plain step whose routes lead to
+    another plain step or to the end. False when the general path must settle: nothing was written."""
     basis = attempt.basis
     definition = basis.definition
     outputs = {**basis.outputs, basis.agent: result.output}
+    context = template_context(inputs=basis.inputs, outputs=outputs, groups=definition.group_names)
     try:
-        target = next_agent(definition.agent(basis.agent), template_context(
-            inputs=basis.inputs, outputs=outputs, groups=definition.group_names
-        ))
+        target = next_agent(definition.agent(basis.agent), context)
+        run_output = _render_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure):
         return False
-    if target == END or definition.group(target) is not None:
+    if definition.group(target) is not None:
         return False
     now = timezone.now()
     step = Step(pk=basis.step_id, run_id=basis.run_id, agent=basis.agent, sequence=basis.sequence)
     cost = _cost(attempt=attempt, usage=result)
-    next_step_id = step_functions.settle(
-        basis=basis,
-        attempt=attempt.number,
-        at=now,
-        output=result.output,
-        ledger_entry=LedgerEntry(**_ledger_fields(step=step, attempt=attempt, usage=result, cost=cost), created_at=now),
-        event=Event(
+    events = [
+        Event(
             team_id=basis.team_id,
             run_id=basis.run_id,
             type=EventType.AGENT_COMPLETED,
             payload=_completed_payload(step=step, attempt=attempt, result=result, cost=cost),
             actor=SYSTEM_ACTOR,
             created_at=now,
-        ),
-        next_step=Step(
+        )
+    ]
+    if target == END:
+        events.append(
+            Event(team_id=basis.team_id, run_id=basis.run_id, type=EventType.RUN_COMPLETED, actor=SYSTEM_ACTOR, created_at=now)
+        )
+    settled, next_step_id = step_functions.settle(
+        basis=basis,
+        attempt=attempt.number,
+        at=now,
+        output=result.output,
+        ledger_entry=LedgerEntry(**_ledger_fields(step=step, attempt=attempt, usage=result, cost=cost), created_at=now),
+        events=events,
+        next_step=None if target == END else Step(
             run_id=basis.run_id, sequence=basis.sequence + 1, agent=target, iteration=0, enqueued_at=now, created_at=now
         ),
         checkpoint=Checkpoint(
             run_id=basis.run_id,
-            reason="step_completed",
-            next_agent=target,
+            reason="completed" if target == END else "step_completed",
+            next_agent="" if target == END else target,
             outputs=outputs,
             iterations=0,
             spent_usd=Decimal("0"),
             active_time=timedelta(0),
             created_at=now,
         ),
+        run_output=run_output,
     )
-    if next_step_id is None:
-        return False
-    _send(Step(pk=next_step_id))
-    return True
+    if next_step_id is not None:
+        _send(Step(pk=next_step_id))
+    return settled
 
 
 def _completed_payload(*, step: Step, attempt: StepAttempt, result: CompletionResult, cost: Decimal | None) -> dict:
