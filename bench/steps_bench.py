@@ -15,14 +15,16 @@ that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that i
      checkpointed, and the next step enqueued. Once with all runs in one team, whose row every step
      locks, and once spread over K teams;
    - bare tasks: T no-op tasks with the same delivery options as a step (acks_late), each counting
-     itself in Redis so the benchmark knows when they are done.
-2. Gate latency. The time `step_begin` takes (its one transaction: locks, gate, reservation) while
-   1, 8 and 64 processes of this script each run steps of the same team back to back, gate to
-   settlement, with G gates measured per level.
+     itself in Redis so the benchmark knows when they are done;
+   - the governed steps over K teams again, on a second worker with STEP_FUNCTIONS=false: every step
+     through the general path in Python instead of one database function call per transaction.
+2. Gate latency. The time `step_begin` takes (the step's read, then the locks, gate and reservation
+   in one function call) while 1, 8 and 64 processes of this script each run steps of the same team
+   back to back, gate to settlement, with G gates measured per level.
 
 With --profile DIR, py-spy (`pip install py-spy`) samples the worker and its processes, idle time
 included, during each throughput phase, and writes collapsed stacks to DIR/governed-1.txt,
-DIR/governed-K.txt and DIR/bare.txt.
+DIR/governed-K.txt, DIR/bare.txt and DIR/governed-K-general.txt.
 """
 
 import argparse
@@ -138,36 +140,43 @@ def bench(args: argparse.Namespace) -> None:
     chains = [workflow_create(team=team, definition=chain_yaml(args.steps_per_run)).workflow_id for team in teams]
     steps = args.runs * args.steps_per_run
     rows = []
+
+    def governed(label: str, spread: int, phase: str) -> None:
+        pause()
+        runs = [
+            run_start(
+                team=teams[n % spread],
+                workflow=chains[n % spread],
+                inputs={"topic": "budgets"},
+                limits={"budget_usd": "100", "budget_mode": "enforce", "max_iterations": args.steps_per_run},
+            ).pk
+            for n in range(args.runs)
+        ]
+        seconds = timed(lambda: governed_done(runs), profile=profile_path(args, phase))
+        rows.append((f"governed steps, {label}", steps, seconds))
+
     with worker(processes=args.processes, conn_max_age=args.conn_max_age):
-        for label, spread in (("one team", 1), (f"{len(teams)} teams", len(teams))):
-            pause()
-            runs = [
-                run_start(
-                    team=teams[n % spread],
-                    workflow=chains[n % spread],
-                    inputs={"topic": "budgets"},
-                    limits={"budget_usd": "100", "budget_mode": "enforce", "max_iterations": args.steps_per_run},
-                ).pk
-                for n in range(args.runs)
-            ]
-            seconds = timed(lambda: governed_done(runs), profile=profile_path(args, f"governed-{spread}"))
-            rows.append((f"governed steps, {label}", steps, seconds))
+        governed("one team", 1, "governed-1")
+        governed(f"{len(teams)} teams", len(teams), f"governed-{len(teams)}")
         pause()
         for _ in range(args.tasks):
             noop.delay()
         seconds = timed(lambda: bare_done(args.tasks), profile=profile_path(args, "bare"))
         rows.append(("bare no-op tasks", args.tasks, seconds))
+    # The same steps with the step functions off: every step through the general path in Python.
+    with worker(processes=args.processes, conn_max_age=args.conn_max_age, step_functions=False):
+        governed(f"{len(teams)} teams, general path", len(teams), f"governed-{len(teams)}-general")
 
-    bare_rate = args.tasks / seconds
-    print(f"{'':<26} {'count':>7} {'seconds':>8} {'per second':>11} {'x bare':>7}")
+    bare_rate = next(count / seconds for label, count, seconds in rows if label == "bare no-op tasks")
+    print(f"{'':<40} {'count':>7} {'seconds':>8} {'per second':>11} {'x bare':>7}")
     for label, count, seconds in rows:
-        print(f"{label:<26} {count:>7,} {seconds:>8.2f} {count / seconds:>11,.0f} {count / seconds / bare_rate:>7.2f}")
+        print(f"{label:<40} {count:>7,} {seconds:>8.2f} {count / seconds:>11,.0f} {count / seconds / bare_rate:>7.2f}")
 
     one_step = workflow_create(team=teams[0], definition=chain_yaml(1)).workflow_id
     if args.ledger_rows:
         fill_period_ledger(team=teams[0], workflow=one_step, rows=args.ledger_rows)
     ledger = LedgerEntry.objects.filter(team=teams[0]).count()
-    print(f"\nstep_begin (the gate's transaction) while N processes run steps of one team ({ledger:,} ledger rows), ms")
+    print(f"\nstep_begin (the gate) while N processes run steps of one team ({ledger:,} ledger rows), ms")
     print(f"{'N':>4} {'gates':>6} {'p50':>7} {'p99':>7} {'steps/s':>8}")
     for concurrency in GATE_CONCURRENCY:
         latencies, seconds = gate_latencies(team=teams[0], workflow=one_step, concurrency=concurrency, gates=args.gates)
@@ -200,12 +209,13 @@ def budgeted_team(name: str) -> Team:
 class worker:
     """One Celery worker process on the throwaway database, consuming the benchmark's queue."""
 
-    def __init__(self, *, processes: int, conn_max_age: int | None) -> None:
+    def __init__(self, *, processes: int, conn_max_age: int | None, step_functions: bool = True) -> None:
         db = connection.settings_dict
         self.env = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
             "LOG_LEVEL": "ERROR",
+            "STEP_FUNCTIONS": str(step_functions).lower(),
         }
         if conn_max_age is not None:
             self.env["DATABASE_CONN_MAX_AGE"] = str(conn_max_age)
