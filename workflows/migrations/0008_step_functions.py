@@ -44,6 +44,11 @@ BEGIN
     SELECT * INTO r FROM workflows_run WHERE team_id = t.id
         AND id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id) FOR NO KEY UPDATE;
     SELECT * INTO s FROM workflows_step AS x WHERE x.id = step_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- The caller's clock, moved on by the wait for the locks: the general path reads it after them.
+    at := at + (clock_timestamp() - statement_timestamp());
     IF s.status <> 'pending' OR s."group" <> '' OR r.status NOT IN ('queued', 'running')
         OR (SELECT max(id) FROM workflows_checkpoint WHERE run_id = r.id) IS DISTINCT FROM basis_checkpoint_id
     THEN
@@ -109,6 +114,11 @@ BEGIN
     SELECT * INTO r FROM workflows_run WHERE team_id = t.id
         AND id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id) FOR NO KEY UPDATE;
     SELECT * INTO s FROM workflows_step AS x WHERE x.id = step_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- The caller's clock, moved on by the wait for the locks; every row written is stamped with it.
+    at := at + (clock_timestamp() - statement_timestamp());
     IF s.status <> 'running' OR s.attempts <> attempt OR s."group" <> '' OR r.status NOT IN ('queued', 'running')
         OR (SELECT max(id) FROM workflows_checkpoint WHERE run_id = r.id) IS DISTINCT FROM basis_checkpoint_id
     THEN
@@ -146,7 +156,7 @@ BEGIN
         price_source, cost_usd, request_id, created_at)
     SELECT e.team_id, e.run_id, e.step_id, e.attempt, e.agent, e.provider, e.model, e.input_tokens, e.output_tokens,
            e.cached_input_tokens, e.cache_write_tokens, e.input_per_mtok, e.output_per_mtok, e.cached_input_per_mtok,
-           e.cache_write_per_mtok, e.price_source, e.cost_usd, e.request_id, e.created_at
+           e.cache_write_per_mtok, e.price_source, e.cost_usd, e.request_id, at
     FROM jsonb_populate_record(NULL::workflows_ledgerentry, ledger_entry) AS e;
     UPDATE workflows_run
     SET spent_usd = spent, unpriced_steps = unpriced_steps + (cost IS NULL)::integer,
@@ -167,7 +177,7 @@ BEGIN
     WHERE x.id = step_id;
     -- Each event says what the run has spent after the step.
     INSERT INTO workflows_event (team_id, run_id, type, payload, actor, created_at)
-    SELECT e.team_id, e.run_id, e.type, e.payload || jsonb_build_object('spent_usd', spent::text), e.actor, e.created_at
+    SELECT e.team_id, e.run_id, e.type, e.payload || jsonb_build_object('spent_usd', spent::text), e.actor, at
     FROM jsonb_array_elements(events) WITH ORDINALITY AS event(fields, position),
          jsonb_populate_record(NULL::workflows_event, event.fields) AS e
     ORDER BY event.position;
@@ -179,7 +189,7 @@ BEGIN
         SELECT n.run_id, n.sequence, n.agent,
                1 + (SELECT count(*) FROM workflows_step AS x WHERE x.run_id = r.id AND x.agent = n.agent),
                n."group", n.branch_index, n.branch_key, n.status, n.attempts, n.redeliveries, n.provider_retries,
-               n.model, n.estimate_usd, n.reserved_usd, n.output, n.error, n.worker, n.enqueued_at, n.created_at,
+               n.model, n.estimate_usd, n.reserved_usd, n.output, n.error, n.worker, at, at,
                n.started_at, n.finished_at
         FROM jsonb_populate_record(NULL::workflows_step, next_step) AS n
         RETURNING id INTO next_step_id;
@@ -187,7 +197,7 @@ BEGIN
     INSERT INTO workflows_checkpoint (
         run_id, reason, next_step_id, next_agent, outputs, iterations, spent_usd, active_time, created_at)
     SELECT c.run_id, c.reason, workflows_step_settle.next_step_id, c.next_agent, c.outputs, r.iterations + 1, spent,
-           active, c.created_at
+           active, at
     FROM jsonb_populate_record(NULL::workflows_checkpoint, checkpoint) AS c;
     settled := true;
 END

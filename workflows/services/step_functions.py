@@ -1,24 +1,34 @@
 """The common case of `step_begin` and `step_settle` in one database call each, on PostgreSQL.
 
-A plain step (not a group's branch) that its run and team have room for is admitted by
-`workflows_step_admit`, and settled, when its routes lead to another plain step, by
-`workflows_step_settle` (migration 0008). Each is one statement, so its locks are held for one
-round trip instead of a dozen. Everything else the functions decline, having written nothing, and
-`workflows/services/steps.py` takes its general path: a stop, a report, a failure, a takeover, the
-end of the run, a group, an alert. The decisions stay in Python: the functions only admit where
-`gate_decide` would admit without a report, and Python builds the rows they insert from the models.
+A plain step (not a group's branch) that its run and team have room for under every limit is
+admitted by `workflows_step_admit`, and settled, when its routes lead to another plain step or to
+the end, by `workflows_step_settle` (migration 0008). Each is one statement, so the team's lock is
+held for one round trip instead of a dozen. Every other case the functions decline, having written
+nothing, and `workflows/services/steps.py` takes its general path: a stop, an audit report, a
+failure, a takeover, a group, an alert threshold, a cancelled run.
+
+The functions repeat two conditions of the Python rules, to know when to decline: "every budget
+has room for the estimate and no limit is reached" (`gate_decide` admits without a report) and "no
+alert threshold is newly reached" (`alerts_after_spend` records nothing). Python still routes,
+renders and prices, and builds the rows they insert from the models. tests/services/
+test_step_functions.py holds both paths to the same rows, and the conditions to the Python ones.
+A database error in a call (say, a function older than its models) is logged and the step goes the
+general way: the call ran alone in its transaction, so it wrote nothing.
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models import Model
 
 from workflows.definition import WorkflowDefinition
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,12 +89,12 @@ def step_basis(step_id: int) -> StepBasis | None:
 
 def admit(*, basis: StepBasis, estimate: Decimal, model: str, worker: str, at: datetime) -> int | None:
     """The attempt's number, or None when the general path must decide."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT workflows_step_admit(%s, %s, %s, %s, %s, %s)",
-            [basis.step_id, estimate, model, worker, basis.checkpoint_id, at],
-        )
-        return cursor.fetchone()[0]
+    row = _call(
+        "admit",
+        "SELECT workflows_step_admit(%s, %s, %s, %s, %s, %s)",
+        [basis.step_id, estimate, model, worker, basis.checkpoint_id, at],
+    )
+    return row[0] if row else None
 
 
 def settle(
@@ -101,25 +111,42 @@ def settle(
 ) -> tuple[bool, int | None]:
     """Whether the attempt was settled, and the id of the next step it created. `next_step` None ends
     the run with `run_output`. The function fills in what only the locked rows know: the spend after
-    the charge (in each event too), the counters, the next step's iteration."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT settled, next_step_id FROM workflows_step_settle("
-            "%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb)",
-            [
-                basis.step_id,
-                attempt,
-                basis.checkpoint_id,
-                at,
-                _json(output),
-                _json(_row(ledger_entry)),
-                _json([_row(event) for event in events]),
-                _json(_row(next_step) if next_step else None),
-                _json(_row(checkpoint)),
-                _json(run_output),
-            ],
-        )
-        return cursor.fetchone()
+    the charge (in each event too), the counters, the next step's iteration, and the time."""
+    row = _call(
+        "settle",
+        "SELECT settled, next_step_id FROM workflows_step_settle("
+        "%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb, %s::jsonb)",
+        [
+            basis.step_id,
+            attempt,
+            basis.checkpoint_id,
+            at,
+            _json(output),
+            _json(_row(ledger_entry)),
+            _json([_row(event) for event in events]),
+            _json(_row(next_step) if next_step else None),
+            _json(_row(checkpoint)),
+            _json(run_output),
+        ],
+    )
+    return tuple(row) if row else (False, None)
+
+
+def _call(what: str, sql: str, params: list) -> tuple | None:
+    """The call's one row; None when it failed, which left nothing written: it ran alone in its
+    transaction. Inside a caller's transaction the error goes up, as that transaction is aborted;
+    a lost connection goes up too, for the task to retry."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError:
+        if connection.in_atomic_block:
+            raise
+        logger.exception("The step %s function failed; the step takes the general path.", what)
+        return None
 
 
 def _json(value) -> str | None:
@@ -127,7 +154,7 @@ def _json(value) -> str | None:
 
 
 def _row(instance: Model) -> dict:
-    """The instance's columns as JSON, its defaults applied, for `workflows_insert_row`."""
+    """The instance's columns as JSON, its defaults applied, for `jsonb_populate_record`."""
     return {
         field.column: _json_value(field.value_from_object(instance))
         for field in instance._meta.concrete_fields

@@ -358,7 +358,6 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
         return False
     if definition.group(target) is not None:
         return False
-    now = timezone.now()
     step = Step(pk=basis.step_id, run_id=basis.run_id, agent=basis.agent, sequence=basis.sequence)
     cost = _cost(attempt=attempt, usage=result)
     events = [
@@ -368,23 +367,20 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
             type=EventType.AGENT_COMPLETED,
             payload=_completed_payload(step=step, attempt=attempt, result=result, cost=cost),
             actor=SYSTEM_ACTOR,
-            created_at=now,
         )
     ]
     if target == END:
         events.append(
-            Event(team_id=basis.team_id, run_id=basis.run_id, type=EventType.RUN_COMPLETED, actor=SYSTEM_ACTOR, created_at=now)
+            Event(team_id=basis.team_id, run_id=basis.run_id, type=EventType.RUN_COMPLETED, actor=SYSTEM_ACTOR)
         )
     settled, next_step_id = step_functions.settle(
         basis=basis,
         attempt=attempt.number,
-        at=now,
+        at=timezone.now(),
         output=result.output,
-        ledger_entry=LedgerEntry(**_ledger_fields(step=step, attempt=attempt, usage=result, cost=cost), created_at=now),
+        ledger_entry=LedgerEntry(**_ledger_fields(step=step, attempt=attempt, usage=result, cost=cost)),
         events=events,
-        next_step=None if target == END else Step(
-            run_id=basis.run_id, sequence=basis.sequence + 1, agent=target, iteration=0, enqueued_at=now, created_at=now
-        ),
+        next_step=None if target == END else Step(run_id=basis.run_id, sequence=basis.sequence + 1, agent=target, iteration=0),
         checkpoint=Checkpoint(
             run_id=basis.run_id,
             reason="completed" if target == END else "step_completed",
@@ -393,7 +389,6 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
             iterations=0,
             spent_usd=Decimal("0"),
             active_time=timedelta(0),
-            created_at=now,
         ),
         run_output=run_output,
     )
