@@ -1,11 +1,12 @@
 """What one governed step asks of the database: its statements, counted and listed, and its time.
 
-    .venv/bin/python bench/step_queries.py [--steps N] [--list]
+    .venv/bin/python bench/step_queries.py [--steps N] [--list] [--general]
 
 Runs, in one process and without Celery, what a worker does for each step of a 5-agent chain
 (the attempt lock, `step_begin`, the fake provider, `step_settle`), in a throwaway database like
 the other benchmarks. It prints the statements of each part of the middle step, and the median
-time of each part over N steps. Works on PostgreSQL and on SQLite.
+time of each part over N steps. Works on PostgreSQL and on SQLite. On PostgreSQL a step takes the
+one-call path (STEP_FUNCTIONS) unless --general.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
@@ -70,7 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500, help="steps timed")
     parser.add_argument("--list", action="store_true", help="print every statement of the middle step")
+    parser.add_argument("--general", action="store_true", help="STEP_FUNCTIONS off: every step the general way")
     args = parser.parse_args()
+    settings.STEP_FUNCTIONS = not args.general
     with throwaway_database():
         try:
             measure(args)
@@ -96,7 +100,7 @@ def measure(args: argparse.Namespace) -> None:
     print("  " + ", ".join(f"{count} {name}" for name, count in Counter(map(kind, statements)).most_common()))
     if args.list:
         for sql in statements:
-            print("   ", sql[:160])
+            print("   ", " ".join(sql.split())[:160])
     for key in timings:
         timings[key].clear()
     done = 0

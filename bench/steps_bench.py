@@ -16,6 +16,8 @@ that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that i
      locks, and once spread over K teams;
    - bare tasks: T no-op tasks with the same delivery options as a step (acks_late), each counting
      itself in Redis so the benchmark knows when they are done;
+   - chained no-op tasks: N chains of S such tasks, each sending the next as a step does. What a
+     governed step would cost with a database that took no time: the ceiling for the ratio;
    - the governed steps over K teams again, on a second worker with STEP_FUNCTIONS=false: every step
      through the general path in Python instead of one database function call per transaction.
 2. Gate latency. The time `step_begin` takes (the step's read, then the locks, gate and reservation
@@ -24,7 +26,7 @@ that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that i
 
 With --profile DIR, py-spy (`pip install py-spy`) samples the worker and its processes, idle time
 included, during each throughput phase, and writes collapsed stacks to DIR/governed-1.txt,
-DIR/governed-K.txt, DIR/bare.txt and DIR/governed-K-general.txt.
+DIR/governed-K.txt, DIR/bare.txt, DIR/chained.txt and DIR/governed-K-general.txt.
 """
 
 import argparse
@@ -80,6 +82,14 @@ POLL_SECONDS = 0.05
 def noop() -> None:
     """The bare task: nothing but its own completion, counted where the benchmark can see it."""
     broker_redis().incr(DONE_KEY)
+
+
+@shared_task(name="bench.chained_noop", acks_late=True, reject_on_worker_lost=True)
+def chained_noop(remaining: int) -> None:
+    """A step with nothing governed: counted, then the next one of its chain sent, as a step does."""
+    broker_redis().incr(DONE_KEY)
+    if remaining > 1:
+        chained_noop.delay(remaining - 1)
 
 
 @cache
@@ -163,6 +173,12 @@ def bench(args: argparse.Namespace) -> None:
             noop.delay()
         seconds = timed(lambda: bare_done(args.tasks), profile=profile_path(args, "bare"))
         rows.append(("bare no-op tasks", args.tasks, seconds))
+        pause()
+        broker_redis().delete(DONE_KEY)
+        for _ in range(args.runs):
+            chained_noop.delay(args.steps_per_run)
+        seconds = timed(lambda: bare_done(steps), profile=profile_path(args, "chained"))
+        rows.append(("chained no-op tasks, no database", steps, seconds))
     # The same steps with the step functions off: every step through the general path in Python.
     with worker(processes=args.processes, conn_max_age=args.conn_max_age, step_functions=False):
         governed(f"{len(teams)} teams, general path", len(teams), f"governed-{len(teams)}-general")
