@@ -92,7 +92,8 @@ def execute_run(run: Run) -> list[str]:
         with CaptureQueriesContext(connection) as queries:
             step_settle(attempt=attempt, result=result)
         # The general path inserts the ledger entry itself.
-        settled_in_one_call = not any('INSERT INTO "workflows_ledgerentry"' in q["sql"] for q in queries.captured_queries)
+        ledger_inserts = [q for q in queries.captured_queries if 'INSERT INTO "workflows_ledgerentry"' in q["sql"]]
+        settled_in_one_call = not ledger_inserts
         one_call.append(f"{step.agent}: admit={attempt.basis is not None} settle={settled_in_one_call}")
     return one_call
 
@@ -112,9 +113,16 @@ agents:
     mock: {output: {n: 2}, output_tokens: 100}
 """
 TOPIC = {"topic": "x"}
+ALL_IN_ONE_CALL = [
+    "researcher: admit=True settle=True",
+    "writer: admit=True settle=True",
+    "reviewer: admit=True settle=True",
+]
 
 
-def scenario(settings, *, step_functions_on: bool, source: str, inputs: dict, limits: dict, team_changes: dict, runs: int):
+def scenario(
+    settings, *, step_functions_on: bool, source: str, inputs: dict, limits: dict, team_changes: dict, runs: int
+):
     """`runs` runs of `source` in a team of their own, one after the other; their rows and one-call marks."""
     settings.STEP_FUNCTIONS = step_functions_on
     team = TeamFactory()
@@ -147,7 +155,7 @@ def test_plain_steps_with_room_take_one_call_each_way_and_write_what_the_general
         team_changes={"period_budget_usd": "100", "period_mode": "enforce"},
         runs=1,
     )
-    assert calls == [["researcher: admit=True settle=True", "writer: admit=True settle=True", "reviewer: admit=True settle=True"]]
+    assert calls == [ALL_IN_ONE_CALL]
 
 
 @pytest.mark.parametrize(
@@ -157,7 +165,11 @@ def test_plain_steps_with_room_take_one_call_each_way_and_write_what_the_general
             # $0.60 of $0.80 crosses the 50% alert after the writer, and the reviewer's $0.90 goes over
             # the audited budget: the general paths record the crossing and report.
             THREE_STEP_YAML, TOPIC, {"budget_usd": "0.8", "budget_mode": "audit"}, {}, 1,
-            [["researcher: admit=True settle=True", "writer: admit=True settle=False", "reviewer: admit=False settle=False"]],
+            [[
+                "researcher: admit=True settle=True",
+                "writer: admit=True settle=False",
+                "reviewer: admit=False settle=False",
+            ]],
             id="alert-and-audit-report",
         ),
         pytest.param(
@@ -194,7 +206,7 @@ def test_plain_steps_with_room_take_one_call_each_way_and_write_what_the_general
         ),
         pytest.param(
             THREE_STEP_YAML, TOPIC, {"budget_usd": "0.9", "budget_mode": "enforce"}, {"alert_thresholds": []}, 1,
-            [["researcher: admit=True settle=True", "writer: admit=True settle=True", "reviewer: admit=True settle=True"]],
+            [ALL_IN_ONE_CALL],
             id="no-thresholds",
         ),
         pytest.param(
@@ -226,7 +238,8 @@ def control_flow(settings, *, step_functions_on: bool, flow: str) -> dict:
         step_settle(attempt=attempt, result=get_provider("fake").complete(attempt.prepared.request))
     elif flow == "retry":
         attempt = step_begin(step_id=run.steps.get().pk, worker="host:1")
-        failure = ProviderError("overloaded", retryable=True, status_code=503, usage=Usage(input_tokens=10, output_tokens=20))
+        usage = Usage(input_tokens=10, output_tokens=20)
+        failure = ProviderError("overloaded", retryable=True, status_code=503, usage=usage)
         step_provider_failed(attempt=attempt, error=failure)
         execute_run(run)
     else:
@@ -289,9 +302,12 @@ def test_admit_declines_a_step_its_run_has_no_room_for_and_writes_nothing(team):
     basis = step_functions.step_basis(step.pk)
     before = snapshot(run)
 
-    assert step_functions.admit(basis=basis, estimate=Decimal("0.500001"), model="m", worker="w", at=timezone.now()) is None
+    def admit(estimate: str) -> int | None:
+        return step_functions.admit(basis=basis, estimate=Decimal(estimate), model="m", worker="w", at=timezone.now())
+
+    assert admit("0.500001") is None
     assert snapshot(run) == before
-    assert step_functions.admit(basis=basis, estimate=Decimal("0.5"), model="m", worker="w", at=timezone.now()) == 1
+    assert admit("0.5") == 1
     step.refresh_from_db()
     assert (step.status, step.reserved_usd, step.model, step.worker) == ("running", Decimal("0.5"), "m", "w")
 
@@ -346,15 +362,15 @@ def test_a_failing_function_sends_the_step_the_general_way(team, caplog):
     run = run_start(team=team, workflow=version.workflow_id, inputs=TOPIC, limits={})
     attempt = step_begin(step_id=run.steps.get().pk, worker="host:1")
     result = get_provider("fake").complete(attempt.prepared.request)
-    signature = "workflows_step_settle(bigint, integer, bigint, timestamptz, jsonb, jsonb, jsonb, jsonb, jsonb, jsonb)"
+    arguments = "(bigint, integer, bigint, timestamptz, jsonb, jsonb, jsonb, jsonb, jsonb, jsonb)"
     with connection.cursor() as cursor:
-        cursor.execute(f"ALTER FUNCTION {signature} RENAME TO workflows_step_settle_hidden")
+        cursor.execute(f"ALTER FUNCTION workflows_step_settle{arguments} RENAME TO workflows_step_settle_hidden")
     try:
         with caplog.at_level(logging.ERROR, logger="workflows.services.step_functions"):
             step_settle(attempt=attempt, result=result)
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"ALTER FUNCTION {signature.replace('settle(', 'settle_hidden(')} RENAME TO workflows_step_settle")
+            cursor.execute(f"ALTER FUNCTION workflows_step_settle_hidden{arguments} RENAME TO workflows_step_settle")
 
     assert "The step settle function failed" in caplog.text
     run.refresh_from_db()

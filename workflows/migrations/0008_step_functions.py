@@ -36,7 +36,8 @@ DECLARE
 BEGIN
     -- A step's run and a run's team never change: they can be looked up before the locks.
     SELECT * INTO t FROM workflows_team
-    WHERE id = (SELECT team_id FROM workflows_run WHERE id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id))
+    WHERE id = (SELECT team_id FROM workflows_run
+                WHERE id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id))
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
@@ -106,7 +107,8 @@ DECLARE
 BEGIN
     settled := false;
     SELECT * INTO t FROM workflows_team
-    WHERE id = (SELECT team_id FROM workflows_run WHERE id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id))
+    WHERE id = (SELECT team_id FROM workflows_run
+                WHERE id = (SELECT run_id FROM workflows_step AS x WHERE x.id = step_id))
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN;

@@ -2,6 +2,8 @@
 
 Each of `step_begin` and `step_settle` is one transaction that locks the team row, the run row and
 then the step row, always in that order. The provider is called between them, outside any transaction.
+On PostgreSQL the common case of each is one database function call (`step_functions.py`); these
+functions are the general path, which every other case takes.
 
 The branches of a parallel or for_each group are steps like any other, several in flight at once.
 Whichever branch ends last sees so under the run row lock and ends the group: exactly one does.
@@ -321,7 +323,10 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
         event_record(
             run=run,
             type=EventType.AGENT_COMPLETED,
-            payload={**_completed_payload(step=step, attempt=attempt, result=result, cost=cost), "spent_usd": usd(run.spent_usd)},
+            payload={
+                **_completed_payload(step=step, attempt=attempt, result=result, cost=cost),
+                "spent_usd": usd(run.spent_usd),
+            },
         )
         if step.group:
             # A branch's output joins its group's result when the group ends; a stopped run's
@@ -380,7 +385,9 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
         output=result.output,
         ledger_entry=LedgerEntry(**_ledger_fields(step=step, attempt=attempt, usage=result, cost=cost)),
         events=events,
-        next_step=None if target == END else Step(run_id=basis.run_id, sequence=basis.sequence + 1, agent=target, iteration=0),
+        next_step=(
+            None if target == END else Step(run_id=basis.run_id, sequence=basis.sequence + 1, agent=target, iteration=0)
+        ),
         checkpoint=Checkpoint(
             run_id=basis.run_id,
             reason="completed" if target == END else "step_completed",
