@@ -60,3 +60,14 @@ def test_a_definition_can_be_posted_as_a_raw_yaml_body(api):
     )
     assert response.status_code == 201, response.json()
     assert (response.json()["name"], response.json()["version"]) == ("from-curl", 1)
+
+
+@pytest.mark.parametrize("body", [{"name": "2024"}, {"name": " 42 "}, {}])
+def test_a_name_of_only_digits_is_refused_because_runs_would_read_it_as_an_id(api, body):
+    definition = THREE_STEP_YAML.replace("name: research-pipeline", "name: '7'")
+    response = api.post("/api/v1/workflows", {"definition": definition, **body}, format="json")
+
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert (error["type"], error["details"]) == ("validation_error", [{"path": "name", "message": "only digits"}])
+    assert api.get("/api/v1/workflows").json()["results"] == []

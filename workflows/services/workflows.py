@@ -34,6 +34,12 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
         raise ValidationFailed(
             f"A workflow name must be 1 to {MAX_NAME_LENGTH} characters.", details=[{"path": "name", "message": "invalid"}]
         )
+    if name.isdigit():
+        # A run names its workflow by id or by name: digits alone would always be read as an id.
+        raise ValidationFailed(
+            f"A workflow name cannot be only digits ('{name}'): runs would read it as a workflow id.",
+            details=[{"path": "name", "message": "only digits"}],
+        )
     source = definition if isinstance(definition, str) else json.dumps(definition, indent=2, default=str)
     with transaction.atomic():
         workflow, _ = Workflow.objects.get_or_create(team=team, name=name)
