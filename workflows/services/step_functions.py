@@ -10,10 +10,10 @@ failure, a takeover, a group, an alert threshold, a cancelled run.
 The functions repeat two conditions of the Python rules, to know when to decline: "every budget
 has room for the estimate and no limit is reached" (`gate_decide` admits without a report) and "no
 alert threshold is newly reached" (`alerts_after_spend` records nothing). Python still routes,
-renders and prices, and builds the rows they insert from the models. tests/services/
-test_step_functions.py holds both paths to the same rows, and the conditions to the Python ones.
-A database error in a call (say, a function older than its models) is logged and the step goes the
-general way: the call ran alone in its transaction, so it wrote nothing.
+renders and prices, and builds the rows they insert from the models.
+`tests/services/test_step_functions.py` holds both paths to the same rows, and the conditions to
+the Python ones. A database error in a call (say, functions older than this code) is logged and the
+step goes the general way: the call ran alone in its transaction, so it wrote nothing.
 """
 
 import json
