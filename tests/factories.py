@@ -10,6 +10,21 @@ THREE_STEP_YAML = (Path(__file__).resolve().parent.parent / "examples" / "resear
 # docs/workflows.md shows this one: a parallel group, then a for_each group with max_concurrent 2.
 FAN_OUT_YAML = (Path(__file__).resolve().parent.parent / "examples" / "fan-out-review.yaml").read_text()
 
+# Two agents on a model with no price at all: audit-only runs whose ledger entries carry no cost.
+UNPRICED_YAML = """
+workflow:
+  name: unpriced
+  entry_point: drafter
+  runtime: {provider: fake, default_model: mystery-model, max_tokens: 500}
+agents:
+  - name: drafter
+    prompt: "Draft it."
+    routes: [{to: checker}]
+  - name: checker
+    prompt: "Check the draft."
+    routes: [{to: $end}]
+"""
+
 LOOP_YAML = """
 workflow:
   name: loop

@@ -52,7 +52,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.factories import LOOP_YAML, THREE_STEP_YAML, TeamFactory, workflow_version
+from tests.factories import LOOP_YAML, THREE_STEP_YAML, UNPRICED_YAML, TeamFactory, workflow_version
 from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed
 from workflows.models import (
     FINAL_RUN_STATUSES,
@@ -70,21 +70,6 @@ from workflows.selectors import latest_checkpoint
 from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.steps import StepAttempt, step_begin, step_fail, step_settle
 from workflows.services.teams import team_budgets_update
-
-# Two agents on a model with no price at all: audit-only runs whose ledger entries carry no cost.
-UNPRICED_YAML = """
-workflow:
-  name: unpriced
-  entry_point: drafter
-  runtime: {provider: fake, default_model: mystery-model, max_tokens: 500}
-agents:
-  - name: drafter
-    prompt: "Draft it."
-    routes: [{to: checker}]
-  - name: checker
-    prompt: "Check the draft."
-    routes: [{to: $end}]
-"""
 
 ZERO = Decimal("0")
 MICRO = Decimal("0.000001")

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tests.factories import FAN_OUT_YAML, LOOP_YAML, THREE_STEP_YAML, TeamFactory, workflow_version
+from tests.factories import FAN_OUT_YAML, LOOP_YAML, THREE_STEP_YAML, UNPRICED_YAML, TeamFactory, workflow_version
 from tests.invariants import assert_invariants
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team
 from workflows.providers import ProviderError, Usage, get_provider
@@ -98,20 +98,6 @@ def execute_run(run: Run) -> list[str]:
     return one_call
 
 
-UNPRICED_YAML = """
-workflow:
-  name: unpriced
-  entry_point: first
-  runtime: {provider: fake, default_model: unlisted-model, max_tokens: 100}
-agents:
-  - name: first
-    prompt: "One."
-    mock: {output: {n: 1}, output_tokens: 100}
-    routes: [{to: second}]
-  - name: second
-    prompt: "Two."
-    mock: {output: {n: 2}, output_tokens: 100}
-"""
 TOPIC = {"topic": "x"}
 ALL_IN_ONE_CALL = [
     "researcher: admit=True settle=True",
@@ -211,7 +197,7 @@ def test_plain_steps_with_room_take_one_call_each_way_and_write_what_the_general
         ),
         pytest.param(
             UNPRICED_YAML, {}, {}, {}, 1,
-            [["first: admit=False settle=False", "second: admit=False settle=False"]],
+            [["drafter: admit=False settle=False", "checker: admit=False settle=False"]],
             id="unpriced-model",
         ),
         pytest.param(FAN_OUT_YAML, {"subject": "s"}, {}, {}, 1, None, id="groups"),
