@@ -1,15 +1,22 @@
-# Two commands do all set-up: `make run` and `make test`. Both create and reuse .venv/.
+# Two commands do all set-up: `make run` and `make test`. Both create and reuse .venv/, installed
+# from the lock file requirements/test.txt (hashes checked), so every machine gets the same versions.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+LOCK := requirements/test.txt
+# uv compiles the locks; it lives in a venv of its own so that it is never part of the service.
+LOCK_TOOLS := .venv-lock
+LOCK_ARGS ?=
+COMPILE = $(LOCK_TOOLS)/bin/uv pip compile pyproject.toml requirements/build.in --quiet --universal \
+	--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS)
 
-.PHONY: run test clean
+.PHONY: run test lock check-lock test-latest clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(INSTALLED)
 
 run: $(INSTALLED)
@@ -24,5 +31,24 @@ test: $(INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
+# Recompile the locks after a change to pyproject.toml; pins that still fit are kept.
+# `make lock LOCK_ARGS=--upgrade` takes the newest versions pyproject.toml allows.
+lock:
+	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet 'uv>=0.5'; }
+	$(COMPILE) --extra test -o requirements/test.txt
+	$(COMPILE) --constraint requirements/test.txt -o requirements/base.txt
+	$(PYTHON) requirements/check_lock.py --write
+
+check-lock:
+	$(PYTHON) requirements/check_lock.py
+
+# The suite against the newest releases pyproject.toml allows, in a venv of its own, so that an SDK
+# release that changes what the provider adapters see is noticed before the lock takes it.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --upgrade -e '.[test]'
+	.venv-latest/bin/python -m pytest $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) var staticfiles
+	rm -rf $(VENV) $(LOCK_TOOLS) .venv-latest var staticfiles

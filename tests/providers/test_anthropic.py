@@ -61,7 +61,7 @@ def test_a_stream_takes_input_counts_from_message_start_and_output_from_message_
     assert run.steps.get().output == {"summary": "Budgets hold.", "score": 7}
 
 
-def test_an_overload_mid_stream_charges_what_message_start_reported_then_retries(team, wire, priced):
+def test_an_overload_mid_stream_is_billed_its_input_and_the_whole_output_cap_then_retried(team, wire, priced):
     wire.script(
         anthropic_stream(start_usage=anthropic_usage(1000, 1), final_output_tokens=0, error_after_start=True),
         anthropic_stream(
@@ -73,8 +73,9 @@ def test_an_overload_mid_stream_charges_what_message_start_reported_then_retries
     run = drive(start(team, wire, provider="anthropic", model="claude-wire-test", stream=True))
 
     assert run.status == "completed", run.error
-    # 1,000 x $3 + 1 x $15 for the failed attempt; 1,000 x $3 + 500 x $15 for the retry, per 1M
-    assert [(entry[0], entry[5]) for entry in ledger(run)] == [(1, Decimal("0.003015")), (2, Decimal("0.010500"))]
+    # The error event came before message_delta's totals, so the model may have made the whole cap:
+    # 1,000 x $3 + 1,000 x $15 for the failed attempt; 1,000 x $3 + 500 x $15 for the retry, per 1M
+    assert [(entry[0], entry[5]) for entry in ledger(run)] == [(1, Decimal("0.018000")), (2, Decimal("0.010500"))]
     assert_invariants(run)
 
 
@@ -95,7 +96,7 @@ def test_a_stream_cut_off_mid_answer_is_billed_its_input_and_the_whole_output_ca
         (2, 500, Decimal("0.010500")),
     ]
     retry = run.events.get(type="provider_retry")
-    assert "was cut off" in retry.payload["error"]["message"]
+    assert "stopped early" in retry.payload["error"]["message"]
     assert_invariants(run)
 
 
@@ -113,6 +114,23 @@ def test_a_stream_that_ends_without_message_delta_is_billed_the_whole_output_cap
         (1, 1000, Decimal("0.018000")),
         (2, 500, Decimal("0.010500")),
     ]
+
+
+def test_a_stream_cut_off_after_its_totals_is_billed_the_totals_then_retried(team, wire, priced):
+    answer = ['{"summary": "Budgets hold.", ', '"score": 7}']
+    cut = anthropic_stream(tool_json_pieces=answer, start_usage=anthropic_usage(1000, 1), final_output_tokens=500)
+    cut.cut_after = len(cut.events) - 1  # message_delta's totals arrive, message_stop never does
+    whole = anthropic_stream(tool_json_pieces=answer, start_usage=anthropic_usage(1000, 1), final_output_tokens=500)
+    wire.script(cut, whole)
+    run = drive(start(team, wire, provider="anthropic", model="claude-wire-test", stream=True))
+
+    assert run.status == "completed", run.error
+    # Both attempts: 1,000 x $3 + 500 x $15 per 1M; the first is not taken as an answer
+    assert [(entry[0], entry[4], entry[5]) for entry in ledger(run)] == [
+        (1, 500, Decimal("0.010500")),
+        (2, 500, Decimal("0.010500")),
+    ]
+    assert_invariants(run)
 
 
 def test_a_teams_key_never_goes_to_the_base_url_the_operators_environment_sets(monkeypatch):

@@ -98,7 +98,7 @@ def test_a_stream_cut_off_before_its_usage_is_billed_at_its_worst_case_then_retr
     assert (attempt, output_tokens, cost) == (1, 1000, worst_case.quantize(Decimal("0.000001")))
     assert input_tokens > 0
     assert retried == (2, 1200, 0, 0, 300, Decimal("0.006000"), "req_ok")
-    assert "was cut off" in run.events.get(type=EventType.PROVIDER_RETRY).payload["error"]["message"]
+    assert "stopped early" in run.events.get(type=EventType.PROVIDER_RETRY).payload["error"]["message"]
     assert_invariants(run)
 
 
@@ -113,6 +113,21 @@ def test_a_stream_that_ends_before_the_answer_finished_is_billed_at_its_worst_ca
     assert output_tokens == 1000  # the cap: the truncated answer was neither taken nor billed at $0
     assert retried == (2, 1200, 0, 0, 300, Decimal("0.006000"), "req_ok")
     assert run.steps.get().output == {"summary": "Budgets hold.", "score": 7}
+
+
+def test_an_error_event_mid_stream_is_billed_at_its_worst_case_then_retried(team, wire, priced):
+    failed = openai_stream(['{"summary": "Budg'], openai_usage(1200, 300))
+    # The server stops the answer with an error in the stream: the SDK raises, whatever class its
+    # version picks, and no usage ever came.
+    failed.events = failed.events[:2] + [(None, {"error": {"message": "The server had an error", "type": "server_error"}})]
+    wire.script(failed, openai_stream([ANSWER], openai_usage(prompt=1200, completion=300), request_id="req_ok"))
+    run = drive(start(team, wire, provider="openai", model="gpt-4o", stream=True))
+
+    assert run.status == "completed", run.error
+    (attempt, _, _, _, output_tokens, _, _), retried = ledger(run)
+    assert (attempt, output_tokens) == (1, 1000)  # the cap, never the 0 tokens reported so far
+    assert retried == (2, 1200, 0, 0, 300, Decimal("0.006000"), "req_ok")
+    assert_invariants(run)
 
 
 def test_a_teams_key_never_goes_to_the_base_url_the_operators_environment_sets(monkeypatch):

@@ -88,33 +88,34 @@ def _read_stream(
     """The content blocks and usage of a streamed message.
 
     message_start carries the input-side counts; each message_delta carries counts that are
-    cumulative, not increments, so the latest value of each count is the total.
+    cumulative, not increments, so the latest value of each count is the total. The stream ended
+    properly only when message_stop came after a message_delta: that is decided here from the
+    events seen, never from which exception an SDK version raises when a stream stops early.
     """
     deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
     blocks: dict[int, dict] = {}
     counts = dict.fromkeys(_USAGE_FIELDS, 0)
-    started = finished = cut_off = False
+    started = usage_complete = stopped = False
     problem = None
     events = iter(stream)
     try:
-        while True:
+        while not stopped:
             try:
                 event = next(events)
             except StopIteration:
                 break
-            except anthropic.APIError as exc:
-                problem = f"failed: {exc}"  # an error event: the server stopped the message and said so
-                break
-            except Exception as exc:  # noqa: BLE001 - the SDK lets its HTTP client's errors through
-                problem, cut_off = f"was cut off: {exc}", True
+            except Exception as exc:  # noqa: BLE001 - an error event, a lost connection, a client error
+                problem = f"stopped early: {exc}"
                 break
             if event.type == "message_start":
                 started = True
                 request_id = request_id or event.message.id
                 _take_counts(counts, event.message.usage)
             elif event.type == "message_delta":
-                finished = True
+                usage_complete = True
                 _take_counts(counts, event.usage)
+            elif event.type == "message_stop":
+                stopped = True
             elif event.type == "content_block_start":
                 blocks[event.index] = _block(event.content_block)
             elif event.type == "content_block_delta":
@@ -124,35 +125,32 @@ def _read_stream(
                 elif event.delta.type == "input_json_delta":
                     block["json"] += event.delta.partial_json
             if time.monotonic() > deadline:
-                problem, cut_off = "took longer than PROVIDER_TIMEOUT_SECONDS", True
+                problem = "took longer than PROVIDER_TIMEOUT_SECONDS"
                 break
     finally:
         stream.close()
-    if problem is None and not finished:
+    if problem is None and not (stopped and usage_complete):
         # The body ended as if complete (a proxy closing early looks just like the end), but the
-        # message never did: no message_delta gave its totals.
-        problem, cut_off = "ended before the message finished", True
+        # message never did.
+        problem = "ended before the message finished"
     if problem is not None:
         raise ProviderError(
             redact(f"Anthropic's stream {problem}", credentials),
             retryable=True,
-            usage=_stopped_usage(
-                counts, started=started, finished=finished, cut_off=cut_off, request=request, request_id=request_id
-            ),
+            usage=_stopped_usage(counts, started=started, usage_complete=usage_complete, request=request, request_id=request_id),
         )
     return [blocks[index] for index in sorted(blocks)], counts, request_id
 
 
 def _stopped_usage(
-    counts: dict[str, int], *, started: bool, finished: bool, cut_off: bool, request: CompletionRequest, request_id: str
+    counts: dict[str, int], *, started: bool, usage_complete: bool, request: CompletionRequest, request_id: str
 ) -> Usage | None:
-    """What a stream that stopped early is billed: nothing if the message never started; the counts
-    reported so far if the server ended it (an error event) or message_delta gave the totals; and if
-    it was cut off before that, message_start's input with the whole output cap, since the model may
-    have made that many tokens before the stream stopped."""
+    """What a stream that stopped early is billed: nothing if the message never started; the totals
+    if a message_delta gave them; otherwise message_start's input with the whole output cap, since
+    the model may have made that many tokens before the stream stopped, whatever stopped it."""
     if not started:
         return None
-    if cut_off and not finished:
+    if not usage_complete:
         return _usage({**counts, "output_tokens": request.max_tokens}, request_id=request_id)
     return _usage(counts, request_id=request_id)
 

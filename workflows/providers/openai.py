@@ -86,10 +86,13 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
 def _read_stream(
     stream, *, request_id: str, request: CompletionRequest, credentials: Credentials
 ) -> tuple[str, Usage]:
+    """The answer and usage of a streamed completion. The stream ended properly only when a choice
+    finished and the body ended: that is decided here from the chunks seen, never from which
+    exception an SDK version raises when a stream stops early."""
     deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
     parts: list[str] = []
     reported = None
-    received = finished = cut_off = False
+    received = finished = False
     problem = None
     try:
         for chunk in stream:
@@ -102,25 +105,21 @@ def _read_stream(
             if chunk.usage is not None:
                 reported = chunk.usage  # the last chunk, with no choices
             if time.monotonic() > deadline:
-                problem, cut_off = "took longer than PROVIDER_TIMEOUT_SECONDS", True
+                problem = "took longer than PROVIDER_TIMEOUT_SECONDS"
                 break
-    except openai.APIConnectionError as exc:
-        problem, cut_off = f"was cut off: {exc}", True
-    except openai.APIError as exc:
-        problem = f"failed: {exc}"  # an error event: the server stopped the answer and said so
+    except Exception as exc:  # noqa: BLE001 - an error event, a lost connection, a client error
+        problem = f"stopped early: {exc}"
     finally:
         stream.close()
     if problem is None and not finished:
         # The body ended as if complete (a proxy closing early looks just like the end), but the
         # answer never did: what arrived is not the answer.
-        problem, cut_off = "ended before the answer finished", True
+        problem = "ended before the answer finished"
     if problem is None:
         return "".join(parts), _usage(reported, request_id=request_id, request=request)
-    # Usage comes only in the last chunk. A stream cut off after it started may have been billed for
+    # Usage comes only in the last chunk. A stream stopped after it started may have been billed for
     # up to the whole output cap, so without reported usage it is billed at the worst case.
-    usage = None
-    if reported is not None or (cut_off and received):
-        usage = _usage(reported, request_id=request_id, request=request)
+    usage = _usage(reported, request_id=request_id, request=request) if received else None
     raise ProviderError(redact(f"OpenAI's stream {problem}", credentials), retryable=True, usage=usage)
 
 
