@@ -140,6 +140,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and not CELERY
         "SQLite goes with the embedded filesystem:// broker only."
     )
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's transport, with messages written whole before a worker can see them (budgetsvc/broker.py).
+    CELERY_BROKER_TRANSPORT = "budgetsvc.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(
         Path(env("CELERY_FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "broker")))
     )
