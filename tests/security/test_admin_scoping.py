@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.test import Client
@@ -230,6 +231,18 @@ def test_posts_that_would_reach_into_another_team_change_nothing(alpha_staff, al
     assert Team.objects.filter(pk=omega[Team].pk).values().get() == before
     assert ApiKey.objects.get(pk=omega[ApiKey].pk).revoked_at is None
     assert ApiKey.objects.get(pk=key.pk).revoked_at is not None  # the action did run, on their own key
+
+
+def test_a_form_that_offers_every_team_still_cannot_save_into_another(alpha_staff, omega, monkeypatch):
+    # A form field declared by hand skips the scoped dropdown; the save itself is refused all the same.
+    class EveryTeamForm(forms.ModelForm):
+        team = forms.ModelChoiceField(Team.objects.all())
+
+    monkeypatch.setattr(admin.site._registry[ApiKey], "form", EveryTeamForm)
+    response = alpha_staff.post(reverse("admin:workflows_apikey_add"), {"team": omega[Team].pk, "name": "sneaky"})
+
+    assert response.status_code == 403
+    assert not ApiKey.objects.filter(name="sneaky").exists()
 
 
 def test_they_cannot_add_teams_name_staff_or_change_prices(alpha_staff, alpha):
