@@ -276,3 +276,16 @@ def test_staff_of_two_teams_see_both_and_superusers_see_every_team(admin_client,
             page = page_of(client.get(changelist(model)))
             assert ALPHA in page and OMEGA in page
         assert client.get(SPEND_URL, EVERY_DAY).context["totals"]["Spend"] == "$7.250004"
+
+
+@pytest.mark.parametrize("model", [ApiKey, ProviderCredential, Workflow], ids=lambda m: m.__name__)
+def test_a_rows_team_is_fixed_once_it_exists_for_superusers_too(admin_client, alpha, omega, model):
+    row = alpha[model]
+    change = reverse(f"admin:workflows_{model._meta.model_name}_change", args=[row.pk])
+    form = admin_client.get(change).context["adminform"].form
+    assert "team" not in form.fields
+
+    data = {name: "" if form[name].value() is None else form[name].value() for name in form.fields}
+    data |= {"team": omega[Team].pk, "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"}
+    assert admin_client.post(change, data).status_code == 302
+    assert model.objects.get(pk=row.pk).team_id == alpha[Team].pk

@@ -142,6 +142,14 @@ class TeamScopedAdmin(_TeamScopedQueries, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return self._may_write(request) and super().has_delete_permission(request, obj) and self._may_see(request, obj)
 
+    def get_readonly_fields(self, request, obj=None):
+        # A row's team is fixed once it exists, for superusers too: a moved API key would spend another
+        # team's budget, a moved credential's key would be sent on another team's calls.
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and team_path(self.model) == "team" and "team" not in readonly:
+            readonly.insert(0, "team")
+        return readonly
+
     def save_form(self, request, form, change):
         # The last word before any save_model: whatever a form let through, a row never lands in
         # another team (the dropdowns offer only the user's teams, so this is a bypassed form).

@@ -173,12 +173,6 @@ class ApiKeyAdmin(TeamScopedAdmin):
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
 
-    def get_readonly_fields(self, request, obj=None):
-        # A key belongs to its team: moved, it would spend another team's budget.
-        if obj is not None:
-            return ["team", *self.readonly_fields]
-        return self.readonly_fields
-
     def save_model(self, request, obj, form, change):
         if change:
             api_key_rename(api_key=obj, name=obj.name)
@@ -257,10 +251,9 @@ class ProviderCredentialAdmin(TeamScopedAdmin):
     fields = ["team", "provider", "api_key", "api_key_hint", "base_url", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):
-        # A key belongs to its team and provider: moved, it would be sent on another team's calls.
-        if obj is not None:
-            return ["team", "provider", *self.readonly_fields]
-        return self.readonly_fields
+        # A key belongs to its provider too (its team is fixed by the base class).
+        readonly = super().get_readonly_fields(request, obj)
+        return [*readonly, "provider"] if obj is not None else readonly
 
     def save_model(self, request, obj, form, change):
         # Through the services, which encrypt; the form never sees the stored ciphertext.
