@@ -132,7 +132,8 @@ class TeamScopedAdmin(_TeamScopedQueries, admin.ModelAdmin):
     def has_add_permission(self, request):
         if request.user.is_superuser:
             return super().has_add_permission(request)
-        # A new team would be nobody's: teams are added by superusers, who then name their staff.
+        # Only rows of one of their teams: no shared rows, and no teams (a new team would be nobody's;
+        # superusers add teams and name their staff).
         path = team_path(self.model)
         return bool(path) and super().has_add_permission(request) and teams_visible_to(user=request.user).exists()
 
