@@ -289,3 +289,16 @@ def test_a_rows_team_is_fixed_once_it_exists_for_superusers_too(admin_client, al
     data |= {"team": omega[Team].pk, "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"}
     assert admin_client.post(change, data).status_code == 302
     assert model.objects.get(pk=row.pk).team_id == alpha[Team].pk
+
+
+def test_a_superuser_names_a_teams_staff_on_its_page_and_they_see_it_at_once(admin_client, alpha, omega):
+    client = staff_client("new-ops")
+    assert ALPHA not in page_of(client.get(changelist(Run)))
+    user = User.objects.get(username="new-ops")
+
+    data = form_data(admin_client, alpha[Team], staff=[user.pk])
+    assert admin_client.post(reverse("admin:workflows_team_change", args=[alpha[Team].pk]), data).status_code == 302
+
+    assert list(user.staff_teams.all()) == [alpha[Team]]
+    page = page_of(client.get(changelist(Run)))
+    assert ALPHA in page and OMEGA not in page
