@@ -2,6 +2,7 @@ import secrets
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -62,6 +63,14 @@ class Team(models.Model):
     )
     webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON, signed with the secret.")
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    # Staff users who are not superusers see and change, in the admin, only the teams they are listed on.
+    staff = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="staff_teams",
+        limit_choices_to={"is_staff": True},
+        help_text="Staff users who may see and change this team's rows in the admin. Superusers see every team.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

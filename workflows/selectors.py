@@ -11,6 +11,16 @@ from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team, Wo
 from workflows.services.periods import PeriodWindow, period_window, team_period_spent
 
 
+def teams_visible_to(*, user) -> QuerySet[Team]:
+    """The teams a user may see in the admin: every team for a superuser, the teams they are staff of
+    for other staff users (Team.staff), none for anyone else."""
+    if not (user.is_active and user.is_staff):
+        return Team.objects.none()
+    if user.is_superuser:
+        return Team.objects.all()
+    return Team.objects.filter(staff=user)
+
+
 def workflows_for_team(*, team: Team) -> QuerySet[Workflow]:
     return Workflow.objects.filter(team=team).annotate(latest_version=Max("versions__version"))
 

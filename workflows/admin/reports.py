@@ -57,9 +57,10 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def ledger_for(query: SpendQuery) -> QuerySet[LedgerEntry]:
+def ledger_for(query: SpendQuery, *, entries: QuerySet[LedgerEntry]) -> QuerySet[LedgerEntry]:
+    """`entries` (the ledger the user may see) narrowed by the query."""
     # Date bounds on created_at itself, not created_at__date, so the (team, created_at) index serves them.
-    entries = LedgerEntry.objects.order_by()
+    entries = entries.order_by()
     if query.team is not None:
         entries = entries.filter(team=query.team)
     if query.workflow is not None:
@@ -114,8 +115,8 @@ def top_runs(*, entries: QuerySet[LedgerEntry], limit: int = 10) -> list[dict]:
     return [{**row, "run": runs[row["run"]]} for row in rows]
 
 
-def ledger_models() -> list[str]:
-    return list(LedgerEntry.objects.order_by("model").values_list("model", flat=True).distinct())
+def ledger_models(*, entries: QuerySet[LedgerEntry]) -> list[str]:
+    return list(entries.order_by("model").values_list("model", flat=True).distinct())
 
 
 @dataclass(frozen=True)

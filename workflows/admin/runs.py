@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
+from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd
 from workflows.models import (
     Checkpoint,
     Event,
@@ -23,7 +23,7 @@ class WorkflowVersionInline(ReadOnlyInline):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(TeamScopedAdmin):
     list_display = ["name", "team", "created_at"]
     list_filter = ["team"]
     search_fields = ["name", "team__name"]
@@ -47,7 +47,7 @@ class WorkflowAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class WorkflowVersionAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = ["workflow", "version", "created_at"]
     list_filter = ["workflow__team"]
     search_fields = ["workflow__name"]
@@ -78,7 +78,7 @@ class CheckpointInline(ReadOnlyInline):
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = [
         "id",
         "team",
@@ -98,7 +98,7 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Step)
-class StepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class StepAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = [
         "id", "run", "sequence", "agent", "group", "branch_key", "status", "attempts", "redeliveries", "estimate_usd",
         "reserved_usd", "worker",
@@ -108,7 +108,7 @@ class StepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = ["id", "type", "run", "team", "actor", "created_at"]
     list_filter = ["type", "team"]
     search_fields = ["run__id", "actor"]
@@ -116,14 +116,14 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CheckpointAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = ["id", "run", "reason", "next_agent", "iterations", "spent_usd", "created_at"]
     list_filter = ["reason"]
     search_fields = ["run__id", "next_agent"]
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(TeamScopedAdmin):
     list_display = [
         "model",
         "input_per_mtok",
@@ -138,6 +138,6 @@ class PriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelAlias)
-class ModelAliasAdmin(admin.ModelAdmin):
+class ModelAliasAdmin(TeamScopedAdmin):
     list_display = ["alias", "model"]
     search_fields = ["alias", "model"]

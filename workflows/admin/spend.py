@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from workflows.admin.base import MICRO_USD, ReadOnlyAdminMixin, format_usd
+from workflows.admin.base import MICRO_USD, ReadOnlyAdminMixin, TeamScopedAdmin, format_usd, visible_to
 from workflows.admin.charts import daily_spend_svg
 from workflows.admin.reports import (
     SpendQuery,
@@ -39,25 +39,29 @@ def utc_today() -> date:
 
 
 class SpendFilterForm(forms.Form):
-    team = forms.ModelChoiceField(Team.objects.all(), required=False, empty_label="All teams")
-    workflow = forms.ModelChoiceField(
-        Workflow.objects.select_related("team"), required=False, empty_label="All workflows"
-    )
+    """The report's filters. Its choices are the user's teams, workflows and models only, so another
+    team's id is a form error, never a report."""
+
+    team = forms.ModelChoiceField(Team.objects.none(), required=False, empty_label="All teams")
+    workflow = forms.ModelChoiceField(Workflow.objects.none(), required=False, empty_label="All workflows")
     model = forms.ChoiceField(required=False)
     since = forms.DateField(label="From", required=False, widget=DATE_INPUT)
     until = forms.DateField(label="To (inclusive)", required=False, widget=DATE_INPUT)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model"].choices = [("", "All models"), *((model, model) for model in ledger_models())]
+        self.fields["team"].queryset = visible_to(Team.objects.all(), user=user)
+        self.fields["workflow"].queryset = visible_to(Workflow.objects.select_related("team"), user=user)
+        models = ledger_models(entries=visible_to(LedgerEntry.objects.all(), user=user))
+        self.fields["model"].choices = [("", "All models"), *((model, model) for model in models)]
 
     @classmethod
     def for_request(cls, request) -> "SpendFilterForm":
         # A first visit shows the last 30 days; a submitted form with a blank date leaves that end open.
         if request.GET:
-            return cls(request.GET)
+            return cls(request.GET, user=request.user)
         today = utc_today()
-        return cls({"since": today - timedelta(days=DEFAULT_RANGE_DAYS - 1), "until": today})
+        return cls({"since": today - timedelta(days=DEFAULT_RANGE_DAYS - 1), "until": today}, user=request.user)
 
     def clean(self):
         cleaned = super().clean()
@@ -129,7 +133,7 @@ def _chart_title(form: SpendFilterForm, series: list) -> str:
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = [
         "id",
         "team",
@@ -170,7 +174,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "figure_headings": FIGURE_HEADINGS,
         }
         if form.is_valid():
-            entries = ledger_for(form.query())
+            entries = ledger_for(form.query(), entries=self.get_queryset(request))
             totals = spend_totals(entries=entries)
             days = spend_breakdown(entries=entries, by="day")
             series = daily_series(days=days, since=form.cleaned_data["since"], until=form.cleaned_data["until"])
@@ -200,7 +204,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         by = request.GET.get("by", "day")
-        form = SpendFilterForm(request.GET)
+        form = SpendFilterForm(request.GET, user=request.user)
         if by not in BREAKDOWNS or not form.is_valid():
             return HttpResponseBadRequest("Invalid filters or breakdown.", content_type="text/plain")
         since, until = form.cleaned_data["since"], form.cleaned_data["until"]
@@ -211,7 +215,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         writer = csv.writer(response)
         breakdown = BREAKDOWNS[by]
         writer.writerow([*(heading.lower() for heading in breakdown.headings), *FIGURES])
-        for row in spend_breakdown(entries=ledger_for(form.query()), by=by):
+        for row in spend_breakdown(entries=ledger_for(form.query(), entries=self.get_queryset(request)), by=by):
             spend = row["spend_usd"].quantize(MICRO_USD)
             writer.writerow([*map(csv_cell, breakdown.labels(row)), spend, *(row[name] for name in FIGURES[1:])])
         return response

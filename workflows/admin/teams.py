@@ -4,18 +4,23 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import models
 
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
+from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd
 from workflows.admin.reports import budget_bar
 from workflows.errors import ValidationFailed
 from workflows.models import ApiKey, BudgetChange, ProviderCredential, ThresholdCrossing, Team
-from workflows.services.credentials import credential_set
+from workflows.services.alerts import webhook_secret_rotate
+from workflows.services.credentials import check_credential_update, credential_set, credential_update, key_hint
 from workflows.services.teams import (
     TEAM_BUDGET_FIELDS,
     api_key_create,
+    api_key_rename,
     api_key_revoke,
     check_team_budgets,
     team_budgets_update,
 )
+
+# Each secret shown once; the message is the only place it appears.
+SHOWN_ONCE = "copy it now; it is not shown again."
 
 
 class TeamAdminForm(forms.ModelForm):
@@ -54,7 +59,7 @@ class BudgetChangeInline(ReadOnlyInline):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(TeamScopedAdmin):
     form = TeamAdminForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # webhooks are sent over HTTPS
     list_display = [
@@ -68,8 +73,11 @@ class TeamAdmin(admin.ModelAdmin):
     ]
     list_filter = ["default_budget_mode", "period", "period_mode"]
     search_fields = ["name"]
-    readonly_fields = ["webhook_secret"]
+    readonly_fields = ["webhook_secret_hint"]
+    filter_horizontal = ["staff"]
+    superuser_only_fields = ("staff",)  # staff of a team must not add others to it
     inlines = [BudgetChangeInline]
+    actions = ["rotate_webhook_secret"]
     fieldsets = [
         (None, {"fields": ["name"]}),
         (
@@ -91,13 +99,22 @@ class TeamAdmin(admin.ModelAdmin):
                 "fields": ["period_budget_usd", "period", "period_mode"],
             },
         ),
-        ("Alerts", {"fields": ["alert_thresholds", "webhook_url", "webhook_secret"]}),
+        ("Alerts", {"fields": ["alert_thresholds", "webhook_url", "webhook_secret_hint"]}),
+        (
+            "Staff",
+            {
+                "description": "Staff users who are not superusers see and change only the rows of the teams "
+                "they are listed on here.",
+                "fields": ["staff"],
+            },
+        ),
     ]
     change_reason_fieldset = ("Audit trail", {"fields": ["change_reason"]})
 
     # A new team has no budgets to change yet: no reason to give and no trail to show.
     def get_fieldsets(self, request, obj=None):
-        return [*self.fieldsets, self.change_reason_fieldset] if obj else self.fieldsets
+        fieldsets = super().get_fieldsets(request, obj)
+        return [*fieldsets, self.change_reason_fieldset] if obj else fieldsets
 
     def get_inlines(self, request, obj):
         return self.inlines if obj else []
@@ -114,9 +131,23 @@ class TeamAdmin(admin.ModelAdmin):
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    @admin.display(description="Webhook secret")
+    def webhook_secret_hint(self, team: Team) -> str:
+        return (
+            f"{key_hint(team.webhook_secret)}: shown once, when the team is created and each time the secret is "
+            "rotated (the action “Rotate the webhook secret” of the team list)."
+        )
+
+    @admin.action(description="Rotate the webhook secret", permissions=["change"])
+    def rotate_webhook_secret(self, request, queryset):
+        for team in queryset.order_by("pk"):
+            secret = webhook_secret_rotate(team=team, actor=f"user:{request.user.username}")
+            messages.warning(request, f"The new webhook secret of team {team.name} is {secret} — {SHOWN_ONCE}")
+
     def save_model(self, request, obj, form, change):
         if not change:
             super().save_model(request, obj, form, change)
+            messages.warning(request, f"The webhook secret of team {obj.name} is {obj.webhook_secret} — {SHOWN_ONCE}")
             return
         # Budget changes go through the service, which records them in the audit trail. The rest is
         # saved field by field: a full save would write back counters, such as reserved_usd, that
@@ -126,13 +157,15 @@ class TeamAdmin(admin.ModelAdmin):
             team_budgets_update(
                 team=obj, changes=changes, actor=f"user:{request.user.username}", reason=form.cleaned_data["change_reason"]
             )
-        others = [field for field in form.changed_data if field not in changes and field != "change_reason"]
+        # Many-to-many fields (staff) are saved with the form's relations, after this.
+        concrete = {field.name for field in Team._meta.concrete_fields}
+        others = [field for field in form.changed_data if field not in changes and field in concrete]
         if others:
             obj.save(update_fields=others)
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(TeamScopedAdmin):
     list_display = ["prefix", "name", "team", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["team", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["prefix", "name", "team__name"]
@@ -142,13 +175,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
+            api_key_rename(api_key=obj, name=obj.name)
             return
         api_key, raw_key = api_key_create(team=obj.team, name=obj.name)
         obj.pk = api_key.pk
-        messages.warning(request, f"The new key is {raw_key} — copy it now; it is not shown again.")
+        messages.warning(request, f"The new key is {raw_key} — {SHOWN_ONCE}")
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
@@ -156,7 +189,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(BudgetChange)
-class BudgetChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BudgetChangeAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = ["created_at", "actor", "team", "run", "field", "old_value", "new_value", "reason"]
     list_filter = ["field", "team", ("run", admin.EmptyFieldListFilter)]
     search_fields = ["actor", "reason", "team__name", "run__id"]
@@ -169,7 +202,7 @@ class BudgetChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ThresholdCrossing)
-class ThresholdCrossingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ThresholdCrossingAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = ["created_at", "team", "scope", "threshold_pct", "run", "period_start", "budget_usd", "spent_usd"]
     list_filter = ["scope", "threshold_pct", "team"]
     search_fields = ["team__name", "run__id"]
@@ -194,13 +227,22 @@ class ProviderCredentialForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not cleaned.get("api_key") and self.instance.pk is None:
-            self.add_error("api_key", "A new credential needs its API key.")
+        if self.instance.pk is None:
+            if not cleaned.get("api_key"):
+                self.add_error("api_key", "A new credential needs its API key.")
+        elif "base_url" in cleaned:
+            # The service's own check, so a change it would refuse is a form error here.
+            try:
+                check_credential_update(
+                    credential=self.instance, base_url=cleaned["base_url"], api_key=cleaned.get("api_key", "")
+                )
+            except ValidationFailed as exc:
+                self.add_error("api_key", exc.details[0]["message"])
         return cleaned
 
 
 @admin.register(ProviderCredential)
-class ProviderCredentialAdmin(admin.ModelAdmin):
+class ProviderCredentialAdmin(TeamScopedAdmin):
     form = ProviderCredentialForm
     list_display = ["team", "provider", "api_key_hint", "base_url", "updated_at"]
     list_filter = ["provider"]
@@ -209,16 +251,15 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
     fields = ["team", "provider", "api_key", "api_key_hint", "base_url", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):
-        # A key belongs to its team and provider: moved, it would be sent on another team's calls.
-        if obj is not None:
-            return ["team", "provider", *self.readonly_fields]
-        return self.readonly_fields
+        # A key belongs to its provider too (its team is fixed by the base class).
+        readonly = super().get_readonly_fields(request, obj)
+        return [*readonly, "provider"] if obj is not None else readonly
 
     def save_model(self, request, obj, form, change):
-        api_key = form.cleaned_data.get("api_key")
-        if api_key:
-            # Through the service, which encrypts; the form never sees the stored ciphertext.
+        # Through the services, which encrypt; the form never sees the stored ciphertext.
+        api_key = form.cleaned_data.get("api_key", "")
+        if change:
+            saved = credential_update(credential=obj, base_url=obj.base_url, api_key=api_key)
+        else:
             saved = credential_set(team=obj.team, provider=obj.provider, api_key=api_key, base_url=obj.base_url)
-            obj.pk, obj.api_key_encrypted, obj.api_key_hint = saved.pk, saved.api_key_encrypted, saved.api_key_hint
-            return
-        super().save_model(request, obj, form, change)
+        obj.pk, obj.api_key_encrypted, obj.api_key_hint = saved.pk, saved.api_key_encrypted, saved.api_key_hint

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.db import models
 
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline
+from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin
 from workflows.models import WebhookAttempt, WebhookDelivery
 
 
@@ -14,7 +14,7 @@ class WebhookAttemptInline(ReadOnlyInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = ["id", "team", "event", "url", "status", "attempts", "created_at", "finished_at"]
     list_filter = ["status", "team"]
     search_fields = ["url", "team__name", "event__type"]

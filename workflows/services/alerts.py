@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from workflows.models import (
+    BudgetChange,
     BudgetScope,
     DeliveryStatus,
     Event,
@@ -23,7 +24,9 @@ from workflows.models import (
     ThresholdCrossing,
     WebhookAttempt,
     WebhookDelivery,
+    new_webhook_secret,
 )
+from workflows.services.credentials import key_hint
 from workflows.services.events import event_record, usd
 from workflows.services.periods import period_window, team_period_spent
 
@@ -92,6 +95,29 @@ def alert_send(*, team: Team, event: Event) -> WebhookDelivery | None:
     # robust: a broker hiccup sending an alert must not stop the callbacks that enqueue the next step.
     transaction.on_commit(partial(deliver_webhook.delay, delivery.pk), robust=True)
     return delivery
+
+
+def webhook_secret_rotate(*, team: Team, actor: str) -> str:
+    """Give the team a new webhook secret and return it, to be shown once.
+
+    Alerts are signed when each attempt is sent, so from the commit on every attempt, retries of earlier
+    alerts included, is signed with the new secret. The audit trail keeps who rotated it and when, with
+    the secrets' last characters only.
+    """
+    secret = new_webhook_secret()
+    with transaction.atomic():
+        locked = Team.objects.select_for_update(no_key=True).get(pk=team.pk)
+        BudgetChange.objects.create(
+            team=locked,
+            field="webhook_secret",
+            old_value=key_hint(locked.webhook_secret),
+            new_value=key_hint(secret),
+            actor=actor,
+            reason="webhook secret rotated",
+        )
+        locked.webhook_secret = secret
+        locked.save(update_fields=["webhook_secret"])
+    return secret
 
 
 def webhook_signature(*, secret: str, body: bytes) -> str:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from workflows.errors import MissingCredentials
+from workflows.errors import MissingCredentials, ValidationFailed
 from workflows.models import ProviderCredential, Team
 from workflows.providers import Credentials, ProviderError, get_provider
 
@@ -42,6 +42,36 @@ def credential_set(*, team: Team, provider: str, api_key: str, base_url: str = "
         },
     )
     return credential
+
+
+def check_credential_update(*, credential: ProviderCredential, base_url: str, api_key: str) -> None:
+    """Refuse a new base URL without the key entered again: a stored key goes only to the host it was
+    entered for, never to one that somebody who cannot read the key typed in later."""
+    if base_url != credential.base_url and not api_key:
+        raise ValidationFailed(
+            "A credential's base URL changes only with its API key entered again.",
+            details=[{"path": "api_key", "message": "enter the key again to change the base URL"}],
+        )
+
+
+def credential_update(*, credential: ProviderCredential, base_url: str, api_key: str = "") -> ProviderCredential:
+    """Change a stored credential's base URL, its key, or both; an empty `api_key` keeps the stored key.
+    Its team and provider never change: the key would be sent on another team's or provider's calls."""
+    with transaction.atomic():
+        stored = ProviderCredential.objects.select_for_update().get(pk=credential.pk)
+        if (credential.team_id, credential.provider) != (stored.team_id, stored.provider):
+            raise ValidationFailed(
+                "A credential's team and provider cannot be changed; add a credential for the other instead.",
+                details=[{"path": "team", "message": "cannot be changed"}],
+            )
+        check_credential_update(credential=stored, base_url=base_url, api_key=api_key)
+        stored.base_url = base_url
+        changed = ["base_url", "updated_at"]
+        if api_key:
+            stored.api_key_encrypted, stored.api_key_hint = encrypt(api_key), key_hint(api_key)
+            changed += ["api_key_encrypted", "api_key_hint"]
+        stored.save(update_fields=changed)
+    return stored
 
 
 def credentials_rotate() -> int:

@@ -146,6 +146,21 @@ def api_key_create(*, team: Team, name: str = "") -> tuple[ApiKey, str]:
     return api_key, raw_key
 
 
+def api_key_rename(*, api_key: ApiKey, name: str) -> ApiKey:
+    """Change a key's label, the one thing about a key that changes. Its team never does: a key moved to
+    another team would start runs and spend under that team's budgets. Make a key for the other team."""
+    with transaction.atomic():
+        stored = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        if api_key.team_id != stored.team_id:
+            raise ValidationFailed(
+                "An API key's team cannot be changed; create a key for the other team instead.",
+                details=[{"path": "team", "message": "cannot be changed"}],
+            )
+        stored.name = name
+        stored.save(update_fields=["name"])
+    return stored
+
+
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
