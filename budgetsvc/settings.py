@@ -27,10 +27,10 @@ private_directory(path=VAR_DIR)
 # Unset, a key generated on the install's first start and kept in VAR_DIR/secret-key (mode 0600).
 # No two installs share it. Every machine of a deployment needs the same key, so production sets it
 # (docs/operations.md#production-settings). SECRET_KEY_FILE names the file, for the deploy checks.
-SECRET_KEY_FILE = None if env("DJANGO_SECRET_KEY", default="") else VAR_DIR / "secret-key"
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="") or install_secret(
-    path=SECRET_KEY_FILE, generate=lambda: secrets.token_urlsafe(50)
-)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+SECRET_KEY_FILE = None if SECRET_KEY else VAR_DIR / "secret-key"
+if SECRET_KEY_FILE:
+    SECRET_KEY = install_secret(path=SECRET_KEY_FILE, generate=lambda: secrets.token_urlsafe(50))
 # Earlier keys, still accepted for signatures while a new DJANGO_SECRET_KEY is rolled out.
 SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
