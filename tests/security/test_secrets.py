@@ -91,6 +91,7 @@ def test_the_embedded_default_generates_its_own_secrets_once_private_to_its_user
 
     assert len(secret_key) >= 50 and "insecure" not in secret_key
     Fernet(credentials_key)  # a valid key
+    assert credentials_key not in secret_key
     assert (var_dir / "secret-key").read_text().strip() == secret_key
     assert (var_dir / "credentials-key").read_text().strip() == credentials_key
     assert mode(var_dir / "secret-key") == mode(var_dir / "credentials-key") == 0o600
