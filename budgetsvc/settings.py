@@ -1,14 +1,19 @@
 """Settings for budgetsvc, read from the environment (see .env.example and docs/configuration.md).
 
 With nothing set, the service runs on embedded defaults: a SQLite file and Celery's filesystem
-transport under ``var/``. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis.
+transport under ``var/``, and a secret key and credentials key generated for the install and kept
+there. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis.
 """
 
+import secrets
 from pathlib import Path
 
 import environ
 from kombu import Queue
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+
+from budgetsvc.private_files import install_secret, private_directory, private_sqlite_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -17,12 +22,40 @@ if (BASE_DIR / ".env").is_file():
     env.read_env(BASE_DIR / ".env")
 
 VAR_DIR = Path(env("BUDGETSVC_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+private_directory(path=VAR_DIR)
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-development-key-change-me")
+# Unset, a key generated on the install's first start and kept in VAR_DIR/secret-key (mode 0600).
+# No two installs share it. Every machine of a deployment needs the same key, so production sets it
+# (docs/operations.md#production-settings). SECRET_KEY_FILE names the file, for the deploy checks.
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+SECRET_KEY_FILE = None if SECRET_KEY else VAR_DIR / "secret-key"
+if SECRET_KEY_FILE:
+    SECRET_KEY = install_secret(path=SECRET_KEY_FILE, generate=lambda: secrets.token_urlsafe(50))
+# Earlier keys, still accepted for signatures while a new DJANGO_SECRET_KEY is rolled out.
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS. The defaults suit `make run` on http://127.0.0.1. A production deployment behind a proxy that
+# terminates TLS sets them as docs/operations.md#production-settings shows; then `check --deploy`
+# reports nothing.
+SECURE_PROXY_SSL_HEADER = env.tuple("DJANGO_SECURE_PROXY_SSL_HEADER", default=None)
+if SECURE_PROXY_SSL_HEADER is not None and len(SECURE_PROXY_SSL_HEADER) != 2:
+    raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER must be a header and a value, e.g. HTTP_X_FORWARDED_PROTO,https.")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_SSL_HOST = env("DJANGO_SECURE_SSL_HOST", default=None)
+SECURE_REDIRECT_EXEMPT = env.list("DJANGO_SECURE_REDIRECT_EXEMPT", default=[])
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("DJANGO_SECURE_HSTS_SECONDS must be 0 (no HSTS header) or more.")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = env.bool("DJANGO_SECURE_CONTENT_TYPE_NOSNIFF", default=True)
+SECURE_REFERRER_POLICY = env("DJANGO_SECURE_REFERRER_POLICY", default="same-origin")
+SECURE_CROSS_ORIGIN_OPENER_POLICY = env("DJANGO_SECURE_CROSS_ORIGIN_OPENER_POLICY", default="same-origin")
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=False)
 
 DJANGO_APPS = [
     "django.contrib.admin",
@@ -74,6 +107,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": env.int("SQLITE_BUSY_TIMEOUT_SECONDS", default=30),
     }
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        private_sqlite_file(path=Path(DATABASES["default"]["NAME"]))
 # Persistent connections: a worker process keeps its connection from task to task instead of paying
 # for a new one (a few ms over loopback) on every step. Each is checked before its first use in a
 # task or request, so a connection the server dropped is replaced, not used. 0 closes after each.
@@ -211,9 +246,16 @@ if not 0 < PROVIDER_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)
 PROVIDER_RETRY_BASE_SECONDS = env.float("PROVIDER_RETRY_BASE_SECONDS", default=2)
 PROVIDER_RETRY_MAX_SECONDS = env.float("PROVIDER_RETRY_MAX_SECONDS", default=60)
-# Fernet keys (comma-separated, newest first) that encrypt team provider credentials. Unset, one
-# key is derived from DJANGO_SECRET_KEY, which suits development only.
+# Fernet keys (comma-separated, newest first) that encrypt team provider credentials. Unset, one key is
+# derived from DJANGO_SECRET_KEY (and one from each of its fallbacks, to decrypt). With DJANGO_SECRET_KEY
+# unset too (the embedded default), a key generated on the first start and kept in
+# VAR_DIR/credentials-key (mode 0600) is used instead (workflows/services/credentials.py).
 CREDENTIALS_ENCRYPTION_KEYS = env.list("CREDENTIALS_ENCRYPTION_KEYS", default=[])
+CREDENTIALS_INSTALL_KEY = (
+    install_secret(path=VAR_DIR / "credentials-key", generate=lambda: Fernet.generate_key().decode())
+    if SECRET_KEY_FILE and not CREDENTIALS_ENCRYPTION_KEYS
+    else ""
+)
 # Used when a team has no credentials of its own for a provider.
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")

@@ -1,10 +1,19 @@
 """Test settings: the same settings as production, isolated from a `make run` sharing the machine."""
 
+import os
+import secrets
 import tempfile
 import uuid
 from pathlib import Path
 
-from budgetsvc.settings import *  # noqa: F403
+# Set before the product's settings are read. No test writes into the repository's var/ (the
+# product's settings would generate the install's secrets there). The test process and the service
+# processes that tests start share one secret key, as a deployment's machines do. Tests of the
+# embedded default's generated secrets start processes without it (tests/security/test_secrets.py).
+os.environ["BUDGETSVC_VAR_DIR"] = tempfile.mkdtemp(prefix="budgetsvc-test-var-")
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+
+from budgetsvc.settings import *  # noqa: E402, F403
 from budgetsvc.settings import CELERY_BROKER_URL, DATABASES, celery_queues, filesystem_transport_options
 
 TEST_RUN_ID = uuid.uuid4().hex[:8]

@@ -1,6 +1,7 @@
 """Management commands: the last line of output is the value."""
 
 import json
+import stat
 from decimal import Decimal
 from io import StringIO
 
@@ -109,6 +110,7 @@ def test_bootstrap_demo_creates_the_team_and_reuses_its_key(settings, tmp_path):
     assert second.getvalue().strip().splitlines()[-1] == key
     assert "Admin login" not in second.getvalue()
     assert api_key_authenticate(raw_key=key).team.name == "demo"
+    assert stat.S_IMODE((tmp_path / "demo-api-key").stat().st_mode) == 0o600
 
 
 def test_loadprices_loads_cache_rates_output_limits_and_aliases_and_old_files_still_load(tmp_path):

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from tests.providers.wire import WireServer, openai_completion, openai_usage
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 EXAMPLE = Path(settings.BASE_DIR) / "examples" / "research-pipeline.yaml"
+SECRET_VARIABLES = ("DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY_FALLBACKS", "CREDENTIALS_ENCRYPTION_KEYS")
 
 
 def free_port() -> int:
@@ -80,8 +82,9 @@ def openai_server():
 @pytest.fixture
 def make_run(transactional_db, tmp_path, openai_server):
     port = free_port()
+    # As on a fresh machine, no secret is set: make run generates its own in its var/.
     env = {
-        **service_env(tmp_path / "var"),
+        **{name: value for name, value in service_env(tmp_path / "var").items() if name not in SECRET_VARIABLES},
         "PORT": str(port),
         "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
         "OPENAI_API_KEY": "sk-test-make-run-0123456789",
@@ -102,8 +105,12 @@ def make_run(transactional_db, tmp_path, openai_server):
         print((tmp_path / "make-run.log").read_text()[-5000:])  # pytest shows it when the test failed
 
 
-def test_make_run_serves_the_api_with_a_worker_and_stops_on_sigterm(make_run):
+def test_make_run_serves_the_api_with_a_worker_and_stops_on_sigterm(make_run, tmp_path):
     process, service, openai_server = make_run
+    var_dir = tmp_path / "var"
+    assert stat.S_IMODE(var_dir.stat().st_mode) == 0o700
+    for secret in ("secret-key", "credentials-key", "demo-api-key"):
+        assert stat.S_IMODE((var_dir / secret).stat().st_mode) == 0o600, secret
 
     status, created = service.call("POST", "/api/v1/workflows", EXAMPLE.read_bytes(), "application/yaml")
     assert status == 201, created

@@ -1,8 +1,9 @@
 """Teams' provider credentials: encrypted at rest with Fernet, with the environment as the fallback.
 
 The keys come from CREDENTIALS_ENCRYPTION_KEYS (newest first, so a key can be rotated in: the first
-encrypts, all decrypt). Unset, one key is derived from SECRET_KEY, which suits development only: a
-changed SECRET_KEY then makes stored credentials unreadable.
+encrypts, all decrypt). Unset, one key is derived from SECRET_KEY, plus one from each of its fallbacks
+to decrypt, so a rotated SECRET_KEY still reads what the old one wrote. On the embedded default (no
+DJANGO_SECRET_KEY either), the key generated for the install (CREDENTIALS_INSTALL_KEY) encrypts.
 """
 
 import base64
@@ -19,6 +20,11 @@ from workflows.models import ProviderCredential, Team
 from workflows.providers import Credentials, ProviderError, get_provider
 
 HINT_LENGTH = 4
+# The secret keys that earlier releases shipped as examples or defaults (settings.py, .env.example,
+# docker/compose.yml). Anyone can derive the key from them, so they never encrypt. They still
+# decrypt while CREDENTIALS_ENCRYPTION_KEYS is unset, so that an install that ran with one of them
+# keeps its teams' keys. `manage.py rotate_credentials` then re-encrypts those keys.
+PUBLISHED_SECRET_KEYS = ("insecure-development-key-change-me", "change-me-in-production", "change-me")
 # The settings each provider falls back to: (API key, base URL).
 _ENVIRONMENT = {
     "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
@@ -150,14 +156,24 @@ def key_hint(secret: str) -> str:
 
 
 def _fernet() -> MultiFernet:
-    keys = settings.CREDENTIALS_ENCRYPTION_KEYS or [_derived_key(settings.SECRET_KEY)]
     try:
-        return MultiFernet([Fernet(key) for key in keys])
+        return MultiFernet([Fernet(key) for key in _keys()])
     except ValueError:
         raise ImproperlyConfigured(
             "CREDENTIALS_ENCRYPTION_KEYS must list Fernet keys (32 url-safe base64-encoded bytes each); "
             'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
         ) from None
+
+
+def _keys() -> list[str | bytes]:
+    """Newest first: the first encrypts, every one decrypts."""
+    if settings.CREDENTIALS_ENCRYPTION_KEYS:
+        return list(settings.CREDENTIALS_ENCRYPTION_KEYS)
+    if settings.CREDENTIALS_INSTALL_KEY:
+        encrypting, older_secret_keys = settings.CREDENTIALS_INSTALL_KEY, PUBLISHED_SECRET_KEYS
+    else:
+        encrypting, older_secret_keys = _derived_key(settings.SECRET_KEY), (*settings.SECRET_KEY_FALLBACKS, *PUBLISHED_SECRET_KEYS)
+    return [encrypting, *(_derived_key(secret_key) for secret_key in older_secret_keys)]
 
 
 def _derived_key(secret_key: str) -> bytes:

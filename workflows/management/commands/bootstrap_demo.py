@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from budgetsvc.private_files import write_private_file
 from workflows.models import Team
 from workflows.services.teams import api_key_create, hash_api_key, team_create
 
@@ -28,8 +29,7 @@ class Command(BaseCommand):
             if team.api_keys.filter(key_hash=hash_api_key(raw_key), revoked_at__isnull=True).exists():
                 return raw_key
         _, raw_key = api_key_create(team=team, name="demo (make run)")
-        key_file.write_text(raw_key + "\n")
-        key_file.chmod(0o600)
+        write_private_file(path=key_file, text=raw_key + "\n")
         return raw_key
 
     def _ensure_admin(self) -> None:
