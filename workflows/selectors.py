@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Max, QuerySet, Sum
+from django.db.models import Max, QuerySet
 
+from workflows.aggregates import money_sum
 from workflows.definition import WorkflowDefinition
 from workflows.errors import NotFound
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
@@ -84,7 +85,7 @@ class TeamBudgetStatus:
 def team_budget_status(*, team: Team) -> TeamBudgetStatus:
     """A team's period and lifetime spend, both summed from the ledger."""
     window = period_window(team.period)
-    lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"]
+    lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=money_sum("cost_usd"))["total"]
     return TeamBudgetStatus(
         team=team,
         window=window,

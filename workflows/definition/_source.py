@@ -9,6 +9,7 @@ import yaml
 from yaml.composer import ComposerError
 
 from ._values import kind_of
+from .text import unsafe_text_in
 from .errors import DefinitionError, Problem
 
 MAX_DEPTH = 64
@@ -87,9 +88,14 @@ def _compose_and_construct(text: str) -> Any:
         duplicates = list(_duplicate_keys(root))
         if duplicates:
             raise DefinitionError(duplicates)
-        return loader.construct_document(root)
+        document = loader.construct_document(root)
     finally:
         loader.dispose()
+    # YAML's escapes ("\0", "\ud800") spell text that no column or JSON answer can hold.
+    unsafe = unsafe_text_in(document)
+    if unsafe:
+        raise DefinitionError([Problem(unsafe[0] or "definition", unsafe[1])])
+    return document
 
 
 def _check_expansion(root: yaml.Node) -> None:
