@@ -29,6 +29,8 @@ class UnsafeTextMiddleware:
     @staticmethod
     def _unsafe_header(request: HttpRequest) -> tuple[str, str] | None:
         for name, value in request.headers.items():
-            if problem := unsafe_text_problem(name) or unsafe_text_problem(value):
-                return "header", problem
+            if problem := unsafe_text_problem(name):
+                return "header", f"has a name that {problem}"
+            if problem := unsafe_text_problem(value):
+                return f"header {name}", problem
         return None

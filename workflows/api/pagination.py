@@ -1,8 +1,12 @@
+import re
+
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
 from workflows.definition.bounds import MAX_ID, MAX_PAGE_SIZE
 from workflows.errors import ValidationFailed
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 class NewestFirstCursorPagination(CursorPagination):
@@ -22,6 +26,10 @@ class NewestFirstCursorPagination(CursorPagination):
 
     def decode_cursor(self, request):
         """A cursor this API made: anything else, or one whose position is not an id, is a 400."""
+        given = request.query_params.get(self.cursor_query_param)
+        # DRF's decoding skips characters that are not base64, so "%%%" would read as the first page.
+        if given is not None and not _BASE64.fullmatch(given):
+            raise _invalid("cursor", "is not a cursor this API returned")
         try:
             cursor = super().decode_cursor(request)
         except NotFound:
