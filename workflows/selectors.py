@@ -3,9 +3,8 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Max, QuerySet
+from django.db.models import Max, QuerySet, Sum
 
-from workflows.aggregates import money_sum
 from workflows.definition import WorkflowDefinition
 from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound
@@ -89,7 +88,7 @@ class TeamBudgetStatus:
 def team_budget_status(*, team: Team) -> TeamBudgetStatus:
     """A team's period and lifetime spend, both summed from the ledger."""
     window = period_window(team.period)
-    lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=money_sum("cost_usd"))["total"]
+    lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"]
     return TeamBudgetStatus(
         team=team,
         window=window,

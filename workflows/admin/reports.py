@@ -7,7 +7,6 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from workflows.aggregates import money_sum
 from workflows.models import LedgerEntry, Run, Team, Workflow
 from workflows.selectors import TeamBudgetStatus, team_budget_status
 from workflows.services.periods import PeriodWindow
@@ -18,7 +17,7 @@ MAX_SERIES_DAYS = 400
 # What every breakdown row and the totals count. Unpriced entries add no dollars, so they are counted apart,
 # per ledger entry as Run.unpriced_steps counts them (and workflows.reports.spend does).
 TOTALS = {
-    "spend_usd": money_sum("cost_usd", default=ZERO),
+    "spend_usd": Sum("cost_usd", default=ZERO),
     "runs": Count("run", distinct=True),
     "steps": Count("step", distinct=True),
     "input_tokens": Sum("input_tokens", default=0),

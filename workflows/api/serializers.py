@@ -2,16 +2,15 @@
 
 from rest_framework import serializers
 
-from workflows.aggregates import SUM_MAX_DIGITS
 from workflows.definition import LIMIT_FIELDS
-from workflows.definition.bounds import MAX_VERSION
+from workflows.definition.bounds import MAX_SUM_DIGITS, MAX_VERSION
 from workflows.services.events import usd
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Workflow, WorkflowVersion
 
 
 def money(**kwargs) -> serializers.DecimalField:
-    # As wide as a sum of money columns (workflows/aggregates.py): a total past a column's 18 digits still renders.
-    return serializers.DecimalField(max_digits=SUM_MAX_DIGITS, decimal_places=6, read_only=True, **kwargs)
+    # Totals can pass a column's 18 digits (workflows/definition/bounds.py): rendering one must not fail.
+    return serializers.DecimalField(max_digits=MAX_SUM_DIGITS, decimal_places=6, read_only=True, **kwargs)
 
 
 class StrictInputSerializer(serializers.Serializer):

@@ -3,8 +3,11 @@
 One place, so each bound is chosen once against the column that stores it (docs/api.md lists them):
 
 - Money columns are numeric(18, 6), so at most 999,999,999,999.999999. A budget or a price is bounded
-  far below that, so that spend past a budget, and the sums reports take of many rows, stay
-  representable too (reports sum into a wider decimal, see workflows/aggregates.py).
+  far below that, so that spend past a budget stays representable too. A larger amount is never stored
+  (PostgreSQL's column type and SQLite's guard triggers, workflows/ledger_triggers.py, refuse it).
+- A report's total sums many rows and can pass 18 digits. Databases return sums unbounded (PostgreSQL's
+  numeric; SQLite's float, which Django does not quantize for an aggregate), and the API renders money
+  with up to MAX_SUM_DIGITS digits, so such a total is shown, never a 500.
 - Counts and durations are PositiveIntegerField columns (at most 2**31 - 1 on PostgreSQL).
 - Ids are BigAutoField (at most 2**63 - 1); a larger id names no row.
 """
@@ -30,5 +33,7 @@ MAX_COUNT_COLUMN = 2**31 - 1
 # Row ids (BigAutoField) and workflow versions (PositiveIntegerField) a request may name.
 MAX_ID = 2**63 - 1
 MAX_VERSION = MAX_COUNT_COLUMN
+# Digits of a rendered amount: Python's default decimal precision, room for ten billion rows at a column's maximum.
+MAX_SUM_DIGITS = 28
 # Rows per page of a list: ?page_size= is 1 to this.
 MAX_PAGE_SIZE = 200

@@ -37,7 +37,7 @@ def check_limits(raw: Mapping[str, Any], *, path: str) -> tuple[dict[str, Any], 
     cleaned: dict[str, Any] = {}
     problems: list[Problem] = []
     for key, value in raw.items():
-        where = f"{path}.{key}"
+        where = f"{path}.{key}" if path else str(key)
         if key not in _CLEANERS:
             problems.append(Problem(where, f"unknown key {show(key)} (expected one of: {', '.join(LIMIT_FIELDS)})"))
         elif value is not None:

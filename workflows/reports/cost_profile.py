@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, Sum
 
-from workflows.aggregates import money_sum
 from workflows.definition import MONEY_PLACES
 from workflows.models import BudgetMode, BudgetScope, Event, EventType, LedgerEntry, Run, RunStatus, Workflow
 
@@ -89,7 +88,7 @@ def _mean_cost_by_agent(*, workflow: Workflow) -> dict[str, Decimal | None]:
     rows = (
         LedgerEntry.objects.filter(run__workflow_version__workflow=workflow)
         .values("agent")
-        .annotate(cost=money_sum("cost_usd"), priced_steps=Count("step", distinct=True, filter=Q(cost_usd__isnull=False)))
+        .annotate(cost=Sum("cost_usd"), priced_steps=Count("step", distinct=True, filter=Q(cost_usd__isnull=False)))
         .order_by("agent")
     )
     return {

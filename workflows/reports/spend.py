@@ -11,7 +11,6 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from workflows.aggregates import money_sum
 from workflows.errors import ValidationFailed
 from workflows.models import LedgerEntry, Team
 
@@ -75,7 +74,7 @@ def spend_by(*, team: Team, group_by: str, since: date | None, until: date | Non
             unpriced_output_tokens=Sum("output_tokens", filter=UNPRICED, default=0),
         )
         .annotate(
-            spent_usd=money_sum("cost_usd", default=Decimal("0")),
+            spent_usd=Sum("cost_usd", default=Decimal("0")),
             runs=Count("run", distinct=True),
             steps=Count("step", distinct=True),
             input_tokens=Sum("input_tokens", default=0),

@@ -4,9 +4,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import Sum
 from django.utils import timezone
 
-from workflows.aggregates import money_sum
 from workflows.models import Period, Team, TeamDailySpend
 
 
@@ -39,5 +39,5 @@ def team_period_spent(*, team: Team, window: PeriodWindow) -> Decimal:
     """
     total = TeamDailySpend.objects.filter(
         team=team, day__gte=window.start.date(), day__lt=window.end.date()
-    ).aggregate(total=money_sum("spent_usd"))["total"]
+    ).aggregate(total=Sum("spent_usd"))["total"]
     return total or Decimal("0")
