@@ -90,6 +90,7 @@ CASES = [
     Case("workflow-yaml-budget-inf", "POST", "/api/v1/workflows", yaml_with("limits: {budget_usd: .inf}"), YAML),
     Case("workflow-yaml-timeout-huge", "POST", "/api/v1/workflows", yaml_with("limits: {timeout_seconds: 9223372036854775808}"), YAML),
     Case("workflow-yaml-iterations-huge", "POST", "/api/v1/workflows", yaml_with("limits: {max_iterations: 1000000}"), YAML),
+    Case("workflow-yaml-max-tokens-huge", "POST", "/api/v1/workflows", yaml_with("").replace("max_tokens: 10}", "max_tokens: 1000000000000}"), YAML),
     Case("workflow-yaml-limits-list", "POST", "/api/v1/workflows", yaml_with("limits: [1, 2]"), YAML),
     Case(
         "workflow-yaml-price-huge",
@@ -196,6 +197,7 @@ CASES = [
     Case("run-malformed-json", "POST", "/api/v1/runs", '{"workflow": "OWN-FLOW",'),
     Case("run-body-list", "POST", "/api/v1/runs", [run_body()]),
     Case("run-json-huge-integer", "POST", "/api/v1/runs", '{"workflow": "OWN-FLOW", "version": 1' + "0" * 5000 + "}"),
+    Case("run-body-too-large", "POST", "/api/v1/runs", '{"workflow": "' + "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1) + '"}'),
     Case("run-header-nul", "POST", "/api/v1/runs", run_body(), headers={"HTTP_X_TRACE": "a\x00"}),
     # GET /runs and a run's reads
     Case("runs-status-unknown", "GET", "/api/v1/runs?status=nope"),

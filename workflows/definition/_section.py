@@ -10,8 +10,8 @@ from types import MappingProxyType
 from typing import Any
 
 from ._values import kind_of, show, whole_number
-from .errors import Problem
 from .bounds import MAX_PRICE_PER_MTOK
+from .errors import Problem
 from .pricing import to_exact_money
 
 _NOTHING_UNSUPPORTED: Mapping[str, str] = MappingProxyType({})

@@ -9,8 +9,8 @@ import yaml
 from yaml.composer import ComposerError
 
 from ._values import kind_of
-from .text import unsafe_text_in
 from .errors import DefinitionError, Problem
+from .text import unsafe_text_in
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
