@@ -191,6 +191,13 @@ CASES = [
     Case("run-idempotency-key-too-long", "POST", "/api/v1/runs", run_body(), headers={"HTTP_IDEMPOTENCY_KEY": "k" * 201}),
     Case("run-idempotency-key-not-ascii", "POST", "/api/v1/runs", run_body(), headers={"HTTP_IDEMPOTENCY_KEY": "clé"}),
     Case("run-idempotency-key-refused-body", "POST", "/api/v1/runs", limits(budget_usd=-1), headers={"HTTP_IDEMPOTENCY_KEY": "k-1"}),
+    Case(
+        "run-idempotency-key-surrogate-body",
+        "POST",
+        "/api/v1/runs",
+        '{"workflow": "OWN-FLOW", "inputs": {"topic": "\\ud800"}}',
+        headers={"HTTP_IDEMPOTENCY_KEY": "k-3"},
+    ),
     Case("run-text-plain", "POST", "/api/v1/runs", "workflow=OWN-FLOW", "text/plain"),
     Case("run-form-encoded", "POST", "/api/v1/runs", "workflow=OWN-FLOW", "application/x-www-form-urlencoded"),
     Case("run-multipart", "POST", "/api/v1/runs", "--x\r\n", "multipart/form-data; boundary=x"),
