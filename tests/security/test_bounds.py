@@ -153,6 +153,12 @@ def test_an_id_beyond_every_row_is_a_404(acme, path):
     assert response.json()["error"]["type"] == "not_found"
 
 
+def test_an_id_with_leading_zeros_is_the_same_id(acme):
+    response = acme.api.get(f"/api/v1/runs/{acme.run_id:025d}")
+    assert response.status_code == 200
+    assert response.json()["id"] == acme.run_id
+
+
 def day_ago(days: int) -> datetime:
     return datetime.now(UTC).replace(hour=12) - timedelta(days=days)
 

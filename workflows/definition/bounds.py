@@ -27,7 +27,7 @@ MAX_PRICE_PER_MTOK = Decimal("10000")
 # A step's max_tokens (output cap), in a definition: far above any model's output limit today (128,000 in
 # the price table), and with MAX_PRICE_PER_MTOK a step's output estimate stays below $10^5.
 MAX_OUTPUT_TOKENS = 10_000_000
-# Steps a run may execute before it stops with iteration_limit (conductor's own ceiling is in this range).
+# Steps a run may execute before it stops with iteration_limit.
 MAX_ITERATIONS = 500
 # A run's active time limit: a year, far below the PositiveIntegerField column and timedelta's range.
 MAX_TIMEOUT_SECONDS = 366 * 24 * 60 * 60
