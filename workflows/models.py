@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-MAX_ITERATIONS_CEILING = 500
+from workflows.definition.bounds import MAX_ITERATIONS
 
 
 def money_field(**kwargs) -> models.DecimalField:
@@ -42,7 +42,7 @@ class Team(models.Model):
     )
     default_budget_mode = models.CharField(max_length=10, choices=BudgetMode, blank=True)
     default_max_iterations = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_ITERATIONS_CEILING)]
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_ITERATIONS)]
     )
     default_timeout_seconds = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)]

@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.db.models import Max, QuerySet, Sum
 
 from workflows.definition import WorkflowDefinition
+from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
 from workflows.services.periods import PeriodWindow, period_window, team_period_spent
@@ -35,7 +36,10 @@ def workflow_get(*, team: Team, workflow_id: int) -> Workflow:
 def workflow_version_get(*, team: Team, workflow: int | str, version: int | None = None) -> WorkflowVersion:
     """The version a run should pin: `workflow` is an id or a name, `version` defaults to the latest."""
     versions = WorkflowVersion.objects.select_related("workflow").filter(workflow__team=team)
-    if isinstance(workflow, int) or (isinstance(workflow, str) and workflow.isdigit()):
+    # ASCII digits only: "²" is a digit to str.isdigit() but not to int().
+    if isinstance(workflow, int) or (isinstance(workflow, str) and workflow.isascii() and workflow.isdigit()):
+        if int(workflow) > MAX_ID:  # no row has it, and the database could not even compare it
+            raise NotFound(f"No workflow with id {str(workflow)[:30]}.")
         versions = versions.filter(workflow_id=int(workflow))
     else:
         versions = versions.filter(workflow__name=workflow)

@@ -15,6 +15,15 @@ def test_the_documented_fields_and_defaults():
     }
 
 
+def test_the_largest_limits_are_accepted():
+    raw = {"budget_usd": "1000000000", "max_iterations": 500, "timeout_seconds": 366 * 24 * 3600}
+
+    cleaned, problems = check_limits(raw, path="limits")
+
+    assert problems == []
+    assert cleaned == {"budget_usd": Decimal("1000000000"), "max_iterations": 500, "timeout_seconds": 31622400}
+
+
 def test_valid_limits_are_cleaned():
     raw = {"budget_usd": "2.5", "budget_mode": "enforce", "max_iterations": 500, "timeout_seconds": 1}
 
@@ -24,7 +33,7 @@ def test_valid_limits_are_cleaned():
     )
 
 
-@pytest.mark.parametrize("budget", [3, 0.25, "0.000001", Decimal("7.5")])
+@pytest.mark.parametrize("budget", [3, 0.25, "0.000001", Decimal("7.5"), "1000000000"])
 def test_budget_accepts_numbers_and_numeric_strings(budget):
     cleaned, problems = check_limits({"budget_usd": budget}, path="limits")
 
@@ -49,7 +58,11 @@ def test_budget_accepts_numbers_and_numeric_strings(budget):
         ("max_iterations", True, "whole number"),
         ("max_iterations", 1.5, "whole number"),
         ("max_iterations", "10", "whole number"),
-        ("timeout_seconds", 0, "at least 1"),
+        ("budget_usd", "1000000000.000001", "at most 1000000000"),
+        ("budget_usd", 10**12, "at most 1000000000"),
+        ("timeout_seconds", 0, "between 1 and 31622400"),
+        ("timeout_seconds", 31622401, "between 1 and 31622400"),
+        ("timeout_seconds", 2**63, "between 1 and 31622400"),
         ("timeout_seconds", 2.5, "whole number"),
     ],
 )

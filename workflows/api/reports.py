@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from workflows import selectors
 from workflows.api.serializers import money
+from workflows.api.views import path_id
 from workflows.errors import ValidationFailed
 from workflows.reports.cost_profile import cost_profile
 from workflows.reports.spend import DEFAULT_GROUP_BY, SPEND_COLUMNS, spend_by
@@ -114,5 +115,5 @@ class WorkflowCostProfileView(APIView):
     """GET /workflows/{id}/cost-profile."""
 
     def get(self, request, pk: str):
-        workflow = selectors.workflow_get(team=request.auth.team, workflow_id=int(pk))
+        workflow = selectors.workflow_get(team=request.auth.team, workflow_id=path_id(pk))
         return Response(CostProfileOutputSerializer(cost_profile(workflow=workflow)).data)

@@ -3,12 +3,14 @@
 from rest_framework import serializers
 
 from workflows.definition import LIMIT_FIELDS
+from workflows.definition.bounds import MAX_SUM_DIGITS, MAX_VERSION
 from workflows.services.events import usd
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Workflow, WorkflowVersion
 
 
 def money(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=18, decimal_places=6, read_only=True, **kwargs)
+    # Totals can pass a column's 18 digits (workflows/definition/bounds.py): rendering one must not fail.
+    return serializers.DecimalField(max_digits=MAX_SUM_DIGITS, decimal_places=6, read_only=True, **kwargs)
 
 
 class StrictInputSerializer(serializers.Serializer):
@@ -81,8 +83,8 @@ class WorkflowDetailOutputSerializer(WorkflowOutputSerializer):
 
 
 class RunCreateInputSerializer(StrictInputSerializer):
-    workflow = serializers.CharField(help_text="A workflow id or name.")
-    version = serializers.IntegerField(required=False, min_value=1)
+    workflow = serializers.CharField(help_text="A workflow id or name.", max_length=Workflow._meta.get_field("name").max_length)
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
     inputs = serializers.DictField(required=False, default=dict)
     limits = serializers.DictField(required=False, default=dict)
 

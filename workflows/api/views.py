@@ -9,10 +9,20 @@ from workflows.api import serializers
 from workflows.api.idempotency import idempotent
 from workflows.api.pagination import OldestFirstCursorPagination
 from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
-from workflows.errors import ValidationFailed
+from workflows.definition.bounds import MAX_ID
+from workflows.errors import NotFound, ValidationFailed
 from workflows.models import RunStatus
 from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.workflows import workflow_create
+
+
+def path_id(value: str) -> int:
+    """An id from a URL (digits, by the route's pattern); one beyond every id names no row: a 404."""
+    digits = value.lstrip("0") or "0"
+    # Compared by length first: int() of thousands of digits is slow, and refused past 4,300.
+    if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+        raise NotFound(f"No such id: {digits[:30]}{'...' if len(digits) > 30 else ''}.")
+    return int(digits)
 
 
 class TeamScopedViewSet(GenericViewSet):
@@ -21,7 +31,7 @@ class TeamScopedViewSet(GenericViewSet):
         return self.request.auth.team
 
     def get_object(self):
-        return self.get_team_object(int(self.kwargs["pk"]))
+        return self.get_team_object(path_id(self.kwargs["pk"]))
 
     def paginated(self, queryset, serializer_class, paginator=None):
         paginator = paginator or self.paginator

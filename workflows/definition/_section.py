@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._values import kind_of, show, whole_number
+from .bounds import MAX_PRICE_PER_MTOK
 from .errors import Problem
 from .pricing import to_exact_money
 
@@ -118,7 +119,7 @@ class Section:
         return value
 
     def money(self, key: str, *, required: bool = False) -> Decimal | None:
-        """A non-negative USD amount with at most 6 decimal places."""
+        """A price: a non-negative USD amount per million tokens with at most 6 decimal places."""
         value = self.data.get(key)
         if value is None:
             if required:
@@ -131,6 +132,9 @@ class Section:
             return None
         if amount < 0:
             self.report(key, f"must not be negative, not {show(value)}")
+            return None
+        if amount > MAX_PRICE_PER_MTOK:
+            self.report(key, f"must be at most {MAX_PRICE_PER_MTOK}, not {show(value)}")
             return None
         return amount
 

@@ -10,6 +10,7 @@ from yaml.composer import ComposerError
 
 from ._values import kind_of
 from .errors import DefinitionError, Problem
+from .text import unsafe_text_in
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
@@ -51,6 +52,7 @@ def read_source(source: str | bytes | Mapping[str, Any], *, max_bytes: int) -> A
     """Plain data from YAML text or an already-parsed mapping; DefinitionError if unsafe or unreadable."""
     if isinstance(source, Mapping):
         _check_data(source, max_bytes=max_bytes)
+        _check_text(source)
         return source
     if not isinstance(source, (str, bytes)):
         raise _refusal(f"must be YAML text or a mapping, not {kind_of(source)}")
@@ -87,9 +89,18 @@ def _compose_and_construct(text: str) -> Any:
         duplicates = list(_duplicate_keys(root))
         if duplicates:
             raise DefinitionError(duplicates)
-        return loader.construct_document(root)
+        document = loader.construct_document(root)
     finally:
         loader.dispose()
+    # YAML's escapes ("\0", "\ud800") spell text that no column or JSON answer can hold.
+    _check_text(document)
+    return document
+
+
+def _check_text(data: Any) -> None:
+    unsafe = unsafe_text_in(data)
+    if unsafe:
+        raise DefinitionError([Problem(unsafe[0] or "definition", unsafe[1])])
 
 
 def _check_expansion(root: yaml.Node) -> None:

@@ -9,12 +9,12 @@ from types import MappingProxyType
 from typing import Any
 
 from ._values import show, whole_number
+from .bounds import MAX_BUDGET_USD, MAX_ITERATIONS, MAX_TIMEOUT_SECONDS
 from .errors import Problem
 from .pricing import to_exact_money
 
 LIMIT_FIELDS = ("budget_usd", "budget_mode", "max_iterations", "timeout_seconds")
 BUDGET_MODES = ("audit", "enforce")
-MAX_ITERATIONS = 500
 SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {"budget_usd": None, "budget_mode": "audit", "max_iterations": 10, "timeout_seconds": None}
 )
@@ -37,7 +37,7 @@ def check_limits(raw: Mapping[str, Any], *, path: str) -> tuple[dict[str, Any], 
     cleaned: dict[str, Any] = {}
     problems: list[Problem] = []
     for key, value in raw.items():
-        where = f"{path}.{key}"
+        where = f"{path}.{key}" if path else str(key)
         if key not in _CLEANERS:
             problems.append(Problem(where, f"unknown key {show(key)} (expected one of: {', '.join(LIMIT_FIELDS)})"))
         elif value is not None:
@@ -65,6 +65,8 @@ def _clean_budget(value: object) -> Decimal:
     amount = to_exact_money(value)
     if amount <= 0:
         raise ValueError(f"must be greater than 0, not {show(value)}")
+    if amount > MAX_BUDGET_USD:
+        raise ValueError(f"must be at most {MAX_BUDGET_USD}, not {show(value)}")
     return amount
 
 
@@ -79,7 +81,7 @@ def _clean_iterations(value: object) -> int:
 
 
 def _clean_timeout(value: object) -> int:
-    return whole_number(value, minimum=1)
+    return whole_number(value, minimum=1, maximum=MAX_TIMEOUT_SECONDS)
 
 
 _CLEANERS: dict[str, Callable[[object], Any]] = {

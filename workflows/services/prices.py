@@ -8,6 +8,7 @@ from django.db.models import Case, Q, When
 from django.utils import timezone
 
 from workflows.definition import UnitPrices, to_exact_money
+from workflows.definition.bounds import MAX_PRICE_PER_MTOK
 from workflows.errors import ValidationFailed
 from workflows.models import ModelAlias, Price
 
@@ -103,4 +104,6 @@ def _price(value) -> Decimal:
     price = to_exact_money(value)
     if price < 0:
         raise ValueError(f"a price cannot be negative: {value}")
+    if price > MAX_PRICE_PER_MTOK:
+        raise ValueError(f"a price cannot be more than {MAX_PRICE_PER_MTOK} per million tokens: {value}")
     return price
