@@ -62,6 +62,11 @@ class Team(models.Model):
     )
     webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON, signed with the secret.")
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    may_override_prices = models.BooleanField(
+        default=False,
+        help_text="Let the team's workflows price models below the price table (negotiated rates). "
+        "Their ledger entries show price_source 'workflow'.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -382,6 +387,7 @@ class EventType(models.TextChoices):
     RUN_RESUMED = "run_resumed"
     RUN_CANCELLED = "run_cancelled"
     BUDGET_THRESHOLD_CROSSED = "budget_threshold_crossed"
+    USAGE_REJECTED = "usage_rejected"
 
 
 class Event(models.Model):

@@ -92,6 +92,13 @@ class TeamAdmin(admin.ModelAdmin):
             },
         ),
         ("Alerts", {"fields": ["alert_thresholds", "webhook_url", "webhook_secret"]}),
+        (
+            "Prices",
+            {
+                "description": "The price table wins for every real provider, unless the team may override it.",
+                "fields": ["may_override_prices"],
+            },
+        ),
     ]
     change_reason_fieldset = ("Audit trail", {"fields": ["change_reason"]})
 

@@ -20,7 +20,20 @@ from .model import (
 )
 from .outputs import json_schema, output_problems
 from .parse import MAX_DEFINITION_BYTES, load_definition
-from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_exact_money, to_money
+from .pricing import (
+    FREELY_PRICED_PROVIDERS,
+    MAX_CALL_TOKENS,
+    MONEY_PLACES,
+    USAGE_FIELDS,
+    UnitPrices,
+    cost_usd,
+    estimate_usd,
+    rates_below,
+    to_exact_money,
+    to_money,
+    usage_problem,
+    worst_case_counts,
+)
 from .routes import END, next_agent
 from .templates import (
     compile_check,
@@ -36,10 +49,13 @@ from .tokens import count_tokens, fake_token_count
 __all__ = [
     "END",
     "FAILURE_MODES",
+    "FREELY_PRICED_PROVIDERS",
     "LIMIT_FIELDS",
+    "MAX_CALL_TOKENS",
     "MAX_DEFINITION_BYTES",
     "MONEY_PLACES",
     "SYSTEM_DEFAULTS",
+    "USAGE_FIELDS",
     "AgentSpec",
     "DefinitionError",
     "ForEachSpec",
@@ -68,6 +84,7 @@ __all__ = [
     "next_agent",
     "output_cap",
     "output_problems",
+    "rates_below",
     "render",
     "render_value",
     "resolve_limits",
@@ -75,4 +92,6 @@ __all__ = [
     "template_context",
     "to_exact_money",
     "to_money",
+    "usage_problem",
+    "worst_case_counts",
 ]

@@ -13,7 +13,7 @@ from .errors import Problem
 from .inputs import INPUT_TYPES, matches_type
 from .limits import check_limits
 from .model import InputSpec, LimitsSpec
-from .pricing import UnitPrices
+from .pricing import MAX_CALL_TOKENS, UnitPrices
 
 DEFAULT_PROVIDER = "fake"
 MAX_TEMPERATURE = 2.0
@@ -65,7 +65,7 @@ def read_header(top: Section, *, known_providers: Collection[str]) -> Header:
         limits=_limits(workflow),
         provider=_provider(runtime, known_providers),
         default_model=runtime.text("default_model"),
-        max_tokens=runtime.integer("max_tokens", minimum=1),
+        max_tokens=runtime.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS),
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
         stream=runtime.flag("stream", default=False),
         pricing=_pricing(price_entries, workflow.problems),
