@@ -176,3 +176,32 @@ def test_a_stored_fake_definition_with_absurd_mock_counts_is_bounded_when_it_run
     assert (entry.input_tokens, entry.output_tokens) == (10_000_000, 100)
     assert entry.cost_usd == step.estimate_usd == Decimal("10.000200")
     assert_invariants(run)
+
+
+@pytest.mark.parametrize(("answer", "held"), [("a\u0000b", "a NUL character"), ("a\ud800b", "a lone surrogate")])
+def test_an_answer_no_database_can_store_is_charged_and_fails_the_step(team, wire, priced, answer, held):
+    completion = openai_completion(answer, usage(prompt=1200, completion=300))
+    # No request id header: the body's id stands in, and it holds a NUL too.
+    completion.headers, completion.body["id"] = {}, "req_\u0000nul"
+    wire.script(completion)
+    run = drive(start(team, wire, provider="openai", model="gpt-4o", output=False))
+
+    assert len(wire.received) == 1
+    assert run.status == "failed"
+    assert run.error == {
+        "type": "ProviderError",
+        "message": f"The provider's answer cannot be stored: it holds {held}.",
+        "status_code": None,
+    }
+    assert ledger(run) == [(1, 1200, 0, 0, 300, Decimal("0.006000"), "req_nul")]
+    assert_invariants(run)
+
+
+def test_a_provider_error_message_no_database_can_store_is_stored_without_it(team, wire, priced):
+    wire.script(openai_error(400, "bad\u0000 request \ud800", usage=usage(prompt=100, completion=0)))
+    run = drive(start(team, wire, provider="openai", model="gpt-4o"))
+
+    assert run.status == "failed"
+    assert run.error["message"] == "OpenAI answered 400: bad request ?"
+    assert ledger(run)[0][5] == Decimal("0.000250")
+    assert_invariants(run)

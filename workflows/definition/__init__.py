@@ -3,6 +3,7 @@
 Pure Python: nothing here imports Django.
 """
 
+from ._values import unstorable_text
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
@@ -92,6 +93,7 @@ __all__ = [
     "template_context",
     "to_exact_money",
     "to_money",
+    "unstorable_text",
     "usage_problem",
     "worst_case_counts",
 ]

@@ -43,6 +43,7 @@ from workflows.definition import (
     render_value,
     resolve_reference,
     template_context,
+    unstorable_text,
     usage_problem,
     worst_case_counts,
 )
@@ -171,6 +172,11 @@ def step_execute(*, step_id: int) -> None:
             attempt=attempt,
             error={"type": "StepInterruptedError", "message": f"The provider call stopped: {type(exc).__name__}."},
         )
+        return
+    if problem := unstorable_text(result.output):
+        # Storing it would fail the settlement, and the call would go uncharged: charged, it fails the step.
+        message = f"The provider's answer cannot be stored: it holds {problem}."
+        step_provider_failed(attempt=attempt, error=ProviderError(message, usage=result))
         return
     step_settle(attempt=attempt, result=result)
 
@@ -472,13 +478,13 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
             alerts_after_spend(team=team, run=run)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        details = {"type": "ProviderError", "message": error.message, "status_code": error.status_code}
+        details = {"type": "ProviderError", "message": _storable(error.message), "status_code": error.status_code}
         if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
             _attempt_failed(team=team, run=run, step=step, error=details)
             return
         if step.provider_retries >= settings.PROVIDER_MAX_RETRIES:
             tries = step.provider_retries + 1
-            message = f"The provider failed {tries} times in a row; the last error: {error.message}"
+            message = f"The provider failed {tries} times in a row; the last error: {details['message']}"
             _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
             return
         release(team=team, run=run, step=step)
@@ -602,7 +608,15 @@ def _reported_count(value: object) -> int | str:
     """A reported count as the event can hold it: a whole number as is, anything else as a short repr."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:
         return value
-    return repr(value)[:40]
+    try:
+        return repr(value)[:40]
+    except ValueError:  # an int beyond Python's str-conversion digit limit
+        return f"<{type(value).__name__}>"
+
+
+def _storable(text: str) -> str:
+    """Text from a provider as the database can store it: NULs dropped, lone surrogates replaced."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _cost(*, attempt: StepAttempt, usage: Usage) -> Decimal | None:
@@ -642,7 +656,7 @@ def _ledger_fields(*, step: Step, attempt: StepAttempt, usage: Usage, cost: Deci
         ),
         price_source=attempt.prepared.price_source,
         cost_usd=cost,
-        request_id=usage.request_id[:200] if isinstance(usage.request_id, str) else "",
+        request_id=_storable(usage.request_id)[:200] if isinstance(usage.request_id, str) else "",
     )
 
 
