@@ -10,7 +10,7 @@ from tests.admin.test_teams import change_url, form_data
 from tests.invariants import assert_invariants
 from tests.providers.conftest import SECRET_KEY_FOR_TESTS, drive, priced, wire  # noqa: F401 - fixtures
 from tests.providers.wire import openai_completion, openai_usage
-from workflows.models import LedgerEntry, ModelAlias, Price, Team, Workflow
+from workflows.models import BudgetChange, LedgerEntry, ModelAlias, Price, Team, Workflow
 from workflows.services.credentials import credential_set
 from workflows.services.runs import run_start
 
@@ -156,7 +156,13 @@ def test_a_dearer_workflow_price_for_a_table_model_is_charged_at_the_table(team,
 def test_a_new_team_may_not_override_prices_and_an_operator_allows_it_in_the_admin(admin_client, team):
     assert Team.objects.get(pk=team.pk).may_override_prices is False
 
-    response = admin_client.post(change_url(team), form_data(admin_client, team, may_override_prices="on"))
+    data = form_data(admin_client, team, may_override_prices="on", change_reason="negotiated rates")
+    response = admin_client.post(change_url(team), data)
 
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert Team.objects.get(pk=team.pk).may_override_prices is True
+    change = BudgetChange.objects.get(team=team)
+    assert (change.field, change.old_value, change.new_value, change.reason) == (
+        "may_override_prices", "False", "True", "negotiated rates",
+    )  # fmt: skip
+    assert change.actor.startswith("user:")
