@@ -247,6 +247,12 @@ if not 0 < PROVIDER_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)
 PROVIDER_RETRY_BASE_SECONDS = env.float("PROVIDER_RETRY_BASE_SECONDS", default=2)
 PROVIDER_RETRY_MAX_SECONDS = env.float("PROVIDER_RETRY_MAX_SECONDS", default=60)
+# The most tokens one call may report, each count and all four together: usage above it (or negative,
+# or not a whole number) is billed at the step's worst-case estimate instead. At most 10,000,000, which
+# keeps every count far below the ledger's 2^31 and is above any model's context window.
+PROVIDER_USAGE_MAX_TOKENS = env.int("PROVIDER_USAGE_MAX_TOKENS", default=10_000_000)
+if not 1 <= PROVIDER_USAGE_MAX_TOKENS <= 10_000_000:
+    raise ImproperlyConfigured("PROVIDER_USAGE_MAX_TOKENS must be from 1 to 10000000.")
 # Fernet keys (comma-separated, newest first) that encrypt team provider credentials. Unset, one key is
 # derived from DJANGO_SECRET_KEY (and one from each of its fallbacks, to decrypt). With DJANGO_SECRET_KEY
 # unset too (the embedded default), a key generated on the first start and kept in

@@ -71,6 +71,11 @@ class Team(models.Model):
         limit_choices_to={"is_staff": True},
         help_text="Staff users who may see and change this team's rows in the admin. Superusers see every team.",
     )
+    may_override_prices = models.BooleanField(
+        default=False,
+        help_text="Let the team's workflows price models below the price table (negotiated rates). "
+        "Their ledger entries show price_source 'workflow'.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -391,6 +396,7 @@ class EventType(models.TextChoices):
     RUN_RESUMED = "run_resumed"
     RUN_CANCELLED = "run_cancelled"
     BUDGET_THRESHOLD_CROSSED = "budget_threshold_crossed"
+    USAGE_REJECTED = "usage_rejected"
 
 
 class Event(models.Model):

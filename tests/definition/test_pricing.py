@@ -13,6 +13,8 @@ from workflows.definition import (
     load_definition,
     output_cap,
     to_money,
+    usage_problem,
+    worst_case_counts,
 )
 
 GPT = UnitPrices(input_per_mtok=Decimal("2.5"), output_per_mtok=Decimal("10"), cached_input_per_mtok=Decimal("1.25"))
@@ -184,3 +186,76 @@ def test_both_names_of_the_cache_read_rate_at_once_is_a_problem():
             }
         )
     assert caught.value.problems[0].path == "workflow.cost.pricing.m.cached_input_per_mtok"
+
+
+def priced_definition(pricing: dict, *, provider: str) -> dict:
+    return {
+        "workflow": {"name": "w", "entry_point": "a", "runtime": {"provider": provider}, "cost": {"pricing": pricing}},
+        "agents": [{"name": "a", "model": "m", "prompt": "hi"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("listed", "lower"),
+    [
+        ({"input_per_mtok": 2.5, "output_per_mtok": 10, "cache_read_per_mtok": 1.25}, []),
+        ({"input_per_mtok": 2.4, "output_per_mtok": 10, "cache_read_per_mtok": 1.25}, ["input_per_mtok", "cache_write_per_mtok"]),
+        ({"input_per_mtok": 2.5, "output_per_mtok": 10, "cache_read_per_mtok": 1}, ["cache_read_per_mtok"]),
+        # Left out, a cache rate is billed at its fallback: 2.5 for reads, 5 for writes, as the table's.
+        ({"input_per_mtok": 2.5, "output_per_mtok": 10}, []),
+        ({"input_per_mtok": 2.5, "output_per_mtok": 10, "cache_write_per_mtok": 4.99}, ["cache_write_per_mtok"]),
+    ],
+)
+def test_a_real_providers_workflow_may_not_bill_any_rate_below_the_table(listed, lower):
+    def table(model):
+        return GPT
+
+    try:
+        load_definition(priced_definition({"m": listed}, provider="openai"), known_providers=("openai",), table_prices=table)
+        problems = []
+    except DefinitionError as exc:
+        problems = exc.problems
+    assert [problem.path for problem in problems] == [f"workflow.cost.pricing.m.{key}" for key in lower]
+
+
+def test_the_fake_and_an_allowed_team_may_price_below_the_table():
+    free = {"m": {"input_per_mtok": 0, "output_per_mtok": 0}}
+    load_definition(priced_definition(free, provider="fake"), table_prices=lambda model: GPT)
+    load_definition(
+        priced_definition(free, provider="openai"),
+        known_providers=("openai",),
+        table_prices=lambda model: GPT,
+        may_lower_prices=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("counts", "problem"),
+    [
+        ((1, 2, 3, 4), None),
+        ((10, 0, 0, 0), None),
+        ((11, 0, 0, 0), "input_tokens is above 10 tokens"),
+        ((5, 6, 0, 0), "the counts add up to more than 10 tokens"),
+        ((0, -1, 0, 0), "output_tokens is negative"),
+        ((0, 0, True, 0), "cached_input_tokens is not a whole number"),
+        ((0, 0, 0, None), "cache_write_tokens is not a whole number"),
+        ((0, 0, 0, 1.0), "cache_write_tokens is not a whole number"),
+    ],
+)
+def test_usage_is_billable_only_as_whole_numbers_within_the_bound(counts, problem):
+    fields = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+    assert usage_problem(dict(zip(fields, counts, strict=True)), max_tokens=10) == problem
+
+
+@pytest.mark.parametrize(
+    ("prices", "kind"),
+    [(GPT, "input_tokens"), (CLAUDE, "cache_write_tokens"), (None, "input_tokens")],
+)
+def test_the_worst_case_bills_input_at_the_dearest_input_rate_and_the_whole_cap(prices, kind):
+    counts = worst_case_counts(prices=prices, input_tokens=100, max_output_tokens=4096)
+
+    assert counts == {**dict.fromkeys(("input_tokens", "cached_input_tokens", "cache_write_tokens"), 0), kind: 100, "output_tokens": 4096}
+    if prices is not None:
+        # Priced as billed, the worst case is the estimate, but for rounding half-up instead of up.
+        billed = cost_usd(prices=prices, **counts)
+        assert billed <= estimate_usd(prices=prices, input_tokens=100, max_output_tokens=4096) <= billed + MONEY_PLACES

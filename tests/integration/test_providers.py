@@ -71,3 +71,29 @@ def test_an_openai_workflow_runs_on_a_worker_and_spends_exactly_what_the_server_
     assert openai_server.received[2].body["stream_options"] == {"include_usage": True}
     assert_invariants(run)
     assert Run.objects.get(pk=run.pk).reserved_usd == 0
+
+
+def test_a_step_whose_provider_reports_absurd_usage_runs_once_on_a_worker_and_is_charged_its_worst_case(
+    api, team, openai_server, celery_worker
+):
+    """3·10^9 tokens once failed the settlement (integer out of range on PostgreSQL): the step was
+    redelivered until it was parked, called four times and charged nothing."""
+    Price.objects.create(model="gpt-4o", input_per_mtok="2.5", output_per_mtok="10", valid_from=date(2024, 1, 1))
+    absurd = {"prompt_tokens": 3_000_000_000, "completion_tokens": 200}
+    openai_server.script(
+        openai_completion(json.dumps({"findings": "caps hold"}), absurd, request_id="r1"),
+        openai_stream(['{"draft": "Budgets hold."}'], openai_usage(prompt=2000, completion=400), request_id="r2"),
+    )
+    assert api.post("/api/v1/workflows", {"definition": WORKFLOW}, format="json").status_code == 201
+    response = api.post("/api/v1/runs", {"workflow": "openai-pipeline", "inputs": {"topic": "caps"}}, format="json")
+
+    run = wait_for_run(response.json()["id"], *TERMINAL)
+
+    assert run.status == "completed", run.error
+    assert len(openai_server.received) == 2  # each step called once
+    researcher = LedgerEntry.objects.get(run=run, agent="researcher")
+    assert (researcher.attempt, researcher.output_tokens, researcher.request_id) == (1, 1000, "r1")
+    assert researcher.cost_usd == run.steps.get(agent="researcher").estimate_usd
+    assert run.events.filter(type=EventType.USAGE_REJECTED).count() == 1
+    assert run.spent_usd == researcher.cost_usd + Decimal("0.009000")  # 2,000 x $2.50 + 400 x $10 per 1M
+    assert_invariants(run)

@@ -1,5 +1,6 @@
 import time
 
+from workflows.definition import MAX_CALL_TOKENS, MockSpec
 from workflows.providers import CompletionRequest, get_provider
 
 
@@ -39,3 +40,10 @@ def test_latency_is_simulated():
     started = time.monotonic()
     get_provider("fake").complete(request(options={"mock": {"latency_ms": 200}}))
     assert time.monotonic() - started >= 0.2
+
+
+def test_mock_counts_from_a_definition_stored_before_the_bound_are_bounded():
+    """The fake never reports more than the step's estimate counts: MAX_CALL_TOKENS of input, max_tokens of output."""
+    stored = MockSpec.from_dict({"output": None, "output_tokens": 3_000_000_000, "input_tokens": 3_000_000_000})
+    result = get_provider("fake").complete(request(max_tokens=100, options={"mock": stored.to_dict()}))
+    assert (result.input_tokens, result.output_tokens) == (MAX_CALL_TOKENS, 100)

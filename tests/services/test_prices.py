@@ -5,9 +5,15 @@ import pytest
 
 from workflows.definition import UnitPrices
 from workflows.models import Price
-from workflows.services.prices import prices_for
+from workflows.services import prices
 
 pytestmark = pytest.mark.django_db
+
+
+def prices_for(*, model, pricing, provider="openai", may_override_prices=False, on=None):
+    return prices.prices_for(
+        model=model, pricing=pricing, provider=provider, may_override_prices=may_override_prices, on=on
+    )
 
 
 @pytest.fixture
@@ -22,10 +28,18 @@ def test_the_price_in_force_on_a_date_is_used(price_history):
     assert prices_for(model="m", pricing={}, on=date(2024, 6, 1)) == (None, "")
 
 
-def test_a_workflows_own_pricing_overrides_the_table(price_history):
-    own = UnitPrices(input_per_mtok=Decimal("9"), output_per_mtok=Decimal("9"))
-    assert prices_for(model="m", pricing={"m": own}) == (own, "workflow")
-    assert prices_for(model="m", pricing={})[1] == "table"
+def test_the_table_wins_for_a_real_provider_unless_the_team_may_override_it(price_history):
+    own = UnitPrices(input_per_mtok=Decimal("0"), output_per_mtok=Decimal("0"))
+    table, source = prices_for(model="m", pricing={"m": own}, on=date(2026, 6, 1))
+    assert (table.input_per_mtok, table.output_per_mtok, source) == (Decimal("3"), Decimal("4"), "table")
+    assert prices_for(model="m", pricing={"m": own}, may_override_prices=True) == (own, "workflow")
+    assert prices_for(model="m", pricing={"m": own}, provider="fake") == (own, "workflow")
+
+
+def test_a_workflow_prices_what_the_table_lacks_until_the_table_prices_it(price_history):
+    own = UnitPrices(input_per_mtok=Decimal("0"), output_per_mtok=Decimal("0"))
+    assert prices_for(model="m", pricing={"m": own}, on=date(2024, 6, 1)) == (own, "workflow")
+    assert prices_for(model="new", pricing={"new": own}) == (own, "workflow")
 
 
 def test_a_similar_model_name_never_borrows_a_price(price_history):

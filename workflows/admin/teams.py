@@ -75,7 +75,8 @@ class TeamAdmin(TeamScopedAdmin):
     search_fields = ["name"]
     readonly_fields = ["webhook_secret_hint"]
     filter_horizontal = ["staff"]
-    superuser_only_fields = ("staff",)  # staff of a team must not add others to it
+    # Staff of a team must not add others to it, nor let it price its own calls below the table.
+    superuser_only_fields = ("staff", "may_override_prices")
     inlines = [BudgetChangeInline]
     actions = ["rotate_webhook_secret"]
     fieldsets = [
@@ -106,6 +107,13 @@ class TeamAdmin(TeamScopedAdmin):
                 "description": "Staff users who are not superusers see and change only the rows of the teams "
                 "they are listed on here.",
                 "fields": ["staff"],
+            },
+        ),
+        (
+            "Prices",
+            {
+                "description": "The price table wins for every real provider, unless the team may override it.",
+                "fields": ["may_override_prices"],
             },
         ),
     ]

@@ -3,6 +3,8 @@
 Pure Python: nothing here imports Django.
 """
 
+from ._values import unstorable_text
+from .bounds import MAX_CALL_TOKENS
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
@@ -20,7 +22,18 @@ from .model import (
 )
 from .outputs import json_schema, output_problems
 from .parse import MAX_DEFINITION_BYTES, load_definition
-from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_exact_money, to_money
+from .pricing import (
+    FREELY_PRICED_PROVIDERS,
+    MONEY_PLACES,
+    USAGE_FIELDS,
+    UnitPrices,
+    cost_usd,
+    estimate_usd,
+    to_exact_money,
+    to_money,
+    usage_problem,
+    worst_case_counts,
+)
 from .routes import END, next_agent
 from .templates import (
     compile_check,
@@ -36,10 +49,13 @@ from .tokens import count_tokens, fake_token_count
 __all__ = [
     "END",
     "FAILURE_MODES",
+    "FREELY_PRICED_PROVIDERS",
     "LIMIT_FIELDS",
+    "MAX_CALL_TOKENS",
     "MAX_DEFINITION_BYTES",
     "MONEY_PLACES",
     "SYSTEM_DEFAULTS",
+    "USAGE_FIELDS",
     "AgentSpec",
     "DefinitionError",
     "ForEachSpec",
@@ -75,4 +91,7 @@ __all__ = [
     "template_context",
     "to_exact_money",
     "to_money",
+    "unstorable_text",
+    "usage_problem",
+    "worst_case_counts",
 ]

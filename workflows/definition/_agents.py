@@ -12,7 +12,7 @@ from typing import Any
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from ._workflow import MAX_TEMPERATURE, Header
-from .bounds import MAX_OUTPUT_TOKENS
+from .bounds import MAX_CALL_TOKENS
 from .errors import Problem
 from .inputs import INPUT_TYPES
 from .model import END, AgentSpec, MockSpec, RouteSpec
@@ -116,7 +116,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     output = _output_schema(section)
     routes = read_routes(section, scope)
     # Unset here and in the runtime, the cap comes from the model's price entry when the step runs.
-    max_tokens = section.integer("max_tokens", minimum=1, maximum=MAX_OUTPUT_TOKENS) or header.max_tokens
+    max_tokens = section.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS) or header.max_tokens
     temperature = _temperature(section, header)
     stream = section.flag("stream", default=header.stream)
     mock = _mock(section)
@@ -250,8 +250,8 @@ def _mock(section: Section) -> MockSpec | None:
         mock.report("output", f"must be plain JSON data, but holds {bad}")
     return MockSpec(
         output=copy.deepcopy(output),
-        output_tokens=mock.integer("output_tokens", minimum=0),
-        input_tokens=mock.integer("input_tokens", minimum=0),
+        output_tokens=mock.integer("output_tokens", minimum=0, maximum=MAX_CALL_TOKENS),
+        input_tokens=mock.integer("input_tokens", minimum=0, maximum=MAX_CALL_TOKENS),
         latency_ms=mock.integer("latency_ms", minimum=0, maximum=MAX_MOCK_LATENCY_MS) or 0,
     )
 

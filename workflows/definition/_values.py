@@ -67,3 +67,24 @@ def _is_json_scalar(value: object) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return value is None or isinstance(value, (str, int))
+
+
+def unstorable_text(value: object) -> str | None:
+    """What in JSON data no database can store as text, or None: a NUL character, which PostgreSQL's
+    jsonb and text refuse, or a lone surrogate, which is no Unicode at all."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a lone surrogate"
+    return None

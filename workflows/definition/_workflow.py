@@ -9,7 +9,7 @@ from typing import Any
 
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
-from .bounds import MAX_OUTPUT_TOKENS
+from .bounds import MAX_CALL_TOKENS
 from .errors import Problem
 from .inputs import INPUT_TYPES, matches_type
 from .limits import check_limits
@@ -66,7 +66,7 @@ def read_header(top: Section, *, known_providers: Collection[str]) -> Header:
         limits=_limits(workflow),
         provider=_provider(runtime, known_providers),
         default_model=runtime.text("default_model"),
-        max_tokens=runtime.integer("max_tokens", minimum=1, maximum=MAX_OUTPUT_TOKENS),
+        max_tokens=runtime.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS),
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
         stream=runtime.flag("stream", default=False),
         pricing=_pricing(price_entries, workflow.problems),

@@ -24,9 +24,11 @@ MAX_BUDGET_USD = Decimal("1000000000")
 # USD per million tokens, in a workflow's cost.pricing or the price table. The dearest listed model costs
 # hundreds; with token counts below 2**31 one ledger row stays below $10^8.
 MAX_PRICE_PER_MTOK = Decimal("10000")
-# A step's max_tokens (output cap), in a definition: far above any model's output limit today (128,000 in
-# the price table), and with MAX_PRICE_PER_MTOK a step's output estimate stays below $10^5.
-MAX_OUTPUT_TOKENS = 10_000_000
+# The most tokens of any kind one call may report, and the most a definition may ask for (max_tokens, a
+# fake's mock counts): above any model's context window (the largest output cap in the price table is
+# 128,000), far below 2**31 so that a count always fits the ledger's columns, and with
+# MAX_PRICE_PER_MTOK a step's output estimate stays below $10^5.
+MAX_CALL_TOKENS = 10_000_000
 # Steps a run may execute before it stops with iteration_limit.
 MAX_ITERATIONS = 500
 # A run's active time limit: a year, far below the PositiveIntegerField column and timedelta's range.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .bounds import MAX_CALL_TOKENS
 from .pricing import UnitPrices
 
 END = "$end"
@@ -62,8 +63,8 @@ class MockSpec:
     output: Any | None
     output_tokens: int | None
     latency_ms: int = 0
-    # The input tokens to report instead of the fake's own count: a provider whose tokenizer counts
-    # more than the local estimate, so a step can cost more than the gate reserved for it.
+    # The input tokens to report instead of the fake's own count, as for a prompt of that size. The
+    # step's estimate counts them too: the fake never costs more than the gate reserved for it.
     input_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +77,12 @@ class MockSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MockSpec:
-        return cls(**data)
+        # Definitions stored before the counts were bounded at upload are bounded here.
+        bounded = {
+            key: None if data.get(key) is None else min(data[key], MAX_CALL_TOKENS)
+            for key in ("output_tokens", "input_tokens")
+        }
+        return cls(**{**data, **bounded})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ._values import kind_of
 from ._workflow import DEFAULT_PROVIDER, Header, read_header
 from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
+from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
 from .templates import compile_check
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -28,14 +29,23 @@ def _nothing_priced(model: str) -> bool:
     return False
 
 
+def _no_table(model: str) -> UnitPrices | None:
+    return None
+
+
 def load_definition(
     source: str | bytes | Mapping[str, Any],
     *,
     is_priced: Callable[[str], bool] = _nothing_priced,
     known_providers: Collection[str] = (DEFAULT_PROVIDER,),
     max_bytes: int = MAX_DEFINITION_BYTES,
+    table_prices: Callable[[str], UnitPrices | None] = _no_table,
+    may_lower_prices: bool = False,
 ) -> WorkflowDefinition:
     """A definition from YAML (or JSON) text or an already-parsed mapping.
+
+    `table_prices` answers the price table's prices of a model; unless `may_lower_prices`, a real
+    provider's workflow may not price a model below them.
 
     Raises DefinitionError listing every problem found; never any other exception.
     """
@@ -47,6 +57,8 @@ def load_definition(
     problems: list[Problem] = []
     top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=_TOP_UNSUPPORTED)
     header = read_header(top, known_providers=known_providers)
+    if not may_lower_prices and header.provider not in FREELY_PRICED_PROVIDERS:
+        _check_price_floor(header, table_prices, problems)
     first_use: dict[str, str] = {}  # agents and groups share one namespace
     agents, scope = read_agents(
         top,
@@ -84,6 +96,25 @@ def _price_check(header: Header, is_priced: Callable[[str], bool]) -> Callable[[
     """Whether a model lacks the price that an enforced budget needs."""
     enforced = header.limits.budget_mode == "enforce" and header.limits.budget_usd is not None
     return lambda model: enforced and model not in header.priced_models and not is_priced(model)
+
+
+def _check_price_floor(
+    header: Header, table_prices: Callable[[str], UnitPrices | None], problems: list[Problem]
+) -> None:
+    """The price table wins for a real provider: a workflow may price what the table lacks, or price
+    it higher, never lower."""
+    for model, listed in header.pricing.items():
+        table = table_prices(model)
+        if table is None:
+            continue
+        for key, rate, floor in rates_below(listed=listed, floor=table):
+            problems.append(
+                Problem(
+                    f"workflow.cost.pricing.{model}.{key}",
+                    f"{rate} is below the price table's {floor} for '{model}' (provider '{header.provider}'); "
+                    "a workflow may not lower a table price unless an operator allowed the team to",
+                )
+            )
 
 
 def _output(top: Section) -> dict[str, str]:

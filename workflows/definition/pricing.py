@@ -121,3 +121,67 @@ def to_exact_money(value: object) -> Decimal:
     if rounded != amount:
         raise ValueError(f"has more than 6 decimal places: {show(value)}")
     return rounded
+
+
+# Providers whose prices a workflow sets freely: they are simulators and spend nothing real.
+FREELY_PRICED_PROVIDERS = frozenset({"fake"})
+
+# The rates a workflow's `cost.pricing` sets, by the key it is written under, and the rate billed.
+_RATES = (
+    ("input_per_mtok", lambda prices: prices.input_per_mtok),
+    ("output_per_mtok", lambda prices: prices.output_per_mtok),
+    ("cache_read_per_mtok", lambda prices: prices.cache_read_rate),
+    ("cache_write_per_mtok", lambda prices: prices.cache_write_rate),
+)
+
+
+def rates_below(*, listed: UnitPrices, floor: UnitPrices) -> list[tuple[str, Decimal, Decimal]]:
+    """Each rate `listed` would bill below `floor`, as (key, listed rate, floor rate).
+
+    Rates are compared as billed, fallbacks included: a cache rate left out is billed at its fallback,
+    which must not be below the floor's either.
+    """
+    below = []
+    for key, billed in _RATES:
+        if billed(listed) < billed(floor):
+            below.append((key, billed(listed), billed(floor)))
+    return below
+
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+
+
+def usage_problem(counts: dict[str, object], *, max_tokens: int) -> str | None:
+    """Why the token counts a provider reported cannot be billed as they are, or None.
+
+    Each count must be a whole number from 0 to `max_tokens`, and so must their sum: more than any
+    model's context is no usage a call can have had.
+    """
+    for field in USAGE_FIELDS:
+        value = counts[field]
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{field} is not a whole number"
+        if value < 0:
+            return f"{field} is negative"
+        if value > max_tokens:
+            return f"{field} is above {max_tokens:,} tokens"
+    if sum(counts[field] for field in USAGE_FIELDS) > max_tokens:  # type: ignore[misc]
+        return f"the counts add up to more than {max_tokens:,} tokens"
+    return None
+
+
+def worst_case_counts(*, prices: UnitPrices | None, input_tokens: int, max_output_tokens: int) -> dict[str, int]:
+    """The token counts `estimate_usd` bills: every input token at the dearest input-side rate listed
+    (so as a cache write when that is the dearest), and the whole output cap."""
+    counts = dict.fromkeys(USAGE_FIELDS, 0)
+    counts["output_tokens"] = max_output_tokens
+    dearest = "input_tokens"
+    if prices is not None:
+        listed = {
+            "input_tokens": prices.input_per_mtok,
+            "cached_input_tokens": prices.cached_input_per_mtok,
+            "cache_write_tokens": prices.cache_write_per_mtok,
+        }
+        dearest = max((kind for kind, rate in listed.items() if rate is not None), key=lambda kind: listed[kind])
+    counts[dearest] = input_tokens
+    return counts

@@ -18,6 +18,18 @@ REDACTED = "[redacted]"
 MAX_MESSAGE_LENGTH = 500
 
 
+def is_count(value: object) -> bool:
+    """Whether a reported token count is a whole number that arithmetic can be done on. A count that
+    is not is passed on as reported: the step's settlement bills such usage at its worst case."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def uncached(prompt: object, cached: object) -> object:
+    """OpenAI's uncached input, `prompt_tokens - cached_tokens`; the prompt count as reported when
+    either is no count."""
+    return prompt - cached if is_count(prompt) and is_count(cached) else prompt  # type: ignore[operator]
+
+
 def is_retryable_status(status_code: int) -> bool:
     return status_code in RETRYABLE_STATUS_CODES or status_code >= 500
 

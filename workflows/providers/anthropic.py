@@ -9,11 +9,12 @@ import anthropic
 from django.conf import settings
 
 from workflows.definition import json_schema
-from workflows.providers._calls import checked_answer, missing_credentials, redact, sdk_client, status_error
+from workflows.providers._calls import checked_answer, is_count, missing_credentials, redact, sdk_client, status_error
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
 
 OUTPUT_TOOL = "output"
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+_REQUIRED_COUNTS = ("input_tokens", "output_tokens")
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -40,7 +41,7 @@ class AnthropicProvider:
                 )
             else:
                 blocks = [_block(content) for content in response.content]
-                counts = {field: getattr(response.usage, field, None) or 0 for field in _USAGE_FIELDS}
+                counts = _reported_counts(response.usage)
                 request_id = request_id or response.id
         except anthropic.APIStatusError as exc:
             raise status_error(
@@ -155,13 +156,22 @@ def _stopped_usage(
     return _usage(counts, request_id=request_id)
 
 
-def _take_counts(counts: dict[str, int], reported) -> None:
+def _reported_counts(reported) -> dict[str, object]:
+    """An unstreamed message's counts. Anthropic always reports input and output: a server that
+    leaves one out gets it passed on as None, which bills the call at its worst case (steps._charge)."""
+    return {
+        field: value if (value := getattr(reported, field, None)) is not None or field in _REQUIRED_COUNTS else 0
+        for field in _USAGE_FIELDS
+    }
+
+
+def _take_counts(counts: dict[str, object], reported) -> None:
     # Counts are cumulative: a later event never lowers one (some gateways send 0 for the input
-    # side in message_delta).
+    # side in message_delta). A count that is no number is kept as reported, and stays so.
     for field in _USAGE_FIELDS:
-        value = getattr(reported, field, None)
-        if value is not None:
-            counts[field] = max(counts[field], value)
+        value, current = getattr(reported, field, None), counts[field]
+        if value is not None and is_count(current):
+            counts[field] = max(current, value) if is_count(value) else value
 
 
 def _block(content) -> dict:

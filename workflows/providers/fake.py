@@ -4,7 +4,7 @@ import json
 import time
 from typing import Any
 
-from workflows.definition import fake_token_count
+from workflows.definition import MAX_CALL_TOKENS, fake_token_count
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials
 
 _PLACEHOLDERS: dict[str, Any] = {"number": 0, "integer": 0, "boolean": True, "array": [], "object": {}}
@@ -25,9 +25,11 @@ class FakeProvider:
         input_tokens = mock.get("input_tokens")
         if input_tokens is None:
             input_tokens = fake_token_count(request.system_prompt + request.prompt)
+        # The step's estimate counts the mock's input tokens, up to the same bound (steps.step_prepare),
+        # so the fake never costs more than its estimate.
         return CompletionResult(
             output=output,
-            input_tokens=input_tokens,
+            input_tokens=min(input_tokens, MAX_CALL_TOKENS),
             # A real model stops at max_tokens, and so does its stand-in.
             output_tokens=min(output_tokens, request.max_tokens),
         )

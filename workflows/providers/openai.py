@@ -15,6 +15,7 @@ from workflows.providers._calls import (
     sdk_client,
     status_error,
     structured_answer,
+    uncached,
 )
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
 
@@ -134,10 +135,11 @@ def _usage(reported, *, request_id: str, request: CompletionRequest) -> Usage:
         )
     details = getattr(reported, "prompt_tokens_details", None)
     cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    prompt = getattr(reported, "prompt_tokens", None)
     return Usage(
-        input_tokens=reported.prompt_tokens - cached,
+        input_tokens=uncached(prompt, cached),
         cached_input_tokens=cached,
-        output_tokens=reported.completion_tokens,
+        output_tokens=getattr(reported, "completion_tokens", None),
         request_id=request_id,
     )
 
@@ -151,9 +153,10 @@ def _usage_in_error(response, *, request_id: str) -> Usage | None:
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict) or "prompt_tokens" not in usage:
         return None
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    details = usage.get("prompt_tokens_details")
+    cached = (details.get("cached_tokens") if isinstance(details, dict) else None) or 0
     return Usage(
-        input_tokens=usage["prompt_tokens"] - cached,
+        input_tokens=uncached(usage["prompt_tokens"], cached),
         cached_input_tokens=cached,
         output_tokens=usage.get("completion_tokens") or 0,
         request_id=request_id,

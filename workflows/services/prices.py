@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import Case, Q, When
 from django.utils import timezone
 
-from workflows.definition import UnitPrices, to_exact_money
+from workflows.definition import FREELY_PRICED_PROVIDERS, UnitPrices, to_exact_money
 from workflows.definition.bounds import MAX_PRICE_PER_MTOK
 from workflows.errors import ValidationFailed
 from workflows.models import ModelAlias, Price
@@ -16,27 +16,39 @@ PRICE_SOURCE_WORKFLOW = "workflow"
 PRICE_SOURCE_TABLE = "table"
 
 
-def prices_for(*, model: str, pricing: dict[str, UnitPrices], on: date | None = None) -> tuple[UnitPrices | None, str]:
+def prices_for(
+    *, model: str, pricing: dict[str, UnitPrices], provider: str, may_override_prices: bool, on: date | None = None
+) -> tuple[UnitPrices | None, str]:
     """The unit prices a step of `model` is charged at, and where they came from.
 
-    A workflow's own `cost.pricing` wins over the table. The table answers for the model's own name,
-    else for the model a listed alias names; a merely similar name never borrows a price. No price is
-    (None, "").
+    The price table wins for every real provider: a workflow's own `cost.pricing` is used for a model
+    the table lacks, for a simulated provider, or for a team an operator allowed to override prices.
+    Prices are resolved when the step runs, so a model the table has priced since the workflow was
+    uploaded is charged the table's price. The table answers for the model's own name, else for the
+    model a listed alias names; a merely similar name never borrows a price. No price is (None, "").
     """
+    workflow_wins = may_override_prices or provider in FREELY_PRICED_PROVIDERS
+    if model in pricing and workflow_wins:
+        return pricing[model], PRICE_SOURCE_WORKFLOW
+    table = table_prices(model, on=on)
+    if table is not None:
+        return table, PRICE_SOURCE_TABLE
     if model in pricing:
         return pricing[model], PRICE_SOURCE_WORKFLOW
+    return None, ""
+
+
+def table_prices(model: str, *, on: date | None = None) -> UnitPrices | None:
+    """The price table's prices of `model` in force on `on` (today by default), or None."""
     row = _price_row_in_force(model, on=on or timezone.now().date())
     if row is None:
-        return None, ""
-    return (
-        UnitPrices(
-            input_per_mtok=row.input_per_mtok,
-            output_per_mtok=row.output_per_mtok,
-            cached_input_per_mtok=row.cached_input_per_mtok,
-            cache_write_per_mtok=row.cache_write_per_mtok,
-            max_output_tokens=row.max_output_tokens,
-        ),
-        PRICE_SOURCE_TABLE,
+        return None
+    return UnitPrices(
+        input_per_mtok=row.input_per_mtok,
+        output_per_mtok=row.output_per_mtok,
+        cached_input_per_mtok=row.cached_input_per_mtok,
+        cache_write_per_mtok=row.cache_write_per_mtok,
+        max_output_tokens=row.max_output_tokens,
     )
 
 

@@ -61,7 +61,17 @@ def check_models_priced(
     never switch a budget off."""
     if not (budget_usd is not None and budget_mode == BudgetMode.ENFORCE) and not team.enforces_period_budget:
         return
-    unpriced = sorted(m for m in definition.models() if prices_for(model=m, pricing=definition.pricing)[0] is None)
+    unpriced = sorted(
+        model
+        for model in definition.models()
+        if prices_for(
+            model=model,
+            pricing=definition.pricing,
+            provider=definition.provider,
+            may_override_prices=team.may_override_prices,
+        )[0]
+        is None
+    )
     if unpriced:
         names = ", ".join(f"'{model}'" for model in unpriced)
         raise UnpricedModel(
@@ -141,7 +151,13 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
         definition=definition, team=team, budget_usd=new_limits["budget_usd"], budget_mode=new_limits["budget_mode"]
     )
     try:
-        prepared = step_prepare(run=run, step=step, definition=definition, outputs=checkpoint.outputs)
+        prepared = step_prepare(
+            run=run,
+            step=step,
+            definition=definition,
+            outputs=checkpoint.outputs,
+            may_override_prices=team.may_override_prices,
+        )
     except TemplateFailure as exc:
         raise InvalidRunState(f"The next step cannot be prepared: {exc}", details={"agent": step.agent}) from exc
     trial = Run(**{**_run_counters(run), **new_limits})

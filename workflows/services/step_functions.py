@@ -42,6 +42,7 @@ class StepBasis:
     agent: str
     sequence: int
     pending_plain_step: bool
+    may_override_prices: bool
     inputs: dict
     definition: WorkflowDefinition
     checkpoint_id: int | None
@@ -57,9 +58,10 @@ def step_basis(step_id: int) -> StepBasis | None:
         cursor.execute(
             """
             SELECT s.run_id, r.team_id, s.agent, s.sequence, s.status = 'pending' AND s."group" = '',
-                   r.inputs, v.definition, c.id, c.outputs
+                   t.may_override_prices, r.inputs, v.definition, c.id, c.outputs
             FROM workflows_step AS s
             JOIN workflows_run AS r ON r.id = s.run_id
+            JOIN workflows_team AS t ON t.id = r.team_id
             JOIN workflows_workflowversion AS v ON v.id = r.workflow_version_id
             LEFT JOIN LATERAL (
                 SELECT id, outputs FROM workflows_checkpoint WHERE run_id = r.id ORDER BY id DESC LIMIT 1
@@ -72,7 +74,7 @@ def step_basis(step_id: int) -> StepBasis | None:
     if row is None:
         return None
     # Django has psycopg hand jsonb over as text, for its JSONField to decode.
-    run_id, team_id, agent, sequence, pending_plain_step, inputs, definition, checkpoint_id, outputs = row
+    run_id, team_id, agent, sequence, pending_plain_step, may_override_prices, inputs, definition, checkpoint_id, outputs = row
     return StepBasis(
         step_id=step_id,
         run_id=run_id,
@@ -80,6 +82,7 @@ def step_basis(step_id: int) -> StepBasis | None:
         agent=agent,
         sequence=sequence,
         pending_plain_step=pending_plain_step,
+        may_override_prices=may_override_prices,
         inputs=json.loads(inputs),
         definition=WorkflowDefinition.from_dict(json.loads(definition)),
         checkpoint_id=checkpoint_id,

@@ -25,6 +25,8 @@ from django.utils import timezone
 
 from workflows.definition import (
     END,
+    FREELY_PRICED_PROVIDERS,
+    USAGE_FIELDS,
     AgentSpec,
     ForEachSpec,
     NoRouteMatched,
@@ -41,6 +43,9 @@ from workflows.definition import (
     render_value,
     resolve_reference,
     template_context,
+    unstorable_text,
+    usage_problem,
+    worst_case_counts,
 )
 from workflows.models import (
     ACTIVE_RUN_STATUSES,
@@ -86,6 +91,8 @@ class PreparedStep:
     prices: UnitPrices | None
     price_source: str
     estimate_usd: Decimal | None
+    # The input tokens the estimate counted: with the output cap, the worst case it priced.
+    estimated_input_tokens: int
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,9 @@ class StepAttempt:
     basis: StepBasis | None = None
 
 
-def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, outputs: dict) -> PreparedStep:
+def step_prepare(
+    *, run: Run, step: Step, definition: WorkflowDefinition, outputs: dict, may_override_prices: bool
+) -> PreparedStep:
     """Render the step's prompts and estimate its cost. Raises TemplateFailure."""
     agent = definition.agent(step.agent)
     context = _context(run=run, definition=definition, outputs=outputs)
@@ -111,13 +120,17 @@ def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, output
         context.update({group.as_name: items[step.branch_index], "_index": step.branch_index, "_key": step.branch_key})
     system_prompt = render(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
     prompt = render(agent.prompt, context, where=f"agent '{agent.name}' prompt")
-    prices, price_source = prices_for(model=agent.model, pricing=definition.pricing)
+    prices, price_source = prices_for(
+        model=agent.model, pricing=definition.pricing, provider=agent.provider, may_override_prices=may_override_prices
+    )
     max_tokens = output_cap(agent, prices)
+    input_tokens = count_tokens(system_prompt + prompt)
+    if agent.provider in FREELY_PRICED_PROVIDERS and agent.mock and agent.mock.input_tokens is not None:
+        # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
+        input_tokens = max(input_tokens, agent.mock.input_tokens)
     estimate = None
     if prices is not None:
-        estimate = estimate_usd(
-            prices=prices, input_tokens=count_tokens(system_prompt + prompt), max_output_tokens=max_tokens
-        )
+        estimate = estimate_usd(prices=prices, input_tokens=input_tokens, max_output_tokens=max_tokens)
     options = {"mock": agent.mock.to_dict()} if agent.mock else {}
     request = CompletionRequest(
         model=agent.model,
@@ -130,7 +143,12 @@ def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, output
         options=options,
     )
     return PreparedStep(
-        provider=agent.provider, request=request, prices=prices, price_source=price_source, estimate_usd=estimate
+        provider=agent.provider,
+        request=request,
+        prices=prices,
+        price_source=price_source,
+        estimate_usd=estimate,
+        estimated_input_tokens=input_tokens,
     )
 
 
@@ -154,6 +172,11 @@ def step_execute(*, step_id: int) -> None:
             attempt=attempt,
             error={"type": "StepInterruptedError", "message": f"The provider call stopped: {type(exc).__name__}."},
         )
+        return
+    if problem := unstorable_text(result.output):
+        # Storing it would fail the settlement, and the call would go uncharged: charged, it fails the step.
+        message = f"The provider's answer cannot be stored: it holds {problem}."
+        step_provider_failed(attempt=attempt, error=ProviderError(message, usage=result))
         return
     step_settle(attempt=attempt, result=result)
 
@@ -214,7 +237,13 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
 
         definition = definition_of(run.workflow_version)
         try:
-            prepared = step_prepare(run=run, step=step, definition=definition, outputs=run.latest_outputs)
+            prepared = step_prepare(
+                run=run,
+                step=step,
+                definition=definition,
+                outputs=run.latest_outputs,
+                may_override_prices=team.may_override_prices,
+            )
         except TemplateFailure as exc:
             _step_failed(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
             return None
@@ -273,7 +302,11 @@ def _admit_in_one_call(*, step_id: int, worker: str) -> StepAttempt | None:
     step = Step(pk=step_id, run_id=basis.run_id, agent=basis.agent)
     try:
         prepared = step_prepare(
-            run=Run(pk=basis.run_id, inputs=basis.inputs), step=step, definition=basis.definition, outputs=basis.outputs
+            run=Run(pk=basis.run_id, inputs=basis.inputs),
+            step=step,
+            definition=basis.definition,
+            outputs=basis.outputs,
+            may_override_prices=basis.may_override_prices,
         )
     except TemplateFailure:
         return None
@@ -305,7 +338,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
         # The attempt that owns the step releases the run's share of its reservation and counts as
         # executed in the UPDATE of the run that charges it; the team's share and the step follow.
         settled = {"reserved_usd": -step.reserved_usd, "iterations": 1} if owner else {}
-        cost = _charge(run=run, step=step, attempt=attempt, usage=result, **settled)
+        billed, cost = _charge(run=run, step=step, attempt=attempt, usage=result, **settled)
         alerts_after_spend(team=team, run=run)
         if not owner:
             # An attempt another delivery took over from finished after all: what it cost is
@@ -324,7 +357,7 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
             run=run,
             type=EventType.AGENT_COMPLETED,
             payload={
-                **_completed_payload(step=step, attempt=attempt, result=result, cost=cost),
+                **_completed_payload(step=step, attempt=attempt, usage=billed, cost=cost),
                 "spent_usd": usd(run.spent_usd),
             },
         )
@@ -361,7 +394,7 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
         run_output = _render_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure):
         return False
-    if definition.group(target) is not None:
+    if definition.group(target) is not None or _usage_problem(result) is not None:
         return False
     step = Step(pk=basis.step_id, run_id=basis.run_id, agent=basis.agent, sequence=basis.sequence)
     cost = _cost(attempt=attempt, usage=result)
@@ -370,7 +403,7 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
             team_id=basis.team_id,
             run_id=basis.run_id,
             type=EventType.AGENT_COMPLETED,
-            payload=_completed_payload(step=step, attempt=attempt, result=result, cost=cost),
+            payload=_completed_payload(step=step, attempt=attempt, usage=result, cost=cost),
             actor=SYSTEM_ACTOR,
         )
     ]
@@ -404,18 +437,19 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
     return settled
 
 
-def _completed_payload(*, step: Step, attempt: StepAttempt, result: CompletionResult, cost: Decimal | None) -> dict:
-    """The `agent_completed` event of a settled step, but for the run's spend after it."""
+def _completed_payload(*, step: Step, attempt: StepAttempt, usage: Usage, cost: Decimal | None) -> dict:
+    """The `agent_completed` event of a settled step, with the usage it was billed for, but for the
+    run's spend after it."""
     return {
         "agent": step.agent,
         "step": step.sequence,
         **_branch_of(step),
         "attempt": attempt.number,
         "model": attempt.prepared.request.model,
-        "input_tokens": result.input_tokens,
-        "cached_input_tokens": result.cached_input_tokens,
-        "cache_write_tokens": result.cache_write_tokens,
-        "output_tokens": result.output_tokens,
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
         "cost_usd": usd(cost),
     }
 
@@ -440,17 +474,17 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         cost = None
         if error.usage is not None and not LedgerEntry.objects.filter(step=step, attempt=attempt.number).exists():
-            cost = _charge(run=run, step=step, attempt=attempt, usage=error.usage)
+            _, cost = _charge(run=run, step=step, attempt=attempt, usage=error.usage)
             alerts_after_spend(team=team, run=run)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        details = {"type": "ProviderError", "message": error.message, "status_code": error.status_code}
+        details = {"type": "ProviderError", "message": _storable(error.message), "status_code": error.status_code}
         if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
             _attempt_failed(team=team, run=run, step=step, error=details)
             return
         if step.provider_retries >= settings.PROVIDER_MAX_RETRIES:
             tries = step.provider_retries + 1
-            message = f"The provider failed {tries} times in a row; the last error: {error.message}"
+            message = f"The provider failed {tries} times in a row; the last error: {details['message']}"
             _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
             return
         release(team=team, run=run, step=step)
@@ -522,13 +556,67 @@ def _lock_run_and_step(*, run_id: int, step_id: int) -> tuple[Run, Step]:
     return run, Step.objects.select_for_update(no_key=True).get(pk=step_id)
 
 
-def _charge(*, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Decimal | None:
+def _charge(
+    *, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas
+) -> tuple[Usage, Decimal | None]:
     """The attempt's ledger entry, and its cost added to the run's spend, with `run_deltas` added
-    to the run in the same UPDATE. None when unpriced."""
-    cost = _cost(attempt=attempt, usage=usage)
-    LedgerEntry.objects.create(**_ledger_fields(step=step, attempt=attempt, usage=usage, cost=cost))
+    to the run in the same UPDATE: the usage billed and its cost, None when unpriced.
+
+    Usage no call can have had (a count negative, not a whole number, or above
+    PROVIDER_USAGE_MAX_TOKENS) is billed at the worst case the gate estimated, with a
+    `usage_rejected` event that says why: the call returned, so it is charged, never dropped.
+    """
+    billed, cost = usage, None
+    problem = _usage_problem(usage)
+    if problem is None:
+        cost = _cost(attempt=attempt, usage=usage)
+    else:
+        prepared = attempt.prepared
+        counts = worst_case_counts(
+            prices=prepared.prices,
+            input_tokens=prepared.estimated_input_tokens,
+            max_output_tokens=prepared.request.max_tokens,
+        )
+        billed, cost = Usage(**counts, request_id=usage.request_id), prepared.estimate_usd
+        logger.warning("Step %s attempt %s reported unbillable usage (%s).", step.pk, attempt.number, problem)
+        event_record(
+            run=run,
+            type=EventType.USAGE_REJECTED,
+            payload={
+                "agent": step.agent,
+                "step": step.sequence,
+                **_branch_of(step),
+                "attempt": attempt.number,
+                "model": prepared.request.model,
+                "reason": problem,
+                "reported": {field: _reported_count(getattr(usage, field)) for field in USAGE_FIELDS},
+                "billed": counts,
+                "cost_usd": usd(cost),
+            },
+        )
+    LedgerEntry.objects.create(**_ledger_fields(step=step, attempt=attempt, usage=billed, cost=cost))
     add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1, **run_deltas)
-    return cost
+    return billed, cost
+
+
+def _usage_problem(usage: Usage) -> str | None:
+    counts = {field: getattr(usage, field) for field in USAGE_FIELDS}
+    return usage_problem(counts, max_tokens=settings.PROVIDER_USAGE_MAX_TOKENS)
+
+
+def _reported_count(value: object) -> int | str:
+    """A reported count as the event can hold it: a whole number as is, anything else as a short repr."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:
+        return value
+    try:
+        return repr(value)[:40]
+    except ValueError:  # an int beyond Python's str-conversion digit limit
+        return f"<{type(value).__name__}>"
+
+
+def _storable(text: str) -> str:
+    """Text from a provider as the database can store it: NULs dropped, lone surrogates replaced."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _cost(*, attempt: StepAttempt, usage: Usage) -> Decimal | None:
@@ -568,7 +656,7 @@ def _ledger_fields(*, step: Step, attempt: StepAttempt, usage: Usage, cost: Deci
         ),
         price_source=attempt.prepared.price_source,
         cost_usd=cost,
-        request_id=usage.request_id[:200],
+        request_id=_storable(usage.request_id)[:200] if isinstance(usage.request_id, str) else "",
     )
 
 

@@ -9,7 +9,7 @@ from workflows.definition import DefinitionError, load_definition
 from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
 from workflows.providers import known_providers
-from workflows.services.prices import is_priced
+from workflows.services.prices import is_priced, table_prices
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
 
@@ -22,6 +22,8 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             is_priced=is_priced,
             known_providers=known_providers(),
             max_bytes=settings.DEFINITION_MAX_BYTES,
+            table_prices=table_prices,
+            may_lower_prices=team.may_override_prices,
         )
     except DefinitionError as exc:
         count = len(exc.problems)
