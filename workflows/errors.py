@@ -49,5 +49,9 @@ class IdempotencyKeyReused(ApplicationError):
     type = "idempotency_key_reused"
 
 
+class OutboundRefused(ValidationFailed):
+    """A URL or address the service may not connect to (workflows/outbound.py)."""
+
+
 def problems_as_details(problems) -> list[dict]:
     return [{"path": problem.path, "message": problem.message} for problem in problems]

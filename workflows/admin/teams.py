@@ -6,9 +6,10 @@ from django.db import models
 
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
 from workflows.admin.reports import budget_bar
-from workflows.errors import ValidationFailed
+from workflows.errors import OutboundRefused, ValidationFailed
 from workflows.models import ApiKey, BudgetChange, ProviderCredential, ThresholdCrossing, Team
-from workflows.services.credentials import credential_set
+from workflows.services.alerts import check_webhook_url
+from workflows.services.credentials import check_base_url, credential_set
 from workflows.services.teams import (
     TEAM_BUDGET_FIELDS,
     api_key_create,
@@ -34,6 +35,16 @@ class TeamAdminForm(forms.ModelForm):
             for field in self.changed_data
             if field in TEAM_BUDGET_FIELDS and field in self.cleaned_data
         }
+
+    def clean_webhook_url(self):
+        url = self.cleaned_data["webhook_url"]
+        if "webhook_url" not in self.changed_data:
+            return url  # checked when it was saved, and again at each delivery
+        try:
+            check_webhook_url(url=url)
+        except OutboundRefused as exc:
+            raise forms.ValidationError(exc.message) from None
+        return url
 
     def clean(self):
         # The service's own check, so a change it would refuse is a form error here, not a server error on save.
@@ -191,6 +202,15 @@ class ProviderCredentialForm(forms.ModelForm):
     class Meta:
         model = ProviderCredential
         fields = ["team", "provider", "base_url"]
+
+    def clean_base_url(self):
+        # Always: saving goes through credential_set, which checks it too.
+        url = self.cleaned_data["base_url"]
+        try:
+            check_base_url(url=url)
+        except OutboundRefused as exc:
+            raise forms.ValidationError(exc.message) from None
+        return url
 
     def clean(self):
         cleaned = super().clean()

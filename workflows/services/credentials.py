@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
+from workflows import outbound
 from workflows.errors import MissingCredentials
 from workflows.models import ProviderCredential, Team
 from workflows.providers import Credentials, ProviderError, get_provider
@@ -31,7 +32,9 @@ class CredentialsUnreadable(ProviderError):
 
 
 def credential_set(*, team: Team, provider: str, api_key: str, base_url: str = "") -> ProviderCredential:
-    """Store (or replace) the team's key for `provider`, encrypted."""
+    """Store (or replace) the team's key for `provider`, encrypted. A base URL must pass the
+    outbound check (OutboundRefused otherwise, before anything is saved)."""
+    check_base_url(url=base_url)
     credential, _ = ProviderCredential.objects.update_or_create(
         team=team,
         provider=provider,
@@ -42,6 +45,13 @@ def credential_set(*, team: Team, provider: str, api_key: str, base_url: str = "
         },
     )
     return credential
+
+
+def check_base_url(*, url: str) -> None:
+    """Refuse a provider base URL that is not http(s) or whose host resolves to an address outbound
+    requests may not reach; checked again whenever a call connects. Empty: the provider's own."""
+    if url:
+        outbound.check_url(url, path="base_url")
 
 
 def credentials_rotate() -> int:
