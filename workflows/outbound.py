@@ -90,9 +90,10 @@ def checked_addresses(*, host: str, port: int) -> list[str]:
             # The address itself goes to the operator's log only: told to a team, it would map the
             # internal network one name at a time.
             logger.warning("Outbound connection to %s:%s refused: it resolves to %s, %s.", host, port, address, reason)
+            what = f"The address {host} is" if _is_address(host) else f"The host {host} resolves to"
             raise OutboundRefused(
-                f"The host {host} resolves to {reason}, which outbound requests may not reach; an operator "
-                "can allow it with OUTBOUND_ALLOWED_HOSTS or OUTBOUND_ALLOWED_NETWORKS."
+                f"{what} {reason}, which outbound requests may not reach; an operator can allow it with "
+                "OUTBOUND_ALLOWED_HOSTS or OUTBOUND_ALLOWED_NETWORKS."
             )
     return addresses
 
@@ -112,8 +113,9 @@ def refusal(address: Address) -> str | None:
         ("a multicast address", lambda a: a.is_multicast),
         ("an unspecified address", lambda a: a.is_unspecified),
         ("a shared (CGNAT) address", lambda a: a in _SHARED_ADDRESS_SPACE),
-        ("a private address", lambda a: a.is_private),
-        ("a reserved address", lambda a: a.is_reserved or not a.is_global),
+        ("a reserved address", lambda a: a.is_reserved),
+        ("a private address", lambda a: a.is_private),  # IANA's special-purpose registry, RFC 1918 and ULA among them
+        ("not a public address", lambda a: not a.is_global),
     ):
         if test(address):
             return kind
@@ -134,6 +136,14 @@ def _embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _host_allowed(*, host: str, port: int) -> bool:

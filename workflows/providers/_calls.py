@@ -66,8 +66,8 @@ def status_error(
 
 
 def connection_error(*, provider: str, error: Exception, credentials: Credentials | None) -> ProviderError:
-    """The error for a call that got no answer: refused by the outbound check (definitive), or a
-    timeout or lost connection (worth another attempt)."""
+    """The error for a call that got no answer: refused by the outbound check (definitive; an SDK
+    may raise the refusal itself or wrap it), or a timeout or lost connection (worth another attempt)."""
     cause = error
     while cause is not None and not isinstance(cause, OutboundRefused):
         cause = cause.__cause__ or cause.__context__

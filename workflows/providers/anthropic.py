@@ -9,6 +9,7 @@ import anthropic
 from django.conf import settings
 
 from workflows.definition import json_schema
+from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
     checked_answer,
     connection_error,
@@ -57,7 +58,7 @@ class AnthropicProvider:
                 credentials=credentials,
                 usage=None,
             ) from None
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
+        except (anthropic.APITimeoutError, anthropic.APIConnectionError, OutboundRefused) as exc:
             raise connection_error(provider="Anthropic", error=exc, credentials=credentials) from None
         usage = _usage(counts, request_id=request_id)
         return CompletionResult(output=_answer(blocks, request, usage=usage), **vars(usage))

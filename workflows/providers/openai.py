@@ -9,6 +9,7 @@ import openai
 from django.conf import settings
 
 from workflows.definition import count_tokens, json_schema
+from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
     connection_error,
     missing_credentials,
@@ -53,7 +54,7 @@ class OpenAIProvider:
                 credentials=credentials,
                 usage=_usage_in_error(exc.response, request_id=exc.response.headers.get("x-request-id", "")),
             ) from None
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+        except (openai.APITimeoutError, openai.APIConnectionError, OutboundRefused) as exc:
             raise connection_error(provider="OpenAI", error=exc, credentials=credentials) from None
         output = structured_answer(text, request, usage=usage) if request.output_schema else text
         return CompletionResult(output=output, **vars(usage))
