@@ -3,10 +3,10 @@
 connects to a checked address, so a name that changes its answer after it was checked (DNS
 rebinding) cannot reach anything the check refuses. `check_url` is the same check at save time.
 
-Refused: loopback, private, link-local, shared (CGNAT), multicast, reserved and unspecified
-addresses, and cloud metadata endpoints, in IPv4 and IPv6 (IPv4 inside IPv6 included), unless the
-operator allows the host (OUTBOUND_ALLOWED_HOSTS) or the network (OUTBOUND_ALLOWED_NETWORKS).
-Redirects are never followed. See docs/operations.md#outbound-requests.
+Refused: loopback, private, link-local, shared (CGNAT), multicast, reserved, unspecified and any
+other non-global addresses, and cloud metadata endpoints, in IPv4 and IPv6 (IPv4 inside IPv6
+included: mapped, 6to4, Teredo, NAT64), unless the operator allows the host
+(OUTBOUND_ALLOWED_HOSTS) or the network (OUTBOUND_ALLOWED_NETWORKS). Redirects are never followed. See docs/operations.md#outbound-requests.
 """
 
 import ipaddress
@@ -104,9 +104,12 @@ def refusal(address: Address) -> str | None:
         return None
     if any(address in network for network in METADATA_NETWORKS):
         return "a cloud metadata address"
-    embedded = _embedded_ipv4(address)
-    if embedded is not None:
-        return refusal(embedded)
+    translated = _translated_ipv4(address)
+    if translated is not None:
+        return refusal(translated)
+    tunnelled = _tunnelled_ipv4(address)
+    if tunnelled is not None and refusal(tunnelled) is not None:
+        return refusal(tunnelled)
     for kind, test in (
         ("a loopback address", lambda a: a.is_loopback),
         ("a link-local address", lambda a: a.is_link_local),
@@ -115,26 +118,33 @@ def refusal(address: Address) -> str | None:
         ("a shared (CGNAT) address", lambda a: a in _SHARED_ADDRESS_SPACE),
         ("a reserved address", lambda a: a.is_reserved),
         ("a private address", lambda a: a.is_private),  # IANA's special-purpose registry, RFC 1918 and ULA among them
-        ("not a public address", lambda a: not a.is_global),
+        ("an address that is not public", lambda a: not a.is_global),
     ):
         if test(address):
             return kind
     return None
 
 
-def _embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo, NAT64), which is the one a
-    connection reaches."""
+def _translated_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a connection to an IPv4-mapped or NAT64 (DNS64) IPv6 address reaches: that
+    address alone decides."""
     if address.version != 6:
         return None
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _tunnelled_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a 6to4 or Teredo address carries; refused, it refuses the IPv6 address too."""
+    if address.version != 6:
+        return None
     if address.sixtofour is not None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
@@ -173,8 +183,8 @@ class CheckedTransport(httpx2.BaseTransport):
     certificate), so a second lookup that answers differently is never made."""
 
     def __init__(self):
-        # trust_env off: a proxy from the environment would resolve the name itself, after our check.
-        self._transport = httpx2.HTTPTransport(trust_env=False)
+        # The environment's CA bundle (SSL_CERT_FILE) still counts; its proxies never do (see http_client).
+        self._transport = httpx2.HTTPTransport()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         scheme = request.url.scheme
@@ -202,5 +212,7 @@ class CheckedTransport(httpx2.BaseTransport):
 
 
 def http_client(*, timeout: float) -> httpx2.Client:
-    """An HTTP client for one outbound call: checked addresses, no redirects, no proxy."""
+    """An HTTP client for one outbound call: checked addresses, no redirects. No proxy from the
+    environment (it would resolve the name itself, after the check) and no .netrc credentials (they
+    would go to whatever host a team names)."""
     return httpx2.Client(transport=CheckedTransport(), follow_redirects=False, trust_env=False, timeout=timeout)

@@ -201,8 +201,10 @@ def test_only_http_urls_to_hosts_that_resolve_are_saved(team, url, message):
     assert not ProviderCredential.objects.exists()
 
 
-def test_a_public_url_is_saved(team):
-    check_webhook_url(url="https://hooks.example.com/budget")
+@pytest.mark.parametrize("address", [PUBLIC, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"])
+def test_a_url_on_a_public_address_is_saved(team, resolver, address):
+    resolver.names["gateway.example"] = [address]
+    check_webhook_url(url="https://gateway.example/budget")
     credential = credential_set(team=team, provider="openai", api_key=SECRET_KEY_FOR_TESTS, base_url="https://gateway.example/v1")
     assert credential.base_url == "https://gateway.example/v1"
 
