@@ -12,6 +12,9 @@ included: mapped, 6to4, Teredo, NAT64), unless the operator allows the host
 import ipaddress
 import logging
 import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from urllib.parse import urlsplit
 
 import httpx2
@@ -40,6 +43,8 @@ METADATA_NETWORKS = tuple(
 )
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # CGNAT, RFC 6598
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are an IPv4 address
+# Answers looked up by `resolved_in_advance`, by (host, port): a list of addresses, or the OSError.
+_ANSWERS: ContextVar[dict[tuple[str, int], list[str] | OSError]] = ContextVar("outbound_answers", default={})
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -47,6 +52,28 @@ def resolve(host: str, port: int) -> list[str]:
     asks DNS (tests replace it to play a resolver)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+@contextmanager
+def resolved_in_advance(urls: Iterable[str]) -> Iterator[None]:
+    """Look up the hosts of `urls` now, and answer the checks made inside the block from these
+    answers: a check made inside a transaction (the admin's; on SQLite it holds the write lock) then
+    waits for no resolver."""
+    answers = {}
+    for url in urls:
+        try:
+            host, port = _host_and_port_of(url)
+        except OutboundRefused:
+            continue  # the check inside the block says why
+        try:
+            answers[(host, port)] = resolve(host, port)
+        except (OSError, UnicodeError) as exc:
+            answers[(host, port)] = OSError(str(exc))
+    token = _ANSWERS.set(answers)
+    try:
+        yield
+    finally:
+        _ANSWERS.reset(token)
 
 
 def check_url(url: str, *, path: str) -> None:
@@ -59,6 +86,11 @@ def check_url(url: str, *, path: str) -> None:
 
 
 def _check_url(url: str) -> None:
+    host, port = _host_and_port_of(url)
+    checked_addresses(host=host, port=port)
+
+
+def _host_and_port_of(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
@@ -69,7 +101,7 @@ def _check_url(url: str) -> None:
         raise OutboundRefused("The URL's port is not a number from 0 to 65535.") from None
     if not host:
         raise OutboundRefused("The URL has no host.")
-    checked_addresses(host=host, port=port or _DEFAULT_PORTS[scheme])
+    return host, port or _DEFAULT_PORTS[scheme]
 
 
 def checked_addresses(*, host: str, port: int) -> list[str]:
@@ -77,7 +109,9 @@ def checked_addresses(*, host: str, port: int) -> list[str]:
     One refused address refuses the host: which one a connection would use is not ours to choose."""
     host = host.strip("[]").lower()
     try:
-        addresses = resolve(host, port)
+        addresses = _ANSWERS.get().get((host, port)) or resolve(host, port)
+        if isinstance(addresses, OSError):
+            raise addresses
     except (OSError, UnicodeError):
         raise OutboundRefused(f"The host {host} could not be resolved.") from None
     if not addresses:

@@ -241,6 +241,31 @@ def test_the_admin_refuses_moving_a_stored_key_to_a_loopback_base_url(admin_clie
     assert credential.base_url == "https://gateway.example/v1"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_looks_a_url_up_before_its_transaction_not_inside_it(admin_client, team, resolver, monkeypatch):
+    """On SQLite the admin's transaction holds the database's write lock: a slow resolver must not hold it too."""
+    from django.db import connection
+
+    in_transaction = []
+
+    def watched(host, port):
+        in_transaction.append(connection.in_atomic_block)
+        return resolver(host, port)
+
+    monkeypatch.setattr("workflows.outbound.resolve", watched)
+    credential = credential_set(team=team, provider="openai", api_key=SECRET_KEY_FOR_TESTS, base_url="https://gateway.example/v1")
+    in_transaction.clear()
+
+    change = reverse("admin:workflows_providercredential_change", args=[credential.pk])
+    admin_client.post(change, {"team": team.pk, "provider": "openai", "api_key": "sk-new-0123456789abcdef", "base_url": "https://hooks.example.com/v1"})
+    response = admin_client.post(change_url(team), form_data(admin_client, team, webhook_url="http://metadata.example/latest"))
+
+    assert "could not be resolved" in response.context["adminform"].form.errors["webhook_url"][0]
+    credential.refresh_from_db()
+    assert credential.base_url == "https://hooks.example.com/v1"
+    assert in_transaction == [False, False]  # the base URL, then the webhook URL: each looked up once, outside
+
+
 # Connect time: the name was public when saved, and resolves elsewhere when the request is made.
 
 

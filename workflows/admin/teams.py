@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import models
 
+from workflows import outbound
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, format_usd
 from workflows.admin.reports import budget_bar
 from workflows.errors import OutboundRefused, ValidationFailed
@@ -105,6 +106,11 @@ class TeamAdmin(admin.ModelAdmin):
         ("Alerts", {"fields": ["alert_thresholds", "webhook_url", "webhook_secret"]}),
     ]
     change_reason_fieldset = ("Audit trail", {"fields": ["change_reason"]})
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The webhook URL's check looks its host up: before the admin's transaction, not inside it.
+        with outbound.resolved_in_advance([request.POST.get("webhook_url", "")]):
+            return super().changeform_view(request, object_id, form_url, extra_context)
 
     # A new team has no budgets to change yet: no reason to give and no trail to show.
     def get_fieldsets(self, request, obj=None):
@@ -227,6 +233,11 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
     search_fields = ["team__name"]
     readonly_fields = ["api_key_hint", "updated_at"]
     fields = ["team", "provider", "api_key", "api_key_hint", "base_url", "updated_at"]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The base URL's check looks its host up: before the admin's transaction, not inside it.
+        with outbound.resolved_in_advance([request.POST.get("base_url", "")]):
+            return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_readonly_fields(self, request, obj=None):
         # A key belongs to its team and provider: moved, it would be sent on another team's calls.
