@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import httpx2
@@ -250,3 +251,11 @@ def http_client(*, timeout: float) -> httpx2.Client:
     environment (it would resolve the name itself, after the check) and no .netrc credentials (they
     would go to whatever host a team names)."""
     return httpx2.Client(transport=CheckedTransport(), follow_redirects=False, trust_env=False, timeout=timeout)
+
+
+def status_phrase(status_code: int) -> str:
+    """The standard phrase of a status, never the server's own: a status line can carry any text."""
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Unknown Status"

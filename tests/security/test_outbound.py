@@ -76,21 +76,34 @@ class Receiver:
     """An HTTP endpoint on 127.0.0.1 that records what it is sent and answers `status` (with
     `location` for a redirect)."""
 
-    def __init__(self, *, status: int = 200, location: str = "", body: bytes = b"{}", content_type: str = "application/json"):
+    def __init__(
+        self,
+        *,
+        status: int = 200,
+        reason: str | None = None,
+        location: str = "",
+        body: bytes = b"{}",
+        content_type: str = "application/json",
+        endless: bool = False,
+    ):
         self.hits: list[str] = []
+        self.stop = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 receiver.hits.append(self.path)
-                self.send_response(status)
+                self.send_response(status, reason)
                 if location:
                     self.send_header("location", location)
                 self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(body)))
+                self.send_header("content-length", str(10**12 if endless else len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                if endless:  # a trickle that never ends, until the test is over
+                    while not receiver.stop.wait(0.05):
+                        self.wfile.write(b" ")
 
             def log_message(self, *args):
                 pass
@@ -101,6 +114,7 @@ class Receiver:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
+        self.stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -373,6 +387,20 @@ def test_a_provider_redirect_is_not_followed_and_its_target_is_not_shown(
     assert_invariants(run)
 
 
+def test_a_webhook_answer_is_never_read_so_an_endless_body_cannot_hold_the_worker(team, receivers, nothing_allowed):
+    nothing_allowed.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    receiver = receivers(endless=True)
+    team.webhook_url = f"http://127.0.0.1:{receiver.port}/budget"
+    team.save(update_fields=["webhook_url"])
+    delivery = delivery_for(team)
+
+    assert webhook_attempt(delivery_id=delivery.pk) is True
+
+    [attempt] = delivery.attempt_log.all()
+    assert (attempt.status_code, attempt.error) == (200, "")
+    assert attempt.duration_ms < 2000
+
+
 # The allowlist.
 
 
@@ -428,6 +456,17 @@ def test_a_body_that_is_not_the_providers_json_error_is_not_shown(team, wire, pr
 
     assert run.status == "failed"
     assert run.error["message"] == "OpenAI answered 403: Forbidden"
+
+
+def test_the_servers_own_status_line_is_not_shown(team, priced, receivers, nothing_allowed):
+    nothing_allowed.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    gateway = receivers(status=502, reason="upstream 10.20.30.40:8443 (billing-db.internal) down", body=b"<html>oops</html>")
+    credential_set(team=team, provider="anthropic", api_key=SECRET_KEY_FOR_TESTS, base_url=f"http://127.0.0.1:{gateway.port}")
+    nothing_allowed.PROVIDER_MAX_RETRIES = 0
+    run = drive(start_with_saved_credentials(team, provider="anthropic", model="claude-wire-test"))
+
+    assert run.status == "failed"
+    assert run.error["message"] == "The provider failed 1 times in a row; the last error: Anthropic answered 502: Bad Gateway"
 
 
 def test_the_providers_own_error_message_is_shown_short_and_on_one_line(team, wire, priced, nothing_allowed):

@@ -55,7 +55,7 @@ def status_error(
     elif isinstance(message, str) and message.strip():
         shown = _CONTROL_CHARACTERS.sub(" ", message).strip()[:MAX_PROVIDER_MESSAGE_LENGTH]
     else:
-        shown = response.reason_phrase or "no message"
+        shown = outbound.status_phrase(status_code)
     return ProviderError(
         redact(f"{provider} answered {status_code}: {shown}", credentials),
         retryable=is_retryable_status(status_code),

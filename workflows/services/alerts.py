@@ -121,13 +121,16 @@ def webhook_attempt(*, delivery_id: int) -> bool:
     status_code, error, refused = None, "", False
     started = time.monotonic()
     try:
-        with outbound.http_client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as client:
-            response = client.post(delivery.url, content=body, headers=headers)
-        status_code = response.status_code
-        if response.is_redirect:
-            error = f"HTTP {status_code} {response.reason_phrase}: redirects are not followed"
-        elif not response.is_success:
-            error = f"HTTP {status_code} {response.reason_phrase}"
+        with (
+            outbound.http_client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as client,
+            # Streamed and never read: only the status counts, and an endless body must not hold the worker.
+            client.stream("POST", delivery.url, content=body, headers=headers) as response,
+        ):
+            status_code = response.status_code
+        if 300 <= status_code < 400:
+            error = f"HTTP {status_code} {outbound.status_phrase(status_code)}: redirects are not followed"
+        elif not 200 <= status_code < 300:
+            error = f"HTTP {status_code} {outbound.status_phrase(status_code)}"
     except OutboundRefused as exc:
         # The address will not become allowed by trying again: the delivery fails now.
         error, refused = f"Refused: {exc.message}", True
