@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx2
 from django.conf import settings
 
-from workflows.errors import OutboundRefused
+from workflows.errors import OutboundRefused, OutboundUnresolved
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def check_url(url: str, *, path: str) -> None:
     try:
         _check_url(url)
     except OutboundRefused as exc:
-        raise OutboundRefused(exc.message, details=[{"path": path, "message": exc.message}]) from None
+        raise type(exc)(exc.message, details=[{"path": path, "message": exc.message}]) from None
 
 
 def _check_url(url: str) -> None:
@@ -114,9 +114,9 @@ def checked_addresses(*, host: str, port: int) -> list[str]:
         if isinstance(addresses, OSError):
             raise addresses
     except (OSError, UnicodeError):
-        raise OutboundRefused(f"The host {host} could not be resolved.") from None
+        raise OutboundUnresolved(f"The host {host} could not be resolved.") from None
     if not addresses:
-        raise OutboundRefused(f"The host {host} could not be resolved.")
+        raise OutboundUnresolved(f"The host {host} could not be resolved.")
     if _host_allowed(host=host, port=port):
         return addresses
     for address in addresses:

@@ -324,6 +324,31 @@ def test_a_webhook_that_resolves_to_loopback_after_saving_fails_its_delivery_at_
     assert receiver.hits == []
 
 
+def test_a_name_that_stops_resolving_is_tried_again_not_refused(team, wire, priced, resolver, receivers, nothing_allowed):
+    """No answer from DNS may be a passing failure: the webhook try and the provider call are retried."""
+    nothing_allowed.PROVIDER_MAX_RETRIES = 1
+    resolver.names["flaky.example"] = [PUBLIC]
+    credential_set(team=team, provider="openai", api_key=SECRET_KEY_FOR_TESTS, base_url="https://flaky.example/v1")
+    team.webhook_url = "https://flaky.example/budget"
+    team.save(update_fields=["webhook_url"])
+    delivery = delivery_for(team)
+    del resolver.names["flaky.example"]
+
+    assert webhook_attempt(delivery_id=delivery.pk) is False  # pending: tried again later
+    [attempt] = delivery.attempt_log.all()
+    assert attempt.error == "The host flaky.example could not be resolved."
+
+    run = drive(start_with_saved_credentials(team))
+    assert run.events.filter(type=EventType.PROVIDER_RETRY).count() == 1
+    assert run.status == "failed"
+    assert run.error["message"] == (
+        "The provider failed 2 times in a row; the last error: OpenAI could not be reached: "
+        "The host flaky.example could not be resolved."
+    )
+    assert run.ledger_entries.count() == 0 and run.reserved_usd == 0
+    assert_invariants(run)
+
+
 def test_the_request_goes_to_the_address_that_was_checked(team, receivers, monkeypatch, nothing_allowed):
     """Resolved once per request: a resolver that would answer differently the second time is not asked again."""
     receiver = receivers()

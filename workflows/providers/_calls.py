@@ -9,7 +9,7 @@ from django.conf import settings
 
 from workflows import outbound
 from workflows.definition import output_problems
-from workflows.errors import OutboundRefused
+from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.providers.base import CompletionRequest, Credentials, ProviderError, Usage
 
 # Worth another attempt: a timeout, a conflict, a rate limit, or the server's own failure.
@@ -71,6 +71,8 @@ def connection_error(*, provider: str, error: Exception, credentials: Credential
     cause = error
     while cause is not None and not isinstance(cause, OutboundRefused):
         cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OutboundUnresolved):
+        return ProviderError(f"{provider} could not be reached: {cause.message}", retryable=True)
     if cause is not None:
         return ProviderError(f"{provider} was not called: {cause.message}")
     return ProviderError(redact(f"{provider} could not be reached: {error}", credentials), retryable=True)

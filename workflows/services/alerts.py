@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from workflows import outbound
-from workflows.errors import OutboundRefused
+from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.models import (
     BudgetScope,
     DeliveryStatus,
@@ -131,6 +131,8 @@ def webhook_attempt(*, delivery_id: int) -> bool:
             error = f"HTTP {status_code} {outbound.status_phrase(status_code)}: redirects are not followed"
         elif not 200 <= status_code < 300:
             error = f"HTTP {status_code} {outbound.status_phrase(status_code)}"
+    except OutboundUnresolved as exc:
+        error = exc.message  # DNS may answer next time: tried again like any failure
     except OutboundRefused as exc:
         # The address will not become allowed by trying again: the delivery fails now.
         error, refused = f"Refused: {exc.message}", True
