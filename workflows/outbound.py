@@ -6,7 +6,8 @@ rebinding) cannot reach anything the check refuses. `check_url` is the same chec
 Refused: loopback, private, link-local, shared (CGNAT), multicast, reserved, unspecified and any
 other non-global addresses, and cloud metadata endpoints, in IPv4 and IPv6 (IPv4 inside IPv6
 included: mapped, 6to4, Teredo, NAT64), unless the operator allows the host
-(OUTBOUND_ALLOWED_HOSTS) or the network (OUTBOUND_ALLOWED_NETWORKS). Redirects are never followed. See docs/operations.md#outbound-requests.
+(OUTBOUND_ALLOWED_HOSTS) or the network (OUTBOUND_ALLOWED_NETWORKS). Redirects are never followed.
+See docs/operations.md#outbound-requests.
 """
 
 import ipaddress
@@ -45,7 +46,7 @@ METADATA_NETWORKS = tuple(
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # CGNAT, RFC 6598
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are an IPv4 address
 # Answers looked up by `resolved_in_advance`, by (host, port): a list of addresses, or the OSError.
-_ANSWERS: ContextVar[dict[tuple[str, int], list[str] | OSError]] = ContextVar("outbound_answers", default={})
+_ANSWERS: ContextVar[dict[tuple[str, int], list[str] | OSError] | None] = ContextVar("outbound_answers", default=None)
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -81,14 +82,10 @@ def check_url(url: str, *, path: str) -> None:
     """Raise OutboundRefused (naming the input at `path`) unless `url` is http(s) and its host
     resolves only to allowed addresses."""
     try:
-        _check_url(url)
+        host, port = _host_and_port_of(url)
+        checked_addresses(host=host, port=port)
     except OutboundRefused as exc:
         raise type(exc)(exc.message, details=[{"path": path, "message": exc.message}]) from None
-
-
-def _check_url(url: str) -> None:
-    host, port = _host_and_port_of(url)
-    checked_addresses(host=host, port=port)
 
 
 def _host_and_port_of(url: str) -> tuple[str, int]:
@@ -110,7 +107,7 @@ def checked_addresses(*, host: str, port: int) -> list[str]:
     One refused address refuses the host: which one a connection would use is not ours to choose."""
     host = host.strip("[]").lower()
     try:
-        addresses = _ANSWERS.get().get((host, port)) or resolve(host, port)
+        addresses = (_ANSWERS.get() or {}).get((host, port)) or resolve(host, port)
         if isinstance(addresses, OSError):
             raise addresses
     except (OSError, UnicodeError):
@@ -193,13 +190,13 @@ def _is_address(host: str) -> bool:
 
 def _host_allowed(*, host: str, port: int) -> bool:
     for entry in settings.OUTBOUND_ALLOWED_HOSTS:
-        allowed_host, allowed_port = _host_and_port(entry)
+        allowed_host, allowed_port = _allowed_host_entry(entry)
         if allowed_host == host and allowed_port in (None, port):
             return True
     return False
 
 
-def _host_and_port(entry: str) -> tuple[str, int | None]:
+def _allowed_host_entry(entry: str) -> tuple[str, int | None]:
     """An OUTBOUND_ALLOWED_HOSTS entry: "host", "host:port", "[::1]:port" or "::1"."""
     entry = entry.strip().lower()
     head, _, tail = entry.rpartition(":")

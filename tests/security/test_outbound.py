@@ -20,6 +20,7 @@ from tests.factories import workflow_version
 from tests.invariants import assert_invariants
 from tests.providers.conftest import SECRET_KEY_FOR_TESTS, definition, drive, start
 from tests.providers.wire import Answer, WireServer, openai_completion, openai_error, openai_usage
+from tests.resolver import PUBLIC_ADDRESS
 from workflows.errors import OutboundRefused
 from workflows.models import DeliveryStatus, EventType, Price, ProviderCredential, Run, Team, WebhookDelivery
 from workflows.services.alerts import alert_send, check_webhook_url, webhook_attempt
@@ -31,7 +32,6 @@ from workflows.services.workflows import workflow_create
 pytestmark = pytest.mark.django_db
 
 ANSWER = json.dumps({"summary": "Budgets hold.", "score": 7})
-PUBLIC = "93.184.215.14"
 
 # One address of each kind the check refuses, and how its refusal names it.
 REFUSED_ADDRESSES = [
@@ -188,7 +188,7 @@ def test_a_webhook_url_on_a_refused_address_is_refused(resolver, address, kind):
 
 
 def test_one_refused_address_among_public_ones_refuses_the_host(team, resolver):
-    resolver.names["mixed.example"] = [PUBLIC, "10.0.0.7"]
+    resolver.names["mixed.example"] = [PUBLIC_ADDRESS, "10.0.0.7"]
     with pytest.raises(OutboundRefused, match="a private address"):
         credential_set(team=team, provider="openai", api_key=SECRET_KEY_FOR_TESTS, base_url="https://mixed.example/v1")
     assert not ProviderCredential.objects.exists()
@@ -204,7 +204,7 @@ def test_one_refused_address_among_public_ones_refuses_the_host(team, resolver):
         ("hooks.example.com/budget", "must start with http:// or https://"),
         ("http:///budget", "has no host"),
         ("http://hooks.example.com:99999/budget", "port is not a number"),
-        ("https://unknown.example/budget", "could not be resolved"),
+        ("https://unknown.invalid/budget", "could not be resolved"),
     ],
 )
 def test_only_http_urls_to_hosts_that_resolve_are_saved(team, url, message):
@@ -215,7 +215,7 @@ def test_only_http_urls_to_hosts_that_resolve_are_saved(team, url, message):
     assert not ProviderCredential.objects.exists()
 
 
-@pytest.mark.parametrize("address", [PUBLIC, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"])
+@pytest.mark.parametrize("address", [PUBLIC_ADDRESS, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"])
 def test_a_url_on_a_public_address_is_saved(team, resolver, address):
     resolver.names["gateway.example"] = [address]
     check_webhook_url(url="https://gateway.example/budget")
@@ -272,7 +272,7 @@ def test_the_admin_looks_a_url_up_before_its_transaction_not_inside_it(admin_cli
 
     change = reverse("admin:workflows_providercredential_change", args=[credential.pk])
     admin_client.post(change, {"team": team.pk, "provider": "openai", "api_key": "sk-new-0123456789abcdef", "base_url": "https://hooks.example.com/v1"})
-    response = admin_client.post(change_url(team), form_data(admin_client, team, webhook_url="http://metadata.example/latest"))
+    response = admin_client.post(change_url(team), form_data(admin_client, team, webhook_url="http://metadata.invalid/latest"))
 
     assert "could not be resolved" in response.context["adminform"].form.errors["webhook_url"][0]
     credential.refresh_from_db()
@@ -285,7 +285,7 @@ def test_the_admin_looks_a_url_up_before_its_transaction_not_inside_it(admin_cli
 
 @pytest.mark.parametrize(("provider", "model", "path", "name"), [("openai", "gpt-4o", "/v1", "OpenAI"), ("anthropic", "claude-wire-test", "", "Anthropic")])
 def test_a_base_url_that_resolves_to_loopback_after_saving_is_never_called(team, wire, priced, resolver, provider, model, path, name):
-    resolver.names["rebind.example"] = [PUBLIC]
+    resolver.names["rebind.example"] = [PUBLIC_ADDRESS]
     port = wire.url.rsplit(":", 1)[1]
     credential_set(team=team, provider=provider, api_key=SECRET_KEY_FOR_TESTS, base_url=f"http://rebind.example:{port}{path}")
     resolver.names["rebind.example"] = ["127.0.0.1"]  # where the stand-in provider listens
@@ -307,12 +307,12 @@ def test_a_base_url_that_resolves_to_loopback_after_saving_is_never_called(team,
 
 def test_a_webhook_that_resolves_to_loopback_after_saving_fails_its_delivery_at_once(team, resolver, receivers):
     receiver = receivers()
-    resolver.names["hook.example"] = [PUBLIC]
+    resolver.names["hook.example"] = [PUBLIC_ADDRESS]
     check_webhook_url(url=f"http://hook.example:{receiver.port}/budget")
     team.webhook_url = f"http://hook.example:{receiver.port}/budget"
     team.save(update_fields=["webhook_url"])
     delivery = delivery_for(team)
-    resolver.names["hook.example"] = [PUBLIC, "127.0.0.1"]
+    resolver.names["hook.example"] = [PUBLIC_ADDRESS, "127.0.0.1"]
 
     assert webhook_attempt(delivery_id=delivery.pk) is True  # finished: not tried again
 
@@ -327,23 +327,23 @@ def test_a_webhook_that_resolves_to_loopback_after_saving_fails_its_delivery_at_
 def test_a_name_that_stops_resolving_is_tried_again_not_refused(team, wire, priced, resolver, receivers, nothing_allowed):
     """No answer from DNS may be a passing failure: the webhook try and the provider call are retried."""
     nothing_allowed.PROVIDER_MAX_RETRIES = 1
-    resolver.names["flaky.example"] = [PUBLIC]
-    credential_set(team=team, provider="openai", api_key=SECRET_KEY_FOR_TESTS, base_url="https://flaky.example/v1")
-    team.webhook_url = "https://flaky.example/budget"
+    resolver.names["flaky.test"] = [PUBLIC_ADDRESS]
+    credential_set(team=team, provider="openai", api_key=SECRET_KEY_FOR_TESTS, base_url="https://flaky.test/v1")
+    team.webhook_url = "https://flaky.test/budget"
     team.save(update_fields=["webhook_url"])
     delivery = delivery_for(team)
-    del resolver.names["flaky.example"]
+    del resolver.names["flaky.test"]
 
     assert webhook_attempt(delivery_id=delivery.pk) is False  # pending: tried again later
     [attempt] = delivery.attempt_log.all()
-    assert attempt.error == "The host flaky.example could not be resolved."
+    assert attempt.error == "The host flaky.test could not be resolved."
 
     run = drive(start_with_saved_credentials(team))
     assert run.events.filter(type=EventType.PROVIDER_RETRY).count() == 1
     assert run.status == "failed"
     assert run.error["message"] == (
         "The provider failed 2 times in a row; the last error: OpenAI could not be reached: "
-        "The host flaky.example could not be resolved."
+        "The host flaky.test could not be resolved."
     )
     assert run.ledger_entries.count() == 0 and run.reserved_usd == 0
     assert_invariants(run)
