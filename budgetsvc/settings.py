@@ -5,6 +5,7 @@ transport under ``var/``, and a secret key and credentials key generated for the
 there. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis.
 """
 
+import ipaddress
 import secrets
 from pathlib import Path
 
@@ -268,6 +269,15 @@ OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
 ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY", default="")
 ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL", default="")
+# Outbound requests (webhooks, provider calls, the base URLs above included) never reach loopback,
+# private, link-local, CGNAT, multicast, reserved or cloud metadata addresses, except these hosts
+# ("host" or "host:port") and networks (CIDRs), comma-separated (docs/operations.md#outbound-requests).
+OUTBOUND_ALLOWED_HOSTS = env.list("OUTBOUND_ALLOWED_HOSTS", default=[])
+OUTBOUND_ALLOWED_NETWORKS = env.list("OUTBOUND_ALLOWED_NETWORKS", default=[])
+try:
+    [ipaddress.ip_network(network, strict=False) for network in OUTBOUND_ALLOWED_NETWORKS]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"OUTBOUND_ALLOWED_NETWORKS must list networks such as 10.0.0.0/8: {exc}") from None
 PRICES_FILE = Path(env("PRICES_FILE", default=str(BASE_DIR / "workflows" / "data" / "prices.json")))
 
 LOGGING = {

@@ -4,8 +4,17 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.factories import TeamFactory
+from tests.resolver import Resolver
 from workflows.models import Run
 from workflows.services.teams import api_key_create
+
+
+@pytest.fixture(autouse=True)
+def resolver(monkeypatch) -> Resolver:
+    """DNS for the service's outbound checks, answered by the test (see tests/resolver.py)."""
+    fake = Resolver()
+    monkeypatch.setattr("workflows.outbound.resolve", fake)
+    return fake
 
 
 @pytest.fixture

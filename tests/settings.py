@@ -27,6 +27,10 @@ PROVIDER_RETRY_MAX_SECONDS = 0.2
 # Tests give providers their credentials themselves; none leak in from the machine's environment.
 OPENAI_API_KEY = OPENAI_BASE_URL = ANTHROPIC_API_KEY = ANTHROPIC_BASE_URL = ""
 CREDENTIALS_ENCRYPTION_KEYS = []
+# The tests' stand-in providers and webhook receivers listen on 127.0.0.1, which outbound requests
+# may not reach unless allowed; tests/security/test_outbound.py takes this away to test the refusal.
+OUTBOUND_ALLOWED_HOSTS = []
+OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the worker in the tests reads and writes the same database.

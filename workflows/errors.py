@@ -49,5 +49,13 @@ class IdempotencyKeyReused(ApplicationError):
     type = "idempotency_key_reused"
 
 
+class OutboundRefused(ValidationFailed):
+    """A URL or address the service may not connect to (workflows/outbound.py)."""
+
+
+class OutboundUnresolved(OutboundRefused):
+    """A host with no address: refused when a URL is saved, tried again later when a request is made."""
+
+
 def problems_as_details(problems) -> list[dict]:
     return [{"path": problem.path, "message": problem.message} for problem in problems]

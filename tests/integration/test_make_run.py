@@ -89,6 +89,8 @@ def make_run(transactional_db, tmp_path, openai_server):
         "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
         "OPENAI_API_KEY": "sk-test-make-run-0123456789",
         "OPENAI_BASE_URL": f"{openai_server.url}/v1",
+        # The stand-in listens on loopback, which the operator allows as one would a local model server.
+        "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.1/32",
     }
     log = (tmp_path / "make-run.log").open("w")
     process = subprocess.Popen(

@@ -75,4 +75,4 @@ def test_an_endpoint_that_does_not_speak_http_is_a_failed_attempt_to_retry(hooke
     assert webhook_attempt(delivery_id=delivery.pk) is False
     [attempt] = delivery.attempt_log.all()
     assert attempt.status_code is None
-    assert "BadStatusLine" in attempt.error
+    assert "RemoteProtocolError: illegal status line" in attempt.error

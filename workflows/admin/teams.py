@@ -4,12 +4,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import models
 
+from workflows import outbound
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd
 from workflows.admin.reports import budget_bar
-from workflows.errors import ValidationFailed
+from workflows.errors import OutboundRefused, ValidationFailed
 from workflows.models import ApiKey, BudgetChange, ProviderCredential, ThresholdCrossing, Team
-from workflows.services.alerts import webhook_secret_rotate
-from workflows.services.credentials import check_credential_update, credential_set, credential_update, key_hint
+from workflows.services.alerts import check_webhook_url, webhook_secret_rotate
+from workflows.services.credentials import (
+    check_base_url,
+    check_credential_update,
+    credential_set,
+    credential_update,
+    key_hint,
+)
 from workflows.services.teams import (
     TEAM_BUDGET_FIELDS,
     api_key_create,
@@ -39,6 +46,16 @@ class TeamAdminForm(forms.ModelForm):
             for field in self.changed_data
             if field in TEAM_BUDGET_FIELDS and field in self.cleaned_data
         }
+
+    def clean_webhook_url(self):
+        url = self.cleaned_data["webhook_url"]
+        if "webhook_url" not in self.changed_data:
+            return url  # checked when it was saved, and again at each delivery
+        try:
+            check_webhook_url(url=url)
+        except OutboundRefused as exc:
+            raise forms.ValidationError(exc.message) from None
+        return url
 
     def clean(self):
         # The service's own check, so a change it would refuse is a form error here, not a server error on save.
@@ -118,6 +135,11 @@ class TeamAdmin(TeamScopedAdmin):
         ),
     ]
     change_reason_fieldset = ("Audit trail", {"fields": ["change_reason"]})
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The webhook URL's check looks its host up: before the admin's transaction, not inside it.
+        with outbound.resolved_in_advance([request.POST.get("webhook_url", "")]):
+            return super().changeform_view(request, object_id, form_url, extra_context)
 
     # A new team has no budgets to change yet: no reason to give and no trail to show.
     def get_fieldsets(self, request, obj=None):
@@ -233,6 +255,15 @@ class ProviderCredentialForm(forms.ModelForm):
         model = ProviderCredential
         fields = ["team", "provider", "base_url"]
 
+    def clean_base_url(self):
+        # Always: saving goes through credential_set, which checks it too.
+        url = self.cleaned_data["base_url"]
+        try:
+            check_base_url(url=url)
+        except OutboundRefused as exc:
+            raise forms.ValidationError(exc.message) from None
+        return url
+
     def clean(self):
         cleaned = super().clean()
         if self.instance.pk is None:
@@ -257,6 +288,11 @@ class ProviderCredentialAdmin(TeamScopedAdmin):
     search_fields = ["team__name"]
     readonly_fields = ["api_key_hint", "updated_at"]
     fields = ["team", "provider", "api_key", "api_key_hint", "base_url", "updated_at"]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The base URL's check looks its host up: before the admin's transaction, not inside it.
+        with outbound.resolved_in_advance([request.POST.get("base_url", "")]):
+            return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_readonly_fields(self, request, obj=None):
         # A key belongs to its provider too (its team is fixed by the base class).

@@ -7,7 +7,9 @@ from typing import Any
 
 from django.conf import settings
 
+from workflows import outbound
 from workflows.definition import output_problems
+from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.providers.base import CompletionRequest, Credentials, ProviderError, Usage
 
 # Worth another attempt: a timeout, a conflict, a rate limit, or the server's own failure.
@@ -16,6 +18,9 @@ RETRYABLE_STATUS_CODES = frozenset({408, 409, 429})
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|key-[A-Za-z0-9_\-]{6,})")
 REDACTED = "[redacted]"
 MAX_MESSAGE_LENGTH = 500
+# How much of the provider's own error message a team is shown.
+MAX_PROVIDER_MESSAGE_LENGTH = 300
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def is_count(value: object) -> bool:
@@ -52,15 +57,37 @@ def retry_after_seconds(headers) -> float | None:
 
 
 def status_error(
-    *, provider: str, status_code: int, message: str, headers, credentials: Credentials | None, usage: Usage | None
+    *, provider: str, response, message: Any, credentials: Credentials | None, usage: Usage | None
 ) -> ProviderError:
+    """The error for a provider's answer that is not a success. `message` is the one its JSON error
+    body gave, if any: any other body (a proxy's page, a redirect's target) is not shown to the team."""
+    status_code = response.status_code
+    if 300 <= status_code < 400:
+        shown = "a redirect, which is not followed; set the base URL to the address it points to"
+    elif isinstance(message, str) and message.strip():
+        shown = _CONTROL_CHARACTERS.sub(" ", message).strip()[:MAX_PROVIDER_MESSAGE_LENGTH]
+    else:
+        shown = outbound.status_phrase(status_code)
     return ProviderError(
-        redact(f"{provider} answered {status_code}: {message}", credentials),
+        redact(f"{provider} answered {status_code}: {shown}", credentials),
         retryable=is_retryable_status(status_code),
         usage=usage,
-        retry_after_seconds=retry_after_seconds(headers),
+        retry_after_seconds=retry_after_seconds(response.headers),
         status_code=status_code,
     )
+
+
+def connection_error(*, provider: str, error: Exception, credentials: Credentials | None) -> ProviderError:
+    """The error for a call that got no answer: refused by the outbound check (definitive; an SDK
+    may raise the refusal itself or wrap it), or a timeout or lost connection (worth another attempt)."""
+    cause = error
+    while cause is not None and not isinstance(cause, OutboundRefused):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OutboundUnresolved):
+        return ProviderError(f"{provider} could not be reached: {cause.message}", retryable=True)
+    if cause is not None:
+        return ProviderError(f"{provider} was not called: {cause.message}")
+    return ProviderError(redact(f"{provider} could not be reached: {error}", credentials), retryable=True)
 
 
 def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str):
@@ -73,6 +100,8 @@ def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str):
         # Off: every attempt is the step's to count, gate and charge (services/steps.py retries).
         max_retries=0,
         timeout=settings.PROVIDER_TIMEOUT_SECONDS,
+        # Every connection checked where it goes (workflows/outbound.py), redirects not followed.
+        http_client=outbound.http_client(timeout=settings.PROVIDER_TIMEOUT_SECONDS),
     )
 
 

@@ -9,7 +9,16 @@ import anthropic
 from django.conf import settings
 
 from workflows.definition import json_schema
-from workflows.providers._calls import checked_answer, is_count, missing_credentials, redact, sdk_client, status_error
+from workflows.errors import OutboundRefused
+from workflows.providers._calls import (
+    checked_answer,
+    connection_error,
+    is_count,
+    missing_credentials,
+    redact,
+    sdk_client,
+    status_error,
+)
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
 
 OUTPUT_TOOL = "output"
@@ -46,14 +55,13 @@ class AnthropicProvider:
         except anthropic.APIStatusError as exc:
             raise status_error(
                 provider="Anthropic",
-                status_code=exc.status_code,
+                response=exc.response,
                 message=_error_message(exc),
-                headers=exc.response.headers,
                 credentials=credentials,
                 usage=None,
             ) from None
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
-            raise ProviderError(redact(f"Anthropic could not be reached: {exc}", credentials), retryable=True) from None
+        except (anthropic.APITimeoutError, anthropic.APIConnectionError, OutboundRefused) as exc:
+            raise connection_error(provider="Anthropic", error=exc, credentials=credentials) from None
         usage = _usage(counts, request_id=request_id)
         return CompletionResult(output=_answer(blocks, request, usage=usage), **vars(usage))
 
@@ -206,8 +214,7 @@ def _answer(blocks: list[dict], request: CompletionRequest, *, usage: Usage) -> 
     return checked_answer(answer, request, usage=usage)
 
 
-def _error_message(exc: anthropic.APIStatusError) -> str:
+def _error_message(exc: anthropic.APIStatusError) -> str | None:
+    """The message of an Anthropic-shaped JSON error body; None for any other body."""
     body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message", exc.message))
-    return exc.message
+    return body["error"].get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None

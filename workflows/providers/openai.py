@@ -9,7 +9,9 @@ import openai
 from django.conf import settings
 
 from workflows.definition import count_tokens, json_schema
+from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
+    connection_error,
     missing_credentials,
     redact,
     sdk_client,
@@ -48,14 +50,13 @@ class OpenAIProvider:
         except openai.APIStatusError as exc:
             raise status_error(
                 provider="OpenAI",
-                status_code=exc.status_code,
+                response=exc.response,
                 message=_error_message(exc),
-                headers=exc.response.headers,
                 credentials=credentials,
                 usage=_usage_in_error(exc.response, request_id=exc.response.headers.get("x-request-id", "")),
             ) from None
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise ProviderError(redact(f"OpenAI could not be reached: {exc}", credentials), retryable=True) from None
+        except (openai.APITimeoutError, openai.APIConnectionError, OutboundRefused) as exc:
+            raise connection_error(provider="OpenAI", error=exc, credentials=credentials) from None
         output = structured_answer(text, request, usage=usage) if request.output_schema else text
         return CompletionResult(output=output, **vars(usage))
 
@@ -163,8 +164,7 @@ def _usage_in_error(response, *, request_id: str) -> Usage | None:
     )
 
 
-def _error_message(exc: openai.APIStatusError) -> str:
+def _error_message(exc: openai.APIStatusError) -> str | None:
+    """The message of an OpenAI-shaped JSON error body; None for any other body."""
     body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    return exc.message
+    return body.get("message") if isinstance(body, dict) else None

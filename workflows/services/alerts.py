@@ -4,8 +4,6 @@ import hashlib
 import hmac
 import json
 import time
-import urllib.error
-import urllib.request
 from decimal import Decimal
 from functools import partial
 
@@ -13,6 +11,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from workflows import outbound
+from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.models import (
     BudgetChange,
     BudgetScope,
@@ -74,6 +74,13 @@ def _cross_thresholds(
         alert_send(team=team, event=event_record(run=run, type=EventType.BUDGET_THRESHOLD_CROSSED, payload=payload))
 
 
+def check_webhook_url(*, url: str) -> None:
+    """Refuse a webhook URL that is not http(s) or whose host resolves to an address outbound
+    requests may not reach; checked again whenever a delivery connects."""
+    if url:
+        outbound.check_url(url, path="webhook_url")
+
+
 def alert_send(*, team: Team, event: Event) -> WebhookDelivery | None:
     """Queue the event for the team's webhook, if it has one; delivery runs on a worker after commit."""
     if not team.webhook_url:
@@ -130,27 +137,33 @@ def webhook_attempt(*, delivery_id: int) -> bool:
     if delivery.status != DeliveryStatus.PENDING:
         return True
     body = delivery.body.encode()
-    request = urllib.request.Request(
-        delivery.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "budgetsvc-webhooks",
-            "X-Budgetsvc-Event": delivery.event.type,
-            "X-Budgetsvc-Delivery": str(delivery.pk),
-            SIGNATURE_HEADER: webhook_signature(secret=delivery.team.webhook_secret, body=body),
-        },
-    )
-    status_code, error = None, ""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "budgetsvc-webhooks",
+        "X-Budgetsvc-Event": delivery.event.type,
+        "X-Budgetsvc-Delivery": str(delivery.pk),
+        SIGNATURE_HEADER: webhook_signature(secret=delivery.team.webhook_secret, body=body),
+    }
+    status_code, error, refused = None, "", False
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
-            status_code = response.status
-    except urllib.error.HTTPError as exc:
-        status_code, error = exc.code, f"HTTP {exc.code} {exc.reason}"
+        with (
+            outbound.http_client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as client,
+            # Streamed and never read: only the status counts, and an endless body must not hold the worker.
+            client.stream("POST", delivery.url, content=body, headers=headers) as response,
+        ):
+            status_code = response.status_code
+        if 300 <= status_code < 400:
+            error = f"HTTP {status_code} {outbound.status_phrase(status_code)}: redirects are not followed"
+        elif not 200 <= status_code < 300:
+            error = f"HTTP {status_code} {outbound.status_phrase(status_code)}"
+    except OutboundUnresolved as exc:
+        error = exc.message  # DNS may answer next time: tried again like any failure
+    except OutboundRefused as exc:
+        # The address will not become allowed by trying again: the delivery fails now.
+        error, refused = f"Refused: {exc.message}", True
     except Exception as exc:  # noqa: BLE001 - any failure of the endpoint is a failed attempt, tried again
-        error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        error = f"{type(exc).__name__}: {exc}"
     delivered = status_code is not None and 200 <= status_code < 300
     delivery.attempts += 1
     WebhookAttempt.objects.create(
@@ -160,7 +173,7 @@ def webhook_attempt(*, delivery_id: int) -> bool:
         error=error[:2000],
         duration_ms=round((time.monotonic() - started) * 1000),
     )
-    if delivered or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+    if delivered or refused or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
         delivery.status = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.FAILED
         delivery.finished_at = timezone.now()
     delivery.save(update_fields=["attempts", "status", "finished_at"])

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
+from workflows import outbound
 from workflows.errors import MissingCredentials, ValidationFailed
 from workflows.models import ProviderCredential, Team
 from workflows.providers import Credentials, ProviderError, get_provider
@@ -37,7 +38,9 @@ class CredentialsUnreadable(ProviderError):
 
 
 def credential_set(*, team: Team, provider: str, api_key: str, base_url: str = "") -> ProviderCredential:
-    """Store (or replace) the team's key for `provider`, encrypted."""
+    """Store (or replace) the team's key for `provider`, encrypted. A base URL must pass the
+    outbound check (OutboundRefused otherwise, before anything is saved)."""
+    check_base_url(url=base_url)
     credential, _ = ProviderCredential.objects.update_or_create(
         team=team,
         provider=provider,
@@ -48,6 +51,13 @@ def credential_set(*, team: Team, provider: str, api_key: str, base_url: str = "
         },
     )
     return credential
+
+
+def check_base_url(*, url: str) -> None:
+    """Refuse a provider base URL that is not http(s) or whose host resolves to an address outbound
+    requests may not reach; checked again whenever a call connects. Empty: the provider's own."""
+    if url:
+        outbound.check_url(url, path="base_url")
 
 
 def check_credential_update(*, credential: ProviderCredential, base_url: str, api_key: str) -> None:
@@ -62,7 +72,9 @@ def check_credential_update(*, credential: ProviderCredential, base_url: str, ap
 
 def credential_update(*, credential: ProviderCredential, base_url: str, api_key: str = "") -> ProviderCredential:
     """Change a stored credential's base URL, its key, or both; an empty `api_key` keeps the stored key.
-    Its team and provider never change: the key would be sent on another team's or provider's calls."""
+    Its team and provider never change: the key would be sent on another team's or provider's calls.
+    The base URL passes the outbound check first, outside the transaction: it looks the host up."""
+    check_base_url(url=base_url)
     with transaction.atomic():
         stored = ProviderCredential.objects.select_for_update().get(pk=credential.pk)
         if (credential.team_id, credential.provider) != (stored.team_id, stored.provider):
