@@ -202,6 +202,7 @@ def test_a_provider_error_message_no_database_can_store_is_stored_without_it(tea
     run = drive(start(team, wire, provider="openai", model="gpt-4o"))
 
     assert run.status == "failed"
-    assert run.error["message"] == "OpenAI answered 400: bad request ?"
+    # The NUL is shown as a space, as every control character of a provider's message is.
+    assert run.error["message"] == "OpenAI answered 400: bad  request ?"
     assert ledger(run)[0][5] == Decimal("0.000250")
     assert_invariants(run)
