@@ -24,6 +24,7 @@ from .pricing import MONEY_PLACES, UnitPrices, cost_usd, estimate_usd, to_exact_
 from .routes import END, next_agent
 from .templates import (
     compile_check,
+    configure_render_budget,
     evaluate,
     expression_check,
     render,
@@ -57,6 +58,7 @@ __all__ = [
     "check_inputs",
     "check_limits",
     "compile_check",
+    "configure_render_budget",
     "cost_usd",
     "count_tokens",
     "estimate_usd",
