@@ -198,6 +198,8 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10)
 DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", default=256 * 1024)
+# The largest a YAML definition may be once its aliases are expanded (what is stored and loaded).
+DEFINITION_MAX_EXPANDED_BYTES = env.int("DEFINITION_MAX_EXPANDED_BYTES", default=1024 * 1024)
 # CPU seconds one template render (a prompt, an output, a route condition) may take before it fails
 # as a TemplateError. Renders run outside transactions; this bounds how long one holds a worker.
 TEMPLATE_RENDER_SECONDS = env.float("TEMPLATE_RENDER_SECONDS", default=2.0)

@@ -22,6 +22,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             is_priced=is_priced,
             known_providers=known_providers(),
             max_bytes=settings.DEFINITION_MAX_BYTES,
+            max_expanded_bytes=settings.DEFINITION_MAX_EXPANDED_BYTES,
         )
     except DefinitionError as exc:
         count = len(exc.problems)
