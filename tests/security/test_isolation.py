@@ -1,16 +1,25 @@
 """One team cannot stall the others: bounded definitions, templates, for_each sources and locks."""
 
+import sys
 import threading
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from budgetsvc.celery import app
+from tests.conftest import client_for, wait_for_run, wait_until
 from tests.definition.test_parse import fat_laughs
-from workflows.models import ApiKey, Workflow, WorkflowVersion
+from tests.factories import TeamFactory
+from tests.invariants import assert_invariants
+from workflows.definition import configure_render_budget
+from workflows.models import ApiKey, LedgerEntry, Run, Step, Workflow, WorkflowVersion
 from workflows.services.teams import api_key_create
 
 
@@ -64,3 +73,121 @@ def test_a_read_never_waits_for_the_write_lock_to_note_its_key_was_used(team):
     assert ApiKey.objects.get(pk=api_key.pk).last_used_at == stale  # skipped, not waited for
     assert client.get("/api/v1/team").status_code == 200
     assert ApiKey.objects.get(pk=api_key.pk).last_used_at > stale  # the next request records it
+
+
+# About 8 s of CPU on a fast core (8 ms an outer round), inside the render budget the test gives it.
+SLOW_TEMPLATE = "{% for i in range(1000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+SLOW_PROMPT_YAML = """
+workflow:
+  name: slow-prompt
+  entry_point: thinker
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 100}
+agents:
+  - name: thinker
+    prompt: "SLOW Think."
+    mock: {output_tokens: 100}
+""".replace("SLOW", SLOW_TEMPLATE)
+
+SLOW_OUTPUT_YAML = """
+workflow:
+  name: slow-output
+  entry_point: thinker
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 100}
+agents:
+  - name: thinker
+    prompt: "Think."
+    mock: {output_tokens: 100}
+output:
+  summary: "SLOW{{ thinker.output }}"
+""".replace("SLOW", SLOW_TEMPLATE)
+
+QUICK_YAML = """
+workflow:
+  name: quick
+  entry_point: answerer
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 100}
+agents:
+  - name: answerer
+    prompt: "Answer."
+    mock: {output_tokens: 100}
+"""
+
+
+@pytest.fixture
+def worker(transactional_db):
+    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=60) as running:
+        yield running
+
+
+@pytest.fixture
+def long_render_budget():
+    configure_render_budget(seconds=120)
+    yield
+    configure_render_budget(seconds=settings.TEMPLATE_RENDER_SECONDS)
+
+
+def rendering_elsewhere() -> bool:
+    """Whether another thread of this process (the worker) is inside a template render right now."""
+    me = threading.get_ident()
+    for thread_id, frame in sys._current_frames().items():  # noqa: SLF001 - a test's window on the worker
+        while thread_id != me and frame is not None:
+            if frame.f_code.co_filename.endswith("definition/templates.py") and frame.f_code.co_name == "render":
+                return True
+            frame = frame.f_back
+    return False
+
+
+def timed(call):
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("source", [SLOW_PROMPT_YAML, SLOW_OUTPUT_YAML], ids=["the step's prompt", "the run's output"])
+def test_a_slow_render_holds_no_lock_that_other_teams_or_its_own_team_wait_for(
+    team, api, worker, long_render_budget, settings, source
+):
+    settings.STEP_FUNCTIONS = False  # the general path, on PostgreSQL too
+    other = client_for(TeamFactory(name="bystander"))
+    slow = api.post("/api/v1/workflows", {"definition": source}, format="json").json()["id"]
+    own_quick = api.post("/api/v1/workflows", {"definition": QUICK_YAML}, format="json").json()["id"]
+    other_quick = other.post("/api/v1/workflows", {"definition": QUICK_YAML}, format="json").json()["id"]
+
+    slow_run = api.post("/api/v1/runs", {"workflow": slow}, format="json").json()["id"]
+    wait_until(rendering_elsewhere, timeout=30, message="the worker to render the slow template")
+    # Until the slow run ends, keep writing beside it: another team's POST /runs (SQLite's write lock
+    # would hold it up) and a cancel in the same team (PostgreSQL's team row lock would).
+    waits, probes_while_rendering, other_runs = [], 0, []
+    while not Run.objects.filter(pk=slow_run, status__in=TERMINAL).exists():
+        rendering = rendering_elsewhere()
+        started, other_waited = timed(lambda: other.post("/api/v1/runs", {"workflow": other_quick}, format="json"))
+        own_run = api.post("/api/v1/runs", {"workflow": own_quick}, format="json").json()["id"]
+        cancelled, own_waited = timed(lambda: api.post(f"/api/v1/runs/{own_run}/cancel", {}, format="json"))
+        assert (started.status_code, cancelled.status_code) == (202, 200), (started.json(), cancelled.json())
+        waits.append(max(other_waited, own_waited))
+        probes_while_rendering += rendering and rendering_elsewhere()
+        other_runs.append(started.json()["id"])
+        time.sleep(0.5)
+
+    assert max(waits) < 2, waits
+    assert probes_while_rendering >= 3  # the probes really ran beside the renders
+    run = Run.objects.get(pk=slow_run)
+    assert (run.status, run.spent_usd, run.reserved_usd) == ("completed", Decimal("0.010000"), 0)
+    for other_run in other_runs:
+        assert wait_for_run(other_run, "completed", timeout=60).spent_usd == Decimal("0.010000")
+    assert_invariants(run, *Run.objects.filter(pk__in=other_runs))
+
+
+TERMINAL = ("completed", "failed", "budget_exceeded", "iteration_limit", "timed_out", "cancelled")

@@ -4,6 +4,7 @@ service then does its writes in one transaction and enqueues work only once that
 from collections.abc import Mapping
 from dataclasses import asdict
 from decimal import Decimal
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
@@ -34,6 +35,7 @@ from workflows.services.credentials import check_credentials
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
 from workflows.services.prices import prices_for
+from workflows.services.renders import rendered_ahead
 from workflows.services.budgets import gate_input
 from workflows.services.steps import step_enter, step_prepare, steps_reopen
 from workflows.services.teams import budget_changes_record
@@ -160,6 +162,23 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
 
 def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
     overrides = check_limit_overrides(limits, path="")
+    return rendered_ahead(
+        prerender=partial(_prerender_resume, run_id=run.pk),
+        locked=partial(_resume_under_locks, run=run, resumed_by=resumed_by, overrides=overrides, reason=reason),
+    )
+
+
+def _prerender_resume(*, run_id: int) -> None:
+    """The prompts of the step a resume continues from, rendered before its transaction."""
+    run = Run.objects.select_related("workflow_version").get(pk=run_id)
+    checkpoint = latest_checkpoint(run=run)
+    if checkpoint is not None and checkpoint.next_step is not None:
+        step_prepare(
+            run=run, step=checkpoint.next_step, definition=definition_of(run.workflow_version), outputs=checkpoint.outputs
+        )
+
+
+def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict, reason: str) -> Run:
     with transaction.atomic(durable=True):
         team = Team.objects.select_for_update(no_key=True).get(pk=run.team_id)
         run = (

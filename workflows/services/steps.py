@@ -72,6 +72,7 @@ from workflows.services.credentials import credentials_for
 from workflows.services.gate import GateDecision, gate_decide
 from workflows.services.prices import prices_for
 from workflows.services import step_functions
+from workflows.services.renders import rendered, rendered_ahead
 from workflows.services.step_functions import StepBasis
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, output
         if step.branch_index >= len(items):
             raise TemplateFailure(f"for_each '{group.name}' source", f"has no item {step.branch_index} any more")
         context.update({group.as_name: items[step.branch_index], "_index": step.branch_index, "_key": step.branch_key})
-    system_prompt = render(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
-    prompt = render(agent.prompt, context, where=f"agent '{agent.name}' prompt")
+    system_prompt = _render_kept(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
+    prompt = _render_kept(agent.prompt, context, where=f"agent '{agent.name}' prompt")
     prices, price_source = prices_for(model=agent.model, pricing=definition.pricing)
     max_tokens = output_cap(agent, prices)
     estimate = None
@@ -132,6 +133,10 @@ def step_prepare(*, run: Run, step: Step, definition: WorkflowDefinition, output
     return PreparedStep(
         provider=agent.provider, request=request, prices=prices, price_source=price_source, estimate_usd=estimate
     )
+
+
+def _render_kept(source: str, context: dict, *, where: str) -> str:
+    return rendered(("render", where, source), context, lambda: render(source, context, where=where))
 
 
 def step_execute(*, step_id: int) -> None:
@@ -191,6 +196,29 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
         attempt = _admit_in_one_call(step_id=step_id, worker=worker)
         if attempt is not None:
             return attempt
+    return rendered_ahead(
+        prerender=partial(_prerender_begin, step_id=step_id),
+        locked=partial(_begin_under_locks, step_id=step_id, worker=worker),
+    )
+
+
+def _prerender_begin(*, step_id: int) -> None:
+    """What `_begin_under_locks` will render, rendered before its transaction: the step's prompts,
+    or when they fail and the step is its group's last branch, what its group's end renders."""
+    read = _read_run_and_step(step_id=step_id)
+    if read is None:
+        return
+    run, step = read
+    if step.status not in (StepStatus.PENDING, StepStatus.RUNNING) or run.status not in ACTIVE_RUN_STATUSES:
+        return
+    definition = definition_of(run.workflow_version)
+    try:
+        step_prepare(run=run, step=step, definition=definition, outputs=run.latest_outputs)
+    except TemplateFailure as exc:
+        _prerender_ending(run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+
+
+def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
     with transaction.atomic(durable=True):
         # The team row is found through the step: the first lock and the id lookup in one statement.
         team = (
@@ -294,6 +322,13 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     if attempt.basis is not None and step_functions.step_functions_enabled():
         if _settle_in_one_call(attempt=attempt, result=result):
             return
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, output=result.output),
+        locked=partial(_settle_under_locks, attempt=attempt, result=result),
+    )
+
+
+def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> None:
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         owner = step.status == StepStatus.RUNNING and step.attempts == attempt.number
@@ -422,6 +457,13 @@ def _completed_payload(*, step: Step, attempt: StepAttempt, result: CompletionRe
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
     """The provider failed the step: release its reservation and fail the run, resumably."""
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=error),
+        locked=partial(_fail_under_locks, attempt=attempt, error=error),
+    )
+
+
+def _fail_under_locks(*, attempt: StepAttempt, error: dict) -> None:
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
@@ -436,6 +478,13 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
     again before the next call, so a retry can be stopped by a budget like any step, and each
     attempt gets its own ledger entry. The wait is Celery's countdown, not a worker asleep.
     """
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=_provider_error(error)),
+        locked=partial(_provider_failed_under_locks, attempt=attempt, error=error),
+    )
+
+
+def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) -> None:
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         cost = None
@@ -444,7 +493,7 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
             alerts_after_spend(team=team, run=run)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        details = {"type": "ProviderError", "message": error.message, "status_code": error.status_code}
+        details = _provider_error(error)
         if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
             _attempt_failed(team=team, run=run, step=step, error=details)
             return
@@ -479,6 +528,10 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
             },
         )
         step_schedule(step, countdown=delay)
+
+
+def _provider_error(error: ProviderError) -> dict:
+    return {"type": "ProviderError", "message": error.message, "status_code": error.status_code}
 
 
 def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
@@ -692,8 +745,8 @@ def _advance(
     """Take the routes of the agent or group that just ended: to the next step, or to the end."""
     context = _context(run=run, definition=definition, outputs=outputs)
     try:
-        target = next_agent(source, context)
-        final_output = _render_output(definition, context) if target == END else None
+        target = _route(source, context)
+        final_output = _final_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure) as exc:
         error_type = "RouteError" if isinstance(exc, NoRouteMatched) else "TemplateError"
         _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=None)
@@ -845,6 +898,62 @@ def _items(group: ForEachSpec, context: dict) -> list:
 
 def _context(*, run: Run, definition: WorkflowDefinition, outputs: dict) -> dict:
     return template_context(inputs=run.inputs, outputs=outputs, groups=definition.group_names)
+
+
+def _route(source: AgentSpec | ParallelSpec | ForEachSpec, context: dict) -> str:
+    return rendered(("routes", source.name), context, lambda: next_agent(source, context))
+
+
+def _final_output(definition: WorkflowDefinition, context: dict) -> dict:
+    return rendered(("output",), context, lambda: _render_output(definition, context))
+
+
+def _read_run_and_step(*, step_id: int) -> tuple[Run, Step] | None:
+    """The step and its run with `latest_outputs`, as `_lock_run_and_step` reads them, but without
+    locks or a transaction: for rendering ahead, which the transaction checks against what it reads."""
+    step = Step.objects.filter(pk=step_id).first()
+    if step is None:
+        return None
+    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
+    run = Run.objects.select_related("workflow_version").annotate(latest_outputs=Subquery(latest)).get(pk=step.run_id)
+    return run, step
+
+
+def _prerender_end_of(*, step_id: int, output: dict | None = None, error: dict | None = None) -> None:
+    read = _read_run_and_step(step_id=step_id)
+    if read is not None:
+        _prerender_ending(run=read[0], step=read[1], output=output, error=error)
+
+
+def _prerender_ending(*, run: Run, step: Step, output: dict | None = None, error: dict | None = None) -> None:
+    """What the transaction that ends `step` (with `output`, or failed with `error`) will render:
+    the routes of its agent and the run's output, or, when it is the last branch of its group to
+    end, those of its group. Reads without locks; renders only."""
+    if run.status not in ACTIVE_RUN_STATUSES:
+        return
+    definition = definition_of(run.workflow_version)
+    outputs = run.latest_outputs or {}
+    if not step.group:
+        if error is not None:
+            return  # a plain step that fails fails its run: nothing is rendered
+        source = definition.agent(step.agent)
+        outputs = {**outputs, step.agent: output}
+    else:
+        branches = list(_branches(run=run, step=step).order_by("branch_index"))
+        for branch in branches:
+            if branch.pk == step.pk:
+                branch.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
+                branch.output, branch.error = output, error
+        if any(branch.status in _UNENDED_BRANCH for branch in branches):
+            return
+        source = definition.group(step.group)
+        outputs = {**outputs, source.name: _group_result(source, branches)}
+    context = _context(run=run, definition=definition, outputs=outputs)
+    if _route(source, context) == END:
+        _final_output(definition, context)
+
+
+_UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)
 
 
 def _render_output(definition: WorkflowDefinition, context: dict) -> dict:
