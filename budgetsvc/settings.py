@@ -203,6 +203,9 @@ DEFINITION_MAX_EXPANDED_BYTES = env.int("DEFINITION_MAX_EXPANDED_BYTES", default
 # CPU seconds one template render (a prompt, an output, a route condition) may take before it fails
 # as a TemplateError. Renders run outside transactions; this bounds how long one holds a worker.
 TEMPLATE_RENDER_SECONDS = env.float("TEMPLATE_RENDER_SECONDS", default=2.0)
+# The most items a for_each source may hold: refused at POST /runs when the source is an input,
+# and failing the run (ForEachSourceError) before any branch runs when it is an agent's output.
+FOR_EACH_MAX_ITEMS = env.int("FOR_EACH_MAX_ITEMS", default=1000)
 
 # Real providers (docs/providers.md). A call is abandoned after PROVIDER_TIMEOUT_SECONDS, which must
 # leave the step's soft time limit room to record the failure.

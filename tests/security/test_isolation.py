@@ -16,10 +16,13 @@ from rest_framework.test import APIClient
 from budgetsvc.celery import app
 from tests.conftest import client_for, wait_for_run, wait_until
 from tests.definition.test_parse import fat_laughs
-from tests.factories import TeamFactory
+from tests.factories import TeamFactory, workflow_version
 from tests.invariants import assert_invariants
+from tests.services.test_groups import begin, run_step, settle, step_of
+from tests.services.test_groups import start as start_groups
 from workflows.definition import configure_render_budget
 from workflows.models import ApiKey, LedgerEntry, Run, Step, Workflow, WorkflowVersion
+from workflows.services.runs import run_start
 from workflows.services.teams import api_key_create
 
 
@@ -191,3 +194,118 @@ def test_a_slow_render_holds_no_lock_that_other_teams_or_its_own_team_wait_for(
 
 
 TERMINAL = ("completed", "failed", "budget_exceeded", "iteration_limit", "timed_out", "cancelled")
+
+
+# --- for_each sources are capped, and branch rows are created as slots open -------------------
+
+FOR_EACH_INPUT_YAML = """
+workflow:
+  name: each-input
+  entry_point: each
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 1000}
+  input:
+    items: {type: array, required: true}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 100}
+agents:
+  - name: tally
+    prompt: "{{ each.count }} items"
+    mock: {output_tokens: 1000}
+for_each:
+  - name: each
+    source: workflow.input.items
+    max_concurrent: 3
+    agent:
+      prompt: "Item {{ item }}"
+      mock: {output_tokens: 1000}
+    routes: [{to: tally}]
+"""
+
+
+@pytest.mark.django_db
+def test_a_for_each_input_over_the_limit_is_refused_at_post_runs_and_leaves_no_row(api, settings):
+    settings.FOR_EACH_MAX_ITEMS = 5
+    workflow = api.post("/api/v1/workflows", {"definition": FOR_EACH_INPUT_YAML}, format="json").json()["id"]
+
+    refused = api.post("/api/v1/runs", {"workflow": workflow, "inputs": {"items": list(range(6))}}, format="json")
+    accepted = api.post("/api/v1/runs", {"workflow": workflow, "inputs": {"items": list(range(5))}}, format="json")
+
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {
+        "type": "validation_error",
+        "message": "for_each 'each' would run over 6 items; the limit is 5.",
+        "details": [{"path": "inputs.items", "message": "more than 5 items (FOR_EACH_MAX_ITEMS)"}],
+    }
+    assert accepted.status_code == 202
+    assert list(Run.objects.values_list("pk", flat=True)) == [accepted.json()["id"]]
+
+
+@pytest.mark.django_db
+def test_a_for_each_output_over_the_limit_fails_the_run_before_any_branch(team, settings):
+    settings.FOR_EACH_MAX_ITEMS = 2
+    run = start_groups(team)
+    run_step(step_of(run, "planner"), {"topics": ["cost", "latency", "safety"]})
+    run_step(step_of(run, "security_review", "security_review"), {"verdict": "safe"})
+    run_step(step_of(run, "style_review", "style_review"), {"verdict": "tidy"})
+
+    run.refresh_from_db()
+    assert (run.status, run.error["type"]) == ("failed", "ForEachSourceError")
+    assert run.error["message"] == (
+        "template for_each 'analyses' source failed: 'planner.output.topics' has 3 items; "
+        "the limit is 2 (FOR_EACH_MAX_ITEMS)"
+    )
+    assert not run.steps.filter(group="analyses").exists()
+    assert (run.spent_usd, run.ledger_entries.count()) == (Decimal("0.300000"), 3)
+    assert_invariants(run)
+
+
+@pytest.mark.django_db
+def test_entering_a_long_for_each_creates_only_the_branches_that_have_a_slot(api, settings):
+    settings.FOR_EACH_MAX_ITEMS = 200_000
+    workflow = api.post("/api/v1/workflows", {"definition": FOR_EACH_INPUT_YAML}, format="json").json()["id"]
+
+    response, waited = timed(
+        lambda: api.post("/api/v1/runs", {"workflow": workflow, "inputs": {"items": list(range(200_000))}}, format="json")
+    )
+
+    assert response.status_code == 202
+    run = Run.objects.get(pk=response.json()["id"])
+    assert list(run.steps.order_by("branch_index").values_list("branch_index", "status")) == [
+        (0, "pending"),
+        (1, "pending"),
+        (2, "pending"),
+    ]
+    assert waited < 10  # was 200,000 rows in the request's transaction
+
+
+@pytest.mark.django_db
+def test_each_ended_branch_creates_the_next_and_the_group_ends_after_the_last_item(team, settings):
+    version = workflow_version(team=team, source=FOR_EACH_INPUT_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"items": ["a", "b", "c", "d", "e"]})
+    first = begin(step_of(run, "each", "0"))
+    assert run.steps.count() == 3
+
+    settle(first, {"n": 0})
+    assert list(run.steps.order_by("branch_index").values_list("branch_key", "status", "sequence")) == [
+        ("0", "succeeded", 1),
+        ("1", "pending", 2),
+        ("2", "pending", 3),
+        ("3", "pending", 4),
+    ]
+    for key in ("1", "2", "3"):
+        run_step(step_of(run, "each", key), {"n": int(key)})
+    assert run.steps.count() == 5
+    run_step(step_of(run, "each", "4"), {"n": 4})
+
+    assert run.checkpoints.latest().outputs["each"] == {
+        "outputs": [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}],
+        "errors": {},
+        "count": 5,
+    }
+    tally = begin(step_of(run, "tally"))
+    assert (tally.prepared.request.prompt, run.steps.count()) == ("5 items", 6)
+    settle(tally, {"ok": True})
+    run.refresh_from_db()
+    assert (run.status, run.spent_usd, run.iterations) == ("completed", Decimal("0.600000"), 6)
+    assert_invariants(run)

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from decimal import Decimal
 from functools import partial
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,6 +17,8 @@ from workflows.definition import (
     check_inputs,
     check_limits,
     resolve_limits,
+    resolve_reference,
+    template_context,
 )
 from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed, problems_as_details
 from workflows.models import (
@@ -73,6 +76,26 @@ def check_models_priced(
         )
 
 
+def check_for_each_inputs(*, definition: WorkflowDefinition, inputs: Mapping) -> None:
+    """A for_each group whose source is an input is refused at once when that input holds more than
+    FOR_EACH_MAX_ITEMS items, before the run spends anything on the steps before the group."""
+    limit = settings.FOR_EACH_MAX_ITEMS
+    context = template_context(inputs=inputs, outputs={})
+    for group in definition.for_each.values():
+        if not group.source.startswith("workflow.input."):
+            continue
+        try:
+            items = resolve_reference(group.source, context, where=group.name)
+        except TemplateFailure:
+            continue  # judged when the group is entered, as any source
+        if isinstance(items, list) and len(items) > limit:
+            path = "inputs." + group.source.removeprefix("workflow.input.")
+            raise ValidationFailed(
+                f"for_each '{group.name}' would run over {len(items):,} items; the limit is {limit:,}.",
+                details=[{"path": path, "message": f"more than {limit:,} items (FOR_EACH_MAX_ITEMS)"}],
+            )
+
+
 def run_start(
     *,
     team: Team,
@@ -90,6 +113,7 @@ def run_start(
     clean_inputs, problems = check_inputs(definition.inputs, inputs or {})
     if problems:
         raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
+    check_for_each_inputs(definition=definition, inputs=clean_inputs)
     resolved = resolve_limits(run=requested, workflow=asdict(definition.limits), team=team.limit_defaults())
     check_models_priced(
         definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode

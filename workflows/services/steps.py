@@ -661,16 +661,15 @@ def step_enter(
         return
 
     if isinstance(group, ParallelSpec):
-        branches = [(agent, agent) for agent in group.agents]
+        count = len(group.agents)
     else:
         try:
-            items = _items(group, _context(run=run, definition=definition, outputs=outputs))
+            count = len(_items(group, _context(run=run, definition=definition, outputs=outputs)))
         except TemplateFailure as exc:
             _checkpoint(run=run, reason=reason, outputs=outputs, next_step=None)
             _run_fail(team=team, run=run, step=None, error={"type": "ForEachSourceError", "message": str(exc)})
             return
-        branches = [(group.agent.name, str(index)) for index in range(len(items))]
-    if not branches:
+    if not count:
         # Nothing to run: the group ends at once, and conductor's empty result goes on to its routes.
         if empty_groups >= run.max_iterations:
             _checkpoint(run=run, reason=reason, outputs=outputs, next_step=None)
@@ -690,25 +689,37 @@ def step_enter(
         return
 
     iteration = (run.steps.filter(group=target).aggregate(last=Max("iteration"))["last"] or 0) + 1
-    slots = _slots(group)
+    # Only the branches that have a slot are created now; `_send_waiting` creates each later one
+    # when a slot frees, so a long for_each is never thousands of rows written at once.
+    steps = _branches_create(
+        run=run, group=group, iteration=iteration, first_sequence=after_sequence + 1, indexes=range(min(count, _slots(group)))
+    )
+    _checkpoint(run=run, reason=reason, outputs=outputs, next_step=steps[0])
+
+
+def _branches_create(
+    *, run: Run, group: ParallelSpec | ForEachSpec, iteration: int, first_sequence: int, indexes: range
+) -> list[Step]:
+    """Create and send the branches at `indexes` of one entry of a group; a branch's sequence is
+    its group's first plus its index."""
     now = timezone.now()
     steps = Step.objects.bulk_create(
         Step(
             run=run,
-            sequence=after_sequence + 1 + index,
-            agent=agent,
+            sequence=first_sequence + index,
+            agent=group.agents[index] if isinstance(group, ParallelSpec) else group.agent.name,
             iteration=iteration,
-            group=target,
+            group=group.name,
             branch_index=index,
-            branch_key=key,
-            status=StepStatus.PENDING if index < slots else StepStatus.WAITING,
-            enqueued_at=now if index < slots else None,
+            branch_key=group.agents[index] if isinstance(group, ParallelSpec) else str(index),
+            status=StepStatus.PENDING,
+            enqueued_at=now,
         )
-        for index, (agent, key) in enumerate(branches)
+        for index in indexes
     )
-    _checkpoint(run=run, reason=reason, outputs=outputs, next_step=steps[0])
-    for step in steps[:slots]:
+    for step in steps:
         _send(step)
+    return steps
 
 
 def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
@@ -729,7 +740,7 @@ def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
     branches.filter(pk=step.pk).update(**fresh)
     branches.filter(status__in=reopened).update(**fresh)
     definition = definition_of(run.workflow_version)
-    _send_waiting(group=definition.group(step.group), branches=branches)
+    _send_waiting(run=run, group=definition.group(step.group), branches=branches, definition=definition)
 
 
 def _advance(
@@ -782,7 +793,7 @@ def _group_continue(*, team: Team, run: Run, step: Step) -> None:
     definition = definition_of(run.workflow_version)
     group = definition.group(step.group)
     branches = _branches(run=run, step=step)
-    if _send_waiting(group=group, branches=branches):
+    if _send_waiting(run=run, group=group, branches=branches, definition=definition):
         return
     ended = list(branches.order_by("branch_index"))
     failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
@@ -838,8 +849,9 @@ def _group_done(
     )
 
 
-def _send_waiting(*, group: ParallelSpec | ForEachSpec, branches) -> bool:
-    """Send waiting branches into the group's free slots. Whether any branch is still to end."""
+def _send_waiting(*, run: Run, group: ParallelSpec | ForEachSpec, branches, definition: WorkflowDefinition) -> bool:
+    """Fill the group's free slots: first with its waiting branches (reopened by a resume), then
+    with branches of items that have none yet. Whether any branch is still to end."""
     statuses = Counter(branches.values_list("status", flat=True))
     in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
     free = _slots(group) - in_flight
@@ -849,7 +861,30 @@ def _send_waiting(*, group: ParallelSpec | ForEachSpec, branches) -> bool:
             waiting.enqueued_at = timezone.now()
             waiting.save(update_fields=["status", "enqueued_at"])
             _send(waiting)
-    return bool(in_flight or statuses[StepStatus.WAITING])
+            free -= 1
+    created = sum(statuses.values())
+    unborn = _branch_count(run=run, group=group, definition=definition) - created
+    if unborn > 0 and free > 0:
+        first = branches.order_by("branch_index").first()
+        _branches_create(
+            run=run,
+            group=group,
+            iteration=first.iteration,
+            first_sequence=first.sequence - first.branch_index,
+            indexes=range(created, created + min(free, unborn)),
+        )
+    return bool(in_flight or statuses[StepStatus.WAITING] or unborn > 0)
+
+
+def _branch_count(*, run: Run, group: ParallelSpec | ForEachSpec, definition: WorkflowDefinition) -> int:
+    """How many branches the group's current entry has in all, created or not: its for_each
+    source is read again from the outputs it was entered with, which its checkpoints keep."""
+    if isinstance(group, ParallelSpec):
+        return len(group.agents)
+    try:
+        return len(_items(group, _context(run=run, definition=definition, outputs=latest_checkpoint(run=run).outputs)))
+    except TemplateFailure:  # resolved when the group was entered; only a lowered limit fails it now
+        return 0
 
 
 def _group_result(group: ParallelSpec | ForEachSpec, ended: list[Step]) -> dict:
@@ -893,6 +928,10 @@ def _items(group: ForEachSpec, context: dict) -> list:
     items = resolve_reference(group.source, context, where=where)
     if not isinstance(items, list):
         raise TemplateFailure(where, f"'{group.source}' is {type(items).__name__}, not a list")
+    if len(items) > settings.FOR_EACH_MAX_ITEMS:
+        raise TemplateFailure(
+            where, f"'{group.source}' has {len(items):,} items; the limit is {settings.FOR_EACH_MAX_ITEMS:,} (FOR_EACH_MAX_ITEMS)"
+        )
     return items
 
 
@@ -944,9 +983,10 @@ def _prerender_ending(*, run: Run, step: Step, output: dict | None = None, error
             if branch.pk == step.pk:
                 branch.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
                 branch.output, branch.error = output, error
-        if any(branch.status in _UNENDED_BRANCH for branch in branches):
-            return
         source = definition.group(step.group)
+        unborn = len(branches) < _branch_count(run=run, group=source, definition=definition)
+        if unborn or any(branch.status in _UNENDED_BRANCH for branch in branches):
+            return
         outputs = {**outputs, source.name: _group_result(source, branches)}
     context = _context(run=run, definition=definition, outputs=outputs)
     if _route(source, context) == END:
