@@ -10,6 +10,7 @@ from workflows.definition import (
     evaluate,
     expression_check,
     render,
+    render_budget,
     render_value,
     template_context,
 )
@@ -273,3 +274,13 @@ def test_the_guards_leave_ordinary_templates_alone():
     )
 
     assert render(source, CONTEXT, where="t") == '<x>1<y>2|x, y|n-003|a1b|axc|{"k": 1}|3|**ab**|s1|Q|xxxy'
+
+
+def test_renders_inside_one_render_budget_share_it(short_render_budget):
+    small = "{% for j in range(100000) %}{% endfor %}ok"  # a few milliseconds each
+    assert all(render(small, CONTEXT, where="t") == "ok" for _ in range(60))  # each alone is within budget
+
+    with pytest.raises(TemplateFailure, match="TEMPLATE_RENDER_SECONDS"):
+        with render_budget():
+            for _ in range(1000):
+                render(small, CONTEXT, where="t")

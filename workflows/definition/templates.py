@@ -85,8 +85,10 @@ def configure_render_budget(*, seconds: float) -> None:
 
 
 @contextmanager
-def _budgeted() -> Iterator[None]:
-    if _budget.deadline is not None:  # a render within a render keeps the outer deadline
+def render_budget() -> Iterator[None]:
+    """One CPU-time budget for every render inside: a caller that renders several templates for one
+    decision (a step's prompts, a run's routes and outputs) bounds them together, not each."""
+    if _budget.deadline is not None:  # a budget within a budget keeps the outer deadline
         yield
         return
     seconds = _configured_seconds
@@ -536,7 +538,7 @@ def render(source: str, context: Mapping[str, Any], *, where: str) -> str:
     parts: list[str] = []
     size = 0
     try:
-        with _budgeted():
+        with render_budget():
             for part in _template(source).generate(context):
                 _tick()
                 size += len(part)
@@ -568,7 +570,7 @@ def evaluate(expression: str | bool, context: Mapping[str, Any], *, where: str) 
     if isinstance(expression, bool):
         return expression
     try:
-        with _budgeted():
+        with render_budget():
             value = _checked(_expression(expression)(context))
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()

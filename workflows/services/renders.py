@@ -9,7 +9,8 @@ was kept when its context is still equal to the one kept, which is a comparison 
 When the data changed in between (another transaction wrote a checkpoint, a branch ended), a kept
 render no longer answers: the transaction rolls back and both phases run again, at most
 `RENDER_TRIES` times. On the last try, and for a render the first phase did not foresee, the render
-runs under the locks: still bounded by TEMPLATE_RENDER_SECONDS, and rare.
+runs under the locks: still bounded by TEMPLATE_RENDER_SECONDS, and rare. Each phase's renders
+share one TEMPLATE_RENDER_SECONDS budget, however many templates the phase renders.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from workflows.definition import render_budget
 
 T = TypeVar("T")
 
@@ -80,7 +83,7 @@ def rendered_ahead(*, prerender: Callable[[], None], locked: Callable[[], T]) ->
     (the transaction meets the same situation and handles it)."""
     for attempt in range(1, RENDER_TRIES + 1):
         kept = _Kept()
-        with _phase(kept):
+        with _phase(kept), render_budget():
             try:
                 prerender()
             except Exception:  # noqa: BLE001 - whatever it found, `locked` finds under its locks
@@ -88,7 +91,7 @@ def rendered_ahead(*, prerender: Callable[[], None], locked: Callable[[], T]) ->
         kept.recording = False
         kept.last_try = attempt == RENDER_TRIES
         try:
-            with _phase(kept):
+            with _phase(kept), render_budget():
                 return locked()
         except StaleRender:
             continue

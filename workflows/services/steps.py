@@ -38,6 +38,7 @@ from workflows.definition import (
     next_agent,
     output_cap,
     render,
+    render_budget,
     render_value,
     resolve_reference,
     template_context,
@@ -300,9 +301,10 @@ def _admit_in_one_call(*, step_id: int, worker: str) -> StepAttempt | None:
         return None
     step = Step(pk=step_id, run_id=basis.run_id, agent=basis.agent)
     try:
-        prepared = step_prepare(
-            run=Run(pk=basis.run_id, inputs=basis.inputs), step=step, definition=basis.definition, outputs=basis.outputs
-        )
+        with render_budget():
+            prepared = step_prepare(
+                run=Run(pk=basis.run_id, inputs=basis.inputs), step=step, definition=basis.definition, outputs=basis.outputs
+            )
     except TemplateFailure:
         return None
     if prepared.estimate_usd is None:
@@ -392,8 +394,9 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
     outputs = {**basis.outputs, basis.agent: result.output}
     context = template_context(inputs=basis.inputs, outputs=outputs, groups=definition.group_names)
     try:
-        target = next_agent(definition.agent(basis.agent), context)
-        run_output = _render_output(definition, context) if target == END else None
+        with render_budget():
+            target = next_agent(definition.agent(basis.agent), context)
+            run_output = _render_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure):
         return False
     if definition.group(target) is not None:
