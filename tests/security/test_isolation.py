@@ -265,9 +265,8 @@ def test_entering_a_long_for_each_creates_only_the_branches_that_have_a_slot(api
     settings.FOR_EACH_MAX_ITEMS = 200_000
     workflow = api.post("/api/v1/workflows", {"definition": FOR_EACH_INPUT_YAML}, format="json").json()["id"]
 
-    response, waited = timed(
-        lambda: api.post("/api/v1/runs", {"workflow": workflow, "inputs": {"items": list(range(200_000))}}, format="json")
-    )
+    body = {"workflow": workflow, "inputs": {"items": list(range(200_000))}}
+    response, waited = timed(lambda: api.post("/api/v1/runs", body, format="json"))
 
     assert response.status_code == 202
     run = Run.objects.get(pk=response.json()["id"])

@@ -403,7 +403,9 @@ def _check_indent(text: Any, width: Any = 4, first: bool = False, blank: bool = 
     _require_length(len(text) + (text.count("\n") + 1) * prefix, "indented text")
 
 
-def _check_wordwrap(text: Any, width: int = 79, break_long_words: bool = True, wrapstring: Any = None, **_: Any) -> None:
+def _check_wordwrap(
+    text: Any, width: int = 79, break_long_words: bool = True, wrapstring: Any = None, **_: Any
+) -> None:
     text = str(text)
     lines = min(len(text), len(text) // max(width if _is_int(width) else 1, 1) + len(text.split())) + 1
     _require_length(len(text) + lines * len(str(wrapstring or "\n")), "wrapped text")
@@ -425,7 +427,9 @@ def _check_slice(value: Any, slices: Any, fill_with: Any = None) -> None:
     _require_width(slices, "slice count")
 
 
-def _check_urlize(text: Any, trim_url_limit: Any = None, nofollow: bool = False, target: Any = None, rel: Any = None, **_: Any) -> None:
+def _check_urlize(
+    text: Any, trim_url_limit: Any = None, nofollow: bool = False, target: Any = None, rel: Any = None, **_: Any
+) -> None:
     text = str(text)
     links = len(text) // 3 + 1
     _require_length(3 * len(text) + links * (len(str(target or "")) + len(str(rel or "")) + 60), "linked text")
@@ -490,7 +494,8 @@ _REPLACEMENTS = {"join": _join, "sum": _sum, "tojson": _tojson, "json": _to_json
 
 
 def _guarded_filters() -> dict[str, Any]:
-    filters = {name: _measured(filter_, _PRECHECKS[name]) if name in _PRECHECKS else filter_ for name, filter_ in FILTERS.items()}
+    filters = {name: _measured(filter_, _PRECHECKS[name]) for name, filter_ in FILTERS.items() if name in _PRECHECKS}
+    filters = {**FILTERS, **filters}
     filters.update(_REPLACEMENTS)
     return {name: _timed(filter_) for name, filter_ in filters.items()}
 

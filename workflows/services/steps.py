@@ -303,7 +303,10 @@ def _admit_in_one_call(*, step_id: int, worker: str) -> StepAttempt | None:
     try:
         with render_budget():
             prepared = step_prepare(
-                run=Run(pk=basis.run_id, inputs=basis.inputs), step=step, definition=basis.definition, outputs=basis.outputs
+                run=Run(pk=basis.run_id, inputs=basis.inputs),
+                step=step,
+                definition=basis.definition,
+                outputs=basis.outputs,
             )
     except TemplateFailure:
         return None
@@ -695,7 +698,11 @@ def step_enter(
     # Only the branches that have a slot are created now; `_send_waiting` creates each later one
     # when a slot frees, so a long for_each is never thousands of rows written at once.
     steps = _branches_create(
-        run=run, group=group, iteration=iteration, first_sequence=after_sequence + 1, indexes=range(min(count, _slots(group)))
+        run=run,
+        group=group,
+        iteration=iteration,
+        first_sequence=after_sequence + 1,
+        indexes=range(min(count, _slots(group))),
     )
     _checkpoint(run=run, reason=reason, outputs=outputs, next_step=steps[0])
 
@@ -932,9 +939,9 @@ def _items(group: ForEachSpec, context: dict) -> list:
     if not isinstance(items, list):
         raise TemplateFailure(where, f"'{group.source}' is {type(items).__name__}, not a list")
     if len(items) > settings.FOR_EACH_MAX_ITEMS:
-        raise TemplateFailure(
-            where, f"'{group.source}' has {len(items):,} items; the limit is {settings.FOR_EACH_MAX_ITEMS:,} (FOR_EACH_MAX_ITEMS)"
-        )
+        limit = settings.FOR_EACH_MAX_ITEMS
+        message = f"'{group.source}' has {len(items):,} items; the limit is {limit:,} (FOR_EACH_MAX_ITEMS)"
+        raise TemplateFailure(where, message)
     return items
 
 
