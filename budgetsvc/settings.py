@@ -237,6 +237,14 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10)
 DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", default=256 * 1024)
+# The largest a YAML definition may be once its aliases are expanded (what is stored and loaded).
+DEFINITION_MAX_EXPANDED_BYTES = env.int("DEFINITION_MAX_EXPANDED_BYTES", default=1024 * 1024)
+# CPU seconds one template render (a prompt, an output, a route condition) may take before it fails
+# as a TemplateError. Renders run outside transactions; this bounds how long one holds a worker.
+TEMPLATE_RENDER_SECONDS = env.float("TEMPLATE_RENDER_SECONDS", default=2.0)
+# The most items a for_each source may hold: refused at POST /runs when the source is an input,
+# and failing the run (ForEachSourceError) before any branch runs when it is an agent's output.
+FOR_EACH_MAX_ITEMS = env.int("FOR_EACH_MAX_ITEMS", default=1000)
 
 # Real providers (docs/providers.md). A call is abandoned after PROVIDER_TIMEOUT_SECONDS, which must
 # leave the step's soft time limit room to record the failure.

@@ -7,7 +7,11 @@ class WorkflowsConfig(AppConfig):
     verbose_name = "Budget-governed workflows"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from workflows import checks  # noqa: F401 - registers the deploy checks
+        from workflows.definition import configure_render_budget
         from workflows.ledger_triggers import ensure_ledger_triggers
 
         post_migrate.connect(ensure_ledger_triggers, sender=self)
+        configure_render_budget(seconds=settings.TEMPLATE_RENDER_SECONDS)

@@ -2,6 +2,7 @@ import copy
 import json
 import random
 import time
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from workflows.definition import (
     WorkflowDefinition,
     load_definition,
 )
+from workflows.definition._source import read_source
 
 EXAMPLE = (Path(__file__).parent / "research_brief.yaml").read_text()
 EXAMPLE_DATA = yaml.safe_load(EXAMPLE)
@@ -329,6 +331,36 @@ def test_an_alias_bomb_is_refused_fast():
     assert problem.path == "definition"
     assert "100,000 nodes" in problem.message
     assert elapsed < 1.0  # a safety property, not a benchmark
+
+
+def fat_laughs(*, text_bytes: int = 2_000, levels: int = 3, width: int = 40) -> str:
+    """Few nodes, but each alias stands for a long text: 2.6 KB that would expand to 128 MB."""
+    lines = [f'a0: &a0 "{"x" * text_bytes}"']
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * width) + "]")
+    return "\n".join(lines)
+
+
+def test_a_definition_is_measured_after_alias_expansion_before_it_is_built():
+    tracemalloc.start()
+    try:
+        problem = only_problem(fat_laughs())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert problem == Problem("definition", "expands to more than 1,048,576 bytes (the expanded size limit)")
+    assert peak < 20_000_000
+
+
+def test_the_expanded_size_limit_is_exact_and_aliases_within_it_are_fine():
+    # Two values of 4 bytes of overhead, the text and the 4-byte mapping around them.
+    source = 'a: &t "' + "y" * 100 + '"\nb: *t\n'
+    expanded = 4 + 2 * (4 + 1) + 2 * (4 + 100)
+
+    assert read_source(source, max_bytes=1_000, max_expanded_bytes=expanded) == {"a": "y" * 100, "b": "y" * 100}
+    with pytest.raises(DefinitionError, match=f"expands to more than {expanded - 1:,} bytes"):
+        read_source(source, max_bytes=1_000, max_expanded_bytes=expanded - 1)
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,8 @@ def test_a_parallel_group_sends_every_branch_and_goes_on_only_when_the_last_ends
     }
     [completed] = run.events.filter(type=EventType.GROUP_COMPLETED)
     assert completed.payload == {"group": "reviews", "succeeded": 2, "failed": 0}
-    assert statuses(run, "analyses") == [("0", "pending"), ("1", "pending"), ("2", "waiting")]
+    # max_concurrent 2: the third item's branch is created only when a slot frees.
+    assert statuses(run, "analyses") == [("0", "pending"), ("1", "pending")]
     assert_invariants(run)
 
 
@@ -88,9 +89,9 @@ def test_for_each_branches_see_their_item_index_and_key_and_respect_max_concurre
     second = begin(step_of(run, "analyses", "1"))
     assert first.prepared.request.prompt == "Analyse cost (item 0, key 0)."
     assert second.prepared.request.prompt == "Analyse latency (item 1, key 1)."
-    assert statuses(run, "analyses")[2] == ("2", "waiting")
+    assert len(statuses(run, "analyses")) == 2
 
-    settle(first, {"finding": "cheap"})  # frees a slot: the waiting branch is sent
+    settle(first, {"finding": "cheap"})  # frees a slot: the third item's branch is created and sent
     assert statuses(run, "analyses") == [("0", "succeeded"), ("1", "running"), ("2", "pending")]
     third = begin(step_of(run, "analyses", "2"))
     assert third.prepared.request.prompt == "Analyse safety (item 2, key 2)."
@@ -190,7 +191,7 @@ def test_fail_fast_fails_the_run_at_once_blocks_unstarted_branches_and_charges_r
 
     run.refresh_from_db()
     assert (run.status, run.error["group"], run.error["branch"]) == ("failed", "analyses", "0")
-    assert statuses(run, "analyses") == [("0", "failed"), ("1", "running"), ("2", "blocked")]
+    assert statuses(run, "analyses") == [("0", "failed"), ("1", "running")]  # the third never starts
     settle(running, {"finding": "fast"})  # finishes and is charged, but the run stays failed
     run.refresh_from_db()
     assert (run.status, run.spent_usd) == ("failed", 4 * TENTH)
@@ -217,10 +218,10 @@ def test_an_enforce_budget_stop_blocks_unstarted_branches_lets_running_ones_fini
 
     run.refresh_from_db()
     assert (run.status, run.error["type"], run.error["current_agent"]) == ("budget_exceeded", "BudgetExceededError", "analyses")
-    assert statuses(run, "analyses") == [("0", "running"), ("1", "blocked"), ("2", "blocked")]
+    assert statuses(run, "analyses") == [("0", "running"), ("1", "blocked")]  # the third is never created
     assert run.checkpoints.latest().next_agent == "analyses"
     # A blocked branch's late message finds nothing to do.
-    assert step_begin(step_id=step_of(run, "analyses", "2").pk, worker="host:1") is None
+    assert step_begin(step_id=step_of(run, "analyses", "1").pk, worker="host:1") is None
 
     settle(running, {"finding": "cheap"})
     run.refresh_from_db()
@@ -251,13 +252,13 @@ def test_the_iteration_limit_counts_branches_running_at_once(team):
     assert_invariants(run)
 
 
-def test_cancelling_cancels_waiting_branches_too(team):
+def test_cancelling_cancels_unstarted_branches_and_creates_no_more(team):
     run = start(team)
     through_reviews(run)
 
     run_cancel(run=run, reason="enough")
 
-    assert statuses(run, "analyses") == [("0", "cancelled"), ("1", "cancelled"), ("2", "cancelled")]
+    assert statuses(run, "analyses") == [("0", "cancelled"), ("1", "cancelled")]
     assert_invariants(run)
 
 
@@ -297,11 +298,11 @@ def test_the_entry_point_may_be_a_group(team):
     assert run.checkpoints.latest().next_agent == "reviews"
 
 
-def test_the_sweeper_sends_lost_branches_again_but_never_a_waiting_one(team):
+def test_the_sweeper_sends_lost_branches_again_but_creates_none(team):
     run = start(team)
     through_reviews(run)
 
     report = sweep_stuck_steps(now=timezone.now() + timedelta(hours=1))
 
-    assert report.lost_resent == 2  # the two pending branches; the third waits for a free slot
-    assert statuses(run, "analyses") == [("0", "pending"), ("1", "pending"), ("2", "waiting")]
+    assert report.lost_resent == 2  # the two pending branches; the third is created when a slot frees
+    assert statuses(run, "analyses") == [("0", "pending"), ("1", "pending")]

@@ -37,9 +37,11 @@ from .pricing import (
 from .routes import END, next_agent
 from .templates import (
     compile_check,
+    configure_render_budget,
     evaluate,
     expression_check,
     render,
+    render_budget,
     render_value,
     resolve_reference,
     template_context,
@@ -73,6 +75,7 @@ __all__ = [
     "check_inputs",
     "check_limits",
     "compile_check",
+    "configure_render_budget",
     "cost_usd",
     "count_tokens",
     "estimate_usd",
@@ -85,6 +88,7 @@ __all__ = [
     "output_cap",
     "output_problems",
     "render",
+    "render_budget",
     "render_value",
     "resolve_limits",
     "resolve_reference",

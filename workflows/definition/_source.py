@@ -15,6 +15,9 @@ from .text import unsafe_text_in
 MAX_DEPTH = 64
 MAX_NODES = 100_000
 MAX_ALIASES = 1_000
+MAX_EXPANDED_BYTES = 1024 * 1024
+# What a value adds to the stored JSON beyond its text: quotes, a separator, brackets.
+_NODE_OVERHEAD_BYTES = 4
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -48,8 +51,13 @@ class _GuardedLoader(yaml.SafeLoader):
 _GuardedLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
 
-def read_source(source: str | bytes | Mapping[str, Any], *, max_bytes: int) -> Any:
-    """Plain data from YAML text or an already-parsed mapping; DefinitionError if unsafe or unreadable."""
+def read_source(
+    source: str | bytes | Mapping[str, Any], *, max_bytes: int, max_expanded_bytes: int = MAX_EXPANDED_BYTES
+) -> Any:
+    """Plain data from YAML text or an already-parsed mapping; DefinitionError if unsafe or unreadable.
+
+    YAML is measured after alias expansion, on the composed nodes and before any Python value is
+    built: a few kilobytes of anchors can stand for hundreds of megabytes of definition."""
     if isinstance(source, Mapping):
         _check_data(source, max_bytes=max_bytes)
         _check_text(source)
@@ -63,12 +71,12 @@ def read_source(source: str | bytes | Mapping[str, Any], *, max_bytes: int) -> A
         text = data.decode("utf-8") if isinstance(source, bytes) else source
     except UnicodeDecodeError as exc:
         raise _refusal(f"is not valid UTF-8 (byte {exc.start})") from None
-    return _load_yaml(text)
+    return _load_yaml(text, max_expanded_bytes=max_expanded_bytes)
 
 
-def _load_yaml(text: str) -> Any:
+def _load_yaml(text: str, *, max_expanded_bytes: int) -> Any:
     try:
-        return _compose_and_construct(text)
+        return _compose_and_construct(text, max_expanded_bytes=max_expanded_bytes)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -79,13 +87,13 @@ def _load_yaml(text: str) -> Any:
         raise _refusal("holds an integer with too many digits") from None
 
 
-def _compose_and_construct(text: str) -> Any:
+def _compose_and_construct(text: str, *, max_expanded_bytes: int) -> Any:
     loader = _GuardedLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             return None
-        _check_expansion(root)
+        _check_expansion(root, max_bytes=max_expanded_bytes)
         duplicates = list(_duplicate_keys(root))
         if duplicates:
             raise DefinitionError(duplicates)
@@ -103,9 +111,10 @@ def _check_text(data: Any) -> None:
         raise DefinitionError([Problem(unsafe[0] or "definition", unsafe[1])])
 
 
-def _check_expansion(root: yaml.Node) -> None:
-    """Refuse documents whose aliases expand to too many nodes, too deep, or into themselves."""
-    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded node count, depth)
+def _check_expansion(root: yaml.Node, *, max_bytes: int) -> None:
+    """Refuse documents whose aliases expand to too many nodes, too many bytes, too deep, or into
+    themselves."""
+    measured: dict[int, tuple[int, int, int]] = {}  # id(node) -> (expanded node count, depth, bytes)
     in_progress: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     # Iterative post-order walk: aliases share node objects, so memoising by id keeps it linear.
@@ -115,11 +124,16 @@ def _check_expansion(root: yaml.Node) -> None:
             children = _children(node)
             count = 1 + sum(measured[id(child)][0] for child in children)
             depth = 1 + max((measured[id(child)][1] for child in children), default=0)
+            size = _NODE_OVERHEAD_BYTES + sum(measured[id(child)][2] for child in children)
+            if isinstance(node, yaml.ScalarNode):
+                size += len(node.value.encode("utf-8", "surrogatepass"))
             if count > MAX_NODES:
                 raise _refusal(f"expands to more than {MAX_NODES:,} nodes (too many aliases)")
+            if size > max_bytes:
+                raise _refusal(f"expands to more than {max_bytes:,} bytes (the expanded size limit)")
             if depth > MAX_DEPTH:
                 raise _refusal(f"expands to nesting deeper than {MAX_DEPTH} levels")
-            measured[id(node)] = (count, depth)
+            measured[id(node)] = (count, depth, size)
             in_progress.discard(id(node))
         elif id(node) in in_progress:
             raise _refusal("contains an alias to an anchor that encloses it")

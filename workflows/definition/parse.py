@@ -8,7 +8,7 @@ from typing import Any
 from ._agents import read_agents
 from ._groups import group_names_written, read_groups
 from ._section import Section
-from ._source import read_source
+from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
 from ._workflow import DEFAULT_PROVIDER, Header, read_header
 from .errors import DefinitionError, Problem
@@ -41,15 +41,17 @@ def load_definition(
     max_bytes: int = MAX_DEFINITION_BYTES,
     table_prices: Callable[[str], UnitPrices | None] = _no_table,
     may_lower_prices: bool = False,
+    max_expanded_bytes: int = MAX_EXPANDED_BYTES,
 ) -> WorkflowDefinition:
-    """A definition from YAML (or JSON) text or an already-parsed mapping.
+    """A definition from YAML (or JSON) text or an already-parsed mapping, at most ``max_bytes``
+    long as sent and ``max_expanded_bytes`` once YAML aliases are expanded.
 
     `table_prices` answers the price table's prices of a model; unless `may_lower_prices`, a real
     provider's workflow may not price a model below them.
 
     Raises DefinitionError listing every problem found; never any other exception.
     """
-    raw = read_source(source, max_bytes=max_bytes)
+    raw = read_source(source, max_bytes=max_bytes, max_expanded_bytes=max_expanded_bytes)
     if not isinstance(raw, Mapping):
         raise DefinitionError(
             [Problem("definition", f"must be a mapping with 'workflow' and 'agents', not {kind_of(raw)}")]

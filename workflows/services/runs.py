@@ -4,7 +4,9 @@ service then does its writes in one transaction and enqueues work only once that
 from collections.abc import Mapping
 from dataclasses import asdict
 from decimal import Decimal
+from functools import partial
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,6 +17,8 @@ from workflows.definition import (
     check_inputs,
     check_limits,
     resolve_limits,
+    resolve_reference,
+    template_context,
 )
 from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed, problems_as_details
 from workflows.models import (
@@ -34,6 +38,7 @@ from workflows.services.credentials import check_credentials
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
 from workflows.services.prices import prices_for
+from workflows.services.renders import rendered_ahead
 from workflows.services.budgets import gate_input
 from workflows.services.steps import step_enter, step_prepare, steps_reopen
 from workflows.services.teams import budget_changes_record
@@ -81,6 +86,26 @@ def check_models_priced(
         )
 
 
+def check_for_each_inputs(*, definition: WorkflowDefinition, inputs: Mapping) -> None:
+    """A for_each group whose source is an input is refused at once when that input holds more than
+    FOR_EACH_MAX_ITEMS items, before the run spends anything on the steps before the group."""
+    limit = settings.FOR_EACH_MAX_ITEMS
+    context = template_context(inputs=inputs, outputs={})
+    for group in definition.for_each.values():
+        if not group.source.startswith("workflow.input."):
+            continue
+        try:
+            items = resolve_reference(group.source, context, where=group.name)
+        except TemplateFailure:
+            continue  # judged when the group is entered, as any source
+        if isinstance(items, list) and len(items) > limit:
+            path = "inputs." + group.source.removeprefix("workflow.input.")
+            raise ValidationFailed(
+                f"for_each '{group.name}' would run over {len(items):,} items; the limit is {limit:,}.",
+                details=[{"path": path, "message": f"more than {limit:,} items (FOR_EACH_MAX_ITEMS)"}],
+            )
+
+
 def run_start(
     *,
     team: Team,
@@ -98,6 +123,7 @@ def run_start(
     clean_inputs, problems = check_inputs(definition.inputs, inputs or {})
     if problems:
         raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
+    check_for_each_inputs(definition=definition, inputs=clean_inputs)
     resolved = resolve_limits(run=requested, workflow=asdict(definition.limits), team=team.limit_defaults())
     check_models_priced(
         definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
@@ -176,6 +202,27 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
 
 def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
     overrides = check_limit_overrides(limits, path="")
+    return rendered_ahead(
+        prerender=partial(_prerender_resume, run_id=run.pk),
+        locked=partial(_resume_under_locks, run=run, resumed_by=resumed_by, overrides=overrides, reason=reason),
+    )
+
+
+def _prerender_resume(*, run_id: int) -> None:
+    """The prompts of the step a resume continues from, rendered before its transaction."""
+    run = Run.objects.select_related("workflow_version", "team").get(pk=run_id)
+    checkpoint = latest_checkpoint(run=run)
+    if checkpoint is not None and checkpoint.next_step is not None:
+        step_prepare(
+            run=run,
+            step=checkpoint.next_step,
+            definition=definition_of(run.workflow_version),
+            outputs=checkpoint.outputs,
+            may_override_prices=run.team.may_override_prices,
+        )
+
+
+def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict, reason: str) -> Run:
     with transaction.atomic(durable=True):
         team = Team.objects.select_for_update(no_key=True).get(pk=run.team_id)
         run = (

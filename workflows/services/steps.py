@@ -40,6 +40,7 @@ from workflows.definition import (
     next_agent,
     output_cap,
     render,
+    render_budget,
     render_value,
     resolve_reference,
     template_context,
@@ -77,6 +78,7 @@ from workflows.services.credentials import credentials_for
 from workflows.services.gate import GateDecision, gate_decide
 from workflows.services.prices import prices_for
 from workflows.services import step_functions
+from workflows.services.renders import rendered, rendered_ahead
 from workflows.services.step_functions import StepBasis
 
 logger = logging.getLogger(__name__)
@@ -118,8 +120,8 @@ def step_prepare(
         if step.branch_index >= len(items):
             raise TemplateFailure(f"for_each '{group.name}' source", f"has no item {step.branch_index} any more")
         context.update({group.as_name: items[step.branch_index], "_index": step.branch_index, "_key": step.branch_key})
-    system_prompt = render(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
-    prompt = render(agent.prompt, context, where=f"agent '{agent.name}' prompt")
+    system_prompt = _render_kept(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
+    prompt = _render_kept(agent.prompt, context, where=f"agent '{agent.name}' prompt")
     prices, price_source = prices_for(
         model=agent.model, pricing=definition.pricing, provider=agent.provider, may_override_prices=may_override_prices
     )
@@ -150,6 +152,10 @@ def step_prepare(
         estimate_usd=estimate,
         estimated_input_tokens=input_tokens,
     )
+
+
+def _render_kept(source: str, context: dict, *, where: str) -> str:
+    return rendered(("render", where, source), context, lambda: render(source, context, where=where))
 
 
 def step_execute(*, step_id: int) -> None:
@@ -214,6 +220,35 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
         attempt = _admit_in_one_call(step_id=step_id, worker=worker)
         if attempt is not None:
             return attempt
+    return rendered_ahead(
+        prerender=partial(_prerender_begin, step_id=step_id),
+        locked=partial(_begin_under_locks, step_id=step_id, worker=worker),
+    )
+
+
+def _prerender_begin(*, step_id: int) -> None:
+    """What `_begin_under_locks` will render, rendered before its transaction: the step's prompts,
+    or when they fail and the step is its group's last branch, what its group's end renders."""
+    read = _read_run_and_step(step_id=step_id)
+    if read is None:
+        return
+    run, step = read
+    if step.status not in (StepStatus.PENDING, StepStatus.RUNNING) or run.status not in ACTIVE_RUN_STATUSES:
+        return
+    definition = definition_of(run.workflow_version)
+    try:
+        step_prepare(
+            run=run,
+            step=step,
+            definition=definition,
+            outputs=run.latest_outputs,
+            may_override_prices=run.team.may_override_prices,
+        )
+    except TemplateFailure as exc:
+        _prerender_ending(run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+
+
+def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
     with transaction.atomic(durable=True):
         # The team row is found through the step: the first lock and the id lookup in one statement.
         team = (
@@ -301,13 +336,14 @@ def _admit_in_one_call(*, step_id: int, worker: str) -> StepAttempt | None:
         return None
     step = Step(pk=step_id, run_id=basis.run_id, agent=basis.agent)
     try:
-        prepared = step_prepare(
-            run=Run(pk=basis.run_id, inputs=basis.inputs),
-            step=step,
-            definition=basis.definition,
-            outputs=basis.outputs,
-            may_override_prices=basis.may_override_prices,
-        )
+        with render_budget():
+            prepared = step_prepare(
+                run=Run(pk=basis.run_id, inputs=basis.inputs),
+                step=step,
+                definition=basis.definition,
+                outputs=basis.outputs,
+                may_override_prices=basis.may_override_prices,
+            )
     except TemplateFailure:
         return None
     if prepared.estimate_usd is None:
@@ -327,6 +363,13 @@ def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     if attempt.basis is not None and step_functions.step_functions_enabled():
         if _settle_in_one_call(attempt=attempt, result=result):
             return
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, output=result.output),
+        locked=partial(_settle_under_locks, attempt=attempt, result=result),
+    )
+
+
+def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> None:
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         owner = step.status == StepStatus.RUNNING and step.attempts == attempt.number
@@ -390,8 +433,9 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
     outputs = {**basis.outputs, basis.agent: result.output}
     context = template_context(inputs=basis.inputs, outputs=outputs, groups=definition.group_names)
     try:
-        target = next_agent(definition.agent(basis.agent), context)
-        run_output = _render_output(definition, context) if target == END else None
+        with render_budget():
+            target = next_agent(definition.agent(basis.agent), context)
+            run_output = _render_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure):
         return False
     if definition.group(target) is not None or _usage_problem(result) is not None:
@@ -456,6 +500,13 @@ def _completed_payload(*, step: Step, attempt: StepAttempt, usage: Usage, cost: 
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
     """The provider failed the step: release its reservation and fail the run, resumably."""
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=error),
+        locked=partial(_fail_under_locks, attempt=attempt, error=error),
+    )
+
+
+def _fail_under_locks(*, attempt: StepAttempt, error: dict) -> None:
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
@@ -470,6 +521,13 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
     again before the next call, so a retry can be stopped by a budget like any step, and each
     attempt gets its own ledger entry. The wait is Celery's countdown, not a worker asleep.
     """
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=_provider_error(error)),
+        locked=partial(_provider_failed_under_locks, attempt=attempt, error=error),
+    )
+
+
+def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) -> None:
     with transaction.atomic(durable=True):
         team, run, step = _lock(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
         cost = None
@@ -478,7 +536,7 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
             alerts_after_spend(team=team, run=run)
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        details = {"type": "ProviderError", "message": _storable(error.message), "status_code": error.status_code}
+        details = _provider_error(error)
         if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
             _attempt_failed(team=team, run=run, step=step, error=details)
             return
@@ -513,6 +571,10 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
             },
         )
         step_schedule(step, countdown=delay)
+
+
+def _provider_error(error: ProviderError) -> dict:
+    return {"type": "ProviderError", "message": _storable(error.message), "status_code": error.status_code}
 
 
 def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
@@ -696,16 +758,15 @@ def step_enter(
         return
 
     if isinstance(group, ParallelSpec):
-        branches = [(agent, agent) for agent in group.agents]
+        count = len(group.agents)
     else:
         try:
-            items = _items(group, _context(run=run, definition=definition, outputs=outputs))
+            count = len(_items(group, _context(run=run, definition=definition, outputs=outputs)))
         except TemplateFailure as exc:
             _checkpoint(run=run, reason=reason, outputs=outputs, next_step=None)
             _run_fail(team=team, run=run, step=None, error={"type": "ForEachSourceError", "message": str(exc)})
             return
-        branches = [(group.agent.name, str(index)) for index in range(len(items))]
-    if not branches:
+    if not count:
         # Nothing to run: the group ends at once, and conductor's empty result goes on to its routes.
         if empty_groups >= run.max_iterations:
             _checkpoint(run=run, reason=reason, outputs=outputs, next_step=None)
@@ -725,25 +786,41 @@ def step_enter(
         return
 
     iteration = (run.steps.filter(group=target).aggregate(last=Max("iteration"))["last"] or 0) + 1
-    slots = _slots(group)
+    # Only the branches that have a slot are created now; `_send_waiting` creates each later one
+    # when a slot frees, so a long for_each is never thousands of rows written at once.
+    steps = _branches_create(
+        run=run,
+        group=group,
+        iteration=iteration,
+        first_sequence=after_sequence + 1,
+        indexes=range(min(count, _slots(group))),
+    )
+    _checkpoint(run=run, reason=reason, outputs=outputs, next_step=steps[0])
+
+
+def _branches_create(
+    *, run: Run, group: ParallelSpec | ForEachSpec, iteration: int, first_sequence: int, indexes: range
+) -> list[Step]:
+    """Create and send the branches at `indexes` of one entry of a group; a branch's sequence is
+    its group's first plus its index."""
     now = timezone.now()
     steps = Step.objects.bulk_create(
         Step(
             run=run,
-            sequence=after_sequence + 1 + index,
-            agent=agent,
+            sequence=first_sequence + index,
+            agent=group.agents[index] if isinstance(group, ParallelSpec) else group.agent.name,
             iteration=iteration,
-            group=target,
+            group=group.name,
             branch_index=index,
-            branch_key=key,
-            status=StepStatus.PENDING if index < slots else StepStatus.WAITING,
-            enqueued_at=now if index < slots else None,
+            branch_key=group.agents[index] if isinstance(group, ParallelSpec) else str(index),
+            status=StepStatus.PENDING,
+            enqueued_at=now,
         )
-        for index, (agent, key) in enumerate(branches)
+        for index in indexes
     )
-    _checkpoint(run=run, reason=reason, outputs=outputs, next_step=steps[0])
-    for step in steps[:slots]:
+    for step in steps:
         _send(step)
+    return steps
 
 
 def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
@@ -764,7 +841,7 @@ def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
     branches.filter(pk=step.pk).update(**fresh)
     branches.filter(status__in=reopened).update(**fresh)
     definition = definition_of(run.workflow_version)
-    _send_waiting(group=definition.group(step.group), branches=branches)
+    _send_waiting(run=run, group=definition.group(step.group), branches=branches, definition=definition)
 
 
 def _advance(
@@ -780,8 +857,8 @@ def _advance(
     """Take the routes of the agent or group that just ended: to the next step, or to the end."""
     context = _context(run=run, definition=definition, outputs=outputs)
     try:
-        target = next_agent(source, context)
-        final_output = _render_output(definition, context) if target == END else None
+        target = _route(source, context)
+        final_output = _final_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure) as exc:
         error_type = "RouteError" if isinstance(exc, NoRouteMatched) else "TemplateError"
         _checkpoint(run=run, reason="step_completed", outputs=outputs, next_step=None)
@@ -817,7 +894,7 @@ def _group_continue(*, team: Team, run: Run, step: Step) -> None:
     definition = definition_of(run.workflow_version)
     group = definition.group(step.group)
     branches = _branches(run=run, step=step)
-    if _send_waiting(group=group, branches=branches):
+    if _send_waiting(run=run, group=group, branches=branches, definition=definition):
         return
     ended = list(branches.order_by("branch_index"))
     failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
@@ -873,8 +950,9 @@ def _group_done(
     )
 
 
-def _send_waiting(*, group: ParallelSpec | ForEachSpec, branches) -> bool:
-    """Send waiting branches into the group's free slots. Whether any branch is still to end."""
+def _send_waiting(*, run: Run, group: ParallelSpec | ForEachSpec, branches, definition: WorkflowDefinition) -> bool:
+    """Fill the group's free slots: first with its waiting branches (reopened by a resume), then
+    with branches of items that have none yet. Whether any branch is still to end."""
     statuses = Counter(branches.values_list("status", flat=True))
     in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
     free = _slots(group) - in_flight
@@ -884,7 +962,30 @@ def _send_waiting(*, group: ParallelSpec | ForEachSpec, branches) -> bool:
             waiting.enqueued_at = timezone.now()
             waiting.save(update_fields=["status", "enqueued_at"])
             _send(waiting)
-    return bool(in_flight or statuses[StepStatus.WAITING])
+            free -= 1
+    created = sum(statuses.values())
+    unborn = _branch_count(run=run, group=group, definition=definition) - created
+    if unborn > 0 and free > 0:
+        first = branches.order_by("branch_index").first()
+        _branches_create(
+            run=run,
+            group=group,
+            iteration=first.iteration,
+            first_sequence=first.sequence - first.branch_index,
+            indexes=range(created, created + min(free, unborn)),
+        )
+    return bool(in_flight or statuses[StepStatus.WAITING] or unborn > 0)
+
+
+def _branch_count(*, run: Run, group: ParallelSpec | ForEachSpec, definition: WorkflowDefinition) -> int:
+    """How many branches the group's current entry has in all, created or not: its for_each
+    source is read again from the outputs it was entered with, which its checkpoints keep."""
+    if isinstance(group, ParallelSpec):
+        return len(group.agents)
+    try:
+        return len(_items(group, _context(run=run, definition=definition, outputs=latest_checkpoint(run=run).outputs)))
+    except TemplateFailure:  # resolved when the group was entered; only a lowered limit fails it now
+        return 0
 
 
 def _group_result(group: ParallelSpec | ForEachSpec, ended: list[Step]) -> dict:
@@ -928,11 +1029,76 @@ def _items(group: ForEachSpec, context: dict) -> list:
     items = resolve_reference(group.source, context, where=where)
     if not isinstance(items, list):
         raise TemplateFailure(where, f"'{group.source}' is {type(items).__name__}, not a list")
+    if len(items) > settings.FOR_EACH_MAX_ITEMS:
+        limit = settings.FOR_EACH_MAX_ITEMS
+        message = f"'{group.source}' has {len(items):,} items; the limit is {limit:,} (FOR_EACH_MAX_ITEMS)"
+        raise TemplateFailure(where, message)
     return items
 
 
 def _context(*, run: Run, definition: WorkflowDefinition, outputs: dict) -> dict:
     return template_context(inputs=run.inputs, outputs=outputs, groups=definition.group_names)
+
+
+def _route(source: AgentSpec | ParallelSpec | ForEachSpec, context: dict) -> str:
+    return rendered(("routes", source.name), context, lambda: next_agent(source, context))
+
+
+def _final_output(definition: WorkflowDefinition, context: dict) -> dict:
+    return rendered(("output",), context, lambda: _render_output(definition, context))
+
+
+def _read_run_and_step(*, step_id: int) -> tuple[Run, Step] | None:
+    """The step and its run with `latest_outputs`, as `_lock_run_and_step` reads them, but without
+    locks or a transaction: for rendering ahead, which the transaction checks against what it reads."""
+    step = Step.objects.filter(pk=step_id).first()
+    if step is None:
+        return None
+    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
+    run = (
+        Run.objects.select_related("workflow_version", "team")
+        .annotate(latest_outputs=Subquery(latest))
+        .get(pk=step.run_id)
+    )
+    return run, step
+
+
+def _prerender_end_of(*, step_id: int, output: dict | None = None, error: dict | None = None) -> None:
+    read = _read_run_and_step(step_id=step_id)
+    if read is not None:
+        _prerender_ending(run=read[0], step=read[1], output=output, error=error)
+
+
+def _prerender_ending(*, run: Run, step: Step, output: dict | None = None, error: dict | None = None) -> None:
+    """What the transaction that ends `step` (with `output`, or failed with `error`) will render:
+    the routes of its agent and the run's output, or, when it is the last branch of its group to
+    end, those of its group. Reads without locks; renders only."""
+    if run.status not in ACTIVE_RUN_STATUSES:
+        return
+    definition = definition_of(run.workflow_version)
+    outputs = run.latest_outputs or {}
+    if not step.group:
+        if error is not None:
+            return  # a plain step that fails fails its run: nothing is rendered
+        source = definition.agent(step.agent)
+        outputs = {**outputs, step.agent: output}
+    else:
+        branches = list(_branches(run=run, step=step).order_by("branch_index"))
+        for branch in branches:
+            if branch.pk == step.pk:
+                branch.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
+                branch.output, branch.error = output, error
+        source = definition.group(step.group)
+        unborn = len(branches) < _branch_count(run=run, group=source, definition=definition)
+        if unborn or any(branch.status in _UNENDED_BRANCH for branch in branches):
+            return
+        outputs = {**outputs, source.name: _group_result(source, branches)}
+    context = _context(run=run, definition=definition, outputs=outputs)
+    if _route(source, context) == END:
+        _final_output(definition, context)
+
+
+_UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)
 
 
 def _render_output(definition: WorkflowDefinition, context: dict) -> dict:

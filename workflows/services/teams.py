@@ -1,15 +1,19 @@
 import hashlib
+import logging
 import secrets
 from datetime import timedelta
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
 from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team
+from workflows.services.locks import without_waiting_for_the_database
+
+logger = logging.getLogger(__name__)
 
 API_KEY_PREFIX = "bsk_"
 # Recording every request's time would make each API call a write; once a minute is enough to audit keys.
@@ -185,5 +189,17 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         return None
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        _note_use(api_key=api_key, now=now)
     return api_key
+
+
+def _note_use(*, api_key: ApiKey, now) -> None:
+    """Record when the key was used, unless that means waiting for a lock: a request, even a read,
+    must never queue behind another team's write for an audit timestamp. A skipped update is made
+    by a later request."""
+    try:
+        with without_waiting_for_the_database(), transaction.atomic():
+            if ApiKey.objects.select_for_update(nowait=True).filter(pk=api_key.pk).exists():
+                ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    except OperationalError:
+        logger.info("API key %s was used while its row or the database was locked; last_used_at waits.", api_key.prefix)

@@ -24,6 +24,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             max_bytes=settings.DEFINITION_MAX_BYTES,
             table_prices=table_prices,
             may_lower_prices=team.may_override_prices,
+            max_expanded_bytes=settings.DEFINITION_MAX_EXPANDED_BYTES,
         )
     except DefinitionError as exc:
         count = len(exc.problems)
