@@ -31,7 +31,22 @@ def assert_invariants(*runs: Run) -> None:
         ledger = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"] or Decimal("0")
         spent = Run.objects.filter(team=team).aggregate(total=Sum("spent_usd"))["total"] or Decimal("0")
         assert ledger == spent, f"team {team}: ledger {ledger} != spent {spent}"
+        assert_team_reservation_matches_runs(team)
         assert_daily_spend_matches_ledger(team)
+
+
+def assert_team_reservation_matches_runs(team: Team) -> None:
+    """The team's reservation is its runs' (every reserve and release moves both), and exactly 0, as the
+    database compares it, once none of its steps is running."""
+    team.refresh_from_db()
+    assert team.reserved_usd >= 0, f"team {team} reserves {team.reserved_usd}"
+    runs_reserved = Run.objects.filter(team=team).aggregate(total=Sum("reserved_usd"))["total"] or Decimal("0")
+    assert team.reserved_usd == runs_reserved, f"team {team} reserves {team.reserved_usd}, its runs {runs_reserved}"
+    if not Step.objects.filter(run__team=team, status=StepStatus.RUNNING).exists():
+        # On SQLite a float residue reads back as 0.000000 yet fails CHECK (reserved_usd >= 0) later.
+        assert Team.objects.filter(pk=team.pk, reserved_usd=0).exists(), (
+            f"team {team} reserves {team.reserved_usd} with nothing in flight"
+        )
 
 
 def assert_daily_spend_matches_ledger(team: Team) -> None:

@@ -155,6 +155,22 @@ def test_a_resume_that_keeps_the_budget_keeps_the_rearm_point(quiet_team, loop):
     assert_invariants(run)
 
 
+def test_a_team_audit_budget_changed_by_an_operator_reports_afresh_against_the_new_one(quiet_team, loop):
+    """As for a run's budget on resume: a re-arm point set under the old budget does not silence the new one."""
+    set_period_budget(quiet_team, "0.15", "audit")
+    run = run_start(team=quiet_team, workflow=loop, limits={"max_iterations": 20})
+    run_step(run)
+    run_step(run)  # projected 0.20 > 0.15: reported, re-armed at 0.35
+    set_period_budget(quiet_team, "0.25", "audit")
+    run_step(run)  # projected 0.30 > 0.25: reported, though under the old re-arm point
+
+    assert [(event["budget_usd"], event["projected_usd"]) for event in exceeded("team")] == [
+        ("0.150000", "0.200000"),
+        ("0.250000", "0.300000"),
+    ]
+    assert_invariants(run)
+
+
 # -- threshold alerts ---------------------------------------------------------------------------------
 
 
