@@ -298,6 +298,20 @@ def test_a_team_period_ends_at_its_last_second_and_the_next_starts_with_nothing_
     assert_invariants(first, second)
 
 
+def test_a_team_enforce_budget_stops_a_run_whose_own_audit_budget_is_already_over(quiet_team, loop):
+    set_period_budget(quiet_team, "0.2", "enforce")
+    run = run_start(team=quiet_team, workflow=loop, limits={"budget_usd": "0.05", "budget_mode": "audit"})
+    run_step(run)  # run: projected 0.10 > 0.05, reported, re-armed at 0.15; team: 0.10 within
+    run_step(run)  # run: 0.20 > 0.15, reported, re-armed at 0.25; team: 0.20 == budget, admitted
+    assert run_step(run) is None  # team: 0.30 > 0.20 stops, whatever the run's audit budget says
+
+    run.refresh_from_db()
+    assert (run.status, run.error["scope"], run.spent_usd) == (RunStatus.BUDGET_EXCEEDED, "team", D("0.200000"))
+    assert [event["projected_usd"] for event in exceeded("run")] == ["0.100000", "0.200000"]
+    assert [(event["budget_mode"], event["projected_usd"]) for event in exceeded("team")] == [("enforce", "0.300000")]
+    assert_invariants(run)
+
+
 # -- actual cost, not the estimate ---------------------------------------------------------------------
 
 
