@@ -342,3 +342,19 @@ def test_the_gate_projects_from_what_earlier_steps_cost_not_what_they_reserved(q
     run.refresh_from_db()
     assert (run.status, run.spent_usd) == (RunStatus.BUDGET_EXCEEDED, D("0.120000"))
     assert_invariants(run)
+
+
+def test_a_step_is_charged_its_input_tokens_as_well_as_its_output(quiet_team):
+    priced_input = LOOP_AT_A_TENTH.replace("name: tenth", "name: priced-input").replace(
+        "input_per_mtok: 0", "input_per_mtok: 2000"
+    )
+    workflow = workflow_version(team=quiet_team, source=priced_input, name="priced-input").workflow_id
+    run = run_start(team=quiet_team, workflow=workflow)
+    attempt = step_begin(step_id=pending_step(run).pk, worker="w:1")
+    step_settle(attempt=attempt, result=CompletionResult(output={"done": True}, input_tokens=50, output_tokens=20))
+
+    run.refresh_from_db()
+    entry = LedgerEntry.objects.get(run=run)
+    # 50 input tokens at $2000 per 1M ($0.100000) and 20 output tokens at $1000 per 1M ($0.020000).
+    assert (entry.input_tokens, entry.cost_usd, run.spent_usd) == (50, D("0.120000"), D("0.120000"))
+    assert_invariants(run)
