@@ -42,6 +42,28 @@ agents:
       - {to: thinker}
 """
 
+# Two steps that cost less than the gate reserves, through the fake provider's `mock`: max_tokens 100 at
+# $1000 per 1M output tokens reserves $0.100000 a step; the first answers 40 tokens ($0.040000), the
+# second 70 ($0.070000). (The fake never answers more than max_tokens; a step over its estimate is a
+# CompletionResult given to step_settle, as tests/security/test_money_rules.py and the state machine do.)
+UNDER_ESTIMATE_YAML = """
+workflow:
+  name: under-estimate
+  entry_point: drafter
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost:
+    pricing:
+      sim-model: {input_per_mtok: 0, output_per_mtok: 1000}
+agents:
+  - name: drafter
+    prompt: "Draft it."
+    mock: {output: {draft: "d"}, output_tokens: 40}
+    routes: [{to: checker}]
+  - name: checker
+    prompt: "Check the draft."
+    mock: {output: {ok: true}, output_tokens: 70}
+"""
+
 SLOW_YAML = """
 workflow:
   name: slow

@@ -4,7 +4,18 @@ from collections import Counter, defaultdict
 from datetime import UTC
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import (
+    BooleanField,
+    DecimalField,
+    Exists,
+    ExpressionWrapper,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 
 from workflows.models import LedgerEntry, Run, Step, StepStatus, Team, TeamDailySpend
 
@@ -31,7 +42,34 @@ def assert_invariants(*runs: Run) -> None:
         ledger = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"] or Decimal("0")
         spent = Run.objects.filter(team=team).aggregate(total=Sum("spent_usd"))["total"] or Decimal("0")
         assert ledger == spent, f"team {team}: ledger {ledger} != spent {spent}"
+        assert_team_reservation_matches_runs(team)
         assert_daily_spend_matches_ledger(team)
+
+
+def assert_team_reservation_matches_runs(team: Team) -> None:
+    """The team's reservation is its runs' (every reserve and release moves both), and exactly 0, as the
+    database compares it, once none of its steps is running. Read in one statement, so that a worker
+    still settling another run cannot change one number between two reads."""
+    runs_reserved = (
+        Run.objects.filter(team=OuterRef("pk")).values("team").annotate(total=Sum("reserved_usd")).values("total")
+    )
+    row = (
+        Team.objects.filter(pk=team.pk)
+        .annotate(
+            runs_reserved=Coalesce(Subquery(runs_reserved), Value(Decimal("0")), output_field=DecimalField()),
+            in_flight=Exists(Step.objects.filter(run__team=OuterRef("pk"), status=StepStatus.RUNNING)),
+            # On SQLite a float residue reads back as 0.000000 yet fails CHECK (reserved_usd >= 0) later.
+            exactly_zero=ExpressionWrapper(Q(reserved_usd=0), output_field=BooleanField()),
+        )
+        .values("reserved_usd", "runs_reserved", "in_flight", "exactly_zero")
+        .get()
+    )
+    assert row["reserved_usd"] >= 0, f"team {team} reserves {row['reserved_usd']}"
+    assert row["reserved_usd"] == row["runs_reserved"], (
+        f"team {team} reserves {row['reserved_usd']}, its runs {row['runs_reserved']}"
+    )
+    if not row["in_flight"]:
+        assert row["exactly_zero"], f"team {team} reserves {row['reserved_usd']} with nothing in flight"
 
 
 def assert_daily_spend_matches_ledger(team: Team) -> None:

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from tests.factories import THREE_STEP_YAML, workflow_version
+from workflows.models import Checkpoint, Event, Run, Step, Workflow, WorkflowVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +22,11 @@ def assert_error_shape(response, status: int, type_: str | None = None) -> dict:
     if type_:
         assert body["error"]["type"] == type_
     return body["error"]
+
+
+def row_counts() -> dict:
+    """What a refused request must leave as it found."""
+    return {model.__name__: model.objects.count() for model in (Workflow, WorkflowVersion, Run, Step, Checkpoint, Event)}
 
 
 BAD_DEFINITIONS = {
@@ -54,9 +60,11 @@ BAD_DEFINITIONS = {
 
 @pytest.mark.parametrize("source,path", BAD_DEFINITIONS.values(), ids=BAD_DEFINITIONS.keys())
 def test_a_bad_definition_is_a_400_naming_the_path(api, source, path):
+    before = row_counts()
     error = assert_error_shape(api.post("/api/v1/workflows", {"definition": source}, format="json"), 400)
     assert error["type"] == "definition_invalid"
     assert path in [problem["path"] for problem in error["details"]], error["details"]
+    assert row_counts() == before
 
 
 def test_unpriced_model_error_names_the_model(api):
@@ -143,7 +151,9 @@ BAD_RUN_REQUESTS = {
 
 @pytest.mark.parametrize("body,status,type_", BAD_RUN_REQUESTS.values(), ids=BAD_RUN_REQUESTS.keys())
 def test_a_bad_run_request_is_refused_in_the_error_shape(api, workflow, body, status, type_):
+    before = row_counts()
     assert_error_shape(api.post("/api/v1/runs", body, format="json"), status, type_)
+    assert row_counts() == before
 
 
 def test_an_enforce_run_of_an_unpriced_model_is_refused_naming_it(api, team):
@@ -155,6 +165,7 @@ def test_an_enforce_run_of_an_unpriced_model_is_refused_naming_it(api, team):
     error = assert_error_shape(response, 400, "unpriced_model")
     assert "'sim-model'" in error["message"]
     assert error["details"] == {"models": ["sim-model"]}
+    assert not Run.objects.exists()
 
 
 def test_a_team_enforce_period_budget_also_refuses_an_unpriced_model(api, team):
@@ -164,6 +175,7 @@ def test_a_team_enforce_period_budget_also_refuses_an_unpriced_model(api, team):
     workflow_version(team=team, source=HEADER + "agents:\n" + VALID_AGENT)
     error = assert_error_shape(api.post("/api/v1/runs", {"workflow": "w"}, format="json"), 400, "unpriced_model")
     assert error["details"] == {"models": ["sim-model"]}
+    assert not Run.objects.exists()
 
 
 def test_a_missing_or_wrong_key_is_401(api, client):

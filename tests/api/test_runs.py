@@ -1,7 +1,7 @@
 import pytest
 
 from tests.factories import THREE_STEP_YAML, workflow_version
-from workflows.models import EventType
+from workflows.models import BudgetChange, Event, EventType, Run
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,9 @@ def test_runs_filter_by_status_and_refuse_an_unknown_one(api, workflow):
     run_id = start(api).json()["id"]
     assert [r["id"] for r in api.get("/api/v1/runs?status=queued").json()["results"]] == [run_id]
     assert api.get("/api/v1/runs?status=completed").json()["results"] == []
-    assert api.get("/api/v1/runs?status=nope").status_code == 400
+    response = api.get("/api/v1/runs?status=nope")
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "validation_error"
 
 
 def test_cancel_records_who_and_why_and_cannot_be_repeated(api, workflow):
@@ -61,31 +63,49 @@ def test_cancel_records_who_and_why_and_cannot_be_repeated(api, workflow):
     assert event["payload"]["reason"] == "wrong topic"
     assert event["payload"]["from_status"] == "queued"
 
+    events = Event.objects.filter(run_id=run_id).count()
     again = api.post(f"/api/v1/runs/{run_id}/cancel", {}, format="json")
     assert again.status_code == 409
+    assert again.json()["error"]["type"] == "invalid_run_state"
     assert again.json()["error"]["message"] == "Cannot cancel a run that is in 'cancelled' status."
+    assert Event.objects.filter(run_id=run_id).count() == events
+
+
+def assert_unchanged(run_id: int, before: Run) -> None:
+    """A refused request left the run as it was: status, limits, money, and no event or budget change."""
+    after = Run.objects.get(pk=run_id)
+    fields = ("status", "limits", "spent_usd", "reserved_usd", "iterations", "audit_rearm_at_usd")
+    assert [getattr(after, name) for name in fields] == [getattr(before, name) for name in fields]
+    assert not Event.objects.filter(run_id=run_id, type=EventType.RUN_RESUMED).exists()
+    assert not BudgetChange.objects.filter(run_id=run_id).exists()
 
 
 @pytest.mark.parametrize(
-    "body,status",
+    "body,status,type",
     [
-        ({}, 409),  # queued: nothing to resume
-        ({"budget_usd": 0}, 400),
-        ({"budget_mode": "sometimes"}, 400),
-        ({"max_iterations": "many"}, 400),
-        ({"colour": "red"}, 400),
+        ({}, 409, "invalid_run_state"),  # queued: nothing to resume
+        ({"budget_usd": 0}, 400, "validation_error"),
+        ({"budget_mode": "sometimes"}, 400, "validation_error"),
+        ({"max_iterations": "many"}, 400, "validation_error"),
+        ({"colour": "red"}, 400, "validation_error"),
     ],
 )
-def test_resume_refuses_bad_requests_and_runs_that_are_not_stopped(api, workflow, body, status):
+def test_resume_refuses_bad_requests_and_runs_that_are_not_stopped(api, workflow, body, status, type):
     run_id = start(api).json()["id"]
+    before = Run.objects.get(pk=run_id)
     response = api.post(f"/api/v1/runs/{run_id}/resume", body, format="json")
     assert response.status_code == status
     assert set(response.json()["error"]) == {"type", "message", "details"}
+    assert response.json()["error"]["type"] == type
+    assert_unchanged(run_id, before)
 
 
 def test_cancelled_runs_cannot_be_resumed(api, workflow):
     run_id = start(api).json()["id"]
     api.post(f"/api/v1/runs/{run_id}/cancel", {}, format="json")
+    before = Run.objects.get(pk=run_id)
     response = api.post(f"/api/v1/runs/{run_id}/resume", {"budget_usd": 10}, format="json")
     assert response.status_code == 409
+    assert response.json()["error"]["type"] == "invalid_run_state"
     assert response.json()["error"]["message"] == "Cannot resume a run that is in 'cancelled' status."
+    assert_unchanged(run_id, before)

@@ -4,6 +4,7 @@ import pytest
 
 from tests.conftest import client_for
 from tests.factories import TeamFactory, workflow_version
+from workflows.models import BudgetChange, Event, Run
 from workflows.services.runs import run_start
 
 pytestmark = pytest.mark.django_db
@@ -31,15 +32,22 @@ def other_run(db):
 )
 def test_another_teams_objects_answer_404(api, other_run, method, path):
     url = path.format(run=other_run.pk, workflow=other_run.workflow_version.workflow_id)
+    events = Event.objects.filter(run=other_run).count()
     response = getattr(api, method)(url, {}, format="json")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found"
+    after = Run.objects.get(pk=other_run.pk)
+    assert (after.status, after.limits) == (other_run.status, other_run.limits)
+    assert Event.objects.filter(run=other_run).count() == events
+    assert not BudgetChange.objects.filter(run=other_run).exists()
 
 
 def test_starting_a_run_of_another_teams_workflow_is_404(api, other_run):
     for ref in (other_run.workflow_version.workflow_id, "research-pipeline"):
         response = api.post("/api/v1/runs", {"workflow": ref, "inputs": {"topic": "x"}}, format="json")
         assert response.status_code == 404
+        assert response.json()["error"]["type"] == "not_found"
+    assert list(Run.objects.values_list("pk", flat=True)) == [other_run.pk]
 
 
 def test_lists_show_only_the_callers_objects(api, team, other_run):
@@ -56,4 +64,6 @@ def test_a_revoked_key_is_refused(team):
     client = client_for(team)
     assert client.get("/api/v1/runs").status_code == 200
     team.api_keys.update(revoked_at="2026-01-01T00:00:00Z")
-    assert client.get("/api/v1/runs").status_code == 401
+    response = client.get("/api/v1/runs")
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_failed"

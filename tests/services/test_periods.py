@@ -1,6 +1,7 @@
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
+from django.db import connection
 
 from workflows.services.periods import period_window
 
@@ -21,3 +22,40 @@ def test_periods_start_at_midnight_utc(period, now, start, end):
         datetime.fromisoformat(start).replace(tzinfo=UTC),
         datetime.fromisoformat(end).replace(tzinfo=UTC),
     )
+
+
+BOUNDARY_INSTANTS = [
+    # (period, instant, the window it belongs to): the last micro-second of a period, and its next one's first.
+    ("day", "2026-06-30T23:59:59.999999", "2026-06-30", "2026-07-01"),
+    ("day", "2026-07-01T00:00:00", "2026-07-01", "2026-07-02"),
+    ("week", "2026-07-05T23:59:59.999999", "2026-06-29", "2026-07-06"),  # a Sunday
+    ("week", "2026-07-06T00:00:00", "2026-07-06", "2026-07-13"),
+    ("month", "2026-06-30T23:59:59.999999", "2026-06-01", "2026-07-01"),
+    ("month", "2026-07-01T00:00:00", "2026-07-01", "2026-08-01"),
+    ("month", "2028-02-29T12:00:00", "2028-02-01", "2028-03-01"),  # a leap day
+]
+
+
+@pytest.mark.parametrize("period,now,start,end", BOUNDARY_INSTANTS)
+def test_a_period_ends_before_its_boundary_instant_and_the_next_starts_at_it(period, now, start, end):
+    window = period_window(period, datetime.fromisoformat(now).replace(tzinfo=UTC))
+    assert (window.start, window.end) == (
+        datetime.fromisoformat(start).replace(tzinfo=UTC),
+        datetime.fromisoformat(end).replace(tzinfo=UTC),
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("period,now,start,end", BOUNDARY_INSTANTS)
+def test_the_step_functions_put_a_boundary_instant_in_the_same_period(period, now, start, end):
+    """Migration 0008's copy of the periods, which the step functions on PostgreSQL judge budgets and
+    thresholds by, agrees with period_window at the instants where they could differ."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the step functions exist on PostgreSQL only")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT first_day, end_day FROM workflows_period_bounds(%s, %s)",
+            [period, datetime.fromisoformat(now).replace(tzinfo=UTC)],
+        )
+        first_day, end_day = cursor.fetchone()
+    assert (first_day, end_day) == (date.fromisoformat(start), date.fromisoformat(end))

@@ -6,7 +6,8 @@ the provider's result settled with drawn token counts, sometimes over the estima
 failure); kill a worker mid-step; redeliver a step whose worker died (the takeover, and the parking after
 STEP_MAX_REDELIVERIES); leave a step in flight while other rules run, then settle, fail or kill it;
 deliver a duplicate or stale message; resume with changed limits (or invalid ones); raise, set, remove or
-switch the mode of the team's period budget; cancel.
+switch the mode of the team's period budget; cancel; move the clock into the team's next period (a day,
+a week or a month, as the team's period budget says).
 
 This is not the crash-safety test: there is no broker and no worker process. `transaction.on_commit`
 never fires inside the test's transaction, so `step_schedule` sends nothing, and "the worker died" means
@@ -22,11 +23,15 @@ After every rule it checks DESIGN.md's invariants, per run and per team:
 - spend never decreases; a completed or cancelled run never changes status; a step that succeeded never
   runs or is charged again (no two attempts of one step are ever alive at once here, so the superseded-
   attempt path of `step_settle` cannot occur);
-- a run's status agrees with its steps (one open step while active, none once it stopped).
+- a run's status agrees with its steps (one open step while active, none once it stopped);
+- the team's period spend, as the gate reads it, is what this model charged in the current period.
 Each rule also checks its outcome against an oracle of the contract in DESIGN.md: the gate admits a step
 iff iterations remain and no enforce budget's projection (spent + reserved + estimate) goes over it;
 resume succeeds iff the run is stopped and its next step would be admitted, and a refused one changes
-nothing; a crashed attempt is taken over on its reservation, up to STEP_MAX_REDELIVERIES times.
+nothing; a crashed attempt is taken over on its reservation, up to STEP_MAX_REDELIVERIES times; each gate
+records exactly the `budget_exceeded` events the contract asks for (an enforce stop; an audit report, re-armed
+a full budget further, afresh in each team period and after the budget changes); each settlement records
+exactly the threshold alerts newly reached (`>=`), once per run and once per team period.
 
 The examples are derandomized: CI runs the same schedules every time, and the test fails if they stop
 reaching the paths that matter (MUST_REACH). To search afresh, set BUDGETSVC_STATEFUL_SEED_RANDOM=1,
@@ -37,7 +42,7 @@ import itertools
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -53,11 +58,16 @@ from hypothesis.stateful import (
 )
 
 from tests.factories import LOOP_YAML, THREE_STEP_YAML, UNPRICED_YAML, TeamFactory, workflow_version
+from django.utils import timezone
+
 from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed
 from workflows.models import (
     FINAL_RUN_STATUSES,
     RESUMABLE_RUN_STATUSES,
     BudgetMode,
+    BudgetScope,
+    Event,
+    EventType,
     LedgerEntry,
     Run,
     RunStatus,
@@ -67,6 +77,7 @@ from workflows.models import (
 )
 from workflows.providers import CompletionResult
 from workflows.selectors import latest_checkpoint
+from workflows.services.periods import period_window, team_period_spent
 from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.steps import StepAttempt, step_begin, step_fail, step_settle
 from workflows.services.teams import team_budgets_update
@@ -98,8 +109,12 @@ RUN_BUDGETS = st.one_of(
 )
 TEAM_BUDGETS = st.sampled_from(["0.3", "0.5", "0.6", "0.9", "1", "1.5", "2", "4"]).map(Decimal)
 MODES = st.sampled_from([BudgetMode.ENFORCE, BudgetMode.AUDIT])
+PERIODS = st.sampled_from(["day", "week", "month"])
 TEAM_NAMES = (f"sm-{n}" for n in itertools.count())
 REACHED: Counter = Counter()  # which paths the schedules reached, so a vacuous run fails
+# A Sunday at noon: the next day, week and month are each one clock move away.
+START = datetime(2025, 6, 15, 12, tzinfo=UTC)
+CLOCK: list = []  # the test's time_machine traveller, which the `next_period` rule moves
 
 
 def event(name: str) -> None:
@@ -117,6 +132,8 @@ def cost_of(kind: Kind, output_tokens: int) -> Decimal | None:
 class RunModel:
     kind_name: str
     spent: Decimal = ZERO  # what this model charged it, attempt by attempt
+    audit_rearm_at: Decimal | None = None  # the run's audit reports are silent up to this projection
+    crossed: set = field(default_factory=set)  # threshold percentages alerted for the run
     final_status: str | None = None  # completed or cancelled, once seen
     last_spent: Decimal = ZERO  # as last read from the database
 
@@ -160,6 +177,13 @@ class BudgetServices(RuleBasedStateMachine):
         self.workers = itertools.count(1)
         self.calls: Counter = Counter()  # of the rules whose share is capped per schedule
         self.seen: Observed = Observed(team=self.team, runs={}, steps=[], entries=[])
+        # Team periods: every example starts at START; `next_period` moves the clock on.
+        CLOCK[0].move_to(START)
+        self.period_start = START
+        self.periods_moved = 0
+        self.period_spent: defaultdict = defaultdict(lambda: ZERO)  # what this model charged, by period start
+        self.team_rearm: tuple[datetime, Decimal] | None = None  # (period start, projection) of the last report
+        self.team_crossed: defaultdict = defaultdict(set)  # threshold percentages alerted, by period start
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -167,7 +191,83 @@ class BudgetServices(RuleBasedStateMachine):
         return Team.objects.get(pk=self.team.pk)
 
     def _team_spent(self) -> Decimal:
-        return sum((model.spent for model in self.runs.values()), ZERO)
+        """What the team spent in the current period: what its period budget counts."""
+        return self.period_spent[self.period_start]
+
+    def _last_event_pk(self) -> int:
+        return Event.objects.filter(run__team=self.team).order_by("-pk").values_list("pk", flat=True).first() or 0
+
+    def _events_since(self, pk: int, type: str) -> list[dict]:
+        events = Event.objects.filter(run__team=self.team, pk__gt=pk, type=type).order_by("pk")
+        return list(events.values_list("payload", flat=True))
+
+    def _expected_reports(self, run: Run, team: Team, kind: Kind, expected: str | None) -> list[tuple]:
+        """The `budget_exceeded` events the gate records for a fresh step, as (scope, projected); updates the
+        model's re-arm points for an admitted step. An enforce stop reports the budget that stopped it (the
+        run's first); an admitted step reports each audit budget its projection passes, unless it is still
+        within that budget's re-arm point, which then moves to the projection plus a full budget."""
+        if kind.estimate is None or expected in (RunStatus.FAILED, RunStatus.ITERATION_LIMIT):
+            return []
+        model = self.runs[run.pk]
+        team_rearm = self.team_rearm[1] if self.team_rearm and self.team_rearm[0] == self.period_start else None
+        budgets = [
+            (BudgetScope.RUN, run.budget_usd, run.budget_mode, model.spent + run.reserved_usd, model.audit_rearm_at),
+            (
+                BudgetScope.TEAM,
+                team.period_budget_usd,
+                team.period_mode,
+                self._team_spent() + team.reserved_usd,
+                team_rearm,
+            ),
+        ]
+        over = [
+            (scope, budget, mode, committed + kind.estimate, rearm)
+            for scope, budget, mode, committed, rearm in budgets
+            if budget is not None and committed + kind.estimate > budget
+        ]
+        if expected == RunStatus.BUDGET_EXCEEDED:
+            scope, _, _, projected, _ = next(check for check in over if check[2] == BudgetMode.ENFORCE)
+            return [(scope, projected)]
+        reports = []
+        for scope, budget, _, projected, rearm in over:
+            if rearm is not None and projected <= rearm:
+                event(f"audit: {scope} within its re-arm point")
+                continue
+            reports.append((scope, projected))
+            event(f"audit report: {scope}{self._later(scope)}")
+            if scope == BudgetScope.RUN:
+                model.audit_rearm_at = projected + budget
+            else:
+                self.team_rearm = (self.period_start, projected + budget)
+        return reports
+
+    def _expected_alerts(self, run: Run, team: Team) -> list[tuple]:
+        """The thresholds a settlement newly reaches, as (scope, pct): once per run, and once per team period."""
+        thresholds = sorted(set(team.alert_thresholds))
+        model = self.runs[run.pk]
+        alerts = []
+        for scope, budget, spent, crossed in (
+            (BudgetScope.RUN, run.budget_usd, model.spent, model.crossed),
+            (BudgetScope.TEAM, team.period_budget_usd, self._team_spent(), self.team_crossed[self.period_start]),
+        ):
+            if not budget:
+                continue
+            for pct in thresholds:
+                if spent * 100 >= budget * pct and pct not in crossed:
+                    crossed.add(pct)
+                    alerts.append((scope, pct))
+                    event(f"threshold: {scope}{self._later(scope)}")
+                    if spent * 100 == budget * pct:
+                        event("threshold: reached exactly")
+        return alerts
+
+    def _later(self, scope: str) -> str:
+        return " in a later period" if scope == BudgetScope.TEAM and self.periods_moved else ""
+
+    def _budget_changed(self, before: Team) -> None:
+        """A team budget change re-arms its audit reports afresh."""
+        if self._team().period_budget_usd != before.period_budget_usd:
+            self.team_rearm = None
 
     def _steps(self, *statuses: str) -> list[int]:
         """The team's steps in `statuses`, as the last check read them: no rule has run since."""
@@ -237,11 +337,15 @@ class BudgetServices(RuleBasedStateMachine):
         step = Step.objects.get(pk=step_id)
         run, team = Run.objects.get(pk=step.run_id), self._team()
         kind = self.runs[run.pk].kind
+        since = self._last_event_pk()
         attempt = step_begin(step_id=step_id, worker=f"host:{next(self.workers)}")
+        reports = self._events_since(since, EventType.BUDGET_EXCEEDED)
+        reported = [(report["scope"], Decimal(report["projected_usd"])) for report in reports]
         after_step = Step.objects.get(pk=step_id)
         after_run, after_team = Run.objects.get(pk=run.pk), self._team()
 
         if step.status == StepStatus.RUNNING:  # its worker died: a redelivery takes it over
+            assert reported == [], "a takeover passed the gate again"
             if run.status == RunStatus.CANCELLED:
                 event("begin: crashed attempt of a cancelled run voided")
                 assert attempt is None
@@ -268,6 +372,8 @@ class BudgetServices(RuleBasedStateMachine):
         assert step.status == StepStatus.PENDING and run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
         expected = self._admission(run, team, kind)
         event(f"begin: {expected or 'admitted'}")
+        due = self._expected_reports(run, team, kind, expected)
+        assert reported == due, f"step {step_id} of run {run.pk}: budget_exceeded {reported}, expected {due}"
         if expected == RunStatus.BUDGET_EXCEEDED and self._admission(run, team, kind, others_reserved=False) is None:
             event("begin: stopped by other runs' reservations")  # they count against the team's budget
         if expected is None and self._at_an_enforce_budget(run, team, kind):
@@ -293,12 +399,18 @@ class BudgetServices(RuleBasedStateMachine):
     def _settle(self, data, attempt: StepAttempt) -> None:
         model = self.runs[attempt.run_id]
         step = Step.objects.get(pk=attempt.step_id)
-        run_before = Run.objects.get(pk=attempt.run_id)
+        run_before, team_before = Run.objects.get(pk=attempt.run_id), self._team()
         result = self._result(data, model.kind, step.agent)
+        since = self._last_event_pk()
         step_settle(attempt=attempt, result=result)
         self.live.pop(attempt.step_id, None)
         self.settled.append((attempt, result))
         model.spent += cost_of(model.kind, result.output_tokens) or ZERO
+        self.period_spent[self.period_start] += cost_of(model.kind, result.output_tokens) or ZERO
+        crossings = self._events_since(since, EventType.BUDGET_THRESHOLD_CROSSED)
+        alerted = [(crossing["scope"], crossing["threshold_pct"]) for crossing in crossings]
+        alerts = self._expected_alerts(run_before, team_before)
+        assert alerted == alerts, f"run {attempt.run_id}: alerts {alerted}, expected {alerts}"
 
         step.refresh_from_db()
         run = Run.objects.get(pk=attempt.run_id)
@@ -335,11 +447,12 @@ class BudgetServices(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------------------------
 
-    @initialize(budget=st.none() | TEAM_BUDGETS, mode=MODES)
-    def team_period_budget(self, budget, mode):
+    @initialize(budget=st.none() | TEAM_BUDGETS, mode=MODES, period=PERIODS)
+    def team_period_budget(self, budget, mode, period):
         team_budgets_update(
-            team=self.team, changes={"period_budget_usd": budget, "period_mode": mode}, actor="test"
+            team=self.team, changes={"period_budget_usd": budget, "period_mode": mode, "period": period}, actor="test"
         )
+        self.period_start = period_window(period, timezone.now()).start
 
     START = {
         "kind_name": st.sampled_from(sorted(KINDS)),
@@ -456,9 +569,11 @@ class BudgetServices(RuleBasedStateMachine):
         attempt, result = data.draw(st.sampled_from(self.settled), label="settled")
         before = Run.objects.get(pk=attempt.run_id)
         entries = LedgerEntry.objects.filter(run_id=attempt.run_id).count()
+        since = self._last_event_pk()
         step_settle(attempt=attempt, result=result)
         after = Run.objects.get(pk=attempt.run_id)
         assert LedgerEntry.objects.filter(run_id=attempt.run_id).count() == entries
+        assert Event.objects.filter(run__team=self.team, pk__gt=since).count() == 0
         assert (after.spent_usd, after.reserved_usd, after.iterations, after.status) == (
             before.spent_usd,
             before.reserved_usd,
@@ -551,6 +666,8 @@ class BudgetServices(RuleBasedStateMachine):
         event(f"resume from {run.status}: {outcome}")
         after = Run.objects.get(pk=run_id)
         if outcome == "resumed":
+            if after.budget_usd != run.budget_usd:
+                self.runs[run_id].audit_rearm_at = None  # audit reports afresh against the new budget
             step = latest_checkpoint(run=after).next_step
             assert after.status == RunStatus.QUEUED
             assert (step.status, step.redeliveries) == (StepStatus.PENDING, 0)
@@ -561,25 +678,34 @@ class BudgetServices(RuleBasedStateMachine):
 
     @precondition(lambda self: self.calls["team_budgets"] < 6)
     @rule(
-        change=st.sampled_from(["raise", "raise", "set", "near spend", "near spend", "mode", "remove"]),
+        change=st.sampled_from(
+            ["raise", "raise", "set", "near spend", "near spend"]
+            + ["near spend in audit", "near spend in audit", "mode", "remove"]
+        ),
         amount=TEAM_BUDGETS,
         headroom=st.sampled_from(["0.01", "0.29", "0.3", "0.31", "0.6"]).map(Decimal),
         mode=MODES,
     )
     def team_budgets(self, change, amount, headroom, mode):
         """An admin raises or sets the team's period budget, removes it, or switches its mode. "Near spend"
-        leaves `headroom` over what is spent, where the reservations of steps in flight decide the gate."""
+        leaves `headroom` over what the period spent, where the reservations of steps in flight decide the gate
+(or, in audit mode, where the reports start)."""
         self.calls["team_budgets"] += 1
         team = self._team()
         changes = {
             "raise": {"period_budget_usd": (team.period_budget_usd or ZERO) + amount},
             "set": {"period_budget_usd": amount, "period_mode": mode},
             "near spend": {"period_budget_usd": self._team_spent() + headroom, "period_mode": BudgetMode.ENFORCE},
+            "near spend in audit": {
+                "period_budget_usd": self._team_spent() + headroom,
+                "period_mode": BudgetMode.AUDIT,
+            },
             "mode": {"period_mode": mode},
             "remove": {"period_budget_usd": None},
         }[change]
         event(f"team budgets: {sorted(changes)}")
         team_budgets_update(team=team, changes=changes, actor="test", reason="schedule")
+        self._budget_changed(team)
         after = self._team()
         assert after.reserved_usd == team.reserved_usd
         if "period_budget_usd" in changes:
@@ -602,7 +728,22 @@ class BudgetServices(RuleBasedStateMachine):
         if budget > 0:
             changes = {"period_budget_usd": budget, "period_mode": BudgetMode.ENFORCE}
             team_budgets_update(team=team, changes=changes, actor="test", reason="schedule")
+            self._budget_changed(team)
         self._deliver(data, [step_id], "settles")
+
+    @precondition(lambda self: self.calls["next_period"] < 3)
+    @rule(into=st.sampled_from([timedelta(0), timedelta(microseconds=1), timedelta(hours=1)]))
+    def next_period(self, into):
+        """The clock moves into the team's next period (its first instant, or later): the period budget counts
+        nothing spent before it, audit reports re-arm afresh, and thresholds can be reached again."""
+        self.calls["next_period"] += 1
+        period = self._team().period
+        end = period_window(period, timezone.now()).end
+        CLOCK[0].move_to(end + into)
+        self.period_start = period_window(period, timezone.now()).start
+        assert self.period_start == end
+        self.periods_moved += 1
+        event(f"period: next {period}")
 
     @precondition(lambda self: self.runs and self.calls["cancel"] < 4)
     @rule(data=st.data())
@@ -679,6 +820,8 @@ class BudgetServices(RuleBasedStateMachine):
         team_spent = sum((run.spent_usd for run in runs.values()), ZERO)
         assert team_ledger == team_spent, f"team: ledger {team_ledger} != spent {team_spent}"
         assert team.reserved_usd >= 0, f"team reserves {team.reserved_usd}"
+        period_spent = team_period_spent(team=team, window=period_window(team.period))
+        assert period_spent == self._team_spent(), f"team: period spend {period_spent}, model {self._team_spent()}"
         runs_reserved = sum((run.reserved_usd for run in runs.values()), ZERO)
         assert team.reserved_usd == runs_reserved, f"team reserves {team.reserved_usd}, its runs {runs_reserved}"
         if not any(step.status == StepStatus.RUNNING for step in seen.steps):
@@ -761,8 +904,9 @@ def stateful_settings(**overrides) -> hypothesis_settings:
 def test_invariants_hold_under_random_schedules(settings):
     settings.STEP_MAX_REDELIVERIES = MAX_REDELIVERIES
     REACHED.clear()
-    # Mid-month, so the team's period never rolls over during the test; the clock still moves.
-    with time_machine.travel(datetime(2025, 6, 15, 12, tzinfo=UTC), tick=True):
+    # Each example starts mid-period; only the `next_period` rule crosses into the next one.
+    with time_machine.travel(START, tick=True) as clock:
+        CLOCK[:] = [clock]
         run_state_machine_as_test(BudgetServices, settings=stateful_settings())
     print("\n".join(f"{count:6d}  {name}" for name, count in sorted(REACHED.items())))
     # The schedules are only worth something if they reach the paths that move money. Any edit to this
@@ -784,6 +928,13 @@ MUST_REACH = (  # parts of event names
     "with a step running",
     ": resumed",
     "duplicate settlement",
+    "period: next",
+    "audit report: run",
+    "threshold: run",
+    "threshold: team in a later period",
+    "threshold: reached exactly",
+    # Not listed, as some schedule sets reach them only a few times: a team's audit report in a later
+    # period, and a report held back by its re-arm point. tests/security/test_money_rules.py holds them.
 )
 
 

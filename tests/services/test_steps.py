@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.factories import THREE_STEP_YAML, workflow_version
+from tests.factories import THREE_STEP_YAML, UNDER_ESTIMATE_YAML, workflow_version
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
 from workflows.providers import CompletionResult, ProviderError
@@ -154,3 +154,22 @@ def test_a_provider_failure_fails_the_run_resumably_and_releases_the_reservation
     assert_invariants(run)
     run_resume(run=run, reason="provider is back")
     assert first_step(run).status == "pending"
+
+
+def test_steps_are_charged_what_the_provider_reported_not_what_the_gate_reserved(team):
+    """Through the fake provider: each step reserves $0.10 and reports less; the run pays what was reported."""
+    version = workflow_version(team=team, source=UNDER_ESTIMATE_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "0.19", "budget_mode": "enforce"})
+    step_execute(step_id=first_step(run).pk)
+    # Spent 0.04: the second step projects 0.14; had the first been charged its 0.10, 0.20 would stop it.
+    step_execute(step_id=run.steps.get(sequence=2).pk)
+
+    run.refresh_from_db()
+    assert (run.status, run.spent_usd, run.reserved_usd) == ("completed", Decimal("0.110000"), Decimal("0"))
+    entries = run.ledger_entries.order_by("step__sequence")
+    assert [(entry.output_tokens, entry.cost_usd) for entry in entries] == [
+        (40, Decimal("0.040000")),
+        (70, Decimal("0.070000")),
+    ]
+    assert [step.estimate_usd for step in run.steps.order_by("sequence")] == [Decimal("0.100000")] * 2
+    assert_invariants(run)

@@ -109,7 +109,12 @@ def team_budgets_update(*, team: Team, changes: dict, actor: str, reason: str = 
         old = {field: getattr(team, field) for field in clean}
         for field, value in clean.items():
             setattr(team, field, value if value is not None or field != "default_budget_mode" else "")
-        team.save(update_fields=list(clean))
+        fields = list(clean)
+        if "period_budget_usd" in clean and clean["period_budget_usd"] != old["period_budget_usd"]:
+            # Audit reports afresh against the new budget, as a run's do when a resume changes its budget.
+            team.period_audit_rearm_at_usd = None
+            fields.append("period_audit_rearm_at_usd")
+        team.save(update_fields=fields)
         budget_changes_record(team=team, old=old, new=clean, actor=actor, reason=reason)
     return team
 
