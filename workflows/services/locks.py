@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -47,23 +47,35 @@ def step_attempt_lock(step_id: int) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STEP_LOCK_NAMESPACE, step_id])
 
 
-@contextmanager
-def without_waiting_for_the_database() -> Iterator[None]:
-    """For a write that may be skipped: on SQLite, the first write inside fails at once with
-    OperationalError ("database is locked") when another connection holds the database's write
-    lock, instead of waiting up to SQLITE_BUSY_TIMEOUT_SECONDS for it. Elsewhere row locks are
-    the caller's to take with NOWAIT."""
-    if connection.vendor != "sqlite":
-        yield
-        return
-    waits_ms = int(connection.settings_dict.get("OPTIONS", {}).get("timeout", 5) * 1000)
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA busy_timeout = 0")
+def update_unless_locked(rows: QuerySet, **values) -> bool:
+    """UPDATE `rows` with `values`, unless that means waiting for a lock; returns whether it ran.
+
+    For a write that may be skipped. On PostgreSQL the rows are locked with NOWAIT first. On SQLite
+    the UPDATE is one statement in autocommit with no busy timeout: it fails at once when another
+    connection holds the database's write lock. No explicit transaction there: a BEGIN IMMEDIATE
+    refused without waiting was seen to leave other connections waiting out their whole busy timeout.
+    Inside a caller's transaction the UPDATE is simply part of it.
+    """
+    if connection.in_atomic_block:
+        rows.update(**values)
+        return True
     try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"PRAGMA busy_timeout = {waits_ms}")
+        if connection.vendor == "sqlite":
+            waits_ms = int(connection.settings_dict.get("OPTIONS", {}).get("timeout", 5) * 1000)
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA busy_timeout = 0")
+            try:
+                rows.update(**values)
+            finally:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"PRAGMA busy_timeout = {waits_ms}")
+            return True
+        with transaction.atomic():
+            if rows.select_for_update(nowait=True).exists():
+                rows.update(**values)
+        return True
+    except OperationalError:
+        return False
 
 
 def without_live_attempt(steps: QuerySet[Step], *, now: datetime) -> QuerySet[Step]:

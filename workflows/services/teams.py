@@ -5,13 +5,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import OperationalError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
 from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team
-from workflows.services.locks import without_waiting_for_the_database
+from workflows.services.locks import update_unless_locked
 
 logger = logging.getLogger(__name__)
 
@@ -202,9 +202,5 @@ def _note_use(*, api_key: ApiKey, now) -> None:
     """Record when the key was used, unless that means waiting for a lock: a request, even a read,
     must never queue behind another team's write for an audit timestamp. A skipped update is made
     by a later request."""
-    try:
-        with without_waiting_for_the_database(), transaction.atomic():
-            if ApiKey.objects.select_for_update(nowait=True).filter(pk=api_key.pk).exists():
-                ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-    except OperationalError:
+    if not update_unless_locked(ApiKey.objects.filter(pk=api_key.pk), last_used_at=now):
         logger.info("API key %s was used while its row or the database was locked; last_used_at waits.", api_key.prefix)
