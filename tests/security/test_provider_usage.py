@@ -197,6 +197,21 @@ def test_an_answer_no_database_can_store_is_charged_and_fails_the_step(team, wir
     assert_invariants(run)
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_an_answer_holding_a_number_json_cannot_store_is_charged_and_fails_the_step(team, wire, priced, number):
+    # Python's JSON parser takes these; PostgreSQL's jsonb and SQLite's JSON_VALID refuse them, which
+    # failed the settlement and left the call uncharged and run again.
+    answer = '{"summary": "Budgets hold.", "score": 7, "notes": {"confidence": %s}}' % number
+    wire.script(openai_completion(answer, usage(prompt=1200, completion=300)))
+    run = drive(start(team, wire, provider="openai", model="gpt-4o"))
+
+    assert len(wire.received) == 1
+    assert run.status == "failed"
+    assert run.error["message"].startswith("The provider's answer cannot be stored: it holds the number")
+    assert ledger(run)[0][5] == Decimal("0.006000")
+    assert_invariants(run)
+
+
 def test_a_provider_error_message_no_database_can_store_is_stored_without_it(team, wire, priced):
     wire.script(openai_error(400, "bad\u0000 request \ud800", usage=usage(prompt=100, completion=0)))
     run = drive(start(team, wire, provider="openai", model="gpt-4o"))

@@ -3,7 +3,7 @@
 Pure Python: nothing here imports Django.
 """
 
-from ._values import unstorable_text
+from ._values import unstorable_json
 from .bounds import MAX_CALL_TOKENS
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
@@ -95,7 +95,7 @@ __all__ = [
     "template_context",
     "to_exact_money",
     "to_money",
-    "unstorable_text",
+    "unstorable_json",
     "usage_problem",
     "worst_case_counts",
 ]

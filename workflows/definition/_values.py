@@ -69,9 +69,10 @@ def _is_json_scalar(value: object) -> bool:
     return value is None or isinstance(value, (str, int))
 
 
-def unstorable_text(value: object) -> str | None:
-    """What in JSON data no database can store as text, or None: a NUL character, which PostgreSQL's
-    jsonb and text refuse, or a lone surrogate, which is no Unicode at all."""
+def unstorable_json(value: object) -> str | None:
+    """What in JSON data no database can store, or None: a NUL character, which PostgreSQL's jsonb and
+    text refuse; a lone surrogate, which is no Unicode at all; or NaN or an infinity, which Python's
+    JSON parser accepts and neither jsonb nor SQLite's JSON_VALID does."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -80,6 +81,8 @@ def unstorable_text(value: object) -> str | None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"the number {item}"
         elif isinstance(item, str):
             if "\x00" in item:
                 return "a NUL character"

@@ -44,7 +44,7 @@ from workflows.definition import (
     render_value,
     resolve_reference,
     template_context,
-    unstorable_text,
+    unstorable_json,
     usage_problem,
     worst_case_counts,
 )
@@ -179,7 +179,7 @@ def step_execute(*, step_id: int) -> None:
             error={"type": "StepInterruptedError", "message": f"The provider call stopped: {type(exc).__name__}."},
         )
         return
-    if problem := unstorable_text(result.output):
+    if problem := unstorable_json(result.output):
         # Storing it would fail the settlement, and the call would go uncharged: charged, it fails the step.
         message = f"The provider's answer cannot be stored: it holds {problem}."
         step_provider_failed(attempt=attempt, error=ProviderError(message, usage=result))
