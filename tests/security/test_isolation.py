@@ -308,3 +308,30 @@ def test_each_ended_branch_creates_the_next_and_the_group_ends_after_the_last_it
     run.refresh_from_db()
     assert (run.status, run.spent_usd, run.iterations) == ("completed", Decimal("0.600000"), 6)
     assert_invariants(run)
+
+
+# An entry point with nothing to run goes on to its routes inside run_start's transaction: twenty
+# conditions of about 20 ms of CPU each.
+EMPTY_ENTRY_SLOW_ROUTES_YAML = FOR_EACH_INPUT_YAML.replace(
+    "    routes: [{to: tally}]",
+    "    routes:\n" + '      - {to: tally, when: "(range(99999)|sum) < 0"}\n' * 20 + "      - {to: tally}",
+)
+
+
+@pytest.fixture
+def short_render_budget():
+    configure_render_budget(seconds=0.2)
+    yield
+    configure_render_budget(seconds=settings.TEMPLATE_RENDER_SECONDS)
+
+
+@pytest.mark.django_db
+def test_the_routes_a_run_start_renders_share_one_budget(team, short_render_budget):
+    version = workflow_version(team=team, source=EMPTY_ENTRY_SLOW_ROUTES_YAML)
+
+    run = run_start(team=team, workflow=version.workflow.name, inputs={"items": []})
+
+    run.refresh_from_db()
+    assert (run.status, run.error["type"]) == ("failed", "TemplateError")
+    assert "TEMPLATE_RENDER_SECONDS" in run.error["message"]
+    assert not run.steps.exists()

@@ -16,6 +16,7 @@ from workflows.definition import (
     WorkflowDefinition,
     check_inputs,
     check_limits,
+    render_budget,
     resolve_limits,
     resolve_reference,
     template_context,
@@ -131,7 +132,9 @@ def run_start(
     check_credentials(team=team, providers=definition.providers())
 
     now = timezone.now()
-    with transaction.atomic(durable=True):
+    # An entry point that is a group with nothing to run goes on to its routes at once, rendered in
+    # this transaction: one budget bounds them all, however many empty groups route to each other.
+    with render_budget(), transaction.atomic(durable=True):
         run = Run.objects.create(
             team=team,
             workflow_version=workflow_version,
