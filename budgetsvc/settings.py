@@ -267,8 +267,9 @@ if not 1 <= PROVIDER_USAGE_MAX_TOKENS <= 10_000_000:
 # unset too (the embedded default), a key generated on the first start and kept in
 # VAR_DIR/credentials-key (mode 0600) is used instead (workflows/services/credentials.py).
 CREDENTIALS_ENCRYPTION_KEYS = env.list("CREDENTIALS_ENCRYPTION_KEYS", default=[])
+CREDENTIALS_INSTALL_KEY_FILE = VAR_DIR / "credentials-key"
 CREDENTIALS_INSTALL_KEY = (
-    install_secret(path=VAR_DIR / "credentials-key", generate=lambda: Fernet.generate_key().decode())
+    install_secret(path=CREDENTIALS_INSTALL_KEY_FILE, generate=lambda: Fernet.generate_key().decode())
     if SECRET_KEY_FILE and not CREDENTIALS_ENCRYPTION_KEYS
     else ""
 )

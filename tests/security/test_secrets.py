@@ -250,3 +250,20 @@ def test_a_rotated_secret_key_still_reads_the_teams_keys_while_it_is_a_fallback(
     call_command("rotate_credentials", stdout=io.StringIO())
     settings.SECRET_KEY_FALLBACKS = []
     assert credentials_for(team_id=team.pk, provider="openai").api_key == KEY
+
+
+def test_an_install_that_sets_a_secret_key_after_the_embedded_default_still_reads_its_teams_keys(
+    team, settings, tmp_path
+):
+    install_key = Fernet.generate_key().decode()
+    settings.CREDENTIALS_ENCRYPTION_KEYS, settings.CREDENTIALS_INSTALL_KEY = [], install_key
+    settings.CREDENTIALS_INSTALL_KEY_FILE = tmp_path / "credentials-key"
+    settings.CREDENTIALS_INSTALL_KEY_FILE.write_text(install_key)
+    credential_set(team=team, provider="openai", api_key=KEY)
+
+    # The operator sets DJANGO_SECRET_KEY: the install key is no longer generated or used to encrypt.
+    settings.SECRET_KEY, settings.CREDENTIALS_INSTALL_KEY = "set-" + secrets.token_urlsafe(50), ""
+    assert credentials_for(team_id=team.pk, provider="openai").api_key == KEY
+    call_command("rotate_credentials", stdout=io.StringIO())
+    settings.CREDENTIALS_INSTALL_KEY_FILE.unlink()
+    assert credentials_for(team_id=team.pk, provider="openai").api_key == KEY

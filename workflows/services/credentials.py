@@ -185,7 +185,16 @@ def _keys() -> list[str | bytes]:
         encrypting, older_secret_keys = settings.CREDENTIALS_INSTALL_KEY, PUBLISHED_SECRET_KEYS
     else:
         encrypting, older_secret_keys = _derived_key(settings.SECRET_KEY), (*settings.SECRET_KEY_FALLBACKS, *PUBLISHED_SECRET_KEYS)
-    return [encrypting, *(_derived_key(secret_key) for secret_key in older_secret_keys)]
+    return [encrypting, *(_derived_key(secret_key) for secret_key in older_secret_keys), *_install_key_left_behind()]
+
+
+def _install_key_left_behind() -> list[str]:
+    """The key an install generated while it ran on the embedded default, once DJANGO_SECRET_KEY is
+    set: it still decrypts what was stored then, until `rotate_credentials` moves it to the new key."""
+    if settings.CREDENTIALS_INSTALL_KEY:
+        return []
+    path = settings.CREDENTIALS_INSTALL_KEY_FILE
+    return [path.read_text().strip()] if path.is_file() else []
 
 
 def _derived_key(secret_key: str) -> bytes:
