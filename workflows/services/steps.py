@@ -428,6 +428,8 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
 def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bool:
     """`step_settle` in one database call, for the attempt that owns a plain step whose routes lead to
     another plain step or to the end. False when the general path must settle: nothing was written."""
+    if _usage_problem(result) is not None:
+        return False  # billed at its worst case, with its event: the general path's work
     basis = attempt.basis
     definition = basis.definition
     outputs = {**basis.outputs, basis.agent: result.output}
@@ -438,7 +440,7 @@ def _settle_in_one_call(*, attempt: StepAttempt, result: CompletionResult) -> bo
             run_output = _render_output(definition, context) if target == END else None
     except (NoRouteMatched, TemplateFailure):
         return False
-    if definition.group(target) is not None or _usage_problem(result) is not None:
+    if definition.group(target) is not None:
         return False
     step = Step(pk=basis.step_id, run_id=basis.run_id, agent=basis.agent, sequence=basis.sequence)
     cost = _cost(attempt=attempt, usage=result)
