@@ -221,3 +221,29 @@ def test_a_provider_error_message_no_database_can_store_is_stored_without_it(tea
     assert run.error["message"] == "OpenAI answered 400: bad  request ?"
     assert ledger(run)[0][5] == Decimal("0.000250")
     assert_invariants(run)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "body"),
+    [
+        # The SDK builds these without validating them; reading the message then raises.
+        ("openai", "gpt-4o", {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                              "choices": [{"index": 0, "message": None, "finish_reason": "stop"}]}),
+        ("anthropic", "claude-wire-test", {"id": "msg_1", "type": "message", "role": "assistant", "content": None,
+                                           "model": "claude-wire-test", "usage": None}),
+    ],
+)
+def test_an_answer_that_came_back_but_cannot_be_read_is_charged_its_worst_case(team, wire, priced, provider, model, body):
+    wire.script(Answer(body=body, headers={"x-request-id": "req_odd", "request-id": "req_odd"}))
+    run = drive(start(team, wire, provider=provider, model=model))
+
+    assert len(wire.received) == 1  # not tried again: the same answer would come back
+    assert run.status == "failed"
+    assert "answer could not be read (" in run.error["message"]
+    assert run.error["message"].endswith("it is billed at its worst case.")
+    # The local count of the prompt and the whole 1,000-token output cap, never $0.
+    [(attempt, input_tokens, _, _, output_tokens, cost, request_id)] = ledger(run)
+    assert (attempt, output_tokens, request_id) == (1, 1000, "req_odd")
+    assert input_tokens > 0
+    assert Decimal("0.010000") < cost <= run.steps.get().estimate_usd  # the cap alone costs $0.01 or more
+    assert_invariants(run)

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from workflows import outbound
-from workflows.definition import output_problems
+from workflows.definition import count_tokens, output_problems
 from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.providers.base import CompletionRequest, Credentials, ProviderError, Usage
 
@@ -102,6 +102,25 @@ def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str):
         timeout=settings.PROVIDER_TIMEOUT_SECONDS,
         # Every connection checked where it goes (workflows/outbound.py), redirects not followed.
         http_client=outbound.http_client(timeout=settings.PROVIDER_TIMEOUT_SECONDS),
+    )
+
+
+def worst_case_usage(request: CompletionRequest, *, request_id: str) -> Usage:
+    """What a call that was made is billed when its usage cannot be known: the local count of its
+    prompt and the whole output cap, the worst case the gate estimated for it. Never $0."""
+    return Usage(
+        input_tokens=count_tokens(request.system_prompt + request.prompt),
+        output_tokens=request.max_tokens,
+        request_id=request_id,
+    )
+
+
+def unreadable_answer(*, provider: str, error: Exception, request: CompletionRequest, request_id: str) -> ProviderError:
+    """The error for an answer that came back but could not be read (a body the SDK could not parse, a
+    message that is null): the call was made, so it is billed at its worst case, and not tried again."""
+    return ProviderError(
+        f"{provider}'s answer could not be read ({type(error).__name__}); it is billed at its worst case.",
+        usage=worst_case_usage(request, request_id=request_id),
     )
 
 

@@ -18,6 +18,7 @@ from workflows.providers._calls import (
     redact,
     sdk_client,
     status_error,
+    unreadable_answer,
 )
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
 
@@ -43,15 +44,20 @@ class AnthropicProvider:
         try:
             raw = client.messages.with_raw_response.create(**_params(request))
             request_id = raw.headers.get("request-id", "")
-            response = raw.parse()
-            if request.stream:
-                blocks, counts, request_id = _read_stream(
-                    response, request_id=request_id, request=request, credentials=credentials
-                )
-            else:
-                blocks = [_block(content) for content in response.content]
-                counts = _reported_counts(response.usage)
-                request_id = request_id or response.id
+            try:
+                response = raw.parse()
+                if request.stream:
+                    blocks, counts, request_id = _read_stream(
+                        response, request_id=request_id, request=request, credentials=credentials
+                    )
+                else:
+                    blocks = [_block(content) for content in response.content]
+                    counts = _reported_counts(response.usage)
+                    request_id = request_id or response.id
+            except ProviderError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the call returned: whatever its answer holds, it is billed
+                raise unreadable_answer(provider="Anthropic", error=exc, request=request, request_id=request_id) from None
         except anthropic.APIStatusError as exc:
             raise status_error(
                 provider="Anthropic",

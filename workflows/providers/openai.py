@@ -8,7 +8,7 @@ from typing import Any
 import openai
 from django.conf import settings
 
-from workflows.definition import count_tokens, json_schema
+from workflows.definition import json_schema
 from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
     connection_error,
@@ -18,6 +18,8 @@ from workflows.providers._calls import (
     status_error,
     structured_answer,
     uncached,
+    unreadable_answer,
+    worst_case_usage,
 )
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
 
@@ -41,12 +43,17 @@ class OpenAIProvider:
         try:
             raw = client.chat.completions.with_raw_response.create(**_params(request))
             request_id = raw.headers.get("x-request-id", "")
-            response = raw.parse()
-            if request.stream:
-                text, usage = _read_stream(response, request_id=request_id, request=request, credentials=credentials)
-            else:
-                text = response.choices[0].message.content or "" if response.choices else ""
-                usage = _usage(response.usage, request_id=request_id or response.id, request=request)
+            try:
+                response = raw.parse()
+                if request.stream:
+                    text, usage = _read_stream(response, request_id=request_id, request=request, credentials=credentials)
+                else:
+                    text = response.choices[0].message.content or "" if response.choices else ""
+                    usage = _usage(response.usage, request_id=request_id or response.id, request=request)
+            except ProviderError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the call returned: whatever its answer holds, it is billed
+                raise unreadable_answer(provider="OpenAI", error=exc, request=request, request_id=request_id) from None
         except openai.APIStatusError as exc:
             raise status_error(
                 provider="OpenAI",
@@ -127,13 +134,8 @@ def _read_stream(
 
 def _usage(reported, *, request_id: str, request: CompletionRequest) -> Usage:
     if reported is None:
-        # Never $0 for a call that was made: bill the worst case the gate estimated for it.
         logger.warning("OpenAI-compatible server reported no usage for %s; billing the estimate's worst case.", request.model)
-        return Usage(
-            input_tokens=count_tokens(request.system_prompt + request.prompt),
-            output_tokens=request.max_tokens,
-            request_id=request_id,
-        )
+        return worst_case_usage(request, request_id=request_id)
     details = getattr(reported, "prompt_tokens_details", None)
     cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
     prompt = getattr(reported, "prompt_tokens", None)
