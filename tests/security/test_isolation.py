@@ -310,6 +310,20 @@ def test_each_ended_branch_creates_the_next_and_the_group_ends_after_the_last_it
     assert_invariants(run)
 
 
+
+@pytest.mark.django_db
+def test_a_group_already_entered_keeps_all_its_items_when_the_limit_is_lowered(team, settings):
+    version = workflow_version(team=team, source=FOR_EACH_INPUT_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"items": ["a", "b", "c", "d", "e"]})
+    settings.FOR_EACH_MAX_ITEMS = 2  # an operator lowers it while the group runs
+
+    for key in ("0", "1", "2", "3", "4"):
+        run_step(step_of(run, "each", key), {"n": int(key)})
+
+    assert run.checkpoints.latest().outputs["each"]["count"] == 5
+    assert step_of(run, "tally").status == "pending"
+    assert_invariants(run)
+
 # An entry point with nothing to run goes on to its routes inside run_start's transaction: twenty
 # conditions of about 20 ms of CPU each.
 EMPTY_ENTRY_SLOW_ROUTES_YAML = FOR_EACH_INPUT_YAML.replace(

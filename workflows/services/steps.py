@@ -763,7 +763,7 @@ def step_enter(
         count = len(group.agents)
     else:
         try:
-            count = len(_items(group, _context(run=run, definition=definition, outputs=outputs)))
+            count = len(_items(group, _context(run=run, definition=definition, outputs=outputs), entering=True))
         except TemplateFailure as exc:
             _checkpoint(run=run, reason=reason, outputs=outputs, next_step=None)
             _run_fail(team=team, run=run, step=None, error={"type": "ForEachSourceError", "message": str(exc)})
@@ -984,10 +984,7 @@ def _branch_count(*, run: Run, group: ParallelSpec | ForEachSpec, definition: Wo
     source is read again from the outputs it was entered with, which its checkpoints keep."""
     if isinstance(group, ParallelSpec):
         return len(group.agents)
-    try:
-        return len(_items(group, _context(run=run, definition=definition, outputs=latest_checkpoint(run=run).outputs)))
-    except TemplateFailure:  # resolved when the group was entered; only a lowered limit fails it now
-        return 0
+    return len(_items(group, _context(run=run, definition=definition, outputs=latest_checkpoint(run=run).outputs)))
 
 
 def _group_result(group: ParallelSpec | ForEachSpec, ended: list[Step]) -> dict:
@@ -1026,12 +1023,14 @@ def _slots(group: ParallelSpec | ForEachSpec) -> int:
     return group.max_concurrent if isinstance(group, ForEachSpec) else len(group.agents)
 
 
-def _items(group: ForEachSpec, context: dict) -> list:
+def _items(group: ForEachSpec, context: dict, *, entering: bool = False) -> list:
+    """The group's items. Their count is held to FOR_EACH_MAX_ITEMS when the group is entered; a
+    group already entered keeps its items if the limit is lowered while it runs."""
     where = f"for_each '{group.name}' source"
     items = resolve_reference(group.source, context, where=where)
     if not isinstance(items, list):
         raise TemplateFailure(where, f"'{group.source}' is {type(items).__name__}, not a list")
-    if len(items) > settings.FOR_EACH_MAX_ITEMS:
+    if entering and len(items) > settings.FOR_EACH_MAX_ITEMS:
         limit = settings.FOR_EACH_MAX_ITEMS
         message = f"'{group.source}' has {len(items):,} items; the limit is {limit:,} (FOR_EACH_MAX_ITEMS)"
         raise TemplateFailure(where, message)
