@@ -6,6 +6,9 @@ still running elsewhere (lock held), without waiting for a lease to expire.
 
 SQLite has no advisory locks. There a running step's attempt counts as alive for its lease: the
 longest a live attempt can take, after which Celery's hard time limit has killed it.
+
+`update_unless_locked` is the other lock question that differs by database: a write that is skipped
+rather than wait for a lock (an API key's last use).
 """
 
 from collections.abc import Iterator
