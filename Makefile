@@ -1,14 +1,14 @@
 # Two commands do all set-up: `make run` and `make test`. Both create and reuse .venv/, installed
-# from the lock file requirements/test.txt (hashes checked), so every machine gets the same versions.
+# from the lock file requirements-test.lock (hashes checked), so every machine gets the same versions.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-LOCK := requirements/test.txt
+LOCK := requirements-test.lock
 # uv compiles the locks; it lives in a venv of its own so that it is never part of the service.
 LOCK_TOOLS := .venv-lock
 LOCK_ARGS ?=
-COMPILE = $(LOCK_TOOLS)/bin/uv pip compile pyproject.toml requirements/build.in --quiet --universal \
+COMPILE = $(LOCK_TOOLS)/bin/uv pip compile pyproject.toml requirements-build.in --quiet --universal \
 	--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS)
 
 .PHONY: run test lock check-lock test-latest clean
@@ -35,12 +35,12 @@ test: $(INSTALLED)
 # `make lock LOCK_ARGS=--upgrade` takes the newest versions pyproject.toml allows.
 lock:
 	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet 'uv>=0.5'; }
-	$(COMPILE) --extra test -o requirements/test.txt
-	$(COMPILE) --constraint requirements/test.txt -o requirements/base.txt
-	$(PYTHON) requirements/check_lock.py --write
+	$(COMPILE) --extra test -o requirements-test.lock
+	$(COMPILE) --constraint requirements-test.lock -o requirements.lock
+	$(PYTHON) tools/check_lock.py --write
 
 check-lock:
-	$(PYTHON) requirements/check_lock.py
+	$(PYTHON) tools/check_lock.py
 
 # The suite against the newest releases pyproject.toml allows, in a venv of its own, so that an SDK
 # release that changes what the provider adapters see is noticed before the lock takes it.

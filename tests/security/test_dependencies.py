@@ -15,7 +15,7 @@ PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)(?:\s*;\s*([^\\]
 
 
 def _check_lock():
-    spec = importlib.util.spec_from_file_location("check_lock", ROOT / "requirements" / "check_lock.py")
+    spec = importlib.util.spec_from_file_location("check_lock", ROOT / "tools" / "check_lock.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -27,16 +27,15 @@ def test_the_lock_files_match_pyproject():
 
 def test_a_dependency_added_to_pyproject_without_a_new_lock_is_refused(tmp_path, monkeypatch):
     check_lock = _check_lock()
-    (tmp_path / "requirements").mkdir()
-    for name in ("base.txt", "test.txt", "build.in"):
-        (tmp_path / "requirements" / name).write_text((ROOT / "requirements" / name).read_text())
+    for name in ("requirements.lock", "requirements-test.lock", "requirements-build.in"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
     pyproject = (ROOT / "pyproject.toml").read_text().replace('"cryptography>=43",', '"cryptography>=43",\n    "leftpad>=1",')
     (tmp_path / "pyproject.toml").write_text(pyproject)
     monkeypatch.setattr(check_lock, "ROOT", tmp_path)
 
     problems = check_lock.check()
 
-    assert any("make lock" in problem and "base.txt" in problem for problem in problems)
+    assert any("make lock" in problem and "requirements.lock" in problem for problem in problems)
     assert any("does not pin leftpad" in problem for problem in problems)
 
 
@@ -45,7 +44,7 @@ def test_a_dependency_added_to_pyproject_without_a_new_lock_is_refused(tmp_path,
     reason="checks the .venv that make test installs from the lock (make test-latest uses another on purpose)",
 )
 def test_every_locked_package_is_installed_at_its_locked_version():
-    lock = (ROOT / "requirements" / "test.txt").read_text()
+    lock = (ROOT / "requirements-test.lock").read_text()
     wrong = {}
     for name, version, marker in PINNED.findall(lock):
         if marker:
