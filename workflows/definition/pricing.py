@@ -151,6 +151,12 @@ def rates_below(*, listed: UnitPrices, floor: UnitPrices) -> list[tuple[str, Dec
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
 
 
+def is_count(value: object) -> bool:
+    """Whether a reported token count is a whole number that arithmetic can be done on (bool is an
+    int to Python, never a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def usage_problem(counts: dict[str, object], *, max_tokens: int) -> str | None:
     """Why the token counts a provider reported cannot be billed as they are, or None.
 
@@ -159,7 +165,7 @@ def usage_problem(counts: dict[str, object], *, max_tokens: int) -> str | None:
     """
     for field in USAGE_FIELDS:
         value = counts[field]
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_count(value):
             return f"{field} is not a whole number"
         if value < 0:
             return f"{field} is negative"

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from workflows import outbound
-from workflows.definition import count_tokens, output_problems
+from workflows.definition import count_tokens, is_count, output_problems
 from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.providers.base import CompletionRequest, Credentials, ProviderError, Usage
 
@@ -23,15 +23,9 @@ MAX_PROVIDER_MESSAGE_LENGTH = 300
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
-def is_count(value: object) -> bool:
-    """Whether a reported token count is a whole number that arithmetic can be done on. A count that
-    is not is passed on as reported: the step's settlement bills such usage at its worst case."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def uncached(prompt: object, cached: object) -> object:
     """OpenAI's uncached input, `prompt_tokens - cached_tokens`; the prompt count as reported when
-    either is no count."""
+    either is no count, which the step's settlement then bills at its worst case."""
     return prompt - cached if is_count(prompt) and is_count(cached) else prompt  # type: ignore[operator]
 
 

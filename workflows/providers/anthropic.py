@@ -8,12 +8,11 @@ from typing import Any
 import anthropic
 from django.conf import settings
 
-from workflows.definition import json_schema
+from workflows.definition import is_count, json_schema
 from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
     checked_answer,
     connection_error,
-    is_count,
     missing_credentials,
     redact,
     sdk_client,

@@ -37,6 +37,7 @@ from workflows.definition import (
     cost_usd,
     count_tokens,
     estimate_usd,
+    is_count,
     next_agent,
     output_cap,
     render,
@@ -670,7 +671,7 @@ def _usage_problem(usage: Usage) -> str | None:
 
 def _reported_count(value: object) -> int | str:
     """A reported count as the event can hold it: a whole number as is, anything else as a short repr."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:
+    if is_count(value) and abs(value) < 2**53:
         return value
     try:
         return repr(value)[:40]
