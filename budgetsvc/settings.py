@@ -211,9 +211,6 @@ CELERY_DB_REUSE_MAX = 1000 if DATABASES["default"]["CONN_MAX_AGE"] else None
 
 # A step whose worker dies is delivered again; after this many redeliveries its run fails.
 STEP_MAX_REDELIVERIES = env.int("STEP_MAX_REDELIVERIES", default=3)
-# On PostgreSQL, the common case of a step's two transactions runs as one database function call
-# each (workflows/services/step_functions.py). Off, every step takes the general path in Python.
-STEP_FUNCTIONS = env.bool("STEP_FUNCTIONS", default=True)
 
 # The sweeper (workflows/services/sweeper.py) sends stuck steps on. Run exactly one `celery beat`.
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=15)

@@ -15,6 +15,8 @@ far below it: workflows/definition/bounds.py).
 from django.apps import apps
 from django.db import connections, models
 
+from workflows import dialect
+
 LEDGER = "workflows_ledgerentry"
 DAILY = "workflows_teamdailyspend"
 
@@ -63,7 +65,7 @@ def money_guard_triggers() -> list[str]:
 def ensure_ledger_triggers(*, using: str = "default", **kwargs) -> None:
     """A post_migrate receiver: on SQLite, once the ledger and its daily sums exist."""
     connection = connections[using]
-    if connection.vendor != "sqlite":
+    if not dialect.is_sqlite(connection):
         return
     tables = connection.introspection.table_names()
     if LEDGER not in tables or DAILY not in tables:

@@ -21,7 +21,7 @@ from tests.invariants import assert_invariants
 from tests.services.test_groups import begin, run_step, settle, step_of
 from tests.services.test_groups import start as start_groups
 from workflows.definition import configure_render_budget
-from workflows.models import ApiKey, LedgerEntry, Run, Step, Workflow, WorkflowVersion
+from workflows.models import ApiKey, Run, Workflow, WorkflowVersion
 from workflows.services.runs import run_start
 from workflows.services.teams import api_key_create
 
@@ -162,7 +162,6 @@ def timed(call):
 def test_a_slow_render_holds_no_lock_that_other_teams_or_its_own_team_wait_for(
     team, api, worker, long_render_budget, settings, source
 ):
-    settings.STEP_FUNCTIONS = False  # the general path, on PostgreSQL too
     other = client_for(TeamFactory(name="bystander"))
     slow = api.post("/api/v1/workflows", {"definition": source}, format="json").json()["id"]
     own_quick = api.post("/api/v1/workflows", {"definition": QUICK_YAML}, format="json").json()["id"]

@@ -1,7 +1,6 @@
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
 
 from workflows.services.periods import period_window
 
@@ -43,19 +42,3 @@ def test_a_period_ends_before_its_boundary_instant_and_the_next_starts_at_it(per
         datetime.fromisoformat(start).replace(tzinfo=UTC),
         datetime.fromisoformat(end).replace(tzinfo=UTC),
     )
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("period,now,start,end", BOUNDARY_INSTANTS)
-def test_the_step_functions_put_a_boundary_instant_in_the_same_period(period, now, start, end):
-    """Migration 0008's copy of the periods, which the step functions on PostgreSQL judge budgets and
-    thresholds by, agrees with period_window at the instants where they could differ."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the step functions exist on PostgreSQL only")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT first_day, end_day FROM workflows_period_bounds(%s, %s)",
-            [period, datetime.fromisoformat(now).replace(tzinfo=UTC)],
-        )
-        first_day, end_day = cursor.fetchone()
-    assert (first_day, end_day) == (date.fromisoformat(start), date.fromisoformat(end))

@@ -46,7 +46,8 @@ def sweep(capture, *, now) -> tuple[SweepReport, list[int]]:
     """Sweep at `now`; returns the report and the ids of the steps whose task it sent."""
     with capture() as callbacks:
         report = sweep_stuck_steps(now=now)
-    return report, [callback.args[0] for callback in callbacks]
+    # Each callback is `send_task(name, args)`: the step's id is the task's one argument.
+    return report, [callback.args[1][0] for callback in callbacks]
 
 
 @pytest.fixture

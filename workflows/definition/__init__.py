@@ -35,7 +35,7 @@ from .pricing import (
     usage_problem,
     worst_case_counts,
 )
-from .routes import END, next_agent
+from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
     configure_render_budget,
@@ -60,11 +60,15 @@ __all__ = [
     "SYSTEM_DEFAULTS",
     "USAGE_FIELDS",
     "AgentSpec",
+    "Complete",
     "DefinitionError",
+    "Fail",
     "ForEachSpec",
+    "GoTo",
     "InputSpec",
     "LimitsSpec",
     "MockSpec",
+    "Move",
     "NoRouteMatched",
     "ParallelSpec",
     "Problem",
@@ -87,6 +91,7 @@ __all__ = [
     "json_schema",
     "load_definition",
     "next_agent",
+    "next_move",
     "output_cap",
     "output_problems",
     "render",

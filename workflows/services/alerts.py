@@ -5,7 +5,6 @@ import hmac
 import json
 import time
 from decimal import Decimal
-from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -27,7 +26,9 @@ from workflows.models import (
     new_webhook_secret,
 )
 from workflows.services.credentials import key_hint
+from workflows.services.dispatch import webhook_send
 from workflows.services.events import event_record, usd
+from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window, team_period_spent
 
 SIGNATURE_HEADER = "X-Budgetsvc-Signature"
@@ -97,10 +98,7 @@ def alert_send(*, team: Team, event: Event) -> WebhookDelivery | None:
         sort_keys=True,
     )
     delivery = WebhookDelivery.objects.create(team=team, event=event, url=team.webhook_url, body=body)
-    from workflows.tasks import deliver_webhook
-
-    # robust: a broker hiccup sending an alert must not stop the callbacks that enqueue the next step.
-    transaction.on_commit(partial(deliver_webhook.delay, delivery.pk), robust=True)
+    webhook_send(delivery)
     return delivery
 
 
@@ -113,7 +111,7 @@ def webhook_secret_rotate(*, team: Team, actor: str) -> str:
     """
     secret = new_webhook_secret()
     with transaction.atomic():
-        locked = Team.objects.select_for_update(no_key=True).get(pk=team.pk)
+        locked = lock_rows(team_id=team.pk).team
         BudgetChange.objects.create(
             team=locked,
             field="webhook_secret",

@@ -1,26 +1,33 @@
-"""The attempt lock: proof that no other live worker is executing a step.
+"""Locks: the row locks every money-moving transaction takes, and the attempt lock of a step.
 
-On PostgreSQL it is a session advisory lock on the worker's connection. The database drops it the
-moment that connection dies, so a redelivered step can tell a crashed attempt (lock free) from one
-still running elsewhere (lock held), without waiting for a lease to expire.
+Row locks. A transaction that reads or moves a team's, a run's or a step's money locks their rows
+with `lock_rows`, always in the order team → run → step, so that two transactions never wait for
+each other in a cycle. The strength is FOR NO KEY UPDATE everywhere: it excludes every other writer
+of the row (and every other FOR NO KEY UPDATE), which is what the counters need, while rows that only
+reference these (ledger entries, events, checkpoints, steps) can still be inserted by others. FOR
+UPDATE would also block those inserts' foreign-key checks (they take FOR KEY SHARE), and nothing here
+changes a key, so it would only add waits.
 
-SQLite has no advisory locks. There a running step's attempt counts as alive for its lease: the
-longest a live attempt can take, after which Celery's hard time limit has killed it.
-
-`update_unless_locked` is the other lock question that differs by database: a write that is skipped
-rather than wait for a lock (an API key's last use).
+The attempt lock: proof that no other live worker is executing a step. Where the database has
+advisory locks (PostgreSQL) it is a session advisory lock on the worker's connection. The database
+drops it the moment that connection dies, so a redelivered step can tell a crashed attempt (lock free)
+from one still running elsewhere (lock held), without waiting for a lease to expire. Without them
+(SQLite) a running step's attempt counts as alive for its lease: the longest a live attempt can take,
+after which Celery's hard time limit has killed it.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db import OperationalError, connection
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from workflows.models import Step, StepStatus
+from workflows import dialect
+from workflows.models import Checkpoint, Run, Step, StepStatus, Team
 
 # The first key of the two-key advisory lock form, so these locks never collide with anyone else's.
 STEP_LOCK_NAMESPACE = 0x5B5D
@@ -29,68 +36,96 @@ STEP_LOCK_NAMESPACE = 0x5B5D
 LEASE_MARGIN = timedelta(seconds=10)
 
 
+@dataclass(frozen=True)
+class LockedRows:
+    team: Team
+    run: Run | None = None
+    step: Step | None = None
+
+
+def lock_rows(*, team_id: int | None = None, run_id: int | None = None, step_id: int | None = None) -> LockedRows | None:
+    """Lock the team, then its run, then the run's step, inside the caller's transaction; None when
+    a row named is gone.
+
+    Give the innermost id and, if known, the ones above it: the team is found through the run or the
+    step in the statement that locks it. The run comes with its latest checkpoint's outputs as
+    `latest_outputs`, read in the statement that locks it: every transaction that writes a checkpoint
+    holds the run's lock until it commits, so they are current, and they are what this transaction
+    started from (a caller that writes a checkpoint and needs it reads it again).
+    """
+    lookups = {"pk": team_id} if team_id is not None else {}
+    if step_id is not None:
+        lookups["runs__steps"] = step_id
+    elif run_id is not None:
+        lookups["runs"] = run_id
+    teams = Team.objects.select_for_update(of=("self",), no_key=True).filter(**lookups)
+    if step_id is not None:
+        teams = teams.annotate(step_run_id=F("runs__id"))
+    team = teams.first()
+    if team is None:
+        return None
+    if step_id is not None:
+        run_id = team.step_run_id
+    if run_id is None:
+        return LockedRows(team=team)
+    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
+    run = (
+        Run.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("workflow_version")
+        .annotate(latest_outputs=Subquery(latest))
+        .filter(pk=run_id, team=team)
+        .first()
+    )
+    if run is None or step_id is None:
+        return LockedRows(team=team, run=run)
+    step = Step.objects.select_for_update(no_key=True).filter(pk=step_id, run=run).first()
+    return LockedRows(team=team, run=run, step=step)
+
+
 @contextmanager
 def step_attempt_lock(step_id: int) -> Iterator[bool]:
     """Yields whether this process now holds the step's attempt lock.
 
-    Without advisory locks (SQLite) the lock is granted unless the step runs within its lease: a
-    duplicate message the sweeper sent must not take over an attempt that is still alive.
+    Without advisory locks the lock is granted unless the step runs within its lease: a duplicate
+    message the sweeper sent must not take over an attempt that is still alive.
     """
-    if connection.vendor != "postgresql":
+    if not dialect.has_advisory_locks():
         yield not Step.objects.filter(_within_lease(timezone.now()), pk=step_id).exists()
         return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [STEP_LOCK_NAMESPACE, step_id])
-        acquired = cursor.fetchone()[0]
+    acquired = dialect.advisory_lock_try(STEP_LOCK_NAMESPACE, step_id)
     try:
         yield acquired
     finally:
         if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STEP_LOCK_NAMESPACE, step_id])
+            dialect.advisory_unlock(STEP_LOCK_NAMESPACE, step_id)
 
 
 def update_unless_locked(rows: QuerySet, **values) -> bool:
     """UPDATE `rows` with `values`, unless that means waiting for a lock; returns whether it ran.
 
-    For a write that may be skipped. On PostgreSQL the rows are locked with NOWAIT first. On SQLite
-    the UPDATE is one statement in autocommit with no busy timeout: it fails at once when another
-    connection holds the database's write lock. No explicit transaction there: a BEGIN IMMEDIATE
-    refused without waiting was seen to leave other connections waiting out their whole busy timeout.
-    Inside a caller's transaction the UPDATE is simply part of it.
+    For a write that may be skipped (an API key's last use). Inside a caller's transaction the UPDATE
+    is simply part of it.
     """
     if connection.in_atomic_block:
         rows.update(**values)
         return True
     try:
-        if connection.vendor == "sqlite":
-            waits_ms = int(connection.settings_dict.get("OPTIONS", {}).get("timeout", 5) * 1000)
-            with connection.cursor() as cursor:
-                cursor.execute("PRAGMA busy_timeout = 0")
-            try:
-                rows.update(**values)
-            finally:
-                with connection.cursor() as cursor:
-                    cursor.execute(f"PRAGMA busy_timeout = {waits_ms}")
-            return True
-        with transaction.atomic():
-            if rows.select_for_update(nowait=True).exists():
-                rows.update(**values)
-        return True
+        dialect.update_without_waiting(rows, values)
     except OperationalError:
         return False
+    return True
 
 
 def without_live_attempt(steps: QuerySet[Step], *, now: datetime) -> QuerySet[Step]:
     """`steps` less those a live worker is executing (or, pending, is admitting) right now.
 
-    On PostgreSQL this reads the held attempt locks once, before the caller's query reads the steps:
-    an attempt takes its lock before it marks its step running, so a step found running whose lock
-    was free a moment earlier belongs to a dead attempt.
+    With advisory locks this reads the held attempt locks once, before the caller's query reads the
+    steps: an attempt takes its lock before it marks its step running, so a step found running whose
+    lock was free a moment earlier belongs to a dead attempt.
     """
-    if connection.vendor != "postgresql":
+    if not dialect.has_advisory_locks():
         return steps.exclude(_within_lease(now))
-    return steps.exclude(pk__in=_held_step_locks())
+    return steps.exclude(pk__in=dialect.advisory_locks_held(STEP_LOCK_NAMESPACE))
 
 
 def attempt_lease() -> timedelta:
@@ -99,18 +134,3 @@ def attempt_lease() -> timedelta:
 
 def _within_lease(now: datetime) -> Q:
     return Q(status=StepStatus.RUNNING, started_at__gte=now - attempt_lease())
-
-
-def _held_step_locks() -> list[int]:
-    """The steps whose attempt lock some session of this database holds."""
-    with connection.cursor() as cursor:
-        # Two-key advisory locks show as classid = key 1, objid = key 2, objsubid = 2.
-        cursor.execute(
-            """
-            SELECT objid::bigint FROM pg_locks
-            WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = %s
-              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            """,
-            [STEP_LOCK_NAMESPACE],
-        )
-        return [row[0] for row in cursor.fetchall()]

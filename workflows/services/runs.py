@@ -41,6 +41,8 @@ from workflows.services.gate import gate_decide
 from workflows.services.prices import prices_for
 from workflows.services.renders import rendered_ahead
 from workflows.services.budgets import gate_input
+from workflows.services.locks import lock_rows
+from workflows.services.run_state import pause_clock
 from workflows.services.steps import step_enter, step_prepare, steps_reopen
 from workflows.services.teams import budget_changes_record
 
@@ -227,12 +229,8 @@ def _prerender_resume(*, run_id: int) -> None:
 
 def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict, reason: str) -> Run:
     with transaction.atomic(durable=True):
-        team = Team.objects.select_for_update(no_key=True).get(pk=run.team_id)
-        run = (
-            Run.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("workflow_version")
-            .get(pk=run.pk)
-        )
+        locked = lock_rows(team_id=run.team_id, run_id=run.pk)
+        team, run = locked.team, locked.run
         old_limits = run.limits
         new_limits = {**old_limits, **overrides}
         step = check_run_resumable(run=run, team=team, new_limits=new_limits)
@@ -291,17 +289,14 @@ def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict,
 
 def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = "") -> Run:
     with transaction.atomic(durable=True):
-        # The team row first, as everywhere: run, then team, would deadlock with a resume.
-        Team.objects.select_for_update(no_key=True).get(pk=run.team_id)
-        run = Run.objects.select_for_update(of=("self",), no_key=True).get(pk=run.pk)
+        run = lock_rows(team_id=run.team_id, run_id=run.pk).run
         if run.status in FINAL_RUN_STATUSES:
             raise InvalidRunState(
                 f"Cannot cancel a run that is in '{run.status}' status.", details={"status": run.status}
             )
         previous_status = run.status
         now = timezone.now()
-        run.active_time = run.elapsed(now)
-        run.active_since = None
+        pause_clock(run, now)
         run.status = RunStatus.CANCELLED
         run.finished_at = now
         run.save(update_fields=["status", "active_time", "active_since", "finished_at", "updated_at"])

@@ -22,10 +22,10 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from workflows.models import ACTIVE_RUN_STATUSES, Run, Step, StepStatus, Team
+from workflows.models import ACTIVE_RUN_STATUSES, Step, StepStatus
 from workflows.services.budgets import release
-from workflows.services.locks import without_live_attempt
-from workflows.services.steps import step_schedule
+from workflows.services.dispatch import step_schedule
+from workflows.services.locks import lock_rows, without_live_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,8 @@ def _release_abandoned(*, now: datetime) -> int:
         "pk", "attempts", "run_id", "run__team_id"
     )[:SWEEP_BATCH_SIZE]:
         with transaction.atomic(durable=True):
-            # The order every money-moving transaction locks in: team, run, step.
-            team = Team.objects.select_for_update().get(pk=team_id)
-            run = Run.objects.select_for_update().get(pk=run_id)
-            step = Step.objects.select_for_update().get(pk=step_id)
+            locked = lock_rows(team_id=team_id, run_id=run_id, step_id=step_id)
+            team, run, step = locked.team, locked.run, locked.step
             # A delivery that took the step over since, or ended it, owns it now.
             if step.status != StepStatus.RUNNING or step.attempts != attempt or run.status in ACTIVE_RUN_STATUSES:
                 continue

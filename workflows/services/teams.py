@@ -11,7 +11,7 @@ from django.utils import timezone
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
 from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team
-from workflows.services.locks import update_unless_locked
+from workflows.services.locks import lock_rows, update_unless_locked
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def team_budgets_update(*, team: Team, changes: dict, actor: str, reason: str = 
     """Change a team's budgets and defaults, keeping who changed what, when and why."""
     clean = check_team_budgets(changes=changes)
     with transaction.atomic():
-        team = Team.objects.select_for_update(no_key=True).get(pk=team.pk)
+        team = lock_rows(team_id=team.pk).team
         old = {field: getattr(team, field) for field in clean}
         for field, value in clean.items():
             setattr(team, field, value if value is not None or field != "default_budget_mode" else "")

@@ -1,0 +1,68 @@
+"""What PostgreSQL and SQLite do differently, in one place: the rest of the code asks here.
+
+PostgreSQL is production. SQLite is the embedded default of `make run` and `make test`: one writer at
+a time, no advisory locks, and triggers installed after `migrate` rather than by a migration.
+"""
+
+from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import QuerySet
+
+
+def has_advisory_locks() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def is_sqlite(db: BaseDatabaseWrapper = connection) -> bool:
+    return db.vendor == "sqlite"
+
+
+def advisory_lock_try(namespace: int, key: int) -> bool:
+    """Take a session advisory lock without waiting: whether this session now holds it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [namespace, key])
+        return cursor.fetchone()[0]
+
+
+def advisory_unlock(namespace: int, key: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])
+
+
+def advisory_locks_held(namespace: int) -> list[int]:
+    """The keys in `namespace` whose advisory lock some session of this database holds."""
+    with connection.cursor() as cursor:
+        # Two-key advisory locks show as classid = key 1, objid = key 2, objsubid = 2.
+        cursor.execute(
+            """
+            SELECT objid::bigint FROM pg_locks
+            WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = %s
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            """,
+            [namespace],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def update_without_waiting(rows: QuerySet, values: dict) -> None:
+    """UPDATE `rows`, raising OperationalError rather than waiting for a lock another holds.
+
+    On PostgreSQL the rows are locked with NOWAIT first. On SQLite the UPDATE is one statement in
+    autocommit with no busy timeout: it fails at once when another connection holds the database's
+    write lock. No explicit transaction there: a BEGIN IMMEDIATE refused without waiting was seen to
+    leave other connections waiting out their whole busy timeout.
+    """
+    if not is_sqlite():
+        with transaction.atomic():
+            if rows.select_for_update(nowait=True).exists():
+                rows.update(**values)
+        return
+    waits_ms = int(connection.settings_dict.get("OPTIONS", {}).get("timeout", 5) * 1000)
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout = 0")
+    try:
+        rows.update(**values)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {waits_ms}")
+

@@ -1,0 +1,148 @@
+"""The spend ledger: what an attempt's call cost, its append-only entry, and the run's spend.
+
+Callers hold the team, run and step locks (`locks.lock_rows`). An attempt is charged at most once:
+the unique (step, attempt) constraint refuses a second entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_problem, worst_case_counts
+from workflows.models import EventType, LedgerEntry, Run, Step
+from workflows.providers import Usage
+from workflows.services.budgets import add
+from workflows.services.events import event_record, usd
+
+if TYPE_CHECKING:
+    from workflows.services.steps.prepare import PreparedStep
+
+logger = logging.getLogger(__name__)
+
+
+def ledger_charge(
+    *, team_id: int, run: Run, step: Step, attempt: int, prepared: PreparedStep, usage: Usage, **run_deltas
+) -> tuple[Usage, Decimal | None]:
+    """The attempt's ledger entry, and its cost added to the run's spend, with `run_deltas` added to
+    the run in the same UPDATE: the usage billed and its cost, None when unpriced.
+
+    Usage no call can have had (a count negative, not a whole number, or above
+    PROVIDER_USAGE_MAX_TOKENS) is billed at the worst case the gate estimated, with a
+    `usage_rejected` event that says why: the call returned, so it is charged, never dropped.
+    """
+    billed, cost = usage, None
+    problem = unbillable_usage(usage)
+    if problem is None:
+        cost = attempt_cost(prepared=prepared, usage=usage)
+    else:
+        counts = worst_case_counts(
+            prices=prepared.prices,
+            input_tokens=prepared.estimated_input_tokens,
+            max_output_tokens=prepared.request.max_tokens,
+        )
+        billed, cost = Usage(**counts, request_id=usage.request_id), prepared.estimate_usd
+        logger.warning("Step %s attempt %s reported unbillable usage (%s).", step.pk, attempt, problem)
+        event_record(
+            run=run,
+            type=EventType.USAGE_REJECTED,
+            payload={
+                "agent": step.agent,
+                "step": step.sequence,
+                **branch_of(step),
+                "attempt": attempt,
+                "model": prepared.request.model,
+                "reason": problem,
+                "reported": {field: _reported_count(getattr(usage, field)) for field in USAGE_FIELDS},
+                "billed": counts,
+                "cost_usd": usd(cost),
+            },
+        )
+    LedgerEntry.objects.create(
+        **_entry_fields(team_id=team_id, step=step, attempt=attempt, prepared=prepared, usage=billed, cost=cost)
+    )
+    add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1, **run_deltas)
+    return billed, cost
+
+
+def ledger_has_entry(*, step: Step, attempt: int) -> bool:
+    return LedgerEntry.objects.filter(step=step, attempt=attempt).exists()
+
+
+def unbillable_usage(usage: Usage) -> str | None:
+    """Why the reported usage cannot be billed as it stands, or None."""
+    counts = {field: getattr(usage, field) for field in USAGE_FIELDS}
+    return usage_problem(counts, max_tokens=settings.PROVIDER_USAGE_MAX_TOKENS)
+
+
+def attempt_cost(*, prepared: PreparedStep, usage: Usage) -> Decimal | None:
+    prices = prepared.prices
+    if prices is None:
+        return None
+    return cost_usd(
+        prices=prices,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+def branch_of(step: Step) -> dict:
+    """How events name a group's branch: nothing for a plain step."""
+    return {"group": step.group, "branch": step.branch_key} if step.group else {}
+
+
+def storable(text: str) -> str:
+    """Text from a provider as the database can store it: NULs dropped, lone surrogates replaced."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _reported_count(value: object) -> int | str:
+    """A reported count as the event can hold it: a whole number as is, anything else as a short repr."""
+    if is_count(value) and abs(value) < 2**53:
+        return value
+    try:
+        return repr(value)[:40]
+    except ValueError:  # an int beyond Python's str-conversion digit limit
+        return f"<{type(value).__name__}>"
+
+
+def _entry_fields(
+    *, team_id: int, step: Step, attempt: int, prepared: PreparedStep, usage: Usage, cost: Decimal | None
+) -> dict:
+    prices = prepared.prices
+    return dict(
+        team_id=team_id,
+        run_id=step.run_id,
+        step_id=step.pk,
+        attempt=attempt,
+        agent=step.agent,
+        provider=prepared.provider,
+        model=prepared.request.model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        input_per_mtok=prices.input_per_mtok if prices else None,
+        output_per_mtok=prices.output_per_mtok if prices else None,
+        cached_input_per_mtok=(
+            _rate_used(prices.cached_input_per_mtok, prices.cache_read_rate, usage.cached_input_tokens) if prices else None
+        ),
+        cache_write_per_mtok=(
+            _rate_used(prices.cache_write_per_mtok, prices.cache_write_rate, usage.cache_write_tokens) if prices else None
+        ),
+        price_source=prepared.price_source,
+        cost_usd=cost,
+        request_id=storable(usage.request_id)[:200] if isinstance(usage.request_id, str) else "",
+    )
+
+
+def _rate_used(listed: Decimal | None, fallback: Decimal, tokens: int) -> Decimal | None:
+    """The rate a kind of cached input was billed at: its listed rate, or the fallback when it had tokens."""
+    if listed is not None:
+        return listed
+    return fallback if tokens else None

@@ -1,0 +1,387 @@
+"""An attempt at a step, from the gate to settlement: the Celery task's whole body.
+
+Each of `step_begin` and the settlements (`step_settle`, `step_fail`, `step_provider_failed`) is one
+transaction that locks the team, run and step rows (`locks.lock_rows`), decides in Python and writes.
+The provider is called between them, outside any transaction. What either renders is rendered before
+its transaction opens (`renders.rendered_ahead`).
+"""
+
+import logging
+import os
+import socket
+from decimal import Decimal
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from workflows.definition import TemplateFailure, unstorable_json
+from workflows.models import (
+    ACTIVE_RUN_STATUSES,
+    BudgetMode,
+    Checkpoint,
+    EventType,
+    Run,
+    RunStatus,
+    Step,
+    StepStatus,
+    Team,
+)
+from workflows.providers import CompletionResult, ProviderError, Usage, get_provider
+from workflows.providers.retries import retry_delay_seconds
+from workflows.selectors import definition_of
+from workflows.services.alerts import alerts_after_spend
+from workflows.services.budgets import add, gate_input, release, report_over_budget, reserve
+from workflows.services.credentials import credentials_for
+from workflows.services.dispatch import step_schedule
+from workflows.services.events import event_record, usd
+from workflows.services.gate import gate_decide
+from workflows.services.ledger import branch_of, ledger_charge, ledger_has_entry, storable
+from workflows.services.locks import lock_rows
+from workflows.services.renders import rendered_ahead
+from workflows.services.run_state import run_fail, run_stop
+from workflows.services.steps.prepare import PreparedStep, StepAttempt, step_prepare
+from workflows.services.steps.progression import prerender_ending, step_failed, step_succeeded
+
+logger = logging.getLogger(__name__)
+
+
+def step_execute(*, step_id: int) -> None:
+    """Run one step from gate to settlement."""
+    attempt = step_begin(step_id=step_id, worker=f"{socket.gethostname()}:{os.getpid()}")
+    if attempt is None:
+        return
+    provider = get_provider(attempt.prepared.provider)
+    try:
+        credentials = credentials_for(team_id=attempt.team_id, provider=provider.name)
+        result = provider.complete(attempt.prepared.request, credentials=credentials)
+    except ProviderError as exc:
+        step_provider_failed(attempt=attempt, error=exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - includes Celery's soft time limit
+        # Whatever stopped the call, the reservation is released and the run fails resumably
+        # rather than staying "running" with money held.
+        logger.exception("Step %s attempt %s stopped unexpectedly.", attempt.step_id, attempt.number)
+        step_fail(
+            attempt=attempt,
+            error={"type": "StepInterruptedError", "message": f"The provider call stopped: {type(exc).__name__}."},
+        )
+        return
+    if problem := unstorable_json(result.output):
+        # Storing it would fail the settlement, and the call would go uncharged: charged, it fails the step.
+        message = f"The provider's answer cannot be stored: it holds {problem}."
+        step_provider_failed(attempt=attempt, error=ProviderError(message, usage=result))
+        return
+    step_settle(attempt=attempt, result=result)
+
+
+def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
+    """The gate: admit the step with a reservation, or stop the run. None when there is nothing to run.
+
+    The caller holds the step's attempt lock, so a step found `running` here belongs to an attempt
+    whose worker died: it is taken over, within the redelivery bound.
+    """
+    return rendered_ahead(
+        prerender=partial(_prerender_begin, step_id=step_id),
+        locked=partial(_begin_under_locks, step_id=step_id, worker=worker),
+    )
+
+
+def _prerender_begin(*, step_id: int) -> None:
+    """What `_begin_under_locks` will render, rendered before its transaction: the step's prompts,
+    or when they fail and the step is its group's last branch, what its group's end renders."""
+    read = _read_run_and_step(step_id=step_id)
+    if read is None:
+        return
+    run, step = read
+    if step.status not in (StepStatus.PENDING, StepStatus.RUNNING) or run.status not in ACTIVE_RUN_STATUSES:
+        return
+    try:
+        step_prepare(
+            run=run,
+            step=step,
+            definition=definition_of(run.workflow_version),
+            outputs=run.latest_outputs,
+            may_override_prices=run.team.may_override_prices,
+        )
+    except TemplateFailure as exc:
+        prerender_ending(run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+
+
+def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
+    with transaction.atomic(durable=True):
+        locked = lock_rows(step_id=step_id)
+        if locked is None or locked.step is None:
+            logger.warning("Step %s no longer exists; nothing to do.", step_id)
+            return None
+        team, run, step = locked.team, locked.run, locked.step
+        if step.status not in (StepStatus.PENDING, StepStatus.RUNNING):
+            return None
+        if run.status not in ACTIVE_RUN_STATUSES:
+            # Cancelled while queued, or while an attempt that has since died was running.
+            release(team=team, run=run, step=step)
+            step.status = StepStatus.CANCELLED
+            step.save(update_fields=["status"])
+            return None
+
+        try:
+            prepared = step_prepare(
+                run=run,
+                step=step,
+                definition=definition_of(run.workflow_version),
+                outputs=run.latest_outputs,
+                may_override_prices=team.may_override_prices,
+            )
+        except TemplateFailure as exc:
+            step_failed(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+            return None
+
+        if step.status == StepStatus.RUNNING:
+            return _take_over_crashed_attempt(team=team, run=run, step=step, prepared=prepared, worker=worker)
+
+        enforced = (run.budget_usd is not None and run.budget_mode == BudgetMode.ENFORCE) or team.enforces_period_budget
+        if prepared.prices is None and enforced:
+            error = {
+                "type": "UnpricedModelError",
+                "message": f"Model '{prepared.request.model}' has no price, so the enforce budget cannot be kept.",
+                "model": prepared.request.model,
+            }
+            run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
+            return None
+
+        now = timezone.now()
+        in_flight = run.steps.filter(status=StepStatus.RUNNING).count() if step.group else 0
+        decision = gate_decide(
+            gate_input(run=run, team=team, estimate=prepared.estimate_usd, now=now, in_flight=in_flight)
+        )
+        if not decision.admitted:
+            step.estimate_usd = prepared.estimate_usd
+            run_stop(team=team, run=run, step=step, decision=decision, outputs=run.latest_outputs)
+            return None
+        report_over_budget(team=team, run=run, step=step, decision=decision, now=now)
+
+        reserve(
+            team=team,
+            run=run,
+            step=step,
+            amount=prepared.estimate_usd or Decimal("0"),
+            run_fields={"status": RunStatus.RUNNING, "current_agent": step.group or step.agent, "updated_at": now},
+        )
+        step.status = StepStatus.RUNNING
+        step.attempts += 1
+        step.model = prepared.request.model
+        step.estimate_usd = prepared.estimate_usd
+        step.worker = worker
+        step.started_at = timezone.now()
+        step.save(update_fields=["status", "attempts", "model", "estimate_usd", "reserved_usd", "worker", "started_at"])
+        return StepAttempt(team_id=team.pk, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
+
+
+def _take_over_crashed_attempt(
+    *, team: Team, run: Run, step: Step, prepared: PreparedStep, worker: str
+) -> StepAttempt | None:
+    """A redelivered step whose previous attempt died: try again on the same reservation, or give up."""
+    if step.redeliveries >= settings.STEP_MAX_REDELIVERIES:
+        error = {
+            "type": "StepCrashedError",
+            "message": f"Step {step.sequence} ({step.agent}) lost its worker {step.redeliveries + 1} times; "
+            "the run is parked and can be resumed.",
+        }
+        run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
+        return None
+    step.redeliveries += 1
+    step.attempts += 1
+    step.worker = worker
+    step.started_at = timezone.now()
+    step.save(update_fields=["redeliveries", "attempts", "worker", "started_at"])
+    event_record(
+        run=run,
+        type=EventType.STEP_REDELIVERED,
+        payload={"agent": step.agent, "step": step.sequence, "attempt": step.attempts},
+    )
+    return StepAttempt(team_id=run.team_id, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
+
+
+def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
+    """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, output=result.output),
+        locked=partial(_settle_under_locks, attempt=attempt, result=result),
+    )
+
+
+def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> None:
+    with transaction.atomic(durable=True):
+        locked = _lock_attempt(attempt)
+        team, run, step = locked.team, locked.run, locked.step
+        owner = step.status == StepStatus.RUNNING and step.attempts == attempt.number
+        # Whatever charges an attempt that owns its step also takes the step out of `running` in
+        # that transaction, so only an attempt that no longer owns it can have been charged already.
+        # The unique (step, attempt) constraint backs this: a second charge would fail, never count.
+        if not owner and ledger_has_entry(step=step, attempt=attempt.number):
+            return  # settled already
+        # The attempt that owns the step releases the run's share of its reservation and counts as
+        # executed in the UPDATE of the run that charges it; the team's share and the step follow.
+        settled = {"reserved_usd": -step.reserved_usd, "iterations": 1} if owner else {}
+        billed, cost = _charge(team=team, run=run, step=step, attempt=attempt, usage=result, **settled)
+        if not owner:
+            # An attempt another delivery took over from finished after all: what it cost is
+            # charged, but the step's reservation and progress belong to the attempt that owns it.
+            logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
+            return
+        if step.reserved_usd:
+            add(team, reserved_usd=-step.reserved_usd)
+        step.reserved_usd = Decimal("0")
+        step.status = StepStatus.SUCCEEDED
+        step.output = result.output
+        step.error = None  # a transient error an earlier attempt left
+        step.finished_at = timezone.now()
+        step.save(update_fields=["reserved_usd", "status", "output", "error", "finished_at"])
+        event_record(
+            run=run,
+            type=EventType.AGENT_COMPLETED,
+            payload={
+                "agent": step.agent,
+                "step": step.sequence,
+                **branch_of(step),
+                "attempt": attempt.number,
+                "model": attempt.prepared.request.model,
+                "input_tokens": billed.input_tokens,
+                "cached_input_tokens": billed.cached_input_tokens,
+                "cache_write_tokens": billed.cache_write_tokens,
+                "output_tokens": billed.output_tokens,
+                "cost_usd": usd(cost),
+                "spent_usd": usd(run.spent_usd),
+            },
+        )
+        step_succeeded(team=team, run=run, step=step, output=result.output)
+
+
+def step_fail(*, attempt: StepAttempt, error: dict) -> None:
+    """The provider failed the step: release its reservation and fail the run, resumably."""
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=error),
+        locked=partial(_fail_under_locks, attempt=attempt, error=error),
+    )
+
+
+def _fail_under_locks(*, attempt: StepAttempt, error: dict) -> None:
+    with transaction.atomic(durable=True):
+        locked = _lock_attempt(attempt)
+        if locked.step.status != StepStatus.RUNNING or locked.step.attempts != attempt.number:
+            return
+        _attempt_failed(team=locked.team, run=locked.run, step=locked.step, error=error)
+
+
+def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
+    """Charge what the failed call used, if the provider said, then try the step again later or fail it.
+
+    A retry is a new attempt through `step_begin`: the reservation is released now and the gate runs
+    again before the next call, so a retry can be stopped by a budget like any step, and each
+    attempt gets its own ledger entry. The wait is Celery's countdown, not a worker asleep.
+    """
+    rendered_ahead(
+        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=_provider_error(error)),
+        locked=partial(_provider_failed_under_locks, attempt=attempt, error=error),
+    )
+
+
+def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) -> None:
+    with transaction.atomic(durable=True):
+        locked = _lock_attempt(attempt)
+        team, run, step = locked.team, locked.run, locked.step
+        cost = None
+        if error.usage is not None and not ledger_has_entry(step=step, attempt=attempt.number):
+            _, cost = _charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage)
+        if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
+            return
+        details = _provider_error(error)
+        if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
+            _attempt_failed(team=team, run=run, step=step, error=details)
+            return
+        if step.provider_retries >= settings.PROVIDER_MAX_RETRIES:
+            tries = step.provider_retries + 1
+            message = f"The provider failed {tries} times in a row; the last error: {details['message']}"
+            _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
+            return
+        release(team=team, run=run, step=step)
+        step.provider_retries += 1
+        step.status = StepStatus.PENDING
+        step.error = details
+        step.save(update_fields=["status", "error", "provider_retries"])
+        delay = retry_delay_seconds(
+            retry=step.provider_retries,
+            base_seconds=settings.PROVIDER_RETRY_BASE_SECONDS,
+            max_seconds=settings.PROVIDER_RETRY_MAX_SECONDS,
+            retry_after_seconds=error.retry_after_seconds,
+        )
+        event_record(
+            run=run,
+            type=EventType.PROVIDER_RETRY,
+            payload={
+                "agent": step.agent,
+                "step": step.sequence,
+                **branch_of(step),
+                "attempt": attempt.number,
+                "retry": step.provider_retries,
+                "retry_in_seconds": round(delay, 3),
+                "error": details,
+                "cost_usd": usd(cost),
+            },
+        )
+        step_schedule(step, countdown=delay)
+
+
+def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas):
+    """The attempt's ledger entry and the alerts its spend newly reaches."""
+    charged = ledger_charge(
+        team_id=team.pk, run=run, step=step, attempt=attempt.number, prepared=attempt.prepared, usage=usage, **run_deltas
+    )
+    alerts_after_spend(team=team, run=run)
+    return charged
+
+
+def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
+    if run.status == RunStatus.CANCELLED:
+        # A cancelled run stays cancelled: failing it would make it resumable again.
+        release(team=team, run=run, step=step)
+        step.status = StepStatus.FAILED
+        step.error = error
+        step.finished_at = timezone.now()
+        step.save(update_fields=["status", "error", "finished_at"])
+        return
+    step_failed(team=team, run=run, step=step, error=error)
+
+
+def _provider_error(error: ProviderError) -> dict:
+    return {"type": "ProviderError", "message": storable(error.message), "status_code": error.status_code}
+
+
+def _lock_attempt(attempt: StepAttempt):
+    locked = lock_rows(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
+    if locked is None or locked.step is None:
+        raise Step.DoesNotExist(f"Step {attempt.step_id} of run {attempt.run_id} is gone.")
+    return locked
+
+
+def _read_run_and_step(*, step_id: int) -> tuple[Run, Step] | None:
+    """The step and its run with `latest_outputs`, as `lock_rows` reads them, but without locks or a
+    transaction: for rendering ahead, which the transaction checks against what it reads."""
+    step = Step.objects.filter(pk=step_id).first()
+    if step is None:
+        return None
+    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
+    run = (
+        Run.objects.select_related("workflow_version", "team")
+        .annotate(latest_outputs=Subquery(latest))
+        .get(pk=step.run_id)
+    )
+    return run, step
+
+
+def _prerender_end_of(*, step_id: int, output: dict | None = None, error: dict | None = None) -> None:
+    read = _read_run_and_step(step_id=step_id)
+    if read is not None:
+        prerender_ending(run=read[0], step=read[1], output=output, error=error)

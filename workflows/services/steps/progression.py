@@ -1,0 +1,388 @@
+"""Where a run goes after a step: the routes of the agent or group that ended, entering the next one,
+and the branches of a parallel or for_each group, which are steps like any other, several in flight.
+
+Callers hold the team, run and step locks (`locks.lock_rows`). Whichever branch of a group ends
+last sees so under the run's lock and ends the group: exactly one does.
+"""
+
+from collections import Counter
+
+from django.db.models import Max
+from django.utils import timezone
+
+from workflows.definition import (
+    AgentSpec,
+    Complete,
+    Fail,
+    ForEachSpec,
+    Move,
+    ParallelSpec,
+    TemplateFailure,
+    WorkflowDefinition,
+    next_move,
+)
+from workflows.models import ACTIVE_RUN_STATUSES, EventType, Run, RunStatus, Step, StepStatus, Team
+from workflows.selectors import definition_of
+from workflows.services.budgets import release
+from workflows.services.dispatch import step_schedule, step_send
+from workflows.services.events import event_record
+from workflows.services.renders import rendered
+from workflows.services.run_state import checkpoint_record, run_complete, run_fail
+from workflows.services.steps.prepare import group_items, run_context
+
+Source = AgentSpec | ParallelSpec | ForEachSpec
+Group = ParallelSpec | ForEachSpec
+
+
+def run_advance(
+    *,
+    team: Team,
+    run: Run,
+    source: Source,
+    outputs: dict,
+    after_sequence: int,
+    definition: WorkflowDefinition,
+    empty_groups: int = 0,
+) -> None:
+    """Take the routes of the agent or group that just ended: to the next step, or to the end."""
+    move = route(definition, source, run_context(run=run, definition=definition, outputs=outputs))
+    if isinstance(move, Fail):
+        checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
+        run_fail(team=team, run=run, step=None, error={"type": move.error_type, "message": move.message})
+    elif isinstance(move, Complete):
+        run_complete(run=run, output=move.output, outputs=outputs)
+    else:
+        step_enter(
+            team=team,
+            run=run,
+            target=move.target,
+            outputs=outputs,
+            after_sequence=after_sequence,
+            reason="step_completed",
+            definition=definition,
+            empty_groups=empty_groups,
+        )
+
+
+def route(definition: WorkflowDefinition, source: Source, context: dict) -> Move:
+    """`next_move`, answered from what was rendered before the transaction when it still holds."""
+    return rendered(("move", source.name), context, lambda: next_move(definition, source, context))
+
+
+def step_enter(
+    *,
+    team: Team,
+    run: Run,
+    target: str,
+    outputs: dict,
+    after_sequence: int,
+    reason: str,
+    definition: WorkflowDefinition,
+    empty_groups: int = 0,
+) -> None:
+    """Create and send the step of an agent, or the branches of a group, with a checkpoint that
+    points at the first. A for_each branch beyond max_concurrent waits for a free slot."""
+    group = definition.group(target)
+    run.current_agent = target
+    run.save(update_fields=["current_agent", "updated_at"])
+    if group is None:
+        step = Step.objects.create(
+            run=run,
+            sequence=after_sequence + 1,
+            agent=target,
+            iteration=run.steps.filter(agent=target).count() + 1,
+            enqueued_at=timezone.now(),
+        )
+        checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=step)
+        step_send(step.pk)
+        return
+
+    if isinstance(group, ParallelSpec):
+        count = len(group.agents)
+    else:
+        try:
+            count = len(group_items(group, run_context(run=run, definition=definition, outputs=outputs), entering=True))
+        except TemplateFailure as exc:
+            checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=None)
+            run_fail(team=team, run=run, step=None, error={"type": "ForEachSourceError", "message": str(exc)})
+            return
+    if not count:
+        # Nothing to run: the group ends at once, and conductor's empty result goes on to its routes.
+        if empty_groups >= run.max_iterations:
+            checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=None)
+            message = f"Groups with nothing to run routed to each other {empty_groups} times without a step."
+            run_fail(team=team, run=run, step=None, error={"type": "RouteError", "message": message})
+            return
+        _group_done(
+            team=team,
+            run=run,
+            group=group,
+            result=group_result(group, []),
+            outputs=outputs,
+            after_sequence=after_sequence,
+            definition=definition,
+            empty_groups=empty_groups + 1,
+        )
+        return
+
+    iteration = (run.steps.filter(group=target).aggregate(last=Max("iteration"))["last"] or 0) + 1
+    # Only the branches that have a slot are created now; `_send_waiting` creates each later one
+    # when a slot frees, so a long for_each is never thousands of rows written at once.
+    steps = _branches_create(
+        run=run,
+        group=group,
+        iteration=iteration,
+        first_sequence=after_sequence + 1,
+        indexes=range(min(count, _slots(group))),
+    )
+    checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=steps[0])
+
+
+def step_succeeded(*, team: Team, run: Run, step: Step, output: dict) -> None:
+    """What follows a step that succeeded: its group goes on, or its agent's routes are taken. A
+    stopped run's group goes on only when the run is resumed; a cancelled run keeps the output."""
+    if step.group:
+        # A branch's output joins its group's result when the group ends.
+        if run.status in ACTIVE_RUN_STATUSES:
+            group_continue(team=team, run=run, step=step)
+        return
+    outputs = {**run.latest_outputs, step.agent: output}
+    if run.status == RunStatus.CANCELLED:
+        checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
+        return
+    definition = definition_of(run.workflow_version)
+    run_advance(
+        team=team,
+        run=run,
+        source=definition.agent(step.agent),
+        outputs=outputs,
+        after_sequence=step.sequence,
+        definition=definition,
+    )
+
+
+def step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
+    """A step failed. A plain step, or a branch under fail_fast, fails the run; any other branch
+    is recorded as failed and its group goes on, its failure mode judging it when it ends."""
+    if not step.group:
+        run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
+        return
+    definition = definition_of(run.workflow_version)
+    if run.status in ACTIVE_RUN_STATUSES and definition.group(step.group).failure_mode == "fail_fast":
+        run_fail(team=team, run=run, step=step, error={**error, **_branch_of(step)}, outputs=run.latest_outputs)
+        return
+    release(team=team, run=run, step=step)
+    step.status = StepStatus.FAILED
+    step.error = error
+    step.finished_at = timezone.now()
+    step.save(update_fields=["status", "error", "finished_at"])
+    if run.status in ACTIVE_RUN_STATUSES:
+        group_continue(team=team, run=run, step=step)
+
+
+def group_continue(*, team: Team, run: Run, step: Step) -> None:
+    """A branch ended in an active run: send a waiting branch into the freed slot, or, when it was
+    the last, end the group. Callers hold the run row lock, so of two branches ending at once on
+    two workers, exactly one sees the other ended and ends the group."""
+    definition = definition_of(run.workflow_version)
+    group = definition.group(step.group)
+    branches = group_branches(run=run, step=step)
+    if _send_waiting(run=run, group=group, branches=branches, definition=definition):
+        return
+    ended = list(branches.order_by("branch_index"))
+    failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
+    result = group_result(group, ended)
+    succeeded = len(ended) - len(failed)
+    if failed and (group.failure_mode != "continue_on_error" or not succeeded):
+        rule = "every branch must succeed" if group.failure_mode != "continue_on_error" else "no branch succeeded"
+        error = {
+            "type": "GroupFailedError",
+            "message": f"Group '{group.name}' failed ({group.failure_mode}: {rule}): "
+            f"{succeeded} succeeded, {len(failed)} failed.",
+            "group": group.name,
+            "errors": result["errors"],
+        }
+        checkpoint_record(run=run, reason="failed", outputs=run.latest_outputs, next_step=failed[0])
+        run_fail(team=team, run=run, step=None, error=error)
+        return
+    _group_done(
+        team=team,
+        run=run,
+        group=group,
+        result=result,
+        outputs=run.latest_outputs,
+        after_sequence=ended[-1].sequence,
+        definition=definition,
+    )
+
+
+def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
+    """Resume: send the step the checkpoint points at again. For a branch, also every branch of its
+    group that a stop kept from running, and with `failed_too` those that failed; branches that
+    succeeded keep their outputs."""
+    reopened = [StepStatus.BLOCKED, StepStatus.FAILED] if failed_too else [StepStatus.BLOCKED]
+    if not step.group:
+        step.status = StepStatus.PENDING
+        step.error = None
+        step.redeliveries = 0
+        step.provider_retries = 0
+        step.save(update_fields=["status", "error", "redeliveries", "provider_retries"])
+        step_schedule(step)
+        return
+    branches = group_branches(run=run, step=step)
+    fresh = {"status": StepStatus.WAITING, "error": None, "redeliveries": 0, "provider_retries": 0}
+    branches.filter(pk=step.pk).update(**fresh)
+    branches.filter(status__in=reopened).update(**fresh)
+    definition = definition_of(run.workflow_version)
+    _send_waiting(run=run, group=definition.group(step.group), branches=branches, definition=definition)
+
+
+def prerender_ending(*, run: Run, step: Step, output: dict | None = None, error: dict | None = None) -> None:
+    """What the transaction that ends `step` (with `output`, or failed with `error`) will render:
+    the routes of its agent and the run's output, or, when it is the last branch of its group to
+    end, those of its group. Reads without locks; renders only."""
+    if run.status not in ACTIVE_RUN_STATUSES:
+        return
+    definition = definition_of(run.workflow_version)
+    outputs = run.latest_outputs or {}
+    if not step.group:
+        if error is not None:
+            return  # a plain step that fails fails its run: nothing is rendered
+        source = definition.agent(step.agent)
+        outputs = {**outputs, step.agent: output}
+    else:
+        branches = list(group_branches(run=run, step=step).order_by("branch_index"))
+        for branch in branches:
+            if branch.pk == step.pk:
+                branch.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
+                branch.output, branch.error = output, error
+        source = definition.group(step.group)
+        unborn = len(branches) < _branch_count(run=run, group=source, definition=definition)
+        if unborn or any(branch.status in _UNENDED_BRANCH for branch in branches):
+            return
+        outputs = {**outputs, source.name: group_result(source, branches)}
+    route(definition, source, run_context(run=run, definition=definition, outputs=outputs))
+
+
+_UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)
+
+
+def group_branches(*, run: Run, step: Step):
+    """The branches of the group `step` belongs to, in this entry of the group."""
+    return run.steps.filter(group=step.group, iteration=step.iteration)
+
+
+def group_result(group: Group, ended: list[Step]) -> dict:
+    """Conductor's shape: a parallel group's outputs and errors by agent; a for_each group's outputs
+    as a list in item order (failed items left out), its errors by item key, and its item count."""
+    succeeded = [branch for branch in ended if branch.status == StepStatus.SUCCEEDED]
+    failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
+    if isinstance(group, ParallelSpec):
+        return {
+            "outputs": {branch.branch_key: branch.output for branch in succeeded},
+            "errors": {branch.branch_key: _branch_error("agent_name", branch) for branch in failed},
+        }
+    return {
+        "outputs": [branch.output for branch in succeeded],
+        "errors": {branch.branch_key: _branch_error("item_key", branch) for branch in failed},
+        "count": len(ended),
+    }
+
+
+def _group_done(
+    *,
+    team: Team,
+    run: Run,
+    group: Group,
+    result: dict,
+    outputs: dict,
+    after_sequence: int,
+    definition: WorkflowDefinition,
+    empty_groups: int = 0,
+) -> None:
+    event_record(
+        run=run,
+        type=EventType.GROUP_COMPLETED,
+        payload={"group": group.name, "succeeded": len(result["outputs"]), "failed": len(result["errors"])},
+    )
+    run_advance(
+        team=team,
+        run=run,
+        source=group,
+        outputs={**outputs, group.name: result},
+        after_sequence=after_sequence,
+        definition=definition,
+        empty_groups=empty_groups,
+    )
+
+
+def _send_waiting(*, run: Run, group: Group, branches, definition: WorkflowDefinition) -> bool:
+    """Fill the group's free slots: first with its waiting branches (reopened by a resume), then
+    with branches of items that have none yet. Whether any branch is still to end."""
+    statuses = Counter(branches.values_list("status", flat=True))
+    in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
+    free = _slots(group) - in_flight
+    if statuses[StepStatus.WAITING] and free > 0:
+        for waiting in branches.filter(status=StepStatus.WAITING).order_by("branch_index")[:free]:
+            waiting.status = StepStatus.PENDING
+            waiting.enqueued_at = timezone.now()
+            waiting.save(update_fields=["status", "enqueued_at"])
+            step_send(waiting.pk)
+            free -= 1
+    created = sum(statuses.values())
+    unborn = _branch_count(run=run, group=group, definition=definition) - created
+    if unborn > 0 and free > 0:
+        first = branches.order_by("branch_index").first()
+        _branches_create(
+            run=run,
+            group=group,
+            iteration=first.iteration,
+            first_sequence=first.sequence - first.branch_index,
+            indexes=range(created, created + min(free, unborn)),
+        )
+    return bool(in_flight or statuses[StepStatus.WAITING] or unborn > 0)
+
+
+def _branch_count(*, run: Run, group: Group, definition: WorkflowDefinition) -> int:
+    """How many branches the group's current entry has in all, created or not: its for_each
+    source is read again from the outputs it was entered with, which its checkpoints keep."""
+    if isinstance(group, ParallelSpec):
+        return len(group.agents)
+    return len(group_items(group, run_context(run=run, definition=definition, outputs=run.latest_outputs or {})))
+
+
+def _branches_create(*, run: Run, group: Group, iteration: int, first_sequence: int, indexes: range) -> list[Step]:
+    """Create and send the branches at `indexes` of one entry of a group; a branch's sequence is
+    its group's first plus its index."""
+    now = timezone.now()
+    steps = Step.objects.bulk_create(
+        Step(
+            run=run,
+            sequence=first_sequence + index,
+            agent=group.agents[index] if isinstance(group, ParallelSpec) else group.agent.name,
+            iteration=iteration,
+            group=group.name,
+            branch_index=index,
+            branch_key=group.agents[index] if isinstance(group, ParallelSpec) else str(index),
+            status=StepStatus.PENDING,
+            enqueued_at=now,
+        )
+        for index in indexes
+    )
+    for step in steps:
+        step_send(step.pk)
+    return steps
+
+
+def _branch_error(name_field: str, branch: Step) -> dict:
+    error = branch.error or {}
+    return {name_field: branch.branch_key, "exception_type": error.get("type", ""), "message": error.get("message", "")}
+
+
+def _slots(group: Group) -> int:
+    """How many of the group's branches may be in flight at once."""
+    return group.max_concurrent if isinstance(group, ForEachSpec) else len(group.agents)
+
+
+def _branch_of(step: Step) -> dict:
+    return {"group": step.group, "branch": step.branch_key} if step.group else {}
