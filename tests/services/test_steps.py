@@ -145,7 +145,7 @@ class BrokenProvider:
     [(ProviderError("upstream said no"), "ProviderError"), (RuntimeError("bug"), "StepInterruptedError")],
 )
 def test_a_provider_failure_fails_the_run_resumably_and_releases_the_reservation(run, monkeypatch, error, error_type):
-    monkeypatch.setattr("workflows.services.steps.execute.get_provider", lambda name: BrokenProvider(error))
+    monkeypatch.setattr("workflows.services.steps.kinds.agent.get_provider", lambda name: BrokenProvider(error))
     step_execute(step_id=first_step(run).pk)
 
     run.refresh_from_db()

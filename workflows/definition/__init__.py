@@ -17,6 +17,7 @@ from .model import (
     MockSpec,
     ParallelSpec,
     RouteSpec,
+    StepSpec,
     WorkflowDefinition,
     output_cap,
 )
@@ -35,6 +36,7 @@ from .pricing import (
     usage_problem,
     worst_case_counts,
 )
+from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -59,6 +61,7 @@ __all__ = [
     "MONEY_PLACES",
     "SYSTEM_DEFAULTS",
     "USAGE_FIELDS",
+    "COMMON_KEYS",
     "AgentSpec",
     "Complete",
     "DefinitionError",
@@ -74,6 +77,8 @@ __all__ = [
     "Problem",
     "ResolvedLimits",
     "RouteSpec",
+    "StepReader",
+    "StepSpec",
     "TemplateFailure",
     "UnitPrices",
     "WorkflowDefinition",
@@ -96,12 +101,14 @@ __all__ = [
     "output_problems",
     "render",
     "render_budget",
+    "register_step_reader",
     "render_value",
     "resolve_limits",
     "resolve_reference",
     "template_context",
     "to_exact_money",
     "to_money",
+    "unregister_step_reader",
     "unstorable_json",
     "usage_problem",
     "worst_case_counts",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,8 @@ from ._workflow import MAX_TEMPERATURE, Header
 from .bounds import MAX_CALL_TOKENS
 from .errors import Problem
 from .inputs import INPUT_TYPES
-from .model import END, AgentSpec, MockSpec, RouteSpec
+from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec
+from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
 from .templates import compile_check, expression_check
 
 AGENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -61,26 +62,32 @@ def read_agents(
     lacks_price: Callable[[str], bool],
     group_names: frozenset[str] = frozenset(),
     first_use: dict[str, str],
-) -> tuple[dict[str, AgentSpec], Scope]:
-    """The valid agents, in the order written, and the scope groups are then checked in; problems
-    for the rest and for dangling references. ``first_use`` collects each name's path."""
+) -> tuple[dict[str, AgentSpec], dict[str, StepSpec], Scope]:
+    """The valid agents and steps of other kinds, in the order written, and the scope groups are then
+    checked in; problems for the rest and for dangling references. ``first_use`` collects each name's path."""
     raw_agents = top.sequence("agents", required=True)
     if top.data.get("agents") == []:
         top.report("agents", "must list at least one agent")
+    readers = [step_reader(raw.get("type")) if isinstance(raw, Mapping) else None for raw in raw_agents]
     sections = [
         Section(raw, f"agents[{index}]", top.problems, keys=_AGENT_KEYS, unsupported=_AGENT_UNSUPPORTED, nullable=False)
-        for index, raw in enumerate(raw_agents)
+        if reader is None
+        else Section(raw, f"agents[{index}]", top.problems, keys=COMMON_KEYS + reader.keys, nullable=False)
+        for index, (raw, reader) in enumerate(zip(raw_agents, readers, strict=True))
     ]
     names = [name_register(section, first_use, kind="agent") for section in sections]
     scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price)
     if raw_agents and header.entry_point is not None and header.entry_point not in scope.targets:
         top.problems.append(Problem("workflow.entry_point", no_target(header.entry_point, scope)))
-    agents = {}
-    for section, name in zip(sections, names, strict=True):
-        agent = read_agent(section, name, scope)
-        if agent is not None:
+    agents, steps = {}, {}
+    for section, name, reader in zip(sections, names, readers, strict=True):
+        if reader is not None:
+            step = _read_step(section, name, scope, reader)
+            if step is not None:
+                steps[step.name] = step
+        elif (agent := read_agent(section, name, scope)) is not None:
             agents[agent.name] = agent
-    return agents, scope
+    return agents, steps, scope
 
 
 def name_register(section: Section, first_use: dict[str, str], *, kind: str) -> str | None:
@@ -104,7 +111,8 @@ def name_register(section: Section, first_use: dict[str, str], *, kind: str) -> 
 def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | None:
     agent_type = section.data.get("type")
     if agent_type is not None and agent_type != "agent":
-        section.report("type", f"agent type {show(agent_type)} is not supported (only 'agent')")
+        supported = ", ".join(f"'{kind}'" for kind in ("agent", *step_kind_names()))
+        section.report("type", f"agent type {show(agent_type)} is not supported (only {supported})")
         return None
     # Read every field before giving up on the agent, so all of its problems are reported.
     header = scope.header
@@ -137,6 +145,16 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         mock=mock,
         stream=stream,
     )
+
+
+def _read_step(section: Section, name: str | None, scope: Scope, reader: StepReader) -> StepSpec | None:
+    """An entry of a registered kind other than 'agent': the common fields, then the kind's own."""
+    description = section.text("description") or ""
+    routes = read_routes(section, scope)
+    params = reader.read(section)
+    if name is None or params is None:
+        return None
+    return StepSpec(name=name, kind=reader.name, description=description, routes=routes, params=dict(params))
 
 
 def _model(section: Section, scope: Scope) -> str | None:

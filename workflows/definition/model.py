@@ -131,6 +131,31 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
+class StepSpec:
+    """A step of a registered kind other than 'agent' (definition/step_kinds.py): its own fields,
+    checked by its kind's reader, are `params`."""
+
+    name: str
+    kind: str
+    description: str
+    routes: tuple[RouteSpec, ...]
+    params: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "routes": [route.to_dict() for route in self.routes],
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepSpec:
+        return cls(**{**data, "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"])})
+
+
+@dataclass(frozen=True)
 class ParallelSpec:
     """A parallel group: its agents run at once, each a step of its own, then its routes are taken."""
 
@@ -236,12 +261,17 @@ class WorkflowDefinition:
     output: dict[str, str]  # top-level output templates, possibly empty
     parallel: dict[str, ParallelSpec] = field(default_factory=dict)
     for_each: dict[str, ForEachSpec] = field(default_factory=dict)
+    steps: dict[str, StepSpec] = field(default_factory=dict)  # of kinds other than 'agent'
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
         if name in self.agents:
             return self.agents[name]
         return next(group.agent for group in self.for_each.values() if group.agent.name == name)
+
+    def node(self, name: str) -> AgentSpec | StepSpec:
+        """What a step named `name` runs: an agent, or a step of another kind."""
+        return self.steps[name] if name in self.steps else self.agent(name)
 
     def group(self, name: str) -> ParallelSpec | ForEachSpec | None:
         return self.parallel.get(name) or self.for_each.get(name)
@@ -275,6 +305,7 @@ class WorkflowDefinition:
             "output": [{"name": name, "template": template} for name, template in self.output.items()],
             "parallel": [group.to_dict() for group in self.parallel.values()],
             "for_each": [group.to_dict() for group in self.for_each.values()],
+            "steps": [step.to_dict() for step in self.steps.values()],
         }
 
     @classmethod
@@ -298,6 +329,8 @@ class WorkflowDefinition:
             # Versions stored before groups existed have neither key.
             parallel={group["name"]: ParallelSpec.from_dict(group) for group in data.get("parallel", [])},
             for_each={group["name"]: ForEachSpec.from_dict(group) for group in data.get("for_each", [])},
+            # Nor before steps of other kinds.
+            steps={step["name"]: StepSpec.from_dict(step) for step in data.get("steps", [])},
         )
 
 

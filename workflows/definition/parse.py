@@ -62,7 +62,7 @@ def load_definition(
     if not may_lower_prices and header.provider not in FREELY_PRICED_PROVIDERS:
         _check_price_floor(header, table_prices, problems)
     first_use: dict[str, str] = {}  # agents and groups share one namespace
-    agents, scope = read_agents(
+    agents, steps, scope = read_agents(
         top,
         header,
         lacks_price=_price_check(header, is_priced),
@@ -88,6 +88,7 @@ def load_definition(
         temperature=header.temperature,
         pricing=header.pricing,
         agents=agents,
+        steps=steps,
         output=output,
         parallel=parallel,
         for_each=for_each,

@@ -19,7 +19,7 @@ from workflows.services.budgets import add
 from workflows.services.events import event_record, usd
 
 if TYPE_CHECKING:
-    from workflows.services.steps.prepare import PreparedStep
+    from workflows.services.steps.kinds import PreparedStep
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def ledger_charge(
                 "step": step.sequence,
                 **branch_of(step),
                 "attempt": attempt,
-                "model": prepared.request.model,
+                "model": prepared.model,
                 "reason": problem,
                 "reported": {field: _reported_count(getattr(usage, field)) for field in USAGE_FIELDS},
                 "billed": counts,
@@ -122,7 +122,7 @@ def _entry_fields(
         attempt=attempt,
         agent=step.agent,
         provider=prepared.provider,
-        model=prepared.request.model,
+        model=prepared.model,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cached_input_tokens=usage.cached_input_tokens,

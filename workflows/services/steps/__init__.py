@@ -8,7 +8,8 @@ from workflows.services.steps.execute import (
     step_provider_failed,
     step_settle,
 )
-from workflows.services.steps.prepare import PreparedStep, StepAttempt, step_prepare
+from workflows.services.steps.kinds import PreparedStep, StepAttempt
+from workflows.services.steps.prepare import step_prepare
 from workflows.services.steps.progression import step_enter, steps_reopen
 
 __all__ = [

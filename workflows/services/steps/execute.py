@@ -29,20 +29,20 @@ from workflows.models import (
     StepStatus,
     Team,
 )
-from workflows.providers import CompletionResult, ProviderError, Usage, get_provider
+from workflows.providers import CompletionResult, ProviderError, Usage
 from workflows.providers.retries import retry_delay_seconds
 from workflows.selectors import definition_of
 from workflows.services.alerts import alerts_after_spend
 from workflows.services.budgets import add, gate_input, release, report_over_budget, reserve
-from workflows.services.credentials import credentials_for
 from workflows.services.dispatch import step_schedule
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
-from workflows.services.ledger import branch_of, ledger_charge, ledger_has_entry, storable
+from workflows.services.ledger import branch_of, ledger_has_entry, storable
 from workflows.services.locks import lock_rows
 from workflows.services.renders import rendered_ahead
 from workflows.services.run_state import run_fail, run_stop
-from workflows.services.steps.prepare import PreparedStep, StepAttempt, step_prepare
+from workflows.services.steps.kinds import Charged, PreparedStep, StepAttempt, kind_named
+from workflows.services.steps.prepare import step_prepare
 from workflows.services.steps.progression import prerender_ending, step_failed, step_succeeded
 
 logger = logging.getLogger(__name__)
@@ -53,10 +53,8 @@ def step_execute(*, step_id: int) -> None:
     attempt = step_begin(step_id=step_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if attempt is None:
         return
-    provider = get_provider(attempt.prepared.provider)
     try:
-        credentials = credentials_for(team_id=attempt.team_id, provider=provider.name)
-        result = provider.complete(attempt.prepared.request, credentials=credentials)
+        result = kind_named(attempt.prepared.kind).run(attempt)
     except ProviderError as exc:
         step_provider_failed(attempt=attempt, error=exc)
         return
@@ -66,7 +64,7 @@ def step_execute(*, step_id: int) -> None:
         logger.exception("Step %s attempt %s stopped unexpectedly.", attempt.step_id, attempt.number)
         step_fail(
             attempt=attempt,
-            error={"type": "StepInterruptedError", "message": f"The provider call stopped: {type(exc).__name__}."},
+            error={"type": "StepInterruptedError", "message": f"The step's work stopped: {type(exc).__name__}."},
         )
         return
     if problem := unstorable_json(result.output):
@@ -142,11 +140,11 @@ def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
             return _take_over_crashed_attempt(team=team, run=run, step=step, prepared=prepared, worker=worker)
 
         enforced = (run.budget_usd is not None and run.budget_mode == BudgetMode.ENFORCE) or team.enforces_period_budget
-        if prepared.prices is None and enforced:
+        if prepared.estimate_usd is None and enforced:
             error = {
                 "type": "UnpricedModelError",
-                "message": f"Model '{prepared.request.model}' has no price, so the enforce budget cannot be kept.",
-                "model": prepared.request.model,
+                "message": f"Model '{prepared.model}' has no price, so the enforce budget cannot be kept.",
+                "model": prepared.model,
             }
             run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
             return None
@@ -171,7 +169,7 @@ def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
         )
         step.status = StepStatus.RUNNING
         step.attempts += 1
-        step.model = prepared.request.model
+        step.model = prepared.model
         step.estimate_usd = prepared.estimate_usd
         step.worker = worker
         step.started_at = timezone.now()
@@ -225,7 +223,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
         # The attempt that owns the step releases the run's share of its reservation and counts as
         # executed in the UPDATE of the run that charges it; the team's share and the step follow.
         settled = {"reserved_usd": -step.reserved_usd, "iterations": 1} if owner else {}
-        billed, cost = _charge(team=team, run=run, step=step, attempt=attempt, usage=result, **settled)
+        charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=result, **settled)
         if not owner:
             # An attempt another delivery took over from finished after all: what it cost is
             # charged, but the step's reservation and progress belong to the attempt that owns it.
@@ -247,12 +245,8 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
                 "step": step.sequence,
                 **branch_of(step),
                 "attempt": attempt.number,
-                "model": attempt.prepared.request.model,
-                "input_tokens": billed.input_tokens,
-                "cached_input_tokens": billed.cached_input_tokens,
-                "cache_write_tokens": billed.cache_write_tokens,
-                "output_tokens": billed.output_tokens,
-                "cost_usd": usd(cost),
+                **charged.details,
+                "cost_usd": usd(charged.cost_usd),
                 "spent_usd": usd(run.spent_usd),
             },
         )
@@ -294,7 +288,7 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
         team, run, step = locked.team, locked.run, locked.step
         cost = None
         if error.usage is not None and not ledger_has_entry(step=step, attempt=attempt.number):
-            _, cost = _charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage)
+            cost = _charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage).cost_usd
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
         details = _provider_error(error)
@@ -334,10 +328,10 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
         step_schedule(step, countdown=delay)
 
 
-def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas):
-    """The attempt's ledger entry and the alerts its spend newly reaches."""
-    charged = ledger_charge(
-        team_id=team.pk, run=run, step=step, attempt=attempt.number, prepared=attempt.prepared, usage=usage, **run_deltas
+def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
+    """What the attempt's kind charges for it, and the alerts its spend newly reaches."""
+    charged = kind_named(attempt.prepared.kind).settle(
+        team=team, run=run, step=step, attempt=attempt, usage=usage, **run_deltas
     )
     alerts_after_spend(team=team, run=run)
     return charged

@@ -1,62 +1,20 @@
-"""Preparing a step: its prompts rendered, its prices found, its worst case estimated.
+"""Preparing a step: the context its templates see, then what its kind prepares and estimates.
 
 A step is prepared before the transaction that admits it (`renders.rendered_ahead`): rendering may
 take a tenant's whole TEMPLATE_RENDER_SECONDS, which must never be spent holding locks.
 """
 
-from dataclasses import dataclass
-from decimal import Decimal
-
 from django.conf import settings
 
-from workflows.definition import (
-    FREELY_PRICED_PROVIDERS,
-    ForEachSpec,
-    TemplateFailure,
-    UnitPrices,
-    WorkflowDefinition,
-    count_tokens,
-    estimate_usd,
-    output_cap,
-    render,
-    resolve_reference,
-    template_context,
-)
+from workflows.definition import ForEachSpec, TemplateFailure, WorkflowDefinition, resolve_reference, template_context
 from workflows.models import Run, Step
-from workflows.providers import CompletionRequest
-from workflows.services.prices import prices_for
-from workflows.services.renders import rendered
-
-
-@dataclass(frozen=True)
-class PreparedStep:
-    """A step's rendered request and its prices, ready for the gate and the provider."""
-
-    provider: str
-    request: CompletionRequest
-    prices: UnitPrices | None
-    price_source: str
-    estimate_usd: Decimal | None
-    # The input tokens the estimate counted: with the output cap, the worst case it priced.
-    estimated_input_tokens: int
-
-
-@dataclass(frozen=True)
-class StepAttempt:
-    """One admitted attempt at a step: what its worker calls the provider with, and settles."""
-
-    team_id: int
-    run_id: int
-    step_id: int
-    number: int
-    prepared: PreparedStep
+from workflows.services.steps.kinds import PreparedStep, kind_of
 
 
 def step_prepare(
     *, run: Run, step: Step, definition: WorkflowDefinition, outputs: dict, may_override_prices: bool
 ) -> PreparedStep:
-    """Render the step's prompts and estimate its cost. Raises TemplateFailure."""
-    agent = definition.agent(step.agent)
+    """Prepare the step as its kind says, in the context of the run so far. Raises TemplateFailure."""
     context = run_context(run=run, definition=definition, outputs=outputs)
     if step.group in definition.for_each:
         group = definition.for_each[step.group]
@@ -64,37 +22,9 @@ def step_prepare(
         if step.branch_index >= len(items):
             raise TemplateFailure(f"for_each '{group.name}' source", f"has no item {step.branch_index} any more")
         context.update({group.as_name: items[step.branch_index], "_index": step.branch_index, "_key": step.branch_key})
-    system_prompt = _render_kept(agent.system_prompt, context, where=f"agent '{agent.name}' system_prompt")
-    prompt = _render_kept(agent.prompt, context, where=f"agent '{agent.name}' prompt")
-    prices, price_source = prices_for(
-        model=agent.model, pricing=definition.pricing, provider=agent.provider, may_override_prices=may_override_prices
-    )
-    max_tokens = output_cap(agent, prices)
-    input_tokens = count_tokens(system_prompt + prompt)
-    if agent.provider in FREELY_PRICED_PROVIDERS and agent.mock and agent.mock.input_tokens is not None:
-        # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
-        input_tokens = max(input_tokens, agent.mock.input_tokens)
-    estimate = None
-    if prices is not None:
-        estimate = estimate_usd(prices=prices, input_tokens=input_tokens, max_output_tokens=max_tokens)
-    options = {"mock": agent.mock.to_dict()} if agent.mock else {}
-    request = CompletionRequest(
-        model=agent.model,
-        system_prompt=system_prompt,
-        prompt=prompt,
-        max_tokens=max_tokens,
-        temperature=agent.temperature,
-        output_schema=agent.output,
-        stream=agent.stream,
-        options=options,
-    )
-    return PreparedStep(
-        provider=agent.provider,
-        request=request,
-        prices=prices,
-        price_source=price_source,
-        estimate_usd=estimate,
-        estimated_input_tokens=input_tokens,
+    node = definition.node(step.agent)
+    return kind_of(node).prepare(
+        node=node, context=context, definition=definition, may_override_prices=may_override_prices
     )
 
 
@@ -115,7 +45,3 @@ def group_items(group: ForEachSpec, context: dict, *, entering: bool = False) ->
         message = f"'{group.source}' has {len(items):,} items; the limit is {limit:,} (FOR_EACH_MAX_ITEMS)"
         raise TemplateFailure(where, message)
     return items
-
-
-def _render_kept(source: str, context: dict, *, where: str) -> str:
-    return rendered(("render", where, source), context, lambda: render(source, context, where=where))

@@ -17,6 +17,7 @@ from workflows.definition import (
     ForEachSpec,
     Move,
     ParallelSpec,
+    StepSpec,
     TemplateFailure,
     WorkflowDefinition,
     next_move,
@@ -28,9 +29,10 @@ from workflows.services.dispatch import step_schedule, step_send
 from workflows.services.events import event_record
 from workflows.services.renders import rendered
 from workflows.services.run_state import checkpoint_record, run_complete, run_fail
+from workflows.services.steps.kinds import kind_of
 from workflows.services.steps.prepare import group_items, run_context
 
-Source = AgentSpec | ParallelSpec | ForEachSpec
+Source = AgentSpec | StepSpec | ParallelSpec | ForEachSpec
 Group = ParallelSpec | ForEachSpec
 
 
@@ -65,8 +67,15 @@ def run_advance(
 
 
 def route(definition: WorkflowDefinition, source: Source, context: dict) -> Move:
-    """`next_move`, answered from what was rendered before the transaction when it still holds."""
-    return rendered(("move", source.name), context, lambda: next_move(definition, source, context))
+    """Where the run goes from `source`: a step's kind says, a group takes its routes. Answered from
+    what was rendered before the transaction when that still holds."""
+
+    def move() -> Move:
+        if isinstance(source, ParallelSpec | ForEachSpec):
+            return next_move(definition, source, context)
+        return kind_of(source).route(definition=definition, node=source, context=context)
+
+    return rendered(("move", source.name), context, move)
 
 
 def step_enter(
@@ -154,7 +163,7 @@ def step_succeeded(*, team: Team, run: Run, step: Step, output: dict) -> None:
     run_advance(
         team=team,
         run=run,
-        source=definition.agent(step.agent),
+        source=definition.node(step.agent),
         outputs=outputs,
         after_sequence=step.sequence,
         definition=definition,
@@ -248,7 +257,7 @@ def prerender_ending(*, run: Run, step: Step, output: dict | None = None, error:
     if not step.group:
         if error is not None:
             return  # a plain step that fails fails its run: nothing is rendered
-        source = definition.agent(step.agent)
+        source = definition.node(step.agent)
         outputs = {**outputs, step.agent: output}
     else:
         branches = list(group_branches(run=run, step=step).order_by("branch_index"))
