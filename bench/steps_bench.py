@@ -17,16 +17,14 @@ that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that i
    - bare tasks: T no-op tasks with the same delivery options as a step (acks_late), each counting
      itself in Redis so the benchmark knows when they are done;
    - chained no-op tasks: N chains of S such tasks, each sending the next as a step does. What a
-     governed step would cost with a database that took no time: the ceiling for the ratio;
-   - the governed steps over K teams again, on a second worker with STEP_FUNCTIONS=false: every step
-     through the general path in Python instead of one database function call per transaction.
-2. Gate latency. The time `step_begin` takes (the step's read, then the locks, gate and reservation
-   in one function call) while 1, 8 and 64 processes of this script each run steps of the same team
-   back to back, gate to settlement, with G gates measured per level.
+     governed step would cost with a database that took no time: the ceiling for the ratio.
+2. Gate latency. The time `step_begin` takes (the step's read, then the locks, gate and reservation)
+   while 1, 8 and 64 processes of this script each run steps of the same team back to back, gate to
+   settlement, with G gates measured per level.
 
 With --profile DIR, py-spy (`pip install py-spy`) samples the worker and its processes, idle time
 included, during each throughput phase, and writes collapsed stacks to DIR/governed-1.txt,
-DIR/governed-K.txt, DIR/bare.txt, DIR/chained.txt and DIR/governed-K-general.txt.
+DIR/governed-K.txt, DIR/bare.txt and DIR/chained.txt.
 """
 
 import argparse
@@ -179,9 +177,6 @@ def bench(args: argparse.Namespace) -> None:
             chained_noop.delay(args.steps_per_run)
         seconds = timed(lambda: bare_done(steps), profile=profile_path(args, "chained"))
         rows.append(("chained no-op tasks, no database", steps, seconds))
-    # The same steps with the step functions off: every step through the general path in Python.
-    with worker(processes=args.processes, conn_max_age=args.conn_max_age, step_functions=False):
-        governed(f"{len(teams)} teams, general path", len(teams), f"governed-{len(teams)}-general")
 
     bare_rate = next(count / seconds for label, count, seconds in rows if label == "bare no-op tasks")
     print(f"{'':<40} {'count':>7} {'seconds':>8} {'per second':>11} {'x bare':>7}")
@@ -225,13 +220,12 @@ def budgeted_team(name: str) -> Team:
 class worker:
     """One Celery worker process on the throwaway database, consuming the benchmark's queue."""
 
-    def __init__(self, *, processes: int, conn_max_age: int | None, step_functions: bool = True) -> None:
+    def __init__(self, *, processes: int, conn_max_age: int | None) -> None:
         db = connection.settings_dict
         self.env = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
             "LOG_LEVEL": "ERROR",
-            "STEP_FUNCTIONS": str(step_functions).lower(),
         }
         if conn_max_age is not None:
             self.env["DATABASE_CONN_MAX_AGE"] = str(conn_max_age)
