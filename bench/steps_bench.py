@@ -65,7 +65,7 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from bench.report_bench import database_name, load, throwaway_database  # noqa: E402
+from bench.report_bench import database_name, database_url, load, throwaway_database  # noqa: E402
 from budgetsvc.celery import app  # noqa: E402
 from workflows.models import LedgerEntry, Run, RunStatus, Team  # noqa: E402
 from workflows.providers import get_provider  # noqa: E402
@@ -252,10 +252,9 @@ class worker:
     """One Celery worker process on the throwaway database, consuming the benchmark's queue."""
 
     def __init__(self, *, processes: int, conn_max_age: int | None) -> None:
-        db = connection.settings_dict
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "DATABASE_URL": database_url(),
             "LOG_LEVEL": "ERROR",
         }
         if conn_max_age is not None:
