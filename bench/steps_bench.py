@@ -200,8 +200,10 @@ def bench(args: argparse.Namespace) -> None:
         fill_period_ledger(team=teams[0], workflow=one_team[0][1], rows=args.ledger_rows)
     ledger = LedgerEntry.objects.filter(team=teams[0]).count()
     # The spread measurement: as many teams as processes, each with the one team's budgets, new and empty.
-    spread = [budgeted_team(f"bench-gate-{n}") for n in range(SPREAD)]
-    spread = [(team, workflow_create(team=team, definition=chain_yaml(1)).workflow_id) for team in spread]
+    spread = [
+        (team, workflow_create(team=team, definition=chain_yaml(1)).workflow_id)
+        for team in (budgeted_team(f"bench-gate-{n}") for n in range(SPREAD))
+    ]
     print(f"\nstep_begin (the gate) while N processes run steps back to back, ms; admissions/s = gates / wall time")
     print(f"one team: {ledger:,} ledger rows before; {SPREAD} teams: one per process, none before")
     print(f"{'N':>4} {'teams':>6} {'gates':>6} {'p50':>7} {'p99':>7} {'admissions/s':>13}")
