@@ -98,6 +98,13 @@ def throwaway_database() -> Iterator[None]:
         teardown_test_environment()
 
 
+def database_url() -> str:
+    """DATABASE_URL for a process of the benchmark's own (worker, server) on the database in use: inside
+    throwaway_database(), the throwaway one."""
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
 def database_name() -> str:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

@@ -17,16 +17,21 @@ that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that i
    - bare tasks: T no-op tasks with the same delivery options as a step (acks_late), each counting
      itself in Redis so the benchmark knows when they are done;
    - chained no-op tasks: N chains of S such tasks, each sending the next as a step does. What a
-     governed step would cost with a database that took no time: the ceiling for the ratio;
-   - the governed steps over K teams again, on a second worker with STEP_FUNCTIONS=false: every step
-     through the general path in Python instead of one database function call per transaction.
-2. Gate latency. The time `step_begin` takes (the step's read, then the locks, gate and reservation
-   in one function call) while 1, 8 and 64 processes of this script each run steps of the same team
-   back to back, gate to settlement, with G gates measured per level.
+     governed step would cost with a database that took no time: the ceiling for the ratio.
+   Each rate is printed with its ratio to the bare tasks and to the chained ones.
+2. Gate latency. The time `step_begin` takes (the step's read, then the locks, gate and reservation)
+   while 1, 8 and 64 processes of this script each run steps of the same team back to back, gate to
+   settlement, with G gates measured per level; then the same G gates at 64 processes spread over 64
+   teams, one per process, each with the same enforced period budget. For each: p50, p99, and
+   admissions per second (gates / wall time from the processes' start, once connected, to the last
+   settlement).
+3. The goals of issue #10, measured: governed / chained steps for one team and for K teams, one team's
+   admissions per second at 8 processes, and at 64 processes one team's p99 and admissions per second
+   over the spread figures.
 
 With --profile DIR, py-spy (`pip install py-spy`) samples the worker and its processes, idle time
 included, during each throughput phase, and writes collapsed stacks to DIR/governed-1.txt,
-DIR/governed-K.txt, DIR/bare.txt, DIR/chained.txt and DIR/governed-K-general.txt.
+DIR/governed-K.txt, DIR/bare.txt and DIR/chained.txt.
 """
 
 import argparse
@@ -43,6 +48,7 @@ import time
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "budgetsvc.settings")
@@ -59,7 +65,7 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from bench.report_bench import database_name, load, throwaway_database  # noqa: E402
+from bench.report_bench import database_name, database_url, load, throwaway_database  # noqa: E402
 from budgetsvc.celery import app  # noqa: E402
 from workflows.models import LedgerEntry, Run, RunStatus, Team  # noqa: E402
 from workflows.providers import get_provider  # noqa: E402
@@ -73,6 +79,8 @@ QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
 NODE = f"bench-{os.getpid()}@{socket.gethostname()}"
 DONE_KEY = f"{QUEUE}:done"
 GATE_CONCURRENCY = (1, 8, 64)
+# The gates at the highest concurrency are measured again, each process with a team of its own.
+SPREAD = GATE_CONCURRENCY[-1]
 # Polling reads the database (governed) or Redis (bare): often enough to time to within a few percent,
 # rarely enough to leave the two cores to the worker.
 POLL_SECONDS = 0.05
@@ -179,25 +187,45 @@ def bench(args: argparse.Namespace) -> None:
             chained_noop.delay(args.steps_per_run)
         seconds = timed(lambda: bare_done(steps), profile=profile_path(args, "chained"))
         rows.append(("chained no-op tasks, no database", steps, seconds))
-    # The same steps with the step functions off: every step through the general path in Python.
-    with worker(processes=args.processes, conn_max_age=args.conn_max_age, step_functions=False):
-        governed(f"{len(teams)} teams, general path", len(teams), f"governed-{len(teams)}-general")
 
-    bare_rate = next(count / seconds for label, count, seconds in rows if label == "bare no-op tasks")
-    print(f"{'':<40} {'count':>7} {'seconds':>8} {'per second':>11} {'x bare':>7}")
+    rates = {label: count / seconds for label, count, seconds in rows}
+    bare_rate, chained_rate = rates["bare no-op tasks"], rates["chained no-op tasks, no database"]
+    print(f"{'':<40} {'count':>7} {'seconds':>8} {'per second':>11} {'x bare':>7} {'x chained':>10}")
     for label, count, seconds in rows:
-        print(f"{label:<40} {count:>7,} {seconds:>8.2f} {count / seconds:>11,.0f} {count / seconds / bare_rate:>7.2f}")
+        rate = count / seconds
+        print(f"{label:<40} {count:>7,} {seconds:>8.2f} {rate:>11,.0f} {rate / bare_rate:>7.2f} {rate / chained_rate:>10.2f}")
 
-    one_step = workflow_create(team=teams[0], definition=chain_yaml(1)).workflow_id
+    one_team = [(teams[0], workflow_create(team=teams[0], definition=chain_yaml(1)).workflow_id)]
     if args.ledger_rows:
-        fill_period_ledger(team=teams[0], workflow=one_step, rows=args.ledger_rows)
+        fill_period_ledger(team=teams[0], workflow=one_team[0][1], rows=args.ledger_rows)
     ledger = LedgerEntry.objects.filter(team=teams[0]).count()
-    print(f"\nstep_begin (the gate) while N processes run steps of one team ({ledger:,} ledger rows), ms")
-    print(f"{'N':>4} {'gates':>6} {'p50':>7} {'p99':>7} {'steps/s':>8}")
-    for concurrency in GATE_CONCURRENCY:
-        latencies, seconds = gate_latencies(team=teams[0], workflow=one_step, concurrency=concurrency, gates=args.gates)
-        p50, p99 = (statistics.quantiles(latencies, n=100)[q] * 1000 for q in (49, 98))
-        print(f"{concurrency:>4} {len(latencies):>6} {p50:>7.1f} {p99:>7.1f} {len(latencies) / seconds:>8,.0f}")
+    # The spread measurement: as many teams as processes, each with the one team's budgets, new and empty.
+    spread = [
+        (team, workflow_create(team=team, definition=chain_yaml(1)).workflow_id)
+        for team in (budgeted_team(f"bench-gate-{n}") for n in range(SPREAD))
+    ]
+    print(f"\nstep_begin (the gate) while N processes run steps back to back, ms; admissions/s = gates / wall time")
+    print(f"one team: {ledger:,} ledger rows before; {SPREAD} teams: one per process, none before")
+    print(f"{'N':>4} {'teams':>6} {'gates':>6} {'p50':>7} {'p99':>7} {'admissions/s':>13}")
+    gate = {}
+    for concurrency, lanes in [*((n, one_team) for n in GATE_CONCURRENCY), (SPREAD, spread)]:
+        figures = gate_figures(lanes=lanes, concurrency=concurrency, gates=args.gates)
+        gate[concurrency, len(lanes)] = figures
+        print(f"{concurrency:>4} {len(lanes):>6} {figures.gates:>6} {figures.p50:>7.1f} {figures.p99:>7.1f} "
+              f"{figures.per_second:>13,.0f}")  # fmt: skip
+
+    one, many = gate[SPREAD, 1], gate[SPREAD, SPREAD]
+    goals = [
+        ("governed steps / chained no-op, one team", rates["governed steps, one team"] / chained_rate, ">= 0.8"),
+        (f"governed steps / chained no-op, {len(teams)} teams",
+         rates[f"governed steps, {len(teams)} teams"] / chained_rate, ">= 0.8"),  # fmt: skip
+        ("one team's admissions/s at 8 processes", gate[8, 1].per_second, ">= 1000"),
+        (f"at {SPREAD} processes, one team's p99 / {SPREAD} teams' p99", one.p99 / many.p99, "<= 1.5"),
+        (f"at {SPREAD} processes, one team's admissions/s / {SPREAD} teams'", one.per_second / many.per_second, ">= 0.8"),
+    ]
+    print(f"\n{'the goals of issue #10':<56} {'measured':>9} {'goal':>8}")
+    for label, measured, goal in goals:
+        print(f"{label:<56} {measured:>9,.{0 if measured >= 100 else 2}f} {goal:>8}")
 
 
 def fill_period_ledger(*, team: Team, workflow: int, rows: int) -> None:
@@ -225,13 +253,11 @@ def budgeted_team(name: str) -> Team:
 class worker:
     """One Celery worker process on the throwaway database, consuming the benchmark's queue."""
 
-    def __init__(self, *, processes: int, conn_max_age: int | None, step_functions: bool = True) -> None:
-        db = connection.settings_dict
+    def __init__(self, *, processes: int, conn_max_age: int | None) -> None:
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "DATABASE_URL": database_url(),
             "LOG_LEVEL": "ERROR",
-            "STEP_FUNCTIONS": str(step_functions).lower(),
         }
         if conn_max_age is not None:
             self.env["DATABASE_CONN_MAX_AGE"] = str(conn_max_age)
@@ -313,22 +339,37 @@ def governed_done(runs: list[int]) -> bool:
     return finished.count() == len(runs)
 
 
-def gate_latencies(*, team: Team, workflow: int, concurrency: int, gates: int) -> tuple[list[float], float]:
-    """step_begin's duration for `gates` steps run by `concurrency` processes at once; and the wall time."""
+class GateFigures(NamedTuple):
+    gates: int
+    p50: float  # ms
+    p99: float  # ms
+    per_second: float  # gates completed / wall time, from the processes' start to the last settlement
+
+
+def gate_figures(*, lanes: list[tuple[Team, int]], concurrency: int, gates: int) -> GateFigures:
+    """step_begin's duration for `gates` one-step runs, run by `concurrency` processes at once.
+
+    `lanes` are (team, one-step workflow) pairs: process n runs steps of lane n modulo their number, so one
+    lane puts every process on one team's row, and one lane per process gives each its own team."""
     per_process = max(gates // concurrency, 1)
     limits = {"budget_usd": "100", "budget_mode": "enforce"}
     steps = [
-        run_start(team=team, workflow=workflow, inputs={"topic": "budgets"}, limits=limits).steps.get().pk
-        for _ in range(per_process * concurrency)
+        [
+            run_start(team=team, workflow=workflow, inputs={"topic": "budgets"}, limits=limits).steps.get().pk
+            for _ in range(per_process)
+        ]
+        for team, workflow in (lanes[n % len(lanes)] for n in range(concurrency))
     ]
     connections.close_all()  # each process opens its own
     context = multiprocessing.get_context("fork")
     start = context.Barrier(concurrency)
     with context.Pool(concurrency, initializer=_gate_process_init, initargs=(start,)) as pool:
-        started = time.perf_counter()
-        results = pool.map(_gate_steps, [steps[n::concurrency] for n in range(concurrency)])
-        seconds = time.perf_counter() - started
-    return [latency for latencies in results for latency in latencies], seconds
+        results = pool.map(_gate_steps, steps, chunksize=1)
+    latencies = [latency for latencies, _, _ in results for latency in latencies]
+    # perf_counter is the system's monotonic clock, the same in every process.
+    seconds = max(finished for _, _, finished in results) - min(began for _, began, _ in results)
+    p50, p99 = (statistics.quantiles(latencies, n=100)[q] * 1000 for q in (49, 98))
+    return GateFigures(gates=len(latencies), p50=p50, p99=p99, per_second=len(latencies) / seconds)
 
 
 def _gate_process_init(barrier) -> None:
@@ -339,10 +380,12 @@ def _gate_process_init(barrier) -> None:
 _start_barrier = None
 
 
-def _gate_steps(step_ids: list[int]) -> list[float]:
-    """What a worker process does for each step, with step_begin timed: all processes start together."""
+def _gate_steps(step_ids: list[int]) -> tuple[list[float], float, float]:
+    """What a worker process does for each step, with step_begin timed: all processes start together,
+    once connected. Returns the latencies and when the process started and finished its steps."""
     connection.ensure_connection()
     _start_barrier.wait()
+    began = time.perf_counter()
     latencies = []
     for step_id in step_ids:
         with step_attempt_lock(step_id):
@@ -351,8 +394,9 @@ def _gate_steps(step_ids: list[int]) -> list[float]:
             latencies.append(time.perf_counter() - started)
             result = get_provider(attempt.prepared.provider).complete(attempt.prepared.request)
             step_settle(attempt=attempt, result=result)
+    finished = time.perf_counter()
     connections.close_all()
-    return latencies
+    return latencies, began, finished
 
 
 if __name__ == "__main__":
