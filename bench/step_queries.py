@@ -1,12 +1,11 @@
 """What one governed step asks of the database: its statements, counted and listed, and its time.
 
-    .venv/bin/python bench/step_queries.py [--steps N] [--list] [--general]
+    .venv/bin/python bench/step_queries.py [--steps N] [--list]
 
 Runs, in one process and without Celery, what a worker does for each step of a 5-agent chain
 (the attempt lock, `step_begin`, the fake provider, `step_settle`), in a throwaway database like
 the other benchmarks. It prints the statements of each part of the middle step, and the median
-time of each part over N steps. Works on PostgreSQL and on SQLite. On PostgreSQL a step takes the
-one-call path (STEP_FUNCTIONS) unless --general.
+time of each part over N steps. Works on PostgreSQL and on SQLite.
 """
 
 import argparse
@@ -26,7 +25,6 @@ import django  # noqa: E402
 
 django.setup()
 
-from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
@@ -72,9 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500, help="steps timed")
     parser.add_argument("--list", action="store_true", help="print every statement of the middle step")
-    parser.add_argument("--general", action="store_true", help="STEP_FUNCTIONS off: every step the general way")
     args = parser.parse_args()
-    settings.STEP_FUNCTIONS = not args.general
     with throwaway_database():
         try:
             measure(args)

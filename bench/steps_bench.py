@@ -204,7 +204,7 @@ def bench(args: argparse.Namespace) -> None:
         (team, workflow_create(team=team, definition=chain_yaml(1)).workflow_id)
         for team in (budgeted_team(f"bench-gate-{n}") for n in range(SPREAD))
     ]
-    print(f"\nstep_begin (the gate) while N processes run steps back to back, ms; admissions/s = gates / wall time")
+    print("\nstep_begin (the gate) while N processes run steps back to back, ms; admissions/s = gates / wall time")
     print(f"one team: {ledger:,} ledger rows before; {SPREAD} teams: one per process, none before")
     print(f"{'N':>4} {'teams':>6} {'gates':>6} {'p50':>7} {'p99':>7} {'admissions/s':>13}")
     gate = {}
