@@ -211,6 +211,9 @@ CELERY_DB_REUSE_MAX = 1000 if DATABASES["default"]["CONN_MAX_AGE"] else None
 
 # A step whose worker dies is delivered again; after this many redeliveries its run fails.
 STEP_MAX_REDELIVERIES = env.int("STEP_MAX_REDELIVERIES", default=3)
+# Under an enforced team budget, a run draws a slice of it for this many steps like the next one, so
+# that most of its steps are admitted without locking the team (workflows/services/escrow.py).
+TEAM_SLICE_STEPS = env.int("TEAM_SLICE_STEPS", default=16)
 
 # The sweeper (workflows/services/sweeper.py) sends stuck steps on. Run exactly one `celery beat`.
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=15)

@@ -52,8 +52,6 @@ class Team(models.Model):
     period_budget_usd = money_field(null=True, blank=True, validators=[MinValueValidator(Decimal("0.000001"))])
     period = models.CharField(max_length=10, choices=Period, default=Period.MONTH)
     period_mode = models.CharField(max_length=10, choices=BudgetMode, default=BudgetMode.AUDIT)
-    # Estimates of the team's steps in flight, held against the period budget.
-    reserved_usd = money_field(default=Decimal("0"))
     # Team-scope audit reporting: the period it re-arms in, and the projection it re-arms past.
     period_audit_start = models.DateTimeField(null=True, blank=True)
     period_audit_rearm_at_usd = money_field(null=True, blank=True)
@@ -89,7 +87,6 @@ class Team(models.Model):
                 condition=Q(period_budget_usd__isnull=True) | Q(period_budget_usd__gt=0),
                 name="team_period_budget_positive",
             ),
-            models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="team_reserved_not_negative"),
         ]
 
     def __str__(self) -> str:
@@ -196,7 +193,11 @@ class Run(models.Model):
     limit_sources = models.JSONField(default=dict, blank=True, help_text="Where each effective limit came from.")
 
     spent_usd = money_field(default=Decimal("0"))
+    # Estimates of the run's steps in flight.
     reserved_usd = money_field(default=Decimal("0"))
+    # Under its team's enforced period budget, the part of that budget the run holds: its reservations
+    # and a slice for its next steps, so that most admissions need no lock on the team (services/escrow.py).
+    held_usd = money_field(default=Decimal("0"))
     unpriced_steps = models.PositiveIntegerField(default=0)
     # Audit mode re-arms its budget_exceeded event once spend reaches this amount.
     audit_rearm_at_usd = money_field(null=True, blank=True)
@@ -215,9 +216,16 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["team", "-id"], name="run_team_newest")]
+        indexes = [
+            models.Index(fields=["team", "-id"], name="run_team_newest"),
+            # What a team's runs reserve and hold, summed by the gate: only runs holding money.
+            models.Index(
+                fields=["team"], name="run_team_holding", condition=Q(reserved_usd__gt=0) | Q(held_usd__gt=0)
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(reserved_usd__gte=0), name="run_reserved_not_negative"),
+            models.CheckConstraint(condition=Q(held_usd__gte=0), name="run_held_not_negative"),
             models.CheckConstraint(condition=Q(spent_usd__gte=0), name="run_spent_not_negative"),
             models.CheckConstraint(
                 condition=Q(budget_usd__isnull=True) | Q(budget_usd__gt=0), name="run_budget_positive"

@@ -9,7 +9,8 @@ from workflows.definition import WorkflowDefinition
 from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
-from workflows.services.periods import PeriodWindow, period_window, team_period_spent
+from workflows.services.escrow import team_figures
+from workflows.services.periods import PeriodWindow, period_window
 
 
 def teams_visible_to(*, user) -> QuerySet[Team]:
@@ -92,16 +93,19 @@ class TeamBudgetStatus:
     team: Team
     window: PeriodWindow
     period_spent_usd: Decimal
+    reserved_usd: Decimal  # by the team's steps in flight
     lifetime_spent_usd: Decimal
 
 
 def team_budget_status(*, team: Team) -> TeamBudgetStatus:
-    """A team's period and lifetime spend, both summed from the ledger."""
+    """A team's period and lifetime spend, both summed from the ledger, and its steps' reservations."""
     window = period_window(team.period)
+    figures = team_figures(team, window)
     lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"]
     return TeamBudgetStatus(
         team=team,
         window=window,
-        period_spent_usd=team_period_spent(team=team, window=window),
+        period_spent_usd=figures.spent_usd,
+        reserved_usd=figures.reserved_usd,
         lifetime_spent_usd=lifetime or Decimal("0"),
     )

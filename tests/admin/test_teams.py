@@ -31,8 +31,8 @@ def form_data(admin_client, team, **changes) -> dict:
 
 
 def test_the_team_page_shows_period_spend_against_the_budget(admin_client, team):
-    Team.objects.filter(pk=team.pk).update(period_budget_usd=Decimal("2"), period="week", reserved_usd=Decimal("0.25"))
-    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team))
+    Team.objects.filter(pk=team.pk).update(period_budget_usd=Decimal("2"), period="week")
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team), reserved_usd=Decimal("0.25"))
     ledger_entry(run=run, agent="researcher", model="sim-model", cost="0.50", at=datetime.now(UTC))
     ledger_entry(run=run, agent="writer", model="sim-model", cost="3.00", at=utc_days_ago(40))
 
@@ -126,20 +126,20 @@ def test_a_rename_alone_saves_without_an_audit_row(admin_client, team):
     assert not BudgetChange.objects.exists()
 
 
-def test_saving_a_team_never_writes_back_what_workers_reserved_meanwhile(admin_client, team, monkeypatch):
+def test_saving_a_team_never_writes_back_what_workers_wrote_meanwhile(admin_client, team, monkeypatch):
     save_model = TeamAdmin.save_model
 
-    def a_step_is_admitted_meanwhile(self, request, obj, form, change):
-        Team.objects.filter(pk=obj.pk).update(reserved_usd=Decimal("0.300000"))
+    def an_audit_report_re_arms_meanwhile(self, request, obj, form, change):
+        Team.objects.filter(pk=obj.pk).update(period_audit_rearm_at_usd=Decimal("0.300000"))
         save_model(self, request, obj, form, change)
 
-    monkeypatch.setattr(TeamAdmin, "save_model", a_step_is_admitted_meanwhile)
+    monkeypatch.setattr(TeamAdmin, "save_model", an_audit_report_re_arms_meanwhile)
     data = form_data(admin_client, team, webhook_url="https://hooks.example.com/b")
     data["initial-alert_thresholds"] = data["alert_thresholds"]  # as a browser posts it: the field is unchanged
     assert admin_client.post(change_url(team), data).status_code == 302
 
     team.refresh_from_db()
-    assert (team.webhook_url, team.reserved_usd) == ("https://hooks.example.com/b", Decimal("0.300000"))
+    assert (team.webhook_url, team.period_audit_rearm_at_usd) == ("https://hooks.example.com/b", Decimal("0.300000"))
 
 
 def test_the_audit_trail_lists_who_changed_what(admin_client, team):

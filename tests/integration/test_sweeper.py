@@ -18,6 +18,7 @@ from tests.factories import slow_middle_yaml, workflow_version
 from tests.integration.conftest import ON_POSTGRESQL
 from tests.invariants import assert_invariants
 from workflows.models import EventType, Step
+from workflows.selectors import team_budget_status
 from workflows.services.runs import run_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -82,4 +83,4 @@ def test_a_step_whose_whole_worker_was_killed_is_swept_to_a_fresh_worker_and_cha
     assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == 1
     assert_invariants(run)
     team.refresh_from_db()
-    assert team.reserved_usd == 0
+    assert team_budget_status(team=team).reserved_usd == 0

@@ -11,6 +11,7 @@ from tests.factories import workflow_version
 from tests.invariants import assert_invariants
 from workflows.errors import InvalidRunState
 from workflows.models import EventType
+from workflows.selectors import team_budget_status
 from workflows.services.runs import run_resume, run_start
 from workflows.services.teams import team_budgets_update
 
@@ -64,7 +65,7 @@ def test_two_runs_share_an_enforce_period_budget_and_the_second_stops_with_team_
         "current_agent": "only",
     }
     team.refresh_from_db()
-    assert team.reserved_usd == 0
+    assert team_budget_status(team=team).reserved_usd == 0
     assert_invariants(first, second)
 
 

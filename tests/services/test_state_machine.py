@@ -58,6 +58,10 @@ from hypothesis.stateful import (
 )
 
 from tests.factories import LOOP_YAML, THREE_STEP_YAML, UNPRICED_YAML, TeamFactory, workflow_version
+from tests.invariants import assert_team_holds
+from django.conf import settings as django_settings
+from django.db.models import DecimalField, F, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed
@@ -83,6 +87,7 @@ from workflows.services.steps import StepAttempt, step_begin, step_fail, step_se
 from workflows.services.teams import team_budgets_update
 
 ZERO = Decimal("0")
+MONEY = DecimalField(max_digits=18, decimal_places=6)
 MICRO = Decimal("0.000001")
 MAX_REDELIVERIES = 1  # small, so schedules reach the bound
 
@@ -188,7 +193,16 @@ class BudgetServices(RuleBasedStateMachine):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _team(self) -> Team:
-        return Team.objects.get(pk=self.team.pk)
+        """The team, with what its runs reserve as `reserved_usd` and what they hold (slices included)
+        as `held_usd`."""
+        return Team.objects.annotate(
+            reserved_usd=Coalesce(Sum("runs__reserved_usd"), Value(ZERO), output_field=MONEY),
+            held_usd=Coalesce(Sum(Greatest("runs__held_usd", "runs__reserved_usd")), Value(ZERO), output_field=MONEY),
+        ).get(pk=self.team.pk)
+
+    def _idle_slices(self, *, but: int):
+        """The team's other runs that hold more of its budget than their steps in flight reserve."""
+        return Run.objects.filter(team=self.team, held_usd__gt=F("reserved_usd")).exclude(pk=but)
 
     def _team_spent(self) -> Decimal:
         """What the team spent in the current period: what its period budget counts."""
@@ -338,6 +352,7 @@ class BudgetServices(RuleBasedStateMachine):
         run, team = Run.objects.get(pk=step.run_id), self._team()
         kind = self.runs[run.pk].kind
         since = self._last_event_pk()
+        others_idle = self._idle_slices(but=run.pk).exists()
         attempt = step_begin(step_id=step_id, worker=f"host:{next(self.workers)}")
         reports = self._events_since(since, EventType.BUDGET_EXCEEDED)
         reported = [(report["scope"], Decimal(report["projected_usd"])) for report in reports]
@@ -378,6 +393,13 @@ class BudgetServices(RuleBasedStateMachine):
             event("begin: stopped by other runs' reservations")  # they count against the team's budget
         if expected is None and self._at_an_enforce_budget(run, team, kind):
             event("begin: admitted at exactly an enforce budget")  # "projected > budget" stops, "==" does not
+        if expected is None and team.enforces_period_budget:
+            if after_run.held_usd > run.held_usd:
+                event("begin: drew a slice of the team's budget")
+            else:
+                event("begin: admitted within the run's slice")
+            if others_idle and not self._idle_slices(but=run.pk).exists():
+                event("begin: recalled other runs' idle slices")
         if expected is None:
             assert attempt is not None, f"gate stopped run {run.pk} ({after_run.status}) where it should admit"
             assert attempt.number == step.attempts + 1
@@ -447,8 +469,11 @@ class BudgetServices(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------------------------
 
-    @initialize(budget=st.none() | TEAM_BUDGETS, mode=MODES, period=PERIODS)
-    def team_period_budget(self, budget, mode, period):
+    # How many steps a slice of the team's budget is drawn for: one (every admission draws), a few,
+    # the default, or so many that a slice takes half of what is left and the next run needs a recall.
+    @initialize(budget=st.none() | TEAM_BUDGETS, mode=MODES, period=PERIODS, slice_steps=st.sampled_from([1, 4, 16, 1000]))
+    def team_period_budget(self, budget, mode, period, slice_steps):
+        django_settings.TEAM_SLICE_STEPS = slice_steps
         team_budgets_update(
             team=self.team, changes={"period_budget_usd": budget, "period_mode": mode, "period": period}, actor="test"
         )
@@ -778,7 +803,7 @@ class BudgetServices(RuleBasedStateMachine):
         observed.exactly_unreserved = set(
             Run.objects.filter(team=self.team, reserved_usd=0).values_list("pk", flat=True)
         )
-        observed.team_exactly_unreserved = Team.objects.filter(pk=self.team.pk, reserved_usd=0).exists()
+        observed.team_exactly_unreserved = not Run.objects.filter(team=self.team).exclude(reserved_usd=0).exists()
         observed.steps_of = defaultdict(list)
         for step in observed.steps:
             observed.steps_of[step.run_id].append(step)
@@ -824,6 +849,7 @@ class BudgetServices(RuleBasedStateMachine):
         assert period_spent == self._team_spent(), f"team: period spend {period_spent}, model {self._team_spent()}"
         runs_reserved = sum((run.reserved_usd for run in runs.values()), ZERO)
         assert team.reserved_usd == runs_reserved, f"team reserves {team.reserved_usd}, its runs {runs_reserved}"
+        assert_team_holds(team)
         if not any(step.status == StepStatus.RUNNING for step in seen.steps):
             assert team.reserved_usd == 0
             # SQLite has no decimal type: `reserved_usd + x` is float arithmetic there, and can leave a
@@ -903,6 +929,7 @@ def stateful_settings(**overrides) -> hypothesis_settings:
 @pytest.mark.timeout(900)  # a failure is shrunk to a short schedule, which takes minutes; passing takes < 60 s
 def test_invariants_hold_under_random_schedules(settings):
     settings.STEP_MAX_REDELIVERIES = MAX_REDELIVERIES
+    settings.TEAM_SLICE_STEPS = 16  # each example draws its own; the fixture restores the setting after
     REACHED.clear()
     # Each example starts mid-period; only the `next_period` rule crosses into the next one.
     with time_machine.travel(START, tick=True) as clock:
@@ -917,6 +944,8 @@ def test_invariants_hold_under_random_schedules(settings):
 
 MUST_REACH = (  # parts of event names
     "begin: admitted",
+    "begin: drew a slice of the team's budget",
+    "begin: admitted within the run's slice",
     "begin: admitted at exactly an enforce budget",
     "begin: budget_exceeded",
     "begin: stopped by other runs' reservations",
@@ -949,10 +978,9 @@ def test_overlapping_reservations_release_to_exactly_zero():
     version = workflow_version(team=team, source=LOOP_YAML, name="loop")
     runs = [run_start(team=team, workflow=version.workflow_id) for _ in range(3)]
     attempts = [step_begin(step_id=run.steps.get().pk, worker=f"host:{n}") for n, run in enumerate(runs)]
-    assert Team.objects.get(pk=team.pk).reserved_usd == Decimal("0.030000")
+    assert Run.objects.filter(team=team).aggregate(total=Sum("reserved_usd"))["total"] == Decimal("0.030000")
 
     for attempt in attempts:
         step_settle(attempt=attempt, result=CompletionResult(output={"done": True}, input_tokens=0, output_tokens=100))
 
-    assert Team.objects.filter(pk=team.pk, reserved_usd=0).exists(), "the team's reservation is not exactly 0"
-    assert not Run.objects.filter(team=team).exclude(reserved_usd=0).exists()
+    assert not Run.objects.filter(team=team).exclude(reserved_usd=0).exists(), "a reservation is not exactly 0"

@@ -29,37 +29,43 @@ ESTIMATE = Decimal("0.3")  # what the research pipeline's first step reserves
 
 
 def test_the_gate_admits_exactly_when_the_pure_gate_does(team):
-    """Each combination starts from the same rows (the previous one's writes are reset): $0.10 spent and
-    $0.10 held by the run, $0.10 held by the team's other runs, and the step's $0.30 estimate."""
+    """Each combination starts from the same rows (the previous one's writes are reset): the run has
+    spent $0.10 and reserves $0.10, another run of the team reserves $0.10 and holds $0.10 or a $0.25
+    slice, and the step's estimate is $0.30. The pure gate decides over spend and reservations only:
+    where the other run's idle slice is all that stands in the way, the gate recalls it."""
     version = workflow_version(team=team, source=THREE_STEP_YAML)
     run = run_start(team=team, workflow=version.workflow_id, inputs=TOPIC, limits={"max_iterations": 3})
+    other = run_start(team=team, workflow=version.workflow_id, inputs=TOPIC)
     step = run.steps.get()
     compared = Counter()
-    for run_budget, run_mode, team_budget, team_mode, iterations, active_seconds, timeout in itertools.product(
-        [None, "0.5", "0.499999"], ["audit", "enforce"], [None, "0.5", "0.499999"], ["audit", "enforce"],
-        [2, 3], [5, 20], [None, 10],
+    for run_budget, run_mode, team_budget, team_mode, iterations, active_seconds, timeout, other_held in (
+        itertools.product(
+            [None, "0.5", "0.499999"], ["audit", "enforce"], [None, "0.5", "0.499999"], ["audit", "enforce"],
+            [2, 3], [5, 20], [None, 10], ["0.1", "0.25"],
+        )
     ):  # fmt: skip
         now = timezone.now()
         Run.objects.filter(pk=run.pk).update(
             status="queued", error=None, finished_at=None, budget_usd=run_budget, budget_mode=run_mode,
-            spent_usd="0.1", reserved_usd="0.1", iterations=iterations, timeout_seconds=timeout,
+            spent_usd="0.1", reserved_usd="0.1", held_usd="0.1", iterations=iterations, timeout_seconds=timeout,
             audit_rearm_at_usd=None, active_time=timedelta(0), active_since=now - timedelta(seconds=active_seconds),
         )  # fmt: skip
+        Run.objects.filter(pk=other.pk).update(reserved_usd="0.1", held_usd=other_held)
         Team.objects.filter(pk=team.pk).update(
-            period_budget_usd=team_budget, period_mode=team_mode, reserved_usd="0.1", period_audit_rearm_at_usd=None
+            period_budget_usd=team_budget, period_mode=team_mode, period_audit_rearm_at_usd=None
         )
         Step.objects.filter(pk=step.pk).update(status=StepStatus.PENDING, attempts=0, reserved_usd=0)
         decision = gate_decide(
             gate_input(run=Run.objects.get(pk=run.pk), team=Team.objects.get(pk=team.pk), estimate=ESTIMATE, now=now)
         )
-        combination = (run_budget, run_mode, team_budget, team_mode, iterations, timeout, active_seconds)
+        combination = (run_budget, run_mode, team_budget, team_mode, iterations, timeout, active_seconds, other_held)
         attempt = step_begin(step_id=step.pk, worker="host:1")
         stopped_as = Run.objects.get(pk=run.pk).status
         assert (attempt is not None) == decision.admitted, combination
         if not decision.admitted:
             assert stopped_as == decision.stop, combination
         compared[decision.stop] += 1
-    assert compared == {None: 90, "budget_exceeded": 18, "iteration_limit": 108, "timed_out": 72}
+    assert dict(compared) == {None: 150, "budget_exceeded": 66, "iteration_limit": 216, "timed_out": 144}
 
 
 def test_an_attempt_that_lost_its_step_to_a_takeover_is_charged_but_moves_nothing(team):
@@ -76,10 +82,10 @@ def test_an_attempt_that_lost_its_step_to_a_takeover_is_charged_but_moves_nothin
     assert_invariants(run)
 
 
-def hold_team_lock(team_id: int, seconds: float, held: threading.Event) -> None:
+def hold_run_lock(run_id: int, seconds: float, held: threading.Event) -> None:
     try:
         with transaction.atomic():
-            Team.objects.select_for_update(no_key=True).get(pk=team_id)
+            Run.objects.select_for_update(no_key=True).get(pk=run_id)
             held.set()
             time.sleep(seconds)
     finally:
@@ -93,10 +99,10 @@ def test_the_timeout_is_judged_when_the_locks_are_held_not_when_the_gate_was_cal
     run = run_start(team=team, workflow=version.workflow_id, inputs=TOPIC, limits={"timeout_seconds": 2})
     Run.objects.filter(pk=run.pk).update(active_since=timezone.now() - timedelta(seconds=1.5))
     held = threading.Event()
-    holder = threading.Thread(target=hold_team_lock, args=(team.pk, 1.5, held))
+    holder = threading.Thread(target=hold_run_lock, args=(run.pk, 1.5, held))
     holder.start()
     held.wait()
-    attempt = step_begin(step_id=run.steps.get().pk, worker="host:1")  # waits about 1.5 s for the team
+    attempt = step_begin(step_id=run.steps.get().pk, worker="host:1")  # waits about 1.5 s for the run
     holder.join()
 
     run.refresh_from_db()

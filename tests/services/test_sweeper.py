@@ -148,16 +148,15 @@ def test_a_crashed_step_of_a_cancelled_run_releases_its_reservation(
     crashed, run, team, django_capture_on_commit_callbacks
 ):
     run_cancel(run=run)
-    team.refresh_from_db()
-    assert team.reserved_usd == Decimal("0.300000")
+    run.refresh_from_db()
+    assert run.reserved_usd == Decimal("0.300000")
 
     report, sent = sweep(django_capture_on_commit_callbacks, now=after_lease(crashed))
 
     assert (report, sent) == (SweepReport(crashed_resent=0, lost_resent=0, crashed_released=1), [])
     run.refresh_from_db()
-    team.refresh_from_db()
     step = first_step(run)
-    assert (run.status, run.reserved_usd, team.reserved_usd) == ("cancelled", Decimal("0"), Decimal("0"))
+    assert (run.status, run.reserved_usd, run.held_usd) == ("cancelled", Decimal("0"), Decimal("0"))
     assert (step.status, step.reserved_usd, step.error["type"]) == ("cancelled", Decimal("0"), "StepCrashedError")
     assert sweep(django_capture_on_commit_callbacks, now=after_lease(crashed)) == (NOTHING, [])
     # A late redelivery of the crashed attempt finds nothing left to do.

@@ -140,7 +140,7 @@ class BudgetBar:
 
     @property
     def reserved_usd(self) -> Decimal:
-        return self.status.team.reserved_usd
+        return self.status.reserved_usd
 
     @property
     def lifetime_usd(self) -> Decimal:

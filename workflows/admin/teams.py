@@ -180,8 +180,8 @@ class TeamAdmin(TeamScopedAdmin):
             messages.warning(request, f"The webhook secret of team {obj.name} is {obj.webhook_secret} — {SHOWN_ONCE}")
             return
         # Budget changes go through the service, which records them in the audit trail. The rest is
-        # saved field by field: a full save would write back counters, such as reserved_usd, that
-        # workers change meanwhile.
+        # saved field by field: a full save would write back fields, such as the audit re-arm point,
+        # that workers change meanwhile.
         changes = form.budget_changes()
         if changes:
             team_budgets_update(

@@ -258,7 +258,7 @@ class TeamOutputSerializer(serializers.Serializer):
             "period": team.period,
             "mode": team.period_mode,
             "spent_usd": usd(status.period_spent_usd),
-            "reserved_usd": usd(team.reserved_usd),
+            "reserved_usd": usd(status.reserved_usd),
             "starts_at": status.window.start,
             "resets_at": status.window.end,
         }

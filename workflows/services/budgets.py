@@ -1,5 +1,6 @@
 """The budgets a step is held to (its run's, and its team's period budget), their reservations,
-and the `budget_exceeded` reports. Callers hold the team, run and step row locks, in that order."""
+and the `budget_exceeded` reports. Callers hold the run and step row locks (`locks.lock_rows`), and
+the team's too to report against the team's budget."""
 
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -12,7 +13,8 @@ from workflows.models import BudgetScope, EventType, Run, Step, Team
 from workflows.services.alerts import alert_send
 from workflows.services.events import event_record, usd
 from workflows.services.gate import BudgetCheck, BudgetState, GateDecision, GateInput
-from workflows.services.periods import PeriodWindow, period_window, team_period_spent
+from workflows.services.escrow import held_after, team_figures
+from workflows.services.periods import PeriodWindow, period_window
 
 
 def add(instance: Model, *, assign: dict | None = None, **deltas) -> None:
@@ -60,46 +62,63 @@ def run_budget_state(run: Run) -> BudgetState:
     )
 
 
-def team_budget_state(team: Team, window: PeriodWindow) -> BudgetState:
+def team_budget_state(team: Team, window: PeriodWindow, *, spent: Decimal, reserved: Decimal) -> BudgetState:
     return BudgetState(
         scope=BudgetScope.TEAM,
         subject=f"team '{team.name}' this {team.period}",
         budget_usd=team.period_budget_usd,
         mode=team.period_mode,
-        spent_usd=team_period_spent(team=team, window=window) if team.period_budget_usd else Decimal("0"),
-        reserved_usd=team.reserved_usd,
+        spent_usd=spent,
+        reserved_usd=reserved,
         # Audit reporting starts afresh each period.
         audit_rearm_at_usd=team.period_audit_rearm_at_usd if team.period_audit_start == window.start else None,
     )
 
 
-def gate_input(*, run: Run, team: Team, estimate: Decimal | None, now=None, in_flight: int = 0) -> GateInput:
+def team_in_flight_state(team: Team, window: PeriodWindow) -> BudgetState:
+    """The team's period budget against its spend and its steps in flight: what the gate decides by."""
+    if team.period_budget_usd is None:
+        return team_budget_state(team, window, spent=Decimal("0"), reserved=Decimal("0"))
+    figures = team_figures(team, window)
+    return team_budget_state(team, window, spent=figures.spent_usd, reserved=figures.reserved_usd)
+
+
+def gate_input(
+    *,
+    run: Run,
+    team: Team,
+    estimate: Decimal | None,
+    now=None,
+    in_flight: int = 0,
+    team_budget: BudgetState | None = None,
+) -> GateInput:
     """`in_flight` counts the run's other steps running now: each will count as executed, so the
-    iteration limit holds with several branches of a group running at once."""
+    iteration limit holds with several branches of a group running at once. `team_budget` defaults
+    to the team's state over its steps in flight (`team_in_flight_state`)."""
     now = now or timezone.now()
+    if team_budget is None:
+        team_budget = team_in_flight_state(team, period_window(team.period, now))
     return GateInput(
         max_iterations=run.max_iterations,
         timeout_seconds=run.timeout_seconds,
         iterations=run.iterations + in_flight,
         elapsed=run.elapsed(now),
         estimate_usd=estimate,
-        budgets=(run_budget_state(run), team_budget_state(team, period_window(team.period, now))),
+        budgets=(run_budget_state(run), team_budget),
     )
 
 
-def reserve(*, team: Team, run: Run, step: Step, amount: Decimal, run_fields: dict | None = None) -> None:
-    """Hold the step's estimate against both budgets while it runs; `run_fields` are set on the run
+def reserve(*, run: Run, step: Step, amount: Decimal, run_fields: dict | None = None) -> None:
+    """Hold the step's estimate against its budgets while it runs; `run_fields` are set on the run
     in the same UPDATE."""
     add(run, reserved_usd=amount, assign=run_fields)
-    add(team, reserved_usd=amount)
     step.reserved_usd = amount
 
 
-def release(*, team: Team, run: Run, step: Step) -> None:
+def release(*, run: Run, step: Step) -> None:
     if not step.reserved_usd:
         return
-    add(run, reserved_usd=-step.reserved_usd)
-    add(team, reserved_usd=-step.reserved_usd)
+    add(run, assign={"held_usd": held_after(run, released=step.reserved_usd)}, reserved_usd=-step.reserved_usd)
     step.reserved_usd = Decimal("0")
     step.save(update_fields=["reserved_usd"])
 

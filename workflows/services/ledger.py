@@ -16,6 +16,7 @@ from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_problem
 from workflows.models import EventType, LedgerEntry, Run, Step
 from workflows.providers import Usage
 from workflows.services.budgets import add
+from workflows.services.escrow import held_after
 from workflows.services.events import event_record, usd
 
 if TYPE_CHECKING:
@@ -64,7 +65,15 @@ def ledger_charge(
     LedgerEntry.objects.create(
         **_entry_fields(team_id=team_id, step=step, attempt=attempt, prepared=prepared, usage=billed, cost=cost)
     )
-    add(run, spent_usd=cost or Decimal("0"), unpriced_steps=0 if cost is not None else 1, **run_deltas)
+    # The spend leaves the run's slice of its team's budget (escrow.py) in the same UPDATE.
+    held = held_after(run, cost=cost, released=-run_deltas.get("reserved_usd", Decimal("0")))
+    add(
+        run,
+        assign={"held_usd": held},
+        spent_usd=cost or Decimal("0"),
+        unpriced_steps=0 if cost is not None else 1,
+        **run_deltas,
+    )
     return billed, cost
 
 

@@ -2,7 +2,9 @@
 
 Row locks. A transaction that reads or moves a team's, a run's or a step's money locks their rows
 with `lock_rows`, always in the order team → run → step, so that two transactions never wait for
-each other in a cycle. The strength is FOR NO KEY UPDATE everywhere: it excludes every other writer
+each other in a cycle. Most step transactions skip the team (escrow.py). None of them waits for the
+team's lock or for another run's while it holds a run's, which is what lets a transaction that holds
+the team's lock also lock the team's other runs after its own (a recall of their slices). The strength is FOR NO KEY UPDATE everywhere: it excludes every other writer
 of the row (and every other FOR NO KEY UPDATE), which is what the counters need, while rows that only
 reference these (ledger entries, events, checkpoints, steps) can still be inserted by others. FOR
 UPDATE would also block those inserts' foreign-key checks (they take FOR KEY SHARE), and nothing here
@@ -43,16 +45,47 @@ class LockedRows:
     step: Step | None = None
 
 
-def lock_rows(*, team_id: int | None = None, run_id: int | None = None, step_id: int | None = None) -> LockedRows | None:
-    """Lock the team, then its run, then the run's step, inside the caller's transaction; None when
-    a row named is gone.
+def lock_rows(
+    *, team_id: int | None = None, run_id: int | None = None, step_id: int | None = None, lock_team: bool = True
+) -> LockedRows | None:
+    """Lock the team (unless `lock_team` is false: then it is only read), then its run, then the
+    run's step, inside the caller's transaction; None when a row named is gone.
 
-    Give the innermost id and, if known, the ones above it: the team is found through the run or the
-    step in the statement that locks it. The run comes with its latest checkpoint's outputs as
-    `latest_outputs`, read in the statement that locks it: every transaction that writes a checkpoint
-    holds the run's lock until it commits, so they are current, and they are what this transaction
-    started from (a caller that writes a checkpoint and needs it reads it again).
+    Give the innermost id and, if known, the ones above it: the run is found through the step, the
+    team through the run, in the statements that lock them. The run comes with its latest
+    checkpoint's outputs as `latest_outputs`, read in the statement that locks it: every transaction
+    that writes a checkpoint holds the run's lock until it commits, so they are current, and they are
+    what this transaction started from (a caller that writes a checkpoint and needs it reads it again).
+
+    Without the team's lock the team's row is read in the run's statement: its settings as committed
+    (a change of them takes the team's lock, then the runs' to recall their slices: escrow.py).
     """
+    if lock_team or run_id is None and step_id is None:
+        team = _lock_team(team_id=team_id, run_id=run_id, step_id=step_id)
+        if team is None:
+            return None
+        run_id = team.step_run_id if step_id is not None else run_id
+        if run_id is None:
+            return LockedRows(team=team)
+    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
+    runs = (
+        Run.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("workflow_version", *(() if lock_team else ("team",)))
+        .annotate(latest_outputs=Subquery(latest))
+    )
+    runs = runs.filter(pk=run_id) if run_id is not None else runs.filter(steps=step_id)
+    run = runs.filter(team=team_id).first() if team_id is not None else runs.first()
+    if run is None:
+        return None if not lock_team else LockedRows(team=team)
+    if not lock_team:
+        team = run.team
+    if step_id is None:
+        return LockedRows(team=team, run=run)
+    step = Step.objects.select_for_update(no_key=True).filter(pk=step_id, run=run).first()
+    return LockedRows(team=team, run=run, step=step)
+
+
+def _lock_team(*, team_id: int | None, run_id: int | None, step_id: int | None) -> Team | None:
     lookups = {"pk": team_id} if team_id is not None else {}
     if step_id is not None:
         lookups["runs__steps"] = step_id
@@ -61,25 +94,7 @@ def lock_rows(*, team_id: int | None = None, run_id: int | None = None, step_id:
     teams = Team.objects.select_for_update(of=("self",), no_key=True).filter(**lookups)
     if step_id is not None:
         teams = teams.annotate(step_run_id=F("runs__id"))
-    team = teams.first()
-    if team is None:
-        return None
-    if step_id is not None:
-        run_id = team.step_run_id
-    if run_id is None:
-        return LockedRows(team=team)
-    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
-    run = (
-        Run.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("workflow_version")
-        .annotate(latest_outputs=Subquery(latest))
-        .filter(pk=run_id, team=team)
-        .first()
-    )
-    if run is None or step_id is None:
-        return LockedRows(team=team, run=run)
-    step = Step.objects.select_for_update(no_key=True).filter(pk=step_id, run=run).first()
-    return LockedRows(team=team, run=run, step=step)
+    return teams.first()
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""A run's state transitions: stopped by a limit, failed, completed, and its active-time clock.
+"""A run's state transitions: stopped by a limit, failed, completed, and what every stop does.
 
 Every change of a run's status that a step causes is made here, under the caller's locks (team, run,
 step: `locks.lock_rows`), together with the rows that must change with it: the step it stopped or
@@ -20,6 +20,15 @@ def pause_clock(run: Run, now: datetime) -> None:
     """Stop the run's active-time clock: the timeout counts active time only."""
     run.active_time = run.elapsed(now)
     run.active_since = None
+
+
+def run_ended(run: Run, now: datetime) -> list[str]:
+    """What every stop of a run does to it, on the instance: its clock stops, and its slice of its
+    team's budget goes back but for its steps still in flight (escrow.py). The fields to save."""
+    pause_clock(run, now)
+    run.finished_at = now
+    run.held_usd = min(run.held_usd, run.reserved_usd)
+    return ["active_time", "active_since", "finished_at", "held_usd", "updated_at"]
 
 
 def checkpoint_record(*, run: Run, reason: str, outputs: dict, next_step: Step | None) -> Checkpoint:
@@ -61,9 +70,7 @@ def run_stop(*, team: Team, run: Run, step: Step, decision: GateDecision, output
         run.error = {"type": error_type, "message": decision.message, "current_agent": step.agent}
     run.status = decision.stop
     run.current_agent = step.group or step.agent
-    pause_clock(run, now)
-    run.finished_at = now
-    run.save(update_fields=["status", "error", "current_agent", "active_time", "active_since", "finished_at", "updated_at"])
+    run.save(update_fields=["status", "error", "current_agent", *run_ended(run, now)])
     step.status = StepStatus.BLOCKED
     step.save(update_fields=["status", "estimate_usd"])
     _block_unstarted_branches(run=run, step=step)
@@ -74,13 +81,12 @@ def run_fail(*, team: Team, run: Run, step: Step | None, error: dict, outputs: d
     """Fail the run, resumably: at `step` (its reservation released, and a checkpoint with `outputs`
     pointing at it), or, with no step, where it stands (the caller has written the checkpoint)."""
     now = timezone.now()
+    if step is not None:
+        release(run=run, step=step)
     run.status = RunStatus.FAILED
     run.error = error
-    pause_clock(run, now)
-    run.finished_at = now
-    run.save(update_fields=["status", "error", "active_time", "active_since", "finished_at", "updated_at"])
+    run.save(update_fields=["status", "error", *run_ended(run, now)])
     if step is not None:
-        release(team=team, run=run, step=step)
         step.status = StepStatus.FAILED
         step.error = error
         step.finished_at = now
@@ -95,9 +101,7 @@ def run_complete(*, run: Run, output: dict, outputs: dict) -> None:
     run.status = RunStatus.COMPLETED
     run.output = output
     run.current_agent = ""
-    pause_clock(run, now)
-    run.finished_at = now
-    run.save(update_fields=["status", "output", "current_agent", "active_time", "active_since", "finished_at", "updated_at"])
+    run.save(update_fields=["status", "output", "current_agent", *run_ended(run, now)])
     checkpoint_record(run=run, reason="completed", outputs=outputs, next_step=None)
     event_record(run=run, type=EventType.RUN_COMPLETED, payload={"spent_usd": usd(run.spent_usd)})
 

@@ -42,7 +42,7 @@ from workflows.services.prices import prices_for
 from workflows.services.renders import rendered_ahead
 from workflows.services.budgets import gate_input
 from workflows.services.locks import lock_rows
-from workflows.services.run_state import pause_clock
+from workflows.services.run_state import run_ended
 from workflows.services.steps import step_enter, step_prepare, steps_reopen
 from workflows.services.teams import budget_changes_record
 
@@ -289,17 +289,15 @@ def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict,
 
 def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = "") -> Run:
     with transaction.atomic(durable=True):
-        run = lock_rows(team_id=run.team_id, run_id=run.pk).run
+        run = lock_rows(team_id=run.team_id, run_id=run.pk, lock_team=False).run
         if run.status in FINAL_RUN_STATUSES:
             raise InvalidRunState(
                 f"Cannot cancel a run that is in '{run.status}' status.", details={"status": run.status}
             )
         previous_status = run.status
         now = timezone.now()
-        pause_clock(run, now)
         run.status = RunStatus.CANCELLED
-        run.finished_at = now
-        run.save(update_fields=["status", "active_time", "active_since", "finished_at", "updated_at"])
+        run.save(update_fields=["status", *run_ended(run, now)])
         # A step already running finishes and is charged; steps not yet started never run.
         run.steps.filter(
             status__in=[StepStatus.WAITING, StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED]

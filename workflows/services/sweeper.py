@@ -90,12 +90,12 @@ def _release_abandoned(*, now: datetime) -> int:
         "pk", "attempts", "run_id", "run__team_id"
     )[:SWEEP_BATCH_SIZE]:
         with transaction.atomic(durable=True):
-            locked = lock_rows(team_id=team_id, run_id=run_id, step_id=step_id)
-            team, run, step = locked.team, locked.run, locked.step
+            locked = lock_rows(team_id=team_id, run_id=run_id, step_id=step_id, lock_team=False)
+            run, step = locked.run, locked.step
             # A delivery that took the step over since, or ended it, owns it now.
             if step.status != StepStatus.RUNNING or step.attempts != attempt or run.status in ACTIVE_RUN_STATUSES:
                 continue
-            release(team=team, run=run, step=step)
+            release(run=run, step=step)
             step.status = StepStatus.CANCELLED
             step.error = {
                 "type": "StepCrashedError",

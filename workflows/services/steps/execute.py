@@ -9,7 +9,6 @@ its transaction opens (`renders.rendered_ahead`).
 import logging
 import os
 import socket
-from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
@@ -21,6 +20,7 @@ from workflows.definition import TemplateFailure, unstorable_json
 from workflows.models import (
     ACTIVE_RUN_STATUSES,
     BudgetMode,
+    BudgetScope,
     Checkpoint,
     EventType,
     Run,
@@ -33,12 +33,14 @@ from workflows.providers import CompletionResult, ProviderError, Usage
 from workflows.providers.retries import retry_delay_seconds
 from workflows.selectors import definition_of
 from workflows.services.alerts import alerts_after_spend
-from workflows.services.budgets import add, gate_input, release, report_over_budget, reserve
+from workflows.services.budgets import gate_input, release, report_over_budget, reserve, team_budget_state
+from workflows.services.escrow import ZERO, TeamFigures, idle_slices_recall, slice_covers, slice_size, team_figures
 from workflows.services.dispatch import step_schedule
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
 from workflows.services.ledger import branch_of, ledger_has_entry, storable
 from workflows.services.locks import lock_rows
+from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
 from workflows.services.run_state import run_fail, run_stop
 from workflows.services.steps.kinds import Charged, PreparedStep, StepAttempt, kind_named
@@ -83,8 +85,21 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     """
     return rendered_ahead(
         prerender=partial(_prerender_begin, step_id=step_id),
-        locked=partial(_begin_under_locks, step_id=step_id, worker=worker),
+        locked=partial(_begin, step_id=step_id, worker=worker),
     )
+
+
+class _TeamLockNeeded(Exception):
+    """The gate must lock the team: to draw a slice of its budget, or to report against it."""
+
+
+def _begin(*, step_id: int, worker: str) -> StepAttempt | None:
+    """Most steps are admitted under their run's lock alone. The few that need the team's lock
+    start again with it: it comes first in the lock order, so it cannot be taken once the run's is."""
+    try:
+        return _begin_under_locks(step_id=step_id, worker=worker, lock_team=False)
+    except _TeamLockNeeded:
+        return _begin_under_locks(step_id=step_id, worker=worker, lock_team=True)
 
 
 def _prerender_begin(*, step_id: int) -> None:
@@ -108,9 +123,9 @@ def _prerender_begin(*, step_id: int) -> None:
         prerender_ending(run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
 
 
-def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
+def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAttempt | None:
     with transaction.atomic(durable=True):
-        locked = lock_rows(step_id=step_id)
+        locked = lock_rows(step_id=step_id, lock_team=lock_team)
         if locked is None or locked.step is None:
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
             return None
@@ -119,7 +134,7 @@ def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
             return None
         if run.status not in ACTIVE_RUN_STATUSES:
             # Cancelled while queued, or while an attempt that has since died was running.
-            release(team=team, run=run, step=step)
+            release(run=run, step=step)
             step.status = StepStatus.CANCELLED
             step.save(update_fields=["status"])
             return None
@@ -150,31 +165,52 @@ def _begin_under_locks(*, step_id: int, worker: str) -> StepAttempt | None:
             return None
 
         now = timezone.now()
+        estimate = prepared.estimate_usd
         in_flight = run.steps.filter(status=StepStatus.RUNNING).count() if step.group else 0
-        decision = gate_decide(
-            gate_input(run=run, team=team, estimate=prepared.estimate_usd, now=now, in_flight=in_flight)
-        )
+        window = period_window(team.period, now)
+        decide = partial(gate_input, run=run, team=team, estimate=estimate, now=now, in_flight=in_flight)
+        draws = team.enforces_period_budget and not slice_covers(run, estimate)
+        if draws and not lock_team:
+            raise _TeamLockNeeded
+        if draws:
+            figures = team_figures(team, window, excluding_run=run.pk)
+            decision = gate_decide(decide(team_budget=_drawing_state(team, window, run, figures)))
+            if decision.stopped_by is not None and decision.stopped_by.scope == BudgetScope.TEAM:
+                if idle_slices_recall(team, except_run=run.pk):
+                    figures = team_figures(team, window, excluding_run=run.pk)
+                    decision = gate_decide(decide(team_budget=_drawing_state(team, window, run, figures)))
+        elif team.enforces_period_budget:
+            # The run's slice covers the step: the team's budget has room for it.
+            decision = gate_decide(decide(team_budget=team_budget_state(team, window, spent=ZERO, reserved=ZERO)))
+        else:
+            decision = gate_decide(decide())
         if not decision.admitted:
-            step.estimate_usd = prepared.estimate_usd
+            step.estimate_usd = estimate
             run_stop(team=team, run=run, step=step, decision=decision, outputs=run.latest_outputs)
             return None
+        if not lock_team and any(check.scope == BudgetScope.TEAM for check in decision.reports):
+            raise _TeamLockNeeded  # an audit report against the team's budget, which re-arms on the team's row
         report_over_budget(team=team, run=run, step=step, decision=decision, now=now)
 
-        reserve(
-            team=team,
-            run=run,
-            step=step,
-            amount=prepared.estimate_usd or Decimal("0"),
-            run_fields={"status": RunStatus.RUNNING, "current_agent": step.group or step.agent, "updated_at": now},
-        )
+        run_fields = {"status": RunStatus.RUNNING, "current_agent": step.group or step.agent, "updated_at": now}
+        if draws:
+            headroom = team.period_budget_usd - figures.spent_usd - figures.held_usd - run.reserved_usd - estimate
+            run_fields["held_usd"] = run.reserved_usd + slice_size(estimate=estimate, headroom=headroom)
+        reserve(run=run, step=step, amount=estimate or ZERO, run_fields=run_fields)
         step.status = StepStatus.RUNNING
         step.attempts += 1
         step.model = prepared.model
-        step.estimate_usd = prepared.estimate_usd
+        step.estimate_usd = estimate
         step.worker = worker
         step.started_at = timezone.now()
         step.save(update_fields=["status", "attempts", "model", "estimate_usd", "reserved_usd", "worker", "started_at"])
         return StepAttempt(team_id=team.pk, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
+
+
+def _drawing_state(team: Team, window, run: Run, figures: TeamFigures):
+    """The team's budget as a draw sees it: the other runs' holds, slices included, and this run's
+    reservations (its own slice is what it is drawing again)."""
+    return team_budget_state(team, window, spent=figures.spent_usd, reserved=figures.held_usd + run.reserved_usd)
 
 
 def _take_over_crashed_attempt(
@@ -220,8 +256,8 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
         # The unique (step, attempt) constraint backs this: a second charge would fail, never count.
         if not owner and ledger_has_entry(step=step, attempt=attempt.number):
             return  # settled already
-        # The attempt that owns the step releases the run's share of its reservation and counts as
-        # executed in the UPDATE of the run that charges it; the team's share and the step follow.
+        # The attempt that owns the step releases its reservation and counts as executed in the
+        # UPDATE of the run that charges it; the step follows.
         settled = {"reserved_usd": -step.reserved_usd, "iterations": 1} if owner else {}
         charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=result, **settled)
         if not owner:
@@ -229,9 +265,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             # charged, but the step's reservation and progress belong to the attempt that owns it.
             logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
             return
-        if step.reserved_usd:
-            add(team, reserved_usd=-step.reserved_usd)
-        step.reserved_usd = Decimal("0")
+        step.reserved_usd = ZERO
         step.status = StepStatus.SUCCEEDED
         step.output = result.output
         step.error = None  # a transient error an earlier attempt left
@@ -300,7 +334,7 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
             message = f"The provider failed {tries} times in a row; the last error: {details['message']}"
             _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
             return
-        release(team=team, run=run, step=step)
+        release(run=run, step=step)
         step.provider_retries += 1
         step.status = StepStatus.PENDING
         step.error = details
@@ -340,7 +374,7 @@ def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Us
 def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
     if run.status == RunStatus.CANCELLED:
         # A cancelled run stays cancelled: failing it would make it resumable again.
-        release(team=team, run=run, step=step)
+        release(run=run, step=step)
         step.status = StepStatus.FAILED
         step.error = error
         step.finished_at = timezone.now()
@@ -354,7 +388,7 @@ def _provider_error(error: ProviderError) -> dict:
 
 
 def _lock_attempt(attempt: StepAttempt):
-    locked = lock_rows(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id)
+    locked = lock_rows(team_id=attempt.team_id, run_id=attempt.run_id, step_id=attempt.step_id, lock_team=False)
     if locked is None or locked.step is None:
         raise Step.DoesNotExist(f"Step {attempt.step_id} of run {attempt.run_id} is gone.")
     return locked

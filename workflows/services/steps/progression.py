@@ -180,7 +180,7 @@ def step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
     if run.status in ACTIVE_RUN_STATUSES and definition.group(step.group).failure_mode == "fail_fast":
         run_fail(team=team, run=run, step=step, error={**error, **_branch_of(step)}, outputs=run.latest_outputs)
         return
-    release(team=team, run=run, step=step)
+    release(run=run, step=step)
     step.status = StepStatus.FAILED
     step.error = error
     step.finished_at = timezone.now()

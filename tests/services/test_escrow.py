@@ -1,0 +1,121 @@
+"""Escrow (workflows/services/escrow.py): runs hold slices of their team's enforced period budget, so
+that most steps are admitted under the run's lock alone, and never more than the budget has room for."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tests.factories import LOOP_YAML, workflow_version
+from tests.invariants import assert_invariants
+from workflows.models import Run
+from workflows.providers import CompletionResult
+from workflows.services.runs import run_cancel, run_start
+from workflows.services.steps import step_begin, step_settle
+from workflows.services.teams import team_budgets_update
+
+pytestmark = pytest.mark.django_db
+
+STEP = Decimal("0.010000")  # the loop's estimate: 100 output tokens at $100 per million
+AS_ESTIMATED = CompletionResult(output={"done": False}, input_tokens=0, output_tokens=100)
+
+
+@pytest.fixture
+def loop(team):
+    return workflow_version(team=team, source=LOOP_YAML).workflow_id
+
+
+def enforce(team, budget: str):
+    return team_budgets_update(
+        team=team, changes={"period_budget_usd": budget, "period_mode": "enforce"}, actor="tests"
+    )
+
+
+def next_step(run: Run):
+    return run.steps.filter(status="pending").get()
+
+
+def one_step(run: Run) -> list[str]:
+    """Gate and settle the run's pending step; the statements of its gate that lock a team row."""
+    with CaptureQueriesContext(connection) as queries:
+        attempt = step_begin(step_id=next_step(run).pk, worker="host:1")
+    step_settle(attempt=attempt, result=AS_ESTIMATED)
+    return [q["sql"] for q in queries.captured_queries if 'FROM "workflows_team"' in q["sql"] and "FOR" in q["sql"]]
+
+
+def held(run: Run) -> Decimal:
+    return Run.objects.values_list("held_usd", flat=True).get(pk=run.pk)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite takes no row locks")
+def test_a_run_draws_a_slice_under_the_teams_lock_then_gates_its_next_steps_without_it(team, loop, settings):
+    settings.TEAM_SLICE_STEPS = 4
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+
+    locks = [len(one_step(run)) for _ in range(9)]
+
+    assert locks == [1, 0, 0, 0, 1, 0, 0, 0, 1]  # a draw covers the step and the next three
+    assert_invariants(run)
+
+
+def test_a_slice_covers_the_steps_setting_says_and_shrinks_to_the_estimate_near_the_limit(team, loop, settings):
+    settings.TEAM_SLICE_STEPS = 4
+    enforce(team, "100")
+    roomy = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    step_begin(step_id=next_step(roomy).pk, worker="host:1")
+    assert held(roomy) == 4 * STEP
+
+    enforce(team, str(4 * STEP + STEP))  # the recall leaves the roomy run its step in flight
+    tight = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    step_begin(step_id=next_step(tight).pk, worker="host:2")
+    # $0.05 - $0.01 in flight - $0.01 for this step leaves $0.03; a slice takes at most half of it.
+    assert held(tight) == STEP + Decimal("0.015")
+
+    enforce(team, str(3 * STEP))  # room for one more step, and nothing beyond
+    tightest = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    step_begin(step_id=next_step(tightest).pk, worker="host:3")
+    assert held(tightest) == STEP
+
+
+def test_another_runs_idle_slice_is_recalled_rather_than_stop_a_step_the_budget_has_room_for(team, loop, settings):
+    settings.TEAM_SLICE_STEPS = 1000
+    enforce(team, "0.05")
+    first = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    one_step(first)  # draws half of what is left, and spends $0.01 of it
+    assert held(first) == Decimal("0.020000")
+    second = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    one_step(second)
+    third = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+
+    # Spent $0.02; the first two runs hold $0.02 and $0.005 they are not using: room is $0.03.
+    attempt = step_begin(step_id=next_step(third).pk, worker="host:3")
+
+    assert attempt is not None
+    assert held(first) == held(second) == 0
+    assert held(third) >= STEP
+    assert_invariants(first, second, third)
+
+
+def test_a_run_that_stops_gives_its_slice_back(team, loop):
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    one_step(run)
+    assert held(run) > 0
+
+    run_cancel(run=run)
+
+    assert held(run) == 0
+    assert_invariants(run)
+
+
+def test_a_budget_change_recalls_every_slice(team, loop):
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    one_step(run)
+    attempt = step_begin(step_id=next_step(run).pk, worker="host:1")
+
+    enforce(team, "50")
+
+    assert held(run) == attempt.prepared.estimate_usd  # the step in flight keeps its reservation

@@ -1,0 +1,99 @@
+"""Escrow: how most steps are admitted without locking their team's row.
+
+A team's enforced period budget is shared by all of its runs. Admitting a step against it once meant
+locking the team's row, and that lock, held until commit, let one admission of the team through at a
+time (docs/performance.md). Instead each run holds a slice of the budget, `Run.held_usd`. While the
+slice covers a step's estimate, the step is admitted under the run's lock alone. Drawing a slice locks
+the team, decides by the pure gate, and takes only what the team has room for.
+
+The invariant: the period's spend plus, over the team's runs, max(held, reserved) stays within the
+enforced budget, but for what calls cost beyond their estimates (charged as reported, as before).
+It holds because a run's hold grows only under the team's lock, by a draw the budget has room for,
+and spend moves out of a hold in the transaction that charges it.
+
+The decision is the pure gate's over the spend and the steps in flight: a slice covers only what a
+draw found room for, and a draw that other runs' idle slices would refuse recalls them first. Near
+the limit, slices shrink to the estimate.
+"""
+
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+
+from django.conf import settings
+from django.db.models import DecimalField, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
+
+from workflows.definition import MONEY_PLACES
+from workflows.models import ACTIVE_RUN_STATUSES, Run, Team, TeamDailySpend
+from workflows.services.periods import PeriodWindow
+
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True)
+class TeamFigures:
+    spent_usd: Decimal  # in the period
+    reserved_usd: Decimal  # by the runs' steps in flight
+    held_usd: Decimal  # by the runs, slices included: the sum of max(held, reserved)
+
+
+def team_figures(team: Team, window: PeriodWindow, *, excluding_run: int | None = None) -> TeamFigures:
+    """The team's spend in the period and what its runs (but `excluding_run`) reserve and hold, read
+    in one statement: a settlement moves money from a hold to the spend in one transaction, so one
+    snapshot sees it in one place or the other, never in both or neither."""
+    runs = Run.objects.filter(Q(reserved_usd__gt=0) | Q(held_usd__gt=0), team=OuterRef("pk"))
+    if excluding_run is not None:
+        runs = runs.exclude(pk=excluding_run)
+    spent = TeamDailySpend.objects.filter(
+        team=OuterRef("pk"), day__gte=window.start.date(), day__lt=window.end.date()
+    ).values("team").annotate(total=Sum("spent_usd")).values("total")
+    row = (
+        Team.objects.filter(pk=team.pk)
+        .annotate(
+            spent=_money(Subquery(spent)),
+            reserved=_money(Subquery(runs.values("team").annotate(total=Sum("reserved_usd")).values("total"))),
+            held=_money(
+                Subquery(runs.values("team").annotate(total=Sum(Greatest("held_usd", "reserved_usd"))).values("total"))
+            ),
+        )
+        .values("spent", "reserved", "held")
+        .get()
+    )
+    # Quantized: SQLite sums decimals as binary floats.
+    return TeamFigures(*(Decimal(row[key]).quantize(MONEY_PLACES) for key in ("spent", "reserved", "held")))
+
+
+def slice_covers(run: Run, estimate: Decimal) -> bool:
+    return run.held_usd - run.reserved_usd >= estimate
+
+
+def slice_size(*, estimate: Decimal, headroom: Decimal) -> Decimal:
+    """What a draw adds to a run's hold for a step of `estimate`: the estimate, and room for
+    TEAM_SLICE_STEPS - 1 more like it, but never more than half of what the budget has left after it."""
+    extra = min(estimate * (settings.TEAM_SLICE_STEPS - 1), max(headroom, ZERO) / 2)
+    return (estimate + extra).quantize(MONEY_PLACES, rounding=ROUND_DOWN).max(estimate)
+
+
+def held_after(run: Run, *, released: Decimal, cost: Decimal | None = None) -> Decimal:
+    """The run's hold once `cost` is charged and `released` of its reservations let go: the spend
+    leaves the hold, which never falls below the reservations that remain. A run that has stopped
+    holds nothing beyond those."""
+    remaining = run.reserved_usd - released
+    if run.status not in ACTIVE_RUN_STATUSES:
+        return min(run.held_usd, remaining)
+    if not run.held_usd:
+        return ZERO
+    return max(run.held_usd - (cost or ZERO), remaining)
+
+
+def idle_slices_recall(team: Team, *, except_run: int | None = None) -> int:
+    """Shrink the holds of the team's runs to their reservations; how many runs gave some back.
+    Under the team's lock: it takes the runs' locks after it, as the lock order allows."""
+    runs = Run.objects.filter(team=team, held_usd__gt=F("reserved_usd"))
+    if except_run is not None:
+        runs = runs.exclude(pk=except_run)
+    return runs.update(held_usd=F("reserved_usd"))
+
+
+def _money(expression):
+    return Coalesce(expression, Value(ZERO), output_field=DecimalField(max_digits=18, decimal_places=6))
