@@ -86,7 +86,8 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         given = serializers.RunCreateInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         run = run_start(team=self.team, started_by=request.auth, **given.validated_data)
-        return Response(self._fresh(run), status=status.HTTP_202_ACCEPTED)
+        # As created: nothing else has written it yet but the worker, which may have begun already.
+        return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     @idempotent

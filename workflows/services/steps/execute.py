@@ -397,16 +397,17 @@ def _lock_attempt(attempt: StepAttempt):
 def _read_run_and_step(*, step_id: int) -> tuple[Run, Step] | None:
     """The step and its run with `latest_outputs`, as `lock_rows` reads them, but without locks or a
     transaction: for rendering ahead, which the transaction checks against what it reads."""
-    step = Step.objects.filter(pk=step_id).first()
+    latest = Checkpoint.objects.filter(run=OuterRef("run")).order_by("-id").values("outputs")[:1]
+    step = (
+        Step.objects.select_related("run__workflow_version", "run__team")
+        .annotate(latest_outputs=Subquery(latest))
+        .filter(pk=step_id)
+        .first()
+    )
     if step is None:
         return None
-    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
-    run = (
-        Run.objects.select_related("workflow_version", "team")
-        .annotate(latest_outputs=Subquery(latest))
-        .get(pk=step.run_id)
-    )
-    return run, step
+    step.run.latest_outputs = step.latest_outputs
+    return step.run, step
 
 
 def _prerender_end_of(*, step_id: int, output: dict | None = None, error: dict | None = None) -> None:

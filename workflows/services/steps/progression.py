@@ -92,14 +92,16 @@ def step_enter(
     """Create and send the step of an agent, or the branches of a group, with a checkpoint that
     points at the first. A for_each branch beyond max_concurrent waits for a free slot."""
     group = definition.group(target)
-    run.current_agent = target
-    run.save(update_fields=["current_agent", "updated_at"])
+    if run.current_agent != target:  # a run starts with its entry point there already
+        run.current_agent = target
+        run.save(update_fields=["current_agent", "updated_at"])
     if group is None:
         step = Step.objects.create(
             run=run,
             sequence=after_sequence + 1,
             agent=target,
-            iteration=run.steps.filter(agent=target).count() + 1,
+            # A run's first step is its agent's first; later ones count the agent's earlier steps.
+            iteration=1 if after_sequence == 0 else run.steps.filter(agent=target).count() + 1,
             enqueued_at=timezone.now(),
         )
         checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=step)
