@@ -91,7 +91,7 @@ def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str):
         # Given explicitly: left out, the SDK would take its *_BASE_URL from the environment and send
         # a team's own key to the operator's endpoint.
         base_url=credentials.base_url or default_base_url,
-        # Off: every attempt is the step's to count, gate and charge (services/steps.py retries).
+        # Off: every attempt is the step's to count, gate and charge (services/steps/execute.py retries).
         max_retries=0,
         timeout=settings.PROVIDER_TIMEOUT_SECONDS,
         # Every connection checked where it goes (workflows/outbound.py), redirects not followed.
