@@ -74,14 +74,14 @@ def lock_rows(
         .annotate(latest_outputs=Subquery(latest))
     )
     runs = runs.filter(pk=run_id) if run_id is not None else runs.filter(steps=step_id)
-    run = runs.filter(team=team_id).first() if team_id is not None else runs.first()
+    run = _one(runs.filter(team=team_id) if team_id is not None else runs)
     if run is None:
         return None if not lock_team else LockedRows(team=team)
     if not lock_team:
         team = run.team
     if step_id is None:
         return LockedRows(team=team, run=run)
-    step = Step.objects.select_for_update(no_key=True).filter(pk=step_id, run=run).first()
+    step = _one(Step.objects.select_for_update(no_key=True).filter(pk=step_id, run=run))
     return LockedRows(team=team, run=run, step=step)
 
 
@@ -94,7 +94,14 @@ def _lock_team(*, team_id: int | None, run_id: int | None, step_id: int | None) 
     teams = Team.objects.select_for_update(of=("self",), no_key=True).filter(**lookups)
     if step_id is not None:
         teams = teams.annotate(step_run_id=F("runs__id"))
-    return teams.first()
+    return _one(teams)
+
+
+def _one(rows: QuerySet):
+    """The one row `rows` selects by key, or None: without `first()`'s ORDER BY, which costs a
+    compilation each time and is not needed for a key."""
+    found = list(rows[:1])
+    return found[0] if found else None
 
 
 @contextmanager

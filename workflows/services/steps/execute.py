@@ -398,14 +398,14 @@ def _read_run_and_step(*, step_id: int) -> tuple[Run, Step] | None:
     """The step and its run with `latest_outputs`, as `lock_rows` reads them, but without locks or a
     transaction: for rendering ahead, which the transaction checks against what it reads."""
     latest = Checkpoint.objects.filter(run=OuterRef("run")).order_by("-id").values("outputs")[:1]
-    step = (
+    found = list(
         Step.objects.select_related("run__workflow_version", "run__team")
         .annotate(latest_outputs=Subquery(latest))
-        .filter(pk=step_id)
-        .first()
+        .filter(pk=step_id)[:1]
     )
-    if step is None:
+    if not found:
         return None
+    step = found[0]
     step.run.latest_outputs = step.latest_outputs
     return step.run, step
 
