@@ -98,9 +98,9 @@ def _lock_team(*, team_id: int | None, run_id: int | None, step_id: int | None) 
 
 
 def _one(rows: QuerySet):
-    """The one row `rows` selects by key, or None: without `first()`'s ORDER BY, which costs a
-    compilation each time and is not needed for a key."""
-    found = list(rows[:1])
+    """The one row `rows` selects by key, or None, with no ORDER BY (neither `first()`'s nor the
+    model's): a key needs none, and compiling one is a good part of the statement's cost here."""
+    found = list(rows.order_by()[:1])
     return found[0] if found else None
 
 

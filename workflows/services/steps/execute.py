@@ -401,7 +401,8 @@ def _read_run_and_step(*, step_id: int) -> tuple[Run, Step] | None:
     found = list(
         Step.objects.select_related("run__workflow_version", "run__team")
         .annotate(latest_outputs=Subquery(latest))
-        .filter(pk=step_id)[:1]
+        .filter(pk=step_id)
+        .order_by()[:1]
     )
     if not found:
         return None
