@@ -119,3 +119,23 @@ def test_a_budget_change_recalls_every_slice(team, loop):
     enforce(team, "50")
 
     assert held(run) == attempt.prepared.estimate_usd  # the step in flight keeps its reservation
+
+
+def test_a_step_in_flight_at_a_budget_cut_does_not_leave_a_slice_of_the_old_budget(team, loop, settings):
+    """The cut recalls each run's slice down to its reservation; a step in flight then spends less
+    than its estimate. What it did not spend was drawn from the old budget: it must go back to the
+    team, not stay as a slice that admits the run's next step past the new budget."""
+    settings.TEAM_SLICE_STEPS = 4
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    other = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    attempt = step_begin(step_id=next_step(run).pk, worker="host:1")
+    step_begin(step_id=next_step(other).pk, worker="host:2")  # in flight throughout
+
+    enforce(team, str(STEP + STEP / 2))  # the other run's step in flight leaves room for half a step
+    step_settle(attempt=attempt, result=CompletionResult(output={"done": False}, input_tokens=0, output_tokens=0))
+
+    # The pure gate: spent $0 + $0.01 in flight + $0.01 > $0.015.
+    assert step_begin(step_id=next_step(run).pk, worker="host:1") is None
+    run.refresh_from_db()
+    assert run.status == "budget_exceeded" and run.reserved_usd == 0
