@@ -1,6 +1,8 @@
 """Escrow (workflows/services/escrow.py): runs hold slices of their team's enforced period budget, so
 that most steps are admitted under the run's lock alone, and never more than the budget has room for."""
 
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -9,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tests.factories import LOOP_YAML, workflow_version
 from tests.invariants import assert_invariants
-from workflows.models import Run
+from workflows.models import Run, Team
 from workflows.providers import CompletionResult
 from workflows.services.runs import run_cancel, run_start
 from workflows.services.steps import step_begin, step_settle
@@ -118,4 +120,65 @@ def test_a_budget_change_recalls_every_slice(team, loop):
 
     enforce(team, "50")
 
-    assert held(run) == attempt.prepared.estimate_usd  # the step in flight keeps its reservation
+    run.refresh_from_db()
+    assert held(run) == 0  # the step in flight counts by its reservation alone
+    assert run.reserved_usd == attempt.prepared.estimate_usd
+
+
+def test_a_step_in_flight_at_a_budget_cut_does_not_leave_a_slice_of_the_old_budget(team, loop, settings):
+    """The cut recalls each run's slice down to its reservation; a step in flight then spends less
+    than its estimate. What it did not spend was drawn from the old budget: it must go back to the
+    team, not stay as a slice that admits the run's next step past the new budget."""
+    settings.TEAM_SLICE_STEPS = 4
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    other = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    attempt = step_begin(step_id=next_step(run).pk, worker="host:1")
+    step_begin(step_id=next_step(other).pk, worker="host:2")  # in flight throughout
+
+    enforce(team, str(STEP + STEP / 2))  # the other run's step in flight leaves room for half a step
+    step_settle(attempt=attempt, result=CompletionResult(output={"done": False}, input_tokens=0, output_tokens=0))
+
+    # The pure gate: spent $0 + $0.01 in flight + $0.01 > $0.015.
+    assert step_begin(step_id=next_step(run).pk, worker="host:1") is None
+    run.refresh_from_db()
+    assert run.status == "budget_exceeded" and run.reserved_usd == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks that a thread holds exist on PostgreSQL only")
+def test_a_switch_to_enforce_waits_for_a_step_being_admitted_under_the_audit_budget(team, loop, monkeypatch):
+    """A step of an audit team is admitted under its run's lock alone. If the team switches to
+    enforce meanwhile and another run draws before that admission commits, the draw does not see
+    its reservation: both steps are admitted, $0.02 in flight against an enforced $0.015."""
+    from workflows.services.steps import execute
+
+    team_budgets_update(team=team, changes={"period_budget_usd": "0.015", "period_mode": "audit"}, actor="tests")
+    first = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    second = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    first_step, second_step = next_step(first).pk, next_step(second).pk
+    deciding, admitted = threading.Event(), {}
+    reserve = execute.reserve
+
+    def reserve_slowly(**kwargs):
+        if threading.current_thread().name == "audit-admission":
+            deciding.set()
+            time.sleep(1.0)  # decided under the audit budget, not yet committed
+        reserve(**kwargs)
+
+    def admit_first():
+        try:
+            admitted["first"] = step_begin(step_id=first_step, worker="host:1") is not None
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(execute, "reserve", reserve_slowly)
+    thread = threading.Thread(target=admit_first, name="audit-admission")
+    thread.start()
+    assert deciding.wait(10)
+    enforce(Team.objects.get(pk=team.pk), "0.015")
+    admitted["second"] = step_begin(step_id=second_step, worker="host:2") is not None
+    thread.join()
+
+    assert list(admitted.values()).count(True) == 1, admitted
+    assert_invariants(first, second)

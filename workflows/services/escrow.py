@@ -95,5 +95,15 @@ def idle_slices_recall(team: Team, *, except_run: int | None = None) -> int:
     return runs.update(held_usd=F("reserved_usd"))
 
 
+def slices_revoke(team: Team) -> int:
+    """Take back every hold of the team's runs, their reservations' included: a change of its budget.
+    A step in flight still counts by its reservation (the figures take max(held, reserved)), but
+    what it does not spend goes back to the team: it was drawn from the old budget, and left in
+    the hold it would admit the run's next steps without a draw against the new one. Under the
+    team's lock. Only draws raise a hold from 0, under that lock, so no concurrent settlement can
+    bring a run into this UPDATE's scope after its snapshot."""
+    return Run.objects.filter(team=team, held_usd__gt=0).update(held_usd=ZERO)
+
+
 def _money(expression):
     return Coalesce(expression, Value(ZERO), output_field=DecimalField(max_digits=18, decimal_places=6))

@@ -29,7 +29,7 @@ from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from workflows import dialect
-from workflows.models import Checkpoint, Run, Step, StepStatus, Team
+from workflows.models import ACTIVE_RUN_STATUSES, Checkpoint, Run, Step, StepStatus, Team
 
 # The first key of the two-key advisory lock form, so these locks never collide with anyone else's.
 STEP_LOCK_NAMESPACE = 0x5B5D
@@ -83,6 +83,19 @@ def lock_rows(
         return LockedRows(team=team, run=run)
     step = _one(Step.objects.select_for_update(no_key=True).filter(pk=step_id, run=run))
     return LockedRows(team=team, run=run, step=step)
+
+
+def lock_team_runs(team: Team) -> None:
+    """Lock the team's active runs, inside a transaction that holds the team's lock (the order
+    allows it): wait for every step transaction that holds one of them to commit. For a change of
+    the team's budget: a step admitted under its run's lock alone decided by the old settings, and
+    a draw under the new ones must see its reservation."""
+    list(
+        Run.objects.filter(team=team, status__in=ACTIVE_RUN_STATUSES)
+        .select_for_update(no_key=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def _lock_team(*, team_id: int | None, run_id: int | None, step_id: int | None) -> Team | None:

@@ -11,8 +11,8 @@ from django.utils import timezone
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
 from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team
-from workflows.services.escrow import idle_slices_recall
-from workflows.services.locks import lock_rows, update_unless_locked
+from workflows.services.escrow import slices_revoke
+from workflows.services.locks import lock_rows, lock_team_runs, update_unless_locked
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,11 @@ def team_budgets_update(*, team: Team, changes: dict, actor: str, reason: str = 
             fields.append("period_audit_rearm_at_usd")
         team.save(update_fields=fields)
         if clean.keys() & {"period_budget_usd", "period", "period_mode"}:
-            # Slices drawn under the old budget would admit steps it no longer has room for.
-            idle_slices_recall(team)
+            # Holds drawn under the old budget would admit steps it no longer has room for.
+            slices_revoke(team)
+            # Steps being admitted under the old settings without the team's lock: the new ones
+            # apply once they have committed (steps/execute.py reads them again under the run's lock).
+            lock_team_runs(team)
         budget_changes_record(team=team, old=old, new=clean, actor=actor, reason=reason)
     return team
 

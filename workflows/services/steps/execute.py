@@ -89,6 +89,9 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     )
 
 
+TEAM_BUDGET_FIELDS = ["period_budget_usd", "period", "period_mode", "period_audit_start", "period_audit_rearm_at_usd"]
+
+
 class _TeamLockNeeded(Exception):
     """The gate must lock the team: to draw a slice of its budget, or to report against it."""
 
@@ -154,6 +157,10 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
         if step.status == StepStatus.RUNNING:
             return _take_over_crashed_attempt(team=team, run=run, step=step, prepared=prepared, worker=worker)
 
+        if not lock_team and not team.enforces_period_budget:
+            # The team's settings came with the run, as of before its lock was granted: a switch to
+            # enforce may have committed while this waited for it (it locks the team's runs).
+            team.refresh_from_db(fields=TEAM_BUDGET_FIELDS)
         enforced = (run.budget_usd is not None and run.budget_mode == BudgetMode.ENFORCE) or team.enforces_period_budget
         if prepared.estimate_usd is None and enforced:
             error = {
