@@ -182,3 +182,21 @@ def test_a_switch_to_enforce_waits_for_a_step_being_admitted_under_the_audit_bud
 
     assert list(admitted.values()).count(True) == 1, admitted
     assert_invariants(first, second)
+
+
+def test_a_slice_admits_nothing_the_pure_gate_would_stop_after_a_call_cost_more_than_its_estimate(
+    team, loop, settings
+):
+    settings.TEAM_SLICE_STEPS = 1000
+    enforce(team, "0.05")
+    first = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    one_step(first)  # spends $0.01 and keeps a $0.02 slice
+    second = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    attempt = step_begin(step_id=next_step(second).pk, worker="host:2")
+    step_settle(attempt=attempt, result=CompletionResult(output={"done": False}, input_tokens=0, output_tokens=350))
+    # Spent $0.045: the first run's next $0.01 would take the team to $0.055.
+
+    assert step_begin(step_id=next_step(first).pk, worker="host:1") is None
+    first.refresh_from_db()
+    assert (first.status, first.error["scope"]) == ("budget_exceeded", "team")
+    assert_invariants(first, second)

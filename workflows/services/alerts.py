@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from workflows import outbound
@@ -35,7 +35,9 @@ SIGNATURE_HEADER = "X-Budgetsvc-Signature"
 
 
 def alerts_after_spend(*, team: Team, run: Run) -> None:
-    """Record every threshold the run's or the team period's spend has newly crossed. Under the team lock."""
+    """Record every threshold the run's or the team period's spend has newly crossed, under the run's
+    lock. Settlements of a team on one UTC day are ordered by the daily-sum row their ledger entry
+    updates, so each sees the spend the others committed."""
     if run.budget_usd:
         _cross_thresholds(team=team, run=run, scope=BudgetScope.RUN, budget=run.budget_usd, spent=run.spent_usd)
     if team.period_budget_usd:
@@ -60,15 +62,22 @@ def _cross_thresholds(
     crossings = crossings.filter(run=run) if scope == BudgetScope.RUN else crossings.filter(period_start=period["period_start"])
     already = set(crossings.values_list("threshold_pct", flat=True))
     for pct in (pct for pct in reached if pct not in already):
-        ThresholdCrossing.objects.create(
-            team=team,
-            run=run if scope == BudgetScope.RUN else None,
-            scope=scope,
-            threshold_pct=pct,
-            period_start=period["period_start"] if period else None,
-            budget_usd=budget,
-            spent_usd=spent,
-        )
+        try:
+            # A savepoint: two settlements of one team on either side of UTC midnight update different
+            # daily rows, so nothing orders them, and both may reach a team threshold. The second
+            # insert breaks the unique constraint; it must not abort the settlement that charges a call.
+            with transaction.atomic():
+                ThresholdCrossing.objects.create(
+                    team=team,
+                    run=run if scope == BudgetScope.RUN else None,
+                    scope=scope,
+                    threshold_pct=pct,
+                    period_start=period["period_start"] if period else None,
+                    budget_usd=budget,
+                    spent_usd=spent,
+                )
+        except IntegrityError:
+            continue  # recorded by the other, which alerts
         payload = {"scope": scope, "threshold_pct": pct, "budget_usd": usd(budget), "spent_usd": usd(spent)}
         if period:
             payload.update({key: moment.isoformat() for key, moment in period.items()})

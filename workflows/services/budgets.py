@@ -21,9 +21,9 @@ def add(instance: Model, *, assign: dict | None = None, **deltas) -> None:
     """Add to a row's counters, in the database and on `instance`; `assign` sets other fields of
     the row in the same UPDATE (an `auto_now` field is not stamped: assign it).
 
-    The caller holds the row's lock and read `instance` under it (every caller locks team, run and
-    step before it moves money), so no one else can have changed the counters since: the value it
-    holds plus the delta is exactly what the database now holds, with no read-back.
+    The caller holds the row's lock and read `instance` under it (every caller locks the rows whose
+    money it moves), so no one else can have changed the counters since: the value it holds plus
+    the delta is exactly what the database now holds, with no read-back.
     """
     assign = assign or {}
     type(instance).objects.filter(pk=instance.pk).update(

@@ -64,7 +64,8 @@ def team_figures(team: Team, window: PeriodWindow, *, excluding_run: int | None 
 
 
 def slice_covers(run: Run, estimate: Decimal) -> bool:
-    return run.held_usd - run.reserved_usd >= estimate
+    """Whether what the run holds beyond its reservations covers the estimate (a free step always)."""
+    return max(run.held_usd, run.reserved_usd) - run.reserved_usd >= estimate
 
 
 def slice_size(*, estimate: Decimal, headroom: Decimal) -> Decimal:

@@ -1,6 +1,6 @@
 """The spend ledger: what an attempt's call cost, its append-only entry, and the run's spend.
 
-Callers hold the team, run and step locks (`locks.lock_rows`). An attempt is charged at most once:
+Callers hold the run and step locks (`locks.lock_rows`). An attempt is charged at most once:
 the unique (step, attempt) constraint refuses a second entry.
 """
 

@@ -4,9 +4,11 @@ Row locks. A transaction that reads or moves a team's, a run's or a step's money
 with `lock_rows`, always in the order team → run → step, so that two transactions never wait for
 each other in a cycle. Most step transactions skip the team (escrow.py). None of them waits for the
 team's lock or for another run's while it holds a run's, which is what lets a transaction that holds
-the team's lock also lock the team's other runs after its own (a recall of their slices). The strength is FOR NO KEY UPDATE everywhere: it excludes every other writer
-of the row (and every other FOR NO KEY UPDATE), which is what the counters need, while rows that only
-reference these (ledger entries, events, checkpoints, steps) can still be inserted by others. FOR
+the team's lock also lock the team's other runs after its own (a recall of their slices).
+
+The strength is FOR NO KEY UPDATE everywhere: it excludes every other writer of the row (and every
+other FOR NO KEY UPDATE), which is what the counters need, while rows that only reference these
+(ledger entries, events, checkpoints, steps) can still be inserted by others. FOR
 UPDATE would also block those inserts' foreign-key checks (they take FOR KEY SHARE), and nothing here
 changes a key, so it would only add waits.
 
@@ -58,7 +60,9 @@ def lock_rows(
     what this transaction started from (a caller that writes a checkpoint and needs it reads it again).
 
     Without the team's lock the team's row is read in the run's statement: its settings as committed
-    (a change of them takes the team's lock, then the runs' to recall their slices: escrow.py).
+    before the run's lock was granted. A change of a team's budget takes the team's lock, revokes the
+    runs' holds and then locks the team's active runs (`lock_team_runs`): a gate that waited for its
+    run's lock reads the settings again (steps/execute.py).
     """
     if lock_team or run_id is None and step_id is None:
         team = _lock_team(team_id=team_id, run_id=run_id, step_id=step_id)

@@ -1,6 +1,6 @@
 """A run's state transitions: stopped by a limit, failed, completed, and what every stop does.
 
-Every change of a run's status that a step causes is made here, under the caller's locks (team, run,
+Every change of a run's status that a step causes is made here, under the caller's locks (run and
 step: `locks.lock_rows`), together with the rows that must change with it: the step it stopped or
 failed at, that step's group's branches not yet started, and the checkpoint a resume starts from.
 """

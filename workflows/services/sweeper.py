@@ -74,7 +74,7 @@ def _resend(*, now: datetime) -> tuple[int, int]:
 def _send(steps: QuerySet[Step], *, now: datetime) -> int:
     # A step locked by a worker or by another sweep is busy, so it is skipped; once that commits,
     # the fresh stamp keeps it out of the next sweep's batch.
-    batch = without_live_attempt(steps, now=now).select_for_update(skip_locked=True, of=("self",))
+    batch = without_live_attempt(steps, now=now).select_for_update(skip_locked=True, of=("self",), no_key=True)
     sent = 0
     for step in batch.order_by("pk")[:SWEEP_BATCH_SIZE]:
         step_schedule(step, now=now)

@@ -1,7 +1,8 @@
 """An attempt at a step, from the gate to settlement: the Celery task's whole body.
 
 Each of `step_begin` and the settlements (`step_settle`, `step_fail`, `step_provider_failed`) is one
-transaction that locks the team, run and step rows (`locks.lock_rows`), decides in Python and writes.
+transaction that locks the run and step rows (`locks.lock_rows`; the team's too only for a gate that
+draws a slice of its budget or reports against it: escrow.py), decides in Python and writes.
 The provider is called between them, outside any transaction. What either renders is rendered before
 its transaction opens (`renders.rendered_ahead`).
 """
@@ -9,6 +10,7 @@ its transaction opens (`renders.rendered_ahead`).
 import logging
 import os
 import socket
+from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
@@ -176,7 +178,8 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
         in_flight = run.steps.filter(status=StepStatus.RUNNING).count() if step.group else 0
         window = period_window(team.period, now)
         decide = partial(gate_input, run=run, team=team, estimate=estimate, now=now, in_flight=in_flight)
-        draws = team.enforces_period_budget and not slice_covers(run, estimate)
+        # Under the team's lock an enforced budget is always drawn from: the lock was taken to.
+        draws = team.enforces_period_budget and (lock_team or not _slice_admits(team, run, estimate, window))
         if draws and not lock_team:
             raise _TeamLockNeeded
         if draws:
@@ -212,6 +215,17 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
         step.started_at = timezone.now()
         step.save(update_fields=["status", "attempts", "model", "estimate_usd", "reserved_usd", "worker", "started_at"])
         return StepAttempt(team_id=team.pk, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
+
+
+def _slice_admits(team: Team, run: Run, estimate: Decimal, window) -> bool:
+    """Whether the run's slice covers the step, and the team is within its budget: a call that cost
+    more than its estimate can take the team over it, and then the slices still held must not admit
+    what the pure gate would not (a draw decides instead). Read without the team's lock: a charge
+    committing meanwhile is seen by the next step."""
+    if not slice_covers(run, estimate):
+        return False
+    figures = team_figures(team, window)
+    return figures.spent_usd + figures.held_usd <= team.period_budget_usd
 
 
 def _drawing_state(team: Team, window, run: Run, figures: TeamFigures):

@@ -1,7 +1,7 @@
 """Where a run goes after a step: the routes of the agent or group that ended, entering the next one,
 and the branches of a parallel or for_each group, which are steps like any other, several in flight.
 
-Callers hold the team, run and step locks (`locks.lock_rows`). Whichever branch of a group ends
+Callers hold the run and step locks (`locks.lock_rows`). Whichever branch of a group ends
 last sees so under the run's lock and ends the group: exactly one does.
 """
 

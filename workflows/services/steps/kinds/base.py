@@ -59,7 +59,7 @@ class StepKind:
       transaction, with the template render budget in force;
     - `run` does the work, outside any transaction: a provider call, or nothing;
     - `settle` records what the work cost, inside the transaction that ends the step, under the
-      team, run and step locks: a ledger entry, or nothing;
+      run and step locks: a ledger entry, or nothing;
     - `route` says where the run goes next, as a pure function of the definition and the context.
     """
 
