@@ -14,7 +14,7 @@ from tests.invariants import assert_invariants
 from workflows.models import Run, Team
 from workflows.providers import CompletionResult
 from workflows.services.runs import run_cancel, run_start
-from workflows.services.steps import step_begin, step_settle
+from workflows.services.steps import step_begin, step_fail, step_settle
 from workflows.services.teams import team_budgets_update
 
 pytestmark = pytest.mark.django_db
@@ -200,3 +200,31 @@ def test_a_slice_admits_nothing_the_pure_gate_would_stop_after_a_call_cost_more_
     first.refresh_from_db()
     assert (first.status, first.error["scope"]) == ("budget_exceeded", "team")
     assert_invariants(first, second)
+
+
+def test_a_slice_is_spent_down_to_nothing_before_the_run_draws_again(team, loop, settings):
+    settings.TEAM_SLICE_STEPS = 4
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+
+    holds = []
+    for _ in range(5):
+        one_step(run)
+        holds.append(held(run))
+
+    # A draw holds four steps; the fourth runs on the last of it, exactly its estimate, and the fifth draws.
+    assert holds == [3 * STEP, 2 * STEP, STEP, 0, 3 * STEP]
+    assert_invariants(run)
+
+
+def test_a_step_of_a_cancelled_run_gives_back_its_share_of_the_hold_when_it_fails(team, loop):
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    attempt = step_begin(step_id=next_step(run).pk, worker="host:1")
+    run_cancel(run=run)
+    assert held(run) == STEP  # the step in flight keeps its reservation
+
+    step_fail(attempt=attempt, error={"type": "ProviderError", "message": "boom"})
+
+    assert held(run) == 0
+    assert_invariants(run)
