@@ -358,3 +358,18 @@ def test_a_step_is_charged_its_input_tokens_as_well_as_its_output(quiet_team):
     # 50 input tokens at $2000 per 1M ($0.100000) and 20 output tokens at $1000 per 1M ($0.020000).
     assert (entry.input_tokens, entry.cost_usd, run.spent_usd) == (50, D("0.120000"), D("0.120000"))
     assert_invariants(run)
+
+
+def test_a_step_is_estimated_its_input_tokens_as_well_as_its_output(quiet_team):
+    priced_input = LOOP_AT_A_TENTH.replace("name: tenth", "name: priced-input").replace(
+        "input_per_mtok: 0", "input_per_mtok: 2000"
+    )
+    workflow = workflow_version(team=quiet_team, source=priced_input, name="priced-input").workflow_id
+    # The output cap alone ($0.100000) fits the budget exactly; with the prompt's input tokens it does not.
+    run = run_start(team=quiet_team, workflow=workflow, limits={"budget_usd": str(ESTIMATE), "budget_mode": "enforce"})
+
+    attempt = step_begin(step_id=pending_step(run).pk, worker="w:1")
+
+    run.refresh_from_db()
+    assert (attempt, run.status, run.reserved_usd) == (None, RunStatus.BUDGET_EXCEEDED, 0)
+    assert_invariants(run)
