@@ -5,11 +5,15 @@ import pytest
 from workflows.definition import (
     END,
     AgentSpec,
+    Complete,
+    Fail,
+    GoTo,
     NoRouteMatched,
     RouteSpec,
     TemplateFailure,
     load_definition,
     next_agent,
+    next_move,
     template_context,
 )
 
@@ -80,3 +84,19 @@ def test_the_example_review_loop():
 
     assert next_agent(reviewer, approved) == END
     assert next_agent(reviewer, rejected) == "writer"
+
+
+def test_next_move_goes_on_completes_with_the_output_or_fails_with_the_reason():
+    definition = load_definition((Path(__file__).parent / "research_brief.yaml").read_text())
+    reviewer = definition.agent("reviewer")
+    outputs = {"writer": {"brief": "b"}}
+    approved = template_context(inputs={}, outputs={**outputs, "reviewer": {"approved": True, "feedback": ""}})
+    rejected = template_context(inputs={}, outputs={**outputs, "reviewer": {"approved": False, "feedback": "?"}})
+
+    assert next_move(definition, reviewer, rejected) == GoTo("writer")
+    assert next_move(definition, reviewer, approved) == Complete({"brief": "b", "reviewed": True})
+    assert next_move(definition, agent_with(("a", "{{ false }}")), approved) == Fail(
+        "RouteError", "no route of agent 'judge' matched"
+    )
+    failed = next_move(definition, agent_with(("a", "judge.output.missing")), context())
+    assert isinstance(failed, Fail) and failed.error_type == "TemplateError"
