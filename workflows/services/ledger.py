@@ -51,10 +51,7 @@ def ledger_charge(
             run=run,
             type=EventType.USAGE_REJECTED,
             payload={
-                "agent": step.agent,
-                "step": step.sequence,
-                **branch_of(step),
-                "attempt": attempt,
+                **attempt_named(step, attempt),
                 "model": prepared.model,
                 "reason": problem,
                 "reported": {field: _reported_count(getattr(usage, field)) for field in USAGE_FIELDS},
@@ -103,6 +100,11 @@ def attempt_cost(*, prepared: PreparedStep, usage: Usage) -> Decimal | None:
 def branch_of(step: Step) -> dict:
     """How events name a group's branch: nothing for a plain step."""
     return {"group": step.group, "branch": step.branch_key} if step.group else {}
+
+
+def attempt_named(step: Step, attempt: int) -> dict:
+    """How events name an attempt at a step."""
+    return {"agent": step.agent, "step": step.sequence, **branch_of(step), "attempt": attempt}
 
 
 def storable(text: str) -> str:

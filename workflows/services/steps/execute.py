@@ -40,7 +40,7 @@ from workflows.services.escrow import ZERO, TeamFigures, idle_slices_recall, sli
 from workflows.services.dispatch import step_schedule
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
-from workflows.services.ledger import branch_of, ledger_has_entry, storable
+from workflows.services.ledger import attempt_named, ledger_has_entry, storable
 from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
@@ -296,10 +296,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             run=run,
             type=EventType.AGENT_COMPLETED,
             payload={
-                "agent": step.agent,
-                "step": step.sequence,
-                **branch_of(step),
-                "attempt": attempt.number,
+                **attempt_named(step, attempt.number),
                 **charged.details,
                 "cost_usd": usd(charged.cost_usd),
                 "spent_usd": usd(run.spent_usd),
@@ -370,10 +367,7 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
             run=run,
             type=EventType.PROVIDER_RETRY,
             payload={
-                "agent": step.agent,
-                "step": step.sequence,
-                **branch_of(step),
-                "attempt": attempt.number,
+                **attempt_named(step, attempt.number),
                 "retry": step.provider_retries,
                 "retry_in_seconds": round(delay, 3),
                 "error": details,
