@@ -13,6 +13,8 @@ from tests.factories import LOOP_YAML, workflow_version
 from tests.invariants import assert_invariants
 from workflows.models import Run, Team
 from workflows.providers import CompletionResult
+from workflows.services.escrow import team_figures
+from workflows.services.periods import period_window
 from workflows.services.runs import run_cancel, run_start
 from workflows.services.steps import step_begin, step_fail, step_settle
 from workflows.services.teams import team_budgets_update
@@ -228,3 +230,18 @@ def test_a_step_of_a_cancelled_run_gives_back_its_share_of_the_hold_when_it_fail
 
     assert held(run) == 0
     assert_invariants(run)
+
+
+def test_the_teams_figures_are_read_in_one_statement(team, loop):
+    """A settlement moves its cost from a hold to the spend in one transaction; read in two statements,
+    the figures could see it in neither, and a draw admit a step the budget has no room for. Without
+    concurrency both readings agree, so the statements are counted."""
+    enforce(team, "100")
+    run = run_start(team=team, workflow=loop, limits={"max_iterations": 10})
+    one_step(run)
+
+    with CaptureQueriesContext(connection) as queries:
+        figures = team_figures(team, period_window(team.period))
+
+    assert len(queries.captured_queries) == 1
+    assert (figures.spent_usd, figures.reserved_usd, figures.held_usd) == (STEP, 0, held(run))
