@@ -1,5 +1,5 @@
 """The money rules a planted bug once slipped past (issue 9, section 7), through the services, on both
-backends (on PostgreSQL the plain steps go through the functions of migration 0008 too).
+backends.
 
 - audit `budget_exceeded` re-arms per period for a team, and afresh after a resume changes the budget;
 - threshold alerts fire once per period for a team (once per run for a run), and at exactly the
@@ -49,8 +49,8 @@ agents:
 ESTIMATE = D("0.100000")
 
 JUNE = datetime(2026, 6, 10, 12, tzinfo=UTC)
-# A second, not a micro-second: on PostgreSQL the step functions move the caller's clock on by their
-# wait for the locks (see migration 0008), which can carry a frozen 23:59:59.999999 into July.
+# A second before midnight, not a micro-second: a step reads the clock more than once, and the last
+# instant of June must stay in June between its reads.
 LAST_SECOND_OF_JUNE = datetime(2026, 6, 30, 23, 59, 59, tzinfo=UTC)
 FIRST_INSTANT_OF_JULY = datetime(2026, 7, 1, tzinfo=UTC)
 
