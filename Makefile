@@ -1,10 +1,10 @@
 # Two commands do all set-up: `make run` and `make test`. Both create and reuse .venv/, installed
-# from the lock file requirements-test.lock (hashes checked), so every machine gets the same versions.
+# from the lock file requirements-test.txt (hashes checked), so every machine gets the same versions.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-LOCK := requirements-test.lock
+LOCK := requirements-test.txt
 # uv compiles the locks; it lives in a venv of its own so that it is never part of the service.
 LOCK_TOOLS := .venv-lock
 LOCK_ARGS ?=
@@ -35,8 +35,8 @@ test: $(INSTALLED)
 # `make lock LOCK_ARGS=--upgrade` takes the newest versions pyproject.toml allows.
 lock:
 	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet 'uv>=0.5'; }
-	$(COMPILE) --extra test -o requirements-test.lock
-	$(COMPILE) --constraint requirements-test.lock -o requirements.lock
+	$(COMPILE) --extra test -o requirements-test.txt
+	$(COMPILE) --constraint requirements-test.txt -o requirements.txt
 	$(PYTHON) tools/check_lock.py --write
 
 check-lock:

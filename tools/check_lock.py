@@ -5,7 +5,7 @@ tables of pyproject.toml and requirements-build.in. Any change to those makes th
 differ, so a dependency cannot change without its lock changing in the same commit. Standard library
 only: it runs before anything is installed.
 
-    python tools/check_lock.py            # check requirements.lock and requirements-test.lock
+    python tools/check_lock.py            # check requirements.txt and requirements-test.txt
     python tools/check_lock.py --write    # stamp them (make lock does this)
 """
 
@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCKS = {"requirements.lock": [], "requirements-test.lock": ["test"]}
+LOCKS = {"requirements.txt": [], "requirements-test.txt": ["test"]}
 FINGERPRINT = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})$", re.MULTILINE)
 PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", re.MULTILINE)
 REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")

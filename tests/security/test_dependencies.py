@@ -27,7 +27,7 @@ def test_the_lock_files_match_pyproject():
 
 def test_a_dependency_added_to_pyproject_without_a_new_lock_is_refused(tmp_path, monkeypatch):
     check_lock = _check_lock()
-    for name in ("requirements.lock", "requirements-test.lock", "requirements-build.in"):
+    for name in ("requirements.txt", "requirements-test.txt", "requirements-build.in"):
         (tmp_path / name).write_text((ROOT / name).read_text())
     pyproject = (ROOT / "pyproject.toml").read_text().replace('"cryptography>=43",', '"cryptography>=43",\n    "leftpad>=1",')
     (tmp_path / "pyproject.toml").write_text(pyproject)
@@ -35,7 +35,7 @@ def test_a_dependency_added_to_pyproject_without_a_new_lock_is_refused(tmp_path,
 
     problems = check_lock.check()
 
-    assert any("make lock" in problem and "requirements.lock" in problem for problem in problems)
+    assert any("make lock" in problem and "requirements.txt" in problem for problem in problems)
     assert any("does not pin leftpad" in problem for problem in problems)
 
 
@@ -44,7 +44,7 @@ def test_a_dependency_added_to_pyproject_without_a_new_lock_is_refused(tmp_path,
     reason="checks the .venv that make test installs from the lock (make test-latest uses another on purpose)",
 )
 def test_every_locked_package_is_installed_at_its_locked_version():
-    lock = (ROOT / "requirements-test.lock").read_text()
+    lock = (ROOT / "requirements-test.txt").read_text()
     wrong = {}
     for name, version, marker in PINNED.findall(lock):
         if marker:
