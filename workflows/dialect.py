@@ -17,6 +17,20 @@ def is_sqlite(db: BaseDatabaseWrapper = connection) -> bool:
     return db.vendor == "sqlite"
 
 
+def row_lock_clause(*aliases: str) -> str:
+    """What ends a SELECT that locks the rows of the tables named by `aliases`, in that order, at the
+    strength locks.py argues for. Nothing on SQLite, whose transactions take the database's one write
+    lock up front (BEGIN IMMEDIATE)."""
+    if is_sqlite():
+        return ""
+    return f" FOR NO KEY UPDATE OF {', '.join(aliases)}"
+
+
+def greatest(*expressions: str) -> str:
+    """SQL for the largest of `expressions`: SQLite's max() of several arguments is PostgreSQL's GREATEST()."""
+    return f"{'max' if is_sqlite() else 'GREATEST'}({', '.join(expressions)})"
+
+
 def advisory_lock_try(namespace: int, key: int) -> bool:
     """Take a session advisory lock without waiting: whether this session now holds it."""
     with connection.cursor() as cursor:

@@ -1,5 +1,8 @@
 """Reads. Every API read goes through a function here that is scoped to the caller's team."""
 
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -54,7 +57,46 @@ def workflow_version_get(*, team: Team, workflow: int | str, version: int | None
 
 
 def definition_of(version: WorkflowVersion) -> WorkflowDefinition:
-    return WorkflowDefinition.from_dict(version.definition)
+    """The version's definition, parsed once per process: a step reads its run's definition several
+    times, and a version never changes. `version` may hold only its id and creation time (the step
+    transaction reads no more, locks.lock_rows): its definition is then read on a miss only."""
+    return _definitions.get(version)
+
+
+class _DefinitionCache:
+    """Parsed definitions by version, least recently used first out, bounded by the size of their
+    stored JSON (at most DEFINITION_MAX_EXPANDED_BYTES each), so a team that runs many large
+    versions costs a worker a bounded amount of memory. Keyed by id and creation time: SQLite may
+    give a rolled-back version's id to the next one."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple, tuple[WorkflowDefinition, int]] = OrderedDict()
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def get(self, version: WorkflowVersion) -> WorkflowDefinition:
+        if version.pk is None:
+            return WorkflowDefinition.from_dict(version.definition)
+        key = (version.pk, version.created_at)
+        with self.lock:
+            if (entry := self.entries.get(key)) is not None:
+                self.entries.move_to_end(key)
+                return entry[0]
+        stored = version.definition
+        definition = WorkflowDefinition.from_dict(stored)
+        size = len(json.dumps(stored))
+        with self.lock:
+            if key not in self.entries and size <= self.max_bytes:
+                self.entries[key] = (definition, size)
+                self.size += size
+                while self.size > self.max_bytes:
+                    _, (_, evicted) = self.entries.popitem(last=False)
+                    self.size -= evicted
+        return definition
+
+
+_definitions = _DefinitionCache(max_bytes=16 * 1024 * 1024)
 
 
 def runs_for_team(*, team: Team) -> QuerySet[Run]:

@@ -19,13 +19,16 @@ the limit, slices shrink to the estimate.
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
-from django.conf import settings
-from django.db.models import DecimalField, F, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, Greatest
+from functools import cache
 
+from django.conf import settings
+from django.db import connection
+from django.db.models import F
+
+from workflows import dialect
 from workflows.definition import MONEY_PLACES
-from workflows.models import ACTIVE_RUN_STATUSES, Run, Team, TeamDailySpend
-from workflows.services.periods import PeriodWindow
+from workflows.models import ACTIVE_RUN_STATUSES, Run, Team
+from workflows.services.periods import PERIOD_SPENT_SQL, PeriodWindow, period_spent_params
 
 ZERO = Decimal("0")
 
@@ -40,27 +43,30 @@ class TeamFigures:
 def team_figures(team: Team, window: PeriodWindow, *, excluding_run: int | None = None) -> TeamFigures:
     """The team's spend in the period and what its runs (but `excluding_run`) reserve and hold, read
     in one statement: a settlement moves money from a hold to the spend in one transaction, so one
-    snapshot sees it in one place or the other, never in both or neither."""
-    runs = Run.objects.filter(Q(reserved_usd__gt=0) | Q(held_usd__gt=0), team=OuterRef("pk"))
+    snapshot sees it in one place or the other, never in both or neither. Written in SQL: every
+    admission of an enforcing team reads it."""
+    params = [*period_spent_params(team.pk, window), team.pk]
     if excluding_run is not None:
-        runs = runs.exclude(pk=excluding_run)
-    spent = TeamDailySpend.objects.filter(
-        team=OuterRef("pk"), day__gte=window.start.date(), day__lt=window.end.date()
-    ).values("team").annotate(total=Sum("spent_usd")).values("total")
-    row = (
-        Team.objects.filter(pk=team.pk)
-        .annotate(
-            spent=_money(Subquery(spent)),
-            reserved=_money(Subquery(runs.values("team").annotate(total=Sum("reserved_usd")).values("total"))),
-            held=_money(
-                Subquery(runs.values("team").annotate(total=Sum(Greatest("held_usd", "reserved_usd"))).values("total"))
-            ),
-        )
-        .values("spent", "reserved", "held")
-        .get()
-    )
+        params.append(excluding_run)
+    with connection.cursor() as cursor:
+        cursor.execute(_figures_statement(excluding_run is not None), params)
+        row = cursor.fetchone()
     # Quantized: SQLite sums decimals as binary floats.
-    return TeamFigures(*(Decimal(row[key]).quantize(MONEY_PLACES) for key in ("spent", "reserved", "held")))
+    return TeamFigures(*(Decimal(value if value is not None else 0).quantize(MONEY_PLACES) for value in row))
+
+
+@cache
+def _figures_statement(excluding_run: bool) -> str:
+    runs = Run._meta.db_table
+    held = dialect.greatest("r.held_usd", "r.reserved_usd")
+    return f"""
+        SELECT
+            {PERIOD_SPENT_SQL},
+            SUM(r.reserved_usd),
+            SUM({held})
+        FROM {runs} r
+        WHERE r.team_id = %s AND (r.reserved_usd > 0 OR r.held_usd > 0){" AND r.id <> %s" if excluding_run else ""}
+    """
 
 
 def slice_covers(run: Run, estimate: Decimal) -> bool:
@@ -104,7 +110,3 @@ def slices_revoke(team: Team) -> int:
     team's lock. Only draws raise a hold from 0, under that lock, so no concurrent settlement can
     bring a run into this UPDATE's scope after its snapshot."""
     return Run.objects.filter(team=team, held_usd__gt=0).update(held_usd=ZERO)
-
-
-def _money(expression):
-    return Coalesce(expression, Value(ZERO), output_field=DecimalField(max_digits=18, decimal_places=6))

@@ -27,11 +27,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import OperationalError, connection
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from workflows import dialect
-from workflows.models import ACTIVE_RUN_STATUSES, Checkpoint, Run, Step, StepStatus, Team
+from workflows.services import run_rows
+from workflows.models import ACTIVE_RUN_STATUSES, Run, Step, StepStatus, Team
 
 # The first key of the two-key advisory lock form, so these locks never collide with anyone else's.
 STEP_LOCK_NAMESPACE = 0x5B5D
@@ -51,10 +52,11 @@ def lock_rows(
     *, team_id: int | None = None, run_id: int | None = None, step_id: int | None = None, lock_team: bool = True
 ) -> LockedRows | None:
     """Lock the team (unless `lock_team` is false: then it is only read), then its run, then the
-    run's step, inside the caller's transaction; None when a row named is gone.
+    run's step, inside the caller's transaction; None when a row named is gone, or the step is not
+    the run's.
 
     Give the innermost id and, if known, the ones above it: the run is found through the step, the
-    team through the run, in the statements that lock them. The run comes with its latest
+    team through the run, in the statement that locks them. The run comes with its latest
     checkpoint's outputs as `latest_outputs`, read in the statement that locks it: every transaction
     that writes a checkpoint holds the run's lock until it commits, so they are current, and they are
     what this transaction started from (a caller that writes a checkpoint and needs it reads it again).
@@ -64,6 +66,7 @@ def lock_rows(
     runs' holds and then locks the team's active runs (`lock_team_runs`): a gate that waited for its
     run's lock reads the settings again (steps/execute.py).
     """
+    team = None
     if lock_team or run_id is None and step_id is None:
         team = _lock_team(team_id=team_id, run_id=run_id, step_id=step_id)
         if team is None:
@@ -71,22 +74,11 @@ def lock_rows(
         run_id = team.step_run_id if step_id is not None else run_id
         if run_id is None:
             return LockedRows(team=team)
-    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-id").values("outputs")[:1]
-    runs = (
-        Run.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("workflow_version", *(() if lock_team else ("team",)))
-        .annotate(latest_outputs=Subquery(latest))
-    )
-    runs = runs.filter(pk=run_id) if run_id is not None else runs.filter(steps=step_id)
-    run = _one(runs.filter(team=team_id) if team_id is not None else runs)
-    if run is None:
-        return None if not lock_team else LockedRows(team=team)
-    if not lock_team:
-        team = run.team
-    if step_id is None:
-        return LockedRows(team=team, run=run)
-    step = _one(Step.objects.select_for_update(no_key=True).filter(pk=step_id, run=run))
-    return LockedRows(team=team, run=run, step=step)
+    found = run_rows.read(team_id=team_id, run_id=run_id, step_id=step_id, team=team, lock=True)
+    if found is None:
+        return None if team is None else LockedRows(team=team)
+    run, step = found
+    return LockedRows(team=run.team, run=run, step=step)
 
 
 def lock_team_runs(team: Team) -> None:
@@ -116,7 +108,7 @@ def _lock_team(*, team_id: int | None, run_id: int | None, step_id: int | None) 
 
 def _one(rows: QuerySet):
     """The one row `rows` selects by key, or None, with no ORDER BY (neither `first()`'s nor the
-    model's): a key needs none, and compiling one is a good part of the statement's cost here."""
+    model's): a key needs none."""
     found = list(rows.order_by()[:1])
     return found[0] if found else None
 

@@ -15,7 +15,6 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from workflows.definition import TemplateFailure, unstorable_json
@@ -23,7 +22,6 @@ from workflows.models import (
     ACTIVE_RUN_STATUSES,
     BudgetMode,
     BudgetScope,
-    Checkpoint,
     EventType,
     Run,
     RunStatus,
@@ -34,6 +32,7 @@ from workflows.models import (
 from workflows.providers import CompletionResult, ProviderError, Usage
 from workflows.providers.retries import retry_delay_seconds
 from workflows.selectors import definition_of
+from workflows.services import run_rows
 from workflows.services.alerts import alerts_after_spend
 from workflows.services.budgets import gate_input, release, report_over_budget, reserve, team_budget_state
 from workflows.services.escrow import ZERO, TeamFigures, idle_slices_recall, slice_covers, slice_size, team_figures
@@ -110,7 +109,7 @@ def _begin(*, step_id: int, worker: str) -> StepAttempt | None:
 def _prerender_begin(*, step_id: int) -> None:
     """What `_begin_under_locks` will render, rendered before its transaction: the step's prompts,
     or when they fail and the step is its group's last branch, what its group's end renders."""
-    read = _read_run_and_step(step_id=step_id)
+    read = run_rows.read(step_id=step_id)
     if read is None:
         return
     run, step = read
@@ -409,24 +408,7 @@ def _lock_attempt(attempt: StepAttempt):
     return locked
 
 
-def _read_run_and_step(*, step_id: int) -> tuple[Run, Step] | None:
-    """The step and its run with `latest_outputs`, as `lock_rows` reads them, but without locks or a
-    transaction: for rendering ahead, which the transaction checks against what it reads."""
-    latest = Checkpoint.objects.filter(run=OuterRef("run")).order_by("-id").values("outputs")[:1]
-    found = list(
-        Step.objects.select_related("run__workflow_version", "run__team")
-        .annotate(latest_outputs=Subquery(latest))
-        .filter(pk=step_id)
-        .order_by()[:1]
-    )
-    if not found:
-        return None
-    step = found[0]
-    step.run.latest_outputs = step.latest_outputs
-    return step.run, step
-
-
 def _prerender_end_of(*, step_id: int, output: dict | None = None, error: dict | None = None) -> None:
-    read = _read_run_and_step(step_id=step_id)
+    read = run_rows.read(step_id=step_id)
     if read is not None:
         prerender_ending(run=read[0], step=read[1], output=output, error=error)
