@@ -213,7 +213,15 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
         step.worker = worker
         step.started_at = timezone.now()
         step.save(update_fields=["status", "attempts", "model", "estimate_usd", "reserved_usd", "worker", "started_at"])
-        return StepAttempt(team_id=team.pk, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
+        return StepAttempt(
+            team_id=team.pk,
+            run_id=run.pk,
+            step_id=step.pk,
+            number=step.attempts,
+            prepared=prepared,
+            admitted_run=run,
+            admitted_step=step,
+        )
 
 
 def _slice_admits(team: Team, run: Run, estimate: Decimal, window) -> bool:
@@ -255,13 +263,21 @@ def _take_over_crashed_attempt(
         type=EventType.STEP_REDELIVERED,
         payload={"agent": step.agent, "step": step.sequence, "attempt": step.attempts},
     )
-    return StepAttempt(team_id=run.team_id, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
+    return StepAttempt(
+        team_id=run.team_id,
+        run_id=run.pk,
+        step_id=step.pk,
+        number=step.attempts,
+        prepared=prepared,
+        admitted_run=run,
+        admitted_step=step,
+    )
 
 
 def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
     rendered_ahead(
-        prerender=partial(_prerender_end_of, step_id=attempt.step_id, output=result.output),
+        prerender=partial(_prerender_end_of, attempt=attempt, output=result.output),
         locked=partial(_settle_under_locks, attempt=attempt, result=result),
     )
 
@@ -307,7 +323,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
     """The provider failed the step: release its reservation and fail the run, resumably."""
     rendered_ahead(
-        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=error),
+        prerender=partial(_prerender_end_of, attempt=attempt, error=error),
         locked=partial(_fail_under_locks, attempt=attempt, error=error),
     )
 
@@ -328,7 +344,7 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
     attempt gets its own ledger entry. The wait is Celery's countdown, not a worker asleep.
     """
     rendered_ahead(
-        prerender=partial(_prerender_end_of, step_id=attempt.step_id, error=_provider_error(error)),
+        prerender=partial(_prerender_end_of, attempt=attempt, error=_provider_error(error)),
         locked=partial(_provider_failed_under_locks, attempt=attempt, error=error),
     )
 
@@ -408,7 +424,13 @@ def _lock_attempt(attempt: StepAttempt):
     return locked
 
 
-def _prerender_end_of(*, step_id: int, output: dict | None = None, error: dict | None = None) -> None:
-    read = run_rows.read(step_id=step_id)
-    if read is not None:
-        prerender_ending(run=read[0], step=read[1], output=output, error=error)
+def _prerender_end_of(*, attempt: StepAttempt, output: dict | None = None, error: dict | None = None) -> None:
+    """What the settlement will render, rendered ahead: from the rows the gate read for a step outside
+    any group, read again for a branch (its group's other branches may have ended since)."""
+    run, step = attempt.admitted_run, attempt.admitted_step
+    if run is None or step is None or step.group:
+        read = run_rows.read(step_id=attempt.step_id)
+        if read is None:
+            return
+        run, step = read
+    prerender_ending(run=run, step=step, output=output, error=error)

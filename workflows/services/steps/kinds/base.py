@@ -38,6 +38,10 @@ class StepAttempt:
     step_id: int
     number: int
     prepared: PreparedStep
+    # The run and step as the gate admitted them: what the settlement of a step outside any group
+    # renders ahead from, as nothing but that settlement changes its run's outputs meanwhile.
+    admitted_run: Run | None = field(default=None, compare=False, repr=False)
+    admitted_step: Step | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
