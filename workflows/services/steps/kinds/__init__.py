@@ -6,13 +6,7 @@ change a kind of step needs. Registration also teaches the definition parser the
 so a workflow that uses it uploads. A group's fields are read by the parser itself.
 """
 
-from workflows.definition import (
-    AgentSpec,
-    GroupSpec,
-    StepSpec,
-    register_step_reader,
-    unregister_step_reader,
-)
+from workflows.definition import AgentSpec, GroupSpec, StepSpec, register_step_reader, unregister_step_reader
 from workflows.services.steps.kinds.agent import AgentKind
 from workflows.services.steps.kinds.base import Charged, GroupKind, PreparedStep, StepAttempt, StepKind
 from workflows.services.steps.kinds.for_each import ForEachKind
