@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from .bounds import MAX_CALL_TOKENS
 from .pricing import UnitPrices
@@ -159,6 +159,7 @@ class StepSpec:
 class ParallelSpec:
     """A parallel group: its agents run at once, each a step of its own, then its routes are taken."""
 
+    kind: ClassVar[str] = "parallel"  # the kind of group that runs it (services/steps/kinds/)
     name: str
     description: str
     agents: tuple[str, ...]
@@ -190,6 +191,7 @@ class ForEachSpec:
     """A for_each group: its agent runs once per item of the list at ``source``, at most
     ``max_concurrent`` at a time, then its routes are taken."""
 
+    kind: ClassVar[str] = "for_each"  # the kind of group that runs it (services/steps/kinds/)
     name: str
     description: str
     source: str  # a reference like "finder.output.items", evaluated when the group is entered
@@ -220,6 +222,10 @@ class ForEachSpec:
                 "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"]),
             }
         )
+
+
+# A group of any kind: what `WorkflowDefinition.group` answers and a group kind runs.
+GroupSpec = ParallelSpec | ForEachSpec
 
 
 @dataclass(frozen=True)
@@ -273,7 +279,7 @@ class WorkflowDefinition:
         """What a step named `name` runs: an agent, or a step of another kind."""
         return self.steps[name] if name in self.steps else self.agent(name)
 
-    def group(self, name: str) -> ParallelSpec | ForEachSpec | None:
+    def group(self, name: str) -> GroupSpec | None:
         return self.parallel.get(name) or self.for_each.get(name)
 
     @property

@@ -1,5 +1,6 @@
 """Where a run goes after a step: the routes of the agent or group that ended, entering the next one,
-and the branches of a parallel or for_each group, which are steps like any other, several in flight.
+and the branches of a group, which are steps like any other, several in flight. What differs between
+kinds of group (parallel, for_each) their kind says (`kinds.GroupKind`); the rest is here.
 
 Callers hold the run and step locks (`locks.lock_rows`). Whichever branch of a group ends
 last sees so under the run's lock and ends the group: exactly one does.
@@ -14,13 +15,11 @@ from workflows.definition import (
     AgentSpec,
     Complete,
     Fail,
-    ForEachSpec,
+    GroupSpec,
     Move,
-    ParallelSpec,
     StepSpec,
     TemplateFailure,
     WorkflowDefinition,
-    next_move,
 )
 from workflows.models import ACTIVE_RUN_STATUSES, EventType, Run, RunStatus, Step, StepStatus, Team
 from workflows.selectors import definition_of
@@ -29,11 +28,10 @@ from workflows.services.dispatch import step_schedule, step_send
 from workflows.services.events import event_record
 from workflows.services.renders import rendered
 from workflows.services.run_state import checkpoint_record, run_complete, run_fail
-from workflows.services.steps.kinds import kind_of
-from workflows.services.steps.prepare import group_items, run_context
+from workflows.services.steps.kinds import group_kind_of, kind_of
+from workflows.services.steps.prepare import run_context
 
-Source = AgentSpec | StepSpec | ParallelSpec | ForEachSpec
-Group = ParallelSpec | ForEachSpec
+Source = AgentSpec | StepSpec | GroupSpec
 
 
 def run_advance(
@@ -67,12 +65,10 @@ def run_advance(
 
 
 def route(definition: WorkflowDefinition, source: Source, context: dict) -> Move:
-    """Where the run goes from `source`: a step's kind says, a group takes its routes. Answered from
-    what was rendered before the transaction when that still holds."""
+    """Where the run goes from `source`, as its kind says. Answered from what was rendered before
+    the transaction when that still holds."""
 
     def move() -> Move:
-        if isinstance(source, ParallelSpec | ForEachSpec):
-            return next_move(definition, source, context)
         return kind_of(source).route(definition=definition, node=source, context=context)
 
     return rendered(("move", source.name), context, move)
@@ -90,7 +86,7 @@ def step_enter(
     empty_groups: int = 0,
 ) -> None:
     """Create and send the step of an agent, or the branches of a group, with a checkpoint that
-    points at the first. A for_each branch beyond max_concurrent waits for a free slot."""
+    points at the first. A branch beyond its group's slots waits for a free one."""
     group = definition.group(target)
     if run.current_agent != target:  # a run starts with its entry point there already
         run.current_agent = target
@@ -108,15 +104,14 @@ def step_enter(
         step_send(step.pk)
         return
 
-    if isinstance(group, ParallelSpec):
-        count = len(group.agents)
-    else:
-        try:
-            count = len(group_items(group, run_context(run=run, definition=definition, outputs=outputs), entering=True))
-        except TemplateFailure as exc:
-            checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=None)
-            run_fail(team=team, run=run, step=None, error={"type": "ForEachSourceError", "message": str(exc)})
-            return
+    kind = group_kind_of(group)
+    context = run_context(run=run, definition=definition, outputs=outputs)
+    try:
+        count = kind.branch_count(group=group, context=context, entering=True)
+    except TemplateFailure as exc:
+        checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=None)
+        run_fail(team=team, run=run, step=None, error={"type": kind.entry_error_type, "message": str(exc)})
+        return
     if not count:
         # Nothing to run: the group ends at once, and conductor's empty result goes on to its routes.
         if empty_groups >= run.max_iterations:
@@ -128,7 +123,7 @@ def step_enter(
             team=team,
             run=run,
             group=group,
-            result=group_result(group, []),
+            result=kind.result(group=group, ended=[]),
             outputs=outputs,
             after_sequence=after_sequence,
             definition=definition,
@@ -144,7 +139,7 @@ def step_enter(
         group=group,
         iteration=iteration,
         first_sequence=after_sequence + 1,
-        indexes=range(min(count, _slots(group))),
+        indexes=range(min(count, kind.slots(group=group))),
     )
     checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=steps[0])
 
@@ -202,7 +197,7 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
         return
     ended = list(branches.order_by("branch_index"))
     failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
-    result = group_result(group, ended)
+    result = group_kind_of(group).result(group=group, ended=ended)
     succeeded = len(ended) - len(failed)
     if failed and (group.failure_mode != "continue_on_error" or not succeeded):
         rule = "every branch must succeed" if group.failure_mode != "continue_on_error" else "no branch succeeded"
@@ -271,7 +266,7 @@ def prerender_ending(*, run: Run, step: Step, output: dict | None = None, error:
         unborn = len(branches) < _branch_count(run=run, group=source, definition=definition)
         if unborn or any(branch.status in _UNENDED_BRANCH for branch in branches):
             return
-        outputs = {**outputs, source.name: group_result(source, branches)}
+        outputs = {**outputs, source.name: group_kind_of(source).result(group=source, ended=branches)}
     route(definition, source, run_context(run=run, definition=definition, outputs=outputs))
 
 
@@ -283,28 +278,11 @@ def group_branches(*, run: Run, step: Step):
     return run.steps.filter(group=step.group, iteration=step.iteration)
 
 
-def group_result(group: Group, ended: list[Step]) -> dict:
-    """Conductor's shape: a parallel group's outputs and errors by agent; a for_each group's outputs
-    as a list in item order (failed items left out), its errors by item key, and its item count."""
-    succeeded = [branch for branch in ended if branch.status == StepStatus.SUCCEEDED]
-    failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
-    if isinstance(group, ParallelSpec):
-        return {
-            "outputs": {branch.branch_key: branch.output for branch in succeeded},
-            "errors": {branch.branch_key: _branch_error("agent_name", branch) for branch in failed},
-        }
-    return {
-        "outputs": [branch.output for branch in succeeded],
-        "errors": {branch.branch_key: _branch_error("item_key", branch) for branch in failed},
-        "count": len(ended),
-    }
-
-
 def _group_done(
     *,
     team: Team,
     run: Run,
-    group: Group,
+    group: GroupSpec,
     result: dict,
     outputs: dict,
     after_sequence: int,
@@ -327,12 +305,12 @@ def _group_done(
     )
 
 
-def _send_waiting(*, run: Run, group: Group, branches, definition: WorkflowDefinition) -> bool:
+def _send_waiting(*, run: Run, group: GroupSpec, branches, definition: WorkflowDefinition) -> bool:
     """Fill the group's free slots: first with its waiting branches (reopened by a resume), then
     with branches of items that have none yet. Whether any branch is still to end."""
     statuses = Counter(branches.values_list("status", flat=True))
     in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
-    free = _slots(group) - in_flight
+    free = group_kind_of(group).slots(group=group) - in_flight
     if statuses[StepStatus.WAITING] and free > 0:
         for waiting in branches.filter(status=StepStatus.WAITING).order_by("branch_index")[:free]:
             waiting.status = StepStatus.PENDING
@@ -354,45 +332,36 @@ def _send_waiting(*, run: Run, group: Group, branches, definition: WorkflowDefin
     return bool(in_flight or statuses[StepStatus.WAITING] or unborn > 0)
 
 
-def _branch_count(*, run: Run, group: Group, definition: WorkflowDefinition) -> int:
-    """How many branches the group's current entry has in all, created or not: its for_each
-    source is read again from the outputs it was entered with, which its checkpoints keep."""
-    if isinstance(group, ParallelSpec):
-        return len(group.agents)
-    return len(group_items(group, run_context(run=run, definition=definition, outputs=run.latest_outputs or {})))
+def _branch_count(*, run: Run, group: GroupSpec, definition: WorkflowDefinition) -> int:
+    """How many branches the group's current entry has in all, created or not, asked in the context
+    of the outputs it was entered with, which its checkpoints keep."""
+    context = run_context(run=run, definition=definition, outputs=run.latest_outputs or {})
+    return group_kind_of(group).branch_count(group=group, context=context)
 
 
-def _branches_create(*, run: Run, group: Group, iteration: int, first_sequence: int, indexes: range) -> list[Step]:
+def _branches_create(*, run: Run, group: GroupSpec, iteration: int, first_sequence: int, indexes: range) -> list[Step]:
     """Create and send the branches at `indexes` of one entry of a group; a branch's sequence is
     its group's first plus its index."""
+    kind = group_kind_of(group)
     now = timezone.now()
+    branches = {index: kind.branch(group=group, index=index) for index in indexes}
     steps = Step.objects.bulk_create(
         Step(
             run=run,
             sequence=first_sequence + index,
-            agent=group.agents[index] if isinstance(group, ParallelSpec) else group.agent.name,
+            agent=agent,
             iteration=iteration,
             group=group.name,
             branch_index=index,
-            branch_key=group.agents[index] if isinstance(group, ParallelSpec) else str(index),
+            branch_key=key,
             status=StepStatus.PENDING,
             enqueued_at=now,
         )
-        for index in indexes
+        for index, (agent, key) in branches.items()
     )
     for step in steps:
         step_send(step.pk)
     return steps
-
-
-def _branch_error(name_field: str, branch: Step) -> dict:
-    error = branch.error or {}
-    return {name_field: branch.branch_key, "exception_type": error.get("type", ""), "message": error.get("message", "")}
-
-
-def _slots(group: Group) -> int:
-    """How many of the group's branches may be in flight at once."""
-    return group.max_concurrent if isinstance(group, ForEachSpec) else len(group.agents)
 
 
 def _branch_of(step: Step) -> dict:

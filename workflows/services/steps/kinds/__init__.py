@@ -1,16 +1,21 @@
-"""The kinds of step, by the `type` a definition gives them: 'agent' and each registered kind.
+"""The kinds of step, by the `type` a definition gives them: 'agent' and each registered kind; and
+the kinds of group, 'parallel' and 'for_each'.
 
-A kind is one module (see `base.StepKind`); registering it here is the only other change it needs.
-Registration also teaches the definition parser the kind's fields, so a workflow that uses it uploads.
+A kind is one module (see `base.StepKind`, `base.GroupKind`); registering it here is the only other
+change a kind of step needs. Registration also teaches the definition parser the step kind's fields,
+so a workflow that uses it uploads. A group's fields are read by the parser itself.
 """
 
-from workflows.definition import AgentSpec, StepSpec, register_step_reader, unregister_step_reader
+from workflows.definition import AgentSpec, GroupSpec, StepSpec, register_step_reader, unregister_step_reader
 from workflows.services.steps.kinds.agent import AgentKind
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
+from workflows.services.steps.kinds.base import Charged, GroupKind, PreparedStep, StepAttempt, StepKind
+from workflows.services.steps.kinds.for_each import ForEachKind
+from workflows.services.steps.kinds.parallel import ParallelKind
 
 AGENT = AgentKind()
 
 _kinds: dict[str, StepKind] = {AGENT.name: AGENT}
+_group_kinds: dict[str, GroupKind] = {kind.name: kind for kind in (ParallelKind(), ForEachKind())}
 
 
 class UnknownStepKind(LookupError):
@@ -27,8 +32,18 @@ def unregister_step_kind(name: str) -> None:
     unregister_step_reader(name)
 
 
-def kind_of(node: AgentSpec | StepSpec) -> StepKind:
-    return AGENT if isinstance(node, AgentSpec) else kind_named(node.kind)
+def register_group_kind(kind: GroupKind) -> None:
+    """Run the definition's groups whose `kind` is `kind.name` with `kind`."""
+    _group_kinds[kind.name] = kind
+
+
+def kind_of(node: AgentSpec | StepSpec | GroupSpec) -> StepKind | GroupKind:
+    """The kind of whatever a route can name: an agent, a step of another kind, or a group."""
+    if isinstance(node, AgentSpec):
+        return AGENT
+    if isinstance(node, StepSpec):
+        return kind_named(node.kind)
+    return group_kind_of(node)
 
 
 def kind_named(name: str) -> StepKind:
@@ -38,14 +53,21 @@ def kind_named(name: str) -> StepKind:
         raise UnknownStepKind(f"Steps of kind '{name}' are not known to this process.") from None
 
 
+def group_kind_of(group: GroupSpec) -> GroupKind:
+    return _group_kinds[group.kind]
+
+
 __all__ = [
     "Charged",
+    "GroupKind",
     "PreparedStep",
     "StepAttempt",
     "StepKind",
     "UnknownStepKind",
+    "group_kind_of",
     "kind_named",
     "kind_of",
+    "register_group_kind",
     "register_step_kind",
     "unregister_step_kind",
 ]

@@ -1,13 +1,22 @@
-"""The interface of a kind of step (how it is validated, estimated, run, settled and routed), and what
-the engine hands between the phases: the prepared step and the admitted attempt."""
+"""The interfaces of a kind of step (how it is validated, estimated, run, settled and routed) and of a
+kind of group (how many branches an entry has, what each runs and sees, the group's result and
+route), and what the engine hands between a step's phases: the prepared step and the admitted attempt."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from workflows.definition import AgentSpec, Move, StepSpec, UnitPrices, WorkflowDefinition, next_move
-from workflows.models import Run, Step, Team
+from workflows.definition import (
+    AgentSpec,
+    GroupSpec,
+    Move,
+    StepSpec,
+    UnitPrices,
+    WorkflowDefinition,
+    next_move,
+)
+from workflows.models import Run, Step, StepStatus, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage
 
 
@@ -94,3 +103,59 @@ class StepKind:
 
     def route(self, *, definition: WorkflowDefinition, node: AgentSpec | StepSpec, context: dict) -> Move:
         return next_move(definition, node, context)
+
+
+class GroupKind:
+    """One kind of group: entering it runs several branches, each an agent step of its own, then
+    its routes are taken. A new kind is one module with a subclass of this, registered by
+    `kinds.register_group_kind`, and the parser's reading of its groups (docs/architecture.md).
+
+    The engine (progression) does what every group does: creates the branches that have a free
+    slot, fills slots as branches end, judges the group by its failure mode when its last branch
+    ends, and ends a group with no branches at once. It asks the kind only what differs.
+    """
+
+    name: str  # the `kind` of the definition's groups of this kind
+    # The error type a run fails with when entering a group raised TemplateFailure; needed only by
+    # a kind whose `branch_count` can.
+    entry_error_type: str
+
+    def branch_count(self, *, group: GroupSpec, context: dict, entering: bool = False) -> int:
+        """How many branches an entry of the group has, in the context of the outputs it is (when
+        `entering`), or was, entered with. Only when entering may a limit refuse the count: a group
+        already entered keeps its branches. Raises TemplateFailure."""
+        raise NotImplementedError
+
+    def branch(self, *, group: GroupSpec, index: int) -> tuple[str, str]:
+        """The agent the branch at `index` runs, and its key: what the group's result names it by."""
+        raise NotImplementedError
+
+    def slots(self, *, group: GroupSpec) -> int:
+        """How many of an entry's branches may be in flight at once."""
+        raise NotImplementedError
+
+    def branch_context(self, *, group: GroupSpec, context: dict, index: int, key: str) -> dict:
+        """What the templates of the branch at `index` see, given the run's. Raises TemplateFailure."""
+        return context
+
+    def result(self, *, group: GroupSpec, ended: list[Step]) -> dict:
+        """The group's result, what templates see under its name once it ended, from its branches in
+        index order. Its `outputs` and `errors` are what `group_completed` counts and a failed
+        group's error carries."""
+        raise NotImplementedError
+
+    def route(self, *, definition: WorkflowDefinition, node: GroupSpec, context: dict) -> Move:
+        return next_move(definition, node, context)
+
+
+def branches_by_status(ended: list[Step]) -> tuple[list[Step], list[Step]]:
+    """The branches that succeeded and those that failed, each in the order given."""
+    succeeded = [branch for branch in ended if branch.status == StepStatus.SUCCEEDED]
+    failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
+    return succeeded, failed
+
+
+def branch_error(branch: Step, *, key_field: str) -> dict:
+    """Conductor's entry for a failed branch in its group's `errors`."""
+    error = branch.error or {}
+    return {key_field: branch.branch_key, "exception_type": error.get("type", ""), "message": error.get("message", "")}

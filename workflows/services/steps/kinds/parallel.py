@@ -1,0 +1,28 @@
+"""The parallel group: each of its agents runs once, all at once; its result names them."""
+
+from workflows.definition import ParallelSpec
+from workflows.models import Step
+from workflows.services.steps.kinds.base import GroupKind, branch_error, branches_by_status
+
+
+class ParallelKind(GroupKind):
+    """Read by the definition parser (`parallel:`, definition/_groups.py)."""
+
+    name = "parallel"
+
+    def branch_count(self, *, group: ParallelSpec, context: dict, entering: bool = False) -> int:
+        return len(group.agents)
+
+    def branch(self, *, group: ParallelSpec, index: int) -> tuple[str, str]:
+        return group.agents[index], group.agents[index]
+
+    def slots(self, *, group: ParallelSpec) -> int:
+        return len(group.agents)
+
+    def result(self, *, group: ParallelSpec, ended: list[Step]) -> dict:
+        """Conductor's shape: outputs and errors by agent."""
+        succeeded, failed = branches_by_status(ended)
+        return {
+            "outputs": {branch.branch_key: branch.output for branch in succeeded},
+            "errors": {branch.branch_key: branch_error(branch, key_field="agent_name") for branch in failed},
+        }
