@@ -27,9 +27,13 @@ logger = logging.getLogger(__name__)
 
 def ledger_charge(
     *, team_id: int, run: Run, step: Step, attempt: int, prepared: PreparedStep, usage: Usage, **run_deltas
-) -> tuple[Usage, Decimal | None]:
-    """The attempt's ledger entry, and its cost added to the run's spend, with `run_deltas` added to
-    the run in the same UPDATE: the usage billed and its cost, None when unpriced.
+) -> tuple[Usage, Decimal | None, LedgerEntry]:
+    """The attempt's cost added to the run's spend, with `run_deltas` added to the run in the same
+    UPDATE: the usage billed, its cost (None when unpriced), and its ledger entry, not yet written.
+
+    The caller writes the entry (`ledger_record`) as the last write of its transaction: the trigger
+    that keeps the daily sums locks the team's row of the day until commit, so every other
+    settlement of the team waits for whatever the transaction does after the insert.
 
     Usage no call can have had (a count negative, not a whole number, or above
     PROVIDER_USAGE_MAX_TOKENS) is billed at the worst case the gate estimated, with a
@@ -59,7 +63,7 @@ def ledger_charge(
                 "cost_usd": usd(cost),
             },
         )
-    LedgerEntry.objects.create(
+    entry = LedgerEntry(
         **_entry_fields(team_id=team_id, step=step, attempt=attempt, prepared=prepared, usage=billed, cost=cost)
     )
     # The spend leaves the run's slice of its team's budget (escrow.py) in the same UPDATE.
@@ -71,7 +75,13 @@ def ledger_charge(
         unpriced_steps=0 if cost is not None else 1,
         **run_deltas,
     )
-    return billed, cost
+    return billed, cost, entry
+
+
+def ledger_record(entry: LedgerEntry) -> None:
+    """Write an entry `ledger_charge` made. A second entry for one attempt breaks the unique (step,
+    attempt) constraint, and the transaction that charged it with it."""
+    entry.save(force_insert=True)
 
 
 def ledger_has_entry(*, step: Step, attempt: int) -> bool:

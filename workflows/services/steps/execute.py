@@ -39,7 +39,7 @@ from workflows.services.escrow import ZERO, TeamFigures, idle_slices_recall, sli
 from workflows.services.dispatch import step_schedule
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
-from workflows.services.ledger import attempt_named, ledger_has_entry, storable
+from workflows.services.ledger import attempt_named, ledger_has_entry, ledger_record, storable
 from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
@@ -300,6 +300,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             # An attempt another delivery took over from finished after all: what it cost is
             # charged, but the step's reservation and progress belong to the attempt that owns it.
             logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
+            _charge_record(team=team, run=run, charged=charged)
             return
         step.reserved_usd = ZERO
         step.status = StepStatus.SUCCEEDED
@@ -318,6 +319,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             },
         )
         step_succeeded(team=team, run=run, step=step, output=result.output)
+        _charge_record(team=team, run=run, charged=charged)
 
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
@@ -355,7 +357,9 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
         team, run, step = locked.team, locked.run, locked.step
         cost = None
         if error.usage is not None and not ledger_has_entry(step=step, attempt=attempt.number):
-            cost = _charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage).cost_usd
+            charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage)
+            _charge_record(team=team, run=run, charged=charged)
+            cost = charged.cost_usd
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
         details = _provider_error(error)
@@ -393,12 +397,18 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
 
 
 def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
-    """What the attempt's kind charges for it, and the alerts its spend newly reaches."""
-    charged = kind_named(attempt.prepared.kind).settle(
+    """What the attempt's kind charges for it, on the run; its ledger entry is written by `_charge_record`."""
+    return kind_named(attempt.prepared.kind).settle(
         team=team, run=run, step=step, attempt=attempt, usage=usage, **run_deltas
     )
+
+
+def _charge_record(*, team: Team, run: Run, charged: Charged) -> None:
+    """Write the charge's ledger entry and record the alerts its spend newly reaches: the last
+    writes of a settlement, as the entry locks the team's daily sum until commit (ledger.py)."""
+    if charged.entry is not None:
+        ledger_record(charged.entry)
     alerts_after_spend(team=team, run=run)
-    return charged
 
 
 def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:

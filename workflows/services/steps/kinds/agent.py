@@ -69,7 +69,7 @@ class AgentKind(StepKind):
     def settle(
         self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas
     ) -> Charged:
-        billed, cost = ledger_charge(
+        billed, cost, entry = ledger_charge(
             team_id=team.pk,
             run=run,
             step=step,
@@ -85,7 +85,7 @@ class AgentKind(StepKind):
             "cache_write_tokens": billed.cache_write_tokens,
             "output_tokens": billed.output_tokens,
         }
-        return Charged(cost_usd=cost, details=details)
+        return Charged(cost_usd=cost, details=details, entry=entry)
 
 
 def _render_kept(source: str, context: dict, *, where: str) -> str:

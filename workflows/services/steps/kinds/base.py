@@ -16,7 +16,7 @@ from workflows.definition import (
     WorkflowDefinition,
     next_move,
 )
-from workflows.models import Run, Step, StepStatus, Team
+from workflows.models import LedgerEntry, Run, Step, StepStatus, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage
 
 
@@ -60,6 +60,7 @@ class Charged:
 
     cost_usd: Decimal | None
     details: dict = field(default_factory=dict)
+    entry: LedgerEntry | None = None  # the ledger entry, which the engine writes last (ledger.ledger_charge)
 
 
 class StepKind:
@@ -98,7 +99,8 @@ class StepKind:
         self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas
     ) -> Charged:
         """Charge what the work used (what `run` returned, or what a failed call reported) and add
-        `run_deltas` to the run, in one UPDATE of the run."""
+        `run_deltas` to the run, in one UPDATE of the run. A ledger entry goes in `Charged.entry`,
+        unwritten: the engine writes it last (ledger.ledger_charge says why)."""
         raise NotImplementedError
 
     def route(self, *, definition: WorkflowDefinition, node: AgentSpec | StepSpec, context: dict) -> Move:
