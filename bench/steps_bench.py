@@ -17,7 +17,11 @@ that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that i
    - bare tasks: T no-op tasks with the same delivery options as a step (acks_late), each counting
      itself in Redis so the benchmark knows when they are done;
    - chained no-op tasks: N chains of S such tasks, each sending the next as a step does. What a
-     governed step would cost with a database that took no time: the ceiling for the ratio.
+     governed step would cost with a database that took no time: the ceiling for the ratio;
+   - chained, two bare transactions a step: the same chains, each task first running a step's two
+     transactions at their barest (lock its run's row, write it, commit; twice), in SQL with no rules.
+     What any step that admits and settles under row locks costs on this machine: the floor of the
+     database's share, which the chained no-op leaves out.
    Each rate is printed with its ratio to the bare tasks and to the chained ones.
 2. Gate latency. The time `step_begin` takes (the step's read, then the locks, gate and reservation)
    while 1, 8 and 64 processes of this script each run steps of the same team back to back, gate to
@@ -31,7 +35,7 @@ that it drops at the end, on a queue of its own (`budgetsvc-bench-<pid>`) that i
 
 With --profile DIR, py-spy (`pip install py-spy`) samples the worker and its processes, idle time
 included, during each throughput phase, and writes collapsed stacks to DIR/governed-1.txt,
-DIR/governed-K.txt, DIR/bare.txt and DIR/chained.txt.
+DIR/governed-K.txt, DIR/bare.txt, DIR/chained.txt and DIR/floor.txt.
 """
 
 import argparse
@@ -62,7 +66,7 @@ django.setup()
 import redis  # noqa: E402
 from celery import shared_task  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import connection, connections  # noqa: E402
+from django.db import connection, connections, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from bench.report_bench import database_name, database_url, load, throwaway_database  # noqa: E402
@@ -98,6 +102,20 @@ def chained_noop(remaining: int) -> None:
     broker_redis().incr(DONE_KEY)
     if remaining > 1:
         chained_noop.delay(remaining - 1)
+
+
+@shared_task(name="bench.chained_floor", acks_late=True, reject_on_worker_lost=True)
+def chained_floor(run_id: int, remaining: int) -> None:
+    """A step at its barest: its two transactions, each a lock and a write of its run's row and no more,
+    then counted and the next one sent. What any step that admits and settles under row locks costs
+    on this machine, whatever its rules."""
+    for _ in range(2):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM workflows_run WHERE id = %s FOR NO KEY UPDATE", [run_id])
+            cursor.execute("UPDATE workflows_run SET updated_at = now() WHERE id = %s", [run_id])
+    broker_redis().incr(DONE_KEY)
+    if remaining > 1:
+        chained_floor.delay(run_id, remaining - 1)
 
 
 @cache
@@ -187,6 +205,13 @@ def bench(args: argparse.Namespace) -> None:
             chained_noop.delay(args.steps_per_run)
         seconds = timed(lambda: bare_done(steps), profile=profile_path(args, "chained"))
         rows.append(("chained no-op tasks, no database", steps, seconds))
+        pause()
+        broker_redis().delete(DONE_KEY)
+        floor_runs = Run.objects.filter(team=teams[0]).values_list("pk", flat=True)[: args.runs]
+        for run_id in floor_runs:
+            chained_floor.delay(run_id, args.steps_per_run)
+        seconds = timed(lambda: bare_done(steps), profile=profile_path(args, "floor"))
+        rows.append(("chained, two bare transactions a step", steps, seconds))
 
     rates = {label: count / seconds for label, count, seconds in rows}
     bare_rate, chained_rate = rates["bare no-op tasks"], rates["chained no-op tasks, no database"]
@@ -219,6 +244,8 @@ def bench(args: argparse.Namespace) -> None:
         ("governed steps / chained no-op, one team", rates["governed steps, one team"] / chained_rate, ">= 0.8"),
         (f"governed steps / chained no-op, {len(teams)} teams",
          rates[f"governed steps, {len(teams)} teams"] / chained_rate, ">= 0.8"),  # fmt: skip
+        ("governed steps / two bare transactions a step, one team",
+         rates["governed steps, one team"] / rates["chained, two bare transactions a step"], ""),  # fmt: skip
         ("one team's admissions/s at 8 processes", gate[8, 1].per_second, ">= 1000"),
         (f"at {SPREAD} processes, one team's p99 / {SPREAD} teams' p99", one.p99 / many.p99, "<= 1.5"),
         (f"at {SPREAD} processes, one team's admissions/s / {SPREAD} teams'", one.per_second / many.per_second, ">= 0.8"),
