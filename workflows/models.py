@@ -314,7 +314,8 @@ class Step(models.Model):
 class Checkpoint(models.Model):
     """What a run continues from: the next step, the outputs so far, and the counters."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    # Indexed with the id instead (Meta): every step reads its run's latest checkpoint.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints", db_index=False)
     reason = models.CharField(max_length=40)
     next_step = models.ForeignKey(Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     next_agent = models.CharField(max_length=200, blank=True)
@@ -327,6 +328,7 @@ class Checkpoint(models.Model):
     class Meta:
         ordering = ["run", "id"]
         get_latest_by = "id"
+        indexes = [models.Index(fields=["run", "-id"], name="checkpoint_run_latest")]
 
     def __str__(self) -> str:
         return f"checkpoint {self.pk} of run {self.run_id} ({self.reason})"
