@@ -108,3 +108,46 @@ def test_the_timeout_is_judged_when_the_locks_are_held_not_when_the_gate_was_cal
     run.refresh_from_db()
     assert attempt is None
     assert run.status == "timed_out"
+
+
+def write_checkpoint_under_run_lock(run_id: int, outputs: dict, seconds: float, held: threading.Event) -> None:
+    """What every transaction that writes a checkpoint does (a settlement, a stop): it locks the
+    run, moves its counters, writes the checkpoint, and commits while another waits for the run."""
+    from workflows.services.locks import lock_rows
+    from workflows.services.run_state import checkpoint_record
+
+    try:
+        with transaction.atomic():
+            run = lock_rows(run_id=run_id, lock_team=False).run
+            Run.objects.filter(pk=run_id).update(iterations=run.iterations + 1)
+            checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
+            held.set()
+            time.sleep(seconds)
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks that a thread holds exist on PostgreSQL only")
+def test_the_latest_outputs_read_under_the_run_lock_are_those_the_lock_holder_committed(team):
+    """locks.lock_rows: the run's `latest_outputs` are read in the statement that locks it, and
+    'every transaction that writes a checkpoint holds the run's lock until it commits, so they are
+    current'. A statement that waited for the lock re-reads the run's row at its newest version,
+    but the checkpoint subquery runs on the snapshot taken before it waited."""
+    from workflows.services.locks import lock_rows
+
+    version = workflow_version(team=team, source=THREE_STEP_YAML)
+    run = run_start(team=team, workflow=version.workflow_id, inputs=TOPIC)
+    step = run.steps.get()
+    outputs = {"researcher": {"findings": "committed while the other waited"}}
+    held = threading.Event()
+    holder = threading.Thread(target=write_checkpoint_under_run_lock, args=(run.pk, outputs, 1.0, held))
+    holder.start()
+    assert held.wait(10)
+    with transaction.atomic():
+        locked = lock_rows(step_id=step.pk, lock_team=False)  # waits about 1 s for the run
+        iterations, latest = locked.run.iterations, locked.run.latest_outputs
+    holder.join()
+
+    assert iterations == 1  # the run's row is the one the holder committed
+    assert latest == outputs
