@@ -26,6 +26,16 @@ def row_lock_clause(*aliases: str) -> str:
     return f" FOR NO KEY UPDATE OF {', '.join(aliases)}"
 
 
+def row_unchanged(table: str, alias: str) -> str:
+    """SQL that is true unless the row `alias` of `table`, which the statement locks, is a newer
+    version than its snapshot saw. On PostgreSQL a statement that waits for a row lock goes on with
+    the row's newest version, but its subqueries keep the older snapshot: then they must be read
+    again. On SQLite nothing changes under a statement (one writer, whose lock comes first)."""
+    if is_sqlite():
+        return "1"
+    return f"{alias}.xmin = (SELECT snapshot.xmin FROM {table} snapshot WHERE snapshot.id = {alias}.id)"
+
+
 def greatest(*expressions: str) -> str:
     """SQL for the largest of `expressions`: SQLite's max() of several arguments is PostgreSQL's GREATEST()."""
     return f"{'max' if is_sqlite() else 'GREATEST'}({', '.join(expressions)})"

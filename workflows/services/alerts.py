@@ -34,22 +34,51 @@ from workflows.services.periods import period_window, team_period_spent
 SIGNATURE_HEADER = "X-Budgetsvc-Signature"
 
 
-def alerts_after_spend(*, team: Team, run: Run) -> None:
+def alerts_after_spend(*, team: Team, run: Run, unrecorded: Decimal | None = None) -> Decimal | None:
     """Record every threshold the run's or the team period's spend has newly crossed, under the run's
-    lock. Settlements of a team on one UTC day are ordered by the daily-sum row their ledger entry
-    updates, so each sees the spend the others committed."""
+    lock; the team's period spend judged, when it has a period budget.
+
+    `unrecorded` is a charge on the run whose ledger entry is not written yet: it is added to the
+    period spend the ledger's daily sums give. A settlement checks so before its events, so an alert
+    comes before the `agent_completed` and `run_completed` of the step that raised it, and again,
+    with `alerts_after_entry`, once its entry is written."""
     if run.budget_usd:
         _cross_thresholds(team=team, run=run, scope=BudgetScope.RUN, budget=run.budget_usd, spent=run.spent_usd)
-    if team.period_budget_usd:
-        window = period_window(team.period)
-        _cross_thresholds(
-            team=team,
-            run=run,
-            scope=BudgetScope.TEAM,
-            budget=team.period_budget_usd,
-            spent=team_period_spent(team=team, window=window),
-            period={"period_start": window.start, "resets_at": window.end},
-        )
+    if not team.period_budget_usd:
+        return None
+    window = period_window(team.period)
+    spent = team_period_spent(team=team, window=window) + (unrecorded or 0)
+    _cross_thresholds(
+        team=team,
+        run=run,
+        scope=BudgetScope.TEAM,
+        budget=team.period_budget_usd,
+        spent=spent,
+        period={"period_start": window.start, "resets_at": window.end},
+    )
+    return spent
+
+
+def alerts_after_entry(*, team: Team, run: Run, judged: Decimal | None) -> None:
+    """The team's thresholds again, once the settlement's ledger entry is written: a threshold that
+    only this settlement and another of the team reach together. The entry's trigger locks the team's
+    daily sum until commit, so settlements of a team on one UTC day are ordered by it and the later
+    sees the spend the earlier committed. Nothing more to record when the spend is what `judged`
+    (the earlier check's figure) said."""
+    if not team.period_budget_usd:
+        return
+    window = period_window(team.period)
+    spent = team_period_spent(team=team, window=window)
+    if judged is not None and spent == judged:
+        return
+    _cross_thresholds(
+        team=team,
+        run=run,
+        scope=BudgetScope.TEAM,
+        budget=team.period_budget_usd,
+        spent=spent,
+        period={"period_start": window.start, "resets_at": window.end},
+    )
 
 
 def _cross_thresholds(

@@ -33,7 +33,7 @@ from workflows.providers import CompletionResult, ProviderError, Usage
 from workflows.providers.retries import retry_delay_seconds
 from workflows.selectors import definition_of
 from workflows.services import run_rows
-from workflows.services.alerts import alerts_after_spend
+from workflows.services.alerts import alerts_after_entry, alerts_after_spend
 from workflows.services.budgets import gate_input, release, report_over_budget, reserve, team_budget_state
 from workflows.services.escrow import ZERO, TeamFigures, idle_slices_recall, slice_covers, slice_size, team_figures
 from workflows.services.dispatch import step_schedule
@@ -302,6 +302,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
             _charge_record(team=team, run=run, charged=charged)
             return
+        judged = alerts_after_spend(team=team, run=run, unrecorded=charged.cost_usd if charged.entry else None)
         step.reserved_usd = ZERO
         step.status = StepStatus.SUCCEEDED
         step.output = result.output
@@ -319,7 +320,10 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             },
         )
         step_succeeded(team=team, run=run, step=step, output=result.output)
-        _charge_record(team=team, run=run, charged=charged)
+        # Last: the entry locks the team's daily sum until commit (ledger.ledger_charge).
+        if charged.entry is not None:
+            ledger_record(charged.entry)
+            alerts_after_entry(team=team, run=run, judged=judged)
 
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
@@ -404,8 +408,8 @@ def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Us
 
 
 def _charge_record(*, team: Team, run: Run, charged: Charged) -> None:
-    """Write the charge's ledger entry and record the alerts its spend newly reaches: the last
-    writes of a settlement, as the entry locks the team's daily sum until commit (ledger.py)."""
+    """Write the charge's ledger entry, then record the alerts its spend newly reaches: for a
+    settlement that ends with its charge."""
     if charged.entry is not None:
         ledger_record(charged.entry)
     alerts_after_spend(team=team, run=run)
