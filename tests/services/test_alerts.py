@@ -2,15 +2,19 @@
 
 import socket
 import threading
+import time
+from decimal import Decimal
 
 import pytest
+from django.db import connection, transaction
 
 from tests.factories import THREE_STEP_YAML, workflow_version
-from workflows.models import WebhookDelivery
+from workflows.models import Team, ThresholdCrossing, WebhookDelivery
 from workflows.providers import CompletionResult, get_provider
 from workflows.services.alerts import webhook_attempt
 from workflows.services.runs import run_start
 from workflows.services.steps import step_begin, step_settle
+from workflows.services.teams import team_budgets_update
 
 pytestmark = pytest.mark.django_db
 
@@ -98,3 +102,46 @@ def test_a_threshold_the_last_step_crosses_is_recorded_before_the_run_completes(
     assert types[-1] == "run_completed", types
     # Each alert comes with the step whose spend raised it, before that step's `agent_completed`.
     assert types[-4:] == ["budget_threshold_crossed", "budget_threshold_crossed", "agent_completed", "run_completed"], types
+
+
+def charge_and_hold(*, step_id: int, cost: str, seconds: float, held: threading.Event) -> None:
+    """Another settlement of the team: its ledger entry written, its transaction still open."""
+    from workflows.models import LedgerEntry, Step
+
+    try:
+        with transaction.atomic():
+            step = Step.objects.select_related("run").get(pk=step_id)
+            LedgerEntry.objects.create(
+                team_id=step.run.team_id, run=step.run, step=step, attempt=1, agent=step.agent, provider="fake",
+                model="sim", input_tokens=0, output_tokens=0, cost_usd=Decimal(cost),
+            )  # fmt: skip
+            held.set()
+            time.sleep(seconds)
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks that a thread holds exist on PostgreSQL only")
+def test_a_threshold_two_settlements_reach_only_together_is_recorded_by_the_later(team):
+    """Each settlement checks the team's thresholds before its events, with the spend committed so far
+    plus its own charge; neither sees the other's there. Its entry then waits for the other's on the
+    team's daily sum, and its second look, under that lock, sees both."""
+    team_budgets_update(team=team, changes={"period_budget_usd": "1.00", "period_mode": "audit"}, actor="tests")
+    Team.objects.filter(pk=team.pk).update(alert_thresholds=[50])
+    version = workflow_version(team=team, source=THREE_STEP_YAML)
+    first, second = (run_start(team=team, workflow=version.workflow_id, inputs={"topic": "x"}) for _ in range(2))
+    held = threading.Event()
+    other = threading.Thread(
+        target=charge_and_hold, kwargs={"step_id": first.steps.get().pk, "cost": "0.30", "seconds": 1.5, "held": held}
+    )
+    other.start()
+    assert held.wait(10)
+    attempt = step_begin(step_id=second.steps.get().pk, worker="w:1")
+    assert attempt.prepared.estimate_usd >= Decimal("0.30")
+    step_settle(attempt=attempt, result=get_provider("fake").complete(attempt.prepared.request))  # $0.30
+    other.join()
+
+    [crossing] = ThresholdCrossing.objects.filter(team=team, scope="team")
+    assert (crossing.threshold_pct, crossing.spent_usd) == (50, Decimal("0.600000"))
+    assert second.events.filter(type="budget_threshold_crossed").count() == 1
