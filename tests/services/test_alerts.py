@@ -82,14 +82,17 @@ def test_an_endpoint_that_does_not_speak_http_is_a_failed_attempt_to_retry(hooke
     assert "RemoteProtocolError: illegal status line" in attempt.error
 
 
-def test_a_threshold_the_last_step_crosses_is_recorded_before_the_run_completes(team):
+@pytest.mark.parametrize("scope", ["run", "team"])
+def test_a_threshold_the_last_step_crosses_is_recorded_before_the_run_completes(team, scope):
     """`run_completed` (or `run_failed`) is a run's last event, as conductor's and the README's
     event lists show: a client that reads the events up to it sees every alert its spend raised.
-    The research pipeline costs $0.30 a step: its last step takes a $0.90 budget to 80% and 100%."""
+    The research pipeline costs $0.30 a step: its last step takes a $0.90 budget to 80% and 100%,
+    the run's own or its team's period budget."""
+    limits = {"budget_usd": "0.9", "budget_mode": "audit"} if scope == "run" else {}
+    if scope == "team":
+        team_budgets_update(team=team, changes={"period_budget_usd": "0.9", "period_mode": "audit"}, actor="tests")
     version = workflow_version(team=team, source=THREE_STEP_YAML)
-    run = run_start(
-        team=team, workflow=version.workflow_id, inputs={"topic": "x"}, limits={"budget_usd": "0.9", "budget_mode": "audit"}
-    )
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"topic": "x"}, limits=limits)
     for sequence in (1, 2, 3):
         attempt = step_begin(step_id=run.steps.get(sequence=sequence).pk, worker="w:1")
         step_settle(attempt=attempt, result=get_provider("fake").complete(attempt.prepared.request))
@@ -97,8 +100,9 @@ def test_a_threshold_the_last_step_crosses_is_recorded_before_the_run_completes(
     run.refresh_from_db()
     assert run.status == "completed", run.error
     types = list(run.events.order_by("pk").values_list("type", flat=True))
-    crossed = [event.payload["threshold_pct"] for event in run.events.filter(type="budget_threshold_crossed")]
-    assert sorted(crossed) == [50, 80, 100]
+    crossed = run.events.filter(type="budget_threshold_crossed")
+    assert sorted(event.payload["threshold_pct"] for event in crossed) == [50, 80, 100]
+    assert {event.payload["scope"] for event in crossed} == {scope}
     assert types[-1] == "run_completed", types
     # Each alert comes with the step whose spend raised it, before that step's `agent_completed`.
     assert types[-4:] == ["budget_threshold_crossed", "budget_threshold_crossed", "agent_completed", "run_completed"], types
