@@ -29,7 +29,7 @@ from workflows.services.credentials import key_hint
 from workflows.services.dispatch import webhook_send
 from workflows.services.events import event_record, usd
 from workflows.services.locks import lock_rows
-from workflows.services.periods import period_window, team_period_spent
+from workflows.services.periods import PeriodWindow, period_window, team_period_spent
 
 SIGNATURE_HEADER = "X-Budgetsvc-Signature"
 
@@ -48,14 +48,7 @@ def alerts_after_spend(*, team: Team, run: Run, unrecorded: Decimal | None = Non
         return None
     window = period_window(team.period)
     spent = team_period_spent(team=team, window=window) + (unrecorded or 0)
-    _cross_thresholds(
-        team=team,
-        run=run,
-        scope=BudgetScope.TEAM,
-        budget=team.period_budget_usd,
-        spent=spent,
-        period={"period_start": window.start, "resets_at": window.end},
-    )
+    _cross_team_thresholds(team=team, run=run, window=window, spent=spent)
     return spent
 
 
@@ -71,13 +64,13 @@ def alerts_after_entry(*, team: Team, run: Run, judged: Decimal | None) -> None:
     spent = team_period_spent(team=team, window=window)
     if judged is not None and spent == judged:
         return
+    _cross_team_thresholds(team=team, run=run, window=window, spent=spent)
+
+
+def _cross_team_thresholds(*, team: Team, run: Run, window: PeriodWindow, spent: Decimal) -> None:
+    period = {"period_start": window.start, "resets_at": window.end}
     _cross_thresholds(
-        team=team,
-        run=run,
-        scope=BudgetScope.TEAM,
-        budget=team.period_budget_usd,
-        spent=spent,
-        period={"period_start": window.start, "resets_at": window.end},
+        team=team, run=run, scope=BudgetScope.TEAM, budget=team.period_budget_usd, spent=spent, period=period
     )
 
 

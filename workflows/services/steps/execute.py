@@ -213,15 +213,7 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
         step.worker = worker
         step.started_at = timezone.now()
         step.save(update_fields=["status", "attempts", "model", "estimate_usd", "reserved_usd", "worker", "started_at"])
-        return StepAttempt(
-            team_id=team.pk,
-            run_id=run.pk,
-            step_id=step.pk,
-            number=step.attempts,
-            prepared=prepared,
-            admitted_run=run,
-            admitted_step=step,
-        )
+        return _admitted(run=run, step=step, prepared=prepared)
 
 
 def _slice_admits(team: Team, run: Run, estimate: Decimal, window) -> bool:
@@ -263,6 +255,11 @@ def _take_over_crashed_attempt(
         type=EventType.STEP_REDELIVERED,
         payload={"agent": step.agent, "step": step.sequence, "attempt": step.attempts},
     )
+    return _admitted(run=run, step=step, prepared=prepared)
+
+
+def _admitted(*, run: Run, step: Step, prepared: PreparedStep) -> StepAttempt:
+    """The attempt the gate admitted, with the rows it admitted it from."""
     return StepAttempt(
         team_id=run.team_id,
         run_id=run.pk,
