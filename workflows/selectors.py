@@ -41,7 +41,9 @@ def workflow_version_get(*, team: Team, workflow: int | str, version: int | None
     """The version a run should pin: `workflow` is an id or a name, `version` defaults to the latest."""
     # Without the text and the definition: `definition_of` has the definition parsed already, but
     # for the first run of a version in this process.
-    versions = WorkflowVersion.objects.select_related("workflow").defer("source", "definition").filter(workflow__team=team)
+    versions = (
+        WorkflowVersion.objects.select_related("workflow").defer("source", "definition").filter(workflow__team=team)
+    )
     # ASCII digits only: "²" is a digit to str.isdigit() but not to int().
     if isinstance(workflow, int) or (isinstance(workflow, str) and workflow.isascii() and workflow.isdigit()):
         if int(workflow) > MAX_ID:  # no row has it, and the database could not even compare it

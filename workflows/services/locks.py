@@ -31,8 +31,8 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from workflows import dialect
-from workflows.services import run_rows
 from workflows.models import ACTIVE_RUN_STATUSES, Run, Step, StepStatus, Team
+from workflows.services import run_rows
 
 # The first key of the two-key advisory lock form, so these locks never collide with anyone else's.
 STEP_LOCK_NAMESPACE = 0x5B5D
