@@ -1,21 +1,28 @@
 # Two commands do all set-up: `make run` and `make test`. Both create and reuse .venv/, installed
-# from the lock file requirements-test.txt (hashes checked), so every machine gets the same versions.
+# from the lock file pylock.test.toml (PEP 751, hashes checked), so every machine gets the same versions.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-LOCK := requirements-test.txt
-# uv compiles the locks; it lives in a venv of its own so that it is never part of the service.
+LOCK := pylock.test.toml
+# uv compiles the locks and installs from them (pip reads no PEP 751 lock yet); it lives in a venv of
+# its own, at one version, so that it is never part of the service.
 LOCK_TOOLS := .venv-lock
+UV := $(LOCK_TOOLS)/bin/uv
+UV_VERSION := 0.13.9
 LOCK_ARGS ?=
-COMPILE = $(LOCK_TOOLS)/bin/uv pip compile pyproject.toml requirements-build.in --quiet --universal \
+COMPILE = $(UV) pip compile pyproject.toml requirements-build.in --quiet --universal \
 	--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS)
 
 .PHONY: run test lock check-lock test-latest clean
 
-$(INSTALLED): $(LOCK) pyproject.toml
+$(UV):
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+
+$(INSTALLED): $(LOCK) pyproject.toml | $(UV)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(UV) pip install --quiet --python $(PY) -r $(LOCK)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(INSTALLED)
 
@@ -33,10 +40,11 @@ test: $(INSTALLED)
 
 # Recompile the locks after a change to pyproject.toml; pins that still fit are kept.
 # `make lock LOCK_ARGS=--upgrade` takes the newest versions pyproject.toml allows.
-lock:
-	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet 'uv>=0.5'; }
-	$(COMPILE) --extra test -o requirements-test.txt
-	$(COMPILE) --constraint requirements-test.txt -o requirements.txt
+# The service's lock takes the test lock's versions, so that the image runs what the suite tested.
+lock: | $(UV)
+	$(COMPILE) --extra test -o pylock.test.toml
+	$(PYTHON) tools/check_lock.py --pins > $(LOCK_TOOLS)/test-pins.txt
+	$(COMPILE) --constraint $(LOCK_TOOLS)/test-pins.txt -o pylock.toml
 	$(PYTHON) tools/check_lock.py --write
 
 check-lock:

@@ -1,12 +1,14 @@
 """Fail when a lock file no longer matches pyproject.toml.
 
-`make lock` writes each lock with a fingerprint of the inputs it was compiled from: the dependency
-tables of pyproject.toml and requirements-build.in. Any change to those makes the fingerprint
-differ, so a dependency cannot change without its lock changing in the same commit. Standard library
-only: it runs before anything is installed.
+The locks are PEP 751 files: pylock.toml (the service, for the image) and pylock.test.toml (the
+service and its tests, for make run and make test). `make lock` writes each with a fingerprint of
+the inputs it was compiled from: the dependency tables of pyproject.toml and requirements-build.in.
+Any change to those makes the fingerprint differ, so a dependency cannot change without its lock
+changing in the same commit. Standard library only: it runs before anything is installed.
 
-    python tools/check_lock.py            # check requirements.txt and requirements-test.txt
+    python tools/check_lock.py            # check both locks
     python tools/check_lock.py --write    # stamp them (make lock does this)
+    python tools/check_lock.py --pins     # the test lock's versions as requirements, to constrain the other
 """
 
 import hashlib
@@ -17,9 +19,9 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCKS = {"requirements.txt": [], "requirements-test.txt": ["test"]}
+LOCKS = {"pylock.toml": [], "pylock.test.toml": ["test"]}
+TEST_LOCK = "pylock.test.toml"
 FINGERPRINT = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})$", re.MULTILINE)
-PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", re.MULTILINE)
 REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -56,12 +58,23 @@ def check() -> list[str]:
                 f"{lock_name} was not compiled from the current pyproject.toml "
                 "and requirements-build.in: run `make lock` and commit the result."
             )
-        pinned = {_normalise(name) for name in PINNED.findall(lock)}
+        pinned = {_normalise(package["name"]) for package in locked_packages(lock)}
         for requirement in inputs[1:]:
             name = _normalise(REQUIREMENT_NAME.match(requirement).group(1))
             if name not in pinned:
                 problems.append(f"{lock_name} does not pin {name}: run `make lock`.")
     return problems
+
+
+def locked_packages(lock: str) -> list[dict]:
+    """The `[[packages]]` entries of a PEP 751 lock: name, version, marker, files."""
+    return tomllib.loads(lock).get("packages", [])
+
+
+def pins() -> str:
+    """The test lock's versions, one `name==version` a line."""
+    packages = locked_packages((ROOT / TEST_LOCK).read_text())
+    return "".join(f"{package['name']}=={package['version']}\n" for package in packages)
 
 
 def write() -> None:
@@ -75,6 +88,9 @@ def write() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         write()
+        sys.exit(0)
+    if sys.argv[1:] == ["--pins"]:
+        sys.stdout.write(pins())
         sys.exit(0)
     found = check()
     for problem in found:
