@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from budgetsvc.private_files import install_secret, private_directory, private_sqlite_file
+from workflows.definition.providers import route_problems
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -251,6 +252,13 @@ FOR_EACH_MAX_ITEMS = env.int("FOR_EACH_MAX_ITEMS", default=1000)
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=min(120.0, STEP_SOFT_TIME_LIMIT_SECONDS * 0.8))
 if not 0 < PROVIDER_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
     raise ImproperlyConfigured("PROVIDER_TIMEOUT_SECONDS must be above 0 and below STEP_SOFT_TIME_LIMIT_SECONDS.")
+# The backend each of conductor's runtime provider names reaches for a team that has not routed it
+# itself, as "copilot=openai,claude-agent-sdk=anthropic" (docs/providers.md#provider-routes).
+PROVIDER_ROUTES = env.dict("PROVIDER_ROUTES", default={})
+if unroutable := route_problems(PROVIDER_ROUTES):
+    raise ImproperlyConfigured(
+        "PROVIDER_ROUTES: " + "; ".join(f"'{provider}' {message}" for provider, message in unroutable)
+    )
 # Transient errors (429, 5xx, timeouts, lost connections) are retried this many times per step,
 # with exponential backoff and jitter from the base, capped at the max.
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)

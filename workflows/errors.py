@@ -29,6 +29,10 @@ class MissingCredentials(ApplicationError):
     type = "missing_credentials"
 
 
+class ProviderNotRouted(ApplicationError):
+    type = "provider_not_routed"
+
+
 class NotFound(ApplicationError):
     status_code = 404
     type = "not_found"

@@ -9,6 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from workflows.definition.bounds import MAX_ITERATIONS
+from workflows.definition.providers import ROUTABLE
 
 
 def money_field(**kwargs) -> models.DecimalField:
@@ -191,6 +192,11 @@ class Run(models.Model):
     max_iterations = models.PositiveIntegerField(default=10)
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
     limit_sources = models.JSONField(default=dict, blank=True, help_text="Where each effective limit came from.")
+    provider_routes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The backend each provider its workflow names reaches, as routed when the run started.",
+    )
 
     spent_usd = money_field(default=Decimal("0"))
     # Estimates of the run's steps in flight.
@@ -483,6 +489,29 @@ class ProviderCredential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} credentials of team {self.team_id}"
+
+
+class ProviderRoute(models.Model):
+    """The backend that a conductor provider name (copilot, claude-agent-sdk, hermes) reaches in a
+    team's runs; without one, the system default (settings.PROVIDER_ROUTES), and without that, none."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="provider_routes")
+    provider = models.CharField(
+        max_length=50, choices=[(name, name) for name in ROUTABLE], help_text="A provider name of conductor's."
+    )
+    backend = models.CharField(
+        max_length=50,
+        choices=CredentialProvider,
+        help_text="The API it reaches in the team's runs. A name the team has not routed takes the "
+        "operator's default (PROVIDER_ROUTES), if there is one.",
+    )
+
+    class Meta:
+        ordering = ["team", "provider"]
+        constraints = [models.UniqueConstraint(fields=["team", "provider"], name="provider_route_one_per_team_provider")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} -> {self.backend} for team {self.team_id}"
 
 
 class ModelAlias(models.Model):

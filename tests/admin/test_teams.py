@@ -167,3 +167,25 @@ def test_a_new_team_gets_a_webhook_secret(admin_client):
     )
     assert response.status_code == 302
     assert len(Team.objects.get(name="initech").webhook_secret) == 64
+
+
+def test_an_operator_routes_a_teams_copilot_on_its_page_and_the_api_shows_it(admin_client, team, api):
+    data = form_data(
+        admin_client,
+        team,
+        **{
+            "provider_routes-TOTAL_FORMS": "1",
+            "provider_routes-0-provider": "copilot",
+            "provider_routes-0-backend": "anthropic",
+            "change_reason": "",
+        },
+    )
+    response = admin_client.post(change_url(team), data)
+
+    assert response.status_code == 302, response.context["inline_admin_formsets"][0].formset.errors
+    assert api.get("/api/v1/team/provider-routes").json()["routes"] == {"copilot": "anthropic"}
+
+    data = form_data(admin_client, team, **{"provider_routes-0-backend": "fake"})
+    refused = admin_client.post(change_url(team), data)
+    assert refused.status_code == 200
+    assert "fake is not one of the available choices" in str(refused.context["inline_admin_formsets"][0].formset.errors)

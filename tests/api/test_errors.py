@@ -10,7 +10,7 @@ from workflows.models import Checkpoint, Event, Run, Step, Workflow, WorkflowVer
 pytestmark = pytest.mark.django_db
 
 VALID_AGENT = "  - name: a\n    prompt: hi\n"
-HEADER = "workflow:\n  name: w\n  entry_point: a\n  runtime: {default_model: sim-model}\n"
+HEADER = "workflow:\n  name: w\n  entry_point: a\n  runtime: {provider: fake, default_model: sim-model}\n"
 
 
 def assert_error_shape(response, status: int, type_: str | None = None) -> dict:

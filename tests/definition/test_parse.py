@@ -98,11 +98,12 @@ def test_agents_inherit_runtime_defaults_unless_they_override_them():
 
 def test_a_minimal_definition_gets_the_documented_defaults():
     definition = load_definition(
-        {"workflow": {"name": "w", "entry_point": "a"}, "agents": [{"name": "a", "model": "m", "prompt": "hi"}]}
+        {"workflow": {"name": "w", "entry_point": "a"}, "agents": [{"name": "a", "model": "m", "prompt": "hi"}]},
+        provider_routes={"copilot": "openai"},
     )
     agent = definition.agent("a")
 
-    assert definition.provider == "fake"
+    assert (definition.provider, agent.provider) == ("copilot", "copilot")
     assert definition.limits == LimitsSpec()
     assert definition.output == {}
     # No max_tokens: the step takes the model's maximum output, else 4096 (see test_pricing).
@@ -304,11 +305,11 @@ def test_unpriced_models_are_fine_without_an_enforced_budget(key, value):
 
 
 def test_the_provider_must_be_known():
-    problem = only_problem(edited("workflow.runtime.provider", "openai"))
+    problem = only_problem(edited("workflow.runtime.provider", "openia"))
 
     assert problem.path == "workflow.runtime.provider"
-    assert "'openai'" in problem.message and "fake" in problem.message
-    accepted = load_definition(edited("workflow.runtime.provider", "openai"), known_providers={"fake", "openai"})
+    assert "unknown provider 'openia'" in problem.message and "openai" in problem.message
+    accepted = load_definition(edited("workflow.runtime.provider", "openai"))
     assert accepted.agent("writer").provider == "openai"
 
 

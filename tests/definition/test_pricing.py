@@ -17,6 +17,7 @@ from workflows.definition import (
     worst_case_counts,
 )
 
+ROUTED = {"copilot": "openai"}  # workflows that name no provider take conductor's default, copilot
 GPT = UnitPrices(input_per_mtok=Decimal("2.5"), output_per_mtok=Decimal("10"), cached_input_per_mtok=Decimal("1.25"))
 
 
@@ -128,7 +129,8 @@ def test_the_estimate_takes_input_at_the_dearest_listed_input_rate():
 )
 def test_the_output_cap_is_the_agents_then_the_models_then_the_default(agent_max_tokens, model_max_output, expected):
     agent = load_definition(
-        {"workflow": {"name": "w", "entry_point": "a"}, "agents": [{"name": "a", "model": "m", "prompt": "hi"}]}
+        {"workflow": {"name": "w", "entry_point": "a"}, "agents": [{"name": "a", "model": "m", "prompt": "hi"}]},
+        provider_routes=ROUTED,
     ).agent("a")
     agent = replace(agent, max_tokens=agent_max_tokens)
     prices = UnitPrices(Decimal("1"), Decimal("1"), max_output_tokens=model_max_output)
@@ -141,7 +143,8 @@ def test_the_runtime_max_tokens_applies_when_the_agent_has_none():
         {
             "workflow": {"name": "w", "entry_point": "a", "runtime": {"max_tokens": 300}},
             "agents": [{"name": "a", "model": "m", "prompt": "hi"}, {"name": "b", "model": "m", "prompt": "hi", "max_tokens": 7}],
-        }
+        },
+        provider_routes=ROUTED,
     )
     assert output_cap(definition.agent("a"), UnitPrices(Decimal("1"), Decimal("1"), max_output_tokens=9000)) == 300
     assert output_cap(definition.agent("b"), None) == 7
@@ -166,7 +169,8 @@ def test_cost_pricing_takes_conductors_cache_rate_names():
                 },
             },
             "agents": [{"name": "a", "model": "claude-x", "prompt": "hi"}],
-        }
+        },
+        provider_routes=ROUTED,
     )
     assert definition.pricing["claude-x"] == CLAUDE
     assert definition.pricing["gpt-x"] == GPT
@@ -211,7 +215,7 @@ def test_a_real_providers_workflow_may_not_bill_any_rate_below_the_table(listed,
         return GPT
 
     try:
-        load_definition(priced_definition({"m": listed}, provider="openai"), known_providers=("openai",), table_prices=table)
+        load_definition(priced_definition({"m": listed}, provider="openai"), table_prices=table)
         problems = []
     except DefinitionError as exc:
         problems = exc.problems
@@ -223,7 +227,6 @@ def test_the_fake_and_an_allowed_team_may_price_below_the_table():
     load_definition(priced_definition(free, provider="fake"), table_prices=lambda model: GPT)
     load_definition(
         priced_definition(free, provider="openai"),
-        known_providers=("openai",),
         table_prices=lambda model: GPT,
         may_lower_prices=True,
     )

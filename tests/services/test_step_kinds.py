@@ -41,7 +41,7 @@ class NoteKind(StepKind):
         text = section.text("text", required=True)
         return None if text is None else {"text": text}
 
-    def prepare(self, *, node, context, definition, may_override_prices):
+    def prepare(self, *, node, context, definition, may_override_prices, provider_routes):
         text = render(node.params["text"], context, where=f"note '{node.name}' text")
         return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data={"text": text})
 

@@ -5,10 +5,10 @@ from django.contrib import admin, messages
 from django.db import models
 
 from workflows import outbound
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd
+from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, TeamScopedInline, format_usd
 from workflows.admin.reports import budget_bar
 from workflows.errors import OutboundRefused, ValidationFailed
-from workflows.models import ApiKey, BudgetChange, ProviderCredential, ThresholdCrossing, Team
+from workflows.models import ApiKey, BudgetChange, ProviderCredential, ProviderRoute, ThresholdCrossing, Team
 from workflows.services.alerts import check_webhook_url, webhook_secret_rotate
 from workflows.services.credentials import (
     check_base_url,
@@ -75,6 +75,13 @@ class BudgetChangeInline(ReadOnlyInline):
     fields = ["created_at", "actor", "field", "old_value", "new_value", "reason", "run"]
 
 
+class ProviderRouteInline(TeamScopedInline):
+    model = ProviderRoute
+    extra = 0
+    verbose_name_plural = "provider routes"
+    fields = ["provider", "backend"]
+
+
 @admin.register(Team)
 class TeamAdmin(TeamScopedAdmin):
     form = TeamAdminForm
@@ -94,7 +101,7 @@ class TeamAdmin(TeamScopedAdmin):
     filter_horizontal = ["staff"]
     # Staff of a team must not add others to it, nor let it price its own calls below the table.
     superuser_only_fields = ("staff", "may_override_prices")
-    inlines = [BudgetChangeInline]
+    inlines = [ProviderRouteInline, BudgetChangeInline]
     actions = ["rotate_webhook_secret"]
     fieldsets = [
         (None, {"fields": ["name"]}),

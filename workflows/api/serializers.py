@@ -232,6 +232,18 @@ class CheckpointOutputSerializer(serializers.ModelSerializer):
         return round(checkpoint.active_time.total_seconds(), 3)
 
 
+class ProviderRoutesInputSerializer(serializers.Serializer):
+    routes = serializers.DictField(child=serializers.CharField(max_length=50))
+
+
+class ProviderRoutesOutputSerializer(serializers.Serializer):
+    """A ProviderRoutes: the team's own routes, the operator's defaults, and what uploads and new runs use."""
+
+    routes = serializers.DictField(source="own")
+    defaults = serializers.DictField()
+    effective = serializers.DictField()
+
+
 class TeamOutputSerializer(serializers.Serializer):
     """A TeamBudgetStatus: the team's defaults, its period budget and what has been spent."""
 

@@ -2,7 +2,7 @@ from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from workflows.api.reports import SpendView, WorkflowCostProfileView
-from workflows.api.views import RunViewSet, TeamView, WorkflowViewSet
+from workflows.api.views import ProviderRoutesView, RunViewSet, TeamView, WorkflowViewSet
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -20,6 +20,7 @@ router.register("runs", RunViewSet, basename="run")
 urlpatterns = [
     *router.urls,
     re_path(r"^team/?$", TeamView.as_view(), name="team"),
+    re_path(r"^team/provider-routes/?$", ProviderRoutesView.as_view(), name="provider-routes"),
     re_path(r"^spend/?$", SpendView.as_view(), name="spend"),
     re_path(r"^workflows/(?P<pk>\d+)/cost-profile/?$", WorkflowCostProfileView.as_view(), name="workflow-cost-profile"),
 ]

@@ -12,6 +12,7 @@ from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
 from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound, ValidationFailed
 from workflows.models import RunStatus
+from workflows.services.provider_routes import provider_routes_get, provider_routes_set
 from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.workflows import workflow_create
 
@@ -140,3 +141,17 @@ class TeamView(APIView):
     def get(self, request):
         budget_status = selectors.team_budget_status(team=request.auth.team)
         return Response(serializers.TeamOutputSerializer(budget_status).data)
+
+
+class ProviderRoutesView(APIView):
+    """The backend each of conductor's runtime provider names reaches in the team's runs."""
+
+    def get(self, request):
+        routes = provider_routes_get(team=request.auth.team)
+        return Response(serializers.ProviderRoutesOutputSerializer(routes).data)
+
+    def put(self, request):
+        given = serializers.ProviderRoutesInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        routes = provider_routes_set(team=request.auth.team, routes=given.validated_data["routes"])
+        return Response(serializers.ProviderRoutesOutputSerializer(routes).data)

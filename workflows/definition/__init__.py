@@ -37,6 +37,7 @@ from .pricing import (
     usage_problem,
     worst_case_counts,
 )
+from .providers import BACKENDS, DEFAULT_PROVIDER, ROUTABLE, backend_of, provider_problem, route_problems
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
@@ -53,6 +54,8 @@ from .templates import (
 from .tokens import count_tokens, fake_token_count
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_PROVIDER",
     "END",
     "FAILURE_MODES",
     "FREELY_PRICED_PROVIDERS",
@@ -60,6 +63,7 @@ __all__ = [
     "MAX_CALL_TOKENS",
     "MAX_DEFINITION_BYTES",
     "MONEY_PLACES",
+    "ROUTABLE",
     "SYSTEM_DEFAULTS",
     "USAGE_FIELDS",
     "COMMON_KEYS",
@@ -84,6 +88,7 @@ __all__ = [
     "TemplateFailure",
     "UnitPrices",
     "WorkflowDefinition",
+    "backend_of",
     "check_inputs",
     "check_limits",
     "compile_check",
@@ -101,12 +106,14 @@ __all__ = [
     "next_move",
     "output_cap",
     "output_problems",
+    "provider_problem",
     "render",
     "render_budget",
     "register_step_reader",
     "render_value",
     "resolve_limits",
     "resolve_reference",
+    "route_problems",
     "template_context",
     "to_exact_money",
     "to_money",

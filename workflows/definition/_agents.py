@@ -11,7 +11,7 @@ from typing import Any
 
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
-from ._workflow import MAX_TEMPERATURE, Header
+from ._workflow import MAX_TEMPERATURE, Header, check_provider
 from .bounds import MAX_CALL_TOKENS
 from .errors import Problem
 from .inputs import INPUT_TYPES
@@ -24,7 +24,7 @@ RESERVED_NAMES = frozenset({"workflow"})  # templates see workflow inputs under 
 MAX_MOCK_LATENCY_MS = 600_000
 
 _AGENT_KEYS = (
-    "name", "description", "type", "model", "system_prompt", "prompt", "input",
+    "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock",
 )  # fmt: skip
 _AGENT_UNSUPPORTED = {"tools": "'tools' are not supported"}
@@ -48,6 +48,7 @@ class Scope:
     agent_names: frozenset[str]
     group_names: frozenset[str]  # as written, before the groups themselves are checked
     lacks_price: Callable[[str], bool]
+    provider_routes: Mapping[str, str]
 
     @property
     def targets(self) -> frozenset[str]:
@@ -60,6 +61,7 @@ def read_agents(
     header: Header,
     *,
     lacks_price: Callable[[str], bool],
+    provider_routes: Mapping[str, str],
     group_names: frozenset[str] = frozenset(),
     first_use: dict[str, str],
 ) -> tuple[dict[str, AgentSpec], dict[str, StepSpec], Scope]:
@@ -76,7 +78,7 @@ def read_agents(
         for index, (raw, reader) in enumerate(zip(raw_agents, readers, strict=True))
     ]
     names = [name_register(section, first_use, kind="agent") for section in sections]
-    scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price)
+    scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price, provider_routes)
     if raw_agents and header.entry_point is not None and header.entry_point not in scope.targets:
         top.problems.append(Problem("workflow.entry_point", no_target(header.entry_point, scope)))
     agents, steps = {}, {}
@@ -117,6 +119,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     # Read every field before giving up on the agent, so all of its problems are reported.
     header = scope.header
     model = _model(section, scope)
+    provider = _provider(section, scope)
     prompt = _template(section, "prompt", required=True)
     description = section.text("description") or ""
     system_prompt = _template(section, "system_prompt") or ""
@@ -134,7 +137,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         name=name,
         description=description,
         model=model,
-        provider=header.provider,
+        provider=provider,
         system_prompt=system_prompt,
         prompt=prompt,
         input=inputs,
@@ -145,6 +148,15 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         mock=mock,
         stream=stream,
     )
+
+
+def _provider(section: Section, scope: Scope) -> str:
+    """The agent's own provider, or the workflow's (checked once for all of its agents, in parse)."""
+    name = section.text("provider")
+    if name is None:
+        return scope.header.provider
+    check_provider(section.problems, section.at("provider"), name, scope.provider_routes)
+    return name
 
 
 def _read_step(section: Section, name: str | None, scope: Scope, reader: StepReader) -> StepSpec | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,8 @@ from .inputs import INPUT_TYPES, matches_type
 from .limits import check_limits
 from .model import InputSpec, LimitsSpec
 from .pricing import UnitPrices
+from .providers import DEFAULT_PROVIDER, provider_problem
 
-DEFAULT_PROVIDER = "fake"
 MAX_TEMPERATURE = 2.0
 
 _CONTEXT_UNSUPPORTED = "conductor's 'context' modes are not supported (every agent sees all earlier outputs)"
@@ -28,6 +28,29 @@ _WORKFLOW_UNSUPPORTED = {
 }
 _RUNTIME_KEYS = ("provider", "default_model", "max_tokens", "temperature", "stream")
 _RUNTIME_UNSUPPORTED = {"mcp_servers": "'mcp_servers' are not supported"}
+# The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
+_ENDPOINT_UNSUPPORTED = (
+    "a workflow does not choose endpoints or hold credentials: the team's provider credentials do "
+    "(an API key and a base URL, in the admin)"
+)
+_PROVIDER_UNSUPPORTED = {
+    **dict.fromkeys(
+        ("base_url", "api_key", "bearer_token", "auth_token", "headers", "type", "wire_api", "azure"),
+        _ENDPOINT_UNSUPPORTED,
+    ),
+    **dict.fromkeys(
+        ("runtime_url", "runtime_token"),
+        "this service calls model APIs and drives no Copilot runtime: route 'copilot' to a backend instead",
+    ),
+    **dict.fromkeys(
+        ("hermes_home", "hermes_skip_memory", "hermes_skip_context_files"),
+        "a Hermes profile (memory, persona, context files) does not exist here: agents see only their prompts",
+    ),
+    **dict.fromkeys(
+        ("pool_endpoint", "api_version", "inner_provider", "identifier_scope", "egress", "lifecycle", "auth"),
+        "configures the 'aca' sandbox runtime, which is not supported",
+    ),
+}
 _INPUT_KEYS = ("type", "required", "default", "description")
 # conductor's names, and `cached_input_per_mtok` (this service's older name for the cache-read rate).
 _PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok", "cached_input_per_mtok")
@@ -43,7 +66,9 @@ class Header:
     entry_point: str | None
     inputs: dict[str, InputSpec]
     limits: LimitsSpec
-    provider: str
+    provider: str  # the workflow's, for agents that name none
+    provider_path: str
+    provider_written: bool  # False: conductor's default
     default_model: str | None
     max_tokens: int | None
     temperature: float | None
@@ -52,11 +77,12 @@ class Header:
     priced_models: frozenset[str]  # every model under cost.pricing, even one whose prices are invalid
 
 
-def read_header(top: Section, *, known_providers: Collection[str]) -> Header:
+def read_header(top: Section) -> Header:
     workflow = top.section("workflow", keys=_WORKFLOW_KEYS, unsupported=_WORKFLOW_UNSUPPORTED, required=True)
     runtime = workflow.section("runtime", keys=_RUNTIME_KEYS, unsupported=_RUNTIME_UNSUPPORTED)
     cost = workflow.section("cost", keys=("pricing",))
     price_entries = cost.entries("pricing")
+    provider, provider_path, provider_written = _provider(runtime)
     return Header(
         name=workflow.text("name", required=True),
         description=workflow.text("description") or "",
@@ -64,7 +90,9 @@ def read_header(top: Section, *, known_providers: Collection[str]) -> Header:
         entry_point=workflow.text("entry_point", required=True),
         inputs=_inputs(workflow),
         limits=_limits(workflow),
-        provider=_provider(runtime, known_providers),
+        provider=provider,
+        provider_path=provider_path,
+        provider_written=provider_written,
         default_model=runtime.text("default_model"),
         max_tokens=runtime.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS),
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
@@ -116,12 +144,25 @@ def _limits(workflow: Section) -> LimitsSpec:
     return LimitsSpec(**cleaned)
 
 
-def _provider(runtime: Section, known_providers: Collection[str]) -> str:
-    provider = runtime.text("provider") or DEFAULT_PROVIDER
-    if provider not in known_providers:
-        known = ", ".join(sorted(known_providers)) or "none"
-        runtime.report("provider", f"unknown provider '{provider}' (known providers: {known})")
-    return provider
+def _provider(runtime: Section) -> tuple[str, str, bool]:
+    """`runtime.provider`, written as a name or as conductor's object form `{name: ...}`: the name,
+    where it is written, and whether it is (False: conductor's default)."""
+    raw = runtime.data.get("provider")
+    if not isinstance(raw, Mapping):
+        return runtime.text("provider") or DEFAULT_PROVIDER, runtime.at("provider"), raw is not None
+    given = runtime.section("provider", keys=("name", "hermes_toolsets"), unsupported=_PROVIDER_UNSUPPORTED)
+    if given.data.get("hermes_toolsets") not in (None, []):
+        # An empty list is what every agent here has: no tools.
+        given.report("hermes_toolsets", "tools are not supported yet; only an empty list (no tools) is")
+    return given.text("name") or DEFAULT_PROVIDER, given.at("name"), True
+
+
+def check_provider(
+    problems: list[Problem], path: str, name: str, provider_routes: Mapping[str, str], *, written: bool = True
+) -> None:
+    """Report at `path` a provider the workflow may not use; `written` is False for conductor's default."""
+    if problem := provider_problem(name, provider_routes):
+        problems.append(Problem(path, problem if written else f"no provider is named, so conductor's default applies: {problem}"))
 
 
 def _pricing(entries: list[tuple[str, Any, str]], problems: list[Problem]) -> dict[str, UnitPrices]:

@@ -271,9 +271,7 @@ class WorkflowDefinition:
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
-        if name in self.agents:
-            return self.agents[name]
-        return next(group.agent for group in self.for_each.values() if group.agent.name == name)
+        return self.agents.get(name) or next(agent for agent in self.all_agents() if agent.name == name)
 
     def node(self, name: str) -> AgentSpec | StepSpec:
         """What a step named `name` runs: an agent, or a step of another kind."""
@@ -286,11 +284,15 @@ class WorkflowDefinition:
     def group_names(self) -> frozenset[str]:
         return frozenset(self.parallel) | frozenset(self.for_each)
 
+    def all_agents(self) -> list[AgentSpec]:
+        """The listed agents, then each for_each group's inline agent."""
+        return [*self.agents.values(), *(group.agent for group in self.for_each.values())]
+
     def providers(self) -> set[str]:
-        return {agent.provider for agent in self.agents.values()} | {g.agent.provider for g in self.for_each.values()}
+        return {agent.provider for agent in self.all_agents()}
 
     def models(self) -> set[str]:
-        return {agent.model for agent in self.agents.values()} | {g.agent.model for g in self.for_each.values()}
+        return {agent.model for agent in self.all_agents()}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form that ``from_dict`` turns back into an equal definition."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ._agents import read_agents
@@ -10,13 +11,14 @@ from ._groups import group_names_written, read_groups
 from ._section import Section
 from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
-from ._workflow import DEFAULT_PROVIDER, Header, read_header
+from ._workflow import Header, check_provider, read_header
 from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
 from .templates import compile_check
 
 MAX_DEFINITION_BYTES = 256 * 1024
+_NO_ROUTES: Mapping[str, str] = MappingProxyType({})
 
 _TOP_KEYS = ("workflow", "agents", "parallel", "for_each", "output")
 _TOP_UNSUPPORTED = {
@@ -37,7 +39,7 @@ def load_definition(
     source: str | bytes | Mapping[str, Any],
     *,
     is_priced: Callable[[str], bool] = _nothing_priced,
-    known_providers: Collection[str] = (DEFAULT_PROVIDER,),
+    provider_routes: Mapping[str, str] = _NO_ROUTES,
     max_bytes: int = MAX_DEFINITION_BYTES,
     table_prices: Callable[[str], UnitPrices | None] = _no_table,
     may_lower_prices: bool = False,
@@ -46,6 +48,8 @@ def load_definition(
     """A definition from YAML (or JSON) text or an already-parsed mapping, at most ``max_bytes``
     long as sent and ``max_expanded_bytes`` once YAML aliases are expanded.
 
+    `provider_routes` maps the provider names that reach a backend only through a route (conductor's
+    copilot, claude-agent-sdk, hermes) to the backend each reaches for the uploading team.
     `table_prices` answers the price table's prices of a model; unless `may_lower_prices`, a real
     provider's workflow may not price a model below them.
 
@@ -58,18 +62,22 @@ def load_definition(
         )
     problems: list[Problem] = []
     top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=_TOP_UNSUPPORTED)
-    header = read_header(top, known_providers=known_providers)
-    if not may_lower_prices and header.provider not in FREELY_PRICED_PROVIDERS:
-        _check_price_floor(header, table_prices, problems)
+    header = read_header(top)
     first_use: dict[str, str] = {}  # agents and groups share one namespace
     agents, steps, scope = read_agents(
         top,
         header,
         lacks_price=_price_check(header, is_priced),
+        provider_routes=provider_routes,
         group_names=group_names_written(raw),
         first_use=first_use,
     )
     parallel, for_each = read_groups(top, scope, agents, first_use)
+    providers = {agent.provider for agent in agents.values()} | {group.agent.provider for group in for_each.values()}
+    if header.provider in providers:
+        check_provider(problems, header.provider_path, header.provider, provider_routes, written=header.provider_written)
+    if not may_lower_prices and not providers <= FREELY_PRICED_PROVIDERS:
+        _check_price_floor(header, table_prices, problems)
     output = _output(top)
     if problems:
         raise DefinitionError(problems)

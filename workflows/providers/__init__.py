@@ -21,10 +21,6 @@ def get_provider(name: str) -> Provider:
     return _PROVIDERS[name]
 
 
-def known_providers() -> frozenset[str]:
-    return frozenset(_PROVIDERS)
-
-
 __all__ = [
     "CompletionRequest",
     "CompletionResult",
@@ -33,5 +29,4 @@ __all__ = [
     "ProviderError",
     "Usage",
     "get_provider",
-    "known_providers",
 ]

@@ -38,6 +38,7 @@ from workflows.selectors import definition_of, latest_checkpoint, workflow_versi
 from workflows.services.credentials import check_credentials
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
+from workflows.services.provider_routes import provider_routes_of, run_backends
 from workflows.services.prices import prices_for
 from workflows.services.renders import rendered_ahead
 from workflows.services.budgets import gate_input
@@ -70,15 +71,17 @@ def check_models_priced(
     if not (budget_usd is not None and budget_mode == BudgetMode.ENFORCE) and not team.enforces_period_budget:
         return
     unpriced = sorted(
-        model
-        for model in definition.models()
-        if prices_for(
-            model=model,
-            pricing=definition.pricing,
-            provider=definition.provider,
-            may_override_prices=team.may_override_prices,
-        )[0]
-        is None
+        {
+            agent.model
+            for agent in definition.all_agents()
+            if prices_for(
+                model=agent.model,
+                pricing=definition.pricing,
+                provider=agent.provider,
+                may_override_prices=team.may_override_prices,
+            )[0]
+            is None
+        }
     )
     if unpriced:
         names = ", ".join(f"'{model}'" for model in unpriced)
@@ -131,7 +134,8 @@ def run_start(
     check_models_priced(
         definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
     )
-    check_credentials(team=team, providers=definition.providers())
+    backends = run_backends(providers=definition.providers(), routes=provider_routes_of(team=team))
+    check_credentials(team=team, providers=backends.values())
 
     now = timezone.now()
     # An entry point that is a group with nothing to run goes on to its routes at once, rendered in
@@ -144,6 +148,7 @@ def run_start(
             status=RunStatus.QUEUED,
             current_agent=definition.entry_point,
             active_since=now,
+            provider_routes=backends,
             **_limit_fields(resolved),
         )
         event_record(

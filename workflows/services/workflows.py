@@ -8,8 +8,8 @@ from django.db.models import Max
 from workflows.definition import DefinitionError, load_definition
 from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
-from workflows.providers import known_providers
 from workflows.services.prices import is_priced, table_prices
+from workflows.services.provider_routes import provider_routes_of
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
 
@@ -20,7 +20,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
         parsed = load_definition(
             definition,
             is_priced=is_priced,
-            known_providers=known_providers(),
+            provider_routes=provider_routes_of(team=team),
             max_bytes=settings.DEFINITION_MAX_BYTES,
             table_prices=table_prices,
             may_lower_prices=team.may_override_prices,

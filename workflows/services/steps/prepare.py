@@ -22,7 +22,11 @@ def step_prepare(
         )
     node = definition.node(step.agent)
     return kind_of(node).prepare(
-        node=node, context=context, definition=definition, may_override_prices=may_override_prices
+        node=node,
+        context=context,
+        definition=definition,
+        may_override_prices=may_override_prices,
+        provider_routes=run.provider_routes,
     )
 
 

@@ -1,9 +1,12 @@
 """The agent: one call to a language model, priced by its tokens and charged to the ledger."""
 
+from collections.abc import Mapping
+
 from workflows.definition import (
     FREELY_PRICED_PROVIDERS,
     AgentSpec,
     WorkflowDefinition,
+    backend_of,
     count_tokens,
     estimate_usd,
     output_cap,
@@ -25,7 +28,13 @@ class AgentKind(StepKind):
     name = "agent"
 
     def prepare(
-        self, *, node: AgentSpec, context: dict, definition: WorkflowDefinition, may_override_prices: bool
+        self,
+        *,
+        node: AgentSpec,
+        context: dict,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
     ) -> PreparedStep:
         system_prompt = _render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
         prompt = _render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
@@ -54,7 +63,7 @@ class AgentKind(StepKind):
             kind=self.name,
             estimate_usd=estimate,
             model=node.model,
-            provider=node.provider,
+            provider=backend_of(node.provider, provider_routes),
             request=request,
             prices=prices,
             price_source=price_source,

@@ -85,9 +85,16 @@ class StepKind:
         return {}
 
     def prepare(
-        self, *, node: AgentSpec | StepSpec, context: dict, definition: WorkflowDefinition, may_override_prices: bool
+        self,
+        *,
+        node: AgentSpec | StepSpec,
+        context: dict,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
     ) -> PreparedStep:
-        """What the step will do and its worst-case cost (None: it has no price). Raises TemplateFailure."""
+        """What the step will do and its worst-case cost (None: it has no price), under the team's
+        pricing permission and the run's provider routes. Raises TemplateFailure."""
         raise NotImplementedError
 
     def run(self, attempt: StepAttempt) -> CompletionResult:
