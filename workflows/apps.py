@@ -12,6 +12,8 @@ class WorkflowsConfig(AppConfig):
         from workflows import checks  # noqa: F401 - registers the deploy checks
         from workflows.definition import configure_render_budget
         from workflows.ledger_triggers import ensure_ledger_triggers
+        from workflows.services.steps.kinds import register_builtin_step_kinds
 
         post_migrate.connect(ensure_ledger_triggers, sender=self)
         configure_render_budget(seconds=settings.TEMPLATE_RENDER_SECONDS)
+        register_builtin_step_kinds()

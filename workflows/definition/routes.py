@@ -39,10 +39,11 @@ class Complete:
 
 @dataclass(frozen=True)
 class Fail:
-    """Fail the run: no route matched, or a template failed."""
+    """Fail the run: no route matched, a template failed, or a step ended it (with the run's `output`)."""
 
-    error_type: str  # "RouteError" or "TemplateError"
+    error_type: str  # "RouteError", "TemplateError", or a kind's own
     message: str
+    output: dict[str, Any] | None = None
 
 
 Move = GoTo | Complete | Fail

@@ -77,15 +77,19 @@ def run_stop(*, team: Team, run: Run, step: Step, decision: GateDecision, output
     checkpoint_record(run=run, reason=decision.stop, outputs=outputs, next_step=step)
 
 
-def run_fail(*, team: Team, run: Run, step: Step | None, error: dict, outputs: dict | None = None) -> None:
+def run_fail(
+    *, team: Team, run: Run, step: Step | None, error: dict, outputs: dict | None = None, output: dict | None = None
+) -> None:
     """Fail the run, resumably: at `step` (its reservation released, and a checkpoint with `outputs`
-    pointing at it), or, with no step, where it stands (the caller has written the checkpoint)."""
+    pointing at it), or, with no step, where it stands (the caller has written the checkpoint).
+    `output` is the run's output, when what failed it gave one."""
     now = timezone.now()
     if step is not None:
         release(run=run, step=step)
     run.status = RunStatus.FAILED
     run.error = error
-    run.save(update_fields=["status", "error", *run_ended(run, now)])
+    run.output = output
+    run.save(update_fields=["status", "error", "output", *run_ended(run, now)])
     if step is not None:
         step.status = StepStatus.FAILED
         step.error = error

@@ -48,7 +48,9 @@ def run_advance(
     move = route(definition, source, run_context(run=run, definition=definition, outputs=outputs))
     if isinstance(move, Fail):
         checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
-        run_fail(team=team, run=run, step=None, error={"type": move.error_type, "message": move.message})
+        run_fail(
+            team=team, run=run, step=None, error={"type": move.error_type, "message": move.message}, output=move.output
+        )
     elif isinstance(move, Complete):
         run_complete(run=run, output=move.output, outputs=outputs)
     else:

@@ -11,6 +11,8 @@ from workflows.services.steps.kinds.agent import AgentKind
 from workflows.services.steps.kinds.base import Charged, GroupKind, PreparedStep, StepAttempt, StepKind
 from workflows.services.steps.kinds.for_each import ForEachKind
 from workflows.services.steps.kinds.parallel import ParallelKind
+from workflows.services.steps.kinds.set import SetKind
+from workflows.services.steps.kinds.terminate import TerminateKind
 
 AGENT = AgentKind()
 
@@ -30,6 +32,12 @@ def register_step_kind(kind: StepKind) -> None:
 def unregister_step_kind(name: str) -> None:
     _kinds.pop(name, None)
     unregister_step_reader(name)
+
+
+def register_builtin_step_kinds() -> None:
+    """The kinds of conductor's step types that this service runs; the app registers them at start."""
+    for kind in (SetKind(), TerminateKind()):
+        register_step_kind(kind)
 
 
 def register_group_kind(kind: GroupKind) -> None:
@@ -67,6 +75,7 @@ __all__ = [
     "group_kind_of",
     "kind_named",
     "kind_of",
+    "register_builtin_step_kinds",
     "register_group_kind",
     "register_step_kind",
     "unregister_step_kind",

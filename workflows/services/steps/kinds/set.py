@@ -1,0 +1,87 @@
+"""`set`: conductor's step that binds rendered values into the run's context; no call, no cost."""
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from workflows.definition import AgentSpec, StepSpec, TemplateFailure, WorkflowDefinition, compile_check, render
+from workflows.definition.coercion import OUTPUT_TYPES, coerce_rendered
+from workflows.models import Run, Step, Team
+from workflows.providers import CompletionResult, Usage
+from workflows.services.budgets import add
+from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
+
+
+class SetKind(StepKind):
+    """`value:` binds one rendered template, typed as `output_type` says (by default read as YAML),
+    as the step's output; `values:` binds several, each read as YAML, as a mapping. Every binding is
+    rendered against the context before the step: one cannot see another."""
+
+    name = "set"
+    keys = ("value", "values", "output_type", "input")
+
+    def read(self, section):
+        problems_before = len(section.problems)
+        value, values = section.data.get("value"), section.data.get("values")
+        if (value is None) == (values is None):
+            section.report("value", "a set step needs exactly one of 'value' or 'values'")
+            return None
+        output_type = section.text("output_type") or "auto"
+        if output_type not in OUTPUT_TYPES:
+            section.report("output_type", f"must be one of {', '.join(OUTPUT_TYPES)}, not {output_type!r}")
+        elif values is not None and "output_type" in section.data:
+            section.report("output_type", "applies only to 'value'; each of 'values' is read as YAML")
+        references = section.data.get("input")
+        if references is not None and not (isinstance(references, list) and all(isinstance(r, str) for r in references)):
+            # Accepted as for agents, and as there it does not limit what the templates see.
+            section.report("input", "must be a list of references like 'agent.output.field'")
+        if value is not None:
+            templates = {"value": value}
+        elif isinstance(values, Mapping) and values:
+            templates = {f"values.{key}": template for key, template in values.items()}
+        else:
+            section.report("values", "must be a mapping of names to templates, with at least one")
+            return None
+        for key, template in templates.items():
+            if not isinstance(template, str):
+                section.report(key, f"must be a template string, not {type(template).__name__}")
+            elif error := compile_check(template):
+                section.report(key, f"template does not compile: {error}")
+        if len(section.problems) > problems_before:
+            return None
+        if value is not None:
+            return {"value": value, "output_type": output_type}
+        return {"values": dict(values)}
+
+    def prepare(
+        self,
+        *,
+        node: AgentSpec | StepSpec,
+        context: dict,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
+    ) -> PreparedStep:
+        params = node.params
+        if "value" in params:
+            output = _bound(params["value"], params["output_type"], context, where=f"set '{node.name}' value")
+        else:
+            output = {
+                key: _bound(template, "auto", context, where=f"set '{node.name}' values.{key}")
+                for key, template in params["values"].items()
+            }
+        return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data={"output": output})
+
+    def run(self, attempt: StepAttempt) -> CompletionResult:
+        return CompletionResult(input_tokens=0, output_tokens=0, output=attempt.prepared.data["output"])
+
+    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
+        add(run, **run_deltas)  # nothing was called: no ledger entry
+        return Charged(cost_usd=Decimal("0"))
+
+
+def _bound(template: str, output_type: str, context: dict, *, where: str):
+    text = render(template, context, where=where)
+    try:
+        return coerce_rendered(text, output_type)
+    except ValueError as exc:
+        raise TemplateFailure(where, f"rendered {text[:80]!r}, which is not a {output_type}: {exc}") from None
