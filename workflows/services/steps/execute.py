@@ -10,6 +10,7 @@ its transaction opens (`renders.rendered_ahead`).
 import logging
 import os
 import socket
+from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
@@ -127,6 +128,14 @@ def _prerender_begin(*, step_id: int) -> None:
         prerender_ending(run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
 
 
+def _wait_left(*, step: Step, prepared: PreparedStep) -> float:
+    """Seconds until a step its kind delays may be admitted: its delay counts from its entry."""
+    if not prepared.delay_seconds:
+        return 0
+    due = step.created_at + timedelta(seconds=prepared.delay_seconds)
+    return (due - timezone.now()).total_seconds()
+
+
 def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAttempt | None:
     with transaction.atomic(durable=True):
         locked = lock_rows(step_id=step_id, lock_team=lock_team)
@@ -153,6 +162,12 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
             )
         except TemplateFailure as exc:
             step_failed(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+            return None
+
+        if (wait := _wait_left(step=step, prepared=prepared)) > 0:
+            # Sent again for later, in slices below the broker's visibility timeout, which would
+            # otherwise deliver a message held that long a second time.
+            step_schedule(step, countdown=min(wait, settings.CELERY_VISIBILITY_TIMEOUT_SECONDS / 2))
             return None
 
         if step.status == StepStatus.RUNNING:

@@ -36,6 +36,9 @@ class PreparedStep:
     estimated_input_tokens: int = 0
     # Anything else a kind prepares for its `run`, as JSON data.
     data: dict = field(default_factory=dict)
+    # How long after the step was entered it may be admitted: until then the engine sends its task
+    # again for later, holding no worker meanwhile.
+    delay_seconds: float = 0
 
 
 @dataclass(frozen=True)
