@@ -163,6 +163,8 @@ class WorkflowVersion(models.Model):
 class RunStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
+    # Stopped at a human gate until a person answers it (services/inputs.py); no worker is held.
+    WAITING_FOR_INPUT = "waiting_for_input", "waiting for input"
     BUDGET_EXCEEDED = "budget_exceeded"
     ITERATION_LIMIT = "iteration_limit"
     TIMED_OUT = "timed_out"
@@ -262,6 +264,7 @@ class StepStatus(models.TextChoices):
     WAITING = "waiting"
     PENDING = "pending"
     RUNNING = "running"
+    AWAITING_INPUT = "awaiting_input", "awaiting a person's answer"
     SUCCEEDED = "succeeded"
     BLOCKED = "blocked", "blocked by a stop of the run"
     FAILED = "failed"
@@ -413,6 +416,8 @@ class EventType(models.TextChoices):
     RUN_CANCELLED = "run_cancelled"
     BUDGET_THRESHOLD_CROSSED = "budget_threshold_crossed"
     USAGE_REJECTED = "usage_rejected"
+    INPUT_REQUESTED = "input_requested"
+    INPUT_RECEIVED = "input_received"
 
 
 class Event(models.Model):

@@ -101,6 +101,12 @@ class RunResumeInputSerializer(StrictInputSerializer):
         return {field: self.validated_data[field] for field in LIMIT_FIELDS if field in self.validated_data}
 
 
+class RunAnswerInputSerializer(StrictInputSerializer):
+    # What the choice may be, and whether it takes a text, is the waiting step's to say.
+    choice = serializers.CharField(max_length=200)
+    text = serializers.CharField(required=False, max_length=10_000, trim_whitespace=False)
+
+
 class RunCancelInputSerializer(StrictInputSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 

@@ -13,7 +13,8 @@ from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound, ValidationFailed
 from workflows.models import RunStatus
 from workflows.services.provider_routes import provider_routes_get, provider_routes_set
-from workflows.services.runs import run_cancel, run_resume, run_start
+from workflows.services.inputs import run_answer
+from workflows.services.runs import actor_of, run_cancel, run_resume, run_start
 from workflows.services.workflows import workflow_create
 
 
@@ -102,6 +103,14 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
             reason=given.validated_data["reason"],
         )
         return Response(self._fresh(run), status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"], url_path="input")
+    @idempotent
+    def answer(self, request, pk=None):
+        given = serializers.RunAnswerInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        run = run_answer(run=self.get_object(), given=given.validated_data, actor=actor_of(request.auth))
+        return Response(self._fresh(run))
 
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):

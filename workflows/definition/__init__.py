@@ -3,6 +3,7 @@
 Pure Python: nothing here imports Django.
 """
 
+from ._section import Section
 from ._values import unstorable_json
 from .bounds import MAX_CALL_TOKENS
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
@@ -83,6 +84,7 @@ __all__ = [
     "Problem",
     "ResolvedLimits",
     "RouteSpec",
+    "Section",
     "StepReader",
     "StepSpec",
     "TemplateFailure",

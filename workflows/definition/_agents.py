@@ -166,6 +166,9 @@ def _read_step(section: Section, name: str | None, scope: Scope, reader: StepRea
     params = reader.read(section)
     if name is None or params is None:
         return None
+    for key, target in reader.targets(params):
+        if target != END and target not in scope.targets:
+            section.report(key, no_target(target, scope))
     return StepSpec(name=name, kind=reader.name, description=description, routes=routes, params=dict(params))
 
 

@@ -24,6 +24,9 @@ class StepReader(Protocol):
     def read(self, section: Section) -> Mapping[str, Any] | None:
         """The step's own fields, checked, as JSON data; None after reporting problems on `section`."""
 
+    def targets(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, name) of each agent or group its fields route to, checked as `routes` are."""
+
 
 _readers: dict[str, StepReader] = {}
 

@@ -22,13 +22,18 @@ def pause_clock(run: Run, now: datetime) -> None:
     run.active_since = None
 
 
-def run_ended(run: Run, now: datetime) -> list[str]:
-    """What every stop of a run does to it, on the instance: its clock stops, and its slice of its
-    team's budget goes back but for its steps still in flight (escrow.py). The fields to save."""
+def run_paused(run: Run, now: datetime) -> list[str]:
+    """What a run that stops or waits gives up, on the instance: its clock stops, and its slice of
+    its team's budget goes back but for its steps still in flight (escrow.py). The fields to save."""
     pause_clock(run, now)
-    run.finished_at = now
     run.held_usd = min(run.held_usd, run.reserved_usd)
-    return ["active_time", "active_since", "finished_at", "held_usd", "updated_at"]
+    return ["active_time", "active_since", "held_usd", "updated_at"]
+
+
+def run_ended(run: Run, now: datetime) -> list[str]:
+    """What every stop of a run does to it, on the instance: `run_paused`, and the time it ended."""
+    run.finished_at = now
+    return ["finished_at", *run_paused(run, now)]
 
 
 def checkpoint_record(*, run: Run, reason: str, outputs: dict, next_step: Step | None) -> Checkpoint:
@@ -75,6 +80,19 @@ def run_stop(*, team: Team, run: Run, step: Step, decision: GateDecision, output
     step.save(update_fields=["status", "estimate_usd"])
     _block_unstarted_branches(run=run, step=step)
     checkpoint_record(run=run, reason=decision.stop, outputs=outputs, next_step=step)
+
+
+def run_await_input(*, team: Team, run: Run, step: Step, request: dict, outputs: dict) -> None:
+    """The run waits at `step` for a person's answer to `request` (services/inputs.py): its clock and
+    its slice pause, and its team's webhook is told."""
+    run.status = RunStatus.WAITING_FOR_INPUT
+    run.current_agent = step.agent
+    run.save(update_fields=["status", "current_agent", *run_paused(run, timezone.now())])
+    step.status = StepStatus.AWAITING_INPUT
+    step.save(update_fields=["status"])
+    checkpoint_record(run=run, reason=RunStatus.WAITING_FOR_INPUT, outputs=outputs, next_step=step)
+    event = event_record(run=run, type=EventType.INPUT_REQUESTED, payload={"agent": step.agent, **request})
+    alert_send(team=team, event=event)
 
 
 def run_fail(

@@ -305,7 +305,13 @@ def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = ""
         run.save(update_fields=["status", *run_ended(run, now)])
         # A step already running finishes and is charged; steps not yet started never run.
         run.steps.filter(
-            status__in=[StepStatus.WAITING, StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED]
+            status__in=[
+                StepStatus.WAITING,
+                StepStatus.PENDING,
+                StepStatus.AWAITING_INPUT,
+                StepStatus.BLOCKED,
+                StepStatus.FAILED,
+            ]
         ).update(
             status=StepStatus.CANCELLED
         )

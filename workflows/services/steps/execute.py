@@ -44,7 +44,7 @@ from workflows.services.ledger import attempt_named, ledger_has_entry, ledger_re
 from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
-from workflows.services.run_state import run_fail, run_stop
+from workflows.services.run_state import run_await_input, run_fail, run_stop
 from workflows.services.steps.kinds import Charged, PreparedStep, StepAttempt, kind_named
 from workflows.services.steps.prepare import step_prepare
 from workflows.services.steps.progression import prerender_ending, step_failed, step_succeeded
@@ -56,6 +56,9 @@ def step_execute(*, step_id: int) -> None:
     """Run one step from gate to settlement."""
     attempt = step_begin(step_id=step_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if attempt is None:
+        return
+    if attempt.prepared.awaits_input:
+        step_await_input(attempt=attempt)
         return
     try:
         result = kind_named(attempt.prepared.kind).run(attempt)
@@ -77,6 +80,23 @@ def step_execute(*, step_id: int) -> None:
         step_provider_failed(attempt=attempt, error=ProviderError(message, usage=result))
         return
     step_settle(attempt=attempt, result=result)
+
+
+def step_await_input(*, attempt: StepAttempt) -> None:
+    """The admitted step waits for a person's answer, which settles it (services/inputs.py)."""
+    with transaction.atomic(durable=True):
+        locked = _lock_attempt(attempt)
+        team, run, step = locked.team, locked.run, locked.step
+        if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
+            return  # taken over meanwhile by a redelivery, which asks in its turn
+        if run.status not in ACTIVE_RUN_STATUSES:
+            release(run=run, step=step)  # cancelled since it was admitted: nobody is asked
+            step.status = StepStatus.CANCELLED
+            step.save(update_fields=["status"])
+            return
+        run_await_input(
+            team=team, run=run, step=step, request=attempt.prepared.data["request"], outputs=run.latest_outputs
+        )
 
 
 def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:

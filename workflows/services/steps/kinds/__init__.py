@@ -10,6 +10,7 @@ from workflows.definition import AgentSpec, GroupSpec, StepSpec, register_step_r
 from workflows.services.steps.kinds.agent import AgentKind
 from workflows.services.steps.kinds.base import Charged, GroupKind, PreparedStep, StepAttempt, StepKind
 from workflows.services.steps.kinds.for_each import ForEachKind
+from workflows.services.steps.kinds.human_gate import HumanGateKind
 from workflows.services.steps.kinds.parallel import ParallelKind
 from workflows.services.steps.kinds.set import SetKind
 from workflows.services.steps.kinds.terminate import TerminateKind
@@ -37,7 +38,7 @@ def unregister_step_kind(name: str) -> None:
 
 def register_builtin_step_kinds() -> None:
     """The kinds of conductor's step types that this service runs; the app registers them at start."""
-    for kind in (SetKind(), TerminateKind(), WaitKind()):
+    for kind in (HumanGateKind(), SetKind(), TerminateKind(), WaitKind()):
         register_step_kind(kind)
 
 

@@ -39,6 +39,8 @@ class PreparedStep:
     # How long after the step was entered it may be admitted: until then the engine sends its task
     # again for later, holding no worker meanwhile.
     delay_seconds: float = 0
+    # Admitted, the step waits for a person's answer (`StepKind.answer`) instead of running.
+    awaits_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,19 @@ class StepKind:
         pricing permission and the run's provider routes. Raises TemplateFailure."""
         raise NotImplementedError
 
+    def targets(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, name) of each agent or group the kind's own fields route to, for the parser to check
+        as it checks `routes`; the key is where a wrong name is reported."""
+        return []
+
     def run(self, attempt: StepAttempt) -> CompletionResult:
         """Do the work. A ProviderError is retried or fails the step, as its `retryable` says; any
         other exception fails the step resumably."""
+        raise NotImplementedError
+
+    def answer(self, *, node: StepSpec, given: Mapping[str, Any]) -> Any:
+        """For a kind whose steps await input: the step's output for a person's answer `given`, or
+        ValidationFailed saying what is wrong with it."""
         raise NotImplementedError
 
     def settle(
