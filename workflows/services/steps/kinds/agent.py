@@ -1,5 +1,7 @@
 """The agent: one call to a language model, priced by its tokens and charged to the ledger."""
 
+from django.conf import settings
+
 from workflows.definition import (
     FREELY_PRICED_PROVIDERS,
     AgentSpec,
@@ -32,7 +34,7 @@ class AgentKind(StepKind):
         prices, price_source = prices_for(
             model=node.model, pricing=definition.pricing, provider=node.provider, may_override_prices=may_override_prices
         )
-        max_tokens = output_cap(node, prices)
+        max_tokens = output_cap(node, prices, default=settings.DEFAULT_MAX_TOKENS)
         input_tokens = count_tokens(system_prompt + prompt)
         if node.provider in FREELY_PRICED_PROVIDERS and node.mock and node.mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
