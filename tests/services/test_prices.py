@@ -209,3 +209,15 @@ def test_a_step_is_charged_the_price_in_force_on_the_day_it_runs(shipped, team, 
     entry = LedgerEntry.objects.get(run=run)
     assert (entry.input_per_mtok, entry.output_per_mtok, entry.price_source) == (*map(Decimal, rates), "table")
     assert entry.cost_usd == run.spent_usd == Decimal(cost)
+
+
+@pytest.mark.parametrize(("genai_prices", "message"), [
+    ({"openai": {"gpt-4o": "cheap"}}, "genai_prices.openai.gpt-4o must be a mapping"),
+    ({"openai": ["gpt-4o"]}, "genai_prices.openai must map model names"),
+    ({"openai": {"gpt-4o": {"aliases": "gpt-4o-2024-08-06"}}}, "genai_prices.openai.gpt-4o.aliases must be a list"),
+    ({"openai": {"gpt-4o": {"max_output_tokens": 0}}}, "max_output_tokens must be a whole number >= 1"),
+])  # fmt: skip
+def test_a_malformed_genai_prices_entry_is_refused_naming_it(db, tmp_path, genai_prices, message):
+    with pytest.raises(ValidationFailed, match=message):
+        prices.prices_load(path=write_prices(tmp_path, {"genai_prices": genai_prices, "prices": []}))
+    assert not Price.objects.exists()

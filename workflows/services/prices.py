@@ -127,7 +127,9 @@ def _list_rows(raw: dict) -> tuple[list[dict], dict[str, str]]:
         if not isinstance(models, dict):
             raise ValueError(f"genai_prices.{provider} must map model names to their settings")
         for model, spec in models.items():
-            spec = spec or {}
+            spec = {} if spec is None else spec
+            if not isinstance(spec, dict):
+                raise ValueError(f"genai_prices.{provider}.{model} must be a mapping of max_output_tokens and aliases")
             names = spec.get("aliases") or []
             if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
                 raise ValueError(f"genai_prices.{provider}.{model}.aliases must be a list of names")
