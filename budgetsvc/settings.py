@@ -295,6 +295,11 @@ try:
     [ipaddress.ip_network(network, strict=False) for network in OUTBOUND_ALLOWED_NETWORKS]
 except ValueError as exc:
     raise ImproperlyConfigured(f"OUTBOUND_ALLOWED_NETWORKS must list networks such as 10.0.0.0/8: {exc}") from None
+# The output cap, and so the estimate, of an agent step whose agent and runtime set no max_tokens
+# (docs/budgets.md#the-output-cap); lowered to the model's max_output_tokens when that is smaller.
+DEFAULT_MAX_TOKENS = env.int("DEFAULT_MAX_TOKENS", default=4096)
+if not 1 <= DEFAULT_MAX_TOKENS <= 1_000_000:
+    raise ImproperlyConfigured("DEFAULT_MAX_TOKENS must be from 1 to 1000000.")
 PRICES_FILE = Path(env("PRICES_FILE", default=str(BASE_DIR / "workflows" / "data" / "prices.json")))
 
 LOGGING = {

@@ -436,8 +436,17 @@ class Event(models.Model):
         return f"{self.type} (run {self.run_id})"
 
 
+class PriceSource(models.TextChoices):
+    LIST = "list", "List price (genai-prices)"
+    LOCAL = "local", "Local override"
+
+
 class Price(models.Model):
-    """A model's USD list price per million tokens, in force from `valid_from`."""
+    """A model's USD price per million tokens, in force from `valid_from`.
+
+    A local row (the operator's: the admin, or a prices file's `prices`) in force wins over every
+    list row (public list prices, imported from genai-prices) of the same model (services/prices.py).
+    """
 
     model = models.CharField(max_length=200, db_index=True)
     input_per_mtok = money_field(validators=[MinValueValidator(Decimal("0"))])
@@ -456,9 +465,17 @@ class Price(models.Model):
         help_text="Input written to the prompt cache (Anthropic's cache creation). Empty: billed at twice the input rate.",
     )
     max_output_tokens = models.PositiveIntegerField(
-        null=True, blank=True, help_text="The model's output limit: a step's estimate when neither agent nor runtime sets max_tokens."
+        null=True,
+        blank=True,
+        help_text="The most output the model can write: it lowers DEFAULT_MAX_TOKENS, the cap of a step that sets no max_tokens.",
     )
     valid_from = models.DateField()
+    source = models.CharField(
+        max_length=10,
+        choices=PriceSource,
+        default=PriceSource.LOCAL,
+        help_text="Local overrides win over list prices; loadprices writes list prices, and never over a local row.",
+    )
 
     class Meta:
         ordering = ["model", "-valid_from"]

@@ -124,18 +124,26 @@ def test_the_estimate_takes_input_at_the_dearest_listed_input_rate():
 
 
 @pytest.mark.parametrize(
-    ("agent_max_tokens", "model_max_output", "expected"),
-    [(100, 16384, 100), (None, 16384, 16384), (None, None, 4096)],
+    ("agent_max_tokens", "model_max_output", "default", "expected"),
+    [
+        (100, 16384, 4096, 100),  # the agent's (or the runtime's) max_tokens, whatever the model's
+        (20000, 16384, 4096, 20000),
+        (None, 64000, 4096, 4096),  # else the default allowance, not the model's whole output
+        (None, 2048, 4096, 2048),  # lowered to a model that cannot write that much
+        (None, None, 1024, 1024),
+    ],
 )
-def test_the_output_cap_is_the_agents_then_the_models_then_the_default(agent_max_tokens, model_max_output, expected):
+def test_the_output_cap_is_the_agents_else_the_default_allowance_within_the_models_maximum(
+    agent_max_tokens, model_max_output, default, expected
+):
     agent = load_definition(
         {"workflow": {"name": "w", "entry_point": "a"}, "agents": [{"name": "a", "model": "m", "prompt": "hi"}]},
         provider_routes=ROUTED,
     ).agent("a")
     agent = replace(agent, max_tokens=agent_max_tokens)
     prices = UnitPrices(Decimal("1"), Decimal("1"), max_output_tokens=model_max_output)
-    assert output_cap(agent, prices) == expected
-    assert output_cap(agent, None) == (agent_max_tokens or 4096)
+    assert output_cap(agent, prices, default=default) == expected
+    assert output_cap(agent, None, default=default) == (agent_max_tokens or default)
 
 
 def test_the_runtime_max_tokens_applies_when_the_agent_has_none():
@@ -146,8 +154,8 @@ def test_the_runtime_max_tokens_applies_when_the_agent_has_none():
         },
         provider_routes=ROUTED,
     )
-    assert output_cap(definition.agent("a"), UnitPrices(Decimal("1"), Decimal("1"), max_output_tokens=9000)) == 300
-    assert output_cap(definition.agent("b"), None) == 7
+    assert output_cap(definition.agent("a"), UnitPrices(Decimal("1"), Decimal("1"), max_output_tokens=9000), default=4096) == 300
+    assert output_cap(definition.agent("b"), None, default=4096) == 7
 
 
 def test_cost_pricing_takes_conductors_cache_rate_names():

@@ -132,9 +132,10 @@ class PriceAdmin(TeamScopedAdmin):
         "output_per_mtok",
         "max_output_tokens",
         "valid_from",
+        "source",
     ]
     search_fields = ["model"]
-    list_filter = ["valid_from"]
+    list_filter = ["source", "valid_from"]
 
 
 @admin.register(ModelAlias)

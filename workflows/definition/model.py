@@ -14,7 +14,6 @@ from .bounds import MAX_CALL_TOKENS
 from .pricing import UnitPrices
 
 END = "$end"
-DEFAULT_MAX_TOKENS = 4096
 DEFAULT_MAX_CONCURRENT = 10
 FAILURE_MODES = ("fail_fast", "continue_on_error", "all_or_nothing")
 
@@ -342,15 +341,16 @@ class WorkflowDefinition:
         )
 
 
-def output_cap(agent: AgentSpec, prices: UnitPrices | None) -> int:
+def output_cap(agent: AgentSpec, prices: UnitPrices | None, *, default: int) -> int:
     """The most output tokens a step may produce: the agent's, else the runtime's (both already in
-    `agent.max_tokens`), else the model's maximum output, else DEFAULT_MAX_TOKENS. The request is capped
-    at it too, so the estimate built on it is an upper bound."""
+    `agent.max_tokens`), else `default`, the service's output allowance (settings.DEFAULT_MAX_TOKENS),
+    lowered to the model's maximum output when the price table lists a smaller one. The request is capped at it too, so the
+    estimate built on it is an upper bound on output, whichever the source."""
     if agent.max_tokens is not None:
         return agent.max_tokens
     if prices is not None and prices.max_output_tokens is not None:
-        return prices.max_output_tokens
-    return DEFAULT_MAX_TOKENS
+        return min(default, prices.max_output_tokens)
+    return default
 
 
 def _prices_to_dict(prices: UnitPrices) -> dict[str, str | None]:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -10,7 +11,8 @@ from django.utils import timezone
 from workflows.definition import FREELY_PRICED_PROVIDERS, UnitPrices, to_exact_money
 from workflows.definition.bounds import MAX_PRICE_PER_MTOK
 from workflows.errors import ValidationFailed
-from workflows.models import ModelAlias, Price
+from workflows.models import ModelAlias, Price, PriceSource
+from workflows.services.list_prices import list_prices
 
 PRICE_SOURCE_WORKFLOW = "workflow"
 PRICE_SOURCE_TABLE = "table"
@@ -60,30 +62,85 @@ def _price_row_in_force(model: str, *, on: date) -> Price | None:
     aliased = ModelAlias.objects.filter(alias=model).values("model")
     return (
         Price.objects.filter(Q(model=model) | Q(model__in=aliased), valid_from__lte=on)
-        # The model's own rows first: an alias never shadows a price listed under the name itself.
-        .order_by(Case(When(model=model, then=0), default=1), "-valid_from")
+        .order_by(
+            # The model's own rows first: an alias never shadows a price listed under the name itself.
+            Case(When(model=model, then=0), default=1),
+            # Then a local override in force, however old, before any list price, however new.
+            Case(When(source=PriceSource.LOCAL, then=0), default=1),
+            "-valid_from",
+        )
         .first()
     )
 
 
-@transaction.atomic
-def prices_load(*, path: Path) -> int:
-    """Create or update the price rows and aliases listed in a JSON file; answers how many price rows it wrote.
+@dataclass(frozen=True)
+class PricesLoaded:
+    list_rows: int  # list prices written from genai-prices
+    local_rows: int  # local overrides written from the file's `prices`
+    list_rows_kept_local: int  # list prices not written: a local row holds their model and date
 
-    The file is `{"prices": [{"model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok"?,
+    @property
+    def rows(self) -> int:
+        return self.list_rows + self.local_rows
+
+
+@transaction.atomic
+def prices_load(*, path: Path) -> PricesLoaded:
+    """Load the price table from a prices file, in one transaction.
+
+    The file is `{"genai_prices"?: {PROVIDER: {MODEL: {"max_output_tokens"?, "aliases"?: [NAME]}}},
+    "prices": [{"model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok"?,
     "cache_write_per_mtok"?, "max_output_tokens"?, "valid_from"}], "aliases"?: {"ALIAS": "MODEL"}}`.
+    Each model under `genai_prices` gets a list row per dated price that genai-prices gives it
+    (list_prices.py) and its aliases; `prices` are local rows. Rows are created or updated by
+    (model, valid_from): a list row never replaces a local one, a local row replaces a list one.
+    Nothing is deleted, so every price that took effect stays in the table.
     """
     try:
         data = json.loads(Path(path).read_text())
-        rows = [_price_row(entry) for entry in data["prices"]]
-        aliases = _aliases(data.get("aliases") or {})
+        listed, list_aliases = _list_rows(data.get("genai_prices") or {})
+        local = [_price_row(entry) for entry in data["prices"]]
+        aliases = {**list_aliases, **_aliases(data.get("aliases") or {})}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValidationFailed(f"Cannot load prices from {path}: {exc}") from exc
-    for row in rows:
-        Price.objects.update_or_create(model=row.pop("model"), valid_from=row.pop("valid_from"), defaults=row)
+    kept_local = 0
+    for row in listed:
+        key = {"model": row.pop("model"), "valid_from": row.pop("valid_from")}
+        if Price.objects.filter(**key, source=PriceSource.LOCAL).exists():
+            kept_local += 1
+            continue
+        Price.objects.update_or_create(**key, defaults={**row, "source": PriceSource.LIST})
+    for row in local:
+        key = {"model": row.pop("model"), "valid_from": row.pop("valid_from")}
+        Price.objects.update_or_create(**key, defaults={**row, "source": PriceSource.LOCAL})
     for alias, model in aliases.items():
         ModelAlias.objects.update_or_create(alias=alias, defaults={"model": model})
-    return len(rows)
+    return PricesLoaded(list_rows=len(listed) - kept_local, local_rows=len(local), list_rows_kept_local=kept_local)
+
+
+def _list_rows(raw: dict) -> tuple[list[dict], dict[str, str]]:
+    """The Price rows and aliases of the models a prices file takes from genai-prices."""
+    if not isinstance(raw, dict):
+        raise ValueError("genai_prices must map provider names to models")
+    rows, aliases = [], {}
+    for provider, models in raw.items():
+        if not isinstance(models, dict):
+            raise ValueError(f"genai_prices.{provider} must map model names to their settings")
+        for model, spec in models.items():
+            spec = {} if spec is None else spec
+            if not isinstance(spec, dict):
+                raise ValueError(f"genai_prices.{provider}.{model} must be a mapping of max_output_tokens and aliases")
+            names = spec.get("aliases") or []
+            if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+                raise ValueError(f"genai_prices.{provider}.{model}.aliases must be a list of names")
+            max_output = _max_output_tokens(spec.get("max_output_tokens"))
+            for period in list_prices(provider=provider, model=model, aliases=names):
+                row = {"model": model, "valid_from": period.valid_from, "max_output_tokens": max_output}
+                for rate, value in period.rates.items():
+                    row[rate] = None if value is None else _price(value)
+                rows.append(row)
+            aliases.update(_aliases(dict.fromkeys(names, model)))
+    return rows, aliases
 
 
 def _price_row(entry: dict) -> dict:
@@ -92,16 +149,17 @@ def _price_row(entry: dict) -> dict:
         "valid_from": date.fromisoformat(entry["valid_from"]),
         "input_per_mtok": _price(entry["input_per_mtok"]),
         "output_per_mtok": _price(entry["output_per_mtok"]),
-        "max_output_tokens": None,
     }
     for rate in ("cached_input_per_mtok", "cache_write_per_mtok"):
         row[rate] = None if entry.get(rate) is None else _price(entry[rate])
-    if entry.get("max_output_tokens") is not None:
-        tokens = entry["max_output_tokens"]
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-            raise ValueError(f"max_output_tokens must be a whole number >= 1, not {tokens!r}")
-        row["max_output_tokens"] = tokens
+    row["max_output_tokens"] = _max_output_tokens(entry.get("max_output_tokens"))
     return row
+
+
+def _max_output_tokens(tokens) -> int | None:
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise ValueError(f"max_output_tokens must be a whole number >= 1, not {tokens!r}")
+    return tokens
 
 
 def _aliases(raw: dict) -> dict[str, str]:

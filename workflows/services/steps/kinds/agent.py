@@ -2,6 +2,8 @@
 
 from collections.abc import Mapping
 
+from django.conf import settings
+
 from workflows.definition import (
     FREELY_PRICED_PROVIDERS,
     AgentSpec,
@@ -41,7 +43,7 @@ class AgentKind(StepKind):
         prices, price_source = prices_for(
             model=node.model, pricing=definition.pricing, provider=node.provider, may_override_prices=may_override_prices
         )
-        max_tokens = output_cap(node, prices)
+        max_tokens = output_cap(node, prices, default=settings.DEFAULT_MAX_TOKENS)
         input_tokens = count_tokens(system_prompt + prompt)
         if node.provider in FREELY_PRICED_PROVIDERS and node.mock and node.mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
