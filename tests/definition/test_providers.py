@@ -8,6 +8,7 @@ from workflows.definition import (
     DefinitionError,
     backend_of,
     load_definition,
+    model_for_backend,
     route_problems,
 )
 from workflows.providers import get_provider
@@ -127,3 +128,17 @@ def test_a_route_leads_from_a_runtime_name_to_a_model_api():
 
 def test_every_backend_is_a_provider_this_service_can_call():
     assert {get_provider(name).name for name in (*BACKENDS, "fake")} == {*BACKENDS, "fake"}
+
+
+@pytest.mark.parametrize(
+    ("model", "backend", "asked"),
+    [
+        ("claude-sonnet-4.5", "anthropic", "claude-sonnet-4-5"),
+        ("claude-opus-4.1", "anthropic", "claude-opus-4-1"),
+        ("claude-sonnet-4-5-20250929", "anthropic", "claude-sonnet-4-5-20250929"),
+        ("claude-sonnet-4.5", "openai", "claude-sonnet-4.5"),  # a gateway's name is the gateway's
+        ("gpt-5.1", "openai", "gpt-5.1"),
+    ],
+)
+def test_a_claude_model_written_as_copilot_writes_it_is_asked_of_anthropic_by_anthropics_name(model, backend, asked):
+    assert model_for_backend(model, backend) == asked

@@ -37,7 +37,7 @@ agents:
     routes: [{to: reviewer}]
   - name: reviewer
     provider: claude
-    model: claude-routed-test
+    model: claude-sonnet-4.5
     prompt: "Review {{ researcher.output.findings }}."
 """
 
@@ -57,7 +57,7 @@ def test_a_workflow_without_a_provider_runs_through_the_teams_route_and_an_agent
 ):
     openai, anthropic = servers
     Price.objects.create(model="gpt-4o", input_per_mtok="2.5", output_per_mtok="10", valid_from=date(2024, 1, 1))
-    Price.objects.create(model="claude-routed-test", input_per_mtok="3", output_per_mtok="15", valid_from=date(2024, 1, 1))
+    Price.objects.create(model="claude-sonnet-4.5", input_per_mtok="3", output_per_mtok="15", valid_from=date(2024, 1, 1))
     openai.script(openai_completion(json.dumps({"findings": "caps hold"}), openai_usage(prompt=100, completion=20)))
     anthropic.script(anthropic_message([{"type": "text", "text": "Sound."}], anthropic_usage(input_tokens=50, output_tokens=10)))
 
@@ -76,9 +76,13 @@ def test_a_workflow_without_a_provider_runs_through_the_teams_route_and_an_agent
     assert run.status == "completed", run.error
     assert run.provider_routes == {"copilot": "openai", "claude": "anthropic"}
     assert [(r.body["model"], r.path) for r in openai.received] == [("gpt-4o", "/v1/chat/completions")]
-    assert [r.body["model"] for r in anthropic.received] == ["claude-routed-test"]
+    # Copilot's name for the model, asked of Anthropic by Anthropic's; the ledger keeps the name written.
+    assert [r.body["model"] for r in anthropic.received] == ["claude-sonnet-4-5"]
     entries = LedgerEntry.objects.filter(run=run).order_by("id")
-    assert [(e.agent, e.provider) for e in entries] == [("researcher", "openai"), ("reviewer", "anthropic")]
+    assert [(e.agent, e.provider, e.model) for e in entries] == [
+        ("researcher", "openai", "gpt-4o"),
+        ("reviewer", "anthropic", "claude-sonnet-4.5"),
+    ]
     # 100 x $2.50 + 20 x $10, then 50 x $3 + 10 x $15, per million tokens
     assert run.spent_usd == Decimal("0.000750") == sum(e.cost_usd for e in entries)
     assert_invariants(run)

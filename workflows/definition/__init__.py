@@ -38,7 +38,15 @@ from .pricing import (
     usage_problem,
     worst_case_counts,
 )
-from .providers import BACKENDS, DEFAULT_PROVIDER, ROUTABLE, backend_of, provider_problem, route_problems
+from .providers import (
+    BACKENDS,
+    DEFAULT_PROVIDER,
+    ROUTABLE,
+    backend_of,
+    model_for_backend,
+    provider_problem,
+    route_problems,
+)
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
@@ -106,6 +114,7 @@ __all__ = [
     "load_definition",
     "next_agent",
     "next_move",
+    "model_for_backend",
     "output_cap",
     "output_problems",
     "provider_problem",

@@ -8,6 +8,7 @@ team, has chosen: `{"copilot": "openai"}`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 DEFAULT_PROVIDER = "copilot"  # conductor's default, when a workflow names none
@@ -20,6 +21,8 @@ _REFUSED = {
     "aca": "runs agents in an Azure Container Apps coding sandbox, which this service does not offer",
 }
 PROVIDER_NAMES = (*sorted(_DIRECT), *ROUTABLE, *sorted(_REFUSED))
+# Copilot writes Claude's versions with a dot ("claude-sonnet-4.5"); Anthropic's API with a dash.
+_COPILOT_CLAUDE = re.compile(r"(claude-[a-z]+-\d+)\.(\d+)")
 
 
 def provider_problem(name: str, routes: Mapping[str, str]) -> str | None:
@@ -39,6 +42,14 @@ def provider_problem(name: str, routes: Mapping[str, str]) -> str | None:
 def backend_of(name: str, routes: Mapping[str, str]) -> str:
     """The backend that provider `name` reaches under `routes`; KeyError if it reaches none."""
     return _DIRECT.get(name) or routes[name]
+
+
+def model_for_backend(model: str, backend: str) -> str:
+    """The name `backend`'s API knows `model` by: a Claude model written as Copilot writes it is
+    asked of Anthropic by Anthropic's name. Prices and the ledger keep the name as written."""
+    if backend == "anthropic" and (copilot := _COPILOT_CLAUDE.fullmatch(model)):
+        return f"{copilot[1]}-{copilot[2]}"
+    return model
 
 
 def route_problems(routes: object) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from workflows.definition import (
     backend_of,
     count_tokens,
     estimate_usd,
+    model_for_backend,
     output_cap,
     render,
 )
@@ -51,8 +52,9 @@ class AgentKind(StepKind):
         estimate = None
         if prices is not None:
             estimate = estimate_usd(prices=prices, input_tokens=input_tokens, max_output_tokens=max_tokens)
+        backend = backend_of(node.provider, provider_routes)
         request = CompletionRequest(
-            model=node.model,
+            model=model_for_backend(node.model, backend),
             system_prompt=system_prompt,
             prompt=prompt,
             max_tokens=max_tokens,
@@ -65,7 +67,7 @@ class AgentKind(StepKind):
             kind=self.name,
             estimate_usd=estimate,
             model=node.model,
-            provider=backend_of(node.provider, provider_routes),
+            provider=backend,
             request=request,
             prices=prices,
             price_source=price_source,
