@@ -1,20 +1,27 @@
 """Workflows, runs and what a run leaves behind: steps, events, checkpoints; and the price table."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
 
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd
+from workflows.errors import ApplicationError
 from workflows.models import (
     Checkpoint,
     Event,
+    EventType,
     LedgerEntry,
     ModelAlias,
     Price,
     Run,
+    RunStatus,
     Step,
     Workflow,
     WorkflowVersion,
 )
 from workflows.reports.cost_profile import cost_profile
+from workflows.services.inputs import run_answer
 
 
 class WorkflowVersionInline(ReadOnlyInline):
@@ -95,6 +102,32 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     search_fields = ["id", "workflow_version__workflow__name", "team__name", "current_agent"]
     list_select_related = ["team", "workflow_version__workflow"]
     inlines = [StepInline, LedgerEntryInline, EventInline, CheckpointInline]
+
+    def get_urls(self):
+        answer = path("<int:run_id>/answer/", self.admin_site.admin_view(self.answer_view), name="workflows_run_answer")
+        return [answer, *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.status == RunStatus.WAITING_FOR_INPUT:
+            asked = obj.events.filter(type=EventType.INPUT_REQUESTED).order_by("-id").first()
+            context["input_request"] = asked.payload if asked else None
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def answer_view(self, request, run_id: int):
+        """Answer the human gate the run waits at, as `POST /runs/{id}/input` does, in the staff user's name."""
+        run = self.get_object(request, str(run_id))
+        if run is None or not self.has_view_permission(request, run) or request.method != "POST":
+            raise PermissionDenied
+        given = {"choice": request.POST.get("choice", "")}
+        if request.POST.get("text"):
+            given["text"] = request.POST["text"]
+        try:
+            run_answer(run=run, given=given, actor=f"user:{request.user.username}")
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, f"Answered '{given['choice']}'; the run goes on.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:workflows_run_change", args=[run.pk]))
 
 
 @admin.register(Step)
