@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from workflows.definition import LIMIT_FIELDS
 from workflows.definition.bounds import MAX_SUM_DIGITS, MAX_VERSION
+from workflows.definition.questions import MAX_QUESTIONS
 from workflows.services.events import usd
 from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Workflow, WorkflowVersion
 
@@ -102,9 +103,20 @@ class RunResumeInputSerializer(StrictInputSerializer):
 
 
 class RunAnswerInputSerializer(StrictInputSerializer):
-    # What the choice may be, and whether it takes a text, is the waiting step's to say.
-    choice = serializers.CharField(max_length=200)
+    """A human gate's `choice` (and `text`), or a questions step's `answers` (or `abort`): which the
+    waiting step takes, and what they may be, is the step's to say."""
+
+    choice = serializers.CharField(required=False, max_length=200)
     text = serializers.CharField(required=False, max_length=10_000, trim_whitespace=False)
+    answers = serializers.DictField(
+        child=serializers.CharField(max_length=10_000, allow_blank=True, trim_whitespace=False), required=False
+    )
+    abort = serializers.BooleanField(required=False)
+
+    def validate_answers(self, answers: dict) -> dict:
+        if len(answers) > MAX_QUESTIONS:
+            raise serializers.ValidationError(f"at most {MAX_QUESTIONS} answers")
+        return answers
 
 
 class RunCancelInputSerializer(StrictInputSerializer):

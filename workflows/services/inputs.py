@@ -28,7 +28,8 @@ def check_run_answerable(*, run: Run, given: Mapping[str, Any]) -> tuple[Step, A
             f"The run is not waiting for input: it is '{run.status}'.", details={"status": run.status}
         )
     node = definition_of(run.workflow_version).node(step.agent)
-    return step, kind_of(node).answer(node=node, given=given)
+    asked = run.events.filter(type=EventType.INPUT_REQUESTED).order_by("-id").values_list("payload", flat=True).first()
+    return step, kind_of(node).answer(node=node, asked=asked, given=given)
 
 
 def run_answer(*, run: Run, given: Mapping[str, Any], actor: str) -> Run:

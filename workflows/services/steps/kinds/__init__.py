@@ -12,6 +12,7 @@ from workflows.services.steps.kinds.base import Charged, GroupKind, PreparedStep
 from workflows.services.steps.kinds.for_each import ForEachKind
 from workflows.services.steps.kinds.human_gate import HumanGateKind
 from workflows.services.steps.kinds.parallel import ParallelKind
+from workflows.services.steps.kinds.questions import QuestionsKind
 from workflows.services.steps.kinds.set import SetKind
 from workflows.services.steps.kinds.terminate import TerminateKind
 from workflows.services.steps.kinds.wait import WaitKind
@@ -38,7 +39,7 @@ def unregister_step_kind(name: str) -> None:
 
 def register_builtin_step_kinds() -> None:
     """The kinds of conductor's step types that this service runs; the app registers them at start."""
-    for kind in (HumanGateKind(), SetKind(), TerminateKind(), WaitKind()):
+    for kind in (HumanGateKind(), QuestionsKind(), SetKind(), TerminateKind(), WaitKind()):
         register_step_kind(kind)
 
 

@@ -16,6 +16,7 @@ from workflows.definition import (
     WorkflowDefinition,
     next_move,
 )
+from workflows.errors import ValidationFailed
 from workflows.models import LedgerEntry, Run, Step, StepStatus, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage
 
@@ -112,9 +113,9 @@ class StepKind:
         other exception fails the step resumably."""
         raise NotImplementedError
 
-    def answer(self, *, node: StepSpec, given: Mapping[str, Any]) -> Any:
-        """For a kind whose steps await input: the step's output for a person's answer `given`, or
-        ValidationFailed saying what is wrong with it."""
+    def answer(self, *, node: StepSpec, asked: Mapping[str, Any], given: Mapping[str, Any]) -> Any:
+        """For a kind whose steps await input: the step's output for a person's answer `given` to
+        what the step `asked` (the request it prepared), or ValidationFailed saying what is wrong."""
         raise NotImplementedError
 
     def settle(
@@ -170,6 +171,15 @@ class GroupKind:
 
     def route(self, *, definition: WorkflowDefinition, node: GroupSpec, context: dict) -> Move:
         return next_move(definition, node, context)
+
+
+def check_answer_fields(given: Mapping[str, Any], *, takes: tuple[str, ...], step: str) -> None:
+    """Refuse an answer with fields the waiting step does not take (another kind's answer)."""
+    if extra := sorted(set(given) - set(takes)):
+        raise ValidationFailed(
+            f"'{step}' is answered with {' and '.join(takes)}, not {', '.join(extra)}.",
+            details=[{"path": field, "message": "not taken by this step"} for field in extra],
+        )
 
 
 def branches_by_status(ended: list[Step]) -> tuple[list[Step], list[Step]]:

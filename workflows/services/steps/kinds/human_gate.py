@@ -21,7 +21,7 @@ from workflows.errors import ValidationFailed
 from workflows.models import Run, Step, Team
 from workflows.providers import Usage
 from workflows.services.budgets import add
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
+from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind, check_answer_fields
 
 MAX_ANSWER_TEXT = 10_000  # characters a person may write with a choice
 _OPTION_KEYS = ("label", "value", "route", "prompt_for", "multiline")
@@ -77,12 +77,15 @@ class HumanGateKind(StepKind):
         request = {"prompt": prompt, "options": node.params["options"]}
         return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), awaits_input=True, data={"request": request})
 
-    def answer(self, *, node: StepSpec, given: Mapping[str, Any]) -> dict:
-        options = {option["value"]: option for option in node.params["options"]}
+    def answer(self, *, node: StepSpec, asked: Mapping[str, Any], given: Mapping[str, Any]) -> dict:
+        check_answer_fields(given, takes=("choice", "text"), step=node.name)
+        options = {option["value"]: option for option in asked["options"]}
         choice, text = given.get("choice"), given.get("text")
         if choice not in options:
             raise ValidationFailed(
-                f"'{choice}' is not an option of the gate '{node.name}'.",
+                f"The gate '{node.name}' is answered with a 'choice', one of its options' values."
+                if choice is None
+                else f"'{choice}' is not an option of the gate '{node.name}'.",
                 details=[{"path": "choice", "message": f"one of {sorted(options)}"}],
             )
         asks_for = options[choice]["prompt_for"]
