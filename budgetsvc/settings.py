@@ -259,6 +259,14 @@ if unroutable := route_problems(PROVIDER_ROUTES):
     raise ImproperlyConfigured(
         "PROVIDER_ROUTES: " + "; ".join(f"'{provider}' {message}" for provider, message in unroutable)
     )
+# Conductor's script steps, for teams an operator allowed to run them (docs/workflows.md#script): the
+# longest a script may run, the memory and the output it may use, and where its command is looked up.
+SCRIPT_TIMEOUT_SECONDS = env.int("SCRIPT_TIMEOUT_SECONDS", default=60)
+if not 0 < SCRIPT_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
+    raise ImproperlyConfigured("SCRIPT_TIMEOUT_SECONDS must be above 0 and below STEP_SOFT_TIME_LIMIT_SECONDS.")
+SCRIPT_MAX_MEMORY_MB = env.int("SCRIPT_MAX_MEMORY_MB", default=512)
+SCRIPT_MAX_OUTPUT_BYTES = env.int("SCRIPT_MAX_OUTPUT_BYTES", default=1024 * 1024)
+SCRIPT_PATH = env.str("SCRIPT_PATH", default="/usr/local/bin:/usr/bin:/bin")
 # Transient errors (429, 5xx, timeouts, lost connections) are retried this many times per step,
 # with exponential backoff and jitter from the base, capped at the max.
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)

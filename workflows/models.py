@@ -75,6 +75,11 @@ class Team(models.Model):
         help_text="Let the team's workflows price models below the price table (negotiated rates). "
         "Their ledger entries show price_source 'workflow'.",
     )
+    may_run_scripts = models.BooleanField(
+        default=False,
+        help_text="Let the team's workflows run conductor's script steps: a command on a step worker, with no "
+        "shell, in a scratch directory, under a timeout and resource limits (docs/workflows.md#script).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

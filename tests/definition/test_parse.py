@@ -258,7 +258,7 @@ def test_every_agent_must_be_a_mapping():
         ("workflow.context", {"mode": "minimal"}, "workflow.context", "'context'"),
         ("workflow.runtime.mcp_servers", {}, "workflow.runtime.mcp_servers", "'mcp_servers'"),
         ("agents.1.tools", ["web_search"], "agents[1].tools", "'tools'"),
-        ("agents.1.type", "script", "agents[1].type", "agent type 'script' is not supported (only 'agent', 'human_gate', 'questions', 'set', 'terminate', 'wait')"),
+        ("agents.1.type", "programme", "agents[1].type", "agent type 'programme' is not supported (only 'agent', 'human_gate', 'questions', 'script', 'set', 'terminate', 'wait')"),
         ("agents.1.type", "workflow", "agents[1].type", "agent type 'workflow'"),
     ],
 )

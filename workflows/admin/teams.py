@@ -100,7 +100,7 @@ class TeamAdmin(TeamScopedAdmin):
     readonly_fields = ["webhook_secret_hint"]
     filter_horizontal = ["staff"]
     # Staff of a team must not add others to it, nor let it price its own calls below the table.
-    superuser_only_fields = ("staff", "may_override_prices")
+    superuser_only_fields = ("staff", "may_override_prices", "may_run_scripts")
     inlines = [ProviderRouteInline, BudgetChangeInline]
     actions = ["rotate_webhook_secret"]
     fieldsets = [
@@ -138,6 +138,14 @@ class TeamAdmin(TeamScopedAdmin):
             {
                 "description": "The price table wins for every real provider, unless the team may override it.",
                 "fields": ["may_override_prices"],
+            },
+        ),
+        (
+            "Script steps",
+            {
+                "description": "Conductor's script steps run commands on the step workers, which a team may "
+                "do only once an operator allows it.",
+                "fields": ["may_run_scripts"],
             },
         ),
     ]

@@ -62,6 +62,7 @@ def read_agents(
     *,
     lacks_price: Callable[[str], bool],
     provider_routes: Mapping[str, str],
+    refused_kinds: Mapping[str, str],
     group_names: frozenset[str] = frozenset(),
     first_use: dict[str, str],
 ) -> tuple[dict[str, AgentSpec], dict[str, StepSpec], Scope]:
@@ -71,6 +72,9 @@ def read_agents(
     if top.data.get("agents") == []:
         top.report("agents", "must list at least one agent")
     readers = [step_reader(raw.get("type")) if isinstance(raw, Mapping) else None for raw in raw_agents]
+    for index, reader in enumerate(readers):
+        if reader is not None and reader.name in refused_kinds:
+            top.problems.append(Problem(f"agents[{index}].type", refused_kinds[reader.name]))
     sections = [
         Section(raw, f"agents[{index}]", top.problems, keys=_AGENT_KEYS, unsupported=_AGENT_UNSUPPORTED, nullable=False)
         if reader is None

@@ -18,7 +18,7 @@ from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
 from .templates import compile_check
 
 MAX_DEFINITION_BYTES = 256 * 1024
-_NO_ROUTES: Mapping[str, str] = MappingProxyType({})
+_NOTHING: Mapping[str, str] = MappingProxyType({})
 
 _TOP_KEYS = ("workflow", "agents", "parallel", "for_each", "output")
 _TOP_UNSUPPORTED = {
@@ -39,7 +39,8 @@ def load_definition(
     source: str | bytes | Mapping[str, Any],
     *,
     is_priced: Callable[[str], bool] = _nothing_priced,
-    provider_routes: Mapping[str, str] = _NO_ROUTES,
+    provider_routes: Mapping[str, str] = _NOTHING,
+    refused_kinds: Mapping[str, str] = _NOTHING,
     max_bytes: int = MAX_DEFINITION_BYTES,
     table_prices: Callable[[str], UnitPrices | None] = _no_table,
     may_lower_prices: bool = False,
@@ -50,6 +51,7 @@ def load_definition(
 
     `provider_routes` maps the provider names that reach a backend only through a route (conductor's
     copilot, claude-agent-sdk, hermes) to the backend each reaches for the uploading team.
+    `refused_kinds` maps the kinds of step the uploading team may not use to why.
     `table_prices` answers the price table's prices of a model; unless `may_lower_prices`, a real
     provider's workflow may not price a model below them.
 
@@ -69,6 +71,7 @@ def load_definition(
         header,
         lacks_price=_price_check(header, is_priced),
         provider_routes=provider_routes,
+        refused_kinds=refused_kinds,
         group_names=group_names_written(raw),
         first_use=first_use,
     )

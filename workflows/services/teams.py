@@ -36,8 +36,9 @@ TEAM_BUDGET_FIELDS = (
     "period",
     "period_mode",
     "alert_thresholds",
-    # Not a budget, but it decides what the team's steps cost: who allowed it is kept the same way.
+    # Not budgets, but they decide what the team's steps cost and do: who allowed them is kept the same way.
     "may_override_prices",
+    "may_run_scripts",
 )
 
 
@@ -93,10 +94,11 @@ def check_team_budgets(*, changes: dict) -> dict:
             problems.append({"path": "alert_thresholds", "message": "must be a list of whole percentages, 1 to 1000"})
         else:
             clean["alert_thresholds"] = sorted(set(thresholds))
-    if "may_override_prices" in changes:
-        if not isinstance(changes["may_override_prices"], bool):
-            problems.append({"path": "may_override_prices", "message": "must be true or false"})
-        clean["may_override_prices"] = changes["may_override_prices"]
+    for permission in ("may_override_prices", "may_run_scripts"):
+        if permission in changes:
+            if not isinstance(changes[permission], bool):
+                problems.append({"path": permission, "message": "must be true or false"})
+            clean[permission] = changes[permission]
     if problems:
         raise ValidationFailed("The team's budgets are invalid.", details=problems)
     return clean

@@ -12,6 +12,15 @@ from workflows.services.prices import is_priced, table_prices
 from workflows.services.provider_routes import provider_routes_of
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
+SCRIPTS_NOT_ALLOWED = (
+    "script steps run commands on the service's workers: an operator must allow them for this team "
+    "(the team's 'may run scripts' setting, in the admin)"
+)
+
+
+def refused_step_kinds(*, team: Team) -> dict[str, str]:
+    """The kinds of step the team may not use, and why."""
+    return {} if team.may_run_scripts else {"script": SCRIPTS_NOT_ALLOWED}
 
 
 def workflow_create(*, team: Team, definition: str | Mapping, name: str | None = None) -> WorkflowVersion:
@@ -21,6 +30,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             definition,
             is_priced=is_priced,
             provider_routes=provider_routes_of(team=team),
+            refused_kinds=refused_step_kinds(team=team),
             max_bytes=settings.DEFINITION_MAX_BYTES,
             table_prices=table_prices,
             may_lower_prices=team.may_override_prices,

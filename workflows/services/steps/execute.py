@@ -45,7 +45,7 @@ from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
 from workflows.services.run_state import run_await_input, run_fail, run_stop
-from workflows.services.steps.kinds import Charged, PreparedStep, StepAttempt, kind_named
+from workflows.services.steps.kinds import Charged, PreparedStep, StepAttempt, StepWorkFailed, kind_named
 from workflows.services.steps.prepare import step_prepare
 from workflows.services.steps.progression import prerender_ending, step_failed, step_succeeded
 
@@ -64,6 +64,9 @@ def step_execute(*, step_id: int) -> None:
         result = kind_named(attempt.prepared.kind).run(attempt)
     except ProviderError as exc:
         step_provider_failed(attempt=attempt, error=exc)
+        return
+    except StepWorkFailed as exc:
+        step_fail(attempt=attempt, error={"type": exc.error_type, "message": str(exc)})
         return
     except Exception as exc:  # noqa: BLE001 - includes Celery's soft time limit
         # Whatever stopped the call, the reservation is released and the run fails resumably
@@ -359,7 +362,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
 
 
 def step_fail(*, attempt: StepAttempt, error: dict) -> None:
-    """The provider failed the step: release its reservation and fail the run, resumably."""
+    """The step's work failed: release its reservation and fail the run, resumably."""
     rendered_ahead(
         prerender=partial(_prerender_end_of, attempt=attempt, error=error),
         locked=partial(_fail_under_locks, attempt=attempt, error=error),

@@ -8,11 +8,19 @@ so a workflow that uses it uploads. A group's fields are read by the parser itse
 
 from workflows.definition import AgentSpec, GroupSpec, StepSpec, register_step_reader, unregister_step_reader
 from workflows.services.steps.kinds.agent import AgentKind
-from workflows.services.steps.kinds.base import Charged, GroupKind, PreparedStep, StepAttempt, StepKind
+from workflows.services.steps.kinds.base import (
+    Charged,
+    GroupKind,
+    PreparedStep,
+    StepAttempt,
+    StepKind,
+    StepWorkFailed,
+)
 from workflows.services.steps.kinds.for_each import ForEachKind
 from workflows.services.steps.kinds.human_gate import HumanGateKind
 from workflows.services.steps.kinds.parallel import ParallelKind
 from workflows.services.steps.kinds.questions import QuestionsKind
+from workflows.services.steps.kinds.script import ScriptKind
 from workflows.services.steps.kinds.set import SetKind
 from workflows.services.steps.kinds.terminate import TerminateKind
 from workflows.services.steps.kinds.wait import WaitKind
@@ -39,7 +47,7 @@ def unregister_step_kind(name: str) -> None:
 
 def register_builtin_step_kinds() -> None:
     """The kinds of conductor's step types that this service runs; the app registers them at start."""
-    for kind in (HumanGateKind(), QuestionsKind(), SetKind(), TerminateKind(), WaitKind()):
+    for kind in (HumanGateKind(), QuestionsKind(), ScriptKind(), SetKind(), TerminateKind(), WaitKind()):
         register_step_kind(kind)
 
 
@@ -74,6 +82,7 @@ __all__ = [
     "PreparedStep",
     "StepAttempt",
     "StepKind",
+    "StepWorkFailed",
     "UnknownStepKind",
     "group_kind_of",
     "kind_named",

@@ -21,6 +21,15 @@ from workflows.models import LedgerEntry, Run, Step, StepStatus, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage
 
 
+class StepWorkFailed(Exception):
+    """A kind's `run` failed in a way its owner should read: the step fails, resumably, with
+    `{type: error_type, message}`. The message must hold nothing secret."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
 @dataclass(frozen=True)
 class PreparedStep:
     """What a step will do, ready for the gate and for its kind's `run`."""

@@ -1,0 +1,95 @@
+"""Conductor's `script` step: refused at upload unless an operator allowed the team, then run on a real
+worker, its JSON output laid over {stdout, stderr, exit_code} for the routes to read."""
+
+import pytest
+
+from tests.conftest import wait_for_run
+from tests.invariants import assert_invariants
+from workflows.errors import DefinitionInvalid
+from workflows.models import LedgerEntry
+from workflows.services.workflows import workflow_create
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+TERMINAL = ("completed", "failed", "budget_exceeded", "iteration_limit", "timed_out", "cancelled")
+
+CHECKED = """
+workflow:
+  name: checked
+  entry_point: count
+  input: {words: {type: string, required: true}}
+  runtime: {provider: fake, default_model: sim-model}
+agents:
+  - name: count
+    type: script
+    command: sh
+    args: ["-c", "wc -w | tr -d ' ' | sed 's/.*/{\\"words\\": &}/'"]
+    stdin: "{{ workflow.input.words }}"
+    timeout: 10
+    routes:
+      - {to: long, when: "{{ count.output.words > 3 }}"}
+      - {to: short}
+  - name: long
+    type: set
+    value: long
+  - name: short
+    type: set
+    value: short
+"""
+
+
+def test_a_script_runs_on_a_worker_and_its_json_output_routes_the_run(api, team, celery_worker):
+    team.may_run_scripts = True
+    team.save(update_fields=["may_run_scripts"])
+    assert api.post("/api/v1/workflows", {"definition": CHECKED}, format="json").status_code == 201
+
+    response = api.post("/api/v1/runs", {"workflow": "checked", "inputs": {"words": "one two three four five"}}, format="json")
+    run = wait_for_run(response.json()["id"], *TERMINAL)
+
+    assert run.status == "completed", run.error
+    assert run.steps.get(agent="count").output == {"stdout": '{"words": 5}\n', "stderr": "", "exit_code": 0, "words": 5}
+    assert run.steps.filter(agent="long").exists() and not run.steps.filter(agent="short").exists()
+    assert run.iterations == 2 and not LedgerEntry.objects.filter(run=run).exists()
+    assert_invariants(run)
+
+
+def test_a_team_not_allowed_scripts_is_refused_at_upload_naming_the_setting(team):
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition=CHECKED)
+
+    [detail] = refused.value.details
+    assert detail["path"] == "agents[0].type" and "'may run scripts'" in detail["message"]
+
+
+def test_a_run_whose_team_lost_the_right_fails_the_script_step_resumably(api, team, celery_worker):
+    team.may_run_scripts = True
+    team.save(update_fields=["may_run_scripts"])
+    workflow_create(team=team, definition=CHECKED)
+    team.may_run_scripts = False
+    team.save(update_fields=["may_run_scripts"])
+
+    response = api.post("/api/v1/runs", {"workflow": "checked", "inputs": {"words": "a"}}, format="json")
+    run = wait_for_run(response.json()["id"], *TERMINAL)
+
+    assert run.status == "failed"
+    assert run.error == {"type": "ScriptError", "message": "Script steps are no longer allowed for this team."}
+    assert run.steps.get(agent="count").status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "message"),
+    [
+        ("env: {TOKEN: '${API_TOKEN}'}", "agents[0].env.TOKEN", "worker's environment"),
+        ("env: {'1BAD': x}", "agents[0].env.1BAD", "environment variable name"),
+        ("working_dir: /srv", "agents[0].working_dir", "scratch directory"),
+        ("timeout: 0", "agents[0].timeout", ""),
+        ("args: [1]", "agents[0].args[0]", "template string"),
+    ],
+)
+def test_a_script_with_a_mistake_is_refused_at_upload_naming_it(team, fields, path, message):
+    team.may_run_scripts = True
+    team.save(update_fields=["may_run_scripts"])
+    source = f"workflow: {{name: w, entry_point: s, runtime: {{provider: fake}}}}\nagents:\n  - name: s\n    type: script\n    command: echo\n    {fields}\n"
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition=source)
+    assert any(d["path"] == path and message in d["message"] for d in refused.value.details), refused.value.details

@@ -1,0 +1,104 @@
+"""`script`: conductor's step that runs a command on a worker, for teams an operator allowed to
+(`Team.may_run_scripts`); how the command is confined is services/scripts.py's."""
+
+import json
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+
+from django.conf import settings
+
+from workflows.definition import AgentSpec, Problem, StepSpec, WorkflowDefinition, compile_check, render
+from workflows.models import Run, Step, Team
+from workflows.providers import CompletionResult, Usage
+from workflows.services.budgets import add
+from workflows.services.scripts import ScriptFailed, script_run
+from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind, StepWorkFailed
+
+MAX_TIMEOUT_SECONDS = 3600  # what a definition may ask for; SCRIPT_TIMEOUT_SECONDS caps it on the worker
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INTERPOLATION = re.compile(r"\$\{[^}]*\}")
+
+
+class ScriptKind(StepKind):
+    """`command` and `args` (templates), `env` (literal values), `stdin` (a template), `timeout`
+    (seconds). Its output is conductor's: `{stdout, stderr, exit_code}`, with the keys of a JSON
+    object printed on stdout laid over them. A non-zero exit code does not fail the step: routes
+    read it. It costs nothing and counts as an iteration."""
+
+    name = "script"
+    keys = ("command", "args", "env", "stdin", "timeout", "working_dir", "input")
+
+    def read(self, section):
+        problems_before = len(section.problems)
+        templates = [("command", section.text("command", required=True)), ("stdin", section.text("stdin"))]
+        args = section.sequence("args")
+        templates += [(f"args[{index}]", arg) for index, arg in enumerate(args)]
+        for key, template in templates:
+            if template is not None and not isinstance(template, str):
+                section.report(key, "must be a template string")
+            elif template is not None and (error := compile_check(template)):
+                section.report(key, f"template does not compile: {error}")
+        env = {}
+        for name, value, path in section.entries("env"):
+            if not _ENV_NAME.fullmatch(name):
+                section.problems.append(Problem(path, "is not an environment variable name"))
+            elif not isinstance(value, str):
+                section.problems.append(Problem(path, "must be text"))
+            elif _INTERPOLATION.search(value):
+                section.problems.append(
+                    Problem(path, "'${...}' would read the worker's environment, which no workflow sees: pass it as an input")
+                )
+            else:
+                env[name] = value
+        section.integer("timeout", minimum=1, maximum=MAX_TIMEOUT_SECONDS)
+        if "working_dir" in section.data:
+            section.report("working_dir", "a script runs in a scratch directory of its own, made for each run of it")
+        if len(section.problems) > problems_before:
+            return None
+        return {
+            "command": section.data["command"],
+            "args": list(args),
+            "env": env,
+            "stdin": section.data.get("stdin"),
+            "timeout": section.data.get("timeout"),
+        }
+
+    def prepare(
+        self,
+        *,
+        node: AgentSpec | StepSpec,
+        context: dict,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
+    ) -> PreparedStep:
+        params, where = node.params, f"script '{node.name}'"
+        call = {
+            "command": render(params["command"], context, where=f"{where} command").strip(),
+            "args": [render(arg, context, where=f"{where} args[{n}]") for n, arg in enumerate(params["args"])],
+            "env": params["env"],
+            "stdin": None if params["stdin"] is None else render(params["stdin"], context, where=f"{where} stdin"),
+            "timeout": min(params["timeout"] or settings.SCRIPT_TIMEOUT_SECONDS, settings.SCRIPT_TIMEOUT_SECONDS),
+        }
+        return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data=call)
+
+    def run(self, attempt: StepAttempt) -> CompletionResult:
+        if not Team.objects.filter(pk=attempt.team_id, may_run_scripts=True).exists():
+            raise StepWorkFailed("ScriptError", "Script steps are no longer allowed for this team.")
+        try:
+            ran = script_run(**attempt.prepared.data)
+        except ScriptFailed as exc:
+            raise StepWorkFailed("ScriptError", str(exc)) from None
+        output = {"stdout": ran.stdout, "stderr": ran.stderr, "exit_code": ran.exit_code}
+        try:
+            printed = json.loads(ran.stdout)
+        except ValueError:
+            printed = None
+        if isinstance(printed, dict):
+            output |= printed
+        return CompletionResult(input_tokens=0, output_tokens=0, output=output)
+
+    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
+        add(run, **run_deltas)  # no model was called: no ledger entry
+        return Charged(cost_usd=Decimal("0"))
