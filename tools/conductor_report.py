@@ -181,7 +181,7 @@ _KINDS = (
     (re.compile(r"^provider '([^']+)' is not supported"), "provider '{0}'"),
     (re.compile(r"^unknown provider '([^']+)'"), "unknown provider '{0}'"),
     (re.compile(r"^unknown key '([^']+)'"), "unknown key '{0}'"),
-    (re.compile(r"\benvironment variable\b"), "${VAR} interpolation"),
+    (re.compile(r"\benvironment variable\b"), "${{VAR}} interpolation"),
     (re.compile(r"^'!file' includes"), "!file include"),
     (re.compile(r"^'([^']+)' (?:is|are) not supported"), "{0}"),
     (re.compile(r"has no price"), "unpriced model"),
@@ -191,6 +191,8 @@ _KINDS = (
 def reason_kind(path: str, message: str) -> str:
     """What a problem is counted as: a step type, an unrouted provider, the name of a key that is
     refused; otherwise the last key of its path and its message."""
+    if re.search(r"routes\[\d+\]\.output$", path):
+        return "route output"
     for pattern, kind in _KINDS:
         if match := pattern.search(message):
             return kind.format(*match.groups())
