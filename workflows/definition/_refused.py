@@ -99,7 +99,7 @@ AGENT_UNSUPPORTED = {
     "reasoning": _REASONING,
     "context_tier": _CONTEXT_TIER,
     "output_mode": (
-        "not supported yet: an agent with 'output' answers that schema, one without it answers text "
+        "not implemented yet: an agent with 'output' answers that schema, one without it answers text "
         "(conductor's 'raw' mode would wrap the text as {result: ...})"
     ),
     "retry": (
@@ -108,7 +108,7 @@ AGENT_UNSUPPORTED = {
     ),
     "dialog": "a conversation with a person in conductor's terminal or dashboard has no equivalent here",
     "validator": (
-        "not supported yet: it is a second model call per step, grading the output, which the budget "
+        "not implemented yet: it is a second model call per step, grading the output, which the budget "
         "gate does not estimate"
     ),
     "timeout_seconds": _AGENT_TIMEOUT,
@@ -140,7 +140,7 @@ def fields_of_other_kinds(raw: object) -> tuple[str, ...]:
 
 ROUTE_UNSUPPORTED = {"output": "conductor's route output transforms are not implemented yet"}
 
-_CONSTRAINT = "output constraints are not supported yet: an answer is checked for its types and fields only"
+_CONSTRAINT = "output constraints are not implemented yet: an answer is checked for its types and fields only"
 OUTPUT_FIELD_UNSUPPORTED = dict.fromkeys(
     ("enum", "pattern", "minimum", "maximum", "minLength", "maxLength", "nullable", "required"), _CONSTRAINT
 )
