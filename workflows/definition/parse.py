@@ -76,8 +76,9 @@ def load_definition(
     if not may_lower_prices and not providers <= FREELY_PRICED_PROVIDERS:
         _check_price_floor(header, table_prices, problems)
     output = _output(top)
-    # Each after any other problem at its path: a key refused for itself needs no second reason.
-    problems.extend(problem for problem in interpolation_problems(raw) if problem.path not in {p.path for p in problems})
+    # Not where another problem is: a key refused for itself needs no second reason.
+    reported = {problem.path for problem in problems}
+    problems.extend(problem for problem in interpolation_problems(raw) if problem.path not in reported)
     if problems:
         raise DefinitionError(problems)
     # Both are only None when a problem was reported.
