@@ -19,6 +19,7 @@ one, no broker is contacted, and nothing reaches the network.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -109,18 +110,16 @@ def check_folder(
     folder: Path, *, routes: dict[str, str], team_settings: dict[str, bool], prices: Path | None = None
 ) -> list[FileResult]:
     """Upload every conductor workflow under `folder` for a fresh team; Django must be set up."""
-    from django.conf import settings
     from django.core.management import call_command
     from django.db import transaction
 
     from workflows.errors import ApplicationError
     from workflows.models import Team
-    from workflows.services.prices import prices_load
     from workflows.services.provider_routes import provider_routes_set
     from workflows.services.workflows import workflow_create
 
     call_command("migrate", verbosity=0, interactive=False)
-    prices_load(path=prices or settings.PRICES_FILE)
+    call_command("loadprices", *([prices] if prices else []), stdout=io.StringIO())  # as `make run` does
     team = Team.objects.create(name="conductor-report", **team_settings)
     provider_routes_set(team=team, routes=routes)
 

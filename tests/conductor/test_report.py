@@ -28,16 +28,13 @@ def report(*args: str) -> str:
 def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason():
     found = json.loads(report("--json"))
 
-    assert (found["files"], found["workflows"]) == (6, 5)
+    assert (found["files"], found["workflows"]) == (7, 6)
     assert found["skipped"] == {"labels.yaml": "no top-level 'workflow:' key"}
     assert found["uploads"] == ["nested/code_review.yaml", "summary.yaml", "translate.yaml"]
     refused = {path: {(p["path"], p["kind"]) for p in problems} for path, problems in found["refused"].items()}
     assert refused == {
-        "fan_in.yaml": {
-            ("agents[0].type", "step type 'set'"),
-            ("agents[1].type", "step type 'wait'"),
-            ("agents[2].routes[0].output", "route output"),
-        },
+        "handover.yaml": {("workflow.instructions", "instructions"), ("agents[0].session_key", "session_key")},
+        "include.yaml": {("agents[0].prompt", "!file include")},
         "nested/release_notes.yml": {
             ("agents[0].type", "step type 'script'"),
             ("agents[1].tools", "tools"),
@@ -54,7 +51,7 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     assert {row["kind"]: (row["files"], row["problems"]) for row in found["by_kind"]} == {
         kind: (1, 1)
         for kind in (
-            "step type 'set'", "step type 'wait'", "route output", "step type 'script'",
+            "instructions", "session_key", "!file include", "step type 'script'",
             "tools", "mcp_servers", "skills", "${VAR} interpolation",
         )
     }  # fmt: skip
@@ -64,8 +61,8 @@ def test_a_runtime_the_team_has_not_routed_refuses_the_workflows_that_use_it():
     text = report("--routes", "copilot=openai")
 
     assert text.splitlines()[:2] == [
-        f"{FOLDER}: 6 files, 5 conductor workflows, 1 skipped",
-        "1 of 5 upload; 4 are refused.",
+        f"{FOLDER}: 7 files, 6 conductor workflows, 1 skipped",
+        "1 of 6 upload; 5 are refused.",
     ]
     assert (
         "  nested/code_review.yaml (1 problem)\n"
