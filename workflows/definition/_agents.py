@@ -9,6 +9,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED, OUTPUT_FIELD_UNSUPPORTED, ROUTE_UNSUPPORTED
+from ._refused import fields_of_other_kinds
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from ._workflow import MAX_TEMPERATURE, Header, check_provider
@@ -27,7 +29,6 @@ _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock",
 )  # fmt: skip
-_AGENT_UNSUPPORTED = {"tools": "'tools' are not supported"}
 _ROUTE_KEYS = ("to", "when")
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
 _SCHEMA_KEYS = ("type", "description", "items", "properties")
@@ -76,7 +77,15 @@ def read_agents(
         if reader is not None and reader.name in refused_kinds:
             top.problems.append(Problem(f"agents[{index}].type", refused_kinds[reader.name]))
     sections = [
-        Section(raw, f"agents[{index}]", top.problems, keys=_AGENT_KEYS, unsupported=_AGENT_UNSUPPORTED, nullable=False)
+        Section(
+            raw,
+            f"agents[{index}]",
+            top.problems,
+            keys=_AGENT_KEYS + fields_of_other_kinds(raw),
+            unsupported=AGENT_UNSUPPORTED,
+            ignored=AGENT_IGNORED,
+            nullable=False,
+        )
         if reader is None
         else Section(raw, f"agents[{index}]", top.problems, keys=COMMON_KEYS + reader.keys, nullable=False)
         for index, (raw, reader) in enumerate(zip(raw_agents, readers, strict=True))
@@ -251,7 +260,7 @@ def _check_fields(owner: Section, key: str) -> None:
 
 
 def _check_schema(raw: object, path: str, problems: list[Problem]) -> None:
-    schema = Section(raw, path, problems, keys=_SCHEMA_KEYS, nullable=False)
+    schema = Section(raw, path, problems, keys=_SCHEMA_KEYS, unsupported=OUTPUT_FIELD_UNSUPPORTED, nullable=False)
     type_name = schema.text("type", required=True)
     if type_name is not None and type_name not in INPUT_TYPES:
         schema.report("type", f"must be one of {', '.join(INPUT_TYPES)}, not {show(type_name)}")
@@ -264,7 +273,9 @@ def _check_schema(raw: object, path: str, problems: list[Problem]) -> None:
 def read_routes(section: Section, scope: Scope) -> tuple[RouteSpec, ...]:
     routes = []
     for index, raw in enumerate(section.sequence("routes")):
-        route = Section(raw, f"{section.at('routes')}[{index}]", section.problems, keys=_ROUTE_KEYS, nullable=False)
+        route = Section(
+            raw, f"{section.at('routes')}[{index}]", section.problems, keys=_ROUTE_KEYS, unsupported=ROUTE_UNSUPPORTED, nullable=False
+        )
         target = route.text("to", required=True)
         if target is not None and target != END and target not in scope.targets:
             route.report("to", no_target(target, scope))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ._agents import AGENT_NAME, _AGENT_KEYS, _AGENT_UNSUPPORTED, Scope, name_register, read_agent, read_routes
+from ._agents import AGENT_NAME, _AGENT_KEYS, Scope, name_register, read_agent, read_routes
+from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED, fields_of_other_kinds
 from ._section import Section
 from ._values import show
 from .errors import Problem
@@ -16,7 +17,7 @@ DEFAULT_LOOP_VARIABLE = "item"
 
 _PARALLEL_KEYS = ("name", "description", "agents", "failure_mode", "routes")
 _FOR_EACH_KEYS = ("name", "description", "type", "source", "as", "max_concurrent", "failure_mode", "agent", "routes")
-_FOR_EACH_UNSUPPORTED = {"key_by": "'key_by' is not supported (a for_each group's outputs are a list, in item order)"}
+_FOR_EACH_UNSUPPORTED = {"key_by": "a for_each group's outputs are a list, in item order"}
 # Conductor's reserved loop variable names.
 _LOOP_RESERVED = frozenset({"workflow", "context", "output", "_index", "_key"})
 _LOOP_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -175,7 +176,8 @@ def _inline_agent(section: Section, scope: Scope, group: str | None, first_use: 
     if section.data.get("agent") is None:
         section.missing("agent")
         return None
-    agent = section.section("agent", keys=_AGENT_KEYS, unsupported=_AGENT_UNSUPPORTED)
+    keys = _AGENT_KEYS + fields_of_other_kinds(section.data["agent"])
+    agent = section.section("agent", keys=keys, unsupported=AGENT_UNSUPPORTED, ignored=AGENT_IGNORED)
     if agent.data.get("name") is None:
         name = group
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -15,13 +15,15 @@ from .errors import Problem
 from .pricing import to_exact_money
 
 _NOTHING_UNSUPPORTED: Mapping[str, str] = MappingProxyType({})
+_NOTHING_IGNORED: Mapping[str, Callable[[Section, str], None]] = MappingProxyType({})
 
 
 class Section:
     """One mapping under validation, at ``path``; ``nullable`` lets null stand for an empty one.
 
     Each read returns None (or a fallback) after recording a problem, so validation goes on
-    and every mistake is reported at once.
+    and every mistake is reported at once. A key outside ``keys`` is checked by its function in
+    ``ignored`` (then has no effect), refused with its reason in ``unsupported``, or is unknown.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class Section:
         *,
         keys: Collection[str],
         unsupported: Mapping[str, str] = _NOTHING_UNSUPPORTED,
+        ignored: Mapping[str, Callable[[Section, str], None]] = _NOTHING_IGNORED,
         nullable: bool = True,
     ) -> None:
         self.path = path
@@ -44,9 +47,13 @@ class Section:
         for key in self.data:
             if not isinstance(key, str):
                 problems.append(Problem(path or "definition", f"keys must be strings, not {show(key)}"))
+            elif key in keys:
+                continue  # a key the section implements wins over any refusal written for it
+            elif key in ignored:
+                ignored[key](self, key)
             elif key in unsupported:
-                self.report(key, unsupported[key])
-            elif key not in keys:
+                self.report(key, f"'{key}' is not supported: {unsupported[key]}")
+            else:
                 self.report(key, _unknown_key(key, keys))
 
     def at(self, key: str) -> str:
@@ -65,12 +72,15 @@ class Section:
         *,
         keys: Collection[str],
         unsupported: Mapping[str, str] = _NOTHING_UNSUPPORTED,
+        ignored: Mapping[str, Callable[[Section, str], None]] = _NOTHING_IGNORED,
         required: bool = False,
     ) -> Section:
         """The nested mapping at ``key``; empty when absent."""
         if required and self.data.get(key) is None:
             self.missing(key)
-        return Section(self.data.get(key), self.at(key), self.problems, keys=keys, unsupported=unsupported)
+        return Section(
+            self.data.get(key), self.at(key), self.problems, keys=keys, unsupported=unsupported, ignored=ignored
+        )
 
     def text(self, key: str, *, required: bool = False) -> str | None:
         value = self.data.get(key)

@@ -19,6 +19,11 @@ MAX_EXPANDED_BYTES = 1024 * 1024
 # What a value adds to the stored JSON beyond its text: quotes, a separator, brackets.
 _NODE_OVERHEAD_BYTES = 4
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_FILE_TAG = "!file"
+_FILE_INCLUDE = (
+    "'!file' includes are not supported: a definition is uploaded as one document, and the service "
+    "reads no files; write the file's text in place"
+)
 
 
 class _GuardedLoader(yaml.SafeLoader):
@@ -94,9 +99,9 @@ def _compose_and_construct(text: str, *, max_expanded_bytes: int) -> Any:
         if root is None:
             return None
         _check_expansion(root, max_bytes=max_expanded_bytes)
-        duplicates = list(_duplicate_keys(root))
-        if duplicates:
-            raise DefinitionError(duplicates)
+        problems = list(_node_problems(root))
+        if problems:
+            raise DefinitionError(problems)
         document = loader.construct_document(root)
     finally:
         loader.dispose()
@@ -151,7 +156,8 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _duplicate_keys(root: yaml.Node) -> Iterator[Problem]:
+def _node_problems(root: yaml.Node) -> Iterator[Problem]:
+    """Duplicate keys, and conductor's `!file` includes, each at its path."""
     visited: set[int] = set()
     stack: list[tuple[yaml.Node, str]] = [(root, "")]
     while stack:
@@ -159,7 +165,9 @@ def _duplicate_keys(root: yaml.Node) -> Iterator[Problem]:
         if id(node) in visited:
             continue
         visited.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
+        if node.tag == _FILE_TAG:
+            yield Problem(path or "definition", _FILE_INCLUDE)
+        elif isinstance(node, yaml.SequenceNode):
             stack.extend((child, f"{path}[{index}]") for index, child in enumerate(node.value))
         elif isinstance(node, yaml.MappingNode):
             seen: set[tuple[str, str]] = set()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._refused import COST_IGNORED, RUNTIME_IGNORED, RUNTIME_UNSUPPORTED, WORKFLOW_IGNORED, WORKFLOW_UNSUPPORTED
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from .bounds import MAX_CALL_TOKENS
@@ -19,15 +20,8 @@ from .providers import DEFAULT_PROVIDER, provider_problem
 
 MAX_TEMPERATURE = 2.0
 
-_CONTEXT_UNSUPPORTED = "conductor's 'context' modes are not supported (every agent sees all earlier outputs)"
 _WORKFLOW_KEYS = ("name", "description", "version", "entry_point", "input", "limits", "runtime", "cost")
-_WORKFLOW_UNSUPPORTED = {
-    "hooks": "'hooks' are not supported",
-    "context": _CONTEXT_UNSUPPORTED,
-    "context_mode": _CONTEXT_UNSUPPORTED,
-}
 _RUNTIME_KEYS = ("provider", "default_model", "max_tokens", "temperature", "stream")
-_RUNTIME_UNSUPPORTED = {"mcp_servers": "'mcp_servers' are not supported"}
 # The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
 _ENDPOINT_UNSUPPORTED = (
     "a workflow does not choose endpoints or hold credentials: the team's provider credentials do "
@@ -48,7 +42,7 @@ _PROVIDER_UNSUPPORTED = {
     ),
     **dict.fromkeys(
         ("pool_endpoint", "api_version", "inner_provider", "identifier_scope", "egress", "lifecycle", "auth"),
-        "configures the 'aca' sandbox runtime, which is not supported",
+        "it configures the 'aca' sandbox runtime, which is not supported",
     ),
 }
 _INPUT_KEYS = ("type", "required", "default", "description")
@@ -78,9 +72,11 @@ class Header:
 
 
 def read_header(top: Section) -> Header:
-    workflow = top.section("workflow", keys=_WORKFLOW_KEYS, unsupported=_WORKFLOW_UNSUPPORTED, required=True)
-    runtime = workflow.section("runtime", keys=_RUNTIME_KEYS, unsupported=_RUNTIME_UNSUPPORTED)
-    cost = workflow.section("cost", keys=("pricing",))
+    workflow = top.section(
+        "workflow", keys=_WORKFLOW_KEYS, unsupported=WORKFLOW_UNSUPPORTED, ignored=WORKFLOW_IGNORED, required=True
+    )
+    runtime = workflow.section("runtime", keys=_RUNTIME_KEYS, unsupported=RUNTIME_UNSUPPORTED, ignored=RUNTIME_IGNORED)
+    cost = workflow.section("cost", keys=("pricing",), ignored=COST_IGNORED)
     price_entries = cost.entries("pricing")
     provider, provider_path, provider_written = _provider(runtime)
     return Header(

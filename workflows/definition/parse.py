@@ -8,6 +8,7 @@ from typing import Any
 
 from ._agents import read_agents
 from ._groups import group_names_written, read_groups
+from ._refused import TOP_UNSUPPORTED, interpolation_problems
 from ._section import Section
 from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
@@ -21,10 +22,6 @@ MAX_DEFINITION_BYTES = 256 * 1024
 _NOTHING: Mapping[str, str] = MappingProxyType({})
 
 _TOP_KEYS = ("workflow", "agents", "parallel", "for_each", "output")
-_TOP_UNSUPPORTED = {
-    "tools": "'tools' are not supported",
-    "mcp_servers": "'mcp_servers' are not supported",
-}
 
 
 def _nothing_priced(model: str) -> bool:
@@ -63,7 +60,7 @@ def load_definition(
             [Problem("definition", f"must be a mapping with 'workflow' and 'agents', not {kind_of(raw)}")]
         )
     problems: list[Problem] = []
-    top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=_TOP_UNSUPPORTED)
+    top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=TOP_UNSUPPORTED)
     header = read_header(top)
     first_use: dict[str, str] = {}  # agents and groups share one namespace
     agents, steps, scope = read_agents(
@@ -82,6 +79,9 @@ def load_definition(
     if not may_lower_prices and not providers <= FREELY_PRICED_PROVIDERS:
         _check_price_floor(header, table_prices, problems)
     output = _output(top)
+    # Not where another problem is: a key refused for itself needs no second reason.
+    reported = {problem.path for problem in problems}
+    problems.extend(problem for problem in interpolation_problems(raw) if problem.path not in reported)
     if problems:
         raise DefinitionError(problems)
     # Both are only None when a problem was reported.

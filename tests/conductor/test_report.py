@@ -1,0 +1,80 @@
+"""tools/conductor_report.py, run as a user runs it, on the workflows in tests/conductor/report/."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDER = Path(__file__).resolve().parent / "report"
+
+
+def report(*args: str) -> str:
+    # A variable the refused workflow reads with ${NOTES_MODEL:-...}: the report must not see it.
+    env = {**os.environ, "NOTES_MODEL": "model-from-the-environment"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "conductor_report.py"), str(FOLDER), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason():
+    found = json.loads(report("--json"))
+
+    assert (found["files"], found["workflows"]) == (7, 6)
+    assert found["skipped"] == {"labels.yaml": "no top-level 'workflow:' key"}
+    assert found["uploads"] == ["nested/code_review.yaml", "summary.yaml", "translate.yaml"]
+    refused = {path: {(p["path"], p["kind"]) for p in problems} for path, problems in found["refused"].items()}
+    assert refused == {
+        "handover.yaml": {("workflow.instructions", "instructions"), ("agents[0].session_key", "session_key")},
+        "include.yaml": {("agents[0].prompt", "!file include")},
+        "nested/release_notes.yml": {
+            ("agents[0].type", "script steps not allowed for the team"),
+            ("agents[1].tools", "tools"),
+            ("workflow.runtime.mcp_servers", "mcp_servers"),
+            ("workflow.runtime.skills", "skills"),
+            ("workflow.runtime.default_model", "${VAR} interpolation"),
+        },
+    }
+    messages = {p["path"]: p["message"] for p in found["refused"]["nested/release_notes.yml"]}
+    assert "'may run scripts'" in messages["agents[0].type"]
+    assert messages["workflow.runtime.skills"].startswith("'skills' is not supported: skills are files a coding-agent")
+    assert "its default here is 'gpt-4o'" in messages["workflow.runtime.default_model"]
+    assert "model-from-the-environment" not in json.dumps(found)
+    assert {row["kind"]: (row["files"], row["problems"]) for row in found["by_kind"]} == {
+        kind: (1, 1)
+        for kind in (
+            "instructions", "session_key", "!file include", "script steps not allowed for the team",
+            "tools", "mcp_servers", "skills", "${VAR} interpolation",
+        )
+    }  # fmt: skip
+
+
+def test_a_runtime_the_team_has_not_routed_refuses_the_workflows_that_use_it():
+    text = report("--routes", "copilot=openai")
+
+    assert text.splitlines()[:2] == [
+        f"{FOLDER}: 7 files, 6 conductor workflows, 1 skipped",
+        "1 of 6 upload; 5 are refused.",
+    ]
+    assert (
+        "  nested/code_review.yaml (1 problem)\n"
+        "    workflow.runtime.provider: provider 'claude-agent-sdk' is not routed to a backend: map it to one of "
+        "anthropic, openai with PUT /api/v1/team/provider-routes, or on the team's page in the admin\n"
+    ) in text
+    assert "    workflow.runtime.provider.name: provider 'hermes' is not routed" in text
+    assert "    2    2  unrouted provider" in text.splitlines()
+
+
+def test_with_scripts_allowed_a_script_step_is_no_longer_a_reason():
+    found = json.loads(report("--json", "--scripts"))
+
+    paths = {p["path"] for p in found["refused"]["nested/release_notes.yml"]}
+    assert "agents[0].type" not in paths and "agents[1].tools" in paths

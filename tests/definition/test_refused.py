@@ -1,0 +1,189 @@
+"""What conductor's format has and this service does not run is refused at upload, at its path, with
+its reason; the few keys that cannot change a run's output, cost or course are checked and ignored."""
+
+import pytest
+
+from workflows.definition import DefinitionError, Problem, load_definition
+from workflows.definition._section import Section
+
+ROUTES = {"copilot": "openai"}
+
+
+def definition(**edits) -> dict:
+    """A one-agent workflow; `edits` maps a dotted location to a value, as in `workflow__runtime__x`."""
+    document = {
+        "workflow": {"name": "w", "entry_point": "a", "runtime": {"default_model": "gpt-4o"}},
+        "agents": [{"name": "a", "prompt": "hi", "routes": [{"to": "$end"}], "output": {"x": {"type": "string"}}}],
+    }
+    for location, value in edits.items():
+        *parents, last = location.split("__")
+        node = document
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        node[last] = value
+    return document
+
+
+def problems(document) -> list[Problem]:
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(document, provider_routes=ROUTES)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("location", "value", "path", "reason"),
+    [
+        # keys of a coding-agent runtime
+        ("workflow__runtime__skills", ["conductor"], "workflow.runtime.skills", "system_prompt"),
+        ("workflow__runtime__skill_injection", {"max_bytes": 1}, "workflow.runtime.skill_injection", "skills are not supported"),
+        ("workflow__runtime__skill_discovery", {"sources": ["personal"]}, "workflow.runtime.skill_discovery", "worker's files"),
+        ("workflow__runtime__plugins", ["prs"], "workflow.runtime.plugins", "coding-agent runtime"),
+        ("workflow__runtime__plugin_sources", {"acme": "acme/p"}, "workflow.runtime.plugin_sources", "plugins are not supported"),
+        ("workflow__runtime__working_dir", ".", "workflow.runtime.working_dir", "worker's files"),
+        ("workflow__runtime__default_context_tier", "long_context", "workflow.runtime.default_context_tier", "context window"),
+        ("workflow__instructions", ["Answer in English."], "workflow.instructions", "system_prompt"),
+        ("agents__0__skills", ["./skills"], "agents[0].skills", "system_prompt"),
+        ("agents__0__plugins", ["prs"], "agents[0].plugins", "coding-agent runtime"),
+        ("agents__0__working_dir", "/repo", "agents[0].working_dir", "worker's files"),
+        ("agents__0__sandbox", {"working_dir": "/workspace"}, "agents[0].sandbox", "'aca'"),
+        ("agents__0__session_key", "investigation", "agents[0].session_key", "new model call"),
+        ("agents__0__context_tier", "long_context", "agents[0].context_tier", "context window"),
+        # what has another mechanism here
+        ("workflow__runtime__timeout", 60, "workflow.runtime.timeout", "PROVIDER_TIMEOUT_SECONDS"),
+        ("workflow__runtime__max_session_seconds", 60, "workflow.runtime.max_session_seconds", "limits.timeout_seconds"),
+        ("agents__0__timeout_seconds", 60, "agents[0].timeout_seconds", "limits.timeout_seconds"),
+        ("agents__0__retry", {"max_attempts": 3}, "agents[0].retry", "PROVIDER_MAX_RETRIES"),
+        ("workflow__hooks", {"on_start": "x"}, "workflow.hooks", "webhook"),
+        # not there yet
+        ("tools", ["web_search"], "tools", "no tools"),
+        ("workflow__runtime__mcp_servers", {}, "workflow.runtime.mcp_servers", "no tools"),
+        ("agents__0__tools", [], "agents[0].tools", "no tools"),
+        ("workflow__context", {"mode": "last_only"}, "workflow.context", "'accumulate'"),
+        ("workflow__runtime__default_reasoning_effort", "high", "workflow.runtime.default_reasoning_effort", "budget estimate"),
+        ("agents__0__reasoning", {"effort": "high"}, "agents[0].reasoning", "budget estimate"),
+        ("agents__0__validator", {"criteria": "good"}, "agents[0].validator", "second model call"),
+        ("agents__0__dialog", {"trigger_prompt": "unsure"}, "agents[0].dialog", "person"),
+        ("agents__0__output_mode", "raw", "agents[0].output_mode", "text"),
+        ("agents__0__routes__0__output", {"y": "{{ a.output.x }}"}, "agents[0].routes[0].output", "transforms"),
+        ("agents__0__output__x__enum", ["p", "q"], "agents[0].output.x.enum", "output constraints"),
+        ("agents__0__output__x__maxLength", 10, "agents[0].output.x.maxLength", "output constraints"),
+        # another step kind's field on an agent
+        ("agents__0__command", "ls", "agents[0].command", "conductor's 'script' steps"),
+        ("agents__0__duration", "5s", "agents[0].duration", "conductor's 'wait' steps"),
+        ("agents__0__input_mapping", {}, "agents[0].input_mapping", "conductor's 'workflow' steps"),
+    ],
+)
+def test_a_conductor_key_this_service_does_not_run_is_refused_with_its_reason(location, value, path, reason):
+    [problem] = problems(definition(**{location: value}))
+
+    key = path.rsplit(".", 1)[-1]
+    assert problem.path == path
+    assert problem.message.startswith(f"'{key}' is not supported: ")
+    assert reason in problem.message
+
+
+def test_a_step_kind_not_run_here_is_refused_once_not_once_per_field():
+    document = definition()
+    document["agents"].append({"name": "sub", "type": "workflow", "workflow": "./child.yaml", "input_mapping": {"a": "b"}})
+
+    assert [problem.path for problem in problems(document)] == ["agents[1].type"]
+
+
+@pytest.mark.parametrize(
+    ("location", "value"),
+    [
+        ("agents__0__prompt", "Summarise ${REPO} for me."),
+        ("workflow__runtime__default_model", "${MODEL:-gpt-4o}"),
+        ("workflow__input", {"topic": {"type": "string", "default": "${TOPIC:-budgets}"}}),
+    ],
+)
+def test_environment_interpolation_is_refused_and_never_reads_the_environment(monkeypatch, location, value):
+    monkeypatch.setenv("REPO", "secret-repo")
+    monkeypatch.setenv("MODEL", "secret-model")
+    monkeypatch.setenv("TOPIC", "secret-topic")
+
+    [problem] = problems(definition(**{location: value}))
+
+    assert problem.path == {
+        "agents__0__prompt": "agents[0].prompt",
+        "workflow__runtime__default_model": "workflow.runtime.default_model",
+        "workflow__input": "workflow.input.topic.default",
+    }[location]
+    assert "environment variable" in problem.message
+    assert "workflow input" in problem.message
+    assert "secret" not in problem.message
+
+
+def test_an_interpolation_default_is_offered_as_the_value_to_write():
+    [problem] = problems(definition(workflow__runtime__default_model="${MODEL:-gpt-4o}"))
+
+    assert problem.message.startswith("'${MODEL:-gpt-4o}' would read the environment variable 'MODEL'")
+    assert "its default here is 'gpt-4o'" in problem.message
+
+
+def test_a_key_refused_for_itself_is_not_refused_again_for_its_interpolation():
+    document = definition(workflow__runtime__provider={"name": "copilot", "api_key": "${OPENAI_API_KEY:-x}"})
+
+    [problem] = problems(document)
+
+    assert problem.path == "workflow.runtime.provider.api_key"
+    assert "team's provider credentials" in problem.message
+
+
+def test_a_file_include_is_refused_at_its_path():
+    source = """
+workflow:
+  name: w
+  entry_point: a
+  runtime: {default_model: gpt-4o}
+agents:
+  - name: a
+    prompt: !file prompts/a.md
+"""
+    [problem] = problems(source)
+
+    assert problem.path == "agents[0].prompt"
+    assert problem.message.startswith("'!file' includes are not supported")
+
+
+def test_keys_that_change_no_output_cost_or_course_are_accepted():
+    document = definition(
+        workflow__metadata={"team": "docs", "ticket": 42},
+        workflow__cost={"show_per_agent": False, "show_summary": True},
+        workflow__runtime__max_agent_iterations=50,
+        workflow__runtime__checkpoint={"every_agent": True, "every_seconds": 60, "keep_last": 3},
+        workflow__runtime__tool_output={"enabled": True, "max_chars": 20000, "spill_to_file": False, "spill_dir": "/tmp"},
+        agents__0__max_agent_iterations=5,
+    )
+
+    loaded = load_definition(document, provider_routes=ROUTES)
+
+    assert loaded.agent("a").prompt == "hi"
+    assert "metadata" not in loaded.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("location", "value", "path", "message"),
+    [
+        ("workflow__metadata", "docs", "workflow.metadata", "must be a mapping"),
+        ("workflow__cost", {"show_summary": "yes"}, "workflow.cost.show_summary", "true or false"),
+        ("workflow__runtime__max_agent_iterations", 0, "workflow.runtime.max_agent_iterations", "0"),
+        ("agents__0__max_agent_iterations", 501, "agents[0].max_agent_iterations", "501"),
+        ("workflow__runtime__checkpoint", {"keep_last": 500}, "workflow.runtime.checkpoint.keep_last", "500"),
+        ("workflow__runtime__checkpoint", {"every_agents": True}, "workflow.runtime.checkpoint.every_agents", "unknown key"),
+        ("workflow__runtime__tool_output", {"max_chars": 10}, "workflow.runtime.tool_output.max_chars", "10"),
+    ],
+)
+def test_an_ignored_key_is_still_checked(location, value, path, message):
+    [problem] = problems(definition(**{location: value}))
+
+    assert problem.path == path
+    assert message in problem.message
+
+
+def test_a_key_a_section_implements_wins_over_a_refusal_written_for_it():
+    found: list[Problem] = []
+
+    Section({"reasoning": {"effort": "high"}, "retry": 3}, "agents[0]", found, keys=("reasoning",), unsupported={"reasoning": "no", "retry": "no"})
+
+    assert found == [Problem("agents[0].retry", "'retry' is not supported: no")]

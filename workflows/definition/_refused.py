@@ -1,0 +1,220 @@
+"""Conductor's keys that a definition here may not use, each with the reason it is refused, and the
+few it may use that change nothing here, each checked and then ignored.
+
+A refused key is reported at its path as "'KEY' is not supported: REASON" (Section does the
+wording). A key a section implements is never refused, whatever these maps say, so implementing a
+key is only adding it to the section's keys. docs/conductor.md lists every key of both kinds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from ._section import Section
+from .errors import Problem
+
+# --- refused: what each key would need that this service does not have ------------------------
+
+_TOOLS = "agents call no tools yet (tools and MCP servers are planned together)"
+_CONTEXT = (
+    "conductor's 'last_only' and 'explicit' context modes and its trimming are not implemented yet; "
+    "every agent sees all earlier outputs, as in conductor's default mode, 'accumulate'"
+)
+_REASONING = (
+    "reasoning effort is not sent to providers yet, and the thinking tokens it adds would not be in "
+    "the budget estimate"
+)
+_SKILLS = (
+    "skills are files a coding-agent runtime loads into an agent's session; an agent here is one "
+    "model call that sees only its prompts (put what it needs to know in its system_prompt)"
+)
+_PLUGINS = (
+    "plugins (skills, subagents and MCP servers) are installed into a coding-agent runtime; an agent "
+    "here is one model call that sees only its prompts"
+)
+_WORKING_DIR = (
+    "it is a directory on the machine a coding agent works in; agents here run no tools and never "
+    "see the worker's files"
+)
+_CONTEXT_TIER = (
+    "it selects the Copilot runtime's long-context window; a step here calls the routed model API, "
+    "whose own context window applies"
+)
+_AGENT_TIMEOUT = (
+    "a step here is one model call, bounded by the operator's PROVIDER_TIMEOUT_SECONDS; bound the "
+    "run with workflow.limits.timeout_seconds"
+)
+
+TOP_UNSUPPORTED = {"tools": _TOOLS, "mcp_servers": _TOOLS}
+
+WORKFLOW_UNSUPPORTED = {
+    "context": _CONTEXT,
+    "context_mode": _CONTEXT,
+    "hooks": (
+        "conductor's lifecycle hooks run on the machine that runs the workflow; follow a run through "
+        "its events and the team's webhook instead"
+    ),
+    "instructions": (
+        "it prepends a coding agent's workspace files to every prompt, and a workflow here reads no "
+        "files; write the text into each agent's system_prompt"
+    ),
+}
+
+RUNTIME_UNSUPPORTED = {
+    "mcp_servers": _TOOLS,
+    "timeout": (
+        "the timeout of one model call is the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
+        "workflow.limits.timeout_seconds"
+    ),
+    "max_session_seconds": _AGENT_TIMEOUT,
+    "default_reasoning_effort": _REASONING,
+    "default_context_tier": _CONTEXT_TIER,
+    "working_dir": _WORKING_DIR,
+    "skills": _SKILLS,
+    "skill_injection": "it sizes the skill text injected into prompts, and skills are not supported",
+    "skill_discovery": (
+        "it scans the machine for installed skills; a workflow here never reads the worker's files, "
+        "and skills are not supported"
+    ),
+    "plugins": _PLUGINS,
+    "plugin_sources": "it names where a coding-agent runtime fetches plugins from, and plugins are not supported",
+}
+
+# Fields of conductor's other step kinds: on an agent they are a mistake, whatever the service runs.
+_STEP_FIELDS = {
+    "script": ("command", "args", "env", "stdin", "timeout"),
+    "wait": ("duration",),
+    "set": ("value", "values", "output_type"),
+    "workflow": ("workflow", "input_mapping", "max_depth"),
+    "human_gate": ("options",),
+    "questions": ("questions", "source", "allow_back", "allow_skip", "allow_skip_all", "allow_abort", "abort_route"),
+    "terminate": ("status", "output_template"),
+}
+STEP_FIELDS = tuple(key for keys in _STEP_FIELDS.values() for key in keys) + ("reason",)
+
+AGENT_UNSUPPORTED = {
+    "tools": _TOOLS,
+    "reasoning": _REASONING,
+    "context_tier": _CONTEXT_TIER,
+    "output_mode": (
+        "not implemented yet: an agent with 'output' answers that schema, one without it answers text "
+        "(conductor's 'raw' mode would wrap the text as {result: ...})"
+    ),
+    "retry": (
+        "retries are the service's: a transient provider error is retried up to the operator's "
+        "PROVIDER_MAX_RETRIES times with backoff, each attempt gated and charged"
+    ),
+    "dialog": "a conversation with a person in conductor's terminal or dashboard has no equivalent here",
+    "validator": (
+        "not implemented yet: it is a second model call per step, grading the output, which the budget "
+        "gate does not estimate"
+    ),
+    "timeout_seconds": _AGENT_TIMEOUT,
+    "max_session_seconds": _AGENT_TIMEOUT,
+    "session_key": (
+        "it continues a claude-agent-sdk session from step to step; each step here is a new model "
+        "call, which sees earlier outputs only through its templates"
+    ),
+    "sandbox": "it configures the 'aca' sandbox provider's session, and that provider is not supported",
+    "working_dir": _WORKING_DIR,
+    "skills": _SKILLS,
+    "plugins": _PLUGINS,
+    **{
+        key: f"it is a field of conductor's '{kind}' steps, not of an agent"
+        for kind, keys in _STEP_FIELDS.items()
+        for key in keys
+    },
+    "reason": "it is a field of conductor's 'wait' and 'terminate' steps, not of an agent",
+}
+
+
+
+def fields_of_other_kinds(raw: object) -> tuple[str, ...]:
+    """The fields of conductor's other step kinds, for an entry whose `type` names one this service
+    does not run: that type is refused, and its kind's fields need no refusal of their own."""
+    is_other = isinstance(raw, Mapping) and isinstance(raw.get("type"), str) and raw["type"] != "agent"
+    return STEP_FIELDS if is_other else ()
+
+
+ROUTE_UNSUPPORTED = {"output": "conductor's route output transforms are not implemented yet"}
+
+_CONSTRAINT = "output constraints are not implemented yet: an answer is checked for its types and fields only"
+OUTPUT_FIELD_UNSUPPORTED = dict.fromkeys(
+    ("enum", "pattern", "minimum", "maximum", "minLength", "maxLength", "nullable", "required"), _CONSTRAINT
+)
+
+# --- ignored: checked like conductor checks them, then without effect (docs/conductor.md says why) --
+
+Check = Callable[[Section, str], None]
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Check:
+    return lambda section, key: section.integer(key, minimum=minimum, maximum=maximum) and None
+
+
+def _flag(section: Section, key: str) -> None:
+    section.flag(key, default=False)
+
+
+def _text(section: Section, key: str) -> None:
+    section.text(key)
+
+
+def _mapping(section: Section, key: str) -> None:
+    section.entries(key)
+
+
+def _block(**fields: Check) -> Check:
+    return lambda section, key: section.section(key, keys=(), ignored=fields) and None
+
+
+# Tool-use round trips within one agent execution: with no tools, each execution is one call.
+_MAX_AGENT_ITERATIONS = _whole(1, 500)
+
+WORKFLOW_IGNORED: Mapping[str, Check] = {"metadata": _mapping}
+RUNTIME_IGNORED: Mapping[str, Check] = {
+    "max_agent_iterations": _MAX_AGENT_ITERATIONS,
+    # A checkpoint is saved after every step here, always.
+    "checkpoint": _block(every_agent=_flag, every_seconds=_whole(1), keep_last=_whole(1, 100)),
+    # Sizes the results of tool calls, and agents call no tools.
+    "tool_output": _block(enabled=_flag, max_chars=_whole(1000), spill_to_file=_flag, spill_dir=_text),
+}
+COST_IGNORED: Mapping[str, Check] = {"show_per_agent": _flag, "show_summary": _flag}
+AGENT_IGNORED: Mapping[str, Check] = {"max_agent_iterations": _MAX_AGENT_ITERATIONS}
+
+# --- ${VAR} interpolation --------------------------------------------------------------------------
+
+# Conductor's pattern: it replaces ${VAR} and ${VAR:-default} in every string value before parsing.
+_ENVIRONMENT_VARIABLE = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
+
+
+def interpolation_problems(data: Any, path: str = "") -> Iterator[Problem]:
+    """A problem for each string value that conductor would fill in from its environment."""
+    stack: list[tuple[Any, str]] = [(data, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if match := _ENVIRONMENT_VARIABLE.search(value):
+                yield Problem(where or "definition", _interpolation_message(match))
+        elif isinstance(value, Mapping):
+            stack.extend(
+                (item, f"{where}.{key}" if where else key) for key, item in reversed(value.items()) if isinstance(key, str)
+            )
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{index}]") for index, item in reversed(list(enumerate(value))))
+
+
+def _interpolation_message(match: re.Match[str]) -> str:
+    name, default = match.groups()
+    instead = (
+        f"write the value in place (its default here is '{default}')"
+        if default is not None
+        else "write the value in place"
+    )
+    return (
+        f"'{match.group(0)}' would read the environment variable '{name}': a workflow here never reads "
+        f"the environment of the service's machines; {instead}, or make it a workflow input and use "
+        "{{ workflow.input.NAME }} in a template"
+    )
