@@ -93,3 +93,41 @@ def test_a_script_with_a_mistake_is_refused_at_upload_naming_it(team, fields, pa
     with pytest.raises(DefinitionInvalid) as refused:
         workflow_create(team=team, definition=source)
     assert any(d["path"] == path and message in d["message"] for d in refused.value.details), refused.value.details
+
+
+TYPED = """
+workflow:
+  name: typed
+  entry_point: detect
+  input: {printed: {type: string, required: true}}
+  runtime: {provider: fake}
+agents:
+  - name: detect
+    type: script
+    command: sh
+    args: ["-c", "echo '{{ workflow.input.printed }}'"]
+    output:
+      phase: {type: string}
+      issues: {type: integer}
+"""
+
+
+@pytest.mark.parametrize(
+    ("printed", "status", "error"),
+    [
+        ('{"phase": "planning", "issues": 3}', "completed", None),
+        ('{"phase": "planning"}', "failed", "output.issues is missing"),
+        ("not json", "failed", "stdout is not a JSON object"),
+    ],
+)
+def test_a_script_with_an_output_schema_must_print_an_object_that_matches_it(api, team, celery_worker, printed, status, error):
+    team.may_run_scripts = True
+    team.save(update_fields=["may_run_scripts"])
+    workflow_create(team=team, definition=TYPED)
+
+    response = api.post("/api/v1/runs", {"workflow": "typed", "inputs": {"printed": printed}}, format="json")
+    run = wait_for_run(response.json()["id"], *TERMINAL)
+
+    assert run.status == status, run.error
+    if error:
+        assert run.error["type"] == "ScriptOutputError" and error in run.error["message"]

@@ -3,6 +3,7 @@
 Pure Python: nothing here imports Django.
 """
 
+from ._agents import read_output_schema
 from ._section import Section
 from ._values import unstorable_json
 from .bounds import MAX_CALL_TOKENS
@@ -121,6 +122,7 @@ __all__ = [
     "render",
     "render_budget",
     "register_step_reader",
+    "read_output_schema",
     "render_value",
     "resolve_limits",
     "resolve_reference",

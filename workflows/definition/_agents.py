@@ -137,7 +137,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     description = section.text("description") or ""
     system_prompt = _template(section, "system_prompt") or ""
     inputs = _inputs(section, scope)
-    output = _output_schema(section)
+    output = read_output_schema(section)
     routes = read_routes(section, scope)
     # Unset here and in the runtime, the cap comes from the model's price entry when the step runs.
     max_tokens = section.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS) or header.max_tokens
@@ -245,7 +245,8 @@ def _reference_problem(reference: object, scope: Scope) -> str | None:
     return None
 
 
-def _output_schema(section: Section) -> dict[str, Any] | None:
+def read_output_schema(section: Section) -> dict[str, Any] | None:
+    """The `output` schema of an agent or another kind's step, checked; None when there is none."""
     raw = section.data.get("output")
     if raw is None:
         return None

@@ -8,7 +8,16 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from workflows.definition import AgentSpec, Problem, StepSpec, WorkflowDefinition, compile_check, render
+from workflows.definition import (
+    AgentSpec,
+    Problem,
+    StepSpec,
+    WorkflowDefinition,
+    compile_check,
+    output_problems,
+    read_output_schema,
+    render,
+)
 from workflows.models import Run, Step, Team
 from workflows.providers import CompletionResult, Usage
 from workflows.services.budgets import add
@@ -22,12 +31,12 @@ _INTERPOLATION = re.compile(r"\$\{[^}]*\}")
 
 class ScriptKind(StepKind):
     """`command` and `args` (templates), `env` (literal values), `stdin` (a template), `timeout`
-    (seconds). Its output is conductor's: `{stdout, stderr, exit_code}`, with the keys of a JSON
-    object printed on stdout laid over them. A non-zero exit code does not fail the step: routes
-    read it. It costs nothing and counts as an iteration."""
+    (seconds), `output` (a schema, as an agent's). Its output is conductor's: `{stdout, stderr,
+    exit_code}`, with the keys of a JSON object printed on stdout laid over them. A non-zero exit
+    code does not fail the step: routes read it. It costs nothing and counts as an iteration."""
 
     name = "script"
-    keys = ("command", "args", "env", "stdin", "timeout", "working_dir", "input")
+    keys = ("command", "args", "env", "stdin", "timeout", "output", "working_dir", "input")
 
     def read(self, section):
         problems_before = len(section.problems)
@@ -52,6 +61,7 @@ class ScriptKind(StepKind):
             else:
                 env[name] = value
         section.integer("timeout", minimum=1, maximum=MAX_TIMEOUT_SECONDS)
+        schema = read_output_schema(section)
         if "working_dir" in section.data:
             section.report("working_dir", "a script runs in a scratch directory of its own, made for each run of it")
         if len(section.problems) > problems_before:
@@ -62,6 +72,7 @@ class ScriptKind(StepKind):
             "env": env,
             "stdin": section.data.get("stdin"),
             "timeout": section.data.get("timeout"),
+            "output": schema,
         }
 
     def prepare(
@@ -81,13 +92,13 @@ class ScriptKind(StepKind):
             "stdin": None if params["stdin"] is None else render(params["stdin"], context, where=f"{where} stdin"),
             "timeout": min(params["timeout"] or settings.SCRIPT_TIMEOUT_SECONDS, settings.SCRIPT_TIMEOUT_SECONDS),
         }
-        return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data=call)
+        return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data={"call": call, "output": params["output"]})
 
     def run(self, attempt: StepAttempt) -> CompletionResult:
         if not Team.objects.filter(pk=attempt.team_id, may_run_scripts=True).exists():
             raise StepWorkFailed("ScriptError", "Script steps are no longer allowed for this team.")
         try:
-            ran = script_run(**attempt.prepared.data)
+            ran = script_run(**attempt.prepared.data["call"])
         except ScriptFailed as exc:
             raise StepWorkFailed("ScriptError", str(exc)) from None
         output = {"stdout": ran.stdout, "stderr": ran.stderr, "exit_code": ran.exit_code}
@@ -97,6 +108,12 @@ class ScriptKind(StepKind):
             printed = None
         if isinstance(printed, dict):
             output |= printed
+        schema = attempt.prepared.data["output"]
+        if schema is not None:
+            # As conductor: with an output schema, stdout must be a JSON object, checked laid over the rest.
+            problems = ["stdout is not a JSON object"] if not isinstance(printed, dict) else output_problems(output, schema)
+            if problems:
+                raise StepWorkFailed("ScriptOutputError", "The script's output does not match its schema: " + "; ".join(problems[:10]))
         return CompletionResult(input_tokens=0, output_tokens=0, output=output)
 
     def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
