@@ -27,7 +27,8 @@ from workflows.services.budgets import release
 from workflows.services.dispatch import step_schedule, step_send
 from workflows.services.events import event_record
 from workflows.services.renders import rendered
-from workflows.services.run_state import checkpoint_record, run_complete, run_fail
+from workflows.services.gate import GateDecision
+from workflows.services.run_state import checkpoint_record, run_complete, run_fail, run_stop
 from workflows.services.steps.kinds import group_kind_of, kind_of
 from workflows.services.steps.prepare import run_context
 
@@ -144,6 +145,15 @@ def step_enter(
         indexes=range(min(count, kind.slots(group=group))),
     )
     checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=steps[0])
+    if run.iterations + count > run.max_iterations:
+        # As conductor: a group that would pass max_iterations is refused whole, before any branch
+        # runs. Its branches are blocked where they stand, and a resume with room runs them.
+        message = (
+            f"The group '{target}' would run {count} steps after the {run.iterations} executed; "
+            f"max_iterations is {run.max_iterations}."
+        )
+        decision = GateDecision(stop=RunStatus.ITERATION_LIMIT, message=message)
+        run_stop(team=team, run=run, step=steps[0], decision=decision, outputs=outputs)
 
 
 def step_succeeded(*, team: Team, run: Run, step: Step, output: dict) -> None:
