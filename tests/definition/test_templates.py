@@ -24,7 +24,8 @@ CONTEXT = template_context(
 
 def test_template_context_exposes_inputs_and_outputs_of_agents_that_ran():
     assert CONTEXT == {
-        "workflow": {"input": {"topic": "tides"}},
+        "workflow": {"input": {"topic": "tides"}, "name": ""},
+        "context": {"iteration": 0},
         "a": {"output": {"ok": True, "n": 3, "items": ["x", "y"]}},
         "b": {"output": {"ok": False}},
     }
@@ -33,7 +34,7 @@ def test_template_context_exposes_inputs_and_outputs_of_agents_that_ran():
 def test_an_agent_output_can_never_shadow_workflow_inputs():
     context = template_context(inputs={"topic": "tides"}, outputs={"workflow": "sneaky"})
 
-    assert context["workflow"] == {"input": {"topic": "tides"}}
+    assert context["workflow"] == {"input": {"topic": "tides"}, "name": ""}
 
 
 def test_render_fills_in_inputs_and_outputs():

@@ -24,6 +24,7 @@ from .model import (
 )
 from .outputs import json_schema, output_problems
 from .parse import MAX_DEFINITION_BYTES, load_definition
+from .references import GroupNames, register_group_names
 from .pricing import (
     FREELY_PRICED_PROVIDERS,
     MONEY_PLACES,
@@ -68,6 +69,7 @@ __all__ = [
     "DefinitionError",
     "Fail",
     "ForEachSpec",
+    "GroupNames",
     "GoTo",
     "GroupSpec",
     "InputSpec",
@@ -103,6 +105,7 @@ __all__ = [
     "output_problems",
     "render",
     "render_budget",
+    "register_group_names",
     "register_step_reader",
     "render_value",
     "resolve_limits",
