@@ -39,6 +39,7 @@ from .pricing import (
     worst_case_counts,
 )
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
+from .run_output import output_value, parsed_text
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -47,7 +48,6 @@ from .templates import (
     expression_check,
     render,
     render_budget,
-    render_value,
     resolve_reference,
     template_context,
 )
@@ -103,11 +103,12 @@ __all__ = [
     "next_move",
     "output_cap",
     "output_problems",
+    "parsed_text",
     "render",
     "render_budget",
     "register_group_names",
     "register_step_reader",
-    "render_value",
+    "output_value",
     "resolve_limits",
     "resolve_reference",
     "template_context",

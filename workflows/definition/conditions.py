@@ -42,6 +42,7 @@ FUNCTIONS: dict[str, Any] = {"int": int, "float": float, "str": str}
 # Conductor's rule for a condition's rendered text; any other non-empty text is true.
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no", ""})
+MAX_DEPTH = 60
 _REFUSED_NODES = (ast.JoinedStr, ast.FormattedValue, ast.Lambda, ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)
 
 
@@ -115,9 +116,20 @@ def _flatten_into(flat: dict[str, Any], key: str, value: Any) -> None:
         flat[key] = value
 
 
+def _depth(node: ast.AST) -> int:
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 @lru_cache(maxsize=256)
 def _parsed(when: str) -> ast.Expression:
     tree = ast.parse(when.strip(), mode="eval")
+    if _depth(tree) > MAX_DEPTH:  # evaluating recurses once per level: refused here, not when the run is paid for
+        raise ValueError(f"the condition nests more than {MAX_DEPTH} levels deep")
     for node in ast.walk(tree):
         if isinstance(node, _REFUSED_NODES):
             raise ValueError(f"{type(node).__name__} is not allowed in a condition")

@@ -184,7 +184,8 @@ def check_references(definition: WorkflowDefinition, paths: Mapping[str, str]) -
         _check_routes(checker, source.routes, paths[source.name], scope)
     for name, template in definition.output.items():
         checker.check_template(template, f"output.{name}", scope_of(before.get(END)))
-    return checker.problems, Reads(budget=checker.reads_budget, team_budget=checker.reads_team_budget)
+    unique = list(dict.fromkeys(checker.problems))  # a name used twice in one template is one problem
+    return unique, Reads(budget=checker.reads_budget, team_budget=checker.reads_team_budget)
 
 
 def _check_agent(checker: _Checker, agent: AgentSpec, path: str, scope: Mapping[str, Shape]) -> None:

@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from jinja2.exceptions import SecurityError
+
 from ._values import unstorable_json
-from .templates import is_one_expression, render, render_value
+from .templates import evaluate, is_one_expression, json_text, render
 
 _PYTHON_CONSTANTS = {"True": True, "False": False, "None": None}
 _JSON_STARTS = ("{", "[", '"')
@@ -28,11 +30,15 @@ def output_value(template: str, context: Mapping[str, Any], *, where: str) -> An
     """One value of the run's output, from its template."""
     if not is_one_expression(template):
         return parsed_text(render(template, context, where=where))
-    value = render_value(template, context, where=where)
+    value = evaluate(template, context, where=where)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, str):
         return parsed_text(value)
+    try:
+        json_text(value)  # JSON data within the length limit, kept as it is
+    except (TypeError, ValueError, SecurityError):
+        return parsed_text(render(template, context, where=where))
     return value
 
 

@@ -369,7 +369,7 @@ def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     return value
 
 
-def _bounded_json_text(value: Any, *, indent: int | None = None, **options: Any) -> str:
+def json_text(value: Any, *, indent: int | None = None, **options: Any) -> str:
     """json.dumps, built piece by piece under the length limit and the clock."""
     if _is_int(indent) and indent > MAX_JSON_INDENT:
         raise SecurityError(f"a JSON indent above {MAX_JSON_INDENT} is not allowed in a template")
@@ -461,12 +461,12 @@ def _sum(environment: Any, iterable: Iterable[Any], attribute: Any = None, start
 
 def _tojson(value: Any, indent: int | None = None) -> str:
     """Jinja's `tojson`, built under the limits."""
-    return htmlsafe_json_dumps(value, dumps=_bounded_json_text, indent=indent, sort_keys=True)
+    return htmlsafe_json_dumps(value, dumps=json_text, indent=indent, sort_keys=True)
 
 
 def _to_json(value: Any) -> str:
     """Conductor's ``json`` filter."""
-    return _bounded_json_text(value, indent=2, default=str)
+    return json_text(value, indent=2, default=str)
 
 
 def _timed(original: Any) -> Any:
@@ -570,18 +570,6 @@ def render(source: str, context: Mapping[str, Any], *, where: str) -> str:
 def is_one_expression(source: str) -> bool:
     """Whether a template is one ``{{ expression }}`` and nothing else."""
     return _unwrap(source) is not source
-
-
-def render_value(source: str, context: Mapping[str, Any], *, where: str) -> Any:
-    """A template that is one ``{{ expression }}`` keeps its value's JSON type; any other renders to text."""
-    if not is_one_expression(source):
-        return render(source, context, where=where)
-    value = evaluate(source, context, where=where)
-    try:
-        _bounded_json_text(value)
-    except (TypeError, ValueError, SecurityError):
-        return render(source, context, where=where)
-    return value
 
 
 def evaluate(expression: str | bool, context: Mapping[str, Any], *, where: str) -> Any:
