@@ -68,6 +68,7 @@ def test_groups_are_read_with_conductor_defaults():
     data = document()
     del data["for_each"][0]["max_concurrent"]
     del data["for_each"][0]["as"]
+    data["for_each"][0]["agent"]["prompt"] = "Analyse {{ item }}"  # `item` is what `as` defaults to
     del data["parallel"][0]["failure_mode"]
     definition = load_definition(data)
 
@@ -89,6 +90,7 @@ def test_groups_are_read_with_conductor_defaults():
 def test_entry_point_may_name_a_group():
     data = document()
     data["workflow"]["entry_point"] = "analyses"
+    data["agents"][3]["prompt"] = "{{ analyses.count }}"  # `reviews` no longer runs before `summary`
 
     assert load_definition(data).entry_point == "analyses"
 

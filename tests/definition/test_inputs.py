@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from workflows.definition import InputSpec, Problem, check_inputs
+from workflows.definition import InputSpec, Problem, check_inputs, render, template_context
 
 
 def spec(type_: str, *, required: bool = False, default: object = None) -> InputSpec:
@@ -54,8 +54,21 @@ def test_defaults_fill_gaps_and_are_never_shared_between_runs():
     assert check_inputs(declared, {"tags": None})[0] == {"tags": ["a"]}
 
 
-def test_optional_inputs_without_a_default_are_none():
-    assert check_inputs({"x": spec("string")}, {}) == ({"x": None}, [])
+@pytest.mark.parametrize(
+    ("type_", "empty"),
+    [("string", ""), ("number", 0), ("integer", 0), ("boolean", False), ("array", []), ("object", {})],
+)
+def test_optional_inputs_without_a_default_are_their_types_empty_value_as_in_conductor(type_, empty):
+    values, problems = check_inputs({"x": spec(type_)}, {"x": None})
+
+    assert (values, problems) == ({"x": empty}, [])
+    assert type(values["x"]) is type(empty)
+
+
+def test_an_optional_string_input_without_a_default_renders_as_nothing():
+    values, _ = check_inputs({"x": spec("string")}, {})
+
+    assert render("[{{ workflow.input.x }}]", template_context(inputs=values, outputs={}), where="p") == "[]"
 
 
 def test_every_problem_is_reported():

@@ -72,7 +72,8 @@ def test_example_parses_into_a_resolved_definition():
         max_iterations=12, timeout_seconds=300, budget_usd=Decimal("0.500000"), budget_mode="enforce"
     )
     assert definition.pricing["gpt-4o"] == UnitPrices(Decimal("2.500000"), Decimal("10.000000"), Decimal("1.250000"))
-    assert definition.inputs["depth"] == InputSpec("depth", "integer", False, 3, True, "")
+    # `required` defaults to true, as in conductor; the default fills the input in when a run omits it.
+    assert definition.inputs["depth"] == InputSpec("depth", "integer", True, 3, True, "")
     assert definition.output == {
         "brief": "{{ writer.output.brief }}",
         "reviewed": "{{ reviewer.output.approved }}",

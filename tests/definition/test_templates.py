@@ -11,7 +11,7 @@ from workflows.definition import (
     expression_check,
     render,
     render_budget,
-    render_value,
+    output_value,
     template_context,
 )
 from workflows.definition.templates import DEFAULT_RENDER_SECONDS
@@ -24,7 +24,8 @@ CONTEXT = template_context(
 
 def test_template_context_exposes_inputs_and_outputs_of_agents_that_ran():
     assert CONTEXT == {
-        "workflow": {"input": {"topic": "tides"}},
+        "workflow": {"input": {"topic": "tides"}, "name": ""},
+        "context": {"iteration": 0},
         "a": {"output": {"ok": True, "n": 3, "items": ["x", "y"]}},
         "b": {"output": {"ok": False}},
     }
@@ -33,7 +34,7 @@ def test_template_context_exposes_inputs_and_outputs_of_agents_that_ran():
 def test_an_agent_output_can_never_shadow_workflow_inputs():
     context = template_context(inputs={"topic": "tides"}, outputs={"workflow": "sneaky"})
 
-    assert context["workflow"] == {"input": {"topic": "tides"}}
+    assert context["workflow"] == {"input": {"topic": "tides"}, "name": ""}
 
 
 def test_render_fills_in_inputs_and_outputs():
@@ -163,9 +164,9 @@ def test_expression_check(expression, ok):
         ("{{ range(2) }}", "range(0, 2)"),
     ],
 )
-def test_render_value_keeps_the_type_of_a_single_expression(source, expected):
+def test_an_output_value_keeps_the_type_of_a_single_expression(source, expected):
     context = template_context(inputs={}, outputs={"a": {"ok": True, "count": 2}})
-    assert render_value(source, context, where="output 'x'") == expected
+    assert output_value(source, context, where="output 'x'") == expected
 
 
 @pytest.mark.parametrize(
@@ -262,7 +263,7 @@ def test_route_conditions_and_outputs_have_the_same_budget(short_render_budget):
     with pytest.raises(TemplateFailure, match="TEMPLATE_RENDER_SECONDS"):
         evaluate(" + ".join([f"({slow})"] * 8), CONTEXT, where="when")
     with pytest.raises(TemplateFailure, match="TEMPLATE_RENDER_SECONDS"):
-        render_value(loop, CONTEXT, where="output 'x'")
+        output_value(loop, CONTEXT, where="output 'x'")
 
 
 def test_the_guards_leave_ordinary_templates_alone():

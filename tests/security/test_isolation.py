@@ -327,7 +327,7 @@ def test_a_group_already_entered_keeps_all_its_items_when_the_limit_is_lowered(t
 # conditions of about 20 ms of CPU each.
 EMPTY_ENTRY_SLOW_ROUTES_YAML = FOR_EACH_INPUT_YAML.replace(
     "    routes: [{to: tally}]",
-    "    routes:\n" + '      - {to: tally, when: "(range(99999)|sum) < 0"}\n' * 20 + "      - {to: tally}",
+    "    routes:\n" + '      - {to: tally, when: "{{ (range(99999)|sum) < 0 }}"}\n' * 20 + "      - {to: tally}",
 )
 
 

@@ -120,6 +120,9 @@ def test_without_the_kind_its_type_is_refused_naming_the_types_there_are():
 class RelayKind(ParallelKind):
     """A parallel group run as a relay: one agent at a time, each told its leg; the outputs in order."""
 
+    branch_names = ("_leg",)
+    result_fields = ("outputs", "errors", "legs")
+
     def slots(self, *, group):
         return 1
 

@@ -26,6 +26,7 @@ from .model import (
 )
 from .outputs import json_schema, output_problems
 from .parse import MAX_DEFINITION_BYTES, load_definition
+from .references import GroupNames, register_group_names
 from .pricing import (
     FREELY_PRICED_PROVIDERS,
     MONEY_PLACES,
@@ -49,6 +50,7 @@ from .providers import (
     route_problems,
 )
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
+from .run_output import output_value, parsed_text
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -57,7 +59,6 @@ from .templates import (
     expression_check,
     render,
     render_budget,
-    render_value,
     resolve_reference,
     template_context,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "DefinitionError",
     "Fail",
     "ForEachSpec",
+    "GroupNames",
     "GoTo",
     "GroupSpec",
     "InputSpec",
@@ -119,11 +121,13 @@ __all__ = [
     "output_cap",
     "output_problems",
     "provider_problem",
+    "parsed_text",
     "render",
     "render_budget",
+    "register_group_names",
     "register_step_reader",
+    "output_value",
     "read_output_schema",
-    "render_value",
     "resolve_limits",
     "resolve_reference",
     "route_problems",

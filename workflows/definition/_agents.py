@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED, OUTPUT_FIELD_UNSUPPORTED, ROUTE_UNSUPPORTED
+from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED, OUTPUT_FIELD_UNSUPPORTED
 from ._refused import fields_of_other_kinds
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
@@ -19,17 +19,25 @@ from .errors import Problem
 from .inputs import INPUT_TYPES
 from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
-from .templates import compile_check, expression_check
+from .conditions import condition_check
+from .templates import compile_check
 
 AGENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-RESERVED_NAMES = frozenset({"workflow"})  # templates see workflow inputs under this name
+# Templates see these names: the workflow, the run's progress, its budget, a route's own output.
+RESERVED_NAMES = frozenset({"workflow", "context", "budget", "output"})
+_RESERVED_MEANING = {
+    "workflow": "workflow's name and inputs",
+    "context": "run's progress",
+    "budget": "run's budget",
+    "output": "routed step's own output",
+}
 MAX_MOCK_LATENCY_MS = 600_000
 
 _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock",
 )  # fmt: skip
-_ROUTE_KEYS = ("to", "when")
+_ROUTE_KEYS = ("to", "when", "output")
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
 _SCHEMA_KEYS = ("type", "description", "items", "properties")
 # "workflow.input.x", "agent.output", "agent.output.field", "group.outputs", "group.outputs.key",
@@ -113,7 +121,7 @@ def name_register(section: Section, first_use: dict[str, str], *, kind: str) -> 
     if not AGENT_NAME.fullmatch(name):
         problem = f"{show(name)} must start with a letter or '_' and hold only letters, digits, '_' and '-'"
     elif name in RESERVED_NAMES:
-        problem = f"'{name}' is reserved for workflow inputs; choose another {kind} name"
+        problem = f"'{name}' is reserved: templates see the {_RESERVED_MEANING[name]} under it; choose another {kind} name"
     elif name in first_use:
         problem = f"duplicate {kind} name '{name}' (first used at {first_use[name]})"
     else:
@@ -274,20 +282,34 @@ def _check_schema(raw: object, path: str, problems: list[Problem]) -> None:
 def read_routes(section: Section, scope: Scope) -> tuple[RouteSpec, ...]:
     routes = []
     for index, raw in enumerate(section.sequence("routes")):
-        route = Section(
-            raw, f"{section.at('routes')}[{index}]", section.problems, keys=_ROUTE_KEYS, unsupported=ROUTE_UNSUPPORTED, nullable=False
-        )
+        route = Section(raw, f"{section.at('routes')}[{index}]", section.problems, keys=_ROUTE_KEYS, nullable=False)
         target = route.text("to", required=True)
         if target is not None and target != END and target not in scope.targets:
             route.report("to", no_target(target, scope))
         when = route.data.get("when")
-        if isinstance(when, str) and (error := expression_check(when)):
+        if isinstance(when, str) and (error := condition_check(when)):
             route.report("when", f"condition does not compile: {error}")
         elif when is not None and not isinstance(when, (str, bool)):
             route.report("when", f"must be a condition string or true/false, not {kind_of(when)}")
+        output = _route_output(route)
         if target is not None:
-            routes.append(RouteSpec(to=target, when=when))
+            routes.append(RouteSpec(to=target, when=when, output=output))
     return tuple(routes)
+
+
+def _route_output(route: Section) -> dict[str, str] | None:
+    """A route's ``output``: templates laid over the workflow's output when the route ends the run."""
+    if route.data.get("output") is None:
+        return None
+    output = {}
+    for name, template, path in route.entries("output"):
+        if not isinstance(template, str):
+            route.problems.append(Problem(path, f"must be a template string, not {kind_of(template)}"))
+        elif error := compile_check(template):
+            route.problems.append(Problem(path, f"template does not compile: {error}"))
+        else:
+            output[name] = template
+    return output
 
 
 def _mock(section: Section) -> MockSpec | None:

@@ -123,7 +123,7 @@ def _inputs(workflow: Section) -> dict[str, InputSpec]:
         inputs[name] = InputSpec(
             name=name,
             type=type_name,
-            required=spec.flag("required", default=False),
+            required=spec.flag("required", default=True),  # conductor's default
             default=copy.deepcopy(default),
             has_default=default is not None,
             description=spec.text("description") or "",

@@ -50,8 +50,14 @@ def check_inputs(spec: Mapping[str, InputSpec], given: Mapping[str, Any]) -> tup
         elif input_spec.required:
             problems.append(Problem(f"inputs.{name}", f"required input '{name}' is missing"))
         else:
-            values[name] = None  # so templates can test `{% if workflow.input.x %}` under StrictUndefined
+            values[name] = zero_value(input_spec.type)
     return values, problems
+
+
+def zero_value(type_name: str) -> Any:
+    """What an optional input with no default is, as in conductor: its type's empty value, which renders
+    as nothing (not "None") and is false in `{% if workflow.input.x %}`."""
+    return {"string": "", "number": 0, "integer": 0, "boolean": False, "array": [], "object": {}}[type_name]
 
 
 def _is_number(value: object) -> bool:

@@ -42,17 +42,25 @@ class InputSpec:
         return cls(**data)
 
 
+# How a route's `when` is evaluated: as conductor does (a `{{ }}` template, else a simpleeval
+# expression), or, for versions stored before that, as one Jinja2 expression with or without `{{ }}`.
+CONDUCTOR_CONDITIONS = "conductor"
+JINJA_CONDITIONS = "jinja"
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     to: str  # an agent name or END
     when: str | bool | None
+    output: dict[str, str] | None = None  # templates merged into the run's output when `to` is END
+    conditions: str = CONDUCTOR_CONDITIONS
 
     def to_dict(self) -> dict[str, Any]:
-        return {"to": self.to, "when": self.when}
+        return {"to": self.to, "when": self.when, "output": self.output, "conditions": self.conditions}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RouteSpec:
-        return cls(**data)
+        return cls(**{"conditions": JINJA_CONDITIONS, **data})
 
 
 @dataclass(frozen=True)
@@ -267,6 +275,9 @@ class WorkflowDefinition:
     parallel: dict[str, ParallelSpec] = field(default_factory=dict)
     for_each: dict[str, ForEachSpec] = field(default_factory=dict)
     steps: dict[str, StepSpec] = field(default_factory=dict)  # of kinds other than 'agent'
+    # Whether templates or conditions read `budget`, and its team figure (one more query per render).
+    reads_budget: bool = False
+    reads_team_budget: bool = False
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
@@ -313,6 +324,8 @@ class WorkflowDefinition:
             "parallel": [group.to_dict() for group in self.parallel.values()],
             "for_each": [group.to_dict() for group in self.for_each.values()],
             "steps": [step.to_dict() for step in self.steps.values()],
+            "reads_budget": self.reads_budget,
+            "reads_team_budget": self.reads_team_budget,
         }
 
     @classmethod
@@ -338,6 +351,9 @@ class WorkflowDefinition:
             for_each={group["name"]: ForEachSpec.from_dict(group) for group in data.get("for_each", [])},
             # Nor before steps of other kinds.
             steps={step["name"]: StepSpec.from_dict(step) for step in data.get("steps", [])},
+            # Nor, before templates saw `budget`, these.
+            reads_budget=data.get("reads_budget", False),
+            reads_team_budget=data.get("reads_team_budget", False),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -15,6 +16,7 @@ from ._values import kind_of
 from ._workflow import Header, check_provider, read_header
 from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
+from .references import check_references
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
 from .templates import compile_check
 
@@ -86,7 +88,7 @@ def load_definition(
         raise DefinitionError(problems)
     # Both are only None when a problem was reported.
     assert header.name is not None and header.entry_point is not None
-    return WorkflowDefinition(
+    definition = WorkflowDefinition(
         name=header.name,
         description=header.description,
         version=header.version,
@@ -104,6 +106,20 @@ def load_definition(
         parallel=parallel,
         for_each=for_each,
     )
+    # Names are resolved once everything they can name is known to be valid.
+    reference_problems, reads = check_references(definition, _paths(raw))
+    if reference_problems:
+        raise DefinitionError(reference_problems)
+    return replace(definition, reads_budget=reads.budget, reads_team_budget=reads.team_budget)
+
+
+def _paths(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Where each agent, step and group of a valid definition is written, by name."""
+    return {
+        entry["name"]: f"{key}[{index}]"
+        for key in ("agents", "parallel", "for_each")
+        for index, entry in enumerate(raw.get(key) or ())
+    }
 
 
 def _price_check(header: Header, is_priced: Callable[[str], bool]) -> Callable[[str], bool]:

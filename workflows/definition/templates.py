@@ -101,7 +101,7 @@ def render_budget() -> Iterator[None]:
         _budget.deadline = None
 
 
-def _tick() -> None:
+def tick() -> None:
     deadline = _budget.deadline
     if deadline is not None and time.thread_time() > deadline:
         raise RenderBudgetExceeded(
@@ -113,7 +113,7 @@ def _too_long(what: str = "result") -> SecurityError:
     return SecurityError(f"{what} would be longer than {MAX_OUTPUT_CHARS:,} characters")
 
 
-def _require_length(length: int, what: str = "result") -> None:
+def require_length(length: int, what: str = "result") -> None:
     if length > MAX_OUTPUT_CHARS:
         raise _too_long(what)
 
@@ -151,7 +151,7 @@ def _check_percent_format(template: str, arguments: Any) -> None:
             if number is not None:
                 _require_width(int(number))
                 length += int(number)
-    _require_length(length, "formatted text")
+    require_length(length, "formatted text")
 
 
 def _check_brace_format(template: str, args: tuple, kwargs: Mapping[str, Any]) -> None:
@@ -167,7 +167,7 @@ def _check_brace_format(template: str, args: tuple, kwargs: Mapping[str, Any]) -
         for number in re.findall(r"\d+", spec or ""):
             _require_width(int(number))
             length += int(number)
-    _require_length(length, "formatted text")
+    require_length(length, "formatted text")
 
 
 def _replaced_length(text: str | bytes, old: str | bytes, new: str | bytes, count: int = -1) -> int:
@@ -182,12 +182,12 @@ def _bounded_join(separator: str | bytes, items: Iterable[Any], *, as_text: bool
     length = 0
     for index, item in enumerate(items):
         if index % _ITEMS_PER_CLOCK_CHECK == 0:
-            _tick()
+            tick()
         part = str(item) if as_text and not isinstance(item, str) else item
         if isinstance(part, (str, bytes)):  # anything else makes the join itself fail, as it would
             length += len(part)
         length += len(separator) if index else 0
-        _require_length(length, "joined text")
+        require_length(length, "joined text")
         parts.append(part)
     return separator.join(parts)
 
@@ -201,9 +201,9 @@ def _bounded_text_method(method: types.BuiltinMethodType, args: tuple, kwargs: d
     elif name == "expandtabs":
         tabsize = args[0] if args else kwargs.get("tabsize", 8)
         if _is_int(tabsize):
-            _require_length(len(text) * max(tabsize, 1), "expanded text")
+            require_length(len(text) * max(tabsize, 1), "expanded text")
     elif name == "replace" and len(args) >= 2:
-        _require_length(_replaced_length(text, *args[:3], **kwargs), "replaced text")
+        require_length(_replaced_length(text, *args[:3], **kwargs), "replaced text")
     elif name == "join" and args:
         return _bounded_join(text, args[0], as_text=False)
     elif name in ("translate", "maketrans"):
@@ -215,7 +215,7 @@ class _Buffer(list):
     """Where a block, a macro or a `{% set %}` body collects its pieces, counted as they come."""
 
     def append(self, piece: Any) -> None:
-        _tick()
+        tick()
         _budget.buffered += len(piece) + 1 if isinstance(piece, str) else 1
         if _budget.buffered > MAX_BUFFERED_CHARS:
             raise SecurityError(f"the template built more than {MAX_BUFFERED_CHARS:,} characters of text")
@@ -254,7 +254,7 @@ class _GuardedSandbox(ImmutableSandboxedEnvironment):
         """What a `{% for %}` loop iterates: the items, with the clock checked as they go."""
         for index, item in enumerate(iterable):
             if index % _ITEMS_PER_CLOCK_CHECK == 0:
-                _tick()
+                tick()
             yield item
 
     @staticmethod
@@ -263,18 +263,18 @@ class _GuardedSandbox(ImmutableSandboxedEnvironment):
         return _bounded_join("", parts)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        _tick()
+        tick()
         # Outputs are JSON objects: `a.output.items` means the field, never the dict method.
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        _tick()
+        tick()
         return super().getitem(obj, argument)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
-        _tick()
+        tick()
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(__obj.__self__, (str, bytes)):
             if not __self.is_safe_callable(__obj):
                 raise SecurityError(f"{__obj!r} is not safely callable")
@@ -282,13 +282,13 @@ class _GuardedSandbox(ImmutableSandboxedEnvironment):
         return _checked(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        _tick()
+        tick()
         if operator == "*":
-            _check_product(left, right)
+            check_product(left, right)
         elif operator == "**":
-            _check_power(left, right)
+            check_power(left, right)
         elif operator == "+" and _is_repeatable(left) and _is_repeatable(right):
-            _require_length(len(left) + len(right))
+            require_length(len(left) + len(right))
         elif operator == "%" and isinstance(left, str):
             _check_percent_format(left, right)
         return _checked(super().call_binop(context, operator, left, right))
@@ -337,7 +337,7 @@ def _environment_call(name: str, args: list, near: nodes.Node, environment: _Gua
     return call
 
 
-def _check_product(left: Any, right: Any) -> None:
+def check_product(left: Any, right: Any) -> None:
     for sequence, times in ((left, right), (right, left)):
         if _is_repeatable(sequence) and _is_int(times) and len(sequence) * times > MAX_REPEAT_ITEMS:
             raise SecurityError(f"repetition would produce more than {MAX_REPEAT_ITEMS:,} items")
@@ -345,7 +345,7 @@ def _check_product(left: Any, right: Any) -> None:
         raise SecurityError(f"product would be larger than {MAX_INT_BITS:,} bits")
 
 
-def _check_power(base: Any, exponent: Any) -> None:
+def check_power(base: Any, exponent: Any) -> None:
     if not _is_int(exponent):
         return  # float and Decimal powers overflow with an error instead of growing without bound
     if abs(exponent) > MAX_EXPONENT:
@@ -369,7 +369,7 @@ def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     return value
 
 
-def _bounded_json_text(value: Any, *, indent: int | None = None, **options: Any) -> str:
+def json_text(value: Any, *, indent: int | None = None, **options: Any) -> str:
     """json.dumps, built piece by piece under the length limit and the clock."""
     if _is_int(indent) and indent > MAX_JSON_INDENT:
         raise SecurityError(f"a JSON indent above {MAX_JSON_INDENT} is not allowed in a template")
@@ -400,7 +400,7 @@ def _check_indent(text: Any, width: Any = 4, first: bool = False, blank: bool = 
     _require_width(width)
     prefix = len(width) if isinstance(width, str) else width if _is_int(width) else 0
     text = str(text)
-    _require_length(len(text) + (text.count("\n") + 1) * prefix, "indented text")
+    require_length(len(text) + (text.count("\n") + 1) * prefix, "indented text")
 
 
 def _check_wordwrap(
@@ -408,11 +408,11 @@ def _check_wordwrap(
 ) -> None:
     text = str(text)
     lines = min(len(text), len(text) // max(width if _is_int(width) else 1, 1) + len(text.split())) + 1
-    _require_length(len(text) + lines * len(str(wrapstring or "\n")), "wrapped text")
+    require_length(len(text) + lines * len(str(wrapstring or "\n")), "wrapped text")
 
 
 def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
-    _require_length(_replaced_length(str(text), str(old), str(new), count if _is_int(count) else -1), "replaced text")
+    require_length(_replaced_length(str(text), str(old), str(new), count if _is_int(count) else -1), "replaced text")
 
 
 def _check_format(value: Any, *args: Any, **kwargs: Any) -> None:
@@ -432,7 +432,7 @@ def _check_urlize(
 ) -> None:
     text = str(text)
     links = len(text) // 3 + 1
-    _require_length(3 * len(text) + links * (len(str(target or "")) + len(str(rel or "")) + 60), "linked text")
+    require_length(3 * len(text) + links * (len(str(target or "")) + len(str(rel or "")) + 60), "linked text")
 
 
 @pass_eval_context
@@ -452,21 +452,21 @@ def _sum(environment: Any, iterable: Iterable[Any], attribute: Any = None, start
     total = start
     for index, item in enumerate(iterable):
         if index % _ITEMS_PER_CLOCK_CHECK == 0:
-            _tick()
+            tick()
         if _is_repeatable(total) and _is_repeatable(item):
-            _require_length(len(total) + len(item))
+            require_length(len(total) + len(item))
         total = total + item
     return total
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
     """Jinja's `tojson`, built under the limits."""
-    return htmlsafe_json_dumps(value, dumps=_bounded_json_text, indent=indent, sort_keys=True)
+    return htmlsafe_json_dumps(value, dumps=json_text, indent=indent, sort_keys=True)
 
 
 def _to_json(value: Any) -> str:
     """Conductor's ``json`` filter."""
-    return _bounded_json_text(value, indent=2, default=str)
+    return json_text(value, indent=2, default=str)
 
 
 def _timed(original: Any) -> Any:
@@ -474,7 +474,7 @@ def _timed(original: Any) -> Any:
 
     @wraps(original)
     def filter_(*args: Any, **kwargs: Any) -> Any:
-        _tick()
+        tick()
         return _checked(original(*args, **kwargs))
 
     return filter_
@@ -519,12 +519,22 @@ def _expression(expression: str) -> TemplateExpression:
     return _ENV.compile_expression(body, undefined_to_none=False)
 
 
+def parsed_template(source: str) -> nodes.Template:
+    """The syntax tree of a template that compiles."""
+    return _ENV.parse(source)
+
+
+def jinja_globals() -> tuple[str, ...]:
+    """The names every template sees beside its context: Jinja's globals (``range``, ``namespace``, ...)."""
+    return tuple(_ENV.globals)
+
+
 def compile_check(source: str) -> str | None:
     """None if ``source`` compiles as a template, else a one-line reason."""
     try:
         _template(source)
     except Exception as exc:  # every failure becomes a message for the author
-        return _describe(exc)
+        return describe(exc)
     return None
 
 
@@ -533,7 +543,7 @@ def expression_check(expression: str) -> str | None:
     try:
         _expression(expression)
     except Exception as exc:
-        return _describe(exc)
+        return describe(exc)
     return None
 
 
@@ -545,28 +555,21 @@ def render(source: str, context: Mapping[str, Any], *, where: str) -> str:
     try:
         with render_budget():
             for part in _template(source).generate(context):
-                _tick()
+                tick()
                 size += len(part)
                 if size > MAX_OUTPUT_CHARS:
                     break
                 parts.append(part)
     except Exception as exc:
-        raise TemplateFailure(where, _describe(exc)) from exc
+        raise TemplateFailure(where, describe(exc)) from exc
     if size > MAX_OUTPUT_CHARS:
         raise TemplateFailure(where, f"output is longer than {MAX_OUTPUT_CHARS:,} characters")
     return "".join(parts)
 
 
-def render_value(source: str, context: Mapping[str, Any], *, where: str) -> Any:
-    """A template that is one ``{{ expression }}`` keeps its value's JSON type; any other renders to text."""
-    if _unwrap(source) is source:
-        return render(source, context, where=where)
-    value = evaluate(source, context, where=where)
-    try:
-        _bounded_json_text(value)
-    except (TypeError, ValueError, SecurityError):
-        return render(source, context, where=where)
-    return value
+def is_one_expression(source: str) -> bool:
+    """Whether a template is one ``{{ expression }}`` and nothing else."""
+    return _unwrap(source) is not source
 
 
 def evaluate(expression: str | bool, context: Mapping[str, Any], *, where: str) -> Any:
@@ -580,19 +583,28 @@ def evaluate(expression: str | bool, context: Mapping[str, Any], *, where: str) 
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
     except Exception as exc:
-        raise TemplateFailure(where, _describe(exc)) from exc
+        raise TemplateFailure(where, describe(exc)) from exc
     return value
 
 
 def template_context(
-    *, inputs: Mapping[str, Any], outputs: Mapping[str, Any], groups: Collection[str] = ()
+    *,
+    inputs: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+    groups: Collection[str] = (),
+    workflow_name: str = "",
+    iteration: int = 0,
+    budget: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What templates see: ``workflow.input.*``, ``<agent>.output`` for each agent that has run, and
-    for each group in ``groups`` that has ended, its result as it is (``<group>.outputs``, ...)."""
-    context: dict[str, Any] = {
-        name: output if name in groups else {"output": output} for name, output in outputs.items()
-    }
-    context["workflow"] = {"input": dict(inputs)}  # set last: an agent can never shadow it
+    """What templates see: ``workflow.input.*`` and ``workflow.name``, ``context.iteration`` (the steps
+    the run has executed), ``budget.*`` when given, ``<agent>.output`` for each agent that has run,
+    and for each group in ``groups`` that has ended, its result as it is (``<group>.outputs``, ...)."""
+    context: dict[str, Any] = {"context": {"iteration": iteration}}
+    if budget is not None:
+        context["budget"] = dict(budget)
+    # An agent stored under a name that later became reserved (`context`, `budget`) keeps it.
+    context.update({name: output if name in groups else {"output": output} for name, output in outputs.items()})
+    context["workflow"] = {"input": dict(inputs), "name": workflow_name}  # set last: an agent can never shadow it
     return context
 
 
@@ -616,7 +628,7 @@ def _unwrap(expression: str) -> str:
     return expression
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, TemplateSyntaxError):
         reason = f"{exc.message} (line {exc.lineno})"
     elif isinstance(exc, TemplateError) and exc.message:

@@ -88,6 +88,13 @@ def ledger_has_entry(*, step: Step, attempt: int) -> bool:
     return LedgerEntry.objects.filter(step=step, attempt=attempt).exists()
 
 
+def cost_ahead(*, prepared: PreparedStep, usage: Usage) -> Decimal:
+    """What `ledger_charge` will add to the run's spend for an agent's `usage`: for rendering ahead of
+    the settlement (renders.py). Usage it cannot bill is billed at the estimate; no price adds nothing."""
+    cost = attempt_cost(prepared=prepared, usage=usage) if unbillable_usage(usage) is None else prepared.estimate_usd
+    return cost or Decimal("0")
+
+
 def unbillable_usage(usage: Usage) -> str | None:
     """Why the reported usage cannot be billed as it stands, or None."""
     counts = {field: getattr(usage, field) for field in USAGE_FIELDS}

@@ -40,7 +40,7 @@ from workflows.services.escrow import ZERO, TeamFigures, idle_slices_recall, sli
 from workflows.services.dispatch import step_schedule
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
-from workflows.services.ledger import attempt_named, ledger_has_entry, ledger_record, storable
+from workflows.services.ledger import attempt_named, cost_ahead, ledger_has_entry, ledger_record, storable
 from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
@@ -311,8 +311,11 @@ def _admitted(*, run: Run, step: Step, prepared: PreparedStep) -> StepAttempt:
 
 def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
+    # An agent's charge is known before its settlement; another kind's is taken as nothing (should it
+    # charge, the renders that read the spend are redone under the locks).
+    charge = cost_ahead(prepared=attempt.prepared, usage=result) if attempt.prepared.kind == "agent" else ZERO
     rendered_ahead(
-        prerender=partial(_prerender_end_of, attempt=attempt, output=result.output),
+        prerender=partial(_prerender_end_of, attempt=attempt, output=result.output, charge=charge),
         locked=partial(_settle_under_locks, attempt=attempt, result=result),
     )
 
@@ -473,7 +476,9 @@ def _lock_attempt(attempt: StepAttempt):
     return locked
 
 
-def _prerender_end_of(*, attempt: StepAttempt, output: dict | None = None, error: dict | None = None) -> None:
+def _prerender_end_of(
+    *, attempt: StepAttempt, output: dict | None = None, error: dict | None = None, charge: Decimal = ZERO
+) -> None:
     """What the settlement will render, rendered ahead: from the rows the gate read for a step outside
     any group, read again for a branch (its group's other branches may have ended since)."""
     run, step = attempt.admitted_run, attempt.admitted_step
@@ -482,4 +487,4 @@ def _prerender_end_of(*, attempt: StepAttempt, output: dict | None = None, error
         if read is None:
             return
         run, step = read
-    prerender_ending(run=run, step=step, output=output, error=error)
+    prerender_ending(run=run, step=step, output=output, error=error, charge=charge)

@@ -4,8 +4,11 @@ A step is prepared before the transaction that admits it (`renders.rendered_ahea
 take a tenant's whole TEMPLATE_RENDER_SECONDS, which must never be spent holding locks.
 """
 
-from workflows.definition import WorkflowDefinition, template_context
+from decimal import ROUND_HALF_UP, Decimal
+
+from workflows.definition import MONEY_PLACES, WorkflowDefinition, template_context
 from workflows.models import Run, Step
+from workflows.services.periods import period_window, team_period_spent
 from workflows.services.steps.kinds import PreparedStep, group_kind_of, kind_of
 
 
@@ -30,6 +33,37 @@ def step_prepare(
     )
 
 
-def run_context(*, run: Run, definition: WorkflowDefinition, outputs: dict) -> dict:
-    """What a run's templates see: its inputs and the outputs so far."""
-    return template_context(inputs=run.inputs, outputs=outputs, groups=definition.group_names)
+def run_context(*, run: Run, definition: WorkflowDefinition, outputs: dict, settling: Decimal | None = None) -> dict:
+    """What a run's templates see: its inputs, name, progress and outputs so far, and its budget when
+    they read it. `settling` renders ahead of a settlement not yet written: as the run will be once
+    one more step has been executed and charged that much."""
+    iterations, spent = run.iterations, run.spent_usd
+    if settling is not None:
+        iterations += 1
+        spent = (spent + settling).quantize(MONEY_PLACES, ROUND_HALF_UP)  # as the database stores the sum
+    return template_context(
+        inputs=run.inputs,
+        outputs=outputs,
+        groups=definition.group_names,
+        workflow_name=definition.name,
+        iteration=iterations,
+        budget=budget_context(run=run, spent=spent, definition=definition) if definition.reads_budget else None,
+    )
+
+
+def budget_context(*, run: Run, spent: Decimal, definition: WorkflowDefinition) -> dict:
+    """`budget.*`: the run's budget, spend and what is left of it (None without a budget, below zero
+    once spend passed it), its mode, and, only for a definition that reads it, what is left of its
+    team's period budget as the ledger holds it (None when the team has none)."""
+    budget = {
+        "budget_usd": run.budget_usd,
+        "spent_usd": spent,
+        "remaining_usd": None if run.budget_usd is None else run.budget_usd - spent,
+        "mode": run.budget_mode,
+        "team_remaining_usd": None,
+    }
+    team = run.team
+    if definition.reads_team_budget and team.period_budget_usd is not None:
+        spent_in_period = team_period_spent(team=team, window=period_window(team.period))
+        budget["team_remaining_usd"] = team.period_budget_usd - spent_in_period
+    return budget

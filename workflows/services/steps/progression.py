@@ -7,6 +7,7 @@ last sees so under the run's lock and ends the group: exactly one does.
 """
 
 from collections import Counter
+from decimal import Decimal
 
 from django.db.models import Max
 from django.utils import timezone
@@ -255,10 +256,12 @@ def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
     _send_waiting(run=run, group=definition.group(step.group), branches=branches, definition=definition)
 
 
-def prerender_ending(*, run: Run, step: Step, output: dict | None = None, error: dict | None = None) -> None:
-    """What the transaction that ends `step` (with `output`, or failed with `error`) will render:
-    the routes of its agent and the run's output, or, when it is the last branch of its group to
-    end, those of its group. Reads without locks; renders only."""
+def prerender_ending(
+    *, run: Run, step: Step, output: dict | None = None, error: dict | None = None, charge: Decimal = Decimal("0")
+) -> None:
+    """What the transaction that ends `step` (with `output` and `charge` to its run, or failed with
+    `error`) will render: the routes of its agent and the run's output, or, when it is the last branch
+    of its group to end, those of its group. Reads without locks; renders only."""
     if run.status not in ACTIVE_RUN_STATUSES:
         return
     definition = definition_of(run.workflow_version)
@@ -279,7 +282,9 @@ def prerender_ending(*, run: Run, step: Step, output: dict | None = None, error:
         if unborn or any(branch.status in _UNENDED_BRANCH for branch in branches):
             return
         outputs = {**outputs, source.name: group_kind_of(source).result(group=source, ended=branches)}
-    route(definition, source, run_context(run=run, definition=definition, outputs=outputs))
+    # A step that succeeds counts as executed, and is charged, in the transaction that routes it.
+    settling = charge if error is None else None
+    route(definition, source, run_context(run=run, definition=definition, outputs=outputs, settling=settling))
 
 
 _UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)

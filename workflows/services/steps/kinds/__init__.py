@@ -6,7 +6,15 @@ change a kind of step needs. Registration also teaches the definition parser the
 so a workflow that uses it uploads. A group's fields are read by the parser itself.
 """
 
-from workflows.definition import AgentSpec, GroupSpec, StepSpec, register_step_reader, unregister_step_reader
+from workflows.definition import (
+    AgentSpec,
+    GroupNames,
+    GroupSpec,
+    StepSpec,
+    register_group_names,
+    register_step_reader,
+    unregister_step_reader,
+)
 from workflows.services.steps.kinds.agent import AgentKind
 from workflows.services.steps.kinds.base import (
     Charged,
@@ -52,8 +60,10 @@ def register_builtin_step_kinds() -> None:
 
 
 def register_group_kind(kind: GroupKind) -> None:
-    """Run the definition's groups whose `kind` is `kind.name` with `kind`."""
+    """Run the definition's groups whose `kind` is `kind.name` with `kind`; uploads then resolve the
+    names its branches see and its result's fields as it declares them."""
     _group_kinds[kind.name] = kind
+    register_group_names(kind.name, GroupNames(branch_names=kind.branch_names, result_fields=kind.result_fields))
 
 
 def kind_of(node: AgentSpec | StepSpec | GroupSpec) -> StepKind | GroupKind:

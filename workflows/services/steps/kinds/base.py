@@ -150,6 +150,10 @@ class GroupKind:
     """
 
     name: str  # the `kind` of the definition's groups of this kind
+    # What `branch_context` adds, and the fields of `result`, for uploads to resolve templates against;
+    # None: conductor's result for the definition's groups of this kind (parallel's, for_each's).
+    branch_names: tuple[str, ...] = ()
+    result_fields: tuple[str, ...] | None = None
     # The error type a run fails with when entering a group raised TemplateFailure; needed only by
     # a kind whose `branch_count` can.
     entry_error_type: str

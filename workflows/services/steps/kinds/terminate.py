@@ -13,8 +13,8 @@ from workflows.definition import (
     WorkflowDefinition,
     compile_check,
     next_move,
+    output_value,
     render,
-    render_value,
 )
 from workflows.models import Run, Step, Team
 from workflows.providers import CompletionResult, Usage
@@ -88,7 +88,7 @@ class TerminateKind(StepKind):
         else:
             try:
                 output = {
-                    name: render_value(source, context, where=f"terminate '{node.name}' output_template.{name}")
+                    name: output_value(source, context, where=f"terminate '{node.name}' output_template.{name}")
                     for name, source in template.items()
                 }
             except TemplateFailure as exc:
