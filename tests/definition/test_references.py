@@ -96,3 +96,26 @@ def test_the_names_templates_see_are_reserved(name):
     source = BASE.replace("name: reviewer", f"name: {name}").replace("to: reviewer", f"to: {name}")
     source = source.replace("reviewer is defined", "writer is defined").replace("reviewer_output.approved", "approved")
     assert any(p.path == "agents[1].name" and "is reserved" in p.message for p in problems(source))
+
+
+GATED = """
+workflow: {name: gated, entry_point: draft, runtime: {provider: fake, default_model: m}}
+agents:
+  - {name: draft, prompt: Draft., output: {text: {type: string}}, routes: [{to: approval}]}
+  - name: approval
+    type: human_gate
+    prompt: "Publish {{ draft.output.text }}?"
+    options:
+      - {label: Publish, value: go, route: publish}
+      - {label: Stop, value: stop, route: $end}
+  - {name: publish, prompt: "Publish {{ draft.output.text }} ({{ approval.output.selected }}) {{ later.output.x }}", routes: [{to: later}]}
+  - {name: later, prompt: Later., output: {x: {type: string}}}
+"""
+
+
+def test_an_agent_reached_through_a_gates_option_sees_what_ran_before_the_gate_and_not_after():
+    # `publish` follows the gate through an option, not a route: what it reads is checked all the same.
+    [problem] = problems(GATED)
+
+    assert problem.path == "agents[2].prompt"
+    assert "'later' cannot have run before this is rendered" in problem.message

@@ -30,6 +30,7 @@ from jinja2 import meta, nodes
 from .conditions import FUNCTIONS, LITERALS, is_jinja, parsed_condition
 from .errors import Problem
 from .model import END, AgentSpec, ForEachSpec, ParallelSpec, RouteSpec, WorkflowDefinition
+from .step_kinds import step_reader
 from .templates import jinja_globals, parsed_template
 
 BUDGET_FIELDS = ("budget_usd", "spent_usd", "remaining_usd", "mode", "team_remaining_usd")
@@ -213,8 +214,13 @@ def _may_have_run_before(definition: WorkflowDefinition) -> dict[str, frozenset[
     """For each agent, step or group the run can reach, and for END, what can have run before it."""
     successors = {
         source.name: {route.to for route in source.routes} or {END}
-        for source in (*definition.agents.values(), *definition.steps.values(), *definition.parallel.values(), *definition.for_each.values())
+        for source in (*definition.agents.values(), *definition.parallel.values(), *definition.for_each.values())
     }
+    for step in definition.steps.values():
+        # A kind may route from its own fields too: a human gate's options, a questions step's abort route.
+        reader = step_reader(step.kind)
+        named = {target for _, target in reader.targets(step.params)} if reader else set()
+        successors[step.name] = ({route.to for route in step.routes} | named) or {END}
     after = {name: _reach(successors, successors[name]) for name in successors}
     reachable = _reach(successors, {definition.entry_point}) - {END}
     before: dict[str, set[str]] = {name: set() for name in reachable | {END}}
