@@ -109,3 +109,25 @@ def test_cancelled_runs_cannot_be_resumed(api, workflow):
     assert response.json()["error"]["type"] == "invalid_run_state"
     assert response.json()["error"]["message"] == "Cannot resume a run that is in 'cancelled' status."
     assert_unchanged(run_id, before)
+
+
+UNDECLARED = """
+workflow: {name: ad-hoc, entry_point: a, runtime: {provider: fake, default_model: sim-model}}
+agents:
+  - {name: a, prompt: "About {{ workflow.input.topic }}, {{ workflow.input.tone }}.", mock: {output: {ok: true}}}
+"""
+
+
+def test_a_workflow_with_no_input_block_takes_any_inputs_but_those_its_templates_read_are_required(api):
+    assert api.post("/api/v1/workflows", {"definition": UNDECLARED}, format="json").status_code == 201
+
+    refused = api.post("/api/v1/runs", {"workflow": "ad-hoc", "inputs": {"topic": "caps"}}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["details"] == [
+        {"path": "inputs.tone", "message": "input 'tone' is missing: the workflow reads workflow.input.tone"}
+    ]
+    started = api.post(
+        "/api/v1/runs", {"workflow": "ad-hoc", "inputs": {"topic": "caps", "tone": "dry", "extra": [1]}}, format="json"
+    )
+    assert started.status_code == 202, started.json()
+    assert Run.objects.get(pk=started.json()["id"]).inputs == {"topic": "caps", "tone": "dry", "extra": [1]}

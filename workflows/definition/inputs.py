@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -27,10 +27,22 @@ def matches_type(value: object, type_name: str) -> bool:
     return _TYPE_TESTS[type_name](value)
 
 
-def check_inputs(spec: Mapping[str, InputSpec], given: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
-    """The run's inputs with defaults applied, plus every problem; a null value counts as not given."""
+def check_inputs(
+    spec: Mapping[str, InputSpec], given: Mapping[str, Any], *, read: Collection[str] = ()
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The run's inputs with defaults applied, plus every problem; a null value counts as not given.
+
+    With no input declared, as in conductor, any inputs are taken as they are; `read` are those the
+    workflow's templates read, which must be given."""
     if not isinstance(given, Mapping):
         return {}, [Problem("inputs", f"must be a mapping, not {kind_of(given)}")]
+    if not spec:
+        taken = {name: copy.deepcopy(value) for name, value in given.items() if value is not None}
+        missing = [name for name in read if name not in taken]
+        return taken, [
+            Problem(f"inputs.{name}", f"input '{name}' is missing: the workflow reads workflow.input.{name}")
+            for name in missing
+        ]
     problems = [
         Problem(f"inputs.{name}", f"unknown input '{name}' (declared: {', '.join(spec) or 'none'})")
         for name in given

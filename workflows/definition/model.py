@@ -278,6 +278,9 @@ class WorkflowDefinition:
     # Whether templates or conditions read `budget`, and its team figure (one more query per render).
     reads_budget: bool = False
     reads_team_budget: bool = False
+    # With no input block: the inputs its templates read, which every run must give (as in conductor,
+    # such a workflow takes whatever inputs a run gives).
+    reads_inputs: tuple[str, ...] = ()
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
@@ -326,6 +329,7 @@ class WorkflowDefinition:
             "steps": [step.to_dict() for step in self.steps.values()],
             "reads_budget": self.reads_budget,
             "reads_team_budget": self.reads_team_budget,
+            "reads_inputs": list(self.reads_inputs),
         }
 
     @classmethod
@@ -354,6 +358,7 @@ class WorkflowDefinition:
             # Nor, before templates saw `budget`, these.
             reads_budget=data.get("reads_budget", False),
             reads_team_budget=data.get("reads_team_budget", False),
+            reads_inputs=tuple(data.get("reads_inputs", ())),
         )
 
 

@@ -110,7 +110,9 @@ def load_definition(
     reference_problems, reads = check_references(definition, _paths(raw))
     if reference_problems:
         raise DefinitionError(reference_problems)
-    return replace(definition, reads_budget=reads.budget, reads_team_budget=reads.team_budget)
+    return replace(
+        definition, reads_budget=reads.budget, reads_team_budget=reads.team_budget, reads_inputs=tuple(sorted(reads.inputs))
+    )
 
 
 def _paths(raw: Mapping[str, Any]) -> dict[str, str]:

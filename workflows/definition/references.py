@@ -74,10 +74,12 @@ def register_group_names(kind: str, names: GroupNames) -> None:
 
 @dataclass(frozen=True)
 class Reads:
-    """What a definition's templates read of the budget: the run's figures, and the team's."""
+    """What a definition's templates read of the budget (the run's figures, and the team's), and
+    which inputs of a workflow that declares none."""
 
     budget: bool = False
     team_budget: bool = False
+    inputs: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -86,6 +88,7 @@ class _Checker:
     problems: list[Problem] = field(default_factory=list)
     reads_budget: bool = False
     reads_team_budget: bool = False
+    reads_inputs: set[str] = field(default_factory=set)
 
     def check_template(self, source: str, path: str, scope: Mapping[str, Shape]) -> None:
         tree = parsed_template(source)
@@ -117,6 +120,11 @@ class _Checker:
         if root == "budget":
             self.reads_budget = True
             self.reads_team_budget |= not parts or parts[0] == TEAM_BUDGET_FIELD
+        if root == "workflow" and not self.definition.inputs and parts[:1] == ["input"] and len(parts) > 1:
+            # A workflow without an input block takes whatever inputs a run gives, as in conductor:
+            # the ones its templates read are then required of every run (services/runs.py).
+            if isinstance(parts[1], str):
+                self.reads_inputs.add(parts[1])
         shape, walked = scope[root], root
         for index, part in enumerate(parts):
             if shape.fields is None or isinstance(part, int):
@@ -186,7 +194,9 @@ def check_references(definition: WorkflowDefinition, paths: Mapping[str, str]) -
     for name, template in definition.output.items():
         checker.check_template(template, f"output.{name}", scope_of(before.get(END)))
     unique = list(dict.fromkeys(checker.problems))  # a name used twice in one template is one problem
-    return unique, Reads(budget=checker.reads_budget, team_budget=checker.reads_team_budget)
+    return unique, Reads(
+        budget=checker.reads_budget, team_budget=checker.reads_team_budget, inputs=frozenset(checker.reads_inputs)
+    )
 
 
 def _check_agent(checker: _Checker, agent: AgentSpec, path: str, scope: Mapping[str, Shape]) -> None:
@@ -241,7 +251,11 @@ def _reach(successors: Mapping[str, set[str]], start: set[str]) -> set[str]:
 
 
 def _base_scope(definition: WorkflowDefinition) -> dict[str, Shape]:
-    inputs = Shape({name: _type_shape(spec.type) for name, spec in definition.inputs.items()}, "the workflow's input")
+    inputs = (
+        Shape({name: _type_shape(spec.type) for name, spec in definition.inputs.items()}, "the workflow's input")
+        if definition.inputs
+        else ANY  # no input block: a run may give any inputs (Reads.inputs)
+    )
     return {
         **{name: ANY for name in jinja_globals()},
         "workflow": Shape({"input": inputs, "name": SCALAR}, "workflow", _NOT_HERE),

@@ -126,7 +126,7 @@ def run_start(
     requested = check_limit_overrides(limits, path="limits")
     if inputs is not None and not isinstance(inputs, Mapping):
         raise ValidationFailed("inputs must be an object.", details=[{"path": "inputs", "message": "must be an object"}])
-    clean_inputs, problems = check_inputs(definition.inputs, inputs or {})
+    clean_inputs, problems = check_inputs(definition.inputs, inputs or {}, read=definition.reads_inputs)
     if problems:
         raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
     check_for_each_inputs(definition=definition, inputs=clean_inputs)
