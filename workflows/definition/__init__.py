@@ -7,6 +7,7 @@ from ._agents import read_output_schema
 from ._section import Section
 from ._values import unstorable_json
 from .bounds import MAX_CALL_TOKENS
+from .context_modes import CONTEXT_MODES, context_for_agent
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
@@ -66,6 +67,7 @@ from .tokens import count_tokens, fake_token_count
 
 __all__ = [
     "BACKENDS",
+    "CONTEXT_MODES",
     "DEFAULT_PROVIDER",
     "END",
     "FAILURE_MODES",
@@ -106,6 +108,7 @@ __all__ = [
     "check_limits",
     "compile_check",
     "configure_render_budget",
+    "context_for_agent",
     "cost_usd",
     "count_tokens",
     "estimate_usd",

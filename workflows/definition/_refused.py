@@ -18,10 +18,7 @@ from .errors import Problem
 # --- refused: what each key would need that this service does not have ------------------------
 
 _TOOLS = "agents call no tools yet (tools and MCP servers are planned together)"
-_CONTEXT = (
-    "conductor's 'last_only' and 'explicit' context modes and its trimming are not implemented yet; "
-    "every agent sees all earlier outputs, as in conductor's default mode, 'accumulate'"
-)
+_CONTEXT = "conductor's docs show it, but its schema reads the context mode from 'context: {mode: ...}'"
 _REASONING = (
     "reasoning effort is not sent to providers yet, and the thinking tokens it adds would not be in "
     "the budget estimate"
@@ -50,7 +47,6 @@ _AGENT_TIMEOUT = (
 TOP_UNSUPPORTED = {"tools": _TOOLS, "mcp_servers": _TOOLS}
 
 WORKFLOW_UNSUPPORTED = {
-    "context": _CONTEXT,
     "context_mode": _CONTEXT,
     "hooks": (
         "conductor's lifecycle hooks run on the machine that runs the workflow; follow a run through "

@@ -11,6 +11,7 @@ from ._refused import COST_IGNORED, RUNTIME_IGNORED, RUNTIME_UNSUPPORTED, WORKFL
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from .bounds import MAX_CALL_TOKENS
+from .context_modes import CONTEXT_MODES
 from .errors import Problem
 from .inputs import INPUT_TYPES, matches_type
 from .limits import check_limits
@@ -20,7 +21,11 @@ from .providers import DEFAULT_PROVIDER, provider_problem
 
 MAX_TEMPERATURE = 2.0
 
-_WORKFLOW_KEYS = ("name", "description", "version", "entry_point", "input", "limits", "runtime", "cost")
+_WORKFLOW_KEYS = ("name", "description", "version", "entry_point", "input", "limits", "runtime", "cost", "context")
+_CONTEXT_TRIMMING = (
+    "trimming the context is not implemented: an agent sees in full what its context mode shows it "
+    "(bound a prompt with its own template, or use the 'explicit' mode)"
+)
 _RUNTIME_KEYS = ("provider", "default_model", "max_tokens", "temperature", "stream")
 # The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
 _ENDPOINT_UNSUPPORTED = (
@@ -69,6 +74,7 @@ class Header:
     stream: bool
     pricing: dict[str, UnitPrices]
     priced_models: frozenset[str]  # every model under cost.pricing, even one whose prices are invalid
+    context_mode: str
 
 
 def read_header(top: Section) -> Header:
@@ -95,7 +101,19 @@ def read_header(top: Section) -> Header:
         stream=runtime.flag("stream", default=False),
         pricing=_pricing(price_entries, workflow.problems),
         priced_models=frozenset(model for model, _, _ in price_entries),
+        context_mode=_context_mode(workflow),
     )
+
+
+def _context_mode(workflow: Section) -> str:
+    """Conductor's `context.mode` (definition/context_modes.py)."""
+    unsupported = dict.fromkeys(("max_tokens", "trim_strategy"), _CONTEXT_TRIMMING)
+    context = workflow.section("context", keys=("mode",), unsupported=unsupported)
+    mode = context.text("mode") or "accumulate"
+    if mode not in CONTEXT_MODES:
+        context.report("mode", f"must be one of {', '.join(CONTEXT_MODES)}, not {show(mode)}")
+        return "accumulate"
+    return mode
 
 
 def _version(workflow: Section) -> str | None:

@@ -281,6 +281,7 @@ class WorkflowDefinition:
     # With no input block: the inputs its templates read, which every run must give (as in conductor,
     # such a workflow takes whatever inputs a run gives).
     reads_inputs: tuple[str, ...] = ()
+    context_mode: str = "accumulate"  # which earlier outputs an agent sees (context_modes.py)
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
@@ -330,6 +331,7 @@ class WorkflowDefinition:
             "reads_budget": self.reads_budget,
             "reads_team_budget": self.reads_team_budget,
             "reads_inputs": list(self.reads_inputs),
+            "context_mode": self.context_mode,
         }
 
     @classmethod
@@ -359,6 +361,7 @@ class WorkflowDefinition:
             reads_budget=data.get("reads_budget", False),
             reads_team_budget=data.get("reads_team_budget", False),
             reads_inputs=tuple(data.get("reads_inputs", ())),
+            context_mode=data.get("context_mode", "accumulate"),
         )
 
 

@@ -105,6 +105,7 @@ def load_definition(
         output=output,
         parallel=parallel,
         for_each=for_each,
+        context_mode=header.context_mode,
     )
     # Names are resolved once everything they can name is known to be valid.
     reference_problems, reads = check_references(definition, _paths(raw))

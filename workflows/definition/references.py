@@ -28,6 +28,7 @@ from typing import Any
 from jinja2 import meta, nodes
 
 from .conditions import FUNCTIONS, LITERALS, is_jinja, parsed_condition
+from .context_modes import declared_roots
 from .errors import Problem
 from .model import END, AgentSpec, ForEachSpec, ParallelSpec, RouteSpec, WorkflowDefinition
 from .step_kinds import step_reader
@@ -171,16 +172,36 @@ def check_references(definition: WorkflowDefinition, paths: Mapping[str, str]) -
         visible = shapes if names is None else {name: shapes[name] for name in names}
         return {**visible, **base}
 
+    just_before = _just_before(definition)
+    always_before = _always_before(definition, just_before)
+    agent_paths = {id(agent): paths[name] for name, agent in definition.agents.items()}
+    agent_paths.update({id(group.agent): f"{paths[group.name]}.agent" for group in definition.for_each.values()})
+
+    def agent_scope(agent: AgentSpec, entered: list[str], names: frozenset[str] | None) -> dict[str, Shape]:
+        """What an agent entered as `entered` (itself, or its group) sees, in the workflow's context mode."""
+        if definition.context_mode == "last_only":
+            previous = set().union(*(just_before.get(place, set()) for place in entered))
+            # Only what ran just before is seen, and only a name that is always that can be read.
+            names = frozenset(previous) if len(previous) == 1 and END not in previous else frozenset()
+        elif definition.context_mode == "explicit":
+            _check_always_ran(checker, agent, entered, always_before, path=agent_paths[id(agent)])
+            declared, inputs = declared_roots(agent.input)
+            names = declared if names is None else declared & names
+            scope = scope_of(names)
+            scope["workflow"] = _workflow_shape(definition, inputs)
+            return scope
+        return scope_of(names)
+
     for name, agent in definition.agents.items():
         groups = [group for group in definition.parallel.values() if name in group.agents]
         places = [before[name]] if name in before else []
         places += [before[group.name] for group in groups if group.name in before]
         names = frozenset().union(*places) if places else None  # an agent that never runs: names only need to exist
-        scope = scope_of(names)
+        scope = agent_scope(agent, [name, *(group.name for group in groups)], names)
         scope.update({extra: ANY for group in groups for extra in _names_of(group).branch_names})
         _check_agent(checker, agent, paths[name], scope)
     for group in definition.for_each.values():
-        scope = scope_of(before.get(group.name))
+        scope = agent_scope(group.agent, [group.name], before.get(group.name))
         scope.update({group.as_name: ANY, "_index": SCALAR, "_key": SCALAR})
         scope.update({extra: ANY for extra in _names_of(group).branch_names})
         _check_agent(checker, group.agent, f"{paths[group.name]}.agent", scope)
@@ -220,17 +241,73 @@ def _check_source(checker: _Checker, group: ForEachSpec, path: str, scope: Mappi
         checker.problems.append(Problem(f"{path}.source", checker.absent(root, scope)))
 
 
-def _may_have_run_before(definition: WorkflowDefinition) -> dict[str, frozenset[str]]:
-    """For each agent, step or group the run can reach, and for END, what can have run before it."""
+def _successors(definition: WorkflowDefinition) -> dict[str, set[str]]:
+    """Where each agent, step or group can route: its routes, and a kind's own (a gate's options)."""
     successors = {
         source.name: {route.to for route in source.routes} or {END}
         for source in (*definition.agents.values(), *definition.parallel.values(), *definition.for_each.values())
     }
     for step in definition.steps.values():
-        # A kind may route from its own fields too: a human gate's options, a questions step's abort route.
         reader = step_reader(step.kind)
         named = {target for _, target in reader.targets(step.params)} if reader else set()
         successors[step.name] = ({route.to for route in step.routes} | named) or {END}
+    return successors
+
+
+def _just_before(definition: WorkflowDefinition) -> dict[str, set[str]]:
+    """For each agent, step or group, what can have run just before it (END for a run's first)."""
+    previous: dict[str, set[str]] = {definition.entry_point: {END}}
+    for name, following in _successors(definition).items():
+        for target in following:
+            previous.setdefault(target, set()).add(name)
+    return previous
+
+
+def _always_before(definition: WorkflowDefinition, just_before: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """For each agent, step or group the run can reach, what has run before it on every way there."""
+    names = set(just_before) | {definition.entry_point}
+    always = {name: set(names) for name in names}
+    always[definition.entry_point] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name in names - {definition.entry_point}:
+            ways = [always[previous] | {previous} for previous in just_before.get(name, ()) if previous in always]
+            now = set.intersection(*ways) if ways else set()
+            if now != always[name]:
+                always[name], changed = now, True
+    return always
+
+
+def _check_always_ran(
+    checker: _Checker, agent: AgentSpec, entered: list[str], always_before: Mapping[str, set[str]], *, path: str
+) -> None:
+    """In the explicit mode, an input declared without '?' must have run on every way to the agent."""
+    places = [place for place in entered if place in always_before]  # a group's member: the group
+    if not places:
+        return  # it never runs
+    ran = set.intersection(*(always_before[place] for place in places))
+    for index, reference in enumerate(agent.input):
+        root = reference.split(".")[0]
+        if not reference.endswith("?") and root != "workflow" and root not in ran:
+            checker.problems.append(
+                Problem(
+                    f"{path}.input[{index}]",
+                    f"'{root}' does not run before '{agent.name}' on every way there: end the reference with '?' "
+                    "to make it optional",
+                )
+            )
+
+
+def _workflow_shape(definition: WorkflowDefinition, inputs: frozenset[str]) -> Shape:
+    """`workflow` as an agent in the explicit context mode sees it: only its declared inputs."""
+    fields = {name: _type_shape(spec.type) for name, spec in definition.inputs.items() if name in inputs}
+    return Shape({"input": Shape(fields, "the inputs it declares"), "name": SCALAR}, "workflow", _NOT_HERE)
+
+
+def _may_have_run_before(definition: WorkflowDefinition) -> dict[str, frozenset[str]]:
+    """For each agent, step or group the run can reach, and for END, what can have run before it."""
+    successors = _successors(definition)
     after = {name: _reach(successors, successors[name]) for name in successors}
     reachable = _reach(successors, {definition.entry_point}) - {END}
     before: dict[str, set[str]] = {name: set() for name in reachable | {END}}
