@@ -242,11 +242,15 @@ def test_an_enforce_budget_stop_blocks_unstarted_branches_lets_running_ones_fini
 
 
 def test_the_iteration_limit_counts_branches_running_at_once(team):
-    run = start(team, max_iterations=2)
-    run_step(step_of(run, "planner"), {"topics": ["cost"]})
-    begin(step_of(run, "security_review", "security_review"))
+    # A for_each group is not refused whole, as a parallel one is (tests/conductor/test_group_iterations.py):
+    # its branches pass the gate one by one, each counting those in flight.
+    run = start(team, max_iterations=4)
+    run_step(step_of(run, "planner"), {"topics": ["cost", "latency"]})
+    run_step(step_of(run, "security_review", "security_review"), {"verdict": "safe"})
+    run_step(step_of(run, "style_review", "style_review"), {"verdict": "tidy"})
+    begin(run.steps.get(group="analyses", branch_index=0))
 
-    assert step_begin(step_id=step_of(run, "style_review", "style_review").pk, worker="host:1") is None
+    assert step_begin(step_id=run.steps.get(group="analyses", branch_index=1).pk, worker="host:1") is None
     run.refresh_from_db()
     assert (run.status, run.error["type"]) == ("iteration_limit", "MaxIterationsError")
     assert_invariants(run)

@@ -146,9 +146,8 @@ def step_enter(
         indexes=range(min(count, kind.slots(group=group))),
     )
     checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=steps[0])
-    if run.iterations + count > run.max_iterations:
-        # As conductor: a group that would pass max_iterations is refused whole, before any branch
-        # runs. Its branches are blocked where they stand, and a resume with room runs them.
+    if kind.refused_whole_past_max_iterations and run.iterations + count > run.max_iterations:
+        # Its branches are blocked where they stand, and a resume with room runs them.
         message = (
             f"The group '{target}' would run {count} steps after the {run.iterations} executed; "
             f"max_iterations is {run.max_iterations}."

@@ -157,6 +157,9 @@ class GroupKind:
     # The error type a run fails with when entering a group raised TemplateFailure; needed only by
     # a kind whose `branch_count` can.
     entry_error_type: str
+    # Whether an entry whose branches would take the run past max_iterations is refused whole, before
+    # any branch runs (conductor's parallel groups), rather than stopped at the branch that would.
+    refused_whole_past_max_iterations: bool = False
 
     def branch_count(self, *, group: GroupSpec, context: dict, entering: bool = False) -> int:
         """How many branches an entry of the group has, in the context of the outputs it is (when

@@ -9,6 +9,7 @@ class ParallelKind(GroupKind):
     """Read by the definition parser (`parallel:`, definition/_groups.py)."""
 
     name = "parallel"
+    refused_whole_past_max_iterations = True  # as conductor
 
     def branch_count(self, *, group: ParallelSpec, context: dict, entering: bool = False) -> int:
         return len(group.agents)
