@@ -50,7 +50,7 @@ def test_an_invalid_put_names_every_problem_and_keeps_the_routes_there_were(api,
     assert {detail["path"] for detail in error["details"]} == {"routes.claude", "routes.copilot", "routes.codex"}
     assert api.get(ROUTES).json()["routes"] == {"copilot": "openai"}
 
-    for body in ({"routes": ["copilot"]}, {}, {"routes": {"copilot": None}}):
+    for body in ({"routes": ["copilot"]}, {}, {"routes": {"copilot": None}}, {"routes": {}, "rotues": {}}):
         assert api.put(ROUTES, body, format="json").status_code == 400, body
     assert api.get(ROUTES).json()["routes"] == {"copilot": "openai"}
 

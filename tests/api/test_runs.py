@@ -131,3 +131,17 @@ def test_a_workflow_with_no_input_block_takes_any_inputs_but_those_its_templates
     )
     assert started.status_code == 202, started.json()
     assert Run.objects.get(pk=started.json()["id"]).inputs == {"topic": "caps", "tone": "dry", "extra": [1]}
+
+
+def test_a_workflow_with_no_input_block_may_iterate_over_an_input_a_run_must_then_give(api):
+    source = """
+workflow: {name: each, entry_point: g, runtime: {provider: fake, default_model: sim-model}}
+agents: [{name: last, prompt: done, mock: {output: {ok: true}}}]
+for_each:
+  - {name: g, source: workflow.input.items, as: item, agent: {prompt: "{{ item }}"}, routes: [{to: last}]}
+"""
+    assert api.post("/api/v1/workflows", {"definition": source}, format="json").status_code == 201
+
+    refused = api.post("/api/v1/runs", {"workflow": "each"}, format="json")
+    assert refused.json()["error"]["details"][0]["path"] == "inputs.items"
+    assert api.post("/api/v1/runs", {"workflow": "each", "inputs": {"items": ["a"]}}, format="json").status_code == 202

@@ -81,6 +81,8 @@ def test_a_run_whose_team_lost_the_right_fails_the_script_step_resumably(api, te
     [
         ("env: {TOKEN: '${API_TOKEN}'}", "agents[0].env.TOKEN", "worker's environment"),
         ("env: {'1BAD': x}", "agents[0].env.1BAD", "environment variable name"),
+        ("env: {LD_PRELOAD: /tmp/x.so}", "agents[0].env.LD_PRELOAD", "set by the service"),
+        ("env: {PATH: /tmp}", "agents[0].env.PATH", "set by the service"),
         ("working_dir: /srv", "agents[0].working_dir", "scratch directory"),
         ("timeout: 0", "agents[0].timeout", ""),
         ("args: [1]", "agents[0].args[0]", "template string"),

@@ -211,3 +211,19 @@ def test_templates_see_group_results_as_they_are_and_agent_outputs_under_output(
     assert resolve_reference("planner.output.plan", context, where="source") == "p"
     with pytest.raises(TemplateFailure, match="has no 'missing'"):
         resolve_reference("planner.output.missing", context, where="source")
+
+
+def test_a_parallel_group_runs_agents_only():
+    source = """
+workflow: {name: w, entry_point: g, runtime: {provider: fake, default_model: m}}
+agents:
+  - {name: a, prompt: hi}
+  - {name: pause, type: wait, duration: 5}
+parallel:
+  - {name: g, agents: [a, pause]}
+"""
+    with pytest.raises(DefinitionError) as refused:
+        load_definition(source)
+    assert [(p.path, p.message) for p in refused.value.problems] == [
+        ("parallel[0].agents[1]", "'pause' is a wait step; a parallel group runs agents")
+    ]

@@ -119,3 +119,31 @@ def test_an_agent_reached_through_a_gates_option_sees_what_ran_before_the_gate_a
 
     assert problem.path == "agents[2].prompt"
     assert "'later' cannot have run before this is rendered" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("step", "path"),
+    [
+        ("{name: s, type: set, value: '{{ nosuch.output.x }}'}", "agents[1].value"),
+        ("{name: s, type: set, values: {a: '{{ workflow.input.nope }}'}}", "agents[1].values.a"),
+        ("{name: s, type: terminate, status: success, reason: '{{ nosuch.output }}'}", "agents[1].reason"),
+        ("{name: s, type: terminate, status: failed, reason: r, output_template: {o: '{{ first.output.nope }}'}}", "agents[1].output_template.o"),
+        ("{name: s, type: human_gate, prompt: '{{ nosuch }}', options: [{label: A, value: a, route: $end}]}", "agents[1].prompt"),
+        ("{name: s, type: questions, source: nosuch.output.qs}", "agents[1].source"),
+        ("{name: s, type: questions, questions: [{text: '{{ nosuch }}'}]}", "agents[1].questions[0].text"),
+        ("{name: s, type: wait, duration: '{{ nosuch }}s'}", "agents[1].duration"),
+    ],
+)
+def test_the_templates_of_other_kinds_of_step_are_resolved_at_upload_too(step, path):
+    source = f"""
+workflow: {{name: w, entry_point: first, input: {{topic: {{type: string}}}}, runtime: {{provider: fake, default_model: m}}}}
+agents:
+  - {{name: first, prompt: hi, output: {{x: {{type: string}}}}, routes: [{{to: s}}]}}
+  - {step}
+"""
+    assert path in [problem.path for problem in problems(source)]
+
+
+def test_a_set_value_with_no_template_must_be_of_its_output_type():
+    source = "workflow: {name: w, entry_point: s, runtime: {provider: fake}}\nagents: [{name: s, type: set, value: abc, output_type: integer}]\n"
+    assert [(p.path, p.message.split(":")[0]) for p in problems(source)] == [("agents[0].value", "does not read as output_type integer")]

@@ -82,3 +82,9 @@ def test_memory_and_output_are_bounded(settings):
 def test_a_command_that_is_not_an_executable_on_the_path_is_refused(command, message):
     with pytest.raises(ScriptFailed, match=message):
         run(command=command)
+
+
+def test_a_step_cannot_change_what_confines_its_command(settings):
+    ran = run("-c", 'echo "$PATH $HOME"', env={"PATH": "/tmp", "HOME": "/root"})
+    path, home = ran.stdout.split()
+    assert path == settings.SCRIPT_PATH and Path(home).name.startswith("budgetsvc-script-")

@@ -250,7 +250,7 @@ class CheckpointOutputSerializer(serializers.ModelSerializer):
         return round(checkpoint.active_time.total_seconds(), 3)
 
 
-class ProviderRoutesInputSerializer(serializers.Serializer):
+class ProviderRoutesInputSerializer(StrictInputSerializer):
     routes = serializers.DictField(child=serializers.CharField(max_length=50))
 
 

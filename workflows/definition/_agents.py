@@ -58,6 +58,7 @@ class Scope:
     group_names: frozenset[str]  # as written, before the groups themselves are checked
     lacks_price: Callable[[str], bool]
     provider_routes: Mapping[str, str]
+    step_kinds: Mapping[str, str]  # the kind of each entry of `agents:` that is not an agent
 
     @property
     def targets(self) -> frozenset[str]:
@@ -99,7 +100,8 @@ def read_agents(
         for index, (raw, reader) in enumerate(zip(raw_agents, readers, strict=True))
     ]
     names = [name_register(section, first_use, kind="agent") for section in sections]
-    scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price, provider_routes)
+    step_kinds = {name: reader.name for name, reader in zip(names, readers, strict=True) if name and reader}
+    scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price, provider_routes, step_kinds)
     if raw_agents and header.entry_point is not None and header.entry_point not in scope.targets:
         top.problems.append(Problem("workflow.entry_point", no_target(header.entry_point, scope)))
     agents, steps = {}, {}

@@ -89,6 +89,8 @@ def _members(section: Section, scope: Scope, agents: Mapping[str, AgentSpec]) ->
             problem = f"'{member}' is a group; groups cannot be nested"
         elif member not in scope.agent_names:
             problem = f"no agent named '{member}'"
+        elif member in scope.step_kinds:
+            problem = f"'{member}' is a {scope.step_kinds[member]} step; a parallel group runs agents"
         elif member in members:
             problem = f"agent '{member}' is listed twice"
         elif member in agents and agents[member].routes:
@@ -143,7 +145,8 @@ def _source(section: Section, scope: Scope, group: str | None) -> str | None:
             f"{show(source)} must be a reference like 'workflow.input.NAME', 'AGENT.output.FIELD' or "
             "'GROUP.outputs', with any number of '.FIELD' after it"
         )
-    elif match["input"] is not None and match["input"] not in scope.header.inputs:
+    elif match["input"] is not None and scope.header.inputs and match["input"] not in scope.header.inputs:
+        # With no input block, any input may be given (and one read is required: references.py).
         problem = f"no workflow input named '{match['input']}'"
     elif match["agent"] is not None and match["agent"] not in scope.agent_names:
         problem = f"no agent named '{match['agent']}'"

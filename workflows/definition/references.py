@@ -206,6 +206,11 @@ def check_references(definition: WorkflowDefinition, paths: Mapping[str, str]) -
         scope.update({extra: ANY for extra in _names_of(group).branch_names})
         _check_agent(checker, group.agent, f"{paths[group.name]}.agent", scope)
         _check_source(checker, group, paths[group.name], scope_of(before.get(group.name)))
+    for step in definition.steps.values():
+        reader = step_reader(step.kind)
+        scope = scope_of(before.get(step.name))
+        for key, template in reader.templates(step.params) if reader else ():
+            checker.check_template(template, f"{paths[step.name]}.{key}", scope)
     sources = [*definition.agents.values(), *definition.steps.values(), *definition.parallel.values(), *definition.for_each.values()]
     for source in sources:
         names = before.get(source.name)
@@ -237,7 +242,9 @@ def _check_routes(checker: _Checker, routes: tuple[RouteSpec, ...], path: str, s
 def _check_source(checker: _Checker, group: ForEachSpec, path: str, scope: Mapping[str, Shape]) -> None:
     parts = group.source.split(".")
     root = parts[0]
-    if root != "workflow" and root not in scope:
+    if root == "workflow":
+        checker.resolve(root, parts[1:3], False, f"{path}.source", scope)  # an input a run must give
+    elif root not in scope:
         checker.problems.append(Problem(f"{path}.source", checker.absent(root, scope)))
 
 

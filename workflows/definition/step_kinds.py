@@ -27,6 +27,9 @@ class StepReader(Protocol):
     def targets(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(key, name) of each agent or group its fields route to, checked as `routes` are."""
 
+    def templates(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, template) of each template among its fields, whose names are resolved at upload."""
+
 
 _readers: dict[str, StepReader] = {}
 

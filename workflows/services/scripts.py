@@ -50,7 +50,7 @@ def script_run(*, command: str, args: list[str], env: dict[str, str], stdin: str
         tempfile.TemporaryFile() as stdout,
         tempfile.TemporaryFile() as stderr,
     ):
-        scrubbed = {"PATH": settings.SCRIPT_PATH, "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8", **env}
+        scrubbed = {"LANG": "C.UTF-8", **env, "PATH": settings.SCRIPT_PATH, "HOME": scratch, "TMPDIR": scratch}
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", _LAUNCHER, *limits, program, *args],
             cwd=scratch,

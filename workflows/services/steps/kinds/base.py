@@ -117,6 +117,11 @@ class StepKind:
         as it checks `routes`; the key is where a wrong name is reported."""
         return []
 
+    def templates(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, template) of each template among the kind's own fields, whose names the parser
+        resolves as it does an agent's prompt's; and (key, "{{ path }}") for a dotted path it reads."""
+        return []
+
     def run(self, attempt: StepAttempt) -> CompletionResult:
         """Do the work. A ProviderError is retried or fails the step, as its `retryable` says; any
         other exception fails the step resumably."""

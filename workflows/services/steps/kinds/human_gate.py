@@ -64,6 +64,9 @@ class HumanGateKind(StepKind):
     def targets(self, params):
         return [(f"options[{index}].route", option["route"]) for index, option in enumerate(params["options"])]
 
+    def templates(self, params):
+        return [("prompt", params["prompt"])]
+
     def prepare(
         self,
         *,

@@ -87,6 +87,15 @@ class QuestionsKind(StepKind):
     def targets(self, params):
         return [("abort_route", params["abort_route"])] if params["abort_route"] else []
 
+    def templates(self, params):
+        templates = [("prompt", params["prompt"])] if params["prompt"] else []
+        for index, question in enumerate(params["questions"]):
+            templates += [(f"questions[{index}].{key}", question[key]) for key in ("text", "hint") if question.get(key)]
+            templates += [(f"questions[{index}].choices[{n}]", c) for n, c in enumerate(question.get("choices") or [])]
+        if params["source"] and "-" not in params["source"]:  # a name with '-' reads as a subtraction
+            templates.append(("source", "{{ " + params["source"] + " }}"))
+        return templates
+
     def prepare(
         self,
         *,

@@ -27,6 +27,9 @@ from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttem
 MAX_TIMEOUT_SECONDS = 3600  # what a definition may ask for; SCRIPT_TIMEOUT_SECONDS caps it on the worker
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INTERPOLATION = re.compile(r"\$\{[^}]*\}")
+# What confines the command is the service's to set: its search path, its scratch directory, and
+# what the dynamic loader would run before its limits apply.
+_RESERVED_ENV = re.compile(r"PATH|HOME|TMPDIR|LD_\w*|PYTHON\w*")
 
 
 class ScriptKind(StepKind):
@@ -52,6 +55,8 @@ class ScriptKind(StepKind):
         for name, value, path in section.entries("env"):
             if not _ENV_NAME.fullmatch(name):
                 section.problems.append(Problem(path, "is not an environment variable name"))
+            elif _RESERVED_ENV.fullmatch(name):
+                section.problems.append(Problem(path, "is set by the service for every script, and cannot be changed"))
             elif not isinstance(value, str):
                 section.problems.append(Problem(path, "must be text"))
             elif _INTERPOLATION.search(value):
@@ -74,6 +79,11 @@ class ScriptKind(StepKind):
             "timeout": section.data.get("timeout"),
             "output": schema,
         }
+
+    def templates(self, params):
+        args = [(f"args[{index}]", arg) for index, arg in enumerate(params["args"])]
+        stdin = [("stdin", params["stdin"])] if params["stdin"] is not None else []
+        return [("command", params["command"]), *args, *stdin]
 
     def prepare(
         self,

@@ -46,11 +46,21 @@ class SetKind(StepKind):
                 section.report(key, f"must be a template string, not {type(template).__name__}")
             elif error := compile_check(template):
                 section.report(key, f"template does not compile: {error}")
+            elif key == "value" and "{{" not in template and "{%" not in template:
+                try:  # no template: what it binds is known now
+                    coerce_rendered(template, output_type if output_type in OUTPUT_TYPES else "auto")
+                except ValueError as exc:
+                    section.report("value", f"does not read as output_type {output_type}: {exc}")
         if len(section.problems) > problems_before:
             return None
         if value is not None:
             return {"value": value, "output_type": output_type}
         return {"values": dict(values)}
+
+    def templates(self, params):
+        if "value" in params:
+            return [("value", params["value"])]
+        return [(f"values.{key}", template) for key, template in params["values"].items()]
 
     def prepare(
         self,

@@ -56,6 +56,10 @@ class TerminateKind(StepKind):
             return None
         return {"status": status, "reason": reason, "output_template": output_template}
 
+    def templates(self, params):
+        templates = [(f"output_template.{key}", t) for key, t in (params["output_template"] or {}).items()]
+        return [("reason", params["reason"]), *templates]
+
     def prepare(
         self,
         *,

@@ -37,6 +37,9 @@ class WaitKind(StepKind):
             return None
         return {"duration": duration, "reason": section.data.get("reason") or ""}
 
+    def templates(self, params):
+        return [("duration", params["duration"])] if _is_template(params["duration"]) else []
+
     def prepare(
         self,
         *,
