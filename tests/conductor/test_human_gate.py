@@ -132,3 +132,30 @@ def test_a_gate_with_a_mistake_is_refused_at_upload_naming_it(team, gate, path, 
     with pytest.raises(DefinitionInvalid) as refused:
         workflow_create(team=team, definition=source)
     assert any(d["path"] == path and message in d["message"] for d in refused.value.details), refused.value.details
+
+
+def test_a_sweep_between_an_answer_and_its_settlement_leaves_the_answered_step_alone(api, team, celery_worker, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows.services import inputs
+    from workflows.services.sweeper import sweep_stuck_steps
+
+    sweeps = []
+    settle = inputs.step_settle
+
+    def sweep_first(**kwargs):
+        sweeps.append(sweep_stuck_steps(now=timezone.now() + timedelta(seconds=10)))
+        settle(**kwargs)
+
+    monkeypatch.setattr(inputs, "step_settle", sweep_first)
+    run_id = started(api, team)
+    wait_for_run(run_id, "waiting_for_input", *TERMINAL)
+
+    assert answer(api, run_id, choice="reject").status_code == 200
+
+    assert sweeps[0].crashed_resent == 0
+    run = wait_for_run(run_id, *TERMINAL)
+    assert run.status == "completed" and run.output == {"decision": "reject"}
+    assert Event.objects.filter(run=run, type=EventType.INPUT_REQUESTED).count() == 1
