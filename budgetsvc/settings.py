@@ -259,8 +259,11 @@ if unroutable := route_problems(PROVIDER_ROUTES):
     raise ImproperlyConfigured(
         "PROVIDER_ROUTES: " + "; ".join(f"'{provider}' {message}" for provider, message in unroutable)
     )
-# Conductor's script steps, for teams an operator allowed to run them (docs/workflows.md#script): the
-# longest a script may run, the memory and the output it may use, and where its command is looked up.
+# Conductor's script steps (docs/workflows.md#script). Off unless the operator turns them on for the
+# service, and then only for the teams allowed to: a script runs as the worker's user and can read
+# what it can (docs/operations.md#script-steps). Then the longest a script may run, the memory and the
+# output it may use, and where its command is looked up.
+SCRIPT_STEPS_ENABLED = env.bool("SCRIPT_STEPS_ENABLED", default=False)
 SCRIPT_TIMEOUT_SECONDS = env.int("SCRIPT_TIMEOUT_SECONDS", default=60)
 if not 0 < SCRIPT_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
     raise ImproperlyConfigured("SCRIPT_TIMEOUT_SECONDS must be above 0 and below STEP_SOFT_TIME_LIMIT_SECONDS.")

@@ -99,6 +99,7 @@ def _set_up_django(var_dir: str) -> None:
     os.environ["DATABASE_URL"] = "sqlite://:memory:"
     os.environ["CELERY_BROKER_URL"] = "filesystem://"
     os.environ["PROVIDER_ROUTES"] = ""  # the team's routes are the flag's, not the operator's
+    os.environ["SCRIPT_STEPS_ENABLED"] = "true"  # whether the team may run them is --scripts
     os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     sys.path.insert(0, str(ROOT))
     import django

@@ -39,3 +39,18 @@ def check_secret_key_is_set(app_configs, **kwargs) -> list[Warning]:
             id="workflows.W002",
         )
     ]
+
+
+@register("security", deploy=True)
+def check_script_steps(app_configs, **kwargs) -> list[Warning]:
+    if not settings.SCRIPT_STEPS_ENABLED:
+        return []
+    return [
+        Warning(
+            "SCRIPT_STEPS_ENABLED is on: a team allowed to run script steps runs commands as the step workers' "
+            "user, which can read what that user can, the workers' environment (DATABASE_URL, DJANGO_SECRET_KEY, "
+            "CREDENTIALS_ENCRYPTION_KEYS) included.",
+            hint="Allow it only to teams you would give those credentials (docs/operations.md#script-steps).",
+            id="workflows.W003",
+        )
+    ]

@@ -11,6 +11,11 @@ from workflows.services.workflows import workflow_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(autouse=True)
+def scripts_on(settings):
+    settings.SCRIPT_STEPS_ENABLED = True  # the operator's switch; each test decides the team's
+
 TERMINAL = ("completed", "failed", "budget_exceeded", "iteration_limit", "timed_out", "cancelled")
 
 CHECKED = """
@@ -53,12 +58,18 @@ def test_a_script_runs_on_a_worker_and_its_json_output_routes_the_run(api, team,
     assert_invariants(run)
 
 
-def test_a_team_not_allowed_scripts_is_refused_at_upload_naming_the_setting(team):
+def test_a_team_not_allowed_scripts_is_refused_at_upload_naming_the_setting(team, settings):
     with pytest.raises(DefinitionInvalid) as refused:
         workflow_create(team=team, definition=CHECKED)
 
     [detail] = refused.value.details
     assert detail["path"] == "agents[0].type" and "'may run scripts'" in detail["message"]
+
+    settings.SCRIPT_STEPS_ENABLED = False
+    team.may_run_scripts = True
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition=CHECKED)
+    assert "SCRIPT_STEPS_ENABLED" in refused.value.details[0]["message"]
 
 
 def test_a_run_whose_team_lost_the_right_fails_the_script_step_resumably(api, team, celery_worker):

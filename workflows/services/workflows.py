@@ -12,6 +12,7 @@ from workflows.services.prices import is_priced, table_prices
 from workflows.services.provider_routes import provider_routes_of
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
+SCRIPTS_OFF = "script steps run commands on the service's workers, and they are off on this service (SCRIPT_STEPS_ENABLED)"
 SCRIPTS_NOT_ALLOWED = (
     "script steps run commands on the service's workers: an operator must allow them for this team "
     "(the team's 'may run scripts' setting, in the admin)"
@@ -20,6 +21,8 @@ SCRIPTS_NOT_ALLOWED = (
 
 def refused_step_kinds(*, team: Team) -> dict[str, str]:
     """The kinds of step the team may not use, and why."""
+    if not settings.SCRIPT_STEPS_ENABLED:
+        return {"script": SCRIPTS_OFF}
     return {} if team.may_run_scripts else {"script": SCRIPTS_NOT_ALLOWED}
 
 

@@ -105,6 +105,8 @@ class ScriptKind(StepKind):
         return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data={"call": call, "output": params["output"]})
 
     def run(self, attempt: StepAttempt) -> CompletionResult:
+        if not settings.SCRIPT_STEPS_ENABLED:
+            raise StepWorkFailed("ScriptError", "Script steps are off on this service.")
         if not Team.objects.filter(pk=attempt.team_id, may_run_scripts=True).exists():
             raise StepWorkFailed("ScriptError", "Script steps are no longer allowed for this team.")
         try:
