@@ -72,3 +72,26 @@ def test_staff_of_another_team_cannot_answer(waiting):
     assert outsider.post(answer_url(waiting), {"choice": "ship"}).status_code in (403, 404)
     waiting.refresh_from_db()
     assert waiting.status == RunStatus.WAITING_FOR_INPUT
+
+
+ASKED = """
+workflow: {name: asked, entry_point: ask, runtime: {provider: fake, default_model: sim-model}}
+agents:
+  - name: ask
+    type: questions
+    questions:
+      - {id: region, text: "Which region?", choices: [eu, us], allow_free_text: false}
+      - {id: owner, text: "Who owns it?"}
+"""
+
+
+def test_questions_are_answered_on_the_run_page_too(admin_client, team):
+    workflow_create(team=team, definition=ASKED)
+    run = drive(run_start(team=team, workflow="asked"))
+    assert 'name="answers.region"' in admin_client.get(page(run)).content.decode()
+
+    admin_client.post(answer_url(run), {"answers.region": "eu", "answers.owner": ""})
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert run.steps.get(agent="ask").output["answers"] == {"region": "eu"}

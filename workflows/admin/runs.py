@@ -118,16 +118,24 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         run = self.get_object(request, str(run_id))
         if run is None or not self.has_view_permission(request, run) or request.method != "POST":
             raise PermissionDenied
-        given = {"choice": request.POST.get("choice", "")}
-        if request.POST.get("text"):
-            given["text"] = request.POST["text"]
         try:
-            run_answer(run=run, given=given, actor=f"user:{request.user.username}")
+            run_answer(run=run, given=_answer_posted(request.POST), actor=f"user:{request.user.username}")
         except ApplicationError as exc:
             self.message_user(request, exc.message, messages.ERROR)
         else:
-            self.message_user(request, f"Answered '{given['choice']}'; the run goes on.", messages.SUCCESS)
+            self.message_user(request, "Answered; the run goes on.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:workflows_run_change", args=[run.pk]))
+
+
+def _answer_posted(posted) -> dict:
+    """The answer the run page's form posts, in the API's shape: a gate's choice (and text), or the
+    questions' answers by id (a blank one skipped) or abandoning them."""
+    if "choice" in posted:
+        return {"choice": posted["choice"], **({"text": posted["text"]} if posted.get("text") else {})}
+    if posted.get("abort"):
+        return {"abort": True}
+    prefix = "answers."
+    return {"answers": {key[len(prefix):]: value for key, value in posted.items() if key.startswith(prefix) and value}}
 
 
 @admin.register(Step)
