@@ -264,7 +264,7 @@ if unroutable := route_problems(PROVIDER_ROUTES):
 # what it can (docs/operations.md#script-steps). Then the longest a script may run, the memory and the
 # output it may use, and where its command is looked up.
 SCRIPT_STEPS_ENABLED = env.bool("SCRIPT_STEPS_ENABLED", default=False)
-SCRIPT_TIMEOUT_SECONDS = env.int("SCRIPT_TIMEOUT_SECONDS", default=60)
+SCRIPT_TIMEOUT_SECONDS = env.int("SCRIPT_TIMEOUT_SECONDS", default=max(1, min(60, STEP_SOFT_TIME_LIMIT_SECONDS // 2)))
 if not 0 < SCRIPT_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
     raise ImproperlyConfigured("SCRIPT_TIMEOUT_SECONDS must be above 0 and below STEP_SOFT_TIME_LIMIT_SECONDS.")
 SCRIPT_MAX_MEMORY_MB = env.int("SCRIPT_MAX_MEMORY_MB", default=512)
