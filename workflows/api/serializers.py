@@ -97,6 +97,7 @@ class RunResumeInputSerializer(StrictInputSerializer):
     max_iterations = serializers.JSONField(required=False)
     timeout_seconds = serializers.JSONField(required=False)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    workflow_version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
 
     def limit_overrides(self) -> dict:
         return {field: self.validated_data[field] for field in LIMIT_FIELDS if field in self.validated_data}

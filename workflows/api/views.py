@@ -101,6 +101,7 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
             resumed_by=request.auth,
             limits=given.limit_overrides(),
             reason=given.validated_data["reason"],
+            workflow_version=given.validated_data.get("workflow_version"),
         )
         return Response(self._fresh(run), status=status.HTTP_202_ACCEPTED)
 

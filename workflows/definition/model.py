@@ -302,6 +302,10 @@ class WorkflowDefinition:
         """The listed agents, then each for_each group's inline agent."""
         return [*self.agents.values(), *(group.agent for group in self.for_each.values())]
 
+    @property
+    def agent_names(self) -> frozenset[str]:
+        return frozenset(agent.name for agent in self.all_agents())
+
     def providers(self) -> set[str]:
         return {agent.provider for agent in self.all_agents()}
 

@@ -33,6 +33,7 @@ from workflows.models import (
     Step,
     StepStatus,
     Team,
+    WorkflowVersion,
 )
 from workflows.selectors import definition_of, latest_checkpoint, workflow_version_get
 from workflows.services.credentials import check_credentials
@@ -210,15 +211,68 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
     return step
 
 
-def run_resume(*, run: Run, resumed_by: ApiKey | None = None, limits: Mapping | None = None, reason: str = "") -> Run:
+def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, str]:
+    """The provider backends a run would have on `version`, another version of its workflow that a
+    resume moves it to; ValidationFailed unless every agent, step and group it has run or stopped at
+    is there, of the same kind (completed steps are never run again, so their names must hold)."""
+    if version.workflow_id != run.workflow_version.workflow_id:
+        raise ValidationFailed(
+            "A run can move only to another version of its own workflow.",
+            details=[{"path": "workflow_version", "message": "not a version of the run's workflow"}],
+        )
+    written, definition = definition_of(run.workflow_version), definition_of(version)
+    problems = set()
+    for agent, group in run.steps.values_list("agent", "group").distinct():
+        if group:
+            kept = definition.group(group)
+            if kept is None or kept.kind != written.group(group).kind or agent not in definition.agent_names:
+                problems.add(f"'{group}' (with its agent '{agent}')")
+        elif not _kept_as_it_was(agent, written=written, definition=definition):
+            problems.add(f"'{agent}'")
+    if problems:
+        raise ValidationFailed(
+            f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",
+            details=[{"path": "workflow_version", "message": f"lacks {problem}"} for problem in sorted(problems)],
+        )
+    # A provider the run has used keeps its backend; one new to it is routed as a new run's would be.
+    providers = definition.providers()
+    kept = {name: backend for name, backend in run.provider_routes.items() if name in providers}
+    backends = {**kept, **run_backends(providers=providers - set(kept), routes=provider_routes_of(team=run.team))}
+    check_credentials(team=run.team, providers=backends.values())
+    return backends
+
+
+def _kept_as_it_was(name: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:
+    """Whether `definition` has the agent or step `name` of `written`, of the same kind."""
+    if name in written.agents:
+        return name in definition.agents
+    return name in definition.steps and definition.steps[name].kind == written.steps[name].kind
+
+
+def run_resume(
+    *,
+    run: Run,
+    resumed_by: ApiKey | None = None,
+    limits: Mapping | None = None,
+    reason: str = "",
+    workflow_version: int | None = None,
+) -> Run:
+    """Continue a stopped run from its checkpoint, with limits raised and, when `workflow_version`
+    names another version of its workflow (a corrected one), on that version."""
     overrides = check_limit_overrides(limits, path="")
+    moving_to = None
+    if workflow_version is not None and workflow_version != run.workflow_version.version:
+        moving_to = workflow_version_get(team=run.team, workflow=run.workflow_version.workflow_id, version=workflow_version)
+        check_version_replaces(run=run, version=moving_to)
     return rendered_ahead(
-        prerender=partial(_prerender_resume, run_id=run.pk),
-        locked=partial(_resume_under_locks, run=run, resumed_by=resumed_by, overrides=overrides, reason=reason),
+        prerender=partial(_prerender_resume, run_id=run.pk, version=moving_to),
+        locked=partial(
+            _resume_under_locks, run=run, resumed_by=resumed_by, overrides=overrides, reason=reason, moving_to=moving_to
+        ),
     )
 
 
-def _prerender_resume(*, run_id: int) -> None:
+def _prerender_resume(*, run_id: int, version: WorkflowVersion | None) -> None:
     """The prompts of the step a resume continues from, rendered before its transaction."""
     run = Run.objects.select_related("workflow_version", "team").get(pk=run_id)
     checkpoint = latest_checkpoint(run=run)
@@ -226,18 +280,24 @@ def _prerender_resume(*, run_id: int) -> None:
         step_prepare(
             run=run,
             step=checkpoint.next_step,
-            definition=definition_of(run.workflow_version),
+            definition=definition_of(version or run.workflow_version),
             outputs=checkpoint.outputs,
             may_override_prices=run.team.may_override_prices,
         )
 
 
-def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict, reason: str) -> Run:
+def _resume_under_locks(
+    *, run: Run, resumed_by: ApiKey | None, overrides: dict, reason: str, moving_to: WorkflowVersion | None
+) -> Run:
     with transaction.atomic(durable=True):
         locked = lock_rows(team_id=run.team_id, run_id=run.pk)
         team, run = locked.team, locked.run
         old_limits = run.limits
         new_limits = {**old_limits, **overrides}
+        old_version = run.workflow_version
+        if moving_to is not None:
+            run.provider_routes = check_version_replaces(run=run, version=moving_to)
+            run.workflow_version = moving_to
         step = check_run_resumable(run=run, team=team, new_limits=new_limits)
 
         previous_status = run.status
@@ -262,6 +322,8 @@ def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict,
                 "finished_at",
                 "active_since",
                 "current_agent",
+                "workflow_version",
+                "provider_routes",
                 "updated_at",
             ]
         )
@@ -278,6 +340,11 @@ def _resume_under_locks(*, run: Run, resumed_by: ApiKey | None, overrides: dict,
                 "new_limits": _limits_payload(run),
                 "spent_usd": usd(run.spent_usd),
                 "next_agent": step.group or step.agent,
+                **(
+                    {"workflow_version": {"from": old_version.version, "to": moving_to.version}}
+                    if moving_to is not None
+                    else {}
+                ),
             },
         )
         budget_changes_record(
