@@ -532,6 +532,11 @@ class ProviderRoute(models.Model):
         help_text="The API it reaches in the team's runs. A name the team has not routed takes the "
         "operator's default (PROVIDER_ROUTES), if there is one.",
     )
+    default_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The model its agents take when a workflow names none (conductor's runtimes pick their own).",
+    )
 
     class Meta:
         ordering = ["team", "provider"]

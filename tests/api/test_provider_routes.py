@@ -25,7 +25,12 @@ def upload(api, source=NO_PROVIDER):
 def test_routes_start_empty_and_show_the_operators_defaults(api, settings):
     settings.PROVIDER_ROUTES = {"hermes": "anthropic"}
 
-    assert api.get(ROUTES).json() == {"routes": {}, "defaults": {"hermes": "anthropic"}, "effective": {"hermes": "anthropic"}}
+    assert api.get(ROUTES).json() == {
+        "routes": {},
+        "default_models": {},
+        "defaults": {"hermes": "anthropic"},
+        "effective": {"hermes": "anthropic"},
+    }
 
 
 def test_a_put_replaces_the_teams_routes_and_wins_over_the_defaults(api, settings):
@@ -113,3 +118,27 @@ def test_a_run_of_a_workflow_whose_route_was_removed_since_it_was_uploaded_is_re
     assert error["details"] == {"providers": ["copilot"]}
     assert ROUTES in error["message"]
     assert not ProviderRoute.objects.exists() and not team.runs.exists()
+
+
+NO_MODEL = """
+workflow: {name: modelless, entry_point: a}
+agents: [{name: a, prompt: hi}]
+"""
+
+
+def test_a_route_may_name_the_model_for_agents_that_name_none_as_conductors_runtimes_pick_their_own(api):
+    refused = upload(api, NO_MODEL)
+    assert refused.status_code == 400  # no route, and no model
+    api.put(ROUTES, {"routes": {"copilot": "openai"}}, format="json")
+    [detail] = upload(api, NO_MODEL).json()["error"]["details"]
+    assert detail["path"] == "agents[0].model" and "give the team's route for 'copilot' a default model" in detail["message"]
+
+    response = api.put(ROUTES, {"routes": {"copilot": "openai"}, "default_models": {"copilot": "gpt-4.1"}}, format="json")
+    assert response.json()["default_models"] == {"copilot": "gpt-4.1"}
+    created = upload(api, NO_MODEL)
+    assert created.status_code == 201
+    version = api.get(f"/api/v1/workflows/{created.json()['id']}").json()
+    assert version["definition"]["agents"][0]["model"] == "gpt-4.1"
+
+    bad = api.put(ROUTES, {"routes": {}, "default_models": {"hermes": "x"}}, format="json")
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "default_models.hermes"

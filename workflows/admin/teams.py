@@ -79,7 +79,7 @@ class ProviderRouteInline(TeamScopedInline):
     model = ProviderRoute
     extra = 0
     verbose_name_plural = "provider routes"
-    fields = ["provider", "backend"]
+    fields = ["provider", "backend", "default_model"]
 
 
 @admin.register(Team)

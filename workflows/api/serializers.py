@@ -253,12 +253,14 @@ class CheckpointOutputSerializer(serializers.ModelSerializer):
 
 class ProviderRoutesInputSerializer(StrictInputSerializer):
     routes = serializers.DictField(child=serializers.CharField(max_length=50))
+    default_models = serializers.DictField(child=serializers.CharField(max_length=200), required=False)
 
 
 class ProviderRoutesOutputSerializer(serializers.Serializer):
     """A ProviderRoutes: the team's own routes, the operator's defaults, and what uploads and new runs use."""
 
     routes = serializers.DictField(source="own")
+    default_models = serializers.DictField(source="models")
     defaults = serializers.DictField()
     effective = serializers.DictField()
 

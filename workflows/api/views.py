@@ -163,5 +163,9 @@ class ProviderRoutesView(APIView):
     def put(self, request):
         given = serializers.ProviderRoutesInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        routes = provider_routes_set(team=request.auth.team, routes=given.validated_data["routes"])
+        routes = provider_routes_set(
+            team=request.auth.team,
+            routes=given.validated_data["routes"],
+            default_models=given.validated_data.get("default_models"),
+        )
         return Response(serializers.ProviderRoutesOutputSerializer(routes).data)

@@ -18,6 +18,7 @@ from .bounds import MAX_CALL_TOKENS
 from .errors import Problem
 from .inputs import INPUT_TYPES
 from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec
+from .providers import ROUTABLE
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
 from .conditions import condition_check
 from .templates import compile_check
@@ -59,6 +60,7 @@ class Scope:
     lacks_price: Callable[[str], bool]
     provider_routes: Mapping[str, str]
     step_kinds: Mapping[str, str]  # the kind of each entry of `agents:` that is not an agent
+    provider_models: Mapping[str, str]  # the model a routed provider's agents take when they name none
 
     @property
     def targets(self) -> frozenset[str]:
@@ -73,6 +75,7 @@ def read_agents(
     lacks_price: Callable[[str], bool],
     provider_routes: Mapping[str, str],
     refused_kinds: Mapping[str, str],
+    provider_models: Mapping[str, str],
     group_names: frozenset[str] = frozenset(),
     first_use: dict[str, str],
 ) -> tuple[dict[str, AgentSpec], dict[str, StepSpec], Scope]:
@@ -101,7 +104,7 @@ def read_agents(
     ]
     names = [name_register(section, first_use, kind="agent") for section in sections]
     step_kinds = {name: reader.name for name, reader in zip(names, readers, strict=True) if name and reader}
-    scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price, provider_routes, step_kinds)
+    scope = Scope(header, frozenset(name for name in names if name), group_names, lacks_price, provider_routes, step_kinds, provider_models)
     if raw_agents and header.entry_point is not None and header.entry_point not in scope.targets:
         top.problems.append(Problem("workflow.entry_point", no_target(header.entry_point, scope)))
     agents, steps = {}, {}
@@ -141,8 +144,8 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         return None
     # Read every field before giving up on the agent, so all of its problems are reported.
     header = scope.header
-    model = _model(section, scope)
     provider = _provider(section, scope)
+    model = _model(section, scope, provider)
     prompt = _template(section, "prompt", required=True)
     description = section.text("description") or ""
     system_prompt = _template(section, "system_prompt") or ""
@@ -195,11 +198,13 @@ def _read_step(section: Section, name: str | None, scope: Scope, reader: StepRea
     return StepSpec(name=name, kind=reader.name, description=description, routes=routes, params=dict(params))
 
 
-def _model(section: Section, scope: Scope) -> str | None:
+def _model(section: Section, scope: Scope, provider: str) -> str | None:
     if section.data.get("model") is None:
-        model = scope.header.default_model
+        # Conductor's runtimes pick a model of their own; here the team's route for one may name it.
+        model = scope.header.default_model or scope.provider_models.get(provider)
         if model is None:
-            section.report("model", "no model: set it here or set workflow.runtime.default_model")
+            routed = f", or give the team's route for '{provider}' a default model" if provider in ROUTABLE else ""
+            section.report("model", f"no model: set it here or set workflow.runtime.default_model{routed}")
     else:
         model = section.text("model", required=True)
     if model is not None and scope.lacks_price(model):

@@ -40,6 +40,7 @@ def load_definition(
     is_priced: Callable[[str], bool] = _nothing_priced,
     provider_routes: Mapping[str, str] = _NOTHING,
     refused_kinds: Mapping[str, str] = _NOTHING,
+    provider_models: Mapping[str, str] = _NOTHING,
     max_bytes: int = MAX_DEFINITION_BYTES,
     table_prices: Callable[[str], UnitPrices | None] = _no_table,
     may_lower_prices: bool = False,
@@ -50,7 +51,8 @@ def load_definition(
 
     `provider_routes` maps the provider names that reach a backend only through a route (conductor's
     copilot, claude-agent-sdk, hermes) to the backend each reaches for the uploading team.
-    `refused_kinds` maps the kinds of step the uploading team may not use to why.
+    `refused_kinds` maps the kinds of step the uploading team may not use to why, and
+    `provider_models` a routed provider name to the model its agents take when none is named.
     `table_prices` answers the price table's prices of a model; unless `may_lower_prices`, a real
     provider's workflow may not price a model below them.
 
@@ -71,6 +73,7 @@ def load_definition(
         lacks_price=_price_check(header, is_priced),
         provider_routes=provider_routes,
         refused_kinds=refused_kinds,
+        provider_models=provider_models,
         group_names=group_names_written(raw),
         first_use=first_use,
     )

@@ -21,6 +21,7 @@ from workflows.services.locks import lock_rows
 class ProviderRoutes:
     own: dict[str, str]  # the team's
     defaults: dict[str, str]  # the operator's, for every team
+    models: dict[str, str]  # the team's default model of each of its routes that has one
 
     @property
     def effective(self) -> dict[str, str]:
@@ -29,31 +30,46 @@ class ProviderRoutes:
 
 
 def provider_routes_get(*, team: Team) -> ProviderRoutes:
-    own = dict(ProviderRoute.objects.filter(team=team).values_list("provider", "backend"))
-    return ProviderRoutes(own=own, defaults=dict(settings.PROVIDER_ROUTES))
+    rows = ProviderRoute.objects.filter(team=team).values_list("provider", "backend", "default_model")
+    return ProviderRoutes(
+        own={name: backend for name, backend, _ in rows},
+        defaults=dict(settings.PROVIDER_ROUTES),
+        models={name: model for name, _, model in rows if model},
+    )
 
 
 def provider_routes_of(*, team: Team) -> dict[str, str]:
     return provider_routes_get(team=team).effective
 
 
-def provider_routes_set(*, team: Team, routes: object) -> ProviderRoutes:
-    """Replace the team's own routes with `routes`, a map of provider name to backend; every
-    problem is reported at once, and nothing is saved unless all are valid."""
-    if problems := route_problems(routes):
-        raise ValidationFailed(
-            "The provider routes are invalid.",
-            details=[{"path": f"routes.{name}" if name else "routes", "message": message} for name, message in problems],
-        )
+def provider_models_of(*, team: Team) -> dict[str, str]:
+    """The model each of the team's routes gives agents that name none."""
+    return provider_routes_get(team=team).models
+
+
+def provider_routes_set(*, team: Team, routes: object, default_models: Mapping[str, str] | None = None) -> ProviderRoutes:
+    """Replace the team's own routes with `routes`, a map of provider name to backend, and the
+    default models of its routes with `default_models`; every problem is reported at once, and
+    nothing is saved unless all are valid."""
+    default_models = dict(default_models or {})
+    details = [{"path": f"routes.{name}" if name else "routes", "message": message} for name, message in route_problems(routes)]
+    details += [
+        {"path": f"default_models.{name}", "message": "is not a provider the team routes here"}
+        for name in default_models
+        if not isinstance(routes, Mapping) or name not in routes
+    ]
+    if details:
+        raise ValidationFailed("The provider routes are invalid.", details=details)
     assert isinstance(routes, Mapping)
     with transaction.atomic():
         # Two replacements of one team's routes queue here rather than collide on the unique constraint.
         lock_rows(team_id=team.pk)
         ProviderRoute.objects.filter(team=team).delete()
         ProviderRoute.objects.bulk_create(
-            ProviderRoute(team=team, provider=name, backend=backend) for name, backend in routes.items()
+            ProviderRoute(team=team, provider=name, backend=backend, default_model=default_models.get(name, ""))
+            for name, backend in routes.items()
         )
-    return ProviderRoutes(own=dict(routes), defaults=dict(settings.PROVIDER_ROUTES))
+    return provider_routes_get(team=team)
 
 
 def run_backends(*, providers: Iterable[str], routes: Mapping[str, str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from workflows.definition import DefinitionError, load_definition
 from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
 from workflows.services.prices import is_priced, table_prices
-from workflows.services.provider_routes import provider_routes_of
+from workflows.services.provider_routes import provider_models_of, provider_routes_of
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
 SCRIPTS_OFF = "script steps run commands on the service's workers, and they are off on this service (SCRIPT_STEPS_ENABLED)"
@@ -34,6 +34,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             is_priced=is_priced,
             provider_routes=provider_routes_of(team=team),
             refused_kinds=refused_step_kinds(team=team),
+            provider_models=provider_models_of(team=team),
             max_bytes=settings.DEFINITION_MAX_BYTES,
             table_prices=table_prices,
             may_lower_prices=team.may_override_prices,
