@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_ROUTES,
         help=f"the team's provider routes, NAME=BACKEND,... ('' for none; default: {DEFAULT_ROUTES})",
     )
+    parser.add_argument(
+        "--default-models",
+        default="",
+        help="the default model of some of those routes, NAME=MODEL,... (none by default)",
+    )
     for flag, _, help_text in TEAM_FLAGS:
         parser.add_argument(flag, action="store_true", help=help_text)
     parser.add_argument("--prices", type=Path, default=None, help="a prices file (default: the shipped one)")
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
     try:
-        routes = _routes(args.routes)
+        routes = _pairs(args.routes)
+        default_models = _pairs(args.default_models)
     except ValueError as exc:
         parser.error(str(exc))
     with tempfile.TemporaryDirectory(prefix="conductor-report-") as var_dir:
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         results = check_folder(
             args.folder,
             routes=routes,
+            default_models=default_models,
             team_settings={name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in TEAM_FLAGS},
             prices=args.prices,
         )
@@ -81,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _routes(text: str) -> dict[str, str]:
+def _pairs(text: str) -> dict[str, str]:
     routes = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, equals, backend = item.partition("=")
         if not equals or not name.strip() or not backend.strip():
-            raise ValueError(f"--routes: {item!r} is not NAME=BACKEND")
+            raise ValueError(f"{item!r} is not NAME=VALUE")
         routes[name.strip()] = backend.strip()
     return routes
 
@@ -108,7 +115,12 @@ def _set_up_django(var_dir: str) -> None:
 
 
 def check_folder(
-    folder: Path, *, routes: dict[str, str], team_settings: dict[str, bool], prices: Path | None = None
+    folder: Path,
+    *,
+    routes: dict[str, str],
+    team_settings: dict[str, bool],
+    prices: Path | None = None,
+    default_models: dict[str, str] | None = None,
 ) -> list[FileResult]:
     """Upload every conductor workflow under `folder` for a fresh team; Django must be set up."""
     from django.core.management import call_command
@@ -122,7 +134,7 @@ def check_folder(
     call_command("migrate", verbosity=0, interactive=False)
     call_command("loadprices", *([prices] if prices else []), stdout=io.StringIO())  # as `make run` does
     team = Team.objects.create(name="conductor-report", **team_settings)
-    provider_routes_set(team=team, routes=routes)
+    provider_routes_set(team=team, routes=routes, default_models=default_models)
 
     results = []
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
