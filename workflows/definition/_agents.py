@@ -306,17 +306,20 @@ def read_routes(section: Section, scope: Scope) -> tuple[RouteSpec, ...]:
 
 def _route_output(route: Section) -> dict[str, str] | None:
     """A route's ``output``: templates laid over the workflow's output when the route ends the run."""
-    if route.data.get("output") is None:
-        return None
-    output = {}
-    for name, template, path in route.entries("output"):
+    return None if route.data.get("output") is None else read_templates(route, "output")
+
+
+def read_templates(owner: Section, key: str) -> dict[str, str]:
+    """The mapping of names to templates at ``key`` (an output, a route's): each must compile."""
+    templates = {}
+    for name, template, path in owner.entries(key):
         if not isinstance(template, str):
-            route.problems.append(Problem(path, f"must be a template string, not {kind_of(template)}"))
+            owner.problems.append(Problem(path, f"must be a template string, not {kind_of(template)}"))
         elif error := compile_check(template):
-            route.problems.append(Problem(path, f"template does not compile: {error}"))
+            owner.problems.append(Problem(path, f"template does not compile: {error}"))
         else:
-            output[name] = template
-    return output
+            templates[name] = template
+    return templates
 
 
 def _mock(section: Section) -> MockSpec | None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from ._agents import read_agents
+from ._agents import read_agents, read_templates
 from ._groups import group_names_written, read_groups
 from ._refused import TOP_UNSUPPORTED, interpolation_problems
 from ._section import Section
@@ -18,7 +18,6 @@ from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
 from .references import check_references
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
-from .templates import compile_check
 
 MAX_DEFINITION_BYTES = 256 * 1024
 _NOTHING: Mapping[str, str] = MappingProxyType({})
@@ -154,12 +153,4 @@ def _check_price_floor(
 
 
 def _output(top: Section) -> dict[str, str]:
-    output = {}
-    for name, template, path in top.entries("output"):
-        if not isinstance(template, str):
-            top.problems.append(Problem(path, f"must be a template string, not {kind_of(template)}"))
-        elif error := compile_check(template):
-            top.problems.append(Problem(path, f"template does not compile: {error}"))
-        else:
-            output[name] = template
-    return output
+    return read_templates(top, "output")

@@ -19,6 +19,7 @@ from workflows.definition import (
 from workflows.errors import ValidationFailed
 from workflows.models import LedgerEntry, Run, Step, StepStatus, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage
+from workflows.services.budgets import add
 
 
 class StepWorkFailed(Exception):
@@ -142,6 +143,21 @@ class StepKind:
 
     def route(self, *, definition: WorkflowDefinition, node: AgentSpec | StepSpec, context: dict) -> Move:
         return next_move(definition, node, context)
+
+
+class NoCallStepKind(StepKind):
+    """A kind whose steps call no model (conductor's set, wait, terminate, a person's answer, a
+    script): it costs nothing and writes no ledger entry; its `run` answers what `prepare` left in
+    `data["output"]`, unless the kind runs something itself."""
+
+    def run(self, attempt: StepAttempt) -> CompletionResult:
+        return CompletionResult(input_tokens=0, output_tokens=0, output=attempt.prepared.data["output"])
+
+    def settle(
+        self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas
+    ) -> Charged:
+        add(run, **run_deltas)
+        return Charged(cost_usd=Decimal("0"))
 
 
 class GroupKind:

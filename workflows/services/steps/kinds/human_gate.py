@@ -18,16 +18,13 @@ from workflows.definition import (
     render,
 )
 from workflows.errors import ValidationFailed
-from workflows.models import Run, Step, Team
-from workflows.providers import Usage
-from workflows.services.budgets import add
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind, check_answer_fields
+from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, check_answer_fields
 
 MAX_ANSWER_TEXT = 10_000  # characters a person may write with a choice
 _OPTION_KEYS = ("label", "value", "route", "prompt_for", "multiline")
 
 
-class HumanGateKind(StepKind):
+class HumanGateKind(NoCallStepKind):
     """`prompt` (a template) and `options`, each `{label, value, route}` and optionally `prompt_for`,
     the name of a text the person writes with that choice. Its output is conductor's
     `{selected, additional_input}`; it routes by the option chosen, not by `routes`."""
@@ -107,10 +104,6 @@ class HumanGateKind(StepKind):
                 details=[{"path": "text", "message": f"at most {MAX_ANSWER_TEXT:,} characters"}],
             )
         return {"selected": choice, "additional_input": {asks_for: text} if asks_for else {}}
-
-    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
-        add(run, **run_deltas)  # a person answered: nothing to charge
-        return Charged(cost_usd=Decimal("0"))
 
     def route(self, *, definition: WorkflowDefinition, node: AgentSpec | StepSpec, context: dict) -> Move:
         selected = context[node.name]["output"]["selected"]

@@ -30,16 +30,13 @@ from workflows.definition.questions import (
     question_problems,
 )
 from workflows.errors import ValidationFailed
-from workflows.models import Run, Step, Team
-from workflows.providers import Usage
-from workflows.services.budgets import add
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind, check_answer_fields
+from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, check_answer_fields
 
 _SOURCE = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)+")
 _FLAGS = {"allow_back": True, "allow_skip": True, "allow_skip_all": True, "allow_abort": False}
 
 
-class QuestionsKind(StepKind):
+class QuestionsKind(NoCallStepKind):
     """`questions` written inline (their text, hints and choices templates), or `source`, the
     dotted path of a list in an earlier output (its entries text, or mappings like the inline ones;
     never rendered, as they come from a model). `prompt` is an optional introduction. The answers
@@ -132,10 +129,6 @@ class QuestionsKind(StepKind):
                 details=[{"path": f"answers.{key}", "message": message} for key, message in problems],
             )
         return output
-
-    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
-        add(run, **run_deltas)  # a person answered: nothing to charge
-        return Charged(cost_usd=Decimal("0"))
 
     def route(self, *, definition: WorkflowDefinition, node: AgentSpec | StepSpec, context: dict) -> Move:
         if context[node.name]["output"]["outcome"] != "aborted":

@@ -18,11 +18,10 @@ from workflows.definition import (
     read_output_schema,
     render,
 )
-from workflows.models import Run, Step, Team
-from workflows.providers import CompletionResult, Usage
-from workflows.services.budgets import add
+from workflows.models import Team
+from workflows.providers import CompletionResult
 from workflows.services.scripts import ScriptFailed, script_run
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind, StepWorkFailed
+from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
 
 MAX_TIMEOUT_SECONDS = 3600  # what a definition may ask for; SCRIPT_TIMEOUT_SECONDS caps it on the worker
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -32,7 +31,7 @@ _INTERPOLATION = re.compile(r"\$\{[^}]*\}")
 _RESERVED_ENV = re.compile(r"PATH|HOME|TMPDIR|LD_\w*|PYTHON\w*")
 
 
-class ScriptKind(StepKind):
+class ScriptKind(NoCallStepKind):
     """`command` and `args` (templates), `env` (literal values), `stdin` (a template), `timeout`
     (seconds), `output` (a schema, as an agent's). Its output is conductor's: `{stdout, stderr,
     exit_code}`, with the keys of a JSON object printed on stdout laid over them. A non-zero exit
@@ -127,7 +126,3 @@ class ScriptKind(StepKind):
             if problems:
                 raise StepWorkFailed("ScriptOutputError", "The script's output does not match its schema: " + "; ".join(problems[:10]))
         return CompletionResult(input_tokens=0, output_tokens=0, output=output)
-
-    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
-        add(run, **run_deltas)  # no model was called: no ledger entry
-        return Charged(cost_usd=Decimal("0"))

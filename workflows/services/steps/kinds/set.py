@@ -5,13 +5,10 @@ from decimal import Decimal
 
 from workflows.definition import AgentSpec, StepSpec, TemplateFailure, WorkflowDefinition, compile_check, render
 from workflows.definition.coercion import OUTPUT_TYPES, coerce_rendered
-from workflows.models import Run, Step, Team
-from workflows.providers import CompletionResult, Usage
-from workflows.services.budgets import add
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
+from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 
-class SetKind(StepKind):
+class SetKind(NoCallStepKind):
     """`value:` binds one rendered template, typed as `output_type` says (by default read as YAML),
     as the step's output; `values:` binds several, each read as YAML, as a mapping. Every binding is
     rendered against the context before the step: one cannot see another."""
@@ -80,13 +77,6 @@ class SetKind(StepKind):
                 for key, template in params["values"].items()
             }
         return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data={"output": output})
-
-    def run(self, attempt: StepAttempt) -> CompletionResult:
-        return CompletionResult(input_tokens=0, output_tokens=0, output=attempt.prepared.data["output"])
-
-    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
-        add(run, **run_deltas)  # nothing was called: no ledger entry
-        return Charged(cost_usd=Decimal("0"))
 
 
 def _bound(template: str, output_type: str, context: dict, *, where: str):

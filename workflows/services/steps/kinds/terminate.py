@@ -16,16 +16,13 @@ from workflows.definition import (
     output_value,
     render,
 )
-from workflows.models import Run, Step, Team
-from workflows.providers import CompletionResult, Usage
-from workflows.services.budgets import add
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
+from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 STATUSES = ("success", "failed")
 ERROR_TYPE = "WorkflowTerminated"  # conductor's, for a run a `status: failed` step ended
 
 
-class TerminateKind(StepKind):
+class TerminateKind(NoCallStepKind):
     """Its output is `{status, reason}`, the reason rendered. The run's output is its
     `output_template` rendered, or else the workflow's `output`; `status: failed` fails the run
     with the reason, not resumably (there is no step left to run)."""
@@ -73,13 +70,6 @@ class TerminateKind(StepKind):
         return PreparedStep(
             kind=self.name, estimate_usd=Decimal("0"), data={"output": {"status": node.params["status"], "reason": reason}}
         )
-
-    def run(self, attempt: StepAttempt) -> CompletionResult:
-        return CompletionResult(input_tokens=0, output_tokens=0, output=attempt.prepared.data["output"])
-
-    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
-        add(run, **run_deltas)  # nothing was called: no ledger entry
-        return Charged(cost_usd=Decimal("0"))
 
     def route(self, *, definition: WorkflowDefinition, node: AgentSpec | StepSpec, context: dict) -> Move:
         ended = context[node.name]["output"]

@@ -6,13 +6,10 @@ from decimal import Decimal
 
 from workflows.definition import AgentSpec, StepSpec, TemplateFailure, WorkflowDefinition, compile_check, render
 from workflows.definition.durations import wait_seconds
-from workflows.models import Run, Step, Team
-from workflows.providers import CompletionResult, Usage
-from workflows.services.budgets import add
-from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
+from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 
-class WaitKind(StepKind):
+class WaitKind(NoCallStepKind):
     """`duration` is seconds, text like "90s", "5m" or "1h", or a template that renders to either,
     at most 24 hours. The pause starts when the run enters the step. The output is `{waited_seconds}`."""
 
@@ -60,13 +57,6 @@ class WaitKind(StepKind):
         return PreparedStep(
             kind=self.name, estimate_usd=Decimal("0"), delay_seconds=seconds, data={"output": {"waited_seconds": seconds}}
         )
-
-    def run(self, attempt: StepAttempt) -> CompletionResult:
-        return CompletionResult(input_tokens=0, output_tokens=0, output=attempt.prepared.data["output"])
-
-    def settle(self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:
-        add(run, **run_deltas)  # nothing was called: no ledger entry
-        return Charged(cost_usd=Decimal("0"))
 
 
 def _is_template(value: object) -> bool:
