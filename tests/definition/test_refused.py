@@ -64,8 +64,6 @@ def problems(document) -> list[Problem]:
         ("agents__0__validator", {"criteria": "good"}, "agents[0].validator", "second model call"),
         ("agents__0__dialog", {"trigger_prompt": "unsure"}, "agents[0].dialog", "person"),
         ("agents__0__output_mode", "raw", "agents[0].output_mode", "text"),
-        ("agents__0__output__x__enum", ["p", "q"], "agents[0].output.x.enum", "output constraints"),
-        ("agents__0__output__x__maxLength", 10, "agents[0].output.x.maxLength", "output constraints"),
         # another step kind's field on an agent
         ("agents__0__command", "ls", "agents[0].command", "conductor's 'script' steps"),
         ("agents__0__duration", "5s", "agents[0].duration", "conductor's 'wait' steps"),

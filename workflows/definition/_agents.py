@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED, OUTPUT_FIELD_UNSUPPORTED
+from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED
 from ._refused import fields_of_other_kinds
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
@@ -17,6 +17,7 @@ from ._workflow import MAX_TEMPERATURE, Header, check_provider
 from .bounds import MAX_CALL_TOKENS
 from .errors import Problem
 from .inputs import INPUT_TYPES
+from .outputs import CONSTRAINTS, constraint_problems
 from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec
 from .providers import ROUTABLE
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
@@ -40,7 +41,7 @@ _AGENT_KEYS = (
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
-_SCHEMA_KEYS = ("type", "description", "items", "properties")
+_SCHEMA_KEYS = ("type", "description", "items", "properties", *CONSTRAINTS)
 # "workflow.input.x", "agent.output", "agent.output.field", "group.outputs", "group.outputs.key",
 # "group.outputs.key.field" or "group.errors[.key]", each optionally ending in "?".
 _INPUT_REFERENCE = re.compile(
@@ -276,11 +277,14 @@ def _check_fields(owner: Section, key: str) -> None:
 
 
 def _check_schema(raw: object, path: str, problems: list[Problem]) -> None:
-    schema = Section(raw, path, problems, keys=_SCHEMA_KEYS, unsupported=OUTPUT_FIELD_UNSUPPORTED, nullable=False)
+    schema = Section(raw, path, problems, keys=_SCHEMA_KEYS, nullable=False)
     type_name = schema.text("type", required=True)
     if type_name is not None and type_name not in INPUT_TYPES:
         schema.report("type", f"must be one of {', '.join(INPUT_TYPES)}, not {show(type_name)}")
     schema.text("description")
+    if type_name in INPUT_TYPES:
+        for key, message in constraint_problems(schema.data, type_name):
+            schema.report(key, message)
     if schema.data.get("items") is not None:
         _check_schema(schema.data["items"], schema.at("items"), problems)
     _check_fields(schema, "properties")

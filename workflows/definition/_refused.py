@@ -134,11 +134,6 @@ def fields_of_other_kinds(raw: object) -> tuple[str, ...]:
     return STEP_FIELDS if is_other else ()
 
 
-_CONSTRAINT = "output constraints are not implemented yet: an answer is checked for its types and fields only"
-OUTPUT_FIELD_UNSUPPORTED = dict.fromkeys(
-    ("enum", "pattern", "minimum", "maximum", "minLength", "maxLength", "nullable", "required"), _CONSTRAINT
-)
-
 # --- ignored: checked like conductor checks them, then without effect (docs/conductor.md says why) --
 
 Check = Callable[[Section, str], None]

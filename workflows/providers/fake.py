@@ -44,6 +44,8 @@ def synthesise(schema: dict[str, dict] | None) -> Any:
 
 def _placeholder(name: str, field: dict) -> Any:
     kind = field.get("type", "string")
+    if field.get("enum"):
+        return field["enum"][0]
     if kind == "object" and field.get("properties"):
         return synthesise(field["properties"])
     return _PLACEHOLDERS.get(kind, f"fake {name}")
