@@ -60,3 +60,29 @@ def test_each_agent_renders_from_what_it_declares_and_an_input_that_may_not_have
     assert run.status == "completed", run.error
     assert list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", flat=True)) == ["research", "audit"]
     assert_invariants(run)
+
+
+FOR_EACH = """
+workflow:
+  name: MODE-each
+  entry_point: plan
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 50}
+  context: {mode: MODE}
+agents:
+  - {name: plan, prompt: Plan., output: {items: {type: array}}, mock: {output: {items: ITEMS}}, routes: [{to: each}]}
+  - {name: after, input: ["each.outputs"], prompt: "{{ each.count }} done."}
+for_each:
+  - {name: each, source: plan.output.items, as: item, agent: {prompt: "Do {{ item }}."}, routes: [{to: after}]}
+"""
+
+
+@pytest.mark.parametrize(("mode", "items"), [("explicit", "[a, b]"), ("last_only", "[a]"), ("last_only", "[]")])
+def test_a_for_each_reads_its_source_and_the_next_agent_its_result_in_every_mode(api, team, celery_worker, mode, items):
+    source = FOR_EACH.replace("MODE", mode).replace("ITEMS", items)
+    assert api.post("/api/v1/workflows", {"definition": source}, format="json").status_code == 201
+    run_id = api.post("/api/v1/runs", {"workflow": f"{mode}-each"}, format="json").json()["id"]
+
+    run = wait_for_run(run_id, *TERMINAL)
+
+    assert run.status == "completed", run.error
+    assert_invariants(run)

@@ -40,6 +40,9 @@ def test_a_group_that_would_pass_max_iterations_runs_no_branch_until_a_resume_gi
     assert set(run.steps.filter(group="reviews").values_list("status", flat=True)) == {StepStatus.BLOCKED}
     assert list(LedgerEntry.objects.filter(run=run).values_list("agent", flat=True)) == ["draft"]
 
+    too_little = api.post(f"/api/v1/runs/{run_id}/resume", {"max_iterations": 2, "reason": "room"}, format="json")
+    assert too_little.status_code == 409  # the group would stop half way: it runs whole or not at all
+    assert "the group 'reviews' would run 3 steps" in too_little.json()["error"]["message"]
     resumed = api.post(f"/api/v1/runs/{run_id}/resume", {"max_iterations": 4, "reason": "room"}, format="json")
     assert resumed.status_code == 202, resumed.json()
     run = wait_for_run(run_id, *TERMINAL)
@@ -47,3 +50,18 @@ def test_a_group_that_would_pass_max_iterations_runs_no_branch_until_a_resume_gi
     assert run.status == "completed", run.error
     assert run.iterations == 4
     assert_invariants(run)
+
+
+def test_a_resume_onto_a_version_whose_group_has_other_agents_is_refused(api, team, celery_worker):
+    api.post("/api/v1/workflows", {"definition": REVIEWS}, format="json")
+    run_id = api.post("/api/v1/runs", {"workflow": "reviews"}, format="json").json()["id"]
+    wait_for_run(run_id, *TERMINAL)
+    changed = REVIEWS.replace("agents: [style, facts, tone]", "agents: [style, facts]")
+    version = api.post("/api/v1/workflows", {"definition": changed}, format="json").json()["version"]
+
+    refused = api.post(
+        f"/api/v1/runs/{run_id}/resume", {"max_iterations": 4, "workflow_version": version, "reason": "fix"}, format="json"
+    )
+
+    assert refused.status_code == 400
+    assert "lacks 'reviews' (with its agents as they were)" in str(refused.json()["error"]["details"])

@@ -19,6 +19,13 @@ agents:
   - {name: share, prompt: "Each gets {{ 10 / count.output.n }}.", mock: {output: {ok: true}}}
 """
 CORRECTED = FIRST.replace("{{ 10 / count.output.n }}", "{{ 10 if count.output.n == 0 else 10 / count.output.n }}")
+NEEDS_AN_INPUT = CORRECTED.replace(
+    "workflow: {name: ratio,", "workflow: {name: ratio, input: {lang: {type: string}},"
+).replace("Each gets", "In {{ workflow.input.lang }}, each gets")
+COUNT_CHANGED = CORRECTED.replace("output: {n: {type: integer}}", "output: {n: {type: integer}, label: {type: string}}")
+STEP_INSERTED = CORRECTED.replace("routes: [{to: share}]", "routes: [{to: check}]").replace(
+    "  - {name: share,", "  - {name: check, prompt: Check., mock: {output: {ok: true}}, routes: [{to: share}]}\n  - {name: share,"
+)
 WITHOUT_COUNT = """
 workflow: {name: ratio, entry_point: share, runtime: {provider: fake, default_model: sim-model, max_tokens: 50}}
 agents:
@@ -44,6 +51,14 @@ def test_a_run_failed_by_its_definition_goes_on_from_its_checkpoint_on_a_correct
     assert refused.json()["error"]["details"] == [{"path": "workflow_version", "message": "lacks 'count'"}]
     unknown = api.post(f"/api/v1/runs/{run_id}/resume", {"workflow_version": 99, "reason": "fix"}, format="json")
     assert unknown.status_code == 404
+    for source, found in [
+        (NEEDS_AN_INPUT, "inputs.lang"),
+        (COUNT_CHANGED, "lacks 'count' with its output as it was"),
+        (STEP_INSERTED, "lacks 'check' run before 'share' (the run has not run it)"),
+    ]:
+        refused = api.post(f"/api/v1/runs/{run_id}/resume", {"workflow_version": upload(api, source), "reason": "fix"}, format="json")
+        assert refused.status_code == 400, refused.json()
+        assert found in str(refused.json()["error"]["details"])
 
     corrected = upload(api, CORRECTED)
     resumed = api.post(f"/api/v1/runs/{run_id}/resume", {"workflow_version": corrected, "reason": "fix"}, format="json")

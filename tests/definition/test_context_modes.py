@@ -75,3 +75,11 @@ def test_a_declared_agent_that_has_not_run_fails_unless_optional():
     assert "later" not in context_for_agent(CONTEXT, mode="explicit", references=["later.output?"], last=None, where="w")
     with pytest.raises(TemplateFailure, match="'later.output' is declared in its input but has not run"):
         context_for_agent(CONTEXT, mode="explicit", references=["later.output"], last=None, where="w")
+
+
+def test_explicit_mode_reads_a_declared_input_of_a_workflow_with_no_input_block():
+    source = """
+workflow: {name: w, entry_point: a, runtime: {provider: fake, default_model: m}, context: {mode: explicit}}
+agents: [{name: a, input: [workflow.input.topic], prompt: "On {{ workflow.input.topic }}."}]
+"""
+    assert load_definition(source).reads_inputs == ("topic",)

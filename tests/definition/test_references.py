@@ -147,3 +147,12 @@ agents:
 def test_a_set_value_with_no_template_must_be_of_its_output_type():
     source = "workflow: {name: w, entry_point: s, runtime: {provider: fake}}\nagents: [{name: s, type: set, value: abc, output_type: integer}]\n"
     assert [(p.path, p.message.split(":")[0]) for p in problems(source)] == [("agents[0].value", "does not read as output_type integer")]
+
+
+def test_a_terminate_steps_output_template_reads_its_own_output():
+    source = """
+workflow: {name: w, entry_point: stop, runtime: {provider: fake}}
+agents:
+  - {name: stop, type: terminate, status: failed, reason: "gave up", output_template: {why: "{{ stop.output.reason }}"}}
+"""
+    assert load_definition(source).steps["stop"].params["output_template"] == {"why": "{{ stop.output.reason }}"}

@@ -52,6 +52,7 @@ from .providers import (
 )
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .run_output import output_value, parsed_text
+from .references import always_run_before, ran_just_before
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -103,6 +104,7 @@ __all__ = [
     "TemplateFailure",
     "UnitPrices",
     "WorkflowDefinition",
+    "always_run_before",
     "backend_of",
     "check_inputs",
     "check_limits",
@@ -124,6 +126,7 @@ __all__ = [
     "output_cap",
     "output_problems",
     "provider_problem",
+    "ran_just_before",
     "parsed_text",
     "render",
     "render_budget",

@@ -250,7 +250,7 @@ def _reference_problem(reference: object, scope: Scope) -> str | None:
             f"{show(reference)} must look like 'workflow.input.NAME', 'AGENT.output', "
             "'AGENT.output.FIELD' or 'GROUP.outputs', optionally ending in '?'"
         )
-    if match["input"] is not None and match["input"] not in scope.header.inputs:
+    if match["input"] is not None and scope.header.inputs and match["input"] not in scope.header.inputs:
         return f"no workflow input named '{match['input']}'"
     if match["agent"] is not None and match["agent"] not in scope.agent_names:
         return _no_agent(match["agent"], scope.agent_names)

@@ -208,9 +208,13 @@ def check_references(definition: WorkflowDefinition, paths: Mapping[str, str]) -
         _check_source(checker, group, paths[group.name], scope_of(before.get(group.name)))
     for step in definition.steps.values():
         reader = step_reader(step.kind)
-        scope = scope_of(before.get(step.name))
-        for key, template in reader.templates(step.params) if reader else ():
-            checker.check_template(template, f"{paths[step.name]}.{key}", scope)
+        if reader is None:
+            continue
+        names = before.get(step.name)
+        for key, template in reader.templates(step.params):
+            checker.check_template(template, f"{paths[step.name]}.{key}", scope_of(names))
+        for key, template in reader.route_templates(step.params):
+            checker.check_template(template, f"{paths[step.name]}.{key}", scope_of(None if names is None else names | {step.name}))
     sources = [*definition.agents.values(), *definition.steps.values(), *definition.parallel.values(), *definition.for_each.values()]
     for source in sources:
         names = before.get(source.name)
@@ -261,6 +265,18 @@ def _successors(definition: WorkflowDefinition) -> dict[str, set[str]]:
     return successors
 
 
+def always_run_before(definition: WorkflowDefinition, name: str) -> set[str]:
+    """What runs before the agent, step or group `name` on every way to it from the entry point."""
+    return _always_before(definition, _just_before(definition)).get(name, set())
+
+
+def ran_just_before(definition: WorkflowDefinition, name: str) -> str | None:
+    """What always runs just before the agent, step or group `name`, or None when that is not one
+    thing: the one output an agent sees in the last_only mode (upload lets its templates read no other)."""
+    previous = _just_before(definition).get(name, set())
+    return next(iter(previous)) if len(previous) == 1 and END not in previous else None
+
+
 def _just_before(definition: WorkflowDefinition) -> dict[str, set[str]]:
     """For each agent, step or group, what can have run just before it (END for a run's first)."""
     previous: dict[str, set[str]] = {definition.entry_point: {END}}
@@ -308,7 +324,10 @@ def _check_always_ran(
 
 def _workflow_shape(definition: WorkflowDefinition, inputs: frozenset[str]) -> Shape:
     """`workflow` as an agent in the explicit context mode sees it: only its declared inputs."""
-    fields = {name: _type_shape(spec.type) for name, spec in definition.inputs.items() if name in inputs}
+    if not definition.inputs:  # no input block: a run may give any, and those declared are read
+        fields = dict.fromkeys(inputs, ANY)
+    else:
+        fields = {name: _type_shape(spec.type) for name, spec in definition.inputs.items() if name in inputs}
     return Shape({"input": Shape(fields, "the inputs it declares"), "name": SCALAR}, "workflow", _NOT_HERE)
 
 

@@ -30,6 +30,9 @@ class StepReader(Protocol):
     def templates(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(key, template) of each template among its fields, whose names are resolved at upload."""
 
+    def route_templates(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The same for templates rendered as it routes, which see its own output."""
+
 
 _readers: dict[str, StepReader] = {}
 

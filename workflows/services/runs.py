@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from workflows.definition import (
     ResolvedLimits,
+    always_run_before,
     TemplateFailure,
     WorkflowDefinition,
     check_inputs,
@@ -46,7 +47,9 @@ from workflows.services.budgets import gate_input
 from workflows.services.locks import lock_rows
 from workflows.services.run_state import run_ended
 from workflows.services.steps import step_enter, step_prepare, steps_reopen
+from workflows.services.steps.kinds import group_kind_of
 from workflows.services.teams import budget_changes_record
+from workflows.services.workflows import refused_step_kinds
 
 
 def actor_of(api_key: ApiKey | None) -> str:
@@ -93,6 +96,17 @@ def check_models_priced(
         )
 
 
+def check_step_kinds_allowed(*, definition: WorkflowDefinition, team: Team) -> None:
+    """Refuse a run of a version uploaded when its kinds of step were allowed and no longer are (an
+    operator turned scripts off), before any of its steps is paid for."""
+    refused = refused_step_kinds(team=team)
+    if kinds := sorted({step.kind for step in definition.steps.values()} & set(refused)):
+        raise ValidationFailed(
+            f"The workflow has {kinds[0]} steps: {refused[kinds[0]]}.",
+            details=[{"path": "workflow", "message": refused[kind]} for kind in kinds],
+        )
+
+
 def check_for_each_inputs(*, definition: WorkflowDefinition, inputs: Mapping) -> None:
     """A for_each group whose source is an input is refused at once when that input holds more than
     FOR_EACH_MAX_ITEMS items, before the run spends anything on the steps before the group."""
@@ -135,6 +149,7 @@ def run_start(
     check_models_priced(
         definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
     )
+    check_step_kinds_allowed(definition=definition, team=team)
     backends = run_backends(providers=definition.providers(), routes=provider_routes_of(team=team))
     check_credentials(team=team, providers=backends.values())
 
@@ -208,13 +223,27 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
                 spent_usd=usd(decision.stopped_by.spent_usd),
             )
         raise InvalidRunState(f"Resuming would stop again at once: {decision.message}", details=details)
+    group = definition.group(step.group) if step.group else None
+    if group is not None and group_kind_of(group).refused_whole_past_max_iterations:
+        # Such a group runs whole or not at all, on a resume too.
+        reopened = [StepStatus.BLOCKED, StepStatus.PENDING, StepStatus.WAITING]
+        reopened += [StepStatus.FAILED] if run.status == RunStatus.FAILED else []
+        left = run.steps.filter(group=step.group, iteration=step.iteration, status__in=reopened).count()
+        if trial.iterations + left > trial.max_iterations:
+            raise InvalidRunState(
+                f"Resuming would stop again at once: the group '{step.group}' would run {left} steps after the "
+                f"{trial.iterations} executed; max_iterations is {trial.max_iterations}.",
+                details={"status": RunStatus.ITERATION_LIMIT, "current_agent": step.group, "limits": _limits_payload(trial)},
+            )
     return step
 
 
 def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, str]:
     """The provider backends a run would have on `version`, another version of its workflow that a
-    resume moves it to; ValidationFailed unless every agent, step and group it has run or stopped at
-    is there, of the same kind (completed steps are never run again, so their names must hold)."""
+    resume moves it to. ValidationFailed unless every agent, step and group the run has run or stopped
+    at is there as it was (kind, a group's agents, an agent's output schema), whatever the new version
+    always runs before the step the run goes on from has run, and the run's inputs fit it: completed
+    steps are never run again, so what later steps read of them must hold."""
     if version.workflow_id != run.workflow_version.workflow_id:
         raise ValidationFailed(
             "A run can move only to another version of its own workflow.",
@@ -225,14 +254,29 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
     for agent, group in run.steps.values_list("agent", "group").distinct():
         if group:
             kept = definition.group(group)
-            if kept is None or kept.kind != written.group(group).kind or agent not in definition.agent_names:
-                problems.add(f"'{group}' (with its agent '{agent}')")
+            if kept is None or kept.kind != written.group(group).kind or _members(kept) != _members(written.group(group)):
+                problems.add(f"'{group}' (with its agents as they were)")
+            elif definition.agent(agent).output != written.agent(agent).output:
+                problems.add(f"'{agent}' with its output as it was")
         elif not _kept_as_it_was(agent, written=written, definition=definition):
             problems.add(f"'{agent}'")
+        elif agent in written.agents and definition.agents[agent].output != written.agents[agent].output:
+            problems.add(f"'{agent}' with its output as it was")
+    checkpoint = latest_checkpoint(run=run)
+    if checkpoint is not None and checkpoint.next_step is not None:
+        # What the new version runs before the step the run goes on from, on every way there, it must have run.
+        resume_point = checkpoint.next_step.group or checkpoint.next_step.agent
+        unrun = always_run_before(definition, resume_point) - set(checkpoint.outputs)
+        problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",
             details=[{"path": "workflow_version", "message": f"lacks {problem}"} for problem in sorted(problems)],
+        )
+    _, input_problems = check_inputs(definition.inputs, run.inputs, read=definition.reads_inputs)
+    if input_problems:
+        raise ValidationFailed(
+            f"The run's inputs do not fit version {version.version}.", details=problems_as_details(input_problems)
         )
     # A provider the run has used keeps its backend; one new to it is routed as a new run's would be.
     providers = definition.providers()
@@ -240,6 +284,11 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
     backends = {**kept, **run_backends(providers=providers - set(kept), routes=provider_routes_of(team=run.team))}
     check_credentials(team=run.team, providers=backends.values())
     return backends
+
+
+def _members(group) -> set[str]:
+    """The agents a group's branches run."""
+    return {group.agent.name} if group.kind == "for_each" else set(group.agents)
 
 
 def _kept_as_it_was(name: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:

@@ -6,8 +6,15 @@ take a tenant's whole TEMPLATE_RENDER_SECONDS, which must never be spent holding
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from workflows.definition import MONEY_PLACES, AgentSpec, WorkflowDefinition, context_for_agent, template_context
-from workflows.models import Run, Step, StepStatus
+from workflows.definition import (
+    MONEY_PLACES,
+    AgentSpec,
+    WorkflowDefinition,
+    context_for_agent,
+    ran_just_before,
+    template_context,
+)
+from workflows.models import Run, Step
 from workflows.services.periods import period_window, team_period_spent
 from workflows.services.steps.kinds import PreparedStep, group_kind_of, kind_of
 
@@ -19,19 +26,24 @@ def step_prepare(
     group's kind adds to it. Raises TemplateFailure."""
     node = definition.node(step.agent)
     context = run_context(run=run, definition=definition, outputs=outputs)
+    branch = context
+    if step.group:
+        group = definition.group(step.group)
+        branch = group_kind_of(group).branch_context(
+            group=group, context=context, index=step.branch_index, key=step.branch_key
+        )
     if isinstance(node, AgentSpec) and definition.context_mode != "accumulate":
-        context = context_for_agent(
+        # The mode narrows what the run has to show; what the branch adds (its item) stays.
+        seen = context_for_agent(
             context,
             mode=definition.context_mode,
             references=node.input,
-            last=_ran_just_before(run=run, step=step) if definition.context_mode == "last_only" else None,
+            last=ran_just_before(definition, step.group or step.agent),
             where=f"agent '{node.name}' input",
         )
-    if step.group:
-        group = definition.group(step.group)
-        context = group_kind_of(group).branch_context(
-            group=group, context=context, index=step.branch_index, key=step.branch_key
-        )
+        context = {**seen, **{name: value for name, value in branch.items() if name not in context}}
+    else:
+        context = branch
     return kind_of(node).prepare(
         node=node,
         context=context,
@@ -39,15 +51,6 @@ def step_prepare(
         may_override_prices=may_override_prices,
         provider_routes=run.provider_routes,
     )
-
-
-def _ran_just_before(*, run: Run, step: Step) -> str | None:
-    """The agent or group that ran just before `step` (before its group, for a branch)."""
-    earlier = Step.objects.filter(run=run, sequence__lt=step.sequence, status=StepStatus.SUCCEEDED)
-    if step.group:
-        earlier = earlier.exclude(group=step.group, iteration=step.iteration)
-    previous = earlier.order_by("-sequence").only("agent", "group").first()
-    return None if previous is None else previous.group or previous.agent
 
 
 def run_context(*, run: Run, definition: WorkflowDefinition, outputs: dict, settling: Decimal | None = None) -> dict:

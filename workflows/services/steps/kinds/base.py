@@ -123,6 +123,10 @@ class StepKind:
         resolves as it does an agent's prompt's; and (key, "{{ path }}") for a dotted path it reads."""
         return []
 
+    def route_templates(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The same for templates rendered as the step routes, which see its own output too."""
+        return []
+
     def run(self, attempt: StepAttempt) -> CompletionResult:
         """Do the work. A ProviderError is retried or fails the step, as its `retryable` says; any
         other exception fails the step resumably."""

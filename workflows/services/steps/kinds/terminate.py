@@ -54,8 +54,10 @@ class TerminateKind(NoCallStepKind):
         return {"status": status, "reason": reason, "output_template": output_template}
 
     def templates(self, params):
-        templates = [(f"output_template.{key}", t) for key, t in (params["output_template"] or {}).items()]
-        return [("reason", params["reason"]), *templates]
+        return [("reason", params["reason"])]
+
+    def route_templates(self, params):
+        return [(f"output_template.{key}", t) for key, t in (params["output_template"] or {}).items()]
 
     def prepare(
         self,
