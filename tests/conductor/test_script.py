@@ -1,12 +1,16 @@
 """Conductor's `script` step: refused at upload unless an operator allowed the team, then run on a real
 worker, its JSON output laid over {stdout, stderr, exit_code} for the routes to read."""
 
+from decimal import Decimal
+
 import pytest
 
 from tests.conftest import wait_for_run
 from tests.invariants import assert_invariants
 from workflows.errors import DefinitionInvalid
 from workflows.models import LedgerEntry
+from workflows.services.steps.kinds import PreparedStep, StepAttempt, StepWorkFailed
+from workflows.services.steps.kinds.script import ScriptKind
 from workflows.services.workflows import workflow_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -72,7 +76,7 @@ def test_a_team_not_allowed_scripts_is_refused_at_upload_naming_the_setting(team
     assert "SCRIPT_STEPS_ENABLED" in refused.value.details[0]["message"]
 
 
-def test_a_run_whose_team_lost_the_right_fails_the_script_step_resumably(api, team, celery_worker):
+def test_a_team_that_lost_the_right_is_refused_at_run_start_and_a_script_already_admitted_fails(api, team):
     team.may_run_scripts = True
     team.save(update_fields=["may_run_scripts"])
     workflow_create(team=team, definition=CHECKED)
@@ -80,11 +84,14 @@ def test_a_run_whose_team_lost_the_right_fails_the_script_step_resumably(api, te
     team.save(update_fields=["may_run_scripts"])
 
     response = api.post("/api/v1/runs", {"workflow": "checked", "inputs": {"words": "a"}}, format="json")
-    run = wait_for_run(response.json()["id"], *TERMINAL)
 
-    assert run.status == "failed"
-    assert run.error == {"type": "ScriptError", "message": "Script steps are no longer allowed for this team."}
-    assert run.steps.get(agent="count").status == "failed"
+    assert response.status_code == 400 and "'may run scripts'" in response.json()["error"]["message"]
+    assert not team.runs.exists()
+    # A step admitted before the right went fails when it comes to run, resumably.
+    prepared = PreparedStep(kind="script", estimate_usd=Decimal("0"), data={"call": {}, "output": None})
+    attempt = StepAttempt(team_id=team.pk, run_id=0, step_id=0, number=1, prepared=prepared)
+    with pytest.raises(StepWorkFailed, match="no longer allowed for this team"):
+        ScriptKind().run(attempt)
 
 
 @pytest.mark.parametrize(

@@ -199,6 +199,7 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
             "The run has no step to continue from.", details={"status": run.status}
         )
     definition = definition_of(run.workflow_version)
+    check_step_kinds_allowed(definition=definition, team=team)
     check_models_priced(
         definition=definition, team=team, budget_usd=new_limits["budget_usd"], budget_mode=new_limits["budget_mode"]
     )
@@ -280,8 +281,8 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         )
     # A provider the run has used keeps its backend; one new to it is routed as a new run's would be.
     providers = definition.providers()
-    kept = {name: backend for name, backend in run.provider_routes.items() if name in providers}
-    backends = {**kept, **run_backends(providers=providers - set(kept), routes=provider_routes_of(team=run.team))}
+    used = {name: backend for name, backend in run.provider_routes.items() if name in providers}
+    backends = {**used, **run_backends(providers=providers - set(used), routes=provider_routes_of(team=run.team))}
     check_credentials(team=run.team, providers=backends.values())
     return backends
 
