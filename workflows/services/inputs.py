@@ -29,8 +29,8 @@ def check_run_answerable(*, run: Run, given: Mapping[str, Any]) -> tuple[Step, A
             f"The run is not waiting for input: it is '{run.status}'.", details={"status": run.status}
         )
     node = definition_of(run.workflow_version).node(step.agent)
-    asked = _latest_request(run).values_list("id", "payload").first()
-    return step, kind_of(node).answer(node=node, asked=asked[1], given=given), asked[0]
+    asked_id, asked = _latest_request(run).values_list("id", "payload").first()  # recorded as the run stopped
+    return step, kind_of(node).answer(node=node, asked=asked, given=given), asked_id
 
 
 def _latest_request(run: Run):
