@@ -1,5 +1,6 @@
-"""`script`: conductor's step that runs a command on a worker, for teams an operator allowed to
-(`Team.may_run_scripts`); how the command is confined is services/scripts.py's."""
+"""`script`: conductor's step that runs a command on a worker, where the operator turned script
+steps on (SCRIPT_STEPS_ENABLED) and for teams allowed to run them (`Team.may_run_scripts`); how the
+command is confined is services/scripts.py's."""
 
 import json
 import re
