@@ -29,9 +29,9 @@ def test_an_answer_within_every_constraint_fits_and_each_broken_one_is_named():
 
 
 def test_a_pattern_that_backtracks_for_ever_costs_a_second_not_a_worker():
-    fields = {"x": {"type": "string", "pattern": r"^(a|a?)+$"}}
-    [problem] = output_problems({"x": "a" * 40 + "b"}, fields)
-    assert "within 1 s" in problem or "does not match" in problem
+    fields = {"x": {"type": "string", "pattern": r"^(a|aa)+$"}}
+    [problem] = output_problems({"x": "a" * 60 + "b"}, fields)
+    assert problem == "output.x could not be matched against the pattern '^(a|aa)+$' within 1 s"
 
 
 def test_the_schema_sent_to_a_model_has_the_enum_and_says_the_rest():

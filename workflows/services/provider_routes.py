@@ -42,11 +42,6 @@ def provider_routes_of(*, team: Team) -> dict[str, str]:
     return provider_routes_get(team=team).effective
 
 
-def provider_models_of(*, team: Team) -> dict[str, str]:
-    """The model each of the team's routes gives agents that name none."""
-    return provider_routes_get(team=team).models
-
-
 def provider_routes_set(*, team: Team, routes: object, default_models: Mapping[str, str] | None = None) -> ProviderRoutes:
     """Replace the team's own routes with `routes`, a map of provider name to backend, and the
     default models of its routes with `default_models`; every problem is reported at once, and

@@ -9,7 +9,7 @@ from workflows.definition import DefinitionError, load_definition
 from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
 from workflows.services.prices import is_priced, table_prices
-from workflows.services.provider_routes import provider_models_of, provider_routes_of
+from workflows.services.provider_routes import provider_routes_get
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
 SCRIPTS_OFF = "script steps run commands on the service's workers, and they are off on this service (SCRIPT_STEPS_ENABLED)"
@@ -28,13 +28,14 @@ def refused_step_kinds(*, team: Team) -> dict[str, str]:
 
 def workflow_create(*, team: Team, definition: str | Mapping, name: str | None = None) -> WorkflowVersion:
     """Validate a definition and store it as the next version of the team's workflow of that name."""
+    routes = provider_routes_get(team=team)  # one read for the routes and their default models
     try:
         parsed = load_definition(
             definition,
             is_priced=is_priced,
-            provider_routes=provider_routes_of(team=team),
+            provider_routes=routes.effective,
             refused_kinds=refused_step_kinds(team=team),
-            provider_models=provider_models_of(team=team),
+            provider_models=routes.models,
             max_bytes=settings.DEFINITION_MAX_BYTES,
             table_prices=table_prices,
             may_lower_prices=team.may_override_prices,
