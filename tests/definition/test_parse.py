@@ -259,8 +259,7 @@ def test_every_agent_must_be_a_mapping():
         ("workflow.context", {"mode": "minimal"}, "workflow.context.mode", "must be one of accumulate, last_only, explicit"),
         ("workflow.runtime.mcp_servers", {}, "workflow.runtime.mcp_servers", "'mcp_servers'"),
         ("agents.1.tools", ["web_search"], "agents[1].tools", "'tools'"),
-        ("agents.1.type", "programme", "agents[1].type", "agent type 'programme' is not supported (only 'agent', 'human_gate', 'questions', 'script', 'set', 'terminate', 'wait')"),
-        ("agents.1.type", "workflow", "agents[1].type", "agent type 'workflow'"),
+        ("agents.1.type", "programme", "agents[1].type", "agent type 'programme' is not supported (only 'agent', 'human_gate', 'questions', 'script', 'set', 'terminate', 'wait', 'workflow')"),
     ],
 )
 def test_unsupported_conductor_features_are_named(location, value, path, feature):

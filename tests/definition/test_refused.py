@@ -79,11 +79,14 @@ def test_a_conductor_key_this_service_does_not_run_is_refused_with_its_reason(lo
     assert reason in problem.message
 
 
-def test_a_step_kind_not_run_here_is_refused_once_not_once_per_field():
+def test_a_subworkflow_the_team_does_not_have_is_one_problem_not_one_per_field():
     document = definition()
     document["agents"].append({"name": "sub", "type": "workflow", "workflow": "./child.yaml", "input_mapping": {"a": "b"}})
 
-    assert [problem.path for problem in problems(document)] == ["agents[1].type"]
+    [problem] = problems(document)
+
+    assert problem.path == "agents[1].workflow"
+    assert "no workflow named 'child'" in problem.message
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def test_without_the_kind_its_type_is_refused_naming_the_types_there_are():
     with pytest.raises(DefinitionError) as refused:
         load_definition(WITH_A_NOTE)
     assert [(p.path, p.message) for p in refused.value.problems if p.path == "agents[1].type"] == [
-        ("agents[1].type", "agent type 'note' is not supported (only 'agent', 'human_gate', 'questions', 'script', 'set', 'terminate', 'wait')")
+        ("agents[1].type", "agent type 'note' is not supported (only 'agent', 'human_gate', 'questions', 'script', 'set', 'terminate', 'wait', 'workflow')")
     ]
 
 

@@ -13,6 +13,7 @@ from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
 from .model import (
     FAILURE_MODES,
+    SUBWORKFLOW_SEPARATOR,
     AgentSpec,
     ForEachSpec,
     GroupSpec,
@@ -53,6 +54,7 @@ from .providers import (
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .run_output import output_value, parsed_text
 from .references import always_run_before, ran_just_before
+from .subworkflows import Frame, frame_at, frame_inputs, frame_left, frame_outputs
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -78,6 +80,7 @@ __all__ = [
     "MAX_DEFINITION_BYTES",
     "MONEY_PLACES",
     "ROUTABLE",
+    "SUBWORKFLOW_SEPARATOR",
     "SYSTEM_DEFAULTS",
     "USAGE_FIELDS",
     "COMMON_KEYS",
@@ -104,6 +107,7 @@ __all__ = [
     "TemplateFailure",
     "UnitPrices",
     "WorkflowDefinition",
+    "Frame",
     "always_run_before",
     "backend_of",
     "check_inputs",
@@ -118,6 +122,10 @@ __all__ = [
     "evaluate",
     "expression_check",
     "fake_token_count",
+    "frame_at",
+    "frame_inputs",
+    "frame_left",
+    "frame_outputs",
     "json_schema",
     "load_definition",
     "next_agent",

@@ -187,4 +187,7 @@ def _inline_agent(section: Section, scope: Scope, group: str | None, first_use: 
         name = name_register(agent, first_use, kind="agent")
     if agent.data.get("routes") is not None:
         agent.report("routes", "the agent of a for_each group takes no routes; give them to the group")
+    if agent.data.get("type") not in (None, "agent"):
+        agent.report("type", f"the agent of a for_each group is an agent, not {show(agent.data['type'])} (not yet)")
+        return None
     return read_agent(agent, name, scope)

@@ -14,6 +14,9 @@ from .bounds import MAX_CALL_TOKENS
 from .pricing import UnitPrices
 
 END = "$end"
+# Between the names in a step's path inside a sub-workflow: `research/answerer` is the agent
+# `answerer` of the workflow the step `research` runs. Names never hold it.
+SUBWORKFLOW_SEPARATOR = "/"
 DEFAULT_MAX_CONCURRENT = 10
 FAILURE_MODES = ("fail_fast", "continue_on_error", "all_or_nothing")
 
@@ -282,13 +285,19 @@ class WorkflowDefinition:
     # such a workflow takes whatever inputs a run gives).
     reads_inputs: tuple[str, ...] = ()
     context_mode: str = "accumulate"  # which earlier outputs an agent sees (context_modes.py)
+    # The workflow each `type: workflow` step runs, by the step's name, as it was at upload (subworkflows.py).
+    subworkflows: dict[str, WorkflowDefinition] = field(default_factory=dict)
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
         return self.agents.get(name) or next(agent for agent in self.all_agents() if agent.name == name)
 
     def node(self, name: str) -> AgentSpec | StepSpec:
-        """What a step named `name` runs: an agent, or a step of another kind."""
+        """What a step named `name` runs: an agent, or a step of another kind; inside a sub-workflow,
+        its path (`research/answerer`) names it."""
+        caller, separator, rest = name.partition(SUBWORKFLOW_SEPARATOR)
+        if separator:
+            return self.subworkflows[caller].node(rest)
         return self.steps[name] if name in self.steps else self.agent(name)
 
     def group(self, name: str) -> GroupSpec | None:
@@ -307,10 +316,17 @@ class WorkflowDefinition:
         return frozenset(agent.name for agent in self.all_agents())
 
     def providers(self) -> set[str]:
-        return {agent.provider for agent in self.all_agents()}
+        """The providers of its agents and of its sub-workflows' agents."""
+        return {agent.provider for agent in self.all_agents()}.union(
+            *(child.providers() for child in self.subworkflows.values())
+        )
 
     def models(self) -> set[str]:
         return {agent.model for agent in self.all_agents()}
+
+    def nested(self) -> list[WorkflowDefinition]:
+        """Itself, then every sub-workflow it runs, however deep."""
+        return [self, *(nested for child in self.subworkflows.values() for nested in child.nested())]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form that ``from_dict`` turns back into an equal definition."""
@@ -336,6 +352,7 @@ class WorkflowDefinition:
             "reads_team_budget": self.reads_team_budget,
             "reads_inputs": list(self.reads_inputs),
             "context_mode": self.context_mode,
+            "subworkflows": [{"step": name, "definition": child.to_dict()} for name, child in self.subworkflows.items()],
         }
 
     @classmethod
@@ -366,6 +383,10 @@ class WorkflowDefinition:
             reads_team_budget=data.get("reads_team_budget", False),
             reads_inputs=tuple(data.get("reads_inputs", ())),
             context_mode=data.get("context_mode", "accumulate"),
+            # Nor, before sub-workflows, this.
+            subworkflows={
+                item["step"]: WorkflowDefinition.from_dict(item["definition"]) for item in data.get("subworkflows", [])
+            },
         )
 
 

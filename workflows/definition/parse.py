@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
@@ -17,6 +18,7 @@ from ._workflow import Header, check_provider, read_header
 from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
 from .references import check_references
+from .subworkflows import attach_subworkflows
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -33,6 +35,10 @@ def _no_table(model: str) -> UnitPrices | None:
     return None
 
 
+def _no_workflows(name: str) -> WorkflowDefinition | None:
+    return None
+
+
 def load_definition(
     source: str | bytes | Mapping[str, Any],
     *,
@@ -44,6 +50,7 @@ def load_definition(
     table_prices: Callable[[str], UnitPrices | None] = _no_table,
     may_lower_prices: bool = False,
     max_expanded_bytes: int = MAX_EXPANDED_BYTES,
+    workflows: Callable[[str], WorkflowDefinition | None] = _no_workflows,
 ) -> WorkflowDefinition:
     """A definition from YAML (or JSON) text or an already-parsed mapping, at most ``max_bytes``
     long as sent and ``max_expanded_bytes`` once YAML aliases are expanded.
@@ -109,13 +116,53 @@ def load_definition(
         for_each=for_each,
         context_mode=header.context_mode,
     )
+    paths = _paths(raw)
+
+    def load_inline(inline: Mapping[str, Any], at: str) -> WorkflowDefinition | None:
+        try:
+            return load_definition(
+                inline,
+                is_priced=is_priced,
+                provider_routes=provider_routes,
+                refused_kinds=refused_kinds,
+                provider_models=provider_models,
+                max_bytes=max_bytes,
+                table_prices=table_prices,
+                may_lower_prices=may_lower_prices,
+                max_expanded_bytes=max_expanded_bytes,
+                workflows=workflows,
+            )
+        except DefinitionError as exc:
+            problems.extend(Problem(f"{at}.{problem.path}", problem.message) for problem in exc.problems)
+            return None
+
+    subworkflows = attach_subworkflows(
+        definition,
+        paths,
+        resolve=workflows,
+        load_inline=load_inline,
+        provider_routes=provider_routes,
+        refused_kinds=refused_kinds,
+        problems=problems,
+    )
+    if problems:
+        raise DefinitionError(problems)
     # Names are resolved once everything they can name is known to be valid.
-    reference_problems, reads = check_references(definition, _paths(raw))
+    definition = replace(definition, subworkflows=subworkflows)
+    reference_problems, reads = check_references(definition, paths)
     if reference_problems:
         raise DefinitionError(reference_problems)
-    return replace(
+    definition = replace(
         definition, reads_budget=reads.budget, reads_team_budget=reads.team_budget, reads_inputs=tuple(sorted(reads.inputs))
     )
+    if subworkflows:
+        # Each sub-workflow is kept whole in its caller: together they must fit what one definition may be.
+        size = len(json.dumps(definition.to_dict()).encode())
+        if size > max_expanded_bytes:
+            raise DefinitionError(
+                [Problem("agents", f"with its sub-workflows the definition is {size:,} bytes; the limit is {max_expanded_bytes:,}")]
+            )
+    return definition
 
 
 def _paths(raw: Mapping[str, Any]) -> dict[str, str]:

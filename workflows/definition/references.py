@@ -370,6 +370,10 @@ def _base_scope(definition: WorkflowDefinition) -> dict[str, Shape]:
 def _node_shapes(definition: WorkflowDefinition) -> dict[str, Shape]:
     shapes = {name: Shape({"output": _output_shape(agent, f"agent '{name}'")}, f"agent '{name}'") for name, agent in definition.agents.items()}
     shapes.update({name: Shape({"output": ANY}, f"step '{name}'") for name in definition.steps})
+    for name, child in definition.subworkflows.items():
+        # A sub-workflow's output is its output section, whatever its agents' outputs hold.
+        what = f"the output of the sub-workflow '{child.name}'"
+        shapes[name] = Shape({"output": Shape({field: ANY for field in child.output}, what)}, f"step '{name}'")
     for name, group in definition.parallel.items():
         outputs = {member: _output_shape(definition.agents[member], f"agent '{member}'") for member in group.agents}
         shapes[name] = Shape({"outputs": Shape(outputs, f"group '{name}' outputs"), "errors": ANY}, f"group '{name}'")

@@ -11,11 +11,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from workflows.definition import (
+    SUBWORKFLOW_SEPARATOR,
+    AgentSpec,
     ResolvedLimits,
     always_run_before,
     TemplateFailure,
     WorkflowDefinition,
     check_inputs,
+    frame_at,
     check_limits,
     render_budget,
     resolve_limits,
@@ -77,10 +80,11 @@ def check_models_priced(
     unpriced = sorted(
         {
             agent.model
-            for agent in definition.all_agents()
+            for workflow in definition.nested()  # a sub-workflow's agents are priced as it prices them
+            for agent in workflow.all_agents()
             if prices_for(
                 model=agent.model,
-                pricing=definition.pricing,
+                pricing=workflow.pricing,
                 provider=agent.provider,
                 may_override_prices=team.may_override_prices,
             )[0]
@@ -100,7 +104,8 @@ def check_step_kinds_allowed(*, definition: WorkflowDefinition, team: Team) -> N
     """Refuse a run of a version uploaded when its kinds of step were allowed and no longer are (an
     operator turned scripts off), before any of its steps is paid for."""
     refused = refused_step_kinds(team=team)
-    if kinds := sorted({step.kind for step in definition.steps.values()} & set(refused)):
+    used = {step.kind for workflow in definition.nested() for step in workflow.steps.values()}
+    if kinds := sorted(used & set(refused)):
         raise ValidationFailed(
             f"The workflow has {kinds[0]} steps: {refused[kinds[0]]}.",
             details=[{"path": "workflow", "message": refused[kind]} for kind in kinds],
@@ -261,13 +266,13 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
                 problems.add(f"'{agent}' with its output as it was")
         elif not _kept_as_it_was(agent, written=written, definition=definition):
             problems.add(f"'{agent}'")
-        elif agent in written.agents and definition.agents[agent].output != written.agents[agent].output:
+        elif isinstance(written.node(agent), AgentSpec) and definition.node(agent).output != written.node(agent).output:
             problems.add(f"'{agent}' with its output as it was")
     checkpoint = latest_checkpoint(run=run)
     if checkpoint is not None and checkpoint.next_step is not None:
         # What the new version runs before the step the run goes on from, on every way there, it must have run.
         resume_point = checkpoint.next_step.group or checkpoint.next_step.agent
-        unrun = always_run_before(definition, resume_point) - set(checkpoint.outputs)
+        unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
     if problems:
         raise ValidationFailed(
@@ -292,8 +297,26 @@ def _members(group) -> set[str]:
     return {group.agent.name} if group.kind == "for_each" else set(group.agents)
 
 
+def _always_run_before(definition: WorkflowDefinition, path: str) -> set[str]:
+    """The paths of what `definition` runs before the node at `path` on every way there: inside a
+    sub-workflow, what its entry ran before it, the step that entered it, and what ran before that."""
+    frame = frame_at(definition, path)
+    before = {frame.prefix + name for name in always_run_before(frame.definition, frame.name)}
+    if frame.prefix:
+        before |= {frame.caller} | _always_run_before(definition, frame.caller)
+    return before
+
+
 def _kept_as_it_was(name: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:
-    """Whether `definition` has the agent or step `name` of `written`, of the same kind."""
+    """Whether `definition` has the agent or step `name` of `written`, of the same kind; for a path
+    inside a sub-workflow, whether it has the calling step and, in what it calls, the rest."""
+    caller, inside, rest = name.partition(SUBWORKFLOW_SEPARATOR)
+    if inside:
+        return (
+            _kept_as_it_was(caller, written=written, definition=definition)
+            and caller in definition.subworkflows
+            and _kept_as_it_was(rest, written=written.subworkflows[caller], definition=definition.subworkflows[caller])
+        )
     if name in written.agents:
         return name in definition.agents
     return name in definition.steps and definition.steps[name].kind == written.steps[name].kind

@@ -1,13 +1,15 @@
 import json
 from collections.abc import Mapping
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from workflows.definition import DefinitionError, load_definition
+from workflows.definition import DefinitionError, WorkflowDefinition, load_definition
 from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
+from workflows.selectors import definition_of
 from workflows.services.prices import is_priced, table_prices
 from workflows.services.provider_routes import provider_routes_get
 
@@ -26,6 +28,13 @@ def refused_step_kinds(*, team: Team) -> dict[str, str]:
     return {} if team.may_run_scripts else {"script": SCRIPTS_NOT_ALLOWED}
 
 
+def latest_definition(name: str, *, team: Team) -> WorkflowDefinition | None:
+    """The latest version of the team's workflow `name`, which a `type: workflow` step uploaded now
+    runs from then on; None when the team has none."""
+    version = WorkflowVersion.objects.filter(workflow__team=team, workflow__name=name).order_by("-version").first()
+    return None if version is None else definition_of(version)
+
+
 def workflow_create(*, team: Team, definition: str | Mapping, name: str | None = None) -> WorkflowVersion:
     """Validate a definition and store it as the next version of the team's workflow of that name."""
     routes = provider_routes_get(team=team)  # one read for the routes and their default models
@@ -40,6 +49,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             table_prices=table_prices,
             may_lower_prices=team.may_override_prices,
             max_expanded_bytes=settings.DEFINITION_MAX_EXPANDED_BYTES,
+            workflows=partial(latest_definition, team=team),
         )
     except DefinitionError as exc:
         count = len(exc.problems)

@@ -9,8 +9,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from workflows.definition import (
     MONEY_PLACES,
     AgentSpec,
+    Frame,
     WorkflowDefinition,
     context_for_agent,
+    frame_at,
+    frame_inputs,
+    frame_outputs,
     ran_just_before,
     template_context,
 )
@@ -22,10 +26,13 @@ from workflows.services.steps.kinds import PreparedStep, group_kind_of, kind_of
 def step_prepare(
     *, run: Run, step: Step, definition: WorkflowDefinition, outputs: dict, may_override_prices: bool
 ) -> PreparedStep:
-    """Prepare the step as its kind says, in the context of the run so far, and for a branch as its
-    group's kind adds to it. Raises TemplateFailure."""
-    node = definition.node(step.agent)
-    context = run_context(run=run, definition=definition, outputs=outputs)
+    """Prepare the step as its kind says, in the context of the run so far (of its sub-workflow's
+    entry, for a step inside one), and for a branch as its group's kind adds to it. Raises
+    TemplateFailure."""
+    frame = frame_at(definition, step.agent)
+    definition = frame.definition
+    node = definition.node(frame.name)
+    context = run_context(run=run, definition=definition, outputs=outputs, prefix=frame.prefix)
     branch = context
     if step.group:
         group = definition.group(step.group)
@@ -38,7 +45,7 @@ def step_prepare(
             context,
             mode=definition.context_mode,
             references=node.input,
-            last=ran_just_before(definition, step.group or step.agent),
+            last=ran_just_before(definition, step.group or frame.name),
             where=f"agent '{node.name}' input",
         )
         context = {**seen, **{name: value for name, value in branch.items() if name not in context}}
@@ -53,17 +60,22 @@ def step_prepare(
     )
 
 
-def run_context(*, run: Run, definition: WorkflowDefinition, outputs: dict, settling: Decimal | None = None) -> dict:
+def run_context(
+    *, run: Run, definition: WorkflowDefinition, outputs: dict, settling: Decimal | None = None, prefix: str = ""
+) -> dict:
     """What a run's templates see: its inputs, name, progress and outputs so far, and its budget when
-    they read it. `settling` renders ahead of a settlement not yet written: as the run will be once
-    one more step has been executed and charged that much."""
+    they read it. Inside a sub-workflow (`prefix` its path, `definition` its own), the inputs, name
+    and outputs are the sub-workflow entry's; progress and budget stay the run's. `settling` renders
+    ahead of a settlement not yet written: as the run will be once one more step has been executed
+    and charged that much."""
     iterations, spent = run.iterations, run.spent_usd
     if settling is not None:
         iterations += 1
         spent = (spent + settling).quantize(MONEY_PLACES, ROUND_HALF_UP)  # as the database stores the sum
+    frame = Frame(definition, prefix, "")
     return template_context(
-        inputs=run.inputs,
-        outputs=outputs,
+        inputs=frame_inputs(outputs, frame, run.inputs),
+        outputs=frame_outputs(outputs, prefix),
         groups=definition.group_names,
         workflow_name=definition.name,
         iteration=iterations,

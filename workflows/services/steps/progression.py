@@ -8,19 +8,21 @@ last sees so under the run's lock and ends the group: exactly one does.
 
 from collections import Counter
 from decimal import Decimal
+from functools import partial
 
 from django.db.models import Max
 from django.utils import timezone
 
 from workflows.definition import (
-    AgentSpec,
     Complete,
     Fail,
     GroupSpec,
     Move,
-    StepSpec,
     TemplateFailure,
     WorkflowDefinition,
+    frame_at,
+    frame_left,
+    next_move,
 )
 from workflows.models import ACTIVE_RUN_STATUSES, EventType, Run, RunStatus, Step, StepStatus, Team
 from workflows.selectors import definition_of
@@ -33,21 +35,20 @@ from workflows.services.run_state import checkpoint_record, run_complete, run_fa
 from workflows.services.steps.kinds import group_kind_of, kind_of
 from workflows.services.steps.prepare import run_context
 
-Source = AgentSpec | StepSpec | GroupSpec
-
 
 def run_advance(
     *,
     team: Team,
     run: Run,
-    source: Source,
+    path: str,
     outputs: dict,
     after_sequence: int,
     definition: WorkflowDefinition,
     empty_groups: int = 0,
 ) -> None:
-    """Take the routes of the agent or group that just ended: to the next step, or to the end."""
-    move = route(definition, source, run_context(run=run, definition=definition, outputs=outputs))
+    """Take the routes of the agent, step or group at `path` that just ended: to the next step, or to
+    the end."""
+    move, prefix, outputs = move_after(run=run, definition=definition, path=path, outputs=outputs)
     if isinstance(move, Fail):
         checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
         run_fail(
@@ -59,7 +60,7 @@ def run_advance(
         step_enter(
             team=team,
             run=run,
-            target=move.target,
+            target=prefix + move.target,
             outputs=outputs,
             after_sequence=after_sequence,
             reason="step_completed",
@@ -68,14 +69,32 @@ def run_advance(
         )
 
 
-def route(definition: WorkflowDefinition, source: Source, context: dict) -> Move:
-    """Where the run goes from `source`, as its kind says. Answered from what was rendered before
-    the transaction when that still holds."""
-
-    def move() -> Move:
-        return kind_of(source).route(definition=definition, node=source, context=context)
-
-    return rendered(("move", source.name), context, move)
+def move_after(
+    *, run: Run, definition: WorkflowDefinition, path: str, outputs: dict, settling: Decimal | None = None
+) -> tuple[Move, str, dict]:
+    """Where the run goes once the node at `path` ended, its output in `outputs`, as its kind says:
+    the move, the path prefix of the sub-workflow its target is in, and the outputs as they then are.
+    A sub-workflow that ends returns its output as its calling step's, whose routes are then taken,
+    as many levels up as end at once. Answered from what was rendered before the transaction when
+    that still holds."""
+    frame = frame_at(definition, path)
+    source = frame.definition.group(frame.name) or frame.definition.node(frame.name)
+    context = run_context(run=run, definition=frame.definition, outputs=outputs, settling=settling, prefix=frame.prefix)
+    move = rendered(
+        ("move", frame.path),
+        context,
+        partial(kind_of(source).route, definition=frame.definition, node=source, context=context),
+    )
+    while isinstance(move, Complete) and frame.prefix:
+        outputs = frame_left(outputs, frame, move.output)
+        frame = frame_at(definition, frame.caller)
+        caller = frame.definition.node(frame.name)
+        context = run_context(
+            run=run, definition=frame.definition, outputs=outputs, settling=settling, prefix=frame.prefix
+        )
+        # The calling step's own routes: its kind's route is the way into the sub-workflow.
+        move = rendered(("return", frame.path), context, partial(next_move, frame.definition, caller, context))
+    return move, frame.prefix, outputs
 
 
 def step_enter(
@@ -168,14 +187,13 @@ def step_succeeded(*, team: Team, run: Run, step: Step, output: dict) -> None:
     if run.status == RunStatus.CANCELLED:
         checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
         return
-    definition = definition_of(run.workflow_version)
     run_advance(
         team=team,
         run=run,
-        source=definition.node(step.agent),
+        path=step.agent,
         outputs=outputs,
         after_sequence=step.sequence,
-        definition=definition,
+        definition=definition_of(run.workflow_version),
     )
 
 
@@ -268,7 +286,7 @@ def prerender_ending(
     if not step.group:
         if error is not None:
             return  # a plain step that fails fails its run: nothing is rendered
-        source = definition.node(step.agent)
+        path = step.agent
         outputs = {**outputs, step.agent: output}
     else:
         branches = list(group_branches(run=run, step=step).order_by("branch_index"))
@@ -281,9 +299,10 @@ def prerender_ending(
         if unborn or any(branch.status in _UNENDED_BRANCH for branch in branches):
             return
         outputs = {**outputs, source.name: group_kind_of(source).result(group=source, ended=branches)}
+        path = source.name
     # A step that succeeds counts as executed, and is charged, in the transaction that routes it.
     settling = charge if error is None else None
-    route(definition, source, run_context(run=run, definition=definition, outputs=outputs, settling=settling))
+    move_after(run=run, definition=definition, path=path, outputs=outputs, settling=settling)
 
 
 _UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)
@@ -313,7 +332,7 @@ def _group_done(
     run_advance(
         team=team,
         run=run,
-        source=group,
+        path=group.name,
         outputs={**outputs, group.name: result},
         after_sequence=after_sequence,
         definition=definition,

@@ -32,6 +32,7 @@ from workflows.services.steps.kinds.script import ScriptKind
 from workflows.services.steps.kinds.set import SetKind
 from workflows.services.steps.kinds.terminate import TerminateKind
 from workflows.services.steps.kinds.wait import WaitKind
+from workflows.services.steps.kinds.workflow import WorkflowKind
 
 AGENT = AgentKind()
 
@@ -55,7 +56,7 @@ def unregister_step_kind(name: str) -> None:
 
 def register_builtin_step_kinds() -> None:
     """The kinds of conductor's step types that this service runs; the app registers them at start."""
-    for kind in (HumanGateKind(), QuestionsKind(), ScriptKind(), SetKind(), TerminateKind(), WaitKind()):
+    for kind in (HumanGateKind(), QuestionsKind(), ScriptKind(), SetKind(), TerminateKind(), WaitKind(), WorkflowKind()):
         register_step_kind(kind)
 
 

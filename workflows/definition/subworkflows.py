@@ -1,0 +1,214 @@
+"""Sub-workflows: a `type: workflow` step runs another workflow as a black box, inside its own run.
+
+At upload the step's workflow is resolved (another workflow of the team, by name, or one written
+inline) and kept whole in its caller's definition, so a version runs what it was uploaded with
+whatever later happens to the other workflow. At run time the sub-workflow's steps are steps of
+the caller's run, named by their path (`research/answerer`): they pass the run's gate and count
+against its budgets and limits like any other. Each entry of a sub-workflow sees only its own
+inputs and its own agents' outputs (a frame); its caller sees only its output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from ._section import Section
+from ._values import show
+from .errors import Problem
+from .model import SUBWORKFLOW_SEPARATOR, StepSpec, WorkflowDefinition
+from .providers import provider_problem
+from .templates import compile_check
+
+KIND = "workflow"
+KEYS = ("workflow", "input_mapping", "max_depth")
+MAX_DEPTH = 10  # as conductor: sub-workflows in sub-workflows, at most this deep
+MAX_REFERENCE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a step's node is: the workflow it belongs to, and the path of the steps that entered it."""
+
+    definition: WorkflowDefinition
+    prefix: str  # "" in the run's own workflow; "research/" in the one its step `research` runs
+    name: str  # the node's name in `definition`
+
+    @property
+    def path(self) -> str:
+        return self.prefix + self.name
+
+    @property
+    def caller(self) -> str:
+        """The path of the step whose sub-workflow this is; "" in the run's own workflow."""
+        return self.prefix[: -len(SUBWORKFLOW_SEPARATOR)]
+
+
+def frame_at(definition: WorkflowDefinition, path: str) -> Frame:
+    """The frame of the node at `path` in the run's workflow `definition`."""
+    *callers, name = path.split(SUBWORKFLOW_SEPARATOR)
+    prefix = ""
+    for caller in callers:
+        definition = definition.subworkflows[caller]
+        prefix += caller + SUBWORKFLOW_SEPARATOR
+    return Frame(definition, prefix, name)
+
+
+def frame_outputs(outputs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The outputs a frame's templates see: its own nodes', by their names in it."""
+    return {
+        path[len(prefix) :]: output
+        for path, output in outputs.items()
+        if path.startswith(prefix) and SUBWORKFLOW_SEPARATOR not in path[len(prefix) :]
+    }
+
+
+def frame_inputs(outputs: Mapping[str, Any], frame: Frame, run_inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A frame's `workflow.input`: the run's, or what the step that entered the frame bound (its output)."""
+    return outputs[frame.caller] if frame.prefix else run_inputs
+
+
+def frame_left(outputs: Mapping[str, Any], frame: Frame, result: dict[str, Any]) -> dict[str, Any]:
+    """The run's outputs once the sub-workflow of `frame` ended with `result`: its caller's output is
+    the result, and its own nodes' outputs are gone, so that a later entry starts afresh."""
+    kept = {path: output for path, output in outputs.items() if not path.startswith(frame.prefix)}
+    return {**kept, frame.caller: result}
+
+
+def depth(definition: WorkflowDefinition) -> int:
+    """How many sub-workflows deep it runs: 0 with none."""
+    return max((1 + depth(child) for child in definition.subworkflows.values()), default=0)
+
+
+def workflow_name(reference: str) -> str:
+    """The team's workflow a reference names: conductor writes a file's path (`./simple-qa.yaml`),
+    which names the workflow uploaded under the file's name without its extension."""
+    path = PurePosixPath(reference.strip())
+    return path.stem if path.suffix in (".yaml", ".yml") else path.name
+
+
+def read_workflow_step(section: Section) -> dict[str, Any] | None:
+    """A `type: workflow` step's own fields, checked: `workflow` (a reference, or a definition written
+    inline), `input_mapping` (input name -> template) and `max_depth`."""
+    problems_before = len(section.problems)
+    reference = section.data.get("workflow")
+    if reference is None:
+        section.missing("workflow")
+    elif isinstance(reference, str):
+        if not workflow_name(reference) or len(reference) > MAX_REFERENCE_CHARS:
+            section.report("workflow", f"must name a workflow of the team, like './research.yaml', not {show(reference)}")
+    elif not isinstance(reference, Mapping):
+        section.report("workflow", "must name a workflow of the team, or be a workflow definition written inline")
+    mapping = section.data.get("input_mapping")
+    if mapping is not None:
+        if not isinstance(mapping, Mapping):
+            section.report("input_mapping", "must map the sub-workflow's input names to templates")
+        else:
+            for name, template in mapping.items():
+                if not isinstance(template, str):
+                    section.report(f"input_mapping.{name}", f"must be a template string, not {type(template).__name__}")
+                elif error := compile_check(template):
+                    section.report(f"input_mapping.{name}", f"template does not compile: {error}")
+    max_depth = section.integer("max_depth", minimum=1, maximum=MAX_DEPTH)
+    if len(section.problems) > problems_before:
+        return None
+    return {
+        "workflow": reference,
+        "input_mapping": None if mapping is None else dict(mapping),
+        "max_depth": max_depth,
+    }
+
+
+def attach_subworkflows(
+    definition: WorkflowDefinition,
+    paths: Mapping[str, str],
+    *,
+    resolve: Callable[[str], WorkflowDefinition | None],
+    load_inline: Callable[[Mapping[str, Any], str], WorkflowDefinition | None],
+    provider_routes: Mapping[str, str],
+    refused_kinds: Mapping[str, str],
+    problems: list[Problem],
+) -> dict[str, WorkflowDefinition]:
+    """The workflow each `type: workflow` step runs, by step name, with a problem for each that
+    cannot run there. `resolve` answers the team's workflow of a name (None: it has none);
+    `load_inline` parses a definition written inline, reporting its problems under the path given."""
+    children: dict[str, WorkflowDefinition] = {}
+    for step in definition.steps.values():
+        if step.kind != KIND:
+            continue
+        at = f"{paths[step.name]}.workflow"
+        reference = step.params["workflow"]
+        if isinstance(reference, Mapping):
+            child = load_inline(reference, at)
+        else:
+            child = resolve(workflow_name(reference))
+            if child is None:
+                problems.append(
+                    Problem(
+                        at,
+                        f"the team has no workflow named '{workflow_name(reference)}': upload it first, under "
+                        "that name (a path names the workflow uploaded under its file's name, without .yaml)",
+                    )
+                )
+        if child is None:
+            continue
+        problems.extend(_child_problems(step, child, at, definition, provider_routes, refused_kinds, paths))
+        children[step.name] = child
+    return children
+
+
+def _child_problems(
+    step: StepSpec,
+    child: WorkflowDefinition,
+    at: str,
+    caller: WorkflowDefinition,
+    provider_routes: Mapping[str, str],
+    refused_kinds: Mapping[str, str],
+    paths: Mapping[str, str],
+) -> list[Problem]:
+    name = f"the sub-workflow '{child.name}'"
+    problems = []
+    limit = step.params["max_depth"] or MAX_DEPTH
+    if 1 + depth(child) > limit:
+        problems.append(Problem(at, f"{name} runs sub-workflows {1 + depth(child)} deep; at most {limit} may"))
+    for nested in child.nested():
+        if nested.parallel or nested.for_each:
+            groups = ", ".join(f"'{group}'" for group in (*nested.parallel, *nested.for_each))
+            problems.append(
+                Problem(at, f"{name} has groups ({groups}): a sub-workflow runs agents and steps, not groups, yet")
+            )
+        for kind in sorted({nested_step.kind for nested_step in nested.steps.values()} & set(refused_kinds)):
+            problems.append(Problem(at, f"{name} has {kind} steps: {refused_kinds[kind]}"))
+    for provider in sorted(child.providers()):
+        if problem := provider_problem(provider, provider_routes):
+            problems.append(Problem(at, f"{name}: {problem}"))
+    problems.extend(_input_problems(step, child, caller, paths[step.name]))
+    return problems
+
+
+def _input_problems(step: StepSpec, child: WorkflowDefinition, caller: WorkflowDefinition, path: str) -> list[Problem]:
+    """What `input_mapping` binds must be inputs the sub-workflow takes, and cover those it needs.
+    Without a mapping it gets its caller's inputs, as in conductor."""
+    mapping = step.params["input_mapping"]
+    name = f"the sub-workflow '{child.name}'"
+    needed = [spec.name for spec in child.inputs.values() if spec.required and not spec.has_default]
+    needed += [input_name for input_name in child.reads_inputs if input_name not in needed]
+    if mapping is None:
+        if not caller.inputs:
+            return []  # its caller takes whatever inputs a run gives: they are checked as the step starts
+        given, where = set(caller.inputs), f"{path}.workflow"
+        how = "its caller has no such input: give it in input_mapping"
+    else:
+        given, where = set(mapping), f"{path}.input_mapping"
+        how = "input_mapping must bind it"
+    problems = [Problem(where, f"{name} needs input '{input_name}': {how}") for input_name in needed if input_name not in given]
+    if mapping is not None and child.inputs:
+        problems += [
+            Problem(f"{path}.input_mapping.{input_name}", f"{name} takes no input '{input_name}' (it takes: {', '.join(child.inputs)})")
+            for input_name in mapping
+            if input_name not in child.inputs
+        ]
+    return problems
+
