@@ -146,7 +146,7 @@ def check_folder(
             continue
         try:
             with transaction.atomic():
-                workflow_create(team=team, definition=text)
+                _upload(team, file, text, workflow_create)
                 transaction.set_rollback(True)  # each file is checked alone
         except ApplicationError as exc:
             details = exc.details if isinstance(exc.details, list) else [{"path": "definition", "message": exc.message}]
@@ -157,6 +157,44 @@ def check_folder(
         else:
             results.append(FileResult(shown, "uploads"))
     return results
+
+
+def _upload(team, file: Path, text: str, workflow_create, *, name: str | None = None, depth: int = 0) -> None:
+    """Upload `file` after the files its `type: workflow` steps name, each under the name the
+    service gives a reference (its file name without .yaml), as a conductor user would. A refused
+    sub-workflow refuses its caller, with its problems at the caller's step."""
+    from workflows.definition.subworkflows import MAX_DEPTH, workflow_name
+    from workflows.errors import ApplicationError, DefinitionInvalid
+
+    for at, reference in _references(text):
+        child = (file.parent / reference).resolve()
+        if depth >= MAX_DEPTH or not child.is_file():
+            continue  # the upload says the team has no such workflow
+        try:
+            _upload(team, child, child.read_text(encoding="utf-8"), workflow_create, name=workflow_name(reference), depth=depth + 1)
+        except ApplicationError as exc:
+            details = exc.details if isinstance(exc.details, list) else [{"path": "definition", "message": exc.message}]
+            raise DefinitionInvalid(
+                exc.message,
+                details=[{"path": f"{at}({reference}).{d['path']}", "message": d["message"]} for d in details],
+            ) from exc
+    workflow_create(team=team, definition=text, name=name)
+
+
+def _references(text: str) -> list[tuple[str, str]]:
+    """(path, reference) of each `type: workflow` step of a definition that names another file."""
+    try:
+        data = yaml.load(text, Loader=_LenientLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError:
+        return []
+    found = []
+    for key in ("agents", "for_each"):
+        entries = data.get(key) if isinstance(data, dict) else None
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            agent = entry.get("agent", entry) if isinstance(entry, dict) and key == "for_each" else entry
+            if isinstance(agent, dict) and agent.get("type") == "workflow" and isinstance(agent.get("workflow"), str):
+                found.append((f"{key}[{index}]", agent["workflow"]))
+    return found
 
 
 def _read(file: Path) -> tuple[str, str]:

@@ -28,20 +28,24 @@ def report(*args: str) -> str:
 def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason():
     found = json.loads(report("--json"))
 
-    assert (found["files"], found["workflows"]) == (7, 6)
+    assert (found["files"], found["workflows"]) == (9, 8)
     assert found["skipped"] == {"labels.yaml": "no top-level 'workflow:' key"}
-    assert found["uploads"] == ["nested/code_review.yaml", "summary.yaml", "translate.yaml"]
+    # briefing.yaml runs summary.yaml as a sub-workflow, which the report uploads first under its file's name.
+    assert found["uploads"] == ["nested/briefing.yaml", "nested/code_review.yaml", "summary.yaml", "translate.yaml"]
     refused = {path: {(p["path"], p["kind"]) for p in problems} for path, problems in found["refused"].items()}
+    release_notes = {
+        ("agents[0].type", "script steps not allowed for the team"),
+        ("agents[1].tools", "tools"),
+        ("workflow.runtime.mcp_servers", "mcp_servers"),
+        ("workflow.runtime.skills", "skills"),
+        ("workflow.runtime.default_model", "${VAR} interpolation"),
+    }
     assert refused == {
         "handover.yaml": {("workflow.instructions", "instructions"), ("agents[0].session_key", "session_key")},
         "include.yaml": {("agents[0].prompt", "!file include")},
-        "nested/release_notes.yml": {
-            ("agents[0].type", "script steps not allowed for the team"),
-            ("agents[1].tools", "tools"),
-            ("workflow.runtime.mcp_servers", "mcp_servers"),
-            ("workflow.runtime.skills", "skills"),
-            ("workflow.runtime.default_model", "${VAR} interpolation"),
-        },
+        "nested/release_notes.yml": release_notes,
+        # A refused sub-workflow refuses its caller, with its problems at the caller's step.
+        "nested/weekly.yaml": {(f"agents[0](./release_notes.yml).{path}", kind) for path, kind in release_notes},
     }
     messages = {p["path"]: p["message"] for p in found["refused"]["nested/release_notes.yml"]}
     assert "'may run scripts'" in messages["agents[0].type"]
@@ -49,20 +53,17 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     assert "its default here is 'gpt-4o'" in messages["workflow.runtime.default_model"]
     assert "model-from-the-environment" not in json.dumps(found)
     assert {row["kind"]: (row["files"], row["problems"]) for row in found["by_kind"]} == {
-        kind: (1, 1)
-        for kind in (
-            "instructions", "session_key", "!file include", "script steps not allowed for the team",
-            "tools", "mcp_servers", "skills", "${VAR} interpolation",
-        )
-    }  # fmt: skip
+        **{kind: (1, 1) for kind in ("instructions", "session_key", "!file include")},
+        **{kind: (2, 2) for kind in ("script steps not allowed for the team", "tools", "mcp_servers", "skills", "${VAR} interpolation")},
+    }
 
 
 def test_a_runtime_the_team_has_not_routed_refuses_the_workflows_that_use_it():
     text = report("--routes", "copilot=openai")
 
     assert text.splitlines()[:2] == [
-        f"{FOLDER}: 7 files, 6 conductor workflows, 1 skipped",
-        "1 of 6 upload; 5 are refused.",
+        f"{FOLDER}: 9 files, 8 conductor workflows, 1 skipped",
+        "2 of 8 upload; 6 are refused.",
     ]
     assert (
         "  nested/code_review.yaml (1 problem)\n"
