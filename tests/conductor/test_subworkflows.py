@@ -2,6 +2,7 @@
 workflow of the team run as a black box inside the run, its steps gated and charged as the run's own,
 its spend in the run's one ledger, and a budget stop inside it resumed where it stopped."""
 
+import tracemalloc
 from decimal import Decimal
 
 import pytest
@@ -332,3 +333,148 @@ output:
     assert run.status == "completed", run.error
     assert run.output == {"approved": True}
     assert_invariants(run)
+
+
+# What a resume onto another version must refuse, and what must be known before anything is spent.
+
+FORWARDING = """
+workflow:
+  name: loose
+  entry_point: warmup
+  runtime: {provider: fake, default_model: sim-model, max_tokens: 100}
+  cost: {pricing: {sim-model: {input_per_mtok: 0, output_per_mtok: 100}}}
+agents:
+  - name: warmup
+    prompt: "Warm up on {{ workflow.input.topic }}."
+    mock: {output: {ok: true}, output_tokens: 100}
+    routes: [{to: research}]
+  - name: research
+    type: workflow
+    workflow: ./lookup.yaml
+output:
+  answer: "{{ research.output.answer }}"
+"""
+
+
+def test_inputs_forwarded_to_a_subworkflow_are_required_and_typed_before_anything_is_spent(api, team):
+    workflow_create(team=team, definition=LOOKUP)
+    workflow_create(team=team, definition=FORWARDING)
+
+    missing = api.post("/api/v1/runs", {"workflow": "loose", "inputs": {"topic": "life"}}, format="json")
+    mistyped = api.post("/api/v1/runs", {"workflow": "loose", "inputs": {"topic": "life", "question": 42}}, format="json")
+
+    assert missing.status_code == 400 and "question" in str(missing.json()), missing.json()
+    assert mistyped.status_code == 400 and "must be a string" in str(mistyped.json()), mistyped.json()
+    typed_caller = FORWARDING.replace("  entry_point: warmup\n", "  entry_point: warmup\n  input:\n    question: {type: integer}\n")
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition=typed_caller)
+    assert any("takes input 'question' as string" in d["message"] for d in refused.value.details), refused.value.details
+
+
+def test_what_a_caller_reads_must_be_in_the_output_of_every_way_its_subworkflow_completes(team):
+    early_exit = LOOKUP.replace(
+        "    routes: [{to: answer}]\n",
+        "    routes: [{to: nothing, when: '{{ output.hits == 0 }}'}, {to: answer}]\n"
+        "  - {name: nothing, type: terminate, status: success, reason: none, output_template: {hits: '0'}}\n",
+    )
+    workflow_create(team=team, definition=early_exit)
+
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition=REPORT)
+
+    assert any("research.output" in d["message"] and "'answer'" in d["message"] for d in refused.value.details), (
+        refused.value.details
+    )
+
+
+def test_a_path_longer_than_its_columns_is_refused_at_upload(team):
+    long_agent = "a" * 100
+    workflow_create(
+        team=team,
+        definition=LOOKUP.replace("to: answer", f"to: {long_agent}")
+        .replace("  - name: answer\n", f"  - name: {long_agent}\n")
+        .replace("{{ answer.output.answer }}", f"{{{{ {long_agent}.output.answer }}}}"),
+    )
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition=REPORT.replace("research", "r" * 100))
+    assert any("reach 201 characters" in d["message"] for d in refused.value.details), refused.value.details
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition=REPORT.replace("research", "r" * 101))
+    assert any("at most 100" in d["message"] for d in refused.value.details), refused.value.details
+
+
+def test_many_steps_naming_one_large_subworkflow_are_refused_without_building_them_all(team, settings):
+    big = "x" * 200_000
+    workflow_create(
+        team=team,
+        definition=f"workflow: {{name: big, entry_point: a0, runtime: {{provider: fake, default_model: m}}}}\n"
+        f"agents:\n  - {{name: a0, prompt: &p \"{big}\", routes: [{{to: a1}}]}}\n  - {{name: a1, prompt: *p}}\n",
+    )
+    lines = ["workflow: {name: caller, entry_point: s0, runtime: {provider: fake, default_model: m}}", "agents:"]
+    lines += [f"  - {{name: s{i}, type: workflow, workflow: big, routes: [{{to: s{i + 1}}}]}}" for i in range(59)]
+    lines.append("  - {name: s59, type: workflow, workflow: big}")
+
+    tracemalloc.start()
+    with pytest.raises(DefinitionInvalid) as refused:
+        workflow_create(team=team, definition="\n".join(lines) + "\n")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert "the limit" in refused.value.details[0]["message"]
+    # Each copy would be 400 kB: all 60 would be 24 MB; one is measured, once.
+    assert peak < 12 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+
+def _stopped_inside(api):
+    upload(api, LOOKUP)
+    upload(api, REPORT)
+    run = wait_for_run(start(api, limits={"budget_usd": "0.015"}), *TERMINAL)
+    assert (run.status, run.current_agent) == ("budget_exceeded", "research/answer"), run.error
+    return run
+
+
+def resume_on(api, run, version):
+    body = {"workflow_version": version, "reason": "fixed", "budget_usd": "1"}
+    return api.post(f"/api/v1/runs/{run.pk}/resume", body, format="json")
+
+
+def test_a_resume_inside_a_subworkflow_onto_a_version_without_it_is_refused(api, team, celery_worker):
+    run = _stopped_inside(api)
+    plain = REPORT.replace(
+        "    type: workflow\n    workflow: ./lookup.yaml\n    input_mapping:\n"
+        '      question: "What is {{ workflow.input.topic }}?"\n      depth: "{{ 1 + 1 }}"\n',
+        "    prompt: hi\n    output: {answer: {type: string}, hits: {type: integer}}\n",
+    )
+
+    resumed = resume_on(api, run, upload(api, plain)["version"])
+
+    assert resumed.status_code == 400, resumed.content[:300]
+    assert "research/answer" in str(resumed.json())
+
+
+def test_a_resume_inside_a_subworkflow_onto_one_needing_inputs_its_step_did_not_bind_is_refused(api, team, celery_worker):
+    run = _stopped_inside(api)
+    upload(api, LOOKUP.replace("    depth: {type: integer, default: 1}\n", "    depth: {type: integer, default: 1}\n    lang: {type: string, required: true}\n"))
+    report = REPORT.replace('      depth: "{{ 1 + 1 }}"\n', '      depth: "{{ 1 + 1 }}"\n      lang: fr\n')
+
+    resumed = resume_on(api, run, upload(api, report)["version"])
+
+    assert resumed.status_code == 400, resumed.content[:300]
+    assert "'research' taking the inputs it bound" in str(resumed.json())
+    assert wait_for_run(run.pk, *TERMINAL).spent_usd == Decimal("0.010000")
+
+
+def test_a_resume_after_a_subworkflow_ended_onto_one_whose_output_lacks_what_follows_reads_is_refused(
+    api, team, celery_worker
+):
+    upload(api, LOOKUP)
+    upload(api, REPORT)
+    run = wait_for_run(start(api, limits={"budget_usd": "0.025"}), *TERMINAL)
+    assert (run.status, run.current_agent) == ("budget_exceeded", "summarise"), run.error
+    upload(api, LOOKUP.replace('  answer: "{{ answer.output.answer }}"', '  result: "{{ answer.output.answer }}"'))
+    report = REPORT.replace("research.output.answer", "research.output.result")
+
+    resumed = resume_on(api, run, upload(api, report)["version"])
+
+    assert resumed.status_code == 400, resumed.content[:300]
+    assert "'research' with its output as it was" in str(resumed.json())

@@ -54,7 +54,7 @@ from .providers import (
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .run_output import output_value, parsed_text
 from .references import always_run_before, ran_just_before
-from .subworkflows import Frame, frame_at, frame_inputs, frame_left, frame_outputs
+from .subworkflows import Frame, forwarded_input_problems, frame_at, frame_inputs, frame_left, frame_outputs
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -122,6 +122,7 @@ __all__ = [
     "evaluate",
     "expression_check",
     "fake_token_count",
+    "forwarded_input_problems",
     "frame_at",
     "frame_inputs",
     "frame_left",

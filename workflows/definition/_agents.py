@@ -14,7 +14,7 @@ from ._refused import fields_of_other_kinds
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from ._workflow import MAX_TEMPERATURE, Header, check_provider
-from .bounds import MAX_CALL_TOKENS
+from .bounds import MAX_CALL_TOKENS, MAX_NAME_CHARS
 from .errors import Problem
 from .inputs import INPUT_TYPES
 from .outputs import CONSTRAINTS, constraint_problems
@@ -126,6 +126,8 @@ def name_register(section: Section, first_use: dict[str, str], *, kind: str) -> 
         return None
     if not AGENT_NAME.fullmatch(name):
         problem = f"{show(name)} must start with a letter or '_' and hold only letters, digits, '_' and '-'"
+    elif len(name) > MAX_NAME_CHARS:
+        problem = f"is {len(name)} characters long; a name may have at most {MAX_NAME_CHARS}"
     elif name in RESERVED_NAMES:
         problem = f"'{name}' is reserved: templates see the {_RESERVED_MEANING[name]} under it; choose another {kind} name"
     elif name in first_use:

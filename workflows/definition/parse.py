@@ -18,7 +18,7 @@ from ._workflow import Header, check_provider, read_header
 from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
 from .references import check_references
-from .subworkflows import attach_subworkflows
+from .subworkflows import attach_subworkflows, forwarded_inputs
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -152,17 +152,30 @@ def load_definition(
     reference_problems, reads = check_references(definition, paths)
     if reference_problems:
         raise DefinitionError(reference_problems)
+    # A run must give what its sub-workflows read of its inputs as well as what it reads itself.
+    reads_inputs = set(reads.inputs) | (forwarded_inputs(definition) if not definition.inputs else set())
     definition = replace(
-        definition, reads_budget=reads.budget, reads_team_budget=reads.team_budget, reads_inputs=tuple(sorted(reads.inputs))
+        definition, reads_budget=reads.budget, reads_team_budget=reads.team_budget, reads_inputs=tuple(sorted(reads_inputs))
     )
     if subworkflows:
-        # Each sub-workflow is kept whole in its caller: together they must fit what one definition may be.
-        size = len(json.dumps(definition.to_dict()).encode())
-        if size > max_expanded_bytes:
-            raise DefinitionError(
-                [Problem("agents", f"with its sub-workflows the definition is {size:,} bytes; the limit is {max_expanded_bytes:,}")]
-            )
+        _check_expanded_size(definition, max_expanded_bytes)
     return definition
+
+
+def _check_expanded_size(definition: WorkflowDefinition, max_bytes: int) -> None:
+    """Each sub-workflow is kept whole in its caller: together they must fit what one definition may
+    be. Measured a sub-workflow at a time, each distinct one once, and refused as soon as the sum is
+    past the limit, so that many steps naming one large workflow never build the whole."""
+    size = len(json.dumps(replace(definition, subworkflows={}).to_dict()).encode())
+    sizes: dict[int, int] = {}
+    for child in definition.subworkflows.values():
+        if id(child) not in sizes:
+            sizes[id(child)] = len(json.dumps(child.to_dict()).encode())
+        size += sizes[id(child)]
+        if size > max_bytes:
+            raise DefinitionError(
+                [Problem("agents", f"with its sub-workflows the definition is over {max_bytes:,} bytes, the limit")]
+            )
 
 
 def _paths(raw: Mapping[str, Any]) -> dict[str, str]:

@@ -32,6 +32,7 @@ from .context_modes import declared_roots
 from .errors import Problem
 from .model import END, AgentSpec, ForEachSpec, ParallelSpec, RouteSpec, WorkflowDefinition
 from .step_kinds import step_reader
+from .subworkflows import output_fields
 from .templates import jinja_globals, parsed_template
 
 BUDGET_FIELDS = ("budget_usd", "spent_usd", "remaining_usd", "mode", "team_remaining_usd")
@@ -371,9 +372,9 @@ def _node_shapes(definition: WorkflowDefinition) -> dict[str, Shape]:
     shapes = {name: Shape({"output": _output_shape(agent, f"agent '{name}'")}, f"agent '{name}'") for name, agent in definition.agents.items()}
     shapes.update({name: Shape({"output": ANY}, f"step '{name}'") for name in definition.steps})
     for name, child in definition.subworkflows.items():
-        # A sub-workflow's output is its output section, whatever its agents' outputs hold.
+        # What a caller sees of a sub-workflow is its output, with the fields it has however it ends.
         what = f"the output of the sub-workflow '{child.name}'"
-        shapes[name] = Shape({"output": Shape({field: ANY for field in child.output}, what)}, f"step '{name}'")
+        shapes[name] = Shape({"output": Shape({field: ANY for field in output_fields(child)}, what)}, f"step '{name}'")
     for name, group in definition.parallel.items():
         outputs = {member: _output_shape(definition.agents[member], f"agent '{member}'") for member in group.agents}
         shapes[name] = Shape({"outputs": Shape(outputs, f"group '{name}' outputs"), "errors": ANY}, f"group '{name}'")

@@ -17,7 +17,9 @@ from typing import Any
 
 from ._section import Section
 from ._values import show
+from .bounds import MAX_PATH_CHARS
 from .errors import Problem
+from .inputs import check_inputs
 from .model import SUBWORKFLOW_SEPARATOR, StepSpec, WorkflowDefinition
 from .providers import provider_problem
 from .templates import compile_check
@@ -82,6 +84,57 @@ def depth(definition: WorkflowDefinition) -> int:
     return max((1 + depth(child) for child in definition.subworkflows.values()), default=0)
 
 
+def longest_path(definition: WorkflowDefinition) -> int:
+    """The length of the longest name or path of a step it runs."""
+    names = [*definition.agent_names, *definition.steps, *definition.group_names]
+    longest = max(map(len, names), default=0)
+    for name, child in definition.subworkflows.items():
+        longest = max(longest, len(name) + len(SUBWORKFLOW_SEPARATOR) + longest_path(child))
+    return longest
+
+
+def output_fields(definition: WorkflowDefinition) -> frozenset[str]:
+    """The fields a sub-workflow's output has however it ends: its `output` section's, unless a
+    `terminate` step that completes it replaces that with its `output_template` (a route's own
+    `output` only adds fields)."""
+    fields = frozenset(definition.output)
+    for step in definition.steps.values():
+        if step.kind == "terminate" and step.params["status"] == "success" and step.params["output_template"] is not None:
+            fields &= frozenset(step.params["output_template"])
+    return fields
+
+
+def forwarded_inputs(definition: WorkflowDefinition) -> set[str]:
+    """The inputs its sub-workflows need of a run's own inputs: those a sub-workflow requires (or,
+    with no input block, reads) where its step forwards the caller's inputs, having no mapping."""
+    needed: set[str] = set()
+    for name, child in definition.subworkflows.items():
+        if definition.steps[name].params["input_mapping"] is None:
+            needed.update(needed_inputs(child))
+    return needed
+
+
+def forwarded_input_problems(definition: WorkflowDefinition, inputs: Mapping[str, Any]) -> list[Problem]:
+    """A workflow with no input block takes a run's inputs as they are, and forwards them to each
+    sub-workflow whose step has no mapping: what such a sub-workflow declares must be of its type,
+    checked as the run starts, before anything is spent."""
+    if definition.inputs:
+        return []
+    problems: dict[str, Problem] = {}
+    for name, child in definition.subworkflows.items():
+        if definition.steps[name].params["input_mapping"] is None and child.inputs:
+            given = {input_name: value for input_name, value in inputs.items() if input_name in child.inputs}
+            _, found = check_inputs(child.inputs, given)
+            problems.update((problem.path, problem) for problem in found)
+    return list(problems.values())
+
+
+def needed_inputs(child: WorkflowDefinition) -> list[str]:
+    """The inputs a workflow cannot run without."""
+    needed = [spec.name for spec in child.inputs.values() if spec.required and not spec.has_default]
+    return needed + [name for name in child.reads_inputs if name not in needed]
+
+
 def workflow_name(reference: str) -> str:
     """The team's workflow a reference names: conductor writes a file's path (`./simple-qa.yaml`),
     which names the workflow uploaded under the file's name without its extension."""
@@ -135,6 +188,7 @@ def attach_subworkflows(
     cannot run there. `resolve` answers the team's workflow of a name (None: it has none);
     `load_inline` parses a definition written inline, reporting its problems under the path given."""
     children: dict[str, WorkflowDefinition] = {}
+    resolved: dict[str, WorkflowDefinition | None] = {}  # many steps may name one workflow: read it once
     for step in definition.steps.values():
         if step.kind != KIND:
             continue
@@ -143,7 +197,10 @@ def attach_subworkflows(
         if isinstance(reference, Mapping):
             child = load_inline(reference, at)
         else:
-            child = resolve(workflow_name(reference))
+            name = workflow_name(reference)
+            if name not in resolved:
+                resolved[name] = resolve(name)
+            child = resolved[name]
             if child is None:
                 problems.append(
                     Problem(
@@ -173,6 +230,10 @@ def _child_problems(
     limit = step.params["max_depth"] or MAX_DEPTH
     if 1 + depth(child) > limit:
         problems.append(Problem(at, f"{name} runs sub-workflows {1 + depth(child)} deep; at most {limit} may"))
+    if (longest := len(step.name) + len(SUBWORKFLOW_SEPARATOR) + longest_path(child)) > MAX_PATH_CHARS:
+        problems.append(
+            Problem(at, f"the paths of {name}'s steps reach {longest} characters with this step's name; at most {MAX_PATH_CHARS} fit")
+        )
     for nested in child.nested():
         if nested.parallel or nested.for_each:
             groups = ", ".join(f"'{group}'" for group in (*nested.parallel, *nested.for_each))
@@ -193,17 +254,22 @@ def _input_problems(step: StepSpec, child: WorkflowDefinition, caller: WorkflowD
     Without a mapping it gets its caller's inputs, as in conductor."""
     mapping = step.params["input_mapping"]
     name = f"the sub-workflow '{child.name}'"
-    needed = [spec.name for spec in child.inputs.values() if spec.required and not spec.has_default]
-    needed += [input_name for input_name in child.reads_inputs if input_name not in needed]
+    needed = needed_inputs(child)
     if mapping is None:
         if not caller.inputs:
-            return []  # its caller takes whatever inputs a run gives: they are checked as the step starts
+            return []  # its caller takes whatever inputs a run gives: a run must give these (forwarded_inputs)
         given, where = set(caller.inputs), f"{path}.workflow"
         how = "its caller has no such input: give it in input_mapping"
+        problems = [
+            Problem(where, f"{name} takes input '{input_name}' as {spec.type}, and its caller's is {caller.inputs[input_name].type}")
+            for input_name, spec in child.inputs.items()
+            if input_name in caller.inputs and caller.inputs[input_name].type != spec.type
+        ]
     else:
         given, where = set(mapping), f"{path}.input_mapping"
         how = "input_mapping must bind it"
-    problems = [Problem(where, f"{name} needs input '{input_name}': {how}") for input_name in needed if input_name not in given]
+        problems = []
+    problems += [Problem(where, f"{name} needs input '{input_name}': {how}") for input_name in needed if input_name not in given]
     if mapping is not None and child.inputs:
         problems += [
             Problem(f"{path}.input_mapping.{input_name}", f"{name} takes no input '{input_name}' (it takes: {', '.join(child.inputs)})")

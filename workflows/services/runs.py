@@ -18,6 +18,7 @@ from workflows.definition import (
     TemplateFailure,
     WorkflowDefinition,
     check_inputs,
+    forwarded_input_problems,
     frame_at,
     check_limits,
     render_budget,
@@ -25,6 +26,7 @@ from workflows.definition import (
     resolve_reference,
     template_context,
 )
+from workflows.definition import subworkflows
 from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed, problems_as_details
 from workflows.models import (
     FINAL_RUN_STATUSES,
@@ -147,6 +149,7 @@ def run_start(
     if inputs is not None and not isinstance(inputs, Mapping):
         raise ValidationFailed("inputs must be an object.", details=[{"path": "inputs", "message": "must be an object"}])
     clean_inputs, problems = check_inputs(definition.inputs, inputs or {}, read=definition.reads_inputs)
+    problems += forwarded_input_problems(definition, clean_inputs)
     if problems:
         raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
     check_for_each_inputs(definition=definition, inputs=clean_inputs)
@@ -266,14 +269,15 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
                 problems.add(f"'{agent}' with its output as it was")
         elif not _kept_as_it_was(agent, written=written, definition=definition):
             problems.add(f"'{agent}'")
-        elif isinstance(written.node(agent), AgentSpec) and definition.node(agent).output != written.node(agent).output:
+        elif not _output_kept(agent, written=written, definition=definition):
             problems.add(f"'{agent}' with its output as it was")
     checkpoint = latest_checkpoint(run=run)
-    if checkpoint is not None and checkpoint.next_step is not None:
+    if not problems and checkpoint is not None and checkpoint.next_step is not None:
         # What the new version runs before the step the run goes on from, on every way there, it must have run.
         resume_point = checkpoint.next_step.group or checkpoint.next_step.agent
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
+        problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",
@@ -295,6 +299,35 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
 def _members(group) -> set[str]:
     """The agents a group's branches run."""
     return {group.agent.name} if group.kind == "for_each" else set(group.agents)
+
+
+def _output_kept(path: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:
+    """Whether what later steps of `definition` may read of the output `path` gave under `written` is
+    there: an agent's output schema as it was; a sub-workflow's output with no field it lacked."""
+    was, now = written.node(path), definition.node(path)
+    if isinstance(was, AgentSpec):
+        return now.output == was.output
+    if was.kind == subworkflows.KIND:
+        caller = frame_at(written, path)
+        new_caller = frame_at(definition, path)
+        return subworkflows.output_fields(new_caller.definition.subworkflows[new_caller.name]) <= (
+            subworkflows.output_fields(caller.definition.subworkflows[caller.name])
+        )
+    return True
+
+
+def _open_frame_problems(definition: WorkflowDefinition, path: str, outputs: Mapping) -> set[str]:
+    """The sub-workflows the run is inside at `path` must take, in `definition`, the inputs their
+    steps bound (those steps have run and are not run again)."""
+    problems = set()
+    frame = frame_at(definition, path)
+    while frame.prefix:
+        if frame.caller in outputs:  # else it is reported as not run
+            bound = outputs[frame.caller]
+            _, found = check_inputs(frame.definition.inputs, bound, read=frame.definition.reads_inputs)
+            problems.update(f"'{frame.caller}' taking the inputs it bound ({problem.message})" for problem in found)
+        frame = frame_at(definition, frame.caller)
+    return problems
 
 
 def _always_run_before(definition: WorkflowDefinition, path: str) -> set[str]:

@@ -7,6 +7,9 @@ becomes the step's, and the step's routes are taken (progression.run_advance).
 
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import partial
+
+from jinja2.exceptions import SecurityError
 
 from workflows.definition import (
     SUBWORKFLOW_SEPARATOR,
@@ -17,10 +20,13 @@ from workflows.definition import (
     TemplateFailure,
     WorkflowDefinition,
     check_inputs,
+    evaluate,
     render,
 )
 from workflows.definition.coercion import coerce_rendered
 from workflows.definition.subworkflows import KEYS, read_workflow_step
+from workflows.definition.templates import is_one_expression, json_text
+from workflows.services.renders import rendered
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 # How a rendered input_mapping value is read for the sub-workflow input's declared type.
@@ -70,11 +76,26 @@ class WorkflowKind(NoCallStepKind):
 
 
 def _bound(name: str, template: str, child: WorkflowDefinition, context: dict, *, where: str):
-    text = render(template, context, where=f"{where}.{name}")
+    """The value of one input: a template that is one expression gives its value as it is (a list
+    stays a list), any other its text; text is read as the input's declared type."""
+    where = f"{where}.{name}"
+    if is_one_expression(template):
+        value = rendered(("evaluate", where, template), context, partial(evaluate, template, context, where=where))
+        if isinstance(value, Decimal):
+            value = str(value)
+        if not isinstance(value, str):
+            try:
+                json_text(value)
+            except (TypeError, ValueError, SecurityError):
+                raise TemplateFailure(where, f"is {type(value).__name__}, which is not JSON data") from None
+            return value
+        text = value
+    else:
+        text = rendered(("render", where, template), context, partial(render, template, context, where=where))
     spec = child.inputs.get(name)
     if spec is None:
         return text  # a sub-workflow that declares no inputs takes them as conductor passes them: text
     try:
         return coerce_rendered(text, _COERCED_AS[spec.type])
     except ValueError as exc:
-        raise TemplateFailure(f"{where}.{name}", f"rendered {text[:80]!r}, which is not a {spec.type}: {exc}") from None
+        raise TemplateFailure(where, f"rendered {text[:80]!r}, which is not a {spec.type}: {exc}") from None
