@@ -1,4 +1,5 @@
-"""`terminate`: conductor's step that ends the run at once, completed or failed, with a reason."""
+"""`terminate`: conductor's step that ends the run at once, completed or failed, with a reason;
+inside a sub-workflow, it ends the sub-workflow (completed, its caller goes on; failed, the run fails)."""
 
 from collections.abc import Mapping
 from decimal import Decimal
