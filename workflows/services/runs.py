@@ -16,6 +16,7 @@ from workflows.definition import (
     TemplateFailure,
     WorkflowDefinition,
     check_inputs,
+    counts_as_iteration,
     check_limits,
     render_budget,
     resolve_limits,
@@ -32,6 +33,7 @@ from workflows.models import (
     Run,
     RunStatus,
     Step,
+    StepRole,
     StepStatus,
     Team,
     WorkflowVersion,
@@ -76,13 +78,10 @@ def check_models_priced(
         return
     unpriced = sorted(
         {
-            agent.model
-            for agent in definition.all_agents()
+            model
+            for model, provider in definition.model_calls()
             if prices_for(
-                model=agent.model,
-                pricing=definition.pricing,
-                provider=agent.provider,
-                may_override_prices=team.may_override_prices,
+                model=model, pricing=definition.pricing, provider=provider, may_override_prices=team.may_override_prices
             )[0]
             is None
         }
@@ -214,7 +213,9 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
     except TemplateFailure as exc:
         raise InvalidRunState(f"The next step cannot be prepared: {exc}", details={"agent": step.agent}) from exc
     trial = Run(**{**_run_counters(run), **new_limits})
-    decision = gate_decide(gate_input(run=trial, team=team, estimate=prepared.estimate_usd))
+    decision = gate_decide(
+        gate_input(run=trial, team=team, estimate=prepared.estimate_usd, counted=counts_as_iteration(step.role))
+    )
     if not decision.admitted:
         details = {"status": decision.stop, "current_agent": step.agent, "limits": _limits_payload(trial)}
         if decision.stopped_by is not None:
@@ -269,6 +270,9 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         resume_point = checkpoint.next_step.group or checkpoint.next_step.agent
         unrun = always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
+        if checkpoint.next_step.role == StepRole.VALIDATOR and resume_point in definition.agents:
+            if definition.agents[resume_point].validator is None:
+                problems.add(f"'{resume_point}' with a validator (the run goes on from its validator's call)")
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",
