@@ -7,15 +7,20 @@ Prices (input is free): the drafter and the announcer each reserve $0.20 (a 200-
 per million) and cost $0.10 and $0.05; the validator, on its own model, reserves $0.16 and costs
 $0.032; the re-run costs what the drafter does."""
 
+import os
+import signal
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import wait_for_run
+from tests.conftest import wait_for_run, wait_until
+from tests.integration.test_worker_crash import worker_process  # noqa: F401 - a worker process to kill
 from tests.invariants import assert_invariants
-from workflows.models import EventType, LedgerEntry
+from workflows.models import EventType, LedgerEntry, Step
+from workflows.services.runs import run_start
+from workflows.services.workflows import workflow_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -210,4 +215,31 @@ def test_audit_mode_reports_at_the_validator_s_call_where_enforce_would_stop_and
     assert reported_at < validator_done
     assert run.spent_usd == Decimal("0.282000")
     assert len(ledger(run)) == 4
+    assert_invariants(run)
+
+
+def test_a_worker_killed_during_the_validator_s_call_is_redelivered_and_the_call_charged_once(team, worker_process):
+    data = yaml.safe_load(SOURCE)
+    data["agents"][0]["validator"]["mock"]["latency_ms"] = 4000
+    version = workflow_create(team=team, definition=data)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"changes": "#12 export timeout"})
+
+    validator = wait_until(
+        lambda: Step.objects.filter(run=run, role="validator", status="running").exclude(worker="").first(),
+        message="the validator's call to start",
+    )
+    os.kill(int(validator.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+
+    run = wait_for_run(run.pk, *TERMINAL, timeout=60)
+    assert run.status == "completed", run.error
+    validator.refresh_from_db()
+    assert (validator.attempts, validator.redeliveries) == (2, 1)
+    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt")) == [
+        ("drafter", 1),
+        ("drafter (validator)", 2),
+        ("drafter", 1),
+        ("announcer", 1),
+    ]
+    assert run.output["notes"] == SECOND
+    assert run.spent_usd == Decimal("0.282000")
     assert_invariants(run)
