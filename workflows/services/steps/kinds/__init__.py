@@ -90,7 +90,6 @@ def group_kind_of(group: GroupSpec) -> GroupKind:
 
 
 __all__ = [
-    "AGENT",
     "VALIDATOR",
     "Charged",
     "GroupKind",
