@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from workflows.definition.bounds import MAX_ITERATIONS
 from workflows.definition.providers import ROUTABLE
+from workflows.definition.validation import RERUN_ROLE, VALIDATOR_ROLE
 
 
 def money_field(**kwargs) -> models.DecimalField:
@@ -276,8 +277,16 @@ class StepStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+class StepRole(models.TextChoices):
+    """What a step does for its agent beyond the agent's own call (definition/validation.py)."""
+
+    VALIDATOR = VALIDATOR_ROLE, "its agent's validator"
+    RERUN = RERUN_ROLE, "its agent again, with the validator's feedback"
+
+
 class Step(models.Model):
-    """One agent execution inside a run; created before its task is enqueued."""
+    """One execution inside a run (an agent's, its validator's, or a step of another kind); created
+    before its task is enqueued."""
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
     sequence = models.PositiveIntegerField()
@@ -290,6 +299,13 @@ class Step(models.Model):
     branch_index = models.PositiveIntegerField(null=True, blank=True)
     branch_key = models.CharField(
         max_length=200, blank=True, help_text="The agent's name in a parallel group; the item's index in a for_each."
+    )
+    # Blank for the step of the agent (or other kind) itself, whose routes the run takes.
+    role = models.CharField(max_length=20, choices=StepRole, blank=True)
+    validation = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="What a validator's step grades (its agent's prompt and output), or a re-run is told (the issues).",
     )
     status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -423,6 +439,8 @@ class EventType(models.TextChoices):
     USAGE_REJECTED = "usage_rejected"
     INPUT_REQUESTED = "input_requested"
     INPUT_RECEIVED = "input_received"
+    AGENT_VALIDATION_PASSED = "agent_validation_passed"
+    AGENT_VALIDATION_FAILED = "agent_validation_failed"
 
 
 class Event(models.Model):

@@ -63,8 +63,8 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
 class StepInline(ReadOnlyInline):
     model = Step
     fields = [
-        "sequence", "agent", "group", "branch_key", "iteration", "status", "attempts", "redeliveries", "model",
-        "estimate_usd", "reserved_usd", "worker",
+        "sequence", "agent", "role", "group", "branch_key", "iteration", "status", "attempts", "redeliveries",
+        "model", "estimate_usd", "reserved_usd", "worker",
     ]  # fmt: skip
 
 
@@ -141,8 +141,8 @@ def _answer_posted(posted) -> dict:
 @admin.register(Step)
 class StepAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = [
-        "id", "run", "sequence", "agent", "group", "branch_key", "status", "attempts", "redeliveries", "estimate_usd",
-        "reserved_usd", "worker",
+        "id", "run", "sequence", "agent", "role", "group", "branch_key", "status", "attempts", "redeliveries",
+        "estimate_usd", "reserved_usd", "worker",
     ]  # fmt: skip
     list_filter = ["status"]
     search_fields = ["agent", "run__id"]

@@ -181,6 +181,7 @@ class StepOutputSerializer(serializers.ModelSerializer):
             "group",
             "branch_index",
             "branch_key",
+            "role",
             "iteration",
             "status",
             "attempts",

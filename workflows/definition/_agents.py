@@ -18,11 +18,12 @@ from .bounds import MAX_CALL_TOKENS, MAX_NAME_CHARS
 from .errors import Problem
 from .inputs import INPUT_TYPES
 from .outputs import CONSTRAINTS, constraint_problems
-from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec
+from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec, ValidatorSpec
 from .providers import ROUTABLE
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
 from .conditions import condition_check
 from .templates import compile_check
+from .validation import MAX_RETRIES
 
 AGENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # Templates see these names: the workflow, the run's progress, its budget, a route's own output.
@@ -37,10 +38,12 @@ MAX_MOCK_LATENCY_MS = 600_000
 
 _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
-    "output", "routes", "max_tokens", "temperature", "stream", "mock",
+    "output", "routes", "max_tokens", "temperature", "stream", "mock", "validator",
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
+_VALIDATOR_KEYS = ("criteria", "model", "max_retries", "mock")
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
+_AGENT_MOCK_KEYS = (*_MOCK_KEYS, "rerun_output")
 _SCHEMA_KEYS = ("type", "description", "items", "properties", *CONSTRAINTS)
 # "workflow.input.x", "agent.output", "agent.output.field", "group.outputs", "group.outputs.key",
 # "group.outputs.key.field" or "group.errors[.key]", each optionally ending in "?".
@@ -159,7 +162,8 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     max_tokens = section.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS) or header.max_tokens
     temperature = _temperature(section, header)
     stream = section.flag("stream", default=header.stream)
-    mock = _mock(section)
+    mock = _mock(section, keys=_AGENT_MOCK_KEYS)
+    validator = _validator(section, scope, model)
     if name is None or model is None or prompt is None:
         return None
     return AgentSpec(
@@ -176,6 +180,32 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         temperature=temperature,
         mock=mock,
         stream=stream,
+        validator=validator,
+    )
+
+
+def _validator(agent: Section, scope: Scope, model: str | None) -> ValidatorSpec | None:
+    """The agent's `validator:` block, checked as conductor checks it (None without one; a problem
+    reported leaves the definition refused whatever this returns). Its model, its agent's unless it
+    names one, is called through the agent's provider and priced as the agent's is."""
+    if agent.data.get("validator") is None:
+        return None
+    section = agent.section("validator", keys=_VALIDATOR_KEYS)
+    if not section.is_mapping:
+        return None
+    criteria = section.text("criteria", required=True)
+    own_model = section.text("model", required=True) if section.data.get("model") is not None else None
+    if own_model is not None and own_model != model and scope.lacks_price(own_model):
+        section.report("model", _unpriced(own_model))
+    max_retries = section.integer("max_retries", minimum=0, maximum=MAX_RETRIES)
+    mock = _mock(section, keys=_MOCK_KEYS)
+    if criteria is None or (own_model or model) is None:
+        return None
+    return ValidatorSpec(
+        criteria=criteria,
+        model=own_model or model,
+        max_retries=MAX_RETRIES if max_retries is None else max_retries,
+        mock=mock,
     )
 
 
@@ -211,12 +241,15 @@ def _model(section: Section, scope: Scope, provider: str) -> str | None:
     else:
         model = section.text("model", required=True)
     if model is not None and scope.lacks_price(model):
-        section.report(
-            "model",
-            f"model '{model}' has no price; an enforce budget cannot be kept without one "
-            "(add it to workflow.cost.pricing or the price table)",
-        )
+        section.report("model", _unpriced(model))
     return model
+
+
+def _unpriced(model: str) -> str:
+    return (
+        f"model '{model}' has no price; an enforce budget cannot be kept without one "
+        "(add it to workflow.cost.pricing or the price table)"
+    )
 
 
 def _temperature(section: Section, header: Header) -> float | None:
@@ -328,18 +361,20 @@ def read_templates(owner: Section, key: str) -> dict[str, str]:
     return templates
 
 
-def _mock(section: Section) -> MockSpec | None:
+def _mock(section: Section, *, keys: tuple[str, ...]) -> MockSpec | None:
     if section.data.get("mock") is None:
         return None
-    mock = section.section("mock", keys=_MOCK_KEYS)
-    output = mock.data.get("output")
-    if output is not None and (bad := non_json_kind(output)):
-        mock.report("output", f"must be plain JSON data, but holds {bad}")
+    mock = section.section("mock", keys=keys)
+    outputs = {key: mock.data.get(key) for key in ("output", "rerun_output")}
+    for key, output in outputs.items():
+        if output is not None and (bad := non_json_kind(output)):
+            mock.report(key, f"must be plain JSON data, but holds {bad}")
     return MockSpec(
-        output=copy.deepcopy(output),
+        output=copy.deepcopy(outputs["output"]),
         output_tokens=mock.integer("output_tokens", minimum=0, maximum=MAX_CALL_TOKENS),
         input_tokens=mock.integer("input_tokens", minimum=0, maximum=MAX_CALL_TOKENS),
         latency_ms=mock.integer("latency_ms", minimum=0, maximum=MAX_MOCK_LATENCY_MS) or 0,
+        rerun_output=copy.deepcopy(outputs["rerun_output"]),
     )
 
 

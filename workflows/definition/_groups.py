@@ -18,6 +18,10 @@ DEFAULT_LOOP_VARIABLE = "item"
 _PARALLEL_KEYS = ("name", "description", "agents", "failure_mode", "routes")
 _FOR_EACH_KEYS = ("name", "description", "type", "source", "as", "max_concurrent", "failure_mode", "agent", "routes")
 _FOR_EACH_UNSUPPORTED = {"key_by": "a for_each group's outputs are a list, in item order"}
+_GROUP_VALIDATOR = (
+    "a validator on the agent of a group is not supported yet: its call and a re-run would be steps "
+    "beside the group's branches, which groups do not run (a validator works on an agent outside groups)"
+)
 # Conductor's reserved loop variable names.
 _LOOP_RESERVED = frozenset({"workflow", "context", "output", "_index", "_key"})
 _LOOP_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -95,6 +99,8 @@ def _members(section: Section, scope: Scope, agents: Mapping[str, AgentSpec]) ->
             problem = f"agent '{member}' is listed twice"
         elif member in agents and agents[member].routes:
             problem = f"agent '{member}' has routes; an agent in a parallel group must not (the group's routes are taken)"
+        elif member in agents and agents[member].validator is not None:
+            problem = f"agent '{member}' has a validator: {_GROUP_VALIDATOR}"
         else:
             members.append(member)
             continue
@@ -190,4 +196,6 @@ def _inline_agent(section: Section, scope: Scope, group: str | None, first_use: 
     if agent.data.get("type") not in (None, "agent"):
         agent.report("type", f"the agent of a for_each group is an agent, not {show(agent.data['type'])} (not yet)")
         return None
+    if agent.data.get("validator") is not None:
+        agent.report("validator", _GROUP_VALIDATOR)
     return read_agent(agent, name, scope)

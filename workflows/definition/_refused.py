@@ -103,10 +103,6 @@ AGENT_UNSUPPORTED = {
         "PROVIDER_MAX_RETRIES times with backoff, each attempt gated and charged"
     ),
     "dialog": "a conversation with a person in conductor's terminal or dashboard has no equivalent here",
-    "validator": (
-        "not implemented yet: it is a second model call per step, grading the output, which the budget "
-        "gate does not estimate"
-    ),
     "timeout_seconds": _AGENT_TIMEOUT,
     "max_session_seconds": _AGENT_TIMEOUT,
     "session_key": (

@@ -43,7 +43,7 @@ MAX_SUM_DIGITS = 28
 # Rows per page of a list: ?page_size= is 1 to this.
 MAX_PAGE_SIZE = 200
 # What names an agent, step or group in a step's row, a checkpoint and a ledger entry (varchar(200)
-# columns): a name, or inside sub-workflows its path (`research/search`). A name alone is shorter, so
-# that a path of a few levels fits.
+# columns): a name, or inside sub-workflows its path (`research/search`), to which the ledger adds
+# " (validator)" for a validator's call. A name alone is shorter, so that a path of a few levels fits.
 MAX_NAME_CHARS = 100
-MAX_PATH_CHARS = 200
+MAX_PATH_CHARS = 200 - len(" (validator)")

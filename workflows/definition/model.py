@@ -76,6 +76,8 @@ class MockSpec:
     # The input tokens to report instead of the fake's own count, as for a prompt of that size. The
     # step's estimate counts them too: the fake never costs more than the gate reserved for it.
     input_tokens: int | None = None
+    # What the agent answers when its validator sends it back with feedback; None: `output` again.
+    rerun_output: Any | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,7 @@ class MockSpec:
             "output_tokens": self.output_tokens,
             "latency_ms": self.latency_ms,
             "input_tokens": self.input_tokens,
+            "rerun_output": self.rerun_output,
         }
 
     @classmethod
@@ -93,6 +96,30 @@ class MockSpec:
             for key in ("output_tokens", "input_tokens")
         }
         return cls(**{**data, **bounded})
+
+
+@dataclass(frozen=True)
+class ValidatorSpec:
+    """Conductor's `validator:` on an agent: a second call, to `model`, grades the agent's output
+    against `criteria` (plain text, never rendered); when it fails and `max_retries` is 1 the agent
+    runs once more with the issues appended to its prompt (definition/validation.py)."""
+
+    criteria: str
+    model: str  # its own, or its agent's
+    max_retries: int
+    mock: MockSpec | None = None  # what the fake provider answers for it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "criteria": self.criteria,
+            "model": self.model,
+            "max_retries": self.max_retries,
+            "mock": None if self.mock is None else self.mock.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidatorSpec:
+        return cls(**{**data, "mock": None if data["mock"] is None else MockSpec.from_dict(data["mock"])})
 
 
 @dataclass(frozen=True)
@@ -110,6 +137,7 @@ class AgentSpec:
     temperature: float | None
     mock: MockSpec | None
     stream: bool = False
+    validator: ValidatorSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,16 +154,19 @@ class AgentSpec:
             "temperature": self.temperature,
             "mock": None if self.mock is None else self.mock.to_dict(),
             "stream": self.stream,
+            "validator": None if self.validator is None else self.validator.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentSpec:
+        validator = data.get("validator")  # versions stored before validators have none
         return cls(
             **{
                 **data,
                 "input": tuple(data["input"]),
                 "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"]),
                 "mock": None if data["mock"] is None else MockSpec.from_dict(data["mock"]),
+                "validator": None if validator is None else ValidatorSpec.from_dict(validator),
             }
         )
 
@@ -321,8 +352,13 @@ class WorkflowDefinition:
             *(child.providers() for child in self.subworkflows.values())
         )
 
+    def model_calls(self) -> set[tuple[str, str]]:
+        """(model, provider) of each model its agents and their validators call."""
+        calls = {(agent.model, agent.provider) for agent in self.all_agents()}
+        return calls | {(agent.validator.model, agent.provider) for agent in self.all_agents() if agent.validator}
+
     def models(self) -> set[str]:
-        return {agent.model for agent in self.all_agents()}
+        return {model for model, _ in self.model_calls()}
 
     def nested(self) -> list[WorkflowDefinition]:
         """Itself, then every sub-workflow it runs, however deep."""

@@ -91,10 +91,12 @@ def gate_input(
     now=None,
     in_flight: int = 0,
     team_budget: BudgetState | None = None,
+    counted: bool = True,
 ) -> GateInput:
     """`in_flight` counts the run's other steps running now: each will count as executed, so the
     iteration limit holds with several branches of a group running at once. `team_budget` defaults
-    to the team's state over its steps in flight (`team_in_flight_state`)."""
+    to the team's state over its steps in flight (`team_in_flight_state`). `counted`: whether the
+    step counts toward max_iterations."""
     now = now or timezone.now()
     if team_budget is None:
         team_budget = team_in_flight_state(team, period_window(team.period, now))
@@ -105,6 +107,7 @@ def gate_input(
         elapsed=run.elapsed(now),
         estimate_usd=estimate,
         budgets=(run_budget_state(run), team_budget),
+        counted=counted,
     )
 
 

@@ -47,6 +47,9 @@ class GateInput:
     # None when the step's model has no price: nothing can be projected.
     estimate_usd: Decimal | None
     budgets: tuple[BudgetState, ...]
+    # Whether the step counts toward max_iterations: a validator's call and a re-run are part of
+    # their agent's execution, admitted as one iteration (definition/validation.py).
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def gate_decide(state: GateInput) -> GateDecision:
             message=f"The run has been active for {state.elapsed.total_seconds():.1f}s; "
             f"its timeout is {state.timeout_seconds}s.",
         )
-    if state.iterations >= state.max_iterations:
+    if state.counted and state.iterations >= state.max_iterations:
         return GateDecision(
             stop=RunStatus.ITERATION_LIMIT,
             message=f"The run has executed {state.iterations} steps; max_iterations is {state.max_iterations}.",

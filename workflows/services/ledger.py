@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_problem, worst_case_counts
+from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_label, usage_problem, worst_case_counts
 from workflows.models import EventType, LedgerEntry, Run, Step
 from workflows.providers import Usage
 from workflows.services.budgets import add
@@ -120,8 +120,10 @@ def branch_of(step: Step) -> dict:
 
 
 def attempt_named(step: Step, attempt: int) -> dict:
-    """How events name an attempt at a step."""
-    return {"agent": step.agent, "step": step.sequence, **branch_of(step), "attempt": attempt}
+    """How events name an attempt at a step: by its agent, and its role when it is its validator's
+    call or its re-run."""
+    role = {"role": step.role} if step.role else {}
+    return {"agent": step.agent, "step": step.sequence, **branch_of(step), **role, "attempt": attempt}
 
 
 def storable(text: str) -> str:
@@ -148,7 +150,7 @@ def _entry_fields(
         run_id=step.run_id,
         step_id=step.pk,
         attempt=attempt,
-        agent=step.agent,
+        agent=usage_label(step.agent, step.role),
         provider=prepared.provider,
         model=prepared.model,
         input_tokens=usage.input_tokens,

@@ -21,6 +21,7 @@ from workflows.definition import (
     forwarded_input_problems,
     frame_at,
     check_limits,
+    counts_as_iteration,
     render_budget,
     resolve_limits,
     resolve_reference,
@@ -37,6 +38,7 @@ from workflows.models import (
     Run,
     RunStatus,
     Step,
+    StepRole,
     StepStatus,
     Team,
     WorkflowVersion,
@@ -81,14 +83,11 @@ def check_models_priced(
         return
     unpriced = sorted(
         {
-            agent.model
-            for workflow in definition.nested()  # a sub-workflow's agents are priced as it prices them
-            for agent in workflow.all_agents()
+            model
+            for workflow in definition.nested()  # a sub-workflow's calls are priced as it prices them
+            for model, provider in workflow.model_calls()
             if prices_for(
-                model=agent.model,
-                pricing=workflow.pricing,
-                provider=agent.provider,
-                may_override_prices=team.may_override_prices,
+                model=model, pricing=workflow.pricing, provider=provider, may_override_prices=team.may_override_prices
             )[0]
             is None
         }
@@ -222,7 +221,9 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
     except TemplateFailure as exc:
         raise InvalidRunState(f"The next step cannot be prepared: {exc}", details={"agent": step.agent}) from exc
     trial = Run(**{**_run_counters(run), **new_limits})
-    decision = gate_decide(gate_input(run=trial, team=team, estimate=prepared.estimate_usd))
+    decision = gate_decide(
+        gate_input(run=trial, team=team, estimate=prepared.estimate_usd, counted=counts_as_iteration(step.role))
+    )
     if not decision.admitted:
         details = {"status": decision.stop, "current_agent": step.agent, "limits": _limits_payload(trial)}
         if decision.stopped_by is not None:
@@ -278,6 +279,8 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
+        if checkpoint.next_step.role == StepRole.VALIDATOR and definition.node(resume_point).validator is None:
+            problems.add(f"'{resume_point}' with a validator (the run goes on from its validator's call)")
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",

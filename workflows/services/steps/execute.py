@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from workflows.definition import TemplateFailure, unstorable_json
+from workflows.definition import TemplateFailure, counts_as_iteration, unstorable_json
 from workflows.models import (
     ACTIVE_RUN_STATUSES,
     BudgetMode,
@@ -214,7 +214,15 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
         estimate = prepared.estimate_usd
         in_flight = run.steps.filter(status=StepStatus.RUNNING).count() if step.group else 0
         window = period_window(team.period, now)
-        decide = partial(gate_input, run=run, team=team, estimate=estimate, now=now, in_flight=in_flight)
+        decide = partial(
+            gate_input,
+            run=run,
+            team=team,
+            estimate=estimate,
+            now=now,
+            in_flight=in_flight,
+            counted=counts_as_iteration(step.role),
+        )
         # Under the team's lock an enforced budget is always drawn from: the lock was taken to.
         draws = team.enforces_period_budget and (lock_team or not _slice_admits(team, run, estimate, window))
         if draws and not lock_team:
@@ -311,9 +319,9 @@ def _admitted(*, run: Run, step: Step, prepared: PreparedStep) -> StepAttempt:
 
 def step_settle(*, attempt: StepAttempt, result: CompletionResult) -> None:
     """Charge the attempt, release its reservation, record the output and a checkpoint, and go on."""
-    # An agent's charge is known before its settlement; another kind's is taken as nothing (should it
-    # charge, the renders that read the spend are redone under the locks).
-    charge = cost_ahead(prepared=attempt.prepared, usage=result) if attempt.prepared.kind == "agent" else ZERO
+    # A model call's charge is known before its settlement; another kind's is taken as nothing (should
+    # it charge, the renders that read the spend are redone under the locks).
+    charge = cost_ahead(prepared=attempt.prepared, usage=result) if attempt.prepared.request is not None else ZERO
     rendered_ahead(
         prerender=partial(_prerender_end_of, attempt=attempt, output=result.output, charge=charge),
         locked=partial(_settle_under_locks, attempt=attempt, result=result),
@@ -332,7 +340,8 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             return  # settled already
         # The attempt that owns the step releases its reservation and counts as executed in the
         # UPDATE of the run that charges it; the step follows.
-        settled = {"reserved_usd": -step.reserved_usd, "iterations": 1} if owner else {}
+        executed = {"iterations": 1} if counts_as_iteration(step.role) else {}
+        settled = {"reserved_usd": -step.reserved_usd, **executed} if owner else {}
         charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=result, **settled)
         if not owner:
             # An attempt another delivery took over from finished after all: what it cost is
@@ -357,7 +366,8 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
                 "spent_usd": usd(run.spent_usd),
             },
         )
-        step_succeeded(team=team, run=run, step=step, output=result.output)
+        request = attempt.prepared.request
+        step_succeeded(team=team, run=run, step=step, output=result.output, prompt=request.prompt if request else "")
         # Last: the entry locks the team's daily sum until commit (ledger.ledger_charge).
         if charged.entry is not None:
             ledger_record(charged.entry)

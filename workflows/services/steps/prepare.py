@@ -17,21 +17,31 @@ from workflows.definition import (
     frame_outputs,
     ran_just_before,
     template_context,
+    validation_feedback,
 )
-from workflows.models import Run, Step
+from workflows.models import Run, Step, StepRole
 from workflows.services.periods import period_window, team_period_spent
-from workflows.services.steps.kinds import PreparedStep, group_kind_of, kind_of
+from workflows.services.steps.kinds import VALIDATOR, PreparedStep, group_kind_of, kind_of
 
 
 def step_prepare(
     *, run: Run, step: Step, definition: WorkflowDefinition, outputs: dict, may_override_prices: bool
 ) -> PreparedStep:
     """Prepare the step as its kind says, in the context of the run so far (of its sub-workflow's
-    entry, for a step inside one), and for a branch as its group's kind adds to it. Raises
+    entry, for a step inside one), and for a branch as its group's kind adds to it; a validator's step
+    from what it grades, and an agent's re-run as the agent, told the validator's issues. Raises
     TemplateFailure."""
     frame = frame_at(definition, step.agent)
     definition = frame.definition
     node = definition.node(frame.name)
+    if step.role == StepRole.VALIDATOR:
+        return VALIDATOR.prepare(
+            node=node,
+            context=step.validation,
+            definition=definition,
+            may_override_prices=may_override_prices,
+            provider_routes=run.provider_routes,
+        )
     context = run_context(run=run, definition=definition, outputs=outputs, prefix=frame.prefix)
     branch = context
     if step.group:
@@ -51,26 +61,35 @@ def step_prepare(
         context = {**seen, **{name: value for name, value in branch.items() if name not in context}}
     else:
         context = branch
+    # A re-run sees what the agent's first run saw: the checkpoint holds no output of the agent's yet.
+    rerun = {"feedback": validation_feedback(step.validation["issues"])} if step.role == StepRole.RERUN else {}
     return kind_of(node).prepare(
         node=node,
         context=context,
         definition=definition,
         may_override_prices=may_override_prices,
         provider_routes=run.provider_routes,
+        **rerun,
     )
 
 
 def run_context(
-    *, run: Run, definition: WorkflowDefinition, outputs: dict, settling: Decimal | None = None, prefix: str = ""
+    *,
+    run: Run,
+    definition: WorkflowDefinition,
+    outputs: dict,
+    settling: Decimal | None = None,
+    counted: bool = True,
+    prefix: str = "",
 ) -> dict:
     """What a run's templates see: its inputs, name, progress and outputs so far, and its budget when
     they read it. Inside a sub-workflow (`prefix` its path, `definition` its own), the inputs, name
     and outputs are the sub-workflow entry's; progress and budget stay the run's. `settling` renders
-    ahead of a settlement not yet written: as the run will be once one more step has been executed
-    and charged that much."""
+    ahead of a settlement not yet written: as the run will be once one more step has been charged
+    that much, and, if it is `counted` toward max_iterations, executed."""
     iterations, spent = run.iterations, run.spent_usd
     if settling is not None:
-        iterations += 1
+        iterations += 1 if counted else 0
         spent = (spent + settling).quantize(MONEY_PLACES, ROUND_HALF_UP)  # as the database stores the sum
     frame = Frame(definition, prefix, "")
     return template_context(

@@ -14,12 +14,17 @@ from django.db.models import Max
 from django.utils import timezone
 
 from workflows.definition import (
+    AfterStep,
+    AgentSpec,
     Complete,
     Fail,
     GroupSpec,
     Move,
+    Proceed,
     TemplateFailure,
     WorkflowDefinition,
+    after_step,
+    counts_as_iteration,
     frame_at,
     frame_left,
     next_move,
@@ -34,6 +39,7 @@ from workflows.services.gate import GateDecision
 from workflows.services.run_state import checkpoint_record, run_complete, run_fail, run_stop
 from workflows.services.steps.kinds import group_kind_of, kind_of
 from workflows.services.steps.prepare import run_context
+from workflows.services.steps.validation import validation_record, validation_step_enter
 
 
 def run_advance(
@@ -70,7 +76,13 @@ def run_advance(
 
 
 def move_after(
-    *, run: Run, definition: WorkflowDefinition, path: str, outputs: dict, settling: Decimal | None = None
+    *,
+    run: Run,
+    definition: WorkflowDefinition,
+    path: str,
+    outputs: dict,
+    settling: Decimal | None = None,
+    counted: bool = True,
 ) -> tuple[Move, str, dict]:
     """Where the run goes once the node at `path` ended, its output in `outputs`, as its kind says:
     the move, the path prefix of the sub-workflow its target is in, and the outputs as they then are.
@@ -79,7 +91,9 @@ def move_after(
     that still holds."""
     frame = frame_at(definition, path)
     source = frame.definition.group(frame.name) or frame.definition.node(frame.name)
-    context = run_context(run=run, definition=frame.definition, outputs=outputs, settling=settling, prefix=frame.prefix)
+    context = run_context(
+        run=run, definition=frame.definition, outputs=outputs, settling=settling, counted=counted, prefix=frame.prefix
+    )
     move = rendered(
         ("move", frame.path),
         context,
@@ -90,7 +104,7 @@ def move_after(
         frame = frame_at(definition, frame.caller)
         caller = frame.definition.node(frame.name)
         context = run_context(
-            run=run, definition=frame.definition, outputs=outputs, settling=settling, prefix=frame.prefix
+            run=run, definition=frame.definition, outputs=outputs, settling=settling, counted=counted, prefix=frame.prefix
         )
         # The calling step's own routes: its kind's route is the way into the sub-workflow.
         move = rendered(("return", frame.path), context, partial(next_move, frame.definition, caller, context))
@@ -120,7 +134,7 @@ def step_enter(
             sequence=after_sequence + 1,
             agent=target,
             # A run's first step is its agent's first; later ones count the agent's earlier steps.
-            iteration=1 if after_sequence == 0 else run.steps.filter(agent=target).count() + 1,
+            iteration=1 if after_sequence == 0 else run.steps.filter(agent=target, role="").count() + 1,
             enqueued_at=timezone.now(),
         )
         checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=step)
@@ -175,31 +189,34 @@ def step_enter(
         run_stop(team=team, run=run, step=steps[0], decision=decision, outputs=outputs)
 
 
-def step_succeeded(*, team: Team, run: Run, step: Step, output: dict) -> None:
-    """What follows a step that succeeded: its group goes on, or its agent's routes are taken. A
-    stopped run's group goes on only when the run is resumed; a cancelled run keeps the output."""
+def step_succeeded(*, team: Team, run: Run, step: Step, output: dict, prompt: str = "") -> None:
+    """What follows a step that succeeded: its group goes on, its agent's validator grades the output
+    (against `prompt`, what the agent was asked), or its agent's routes are taken. A stopped run's
+    group goes on only when the run is resumed; a cancelled run keeps the output."""
     if step.group:
         # A branch's output joins its group's result when the group ends.
         if run.status in ACTIVE_RUN_STATUSES:
             group_continue(team=team, run=run, step=step)
         return
-    outputs = {**run.latest_outputs, step.agent: output}
+    definition = definition_of(run.workflow_version)
+    move = _after(definition, step, output=output)
     if run.status == RunStatus.CANCELLED:
+        outputs = {**run.latest_outputs, step.agent: move.output}
         checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
         return
-    run_advance(
-        team=team,
-        run=run,
-        path=step.agent,
-        outputs=outputs,
-        after_sequence=step.sequence,
-        definition=definition_of(run.workflow_version),
-    )
+    _go_on(team=team, run=run, step=step, move=move, definition=definition, prompt=prompt)
 
 
 def step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
     """A step failed. A plain step, or a branch under fail_fast, fails the run; any other branch
-    is recorded as failed and its group goes on, its failure mode judging it when it ends."""
+    is recorded as failed and its group goes on, its failure mode judging it when it ends. A
+    validator's step or a re-run that fails leaves the graded output standing, as in conductor."""
+    if step.role:
+        _failed_step_record(run=run, step=step, error=error)
+        definition = definition_of(run.workflow_version)
+        move = _after(definition, step, failed=True)
+        _go_on(team=team, run=run, step=step, move=move, definition=definition, error=error)
+        return
     if not step.group:
         run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
         return
@@ -207,13 +224,50 @@ def step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
     if run.status in ACTIVE_RUN_STATUSES and definition.group(step.group).failure_mode == "fail_fast":
         run_fail(team=team, run=run, step=step, error={**error, **_branch_of(step)}, outputs=run.latest_outputs)
         return
+    _failed_step_record(run=run, step=step, error=error)
+    if run.status in ACTIVE_RUN_STATUSES:
+        group_continue(team=team, run=run, step=step)
+
+
+def _failed_step_record(*, run: Run, step: Step, error: dict) -> None:
+    """A step that failed without failing its run: its reservation released, its error kept."""
     release(run=run, step=step)
     step.status = StepStatus.FAILED
     step.error = error
     step.finished_at = timezone.now()
     step.save(update_fields=["status", "error", "finished_at"])
-    if run.status in ACTIVE_RUN_STATUSES:
-        group_continue(team=team, run=run, step=step)
+
+
+def _after(definition: WorkflowDefinition, step: Step, *, output=None, failed: bool = False) -> AfterStep | None:
+    """What follows a step outside any group (definition/validation.py)."""
+    node = definition.node(step.agent)
+    validator = node.validator if isinstance(node, AgentSpec) else None
+    return after_step(validator=validator, role=step.role, given=step.validation, output=output, failed=failed)
+
+
+def _go_on(
+    *,
+    team: Team,
+    run: Run,
+    step: Step,
+    move: AfterStep,
+    definition: WorkflowDefinition,
+    prompt: str = "",
+    error: dict | None = None,
+) -> None:
+    """Take `move` after a step outside any group: its validator's step or a re-run, or its routes."""
+    validation_record(run=run, step=step, move=move, error=error)
+    if not isinstance(move, Proceed):
+        validation_step_enter(run=run, step=step, move=move, prompt=prompt)
+        return
+    run_advance(
+        team=team,
+        run=run,
+        path=step.agent,
+        outputs={**run.latest_outputs, step.agent: move.output},
+        after_sequence=step.sequence,
+        definition=definition,
+    )
 
 
 def group_continue(*, team: Team, run: Run, step: Step) -> None:
@@ -284,10 +338,11 @@ def prerender_ending(
     definition = definition_of(run.workflow_version)
     outputs = run.latest_outputs or {}
     if not step.group:
-        if error is not None:
-            return  # a plain step that fails fails its run: nothing is rendered
+        move = _after(definition, step, output=output, failed=error is not None)
+        if not isinstance(move, Proceed):
+            return  # the step fails its run, or a validator's step or a re-run follows: nothing is rendered
         path = step.agent
-        outputs = {**outputs, step.agent: output}
+        outputs = {**outputs, step.agent: move.output}
     else:
         branches = list(group_branches(run=run, step=step).order_by("branch_index"))
         for branch in branches:
@@ -302,7 +357,9 @@ def prerender_ending(
         path = source.name
     # A step that succeeds counts as executed, and is charged, in the transaction that routes it.
     settling = charge if error is None else None
-    move_after(run=run, definition=definition, path=path, outputs=outputs, settling=settling)
+    move_after(
+        run=run, definition=definition, path=path, outputs=outputs, settling=settling, counted=counts_as_iteration(step.role)
+    )
 
 
 _UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)

@@ -31,12 +31,15 @@ from workflows.services.steps.kinds.questions import QuestionsKind
 from workflows.services.steps.kinds.script import ScriptKind
 from workflows.services.steps.kinds.set import SetKind
 from workflows.services.steps.kinds.terminate import TerminateKind
+from workflows.services.steps.kinds.validator import ValidatorKind
 from workflows.services.steps.kinds.wait import WaitKind
 from workflows.services.steps.kinds.workflow import WorkflowKind
 
 AGENT = AgentKind()
+# Not a step type a definition names: progression enters its steps after an agent's with a validator.
+VALIDATOR = ValidatorKind()
 
-_kinds: dict[str, StepKind] = {AGENT.name: AGENT}
+_kinds: dict[str, StepKind] = {AGENT.name: AGENT, VALIDATOR.name: VALIDATOR}
 _group_kinds: dict[str, GroupKind] = {kind.name: kind for kind in (ParallelKind(), ForEachKind())}
 
 
@@ -88,6 +91,7 @@ def group_kind_of(group: GroupSpec) -> GroupKind:
 
 
 __all__ = [
+    "VALIDATOR",
     "Charged",
     "GroupKind",
     "PreparedStep",

@@ -1,12 +1,14 @@
 """The agent: one call to a language model, priced by its tokens and charged to the ledger."""
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from django.conf import settings
 
 from workflows.definition import (
     FREELY_PRICED_PROVIDERS,
     AgentSpec,
+    MockSpec,
     WorkflowDefinition,
     backend_of,
     count_tokens,
@@ -38,35 +40,69 @@ class AgentKind(StepKind):
         definition: WorkflowDefinition,
         may_override_prices: bool,
         provider_routes: Mapping[str, str],
+        feedback: str = "",
     ) -> PreparedStep:
+        """`feedback`, for a re-run its validator asked for, is appended to the rendered prompt."""
         system_prompt = _render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
         prompt = _render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
-        prices, price_source = prices_for(
-            model=node.model, pricing=definition.pricing, provider=node.provider, may_override_prices=may_override_prices
+        mock = node.mock
+        if feedback and mock is not None and mock.rerun_output is not None:
+            mock = replace(mock, output=mock.rerun_output)
+        return self.call(
+            agent=node,
+            model=node.model,
+            system_prompt=system_prompt,
+            prompt=prompt + feedback,
+            output_schema=node.output,
+            temperature=node.temperature,
+            mock=mock,
+            definition=definition,
+            may_override_prices=may_override_prices,
+            provider_routes=provider_routes,
         )
-        max_tokens = output_cap(node, prices, default=settings.DEFAULT_MAX_TOKENS)
+
+    def call(
+        self,
+        *,
+        agent: AgentSpec,
+        model: str,
+        system_prompt: str,
+        prompt: str,
+        output_schema: dict | None,
+        temperature: float | None,
+        mock: MockSpec | None,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
+    ) -> PreparedStep:
+        """A call to `model` through the agent's provider, with the agent's output cap, priced and
+        estimated: the worst case of its rendered input and its whole output cap."""
+        prices, price_source = prices_for(
+            model=model, pricing=definition.pricing, provider=agent.provider, may_override_prices=may_override_prices
+        )
+        max_tokens = output_cap(agent, prices, default=settings.DEFAULT_MAX_TOKENS)
         input_tokens = count_tokens(system_prompt + prompt)
-        if node.provider in FREELY_PRICED_PROVIDERS and node.mock and node.mock.input_tokens is not None:
+        if agent.provider in FREELY_PRICED_PROVIDERS and mock and mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
-            input_tokens = max(input_tokens, node.mock.input_tokens)
+            input_tokens = max(input_tokens, mock.input_tokens)
         estimate = None
         if prices is not None:
             estimate = estimate_usd(prices=prices, input_tokens=input_tokens, max_output_tokens=max_tokens)
-        backend = backend_of(node.provider, provider_routes)
+        backend = backend_of(agent.provider, provider_routes)
         request = CompletionRequest(
-            model=model_for_backend(node.model, backend),
+            model=model_for_backend(model, backend),
             system_prompt=system_prompt,
             prompt=prompt,
             max_tokens=max_tokens,
-            temperature=node.temperature,
-            output_schema=node.output,
-            stream=node.stream,
-            options={"mock": node.mock.to_dict()} if node.mock else {},
+            temperature=temperature,
+            output_schema=output_schema,
+            stream=agent.stream,
+            options={"mock": mock.to_dict()} if mock else {},
         )
         return PreparedStep(
             kind=self.name,
             estimate_usd=estimate,
-            model=node.model,
+            model=model,
             provider=backend,
             request=request,
             prices=prices,
