@@ -4,6 +4,7 @@ its spend in the run's one ledger, and a budget stop inside it resumed where it 
 
 import tracemalloc
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -72,8 +73,8 @@ def upload(api, source):
     return response.json()
 
 
-def start(api, workflow="report", **extra):
-    body = {"workflow": workflow, "inputs": {"topic": "life"}, **extra}
+def start(api, workflow="report", inputs=None, **extra):
+    body = {"workflow": workflow, "inputs": inputs or {"topic": "life"}, **extra}
     response = api.post("/api/v1/runs", body, format="json")
     assert response.status_code == 202, response.json()
     return response.json()["id"]
@@ -478,3 +479,40 @@ def test_a_resume_after_a_subworkflow_ended_onto_one_whose_output_lacks_what_fol
 
     assert resumed.status_code == 400, resumed.content[:300]
     assert "'research' with its output as it was" in str(resumed.json())
+
+
+def test_a_validator_inside_a_subworkflow_grades_and_sends_back_within_it(api, team, celery_worker):
+    upload(api, (Path(__file__).parent / "release_notes.yaml").read_text())
+    upload(
+        api,
+        """
+workflow:
+  name: release
+  entry_point: notes
+  input: {changes: {type: string}}
+  runtime: {provider: fake, default_model: sim-writer}
+agents:
+  - name: notes
+    type: workflow
+    workflow: ./release-notes.yaml
+output:
+  notes: "{{ notes.output.notes }}"
+""",
+    )
+
+    run = wait_for_run(start(api, workflow="release", inputs={"changes": "export fix"}), *TERMINAL)
+
+    assert run.status == "completed", run.error
+    assert run.output == {"notes": ["Exports of files over 2 GB no longer time out"]}  # the re-run's, as final
+    steps = list(run.steps.order_by("sequence").values_list("agent", "role"))
+    assert steps == [
+        ("notes", ""),
+        ("notes/drafter", ""),
+        ("notes/drafter", "validator"),
+        ("notes/drafter", "rerun"),
+        ("notes/announcer", ""),
+    ]
+    charged = list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", flat=True))
+    assert charged == ["notes/drafter", "notes/drafter (validator)", "notes/drafter", "notes/announcer"]
+    assert run.spent_usd == sum(LedgerEntry.objects.filter(run=run).values_list("cost_usd", flat=True))
+    assert_invariants(run)
