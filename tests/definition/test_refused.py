@@ -50,8 +50,6 @@ def problems(document) -> list[Problem]:
         ("agents__0__context_tier", "long_context", "agents[0].context_tier", "context window"),
         # what has another mechanism here
         ("workflow__runtime__timeout", 60, "workflow.runtime.timeout", "PROVIDER_TIMEOUT_SECONDS"),
-        ("workflow__runtime__max_session_seconds", 60, "workflow.runtime.max_session_seconds", "limits.timeout_seconds"),
-        ("agents__0__timeout_seconds", 60, "agents[0].timeout_seconds", "limits.timeout_seconds"),
         ("agents__0__retry", {"max_attempts": 3}, "agents[0].retry", "PROVIDER_MAX_RETRIES"),
         ("workflow__hooks", {"on_start": "x"}, "workflow.hooks", "webhook"),
         # not there yet

@@ -5,6 +5,7 @@ A test scripts the answers in order; each request is recorded with its headers a
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +18,10 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     # Stream only this many events, then drop the connection in the middle of the body.
     cut_after: int | None = None
+    # Answer only after this long, as a slow model does: a client that stops waiting has gone by then.
+    delay_seconds: float = 0
+    # Stream each event this long after the one before, as a model writing slowly does.
+    pause_seconds: float = 0
 
 
 @dataclass
@@ -42,10 +47,14 @@ class WireServer:
                 with server._lock:
                     server.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     answer = server.answers.pop(0) if server.answers else Answer(500, {"error": {"message": "no answer scripted"}})
-                if answer.events is not None:
-                    self._stream(answer)
-                else:
-                    self._json(answer)
+                time.sleep(answer.delay_seconds)
+                try:
+                    if answer.events is not None:
+                        self._stream(answer)
+                    else:
+                        self._json(answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client stopped waiting
 
             def _json(self, answer: Answer):
                 payload = json.dumps(answer.body or {}).encode()
@@ -72,6 +81,7 @@ class WireServer:
                     self.send_header(name, value)
                 self.end_headers()
                 for frame in frames[: answer.cut_after]:
+                    time.sleep(answer.pause_seconds)
                     self.wfile.write(frame)
                     self.wfile.flush()
                 self.close_connection = True

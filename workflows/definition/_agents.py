@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._call_settings import agent_deadline
 from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED
 from ._refused import fields_of_other_kinds
 from ._section import Section
@@ -38,6 +39,7 @@ MAX_MOCK_LATENCY_MS = 600_000
 _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock",
+    "timeout_seconds", "max_session_seconds",
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
@@ -174,6 +176,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         temperature=temperature,
         mock=mock,
         stream=stream,
+        timeout_seconds=agent_deadline(section, header.max_session_seconds),
     )
 
 

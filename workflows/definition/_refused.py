@@ -39,10 +39,6 @@ _CONTEXT_TIER = (
     "it selects the Copilot runtime's long-context window; a step here calls the routed model API, "
     "whose own context window applies"
 )
-_AGENT_TIMEOUT = (
-    "a step here is one model call, bounded by the operator's PROVIDER_TIMEOUT_SECONDS; bound the "
-    "run with workflow.limits.timeout_seconds"
-)
 
 TOP_UNSUPPORTED = {"tools": _TOOLS, "mcp_servers": _TOOLS}
 
@@ -61,10 +57,10 @@ WORKFLOW_UNSUPPORTED = {
 RUNTIME_UNSUPPORTED = {
     "mcp_servers": _TOOLS,
     "timeout": (
-        "the timeout of one model call is the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
+        "a call's deadline is written as workflow.runtime.max_session_seconds (or an agent's "
+        "timeout_seconds), within the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
         "workflow.limits.timeout_seconds"
     ),
-    "max_session_seconds": _AGENT_TIMEOUT,
     "default_reasoning_effort": _REASONING,
     "default_context_tier": _CONTEXT_TIER,
     "working_dir": _WORKING_DIR,
@@ -107,8 +103,6 @@ AGENT_UNSUPPORTED = {
         "not implemented yet: it is a second model call per step, grading the output, which the budget "
         "gate does not estimate"
     ),
-    "timeout_seconds": _AGENT_TIMEOUT,
-    "max_session_seconds": _AGENT_TIMEOUT,
     "session_key": (
         "it continues a claude-agent-sdk session from step to step; each step here is a new model "
         "call, which sees earlier outputs only through its templates"

@@ -107,6 +107,8 @@ class AgentSpec:
     temperature: float | None
     mock: MockSpec | None
     stream: bool = False
+    # The agent's deadline for its call (timeout_seconds, max_session_seconds), if it set one.
+    timeout_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +125,7 @@ class AgentSpec:
             "temperature": self.temperature,
             "mock": None if self.mock is None else self.mock.to_dict(),
             "stream": self.stream,
+            "timeout_seconds": self.timeout_seconds,
         }
 
     @classmethod

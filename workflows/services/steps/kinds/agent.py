@@ -61,6 +61,7 @@ class AgentKind(StepKind):
             temperature=node.temperature,
             output_schema=node.output,
             stream=node.stream,
+            deadline_seconds=_deadline(node),
             options={"mock": node.mock.to_dict()} if node.mock else {},
         )
         return PreparedStep(
@@ -103,3 +104,10 @@ class AgentKind(StepKind):
 
 def _render_kept(source: str, context: dict, *, where: str) -> str:
     return rendered(("render", where, source), context, lambda: render(source, context, where=where))
+
+
+def _deadline(node: AgentSpec) -> float | None:
+    """The agent's deadline where it is below the operator's, which bounds every call anyway."""
+    if node.timeout_seconds is not None and node.timeout_seconds < settings.PROVIDER_TIMEOUT_SECONDS:
+        return node.timeout_seconds
+    return None
