@@ -1,5 +1,5 @@
-"""Conductor's deadlines, as an agent or the runtime writes them: checked at upload, each at its
-path, the agent's own winning over the runtime's."""
+"""Conductor's reasoning effort and deadlines, as an agent or the runtime writes them: checked at
+upload, each at its path, the agent's own winning over the runtime's."""
 
 import math
 
@@ -15,6 +15,7 @@ def definition(runtime: dict | None = None, **agent) -> dict:
         "workflow": {
             "name": "w",
             "entry_point": "a",
+            "input": {"depth": {"type": "string", "required": False, "default": "high"}},
             "runtime": {"default_model": "gpt-5.2", **(runtime or {})},
         },
         "agents": [{"name": "a", "prompt": "Think.", **agent}],
@@ -29,6 +30,76 @@ def problems(runtime: dict | None = None, **fields) -> dict[str, str]:
     with pytest.raises(DefinitionError) as caught:
         load_definition(definition(runtime, **fields), provider_routes=ROUTES)
     return {problem.path: problem.message for problem in caught.value.problems}
+
+
+# --- reasoning effort ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("effort", ["low", "medium", "high", "xhigh", "max"])
+def test_each_of_conductors_efforts_is_taken_on_the_agent_and_as_the_runtimes_default(effort):
+    assert agent(reasoning={"effort": effort}).reasoning_effort == effort
+    assert agent({"default_reasoning_effort": effort}).reasoning_effort == effort
+
+
+def test_the_agents_effort_wins_over_the_runtimes_and_none_means_no_reasoning():
+    assert agent({"default_reasoning_effort": "low"}, reasoning={"effort": "max"}).reasoning_effort == "max"
+    assert agent({"default_reasoning_effort": "low"}, reasoning=None).reasoning_effort == "low"
+    assert agent().reasoning_effort is None
+
+
+def test_an_agents_effort_may_be_a_template_whose_names_are_resolved_at_upload():
+    template = "{{ workflow.input.depth }}"
+    assert agent(reasoning={"effort": template}).reasoning_effort == template
+
+    found = problems(reasoning={"effort": "{{ workflow.input.dpeth }}"})
+    assert list(found) == ["agents[0].reasoning.effort"] and "dpeth" in found["agents[0].reasoning.effort"]
+    found = problems(reasoning={"effort": "{{ workflow.input.depth "})
+    assert "does not compile" in found["agents[0].reasoning.effort"]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "fields", "path", "message"),
+    [
+        ({}, {"reasoning": {"effort": "ultra"}}, "agents[0].reasoning.effort", "one of low, medium, high, xhigh, max or a '{{ ... }}' template, not 'ultra'"),
+        ({}, {"reasoning": {"effort": "High"}}, "agents[0].reasoning.effort", "not 'High'"),
+        ({}, {"reasoning": {"effort": 3}}, "agents[0].reasoning.effort", "must be a string"),
+        ({}, {"reasoning": {}}, "agents[0].reasoning.effort", "is required"),
+        ({}, {"reasoning": "high"}, "agents[0].reasoning", "must be a mapping"),
+        ({}, {"reasoning": {"effort": "high", "budget": 9}}, "agents[0].reasoning.budget", "unknown key"),
+        # As in conductor, the runtime's default is a level, never a template.
+        ({"default_reasoning_effort": "{{ workflow.input.depth }}"}, {}, "workflow.runtime.default_reasoning_effort", "one of low, medium, high, xhigh, max, not"),
+        ({"default_reasoning_effort": ""}, {}, "workflow.runtime.default_reasoning_effort", "not ''"),
+    ],
+)  # fmt: skip
+def test_an_effort_that_is_none_of_conductors_levels_is_refused_at_its_path(runtime, fields, path, message):
+    found = problems(runtime, **fields)
+
+    assert list(found) == [path]
+    assert message in found[path]
+
+
+def test_an_agent_that_reasons_needs_room_in_max_tokens_for_thinking_and_an_answer():
+    found = problems(reasoning={"effort": "low"}, max_tokens=2047)
+    assert list(found) == ["agents[0].max_tokens"]
+    assert found["agents[0].max_tokens"].startswith("2047 is too small for agent 'a', which reasons")
+    assert "at least 2048" in found["agents[0].max_tokens"]
+    # The runtime's cap and default effort: refused where the cap is written. Templated or not, the
+    # least is the same, so a template is judged at upload too.
+    found = problems({"max_tokens": 1000, "default_reasoning_effort": "high"})
+    assert list(found) == ["workflow.runtime.max_tokens"]
+    assert "agents[0].max_tokens" in problems({"max_tokens": 4096}, reasoning={"effort": "{{ workflow.input.depth }}"}, max_tokens=100)
+
+    assert agent(reasoning={"effort": "max"}, max_tokens=2048).max_tokens == 2048
+    assert agent({"max_tokens": 1000}).max_tokens == 1000  # no reasoning: any cap
+
+
+def test_only_an_agent_reasons_a_step_of_another_kind_may_not():
+    document = definition()
+    document["agents"].append({"name": "s", "type": "set", "value": "x", "reasoning": {"effort": "high"}})
+
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(document, provider_routes=ROUTES)
+    assert [problem.path for problem in caught.value.problems] == ["agents[1].reasoning"]
 
 
 # --- deadlines -----------------------------------------------------------------------------------
@@ -64,10 +135,19 @@ def test_only_an_agent_has_a_deadline_a_step_of_another_kind_may_not():
 # --- stored versions -----------------------------------------------------------------------------
 
 
-def test_the_deadline_is_kept_in_a_stored_version_and_a_version_stored_before_it_reads_as_none():
-    loaded = load_definition(definition({"max_session_seconds": 60}, timeout_seconds=20), provider_routes=ROUTES)
+def test_the_settings_are_kept_in_a_stored_version_and_a_version_stored_before_them_reads_as_none():
+    loaded = load_definition(
+        definition(
+            {"max_session_seconds": 60},
+            reasoning={"effort": "{{ workflow.input.depth }}"},
+            timeout_seconds=20,
+        ),
+        provider_routes=ROUTES,
+    )
     stored = loaded.to_dict()
     assert WorkflowDefinition.from_dict(stored) == loaded
 
-    del stored["agents"][0]["timeout_seconds"]
-    assert WorkflowDefinition.from_dict(stored).agent("a").timeout_seconds is None
+    for key in ("reasoning_effort", "timeout_seconds"):
+        del stored["agents"][0][key]
+    old = WorkflowDefinition.from_dict(stored).agent("a")
+    assert (old.reasoning_effort, old.timeout_seconds) == (None, None)

@@ -57,8 +57,6 @@ def problems(document) -> list[Problem]:
         ("workflow__runtime__mcp_servers", {}, "workflow.runtime.mcp_servers", "no tools"),
         ("agents__0__tools", [], "agents[0].tools", "no tools"),
         ("workflow__context", {"mode": "explicit", "trim_strategy": "summarize"}, "workflow.context.trim_strategy", "trimming the context"),
-        ("workflow__runtime__default_reasoning_effort", "high", "workflow.runtime.default_reasoning_effort", "budget estimate"),
-        ("agents__0__reasoning", {"effort": "high"}, "agents[0].reasoning", "budget estimate"),
         ("agents__0__validator", {"criteria": "good"}, "agents[0].validator", "second model call"),
         ("agents__0__dialog", {"trigger_prompt": "unsure"}, "agents[0].dialog", "person"),
         ("agents__0__output_mode", "raw", "agents[0].output_mode", "text"),

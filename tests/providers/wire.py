@@ -192,6 +192,7 @@ def anthropic_stream(
     start_usage: dict,
     final_output_tokens: int,
     error_after_start: bool = False,
+    thinking_pieces: list[str] | None = None,
     request_id: str = "req_anthropic_stream",
 ) -> Answer:
     message = {
@@ -214,9 +215,15 @@ def anthropic_stream(
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": piece} for piece in text_pieces or []]
-    events.append(("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}))
-    events += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas]
-    events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    blocks = [(block, deltas)]
+    if thinking_pieces is not None:  # extended thinking comes first, in a block of its own
+        thinking = [{"type": "thinking_delta", "thinking": piece} for piece in thinking_pieces]
+        thinking.append({"type": "signature_delta", "signature": "sig_1"})
+        blocks.insert(0, ({"type": "thinking", "thinking": "", "signature": ""}, thinking))
+    for index, (block, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     events.append(
         (
             "message_delta",

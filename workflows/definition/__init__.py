@@ -53,6 +53,7 @@ from .providers import (
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .run_output import output_value, parsed_text
 from .references import always_run_before, ran_just_before
+from .reasoning import REASONING_EFFORTS, is_template, rendered_choice, thinking_budget
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -77,6 +78,7 @@ __all__ = [
     "MAX_CALL_TOKENS",
     "MAX_DEFINITION_BYTES",
     "MONEY_PLACES",
+    "REASONING_EFFORTS",
     "ROUTABLE",
     "SYSTEM_DEFAULTS",
     "USAGE_FIELDS",
@@ -115,6 +117,7 @@ __all__ = [
     "count_tokens",
     "estimate_usd",
     "is_count",
+    "is_template",
     "evaluate",
     "expression_check",
     "fake_token_count",
@@ -130,6 +133,7 @@ __all__ = [
     "parsed_text",
     "render",
     "render_budget",
+    "rendered_choice",
     "register_group_names",
     "register_step_reader",
     "output_value",
@@ -138,6 +142,7 @@ __all__ = [
     "resolve_reference",
     "route_problems",
     "template_context",
+    "thinking_budget",
     "to_exact_money",
     "to_money",
     "unregister_step_reader",

@@ -19,10 +19,6 @@ from .errors import Problem
 
 _TOOLS = "agents call no tools yet (tools and MCP servers are planned together)"
 _CONTEXT = "conductor's docs show it, but its schema reads the context mode from 'context: {mode: ...}'"
-_REASONING = (
-    "reasoning effort is not sent to providers yet, and the thinking tokens it adds would not be in "
-    "the budget estimate"
-)
 _SKILLS = (
     "skills are files a coding-agent runtime loads into an agent's session; an agent here is one "
     "model call that sees only its prompts (put what it needs to know in its system_prompt)"
@@ -61,7 +57,6 @@ RUNTIME_UNSUPPORTED = {
         "timeout_seconds), within the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
         "workflow.limits.timeout_seconds"
     ),
-    "default_reasoning_effort": _REASONING,
     "default_context_tier": _CONTEXT_TIER,
     "working_dir": _WORKING_DIR,
     "skills": _SKILLS,
@@ -88,7 +83,6 @@ STEP_FIELDS = tuple(key for keys in _STEP_FIELDS.values() for key in keys) + ("r
 
 AGENT_UNSUPPORTED = {
     "tools": _TOOLS,
-    "reasoning": _REASONING,
     "context_tier": _CONTEXT_TIER,
     "output_mode": (
         "not implemented yet: an agent with 'output' answers that schema, one without it answers text "

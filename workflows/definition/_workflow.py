@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._call_settings import runtime_session_seconds
+from ._call_settings import runtime_effort, runtime_session_seconds
 from ._refused import COST_IGNORED, RUNTIME_IGNORED, RUNTIME_UNSUPPORTED, WORKFLOW_IGNORED, WORKFLOW_UNSUPPORTED
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
@@ -27,7 +27,10 @@ _CONTEXT_TRIMMING = (
     "trimming the context is not implemented: an agent sees in full what its context mode shows it "
     "(bound a prompt with its own template, or use the 'explicit' mode)"
 )
-_RUNTIME_KEYS = ("provider", "default_model", "max_tokens", "temperature", "stream", "max_session_seconds")
+_RUNTIME_KEYS = (
+    "provider", "default_model", "max_tokens", "temperature", "stream",
+    "default_reasoning_effort", "max_session_seconds",
+)  # fmt: skip
 # The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
 _ENDPOINT_UNSUPPORTED = (
     "a workflow does not choose endpoints or hold credentials: the team's provider credentials do "
@@ -73,7 +76,9 @@ class Header:
     max_tokens: int | None
     temperature: float | None
     stream: bool
-    max_session_seconds: float | None  # the default of the agents' own
+    # The defaults of the agents' own reasoning.effort and max_session_seconds.
+    reasoning_effort: str | None
+    max_session_seconds: float | None
     pricing: dict[str, UnitPrices]
     priced_models: frozenset[str]  # every model under cost.pricing, even one whose prices are invalid
     context_mode: str
@@ -101,6 +106,7 @@ def read_header(top: Section) -> Header:
         max_tokens=runtime.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS),
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
         stream=runtime.flag("stream", default=False),
+        reasoning_effort=runtime_effort(runtime),
         max_session_seconds=runtime_session_seconds(runtime),
         pricing=_pricing(price_entries, workflow.problems),
         priced_models=frozenset(model for model, _, _ in price_entries),

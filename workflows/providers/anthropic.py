@@ -7,7 +7,7 @@ from typing import Any
 
 import anthropic
 
-from workflows.definition import is_count, json_schema
+from workflows.definition import is_count, json_schema, thinking_budget
 from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
     call_timeout,
@@ -84,8 +84,13 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
     }
     if request.system_prompt:
         params["system"] = request.system_prompt
-    if request.temperature is not None:
-        # Anthropic's range is 0-1; a definition may say up to 2 (OpenAI's range).
+    if request.reasoning_effort is not None:
+        # Conductor's extended thinking, fitted inside the cap the gate priced (thinking is output).
+        budget = thinking_budget(request.reasoning_effort, request.max_tokens)
+        params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    elif request.temperature is not None:
+        # Not with thinking, which takes no temperature but 1, the default. Anthropic's range is 0-1;
+        # a definition may say up to 2 (OpenAI's range).
         params["temperature"] = min(request.temperature, 1.0)
     if request.output_schema:
         params["tools"] = [
@@ -95,7 +100,9 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
                 "input_schema": json_schema(request.output_schema),
             }
         ]
-        params["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
+        # Thinking cannot be combined with a forced tool: the model is asked, not made, to call it.
+        forced = {"type": "tool", "name": OUTPUT_TOOL}
+        params["tool_choice"] = {"type": "auto"} if request.reasoning_effort is not None else forced
     if request.stream:
         params["stream"] = True
     return params

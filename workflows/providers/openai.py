@@ -83,7 +83,11 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
         # The cap the gate's estimate assumed; reasoning tokens count against it too.
         "max_completion_tokens": request.max_tokens,
     }
-    if request.temperature is not None:
+    if request.reasoning_effort is not None:
+        # Conductor's five levels are Chat Completions' own names for them.
+        params["reasoning_effort"] = request.reasoning_effort
+    elif request.temperature is not None:
+        # Not with reasoning: reasoning models refuse any temperature but their default.
         params["temperature"] = request.temperature
     if request.output_schema:
         params["response_format"] = {

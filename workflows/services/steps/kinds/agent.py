@@ -6,14 +6,17 @@ from django.conf import settings
 
 from workflows.definition import (
     FREELY_PRICED_PROVIDERS,
+    REASONING_EFFORTS,
     AgentSpec,
     WorkflowDefinition,
     backend_of,
     count_tokens,
     estimate_usd,
+    is_template,
     model_for_backend,
     output_cap,
     render,
+    rendered_choice,
 )
 from workflows.models import Run, Step, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage, get_provider
@@ -41,10 +44,11 @@ class AgentKind(StepKind):
     ) -> PreparedStep:
         system_prompt = _render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
         prompt = _render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
+        effort = _chosen(node.reasoning_effort, REASONING_EFFORTS, context, where=f"agent '{node.name}' reasoning.effort")
         prices, price_source = prices_for(
             model=node.model, pricing=definition.pricing, provider=node.provider, may_override_prices=may_override_prices
         )
-        max_tokens = output_cap(node, prices, default=settings.DEFAULT_MAX_TOKENS)
+        max_tokens = output_cap(node, prices, default=settings.DEFAULT_MAX_TOKENS, effort=effort)
         input_tokens = count_tokens(system_prompt + prompt)
         if node.provider in FREELY_PRICED_PROVIDERS and node.mock and node.mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
@@ -61,6 +65,7 @@ class AgentKind(StepKind):
             temperature=node.temperature,
             output_schema=node.output,
             stream=node.stream,
+            reasoning_effort=effort,
             deadline_seconds=_deadline(node),
             options={"mock": node.mock.to_dict()} if node.mock else {},
         )
@@ -104,6 +109,14 @@ class AgentKind(StepKind):
 
 def _render_kept(source: str, context: dict, *, where: str) -> str:
     return rendered(("render", where, source), context, lambda: render(source, context, where=where))
+
+
+def _chosen(value: str | None, choices: tuple[str, ...], context: dict, *, where: str) -> str | None:
+    """A literal checked at upload, or a template rendered now and checked: before the gate, so a
+    value that is none of `choices` fails the step before anything is spent on it."""
+    if not is_template(value):
+        return value
+    return rendered_choice(_render_kept(value, context, where=where), choices, where=where)
 
 
 def _deadline(node: AgentSpec) -> float | None:
