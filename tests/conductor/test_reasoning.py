@@ -1,7 +1,8 @@
-"""Conductor's reasoning effort on a real worker, against wire-compatible OpenAI and Anthropic
-servers: the runtime's default effort and an agent's templated one reach each API as its own
+"""Conductor's reasoning effort and context tier on a real worker, against wire-compatible OpenAI and
+Anthropic servers: the runtime's default effort and an agent's templated one reach each API as its own
 parameter, within the output cap the gate priced; a templated effort that renders to no level fails
-its step before the call."""
+its step before the call; the context tier is checked as conductor checks it and changes nothing on
+the wire."""
 
 import json
 from datetime import date
@@ -29,9 +30,11 @@ workflow:
     default_model: o4-mini
     temperature: 0.2
     default_reasoning_effort: low
+    default_context_tier: default
   input:
     incident: {type: string, required: true}
     depth: {type: string, required: false, default: high}
+    window: {type: string, required: false, default: long_context}
   limits: {budget_usd: 2, budget_mode: enforce}
 
 agents:
@@ -47,6 +50,7 @@ agents:
   - name: analyse
     provider: claude
     model: claude-sonnet-4.5
+    context_tier: "{{ workflow.input.window }}"
     reasoning:
       effort: "{{ workflow.input.depth }}"
     input: [workflow.input.incident, triage.output.severity]
@@ -114,6 +118,9 @@ def test_each_api_is_sent_the_effort_as_its_own_parameter_within_the_cap_the_gat
     # The agent's templated effort, rendered: conductor's thinking budget for max, in the model's cap.
     assert to_anthropic.body["thinking"] == {"type": "enabled", "budget_tokens": 59904}
     assert to_anthropic.body["max_tokens"] == 64000 and "temperature" not in to_anthropic.body
+    # The context tier reaches no API: no long-context window is asked for, at any price.
+    assert "anthropic-beta" not in to_anthropic.headers
+    assert not any("context_tier" in json.dumps(request.body) for request in (to_openai, to_anthropic))
 
     triage, analyse = run.steps.get(agent="triage"), run.steps.get(agent="analyse")
     assert triage.estimate_usd == estimate(
@@ -129,17 +136,24 @@ def test_each_api_is_sent_the_effort_as_its_own_parameter_within_the_cap_the_gat
     assert_invariants(run)
 
 
-def test_an_effort_that_renders_to_no_level_fails_its_step_before_the_call(api, uploaded, servers, celery_worker):
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"depth": "ultra"}, "reasoning.effort failed: rendered 'ultra', which is not one of low, medium, high, xhigh, max"),
+        ({"window": "1m"}, "context_tier failed: rendered '1m', which is not one of default, long_context"),
+    ],
+)
+def test_an_effort_or_tier_that_renders_to_none_of_its_values_fails_its_step_before_the_call(
+    api, uploaded, servers, celery_worker, inputs, message
+):
     openai, anthropic = servers
     openai.script(openai_completion(json.dumps({"severity": "major"}), openai_usage(prompt=30, completion=100)))
 
-    run = run_review(api, incident="checkout timeouts", depth="ultra")
+    run = run_review(api, incident="checkout timeouts", **inputs)
 
     assert run.status == "failed"
     assert run.error["type"] == "TemplateError"
-    assert run.error["message"] == (
-        "template agent 'analyse' reasoning.effort failed: rendered 'ultra', which is not one of low, medium, high, xhigh, max"
-    )
+    assert run.error["message"] == f"template agent 'analyse' {message}"
     assert anthropic.received == []  # never called
     analyse = run.steps.get(agent="analyse")
     assert analyse.estimate_usd is None and analyse.attempts == 0  # never passed the gate

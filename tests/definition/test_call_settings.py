@@ -1,5 +1,5 @@
-"""Conductor's reasoning effort and deadlines, as an agent or the runtime writes them: checked at
-upload, each at its path, the agent's own winning over the runtime's."""
+"""Conductor's reasoning effort, context tier and deadlines, as an agent or the runtime writes them:
+checked at upload, each at its path, the agent's own winning over the runtime's."""
 
 import math
 
@@ -102,6 +102,21 @@ def test_only_an_agent_reasons_a_step_of_another_kind_may_not():
     assert [problem.path for problem in caught.value.problems] == ["agents[1].reasoning"]
 
 
+# --- context tier --------------------------------------------------------------------------------
+
+
+def test_a_context_tier_is_checked_as_conductor_checks_it():
+    assert agent(context_tier="long_context").context_tier == "long_context"
+    assert agent({"default_context_tier": "default"}).context_tier == "default"
+    assert agent({"default_context_tier": "default"}, context_tier="long_context").context_tier == "long_context"
+    assert agent(context_tier="{{ workflow.input.depth }}").context_tier == "{{ workflow.input.depth }}"
+
+    assert "not '1m'" in problems(context_tier="1m")["agents[0].context_tier"]
+    assert "dpeth" in problems(context_tier="{{ workflow.input.dpeth }}")["agents[0].context_tier"]
+    runtime = problems({"default_context_tier": "{{ workflow.input.depth }}"})
+    assert "must be one of default, long_context, not" in runtime["workflow.runtime.default_context_tier"]
+
+
 # --- deadlines -----------------------------------------------------------------------------------
 
 
@@ -140,6 +155,7 @@ def test_the_settings_are_kept_in_a_stored_version_and_a_version_stored_before_t
         definition(
             {"max_session_seconds": 60},
             reasoning={"effort": "{{ workflow.input.depth }}"},
+            context_tier="long_context",
             timeout_seconds=20,
         ),
         provider_routes=ROUTES,
@@ -147,7 +163,7 @@ def test_the_settings_are_kept_in_a_stored_version_and_a_version_stored_before_t
     stored = loaded.to_dict()
     assert WorkflowDefinition.from_dict(stored) == loaded
 
-    for key in ("reasoning_effort", "timeout_seconds"):
+    for key in ("reasoning_effort", "context_tier", "timeout_seconds"):
         del stored["agents"][0][key]
     old = WorkflowDefinition.from_dict(stored).agent("a")
-    assert (old.reasoning_effort, old.timeout_seconds) == (None, None)
+    assert (old.reasoning_effort, old.context_tier, old.timeout_seconds) == (None, None, None)

@@ -53,7 +53,7 @@ from .providers import (
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .run_output import output_value, parsed_text
 from .references import always_run_before, ran_just_before
-from .reasoning import REASONING_EFFORTS, is_template, rendered_choice, thinking_budget
+from .reasoning import CONTEXT_TIERS, REASONING_EFFORTS, is_template, rendered_choice, thinking_budget
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -70,6 +70,7 @@ from .tokens import count_tokens, fake_token_count
 __all__ = [
     "BACKENDS",
     "CONTEXT_MODES",
+    "CONTEXT_TIERS",
     "DEFAULT_PROVIDER",
     "END",
     "FAILURE_MODES",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._call_settings import agent_deadline, agent_effort
+from ._call_settings import agent_context_tier, agent_deadline, agent_effort
 from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED
 from ._refused import fields_of_other_kinds
 from ._section import Section
@@ -40,7 +40,7 @@ MAX_MOCK_LATENCY_MS = 600_000
 _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock",
-    "reasoning", "timeout_seconds", "max_session_seconds",
+    "reasoning", "context_tier", "timeout_seconds", "max_session_seconds",
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
@@ -181,6 +181,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         mock=mock,
         stream=stream,
         reasoning_effort=reasoning_effort,
+        context_tier=agent_context_tier(section, header.context_tier),
         timeout_seconds=agent_deadline(section, header.max_session_seconds),
     )
 

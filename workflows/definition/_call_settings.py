@@ -1,12 +1,12 @@
 """Reading what conductor lets an agent, or the runtime for all agents, say about its model call
-beyond the prompt and the cap: reasoning effort (reasoning.py) and deadline."""
+beyond the prompt and the cap: reasoning effort, context tier and deadline (reasoning.py)."""
 
 from __future__ import annotations
 
 from ._section import Section
 from ._values import show
 from .bounds import MAX_TIMEOUT_SECONDS
-from .reasoning import REASONING_EFFORTS, is_template
+from .reasoning import CONTEXT_TIERS, REASONING_EFFORTS, is_template
 from .templates import compile_check
 
 # Conductor's lower bound; the upper one is the longest run's, beyond which no deadline can matter.
@@ -37,6 +37,10 @@ def runtime_effort(runtime: Section) -> str | None:
     return _choice(runtime, "default_reasoning_effort", REASONING_EFFORTS, template=False)
 
 
+def runtime_context_tier(runtime: Section) -> str | None:
+    return _choice(runtime, "default_context_tier", CONTEXT_TIERS, template=False)
+
+
 def runtime_session_seconds(runtime: Section) -> float | None:
     return runtime.number("max_session_seconds", **_SECONDS)
 
@@ -50,6 +54,11 @@ def agent_effort(section: Section, default: str | None) -> str | None:
         reasoning.missing("effort")
         return None
     return _choice(reasoning, "effort", REASONING_EFFORTS, template=True)
+
+
+def agent_context_tier(section: Section, default: str | None) -> str | None:
+    tier = _choice(section, "context_tier", CONTEXT_TIERS, template=True)
+    return default if section.data.get("context_tier") is None else tier
 
 
 def agent_deadline(section: Section, runtime_session: float | None) -> float | None:

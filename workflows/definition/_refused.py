@@ -31,10 +31,6 @@ _WORKING_DIR = (
     "it is a directory on the machine a coding agent works in; agents here run no tools and never "
     "see the worker's files"
 )
-_CONTEXT_TIER = (
-    "it selects the Copilot runtime's long-context window; a step here calls the routed model API, "
-    "whose own context window applies"
-)
 
 TOP_UNSUPPORTED = {"tools": _TOOLS, "mcp_servers": _TOOLS}
 
@@ -57,7 +53,6 @@ RUNTIME_UNSUPPORTED = {
         "timeout_seconds), within the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
         "workflow.limits.timeout_seconds"
     ),
-    "default_context_tier": _CONTEXT_TIER,
     "working_dir": _WORKING_DIR,
     "skills": _SKILLS,
     "skill_injection": "it sizes the skill text injected into prompts, and skills are not supported",
@@ -83,7 +78,6 @@ STEP_FIELDS = tuple(key for keys in _STEP_FIELDS.values() for key in keys) + ("r
 
 AGENT_UNSUPPORTED = {
     "tools": _TOOLS,
-    "context_tier": _CONTEXT_TIER,
     "output_mode": (
         "not implemented yet: an agent with 'output' answers that schema, one without it answers text "
         "(conductor's 'raw' mode would wrap the text as {result: ...})"

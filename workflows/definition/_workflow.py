@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._call_settings import runtime_effort, runtime_session_seconds
+from ._call_settings import runtime_context_tier, runtime_effort, runtime_session_seconds
 from ._refused import COST_IGNORED, RUNTIME_IGNORED, RUNTIME_UNSUPPORTED, WORKFLOW_IGNORED, WORKFLOW_UNSUPPORTED
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
@@ -29,7 +29,7 @@ _CONTEXT_TRIMMING = (
 )
 _RUNTIME_KEYS = (
     "provider", "default_model", "max_tokens", "temperature", "stream",
-    "default_reasoning_effort", "max_session_seconds",
+    "default_reasoning_effort", "default_context_tier", "max_session_seconds",
 )  # fmt: skip
 # The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
 _ENDPOINT_UNSUPPORTED = (
@@ -76,8 +76,9 @@ class Header:
     max_tokens: int | None
     temperature: float | None
     stream: bool
-    # The defaults of the agents' own reasoning.effort and max_session_seconds.
+    # The defaults of the agents' own reasoning.effort, context_tier and max_session_seconds.
     reasoning_effort: str | None
+    context_tier: str | None
     max_session_seconds: float | None
     pricing: dict[str, UnitPrices]
     priced_models: frozenset[str]  # every model under cost.pricing, even one whose prices are invalid
@@ -107,6 +108,7 @@ def read_header(top: Section) -> Header:
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
         stream=runtime.flag("stream", default=False),
         reasoning_effort=runtime_effort(runtime),
+        context_tier=runtime_context_tier(runtime),
         max_session_seconds=runtime_session_seconds(runtime),
         pricing=_pricing(price_entries, workflow.problems),
         priced_models=frozenset(model for model, _, _ in price_entries),

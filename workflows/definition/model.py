@@ -110,6 +110,8 @@ class AgentSpec:
     stream: bool = False
     # A level of reasoning.REASONING_EFFORTS or a template rendering to one; the agent's or the runtime's.
     reasoning_effort: str | None = None
+    # The same for reasoning.CONTEXT_TIERS: checked, and without effect (docs/conductor.md says why).
+    context_tier: str | None = None
     # The agent's deadline for its call (timeout_seconds, max_session_seconds), if it set one.
     timeout_seconds: float | None = None
 
@@ -129,6 +131,7 @@ class AgentSpec:
             "mock": None if self.mock is None else self.mock.to_dict(),
             "stream": self.stream,
             "reasoning_effort": self.reasoning_effort,
+            "context_tier": self.context_tier,
             "timeout_seconds": self.timeout_seconds,
         }
 

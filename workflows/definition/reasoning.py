@@ -1,5 +1,5 @@
-"""Conductor's reasoning effort: the levels it may take, and how much of a call's output cap
-thinking may use.
+"""Conductor's reasoning effort, and its context tier: the values each may take, and how much of a
+call's output cap thinking may use.
 
 Thinking is output: OpenAI counts reasoning tokens within `max_completion_tokens` and Anthropic
 counts thinking within `max_tokens`, and both bill them at the output rate. So the cap the gate
@@ -22,6 +22,8 @@ ANSWER_TOKENS = 4096  # what the thinking leaves the answer, when the cap has ro
 MIN_THINKING_TOKENS = 1024  # the least budget_tokens Anthropic takes
 # The least max_tokens of a step that reasons: the least thinking, and as much again for the answer.
 MIN_REASONING_CAP = 2 * MIN_THINKING_TOKENS
+# Conductor's context tiers (its providers/context_tier.py, ContextTier).
+CONTEXT_TIERS = ("default", "long_context")
 
 
 def is_template(value: object) -> bool:

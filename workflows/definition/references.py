@@ -234,9 +234,10 @@ def _check_agent(checker: _Checker, agent: AgentSpec, path: str, scope: Mapping[
     for key in ("system_prompt", "prompt"):
         if getattr(agent, key):
             checker.check_template(getattr(agent, key), f"{path}.{key}", scope)
-    # Only the agent's own may be a template; the runtime's default is a literal.
-    if is_template(agent.reasoning_effort):
-        checker.check_template(agent.reasoning_effort, f"{path}.reasoning.effort", scope)
+    # Only the agent's own may be templates; the runtime's defaults are literals.
+    for value, key in ((agent.reasoning_effort, "reasoning.effort"), (agent.context_tier, "context_tier")):
+        if is_template(value):
+            checker.check_template(value, f"{path}.{key}", scope)
 
 
 def _check_routes(checker: _Checker, routes: tuple[RouteSpec, ...], path: str, scope: Mapping[str, Shape]) -> None:

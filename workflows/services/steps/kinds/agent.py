@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from django.conf import settings
 
 from workflows.definition import (
+    CONTEXT_TIERS,
     FREELY_PRICED_PROVIDERS,
     REASONING_EFFORTS,
     AgentSpec,
@@ -45,6 +46,8 @@ class AgentKind(StepKind):
         system_prompt = _render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
         prompt = _render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
         effort = _chosen(node.reasoning_effort, REASONING_EFFORTS, context, where=f"agent '{node.name}' reasoning.effort")
+        # Checked as conductor checks it, then without effect (docs/conductor.md says why).
+        _chosen(node.context_tier, CONTEXT_TIERS, context, where=f"agent '{node.name}' context_tier")
         prices, price_source = prices_for(
             model=node.model, pricing=definition.pricing, provider=node.provider, may_override_prices=may_override_prices
         )
