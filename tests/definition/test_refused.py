@@ -40,18 +40,14 @@ def problems(document) -> list[Problem]:
         ("workflow__runtime__plugins", ["prs"], "workflow.runtime.plugins", "coding-agent runtime"),
         ("workflow__runtime__plugin_sources", {"acme": "acme/p"}, "workflow.runtime.plugin_sources", "plugins are not supported"),
         ("workflow__runtime__working_dir", ".", "workflow.runtime.working_dir", "worker's files"),
-        ("workflow__runtime__default_context_tier", "long_context", "workflow.runtime.default_context_tier", "context window"),
         ("workflow__instructions", ["Answer in English."], "workflow.instructions", "system_prompt"),
         ("agents__0__skills", ["./skills"], "agents[0].skills", "system_prompt"),
         ("agents__0__plugins", ["prs"], "agents[0].plugins", "coding-agent runtime"),
         ("agents__0__working_dir", "/repo", "agents[0].working_dir", "worker's files"),
         ("agents__0__sandbox", {"working_dir": "/workspace"}, "agents[0].sandbox", "'aca'"),
         ("agents__0__session_key", "investigation", "agents[0].session_key", "new model call"),
-        ("agents__0__context_tier", "long_context", "agents[0].context_tier", "context window"),
         # what has another mechanism here
         ("workflow__runtime__timeout", 60, "workflow.runtime.timeout", "PROVIDER_TIMEOUT_SECONDS"),
-        ("workflow__runtime__max_session_seconds", 60, "workflow.runtime.max_session_seconds", "limits.timeout_seconds"),
-        ("agents__0__timeout_seconds", 60, "agents[0].timeout_seconds", "limits.timeout_seconds"),
         ("agents__0__retry", {"max_attempts": 3}, "agents[0].retry", "PROVIDER_MAX_RETRIES"),
         ("workflow__hooks", {"on_start": "x"}, "workflow.hooks", "webhook"),
         # not there yet
@@ -59,8 +55,6 @@ def problems(document) -> list[Problem]:
         ("workflow__runtime__mcp_servers", {}, "workflow.runtime.mcp_servers", "no tools"),
         ("agents__0__tools", [], "agents[0].tools", "no tools"),
         ("workflow__context", {"mode": "explicit", "trim_strategy": "summarize"}, "workflow.context.trim_strategy", "trimming the context"),
-        ("workflow__runtime__default_reasoning_effort", "high", "workflow.runtime.default_reasoning_effort", "budget estimate"),
-        ("agents__0__reasoning", {"effort": "high"}, "agents[0].reasoning", "budget estimate"),
         ("agents__0__dialog", {"trigger_prompt": "unsure"}, "agents[0].dialog", "person"),
         ("agents__0__output_mode", "raw", "agents[0].output_mode", "text"),
         # another step kind's field on an agent

@@ -136,8 +136,8 @@ def test_a_stream_cut_off_after_its_totals_is_billed_the_totals_then_retried(tea
 def test_a_teams_key_never_goes_to_the_base_url_the_operators_environment_sets(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://operator-gateway.internal")
 
-    assert str(client_for(Credentials(api_key="team-key")).base_url) == "https://api.anthropic.com"
-    assert str(client_for(Credentials(api_key="team-key", base_url="http://team.example")).base_url) == (
+    assert str(client_for(Credentials(api_key="team-key"), timeout=60).base_url) == "https://api.anthropic.com"
+    assert str(client_for(Credentials(api_key="team-key", base_url="http://team.example"), timeout=60).base_url) == (
         "http://team.example"
     )
 

@@ -133,8 +133,8 @@ def test_an_error_event_mid_stream_is_billed_at_its_worst_case_then_retried(team
 def test_a_teams_key_never_goes_to_the_base_url_the_operators_environment_sets(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://operator-gateway.internal/v1")
 
-    assert str(client_for(Credentials(api_key="team-key")).base_url) == "https://api.openai.com/v1/"
-    assert str(client_for(Credentials(api_key="team-key", base_url="http://team.example/v1")).base_url) == (
+    assert str(client_for(Credentials(api_key="team-key"), timeout=60).base_url) == "https://api.openai.com/v1/"
+    assert str(client_for(Credentials(api_key="team-key", base_url="http://team.example/v1"), timeout=60).base_url) == (
         "http://team.example/v1/"
     )
 

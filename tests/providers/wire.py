@@ -5,6 +5,7 @@ A test scripts the answers in order; each request is recorded with its headers a
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +18,10 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     # Stream only this many events, then drop the connection in the middle of the body.
     cut_after: int | None = None
+    # Answer only after this long, as a slow model does: a client that stops waiting has gone by then.
+    delay_seconds: float = 0
+    # Stream each event this long after the one before, as a model writing slowly does.
+    pause_seconds: float = 0
 
 
 @dataclass
@@ -42,10 +47,14 @@ class WireServer:
                 with server._lock:
                     server.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     answer = server.answers.pop(0) if server.answers else Answer(500, {"error": {"message": "no answer scripted"}})
-                if answer.events is not None:
-                    self._stream(answer)
-                else:
-                    self._json(answer)
+                time.sleep(answer.delay_seconds)
+                try:
+                    if answer.events is not None:
+                        self._stream(answer)
+                    else:
+                        self._json(answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client stopped waiting
 
             def _json(self, answer: Answer):
                 payload = json.dumps(answer.body or {}).encode()
@@ -72,6 +81,7 @@ class WireServer:
                     self.send_header(name, value)
                 self.end_headers()
                 for frame in frames[: answer.cut_after]:
+                    time.sleep(answer.pause_seconds)
                     self.wfile.write(frame)
                     self.wfile.flush()
                 self.close_connection = True
@@ -182,6 +192,7 @@ def anthropic_stream(
     start_usage: dict,
     final_output_tokens: int,
     error_after_start: bool = False,
+    thinking_pieces: list[str] | None = None,
     request_id: str = "req_anthropic_stream",
 ) -> Answer:
     message = {
@@ -204,9 +215,15 @@ def anthropic_stream(
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": piece} for piece in text_pieces or []]
-    events.append(("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}))
-    events += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas]
-    events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    blocks = [(block, deltas)]
+    if thinking_pieces is not None:  # extended thinking comes first, in a block of its own
+        thinking = [{"type": "thinking_delta", "thinking": piece} for piece in thinking_pieces]
+        thinking.append({"type": "signature_delta", "signature": "sig_1"})
+        blocks.insert(0, ({"type": "thinking", "thinking": "", "signature": ""}, thinking))
+    for index, (block, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     events.append(
         (
             "message_delta",

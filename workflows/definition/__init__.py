@@ -55,6 +55,7 @@ from .providers import (
 from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregister_step_reader
 from .run_output import output_value, parsed_text
 from .references import always_run_before, ran_just_before
+from .reasoning import CONTEXT_TIERS, REASONING_EFFORTS, is_template, rendered_choice, thinking_budget
 from .subworkflows import Frame, forwarded_input_problems, frame_at, frame_inputs, frame_left, frame_outputs
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
@@ -90,6 +91,7 @@ from .validation import (
 __all__ = [
     "BACKENDS",
     "CONTEXT_MODES",
+    "CONTEXT_TIERS",
     "DEFAULT_PROVIDER",
     "END",
     "FAILURE_MODES",
@@ -99,6 +101,7 @@ __all__ = [
     "MAX_DEFINITION_BYTES",
     "MONEY_PLACES",
     "PROMPT_CHARS",
+    "REASONING_EFFORTS",
     "RERUN_ROLE",
     "ROUTABLE",
     "SUBWORKFLOW_SEPARATOR",
@@ -150,6 +153,7 @@ __all__ = [
     "counts_as_iteration",
     "estimate_usd",
     "is_count",
+    "is_template",
     "evaluate",
     "expression_check",
     "fake_token_count",
@@ -170,6 +174,7 @@ __all__ = [
     "parsed_text",
     "render",
     "render_budget",
+    "rendered_choice",
     "register_group_names",
     "register_step_reader",
     "output_value",
@@ -178,6 +183,7 @@ __all__ = [
     "resolve_reference",
     "route_problems",
     "template_context",
+    "thinking_budget",
     "to_exact_money",
     "to_money",
     "truncated",

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._call_settings import agent_context_tier, agent_deadline, agent_effort
 from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED
 from ._refused import fields_of_other_kinds
 from ._section import Section
@@ -20,6 +21,7 @@ from .inputs import INPUT_TYPES
 from .outputs import CONSTRAINTS, constraint_problems
 from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec, ValidatorSpec
 from .providers import ROUTABLE
+from .reasoning import MIN_REASONING_CAP, MIN_THINKING_TOKENS
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
 from .conditions import condition_check
 from .templates import compile_check
@@ -39,6 +41,7 @@ MAX_MOCK_LATENCY_MS = 600_000
 _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock", "validator",
+    "reasoning", "context_tier", "timeout_seconds", "max_session_seconds",
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
 _VALIDATOR_KEYS = ("criteria", "model", "max_retries", "mock")
@@ -164,6 +167,9 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     stream = section.flag("stream", default=header.stream)
     mock = _mock(section, keys=_AGENT_MOCK_KEYS)
     validator = _validator(section, scope, model)
+    reasoning_effort = agent_effort(section, header.reasoning_effort)
+    if reasoning_effort is not None and max_tokens is not None and max_tokens < MIN_REASONING_CAP:
+        _report_reasoning_cap(section, name, max_tokens)
     if name is None or model is None or prompt is None:
         return None
     return AgentSpec(
@@ -181,6 +187,23 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         mock=mock,
         stream=stream,
         validator=validator,
+        reasoning_effort=reasoning_effort,
+        context_tier=agent_context_tier(section, header.context_tier),
+        timeout_seconds=agent_deadline(section, header.max_session_seconds),
+    )
+
+
+def _report_reasoning_cap(section: Section, name: str | None, max_tokens: int) -> None:
+    """An agent that reasons writes its thinking within max_tokens, so a cap too small for the least
+    thinking and an answer is refused where it is written: on the agent, or on the runtime."""
+    where = section.at("max_tokens") if section.data.get("max_tokens") is not None else "workflow.runtime.max_tokens"
+    section.problems.append(
+        Problem(
+            where,
+            f"{max_tokens} is too small for agent '{name}', which reasons: its thinking counts against "
+            f"max_tokens, so it needs at least {MIN_REASONING_CAP} ({MIN_THINKING_TOKENS} for the least "
+            "thinking Anthropic takes, and as much for the answer)",
+        )
     )
 
 

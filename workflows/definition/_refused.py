@@ -19,10 +19,6 @@ from .errors import Problem
 
 _TOOLS = "agents call no tools yet (tools and MCP servers are planned together)"
 _CONTEXT = "conductor's docs show it, but its schema reads the context mode from 'context: {mode: ...}'"
-_REASONING = (
-    "reasoning effort is not sent to providers yet, and the thinking tokens it adds would not be in "
-    "the budget estimate"
-)
 _SKILLS = (
     "skills are files a coding-agent runtime loads into an agent's session; an agent here is one "
     "model call that sees only its prompts (put what it needs to know in its system_prompt)"
@@ -34,14 +30,6 @@ _PLUGINS = (
 _WORKING_DIR = (
     "it is a directory on the machine a coding agent works in; agents here run no tools and never "
     "see the worker's files"
-)
-_CONTEXT_TIER = (
-    "it selects the Copilot runtime's long-context window; a step here calls the routed model API, "
-    "whose own context window applies"
-)
-_AGENT_TIMEOUT = (
-    "a step here is one model call, bounded by the operator's PROVIDER_TIMEOUT_SECONDS; bound the "
-    "run with workflow.limits.timeout_seconds"
 )
 
 TOP_UNSUPPORTED = {"tools": _TOOLS, "mcp_servers": _TOOLS}
@@ -61,12 +49,10 @@ WORKFLOW_UNSUPPORTED = {
 RUNTIME_UNSUPPORTED = {
     "mcp_servers": _TOOLS,
     "timeout": (
-        "the timeout of one model call is the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
+        "a call's deadline is written as workflow.runtime.max_session_seconds (or an agent's "
+        "timeout_seconds), within the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
         "workflow.limits.timeout_seconds"
     ),
-    "max_session_seconds": _AGENT_TIMEOUT,
-    "default_reasoning_effort": _REASONING,
-    "default_context_tier": _CONTEXT_TIER,
     "working_dir": _WORKING_DIR,
     "skills": _SKILLS,
     "skill_injection": "it sizes the skill text injected into prompts, and skills are not supported",
@@ -92,8 +78,6 @@ STEP_FIELDS = tuple(key for keys in _STEP_FIELDS.values() for key in keys) + ("r
 
 AGENT_UNSUPPORTED = {
     "tools": _TOOLS,
-    "reasoning": _REASONING,
-    "context_tier": _CONTEXT_TIER,
     "output_mode": (
         "not implemented yet: an agent with 'output' answers that schema, one without it answers text "
         "(conductor's 'raw' mode would wrap the text as {result: ...})"
@@ -103,8 +87,6 @@ AGENT_UNSUPPORTED = {
         "PROVIDER_MAX_RETRIES times with backoff, each attempt gated and charged"
     ),
     "dialog": "a conversation with a person in conductor's terminal or dashboard has no equivalent here",
-    "timeout_seconds": _AGENT_TIMEOUT,
-    "max_session_seconds": _AGENT_TIMEOUT,
     "session_key": (
         "it continues a claude-agent-sdk session from step to step; each step here is a new model "
         "call, which sees earlier outputs only through its templates"

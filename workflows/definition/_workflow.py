@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._call_settings import runtime_context_tier, runtime_effort, runtime_session_seconds
 from ._refused import COST_IGNORED, RUNTIME_IGNORED, RUNTIME_UNSUPPORTED, WORKFLOW_IGNORED, WORKFLOW_UNSUPPORTED
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
@@ -26,7 +27,10 @@ _CONTEXT_TRIMMING = (
     "trimming the context is not implemented: an agent sees in full what its context mode shows it "
     "(bound a prompt with its own template, or use the 'explicit' mode)"
 )
-_RUNTIME_KEYS = ("provider", "default_model", "max_tokens", "temperature", "stream")
+_RUNTIME_KEYS = (
+    "provider", "default_model", "max_tokens", "temperature", "stream",
+    "default_reasoning_effort", "default_context_tier", "max_session_seconds",
+)  # fmt: skip
 # The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
 _ENDPOINT_UNSUPPORTED = (
     "a workflow does not choose endpoints or hold credentials: the team's provider credentials do "
@@ -72,6 +76,10 @@ class Header:
     max_tokens: int | None
     temperature: float | None
     stream: bool
+    # The defaults of the agents' own reasoning.effort, context_tier and max_session_seconds.
+    reasoning_effort: str | None
+    context_tier: str | None
+    max_session_seconds: float | None
     pricing: dict[str, UnitPrices]
     priced_models: frozenset[str]  # every model under cost.pricing, even one whose prices are invalid
     context_mode: str
@@ -99,6 +107,9 @@ def read_header(top: Section) -> Header:
         max_tokens=runtime.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS),
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
         stream=runtime.flag("stream", default=False),
+        reasoning_effort=runtime_effort(runtime),
+        context_tier=runtime_context_tier(runtime),
+        max_session_seconds=runtime_session_seconds(runtime),
         pricing=_pricing(price_entries, workflow.problems),
         priced_models=frozenset(model for model, _, _ in price_entries),
         context_mode=_context_mode(workflow),

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from .bounds import MAX_CALL_TOKENS
 from .pricing import UnitPrices
+from .reasoning import THINKING_TOKENS
 
 END = "$end"
 # Between the names in a step's path inside a sub-workflow: `research/answerer` is the agent
@@ -138,6 +139,12 @@ class AgentSpec:
     mock: MockSpec | None
     stream: bool = False
     validator: ValidatorSpec | None = None
+    # A level of reasoning.REASONING_EFFORTS or a template rendering to one; the agent's or the runtime's.
+    reasoning_effort: str | None = None
+    # The same for reasoning.CONTEXT_TIERS: checked, and without effect (docs/conductor.md says why).
+    context_tier: str | None = None
+    # The agent's deadline for its call (timeout_seconds, max_session_seconds), if it set one.
+    timeout_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +162,9 @@ class AgentSpec:
             "mock": None if self.mock is None else self.mock.to_dict(),
             "stream": self.stream,
             "validator": None if self.validator is None else self.validator.to_dict(),
+            "reasoning_effort": self.reasoning_effort,
+            "context_tier": self.context_tier,
+            "timeout_seconds": self.timeout_seconds,
         }
 
     @classmethod
@@ -426,16 +436,18 @@ class WorkflowDefinition:
         )
 
 
-def output_cap(agent: AgentSpec, prices: UnitPrices | None, *, default: int) -> int:
-    """The most output tokens a step may produce: the agent's, else the runtime's (both already in
-    `agent.max_tokens`), else `default`, the service's output allowance (settings.DEFAULT_MAX_TOKENS),
-    lowered to the model's maximum output when the price table lists a smaller one. The request is capped at it too, so the
-    estimate built on it is an upper bound on output, whichever the source."""
+def output_cap(agent: AgentSpec, prices: UnitPrices | None, *, default: int, effort: str | None = None) -> int:
+    """The most output tokens a step may produce, thinking included: the agent's, else the runtime's
+    (both already in `agent.max_tokens`), else `default`, the service's output allowance
+    (settings.DEFAULT_MAX_TOKENS), plus the thinking tokens of the step's reasoning `effort`, lowered
+    to the model's maximum output when the price table lists a smaller one. The request is capped at
+    it too, so the estimate built on it is an upper bound on output, whichever the source."""
     if agent.max_tokens is not None:
         return agent.max_tokens
+    allowance = default + (THINKING_TOKENS[effort] if effort is not None else 0)
     if prices is not None and prices.max_output_tokens is not None:
-        return min(default, prices.max_output_tokens)
-    return default
+        return min(allowance, prices.max_output_tokens)
+    return allowance
 
 
 def _prices_to_dict(prices: UnitPrices) -> dict[str, str | None]:

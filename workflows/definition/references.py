@@ -31,6 +31,7 @@ from .conditions import FUNCTIONS, LITERALS, is_jinja, parsed_condition
 from .context_modes import declared_roots
 from .errors import Problem
 from .model import END, AgentSpec, ForEachSpec, ParallelSpec, RouteSpec, WorkflowDefinition
+from .reasoning import is_template
 from .step_kinds import step_reader
 from .subworkflows import output_fields
 from .templates import jinja_globals, parsed_template
@@ -234,6 +235,10 @@ def _check_agent(checker: _Checker, agent: AgentSpec, path: str, scope: Mapping[
     for key in ("system_prompt", "prompt"):
         if getattr(agent, key):
             checker.check_template(getattr(agent, key), f"{path}.{key}", scope)
+    # Only the agent's own may be templates; the runtime's defaults are literals.
+    for value, key in ((agent.reasoning_effort, "reasoning.effort"), (agent.context_tier, "context_tier")):
+        if is_template(value):
+            checker.check_template(value, f"{path}.{key}", scope)
 
 
 def _check_routes(checker: _Checker, routes: tuple[RouteSpec, ...], path: str, scope: Mapping[str, Shape]) -> None:

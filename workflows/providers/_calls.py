@@ -84,7 +84,7 @@ def connection_error(*, provider: str, error: Exception, credentials: Credential
     return ProviderError(redact(f"{provider} could not be reached: {error}", credentials), retryable=True)
 
 
-def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str):
+def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str, timeout: float):
     """An SDK client for one call, with the settings every provider's call needs."""
     return sdk_class(
         api_key=credentials.api_key,
@@ -93,10 +93,40 @@ def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str):
         base_url=credentials.base_url or default_base_url,
         # Off: every attempt is the step's to count, gate and charge (services/steps/execute.py retries).
         max_retries=0,
-        timeout=settings.PROVIDER_TIMEOUT_SECONDS,
+        timeout=timeout,
         # Every connection checked where it goes (workflows/outbound.py), redirects not followed.
-        http_client=outbound.http_client(timeout=settings.PROVIDER_TIMEOUT_SECONDS),
+        http_client=outbound.http_client(timeout=timeout),
     )
+
+
+def call_timeout(request: CompletionRequest) -> float:
+    """How long the call may take: the agent's deadline, else the operator's PROVIDER_TIMEOUT_SECONDS."""
+    return request.deadline_seconds or settings.PROVIDER_TIMEOUT_SECONDS
+
+
+def timeout_error(
+    *, provider: str, error: Exception, request: CompletionRequest, credentials: Credentials | None
+) -> ProviderError:
+    """The error for a call that ran out of time. The operator's timeout is worth another attempt; the
+    agent's own deadline is not, as conductor does not retry an agent's timeout: the same deadline
+    would likely run out again, each attempt gated and charged."""
+    if request.deadline_seconds is None:
+        return connection_error(provider=provider, error=error, credentials=credentials)
+    return ProviderError(f"{provider} {deadline_passed(request)}; a call past the agent's deadline is not tried again.")
+
+
+def stream_retryable(request: CompletionRequest, *, timed_out: bool) -> bool:
+    """Whether a stream that stopped early is worth another attempt: unless it ran past the agent's
+    own deadline (timeout_error says why)."""
+    return not (timed_out and request.deadline_seconds is not None)
+
+
+def deadline_passed(request: CompletionRequest) -> str:
+    """What ran out, for a message: the agent's deadline or the operator's timeout."""
+    if request.deadline_seconds is None:
+        return "took longer than PROVIDER_TIMEOUT_SECONDS"
+    seconds = request.deadline_seconds
+    return f"took longer than the agent's deadline of {seconds:g} s (its timeout_seconds or max_session_seconds)"
 
 
 def worst_case_usage(request: CompletionRequest, *, request_id: str) -> Usage:

@@ -6,17 +6,20 @@ import time
 from typing import Any
 
 import anthropic
-from django.conf import settings
 
-from workflows.definition import is_count, json_schema
+from workflows.definition import is_count, json_schema, thinking_budget
 from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
+    call_timeout,
     checked_answer,
     connection_error,
+    deadline_passed,
     missing_credentials,
     redact,
     sdk_client,
     status_error,
+    stream_retryable,
+    timeout_error,
     unreadable_answer,
 )
 from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
@@ -28,8 +31,8 @@ _REQUIRED_COUNTS = ("input_tokens", "output_tokens")
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 
-def client_for(credentials: Credentials) -> anthropic.Anthropic:
-    return sdk_client(anthropic.Anthropic, credentials, default_base_url=DEFAULT_BASE_URL)
+def client_for(credentials: Credentials, *, timeout: float) -> anthropic.Anthropic:
+    return sdk_client(anthropic.Anthropic, credentials, default_base_url=DEFAULT_BASE_URL, timeout=timeout)
 
 
 class AnthropicProvider:
@@ -39,7 +42,7 @@ class AnthropicProvider:
     def complete(self, request: CompletionRequest, *, credentials: Credentials | None) -> CompletionResult:
         if credentials is None:
             raise missing_credentials(self.name)
-        client = client_for(credentials)
+        client = client_for(credentials, timeout=call_timeout(request))
         try:
             raw = client.messages.with_raw_response.create(**_params(request))
             request_id = raw.headers.get("request-id", "")
@@ -65,7 +68,9 @@ class AnthropicProvider:
                 credentials=credentials,
                 usage=None,
             ) from None
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError, OutboundRefused) as exc:
+        except anthropic.APITimeoutError as exc:
+            raise timeout_error(provider="Anthropic", error=exc, request=request, credentials=credentials) from None
+        except (anthropic.APIConnectionError, OutboundRefused) as exc:
             raise connection_error(provider="Anthropic", error=exc, credentials=credentials) from None
         usage = _usage(counts, request_id=request_id)
         return CompletionResult(output=_answer(blocks, request, usage=usage), **vars(usage))
@@ -79,8 +84,13 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
     }
     if request.system_prompt:
         params["system"] = request.system_prompt
-    if request.temperature is not None:
-        # Anthropic's range is 0-1; a definition may say up to 2 (OpenAI's range).
+    if request.reasoning_effort is not None:
+        # Conductor's extended thinking, fitted inside the cap the gate priced (thinking is output).
+        budget = thinking_budget(request.reasoning_effort, request.max_tokens)
+        params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    elif request.temperature is not None:
+        # Not with thinking, which takes no temperature but 1, the default. Anthropic's range is 0-1;
+        # a definition may say up to 2 (OpenAI's range).
         params["temperature"] = min(request.temperature, 1.0)
     if request.output_schema:
         params["tools"] = [
@@ -90,7 +100,9 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
                 "input_schema": json_schema(request.output_schema),
             }
         ]
-        params["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
+        # Thinking cannot be combined with a forced tool: the model is asked, not made, to call it.
+        forced = {"type": "tool", "name": OUTPUT_TOOL}
+        params["tool_choice"] = {"type": "auto"} if request.reasoning_effort is not None else forced
     if request.stream:
         params["stream"] = True
     return params
@@ -106,7 +118,7 @@ def _read_stream(
     properly only when message_stop came after a message_delta: that is decided here from the
     events seen, never from which exception an SDK version raises when a stream stops early.
     """
-    deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
+    deadline = time.monotonic() + call_timeout(request)
     blocks: dict[int, dict] = {}
     counts = dict.fromkeys(_USAGE_FIELDS, 0)
     started = usage_complete = stopped = False
@@ -119,7 +131,7 @@ def _read_stream(
             except StopIteration:
                 break
             except Exception as exc:  # noqa: BLE001 - an error event, a lost connection, a client error
-                problem = f"stopped early: {exc}"
+                problem = deadline_passed(request) if time.monotonic() > deadline else f"stopped early: {exc}"
                 break
             if event.type == "message_start":
                 started = True
@@ -139,7 +151,7 @@ def _read_stream(
                 elif event.delta.type == "input_json_delta":
                     block["json"] += event.delta.partial_json
             if time.monotonic() > deadline:
-                problem = "took longer than PROVIDER_TIMEOUT_SECONDS"
+                problem = deadline_passed(request)
                 break
     finally:
         stream.close()
@@ -150,7 +162,7 @@ def _read_stream(
     if problem is not None:
         raise ProviderError(
             redact(f"Anthropic's stream {problem}", credentials),
-            retryable=True,
+            retryable=stream_retryable(request, timed_out=time.monotonic() > deadline),
             usage=_stopped_usage(counts, started=started, usage_complete=usage_complete, request=request, request_id=request_id),
         )
     return [blocks[index] for index in sorted(blocks)], counts, request_id

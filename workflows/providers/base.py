@@ -11,6 +11,10 @@ class CompletionRequest:
     temperature: float | None = None
     output_schema: dict[str, dict] | None = None
     stream: bool = False
+    # One of conductor's levels (definition/reasoning.py), rendered; None: the call does not reason.
+    reasoning_effort: str | None = None
+    # The agent's own deadline for the call, when below the operator's PROVIDER_TIMEOUT_SECONDS.
+    deadline_seconds: float | None = None
     # Provider-specific settings from the agent, e.g. the fake provider's `mock` block.
     options: dict[str, Any] = field(default_factory=dict)
 

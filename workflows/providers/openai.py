@@ -6,16 +6,19 @@ import time
 from typing import Any
 
 import openai
-from django.conf import settings
 
 from workflows.definition import json_schema
 from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
+    call_timeout,
     connection_error,
+    deadline_passed,
     missing_credentials,
     redact,
     sdk_client,
     status_error,
+    stream_retryable,
+    timeout_error,
     structured_answer,
     uncached,
     unreadable_answer,
@@ -28,8 +31,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-def client_for(credentials: Credentials) -> openai.OpenAI:
-    return sdk_client(openai.OpenAI, credentials, default_base_url=DEFAULT_BASE_URL)
+def client_for(credentials: Credentials, *, timeout: float) -> openai.OpenAI:
+    return sdk_client(openai.OpenAI, credentials, default_base_url=DEFAULT_BASE_URL, timeout=timeout)
 
 
 class OpenAIProvider:
@@ -39,7 +42,7 @@ class OpenAIProvider:
     def complete(self, request: CompletionRequest, *, credentials: Credentials | None) -> CompletionResult:
         if credentials is None:
             raise missing_credentials(self.name)
-        client = client_for(credentials)
+        client = client_for(credentials, timeout=call_timeout(request))
         try:
             raw = client.chat.completions.with_raw_response.create(**_params(request))
             request_id = raw.headers.get("x-request-id", "")
@@ -62,7 +65,9 @@ class OpenAIProvider:
                 credentials=credentials,
                 usage=_usage_in_error(exc.response, request_id=exc.response.headers.get("x-request-id", "")),
             ) from None
-        except (openai.APITimeoutError, openai.APIConnectionError, OutboundRefused) as exc:
+        except openai.APITimeoutError as exc:
+            raise timeout_error(provider="OpenAI", error=exc, request=request, credentials=credentials) from None
+        except (openai.APIConnectionError, OutboundRefused) as exc:
             raise connection_error(provider="OpenAI", error=exc, credentials=credentials) from None
         output = structured_answer(text, request, usage=usage) if request.output_schema else text
         return CompletionResult(output=output, **vars(usage))
@@ -78,7 +83,11 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
         # The cap the gate's estimate assumed; reasoning tokens count against it too.
         "max_completion_tokens": request.max_tokens,
     }
-    if request.temperature is not None:
+    if request.reasoning_effort is not None:
+        # Conductor's five levels are Chat Completions' own names for them.
+        params["reasoning_effort"] = request.reasoning_effort
+    elif request.temperature is not None:
+        # Not with reasoning: reasoning models refuse any temperature but their default.
         params["temperature"] = request.temperature
     if request.output_schema:
         params["response_format"] = {
@@ -98,7 +107,7 @@ def _read_stream(
     """The answer and usage of a streamed completion. The stream ended properly only when a choice
     finished and the body ended: that is decided here from the chunks seen, never from which
     exception an SDK version raises when a stream stops early."""
-    deadline = time.monotonic() + settings.PROVIDER_TIMEOUT_SECONDS
+    deadline = time.monotonic() + call_timeout(request)
     parts: list[str] = []
     reported = None
     received = finished = False
@@ -114,10 +123,10 @@ def _read_stream(
             if chunk.usage is not None:
                 reported = chunk.usage  # the last chunk, with no choices
             if time.monotonic() > deadline:
-                problem = "took longer than PROVIDER_TIMEOUT_SECONDS"
+                problem = deadline_passed(request)
                 break
     except Exception as exc:  # noqa: BLE001 - an error event, a lost connection, a client error
-        problem = f"stopped early: {exc}"
+        problem = deadline_passed(request) if time.monotonic() > deadline else f"stopped early: {exc}"
     finally:
         stream.close()
     if problem is None and not finished:
@@ -129,7 +138,11 @@ def _read_stream(
     # Usage comes only in the last chunk. A stream stopped after it started may have been billed for
     # up to the whole output cap, so without reported usage it is billed at the worst case.
     usage = _usage(reported, request_id=request_id, request=request) if received else None
-    raise ProviderError(redact(f"OpenAI's stream {problem}", credentials), retryable=True, usage=usage)
+    raise ProviderError(
+        redact(f"OpenAI's stream {problem}", credentials),
+        retryable=stream_retryable(request, timed_out=time.monotonic() > deadline),
+        usage=usage,
+    )
 
 
 def _usage(reported, *, request_id: str, request: CompletionRequest) -> Usage:

@@ -6,16 +6,20 @@ from dataclasses import replace
 from django.conf import settings
 
 from workflows.definition import (
+    CONTEXT_TIERS,
     FREELY_PRICED_PROVIDERS,
+    REASONING_EFFORTS,
     AgentSpec,
     MockSpec,
     WorkflowDefinition,
     backend_of,
     count_tokens,
     estimate_usd,
+    is_template,
     model_for_backend,
     output_cap,
     render,
+    rendered_choice,
 )
 from workflows.models import Run, Step, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage, get_provider
@@ -45,6 +49,9 @@ class AgentKind(StepKind):
         """`feedback`, for a re-run its validator asked for, is appended to the rendered prompt."""
         system_prompt = _render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
         prompt = _render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
+        effort = _chosen(node.reasoning_effort, REASONING_EFFORTS, context, where=f"agent '{node.name}' reasoning.effort")
+        # Checked as conductor checks it, then without effect (docs/conductor.md says why).
+        _chosen(node.context_tier, CONTEXT_TIERS, context, where=f"agent '{node.name}' context_tier")
         mock = node.mock
         if feedback and mock is not None and mock.rerun_output is not None:
             mock = replace(mock, output=mock.rerun_output)
@@ -59,6 +66,8 @@ class AgentKind(StepKind):
             definition=definition,
             may_override_prices=may_override_prices,
             provider_routes=provider_routes,
+            effort=effort,
+            deadline_seconds=_deadline(node),
         )
 
     def call(
@@ -74,13 +83,16 @@ class AgentKind(StepKind):
         definition: WorkflowDefinition,
         may_override_prices: bool,
         provider_routes: Mapping[str, str],
+        effort: str | None = None,
+        deadline_seconds: float | None = None,
     ) -> PreparedStep:
-        """A call to `model` through the agent's provider, with the agent's output cap, priced and
-        estimated: the worst case of its rendered input and its whole output cap."""
+        """A call to `model` through the agent's provider, with the agent's output cap (room for
+        reasoning at `effort` included), priced and estimated: the worst case of its rendered input
+        and its whole output cap."""
         prices, price_source = prices_for(
             model=model, pricing=definition.pricing, provider=agent.provider, may_override_prices=may_override_prices
         )
-        max_tokens = output_cap(agent, prices, default=settings.DEFAULT_MAX_TOKENS)
+        max_tokens = output_cap(agent, prices, default=settings.DEFAULT_MAX_TOKENS, effort=effort)
         input_tokens = count_tokens(system_prompt + prompt)
         if agent.provider in FREELY_PRICED_PROVIDERS and mock and mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
@@ -97,6 +109,8 @@ class AgentKind(StepKind):
             temperature=temperature,
             output_schema=output_schema,
             stream=agent.stream,
+            reasoning_effort=effort,
+            deadline_seconds=deadline_seconds,
             options={"mock": mock.to_dict()} if mock else {},
         )
         return PreparedStep(
@@ -139,3 +153,18 @@ class AgentKind(StepKind):
 
 def _render_kept(source: str, context: dict, *, where: str) -> str:
     return rendered(("render", where, source), context, lambda: render(source, context, where=where))
+
+
+def _chosen(value: str | None, choices: tuple[str, ...], context: dict, *, where: str) -> str | None:
+    """A literal checked at upload, or a template rendered now and checked: before the gate, so a
+    value that is none of `choices` fails the step before anything is spent on it."""
+    if not is_template(value):
+        return value
+    return rendered_choice(_render_kept(value, context, where=where), choices, where=where)
+
+
+def _deadline(node: AgentSpec) -> float | None:
+    """The agent's deadline where it is below the operator's, which bounds every call anyway."""
+    if node.timeout_seconds is not None and node.timeout_seconds < settings.PROVIDER_TIMEOUT_SECONDS:
+        return node.timeout_seconds
+    return None
