@@ -205,7 +205,7 @@ def attach_subworkflows(
                 problems.append(
                     Problem(
                         at,
-                        f"the team has no workflow named '{workflow_name(reference)}': upload it first, under "
+                        f"the team has no workflow named '{name}': upload it first, under "
                         "that name (a path names the workflow uploaded under its file's name, without .yaml)",
                     )
                 )
