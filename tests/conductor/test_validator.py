@@ -4,8 +4,9 @@ made and charged its own ledger entry; a budget stop before either leaves a chec
 continues from without repeating a call; audit mode reports where enforce would have stopped.
 
 Prices (input is free): the drafter and the announcer each reserve $0.20 (a 200-token cap at $1,000
-per million) and cost $0.10 and $0.05; the validator, on its own model, reserves $0.16 and costs
-$0.032; the re-run costs what the drafter does."""
+per million) and cost $0.10 and $0.05; the validator, on its own model, reserves $0.1536 (512
+tokens, the least a verdict is given, at $300 per million) and costs $0.012; the re-run costs what
+the drafter does."""
 
 import os
 import signal
@@ -80,17 +81,17 @@ def test_a_failed_output_is_written_again_with_the_feedback_and_the_second_outpu
     # One ledger entry per call, the validator's under conductor's usage row name.
     assert ledger(run) == [
         ("drafter", "sim-writer", Decimal("0.100000")),
-        ("drafter (validator)", "sim-grader", Decimal("0.032000")),
+        ("drafter (validator)", "sim-grader", Decimal("0.012000")),
         ("drafter", "sim-writer", Decimal("0.100000")),
         ("announcer", "sim-writer", Decimal("0.050000")),
     ]
-    assert run.spent_usd == Decimal("0.282000")
+    assert run.spent_usd == Decimal("0.262000")
     assert run.iterations == 2  # the drafter's execution counts once, as in conductor
     assert payloads(run, EventType.AGENT_VALIDATION_FAILED) == [
         {"agent": "drafter", "step": 2, "issues": ISSUES, "will_retry": True}
     ]
     graded = run.events.get(type=EventType.AGENT_COMPLETED, payload__role="validator").payload
-    assert (graded["step"], graded["model"], graded["cost_usd"]) == (2, "sim-grader", "0.032000")
+    assert (graded["step"], graded["model"], graded["cost_usd"]) == (2, "sim-grader", "0.012000")
     rerun = run.steps.get(role="rerun")
     assert rerun.validation["issues"] == ISSUES
     # The announcer read the final notes: its prompt held the second draft only.
@@ -114,7 +115,7 @@ def test_a_passed_output_goes_on_to_the_agent_s_routes_unchanged(api, team, cele
     assert [agent for agent, _, _ in ledger(run)] == ["drafter", "drafter (validator)", "announcer"]
     assert payloads(run, EventType.AGENT_VALIDATION_PASSED) == [{"agent": "drafter", "step": 2, "errored": False}]
     assert not payloads(run, EventType.AGENT_VALIDATION_FAILED)
-    assert run.spent_usd == Decimal("0.182000")
+    assert run.spent_usd == Decimal("0.162000")
     assert_invariants(run)
 
 
@@ -138,7 +139,7 @@ def test_an_enforce_budget_stops_before_the_validator_s_call_and_a_resume_runs_i
 ):
     upload(api)
 
-    # The drafter fits ($0.20 reserved of $0.25); its validator would not ($0.10 spent + $0.16).
+    # The drafter fits ($0.20 reserved of $0.25); its validator would not ($0.10 spent + $0.1536).
     run = start(api, budget_usd="0.25")
 
     assert run.status == "budget_exceeded"
@@ -146,7 +147,7 @@ def test_an_enforce_budget_stops_before_the_validator_s_call_and_a_resume_runs_i
     assert run.error["type"] == "BudgetExceededError"
     assert run.error["current_agent"] == "drafter"
     [exceeded] = payloads(run, EventType.BUDGET_EXCEEDED)
-    assert (exceeded["spent_usd"], exceeded["projected_usd"]) == ("0.100000", "0.260000")
+    assert (exceeded["spent_usd"], exceeded["projected_usd"]) == ("0.100000", "0.253600")
     checkpoint = run.checkpoints.latest()
     assert (checkpoint.next_step.role, checkpoint.outputs, checkpoint.spent_usd) == ("validator", {}, Decimal("0.1"))
     assert_invariants(run)
@@ -159,14 +160,14 @@ def test_an_enforce_budget_stops_before_the_validator_s_call_and_a_resume_runs_i
     assert run.output["notes"] == SECOND
     assert run.steps.get(sequence=1).attempts == 1  # the drafter's first call was never made again
     assert [agent for agent, _, _ in ledger(run)] == ["drafter", "drafter (validator)", "drafter", "announcer"]
-    assert run.spent_usd == Decimal("0.282000")  # spend kept across the resume
+    assert run.spent_usd == Decimal("0.262000")  # spend kept across the resume
     assert_invariants(run)
 
 
 def test_an_enforce_budget_stops_before_the_re_run_and_a_resume_runs_it_with_the_feedback(api, team, celery_worker):
     upload(api)
 
-    # The validator fits ($0.10 + $0.16 of $0.30); the re-run does not ($0.132 spent + $0.20).
+    # The validator fits ($0.10 + $0.1536 of $0.30); the re-run does not ($0.112 spent + $0.20).
     run = start(api, budget_usd="0.30")
 
     assert run.status == "budget_exceeded"
@@ -175,7 +176,7 @@ def test_an_enforce_budget_stops_before_the_re_run_and_a_resume_runs_it_with_the
         ("drafter", "validator", "succeeded"),
         ("drafter", "rerun", "blocked"),
     ]
-    assert run.spent_usd == Decimal("0.132000")
+    assert run.spent_usd == Decimal("0.112000")
     assert run.checkpoints.latest().outputs == {}  # the drafter's output is not final yet
     assert_invariants(run)
 
@@ -187,7 +188,7 @@ def test_an_enforce_budget_stops_before_the_re_run_and_a_resume_runs_it_with_the
     assert run.output["notes"] == SECOND
     assert [step.attempts for step in run.steps.order_by("sequence")] == [1, 1, 1, 1]
     assert len(ledger(run)) == 4
-    assert run.spent_usd == Decimal("0.282000")
+    assert run.spent_usd == Decimal("0.262000")
     assert_invariants(run)
 
 
@@ -196,10 +197,10 @@ def test_a_resume_that_cannot_pay_for_the_validator_s_call_is_refused(api, team,
     run = start(api, budget_usd="0.25")
     assert run.status == "budget_exceeded"
 
-    refused = api.post(f"/api/v1/runs/{run.pk}/resume", {"budget_usd": "0.255", "reason": "a bit more"}, format="json")
+    refused = api.post(f"/api/v1/runs/{run.pk}/resume", {"budget_usd": "0.253", "reason": "a bit more"}, format="json")
 
     assert refused.status_code == 409
-    assert refused.json()["error"]["details"]["projected_usd"] == "0.260000"
+    assert refused.json()["error"]["details"]["projected_usd"] == "0.253600"
 
 
 def test_audit_mode_reports_at_the_validator_s_call_where_enforce_would_stop_and_goes_on(api, team, celery_worker):
@@ -209,11 +210,11 @@ def test_audit_mode_reports_at_the_validator_s_call_where_enforce_would_stop_and
 
     assert run.status == "completed", run.error
     [exceeded] = payloads(run, EventType.BUDGET_EXCEEDED)
-    assert (exceeded["budget_mode"], exceeded["current_agent"], exceeded["projected_usd"]) == ("audit", "drafter", "0.260000")
+    assert (exceeded["budget_mode"], exceeded["current_agent"], exceeded["projected_usd"]) == ("audit", "drafter", "0.253600")
     reported_at = run.events.get(type=EventType.BUDGET_EXCEEDED).pk
     validator_done = run.events.get(type=EventType.AGENT_COMPLETED, payload__role="validator").pk
     assert reported_at < validator_done
-    assert run.spent_usd == Decimal("0.282000")
+    assert run.spent_usd == Decimal("0.262000")
     assert len(ledger(run)) == 4
     assert_invariants(run)
 
@@ -241,5 +242,5 @@ def test_a_worker_killed_during_the_validator_s_call_is_redelivered_and_the_call
         ("announcer", 1),
     ]
     assert run.output["notes"] == SECOND
-    assert run.spent_usd == Decimal("0.282000")
+    assert run.spent_usd == Decimal("0.262000")
     assert_invariants(run)

@@ -31,6 +31,9 @@ MAX_RETRIES = 1  # conductor's cap: beyond one re-run with feedback, the prompt 
 
 # What a validator answers, as an output schema.
 VERDICT_SCHEMA = {"passed": {"type": "boolean"}, "issues": {"type": "array", "items": {"type": "string"}}}
+# The least output a validator's call may write, whatever its agent's cap: room for a verdict with a
+# few issues. Cut off mid-JSON, a verdict would be no verdict, and fail-open would pass the output.
+VERDICT_MIN_TOKENS = 512
 
 # How much of the agent's prompt and output a validator is shown: conductor's bounds, in characters.
 PROMPT_CHARS = 6000

@@ -10,6 +10,9 @@ class CompletionRequest:
     max_tokens: int
     temperature: float | None = None
     output_schema: dict[str, dict] | None = None
+    # Whether an answer must fit `output_schema`: a validator's verdict is only steered by it, and
+    # read leniently by its caller (definition/validation.py), as conductor reads it.
+    answer_checked: bool = True
     stream: bool = False
     # One of conductor's levels (definition/reasoning.py), rendered; None: the call does not reason.
     reasoning_effort: str | None = None

@@ -397,8 +397,11 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
     again before the next call, so a retry can be stopped by a budget like any step, and each
     attempt gets its own ledger entry. The wait is Celery's countdown, not a worker asleep.
     """
+    charge = ZERO
+    if error.usage is not None and attempt.prepared.request is not None:
+        charge = cost_ahead(prepared=attempt.prepared, usage=error.usage)
     rendered_ahead(
-        prerender=partial(_prerender_end_of, attempt=attempt, error=_provider_error(error)),
+        prerender=partial(_prerender_end_of, attempt=attempt, error=_provider_error(error), charge=charge),
         locked=partial(_provider_failed_under_locks, attempt=attempt, error=error),
     )
 
@@ -407,45 +410,54 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
     with transaction.atomic(durable=True):
         locked = _lock_attempt(attempt)
         team, run, step = locked.team, locked.run, locked.step
-        cost = None
+        charged = None
         if error.usage is not None and not ledger_has_entry(step=step, attempt=attempt.number):
             charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage)
+        _failed_call_handle(run=run, team=team, step=step, attempt=attempt, error=error, charged=charged)
+        if charged is not None:
+            # Last, as a settlement writes its entry: what follows the failure renders holding no more locks.
             _charge_record(team=team, run=run, charged=charged)
-            cost = charged.cost_usd
-        if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
-            return
-        details = _provider_error(error)
-        if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
-            _attempt_failed(team=team, run=run, step=step, error=details)
-            return
-        if step.provider_retries >= settings.PROVIDER_MAX_RETRIES:
-            tries = step.provider_retries + 1
-            message = f"The provider failed {tries} times in a row; the last error: {details['message']}"
-            _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
-            return
-        release(run=run, step=step)
-        step.provider_retries += 1
-        step.status = StepStatus.PENDING
-        step.error = details
-        step.save(update_fields=["status", "error", "provider_retries"])
-        delay = retry_delay_seconds(
-            retry=step.provider_retries,
-            base_seconds=settings.PROVIDER_RETRY_BASE_SECONDS,
-            max_seconds=settings.PROVIDER_RETRY_MAX_SECONDS,
-            retry_after_seconds=error.retry_after_seconds,
-        )
-        event_record(
-            run=run,
-            type=EventType.PROVIDER_RETRY,
-            payload={
-                **attempt_named(step, attempt.number),
-                "retry": step.provider_retries,
-                "retry_in_seconds": round(delay, 3),
-                "error": details,
-                "cost_usd": usd(cost),
-            },
-        )
-        step_schedule(step, countdown=delay)
+
+
+def _failed_call_handle(
+    *, team: Team, run: Run, step: Step, attempt: StepAttempt, error: ProviderError, charged: Charged | None
+) -> None:
+    """Fail the attempt, or send it again later, as the error and the retries so far say."""
+    cost = None if charged is None else charged.cost_usd
+    if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
+        return
+    details = _provider_error(error)
+    if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
+        _attempt_failed(team=team, run=run, step=step, error=details)
+        return
+    if step.provider_retries >= settings.PROVIDER_MAX_RETRIES:
+        tries = step.provider_retries + 1
+        message = f"The provider failed {tries} times in a row; the last error: {details['message']}"
+        _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
+        return
+    release(run=run, step=step)
+    step.provider_retries += 1
+    step.status = StepStatus.PENDING
+    step.error = details
+    step.save(update_fields=["status", "error", "provider_retries"])
+    delay = retry_delay_seconds(
+        retry=step.provider_retries,
+        base_seconds=settings.PROVIDER_RETRY_BASE_SECONDS,
+        max_seconds=settings.PROVIDER_RETRY_MAX_SECONDS,
+        retry_after_seconds=error.retry_after_seconds,
+    )
+    event_record(
+        run=run,
+        type=EventType.PROVIDER_RETRY,
+        payload={
+            **attempt_named(step, attempt.number),
+            "retry": step.provider_retries,
+            "retry_in_seconds": round(delay, 3),
+            "error": details,
+            "cost_usd": usd(cost),
+        },
+    )
+    step_schedule(step, countdown=delay)
 
 
 def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas) -> Charged:

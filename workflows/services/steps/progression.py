@@ -355,8 +355,9 @@ def prerender_ending(
             return
         outputs = {**outputs, source.name: group_kind_of(source).result(group=source, ended=branches)}
         path = source.name
-    # A step that succeeds counts as executed, and is charged, in the transaction that routes it.
-    settling = charge if error is None else None
+    # A step that succeeds counts as executed, and is charged, in the transaction that routes it; so is
+    # the failed call of a validator's step or a re-run, whose failure routes on (it counts as nothing).
+    settling = charge if error is None or step.role else None
     move_after(
         run=run, definition=definition, path=path, outputs=outputs, settling=settling, counted=counts_as_iteration(step.role)
     )

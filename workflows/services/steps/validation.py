@@ -8,6 +8,7 @@ from workflows.definition import PROMPT_CHARS, AfterStep, Rerun, Validate, trunc
 from workflows.models import EventType, Run, Step, StepRole
 from workflows.services.dispatch import step_send
 from workflows.services.events import event_record
+from workflows.services.ledger import storable
 from workflows.services.run_state import checkpoint_record
 
 
@@ -16,7 +17,8 @@ def validation_step_enter(*, run: Run, step: Step, move: Validate | Rerun, promp
     against `prompt` (what the agent was asked), or its re-run, told the issues. The checkpoint that
     points at it keeps the outputs from before the agent: its output is not final yet."""
     if isinstance(move, Validate):
-        role, validation = StepRole.VALIDATOR, {"prompt": truncated(prompt, PROMPT_CHARS), "output": move.output}
+        # The prompt is whatever the agent's templates rendered: kept as the database can store it.
+        role, validation = StepRole.VALIDATOR, {"prompt": storable(truncated(prompt, PROMPT_CHARS)), "output": move.output}
     else:
         role, validation = StepRole.RERUN, {"issues": list(move.verdict.issues), "output": move.output}
     follower = Step.objects.create(

@@ -85,6 +85,7 @@ class AgentKind(StepKind):
         provider_routes: Mapping[str, str],
         effort: str | None = None,
         deadline_seconds: float | None = None,
+        answer_checked: bool = True,
     ) -> PreparedStep:
         """A call to `model` through the agent's provider, with the agent's output cap (room for
         reasoning at `effort` included), priced and estimated: the worst case of its rendered input
@@ -108,6 +109,7 @@ class AgentKind(StepKind):
             max_tokens=max_tokens,
             temperature=temperature,
             output_schema=output_schema,
+            answer_checked=answer_checked,
             stream=agent.stream,
             reasoning_effort=effort,
             deadline_seconds=deadline_seconds,
