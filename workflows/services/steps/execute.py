@@ -299,7 +299,7 @@ def _take_over_crashed_attempt(
     event_record(
         run=run,
         type=EventType.STEP_REDELIVERED,
-        payload={"agent": step.agent, "step": step.sequence, "attempt": step.attempts},
+        payload=attempt_named(step, step.attempts),
     )
     return _admitted(run=run, step=step, prepared=prepared)
 

@@ -61,7 +61,8 @@ def step_prepare(
         context = {**seen, **{name: value for name, value in branch.items() if name not in context}}
     else:
         context = branch
-    # A re-run sees what the agent's first run saw: the checkpoint holds no output of the agent's yet.
+    # A re-run renders over the outputs its agent's first run saw: the checkpoint holds no output of the
+    # agent's yet (the run's progress and spend are as they are now).
     rerun = {"feedback": validation_feedback(step.validation["issues"])} if step.role == StepRole.RERUN else {}
     return kind_of(node).prepare(
         node=node,
