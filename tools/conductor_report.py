@@ -149,9 +149,8 @@ def check_folder(
                 _upload(team, file, text, workflow_create)
                 transaction.set_rollback(True)  # each file is checked alone
         except ApplicationError as exc:
-            details = exc.details if isinstance(exc.details, list) else [{"path": "definition", "message": exc.message}]
             problems = [
-                {"path": d["path"], "message": d["message"], "kind": reason_kind(d["path"], d["message"])} for d in details
+                {"path": d["path"], "message": d["message"], "kind": reason_kind(d["path"], d["message"])} for d in _details(exc)
             ]
             results.append(FileResult(shown, "refused", problems))
         else:
@@ -162,10 +161,12 @@ def check_folder(
 def _upload(team, file: Path, text: str, workflow_create, *, name: str | None = None, depth: int = 0) -> None:
     """Upload `file` after the files its `type: workflow` steps name, each under the name the
     service gives a reference (its file name without .yaml), as a conductor user would. A refused
-    sub-workflow refuses its caller, with its problems at the caller's step."""
+    sub-workflow refuses its caller: its problems are reported at the caller's step, beside the
+    caller's own."""
     from workflows.definition.subworkflows import MAX_DEPTH, workflow_name
     from workflows.errors import ApplicationError, DefinitionInvalid
 
+    problems, refused_at = [], set()
     for at, reference in _references(text):
         child = (file.parent / reference).resolve()
         if depth >= MAX_DEPTH or not child.is_file():
@@ -173,12 +174,19 @@ def _upload(team, file: Path, text: str, workflow_create, *, name: str | None = 
         try:
             _upload(team, child, child.read_text(encoding="utf-8"), workflow_create, name=workflow_name(reference), depth=depth + 1)
         except ApplicationError as exc:
-            details = exc.details if isinstance(exc.details, list) else [{"path": "definition", "message": exc.message}]
-            raise DefinitionInvalid(
-                exc.message,
-                details=[{"path": f"{at}({reference}).{d['path']}", "message": d["message"]} for d in details],
-            ) from exc
-    workflow_create(team=team, definition=text, name=name)
+            problems += [{"path": f"{at}({reference}).{d['path']}", "message": d["message"]} for d in _details(exc)]
+            refused_at.add(f"{at}.workflow")
+    try:
+        workflow_create(team=team, definition=text, name=name)
+    except ApplicationError as exc:
+        # That a refused sub-workflow is missing is said already, by its own problems.
+        problems += [d for d in _details(exc) if d["path"] not in refused_at]
+    if problems:
+        raise DefinitionInvalid(f"The workflow definition has {len(problems)} problems.", details=problems)
+
+
+def _details(exc) -> list[dict]:
+    return exc.details if isinstance(exc.details, list) else [{"path": "definition", "message": exc.message}]
 
 
 def _references(text: str) -> list[tuple[str, str]]:

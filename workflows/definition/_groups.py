@@ -194,7 +194,7 @@ def _inline_agent(section: Section, scope: Scope, group: str | None, first_use: 
     if agent.data.get("routes") is not None:
         agent.report("routes", "the agent of a for_each group takes no routes; give them to the group")
     if agent.data.get("type") not in (None, "agent"):
-        agent.report("type", f"the agent of a for_each group is an agent, not {show(agent.data['type'])} (not yet)")
+        agent.report("type", f"a for_each group runs an agent: a step of type {show(agent.data['type'])} cannot be its agent yet")
         return None
     if agent.data.get("validator") is not None:
         agent.report("validator", _GROUP_VALIDATOR)
