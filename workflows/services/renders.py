@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from workflows.definition import render_budget
+from workflows.definition import render, render_budget
 
 T = TypeVar("T")
 
@@ -66,6 +66,11 @@ def rendered(key: tuple, context: Mapping[str, Any], render: Callable[[], T]) ->
     if outcome is not None and not kept.last_try:
         raise StaleRender(key)
     return render()
+
+
+def render_kept(source: str, context: Mapping[str, Any], *, where: str) -> str:
+    """A template rendered as `rendered` says: before the transaction that asks for it."""
+    return rendered(("render", where, source), context, lambda: render(source, context, where=where))
 
 
 @contextmanager

@@ -18,7 +18,6 @@ from workflows.definition import (
     is_template,
     model_for_backend,
     output_cap,
-    render,
     rendered_choice,
 )
 from workflows.models import Run, Step, Team
@@ -26,7 +25,7 @@ from workflows.providers import CompletionRequest, CompletionResult, Usage, get_
 from workflows.services.credentials import credentials_for
 from workflows.services.ledger import ledger_charge
 from workflows.services.prices import prices_for
-from workflows.services.renders import rendered
+from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
 
 
@@ -47,8 +46,8 @@ class AgentKind(StepKind):
         feedback: str = "",
     ) -> PreparedStep:
         """`feedback`, for a re-run its validator asked for, is appended to the rendered prompt."""
-        system_prompt = _render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
-        prompt = _render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
+        system_prompt = render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
+        prompt = render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
         effort = _chosen(node.reasoning_effort, REASONING_EFFORTS, context, where=f"agent '{node.name}' reasoning.effort")
         # Checked as conductor checks it, then without effect (docs/conductor.md says why).
         _chosen(node.context_tier, CONTEXT_TIERS, context, where=f"agent '{node.name}' context_tier")
@@ -153,16 +152,12 @@ class AgentKind(StepKind):
         return Charged(cost_usd=cost, details=details, entry=entry)
 
 
-def _render_kept(source: str, context: dict, *, where: str) -> str:
-    return rendered(("render", where, source), context, lambda: render(source, context, where=where))
-
-
 def _chosen(value: str | None, choices: tuple[str, ...], context: dict, *, where: str) -> str | None:
     """A literal checked at upload, or a template rendered now and checked: before the gate, so a
     value that is none of `choices` fails the step before anything is spent on it."""
     if not is_template(value):
         return value
-    return rendered_choice(_render_kept(value, context, where=where), choices, where=where)
+    return rendered_choice(render_kept(value, context, where=where), choices, where=where)
 
 
 def _deadline(node: AgentSpec) -> float | None:

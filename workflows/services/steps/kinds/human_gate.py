@@ -15,9 +15,9 @@ from workflows.definition import (
     WorkflowDefinition,
     compile_check,
     next_move,
-    render,
 )
 from workflows.errors import ValidationFailed
+from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, check_answer_fields
 
 MAX_ANSWER_TEXT = 10_000  # characters a person may write with a choice
@@ -73,7 +73,7 @@ class HumanGateKind(NoCallStepKind):
         may_override_prices: bool,
         provider_routes: Mapping[str, str],
     ) -> PreparedStep:
-        prompt = render(node.params["prompt"], context, where=f"human_gate '{node.name}' prompt")
+        prompt = render_kept(node.params["prompt"], context, where=f"human_gate '{node.name}' prompt")
         request = {"prompt": prompt, "options": node.params["options"]}
         return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), awaits_input=True, data={"request": request})
 

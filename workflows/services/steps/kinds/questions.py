@@ -18,7 +18,6 @@ from workflows.definition import (
     WorkflowDefinition,
     compile_check,
     next_move,
-    render,
     resolve_reference,
 )
 from workflows.definition.questions import (
@@ -30,6 +29,7 @@ from workflows.definition.questions import (
     question_problems,
 )
 from workflows.errors import ValidationFailed
+from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, check_answer_fields
 
 _SOURCE = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)+")
@@ -108,7 +108,7 @@ class QuestionsKind(NoCallStepKind):
         else:
             questions = [_rendered(question, context, where=f"{where} questions[{index}]") for index, question in enumerate(params["questions"])]
         request = {
-            "prompt": render(params["prompt"], context, where=f"{where} prompt"),
+            "prompt": render_kept(params["prompt"], context, where=f"{where} prompt"),
             "questions": numbered(questions),
             "allow_skip": params["allow_skip"],
             "allow_abort": params["allow_abort"],
@@ -139,9 +139,9 @@ class QuestionsKind(NoCallStepKind):
 
 def _rendered(question: dict, context: dict, *, where: str) -> dict:
     """An inline question with its text, hint and choices rendered: the workflow's author wrote them."""
-    rendered = {key: render(question[key], context, where=f"{where}.{key}") for key in ("text", "hint") if question.get(key)}
+    rendered = {key: render_kept(question[key], context, where=f"{where}.{key}") for key in ("text", "hint") if question.get(key)}
     if question.get("choices"):
-        rendered["choices"] = [render(c, context, where=f"{where}.choices[{n}]") for n, c in enumerate(question["choices"])]
+        rendered["choices"] = [render_kept(c, context, where=f"{where}.choices[{n}]") for n, c in enumerate(question["choices"])]
     return {**question, **rendered}
 
 

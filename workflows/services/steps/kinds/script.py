@@ -17,11 +17,11 @@ from workflows.definition import (
     compile_check,
     output_problems,
     read_output_schema,
-    render,
 )
 from workflows.models import Team
 from workflows.providers import CompletionResult
 from workflows.services.scripts import ScriptFailed, script_run
+from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
 
 MAX_TIMEOUT_SECONDS = 3600  # what a definition may ask for; SCRIPT_TIMEOUT_SECONDS caps it on the worker
@@ -96,10 +96,10 @@ class ScriptKind(NoCallStepKind):
     ) -> PreparedStep:
         params, where = node.params, f"script '{node.name}'"
         call = {
-            "command": render(params["command"], context, where=f"{where} command").strip(),
-            "args": [render(arg, context, where=f"{where} args[{n}]") for n, arg in enumerate(params["args"])],
+            "command": render_kept(params["command"], context, where=f"{where} command").strip(),
+            "args": [render_kept(arg, context, where=f"{where} args[{n}]") for n, arg in enumerate(params["args"])],
             "env": params["env"],
-            "stdin": None if params["stdin"] is None else render(params["stdin"], context, where=f"{where} stdin"),
+            "stdin": None if params["stdin"] is None else render_kept(params["stdin"], context, where=f"{where} stdin"),
             "timeout": min(params["timeout"] or settings.SCRIPT_TIMEOUT_SECONDS, settings.SCRIPT_TIMEOUT_SECONDS),
         }
         return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data={"call": call, "output": params["output"]})

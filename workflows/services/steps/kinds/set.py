@@ -3,8 +3,9 @@
 from collections.abc import Mapping
 from decimal import Decimal
 
-from workflows.definition import AgentSpec, StepSpec, TemplateFailure, WorkflowDefinition, compile_check, render
+from workflows.definition import AgentSpec, StepSpec, TemplateFailure, WorkflowDefinition, compile_check
 from workflows.definition.coercion import OUTPUT_TYPES, coerce_rendered
+from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 
@@ -80,7 +81,7 @@ class SetKind(NoCallStepKind):
 
 
 def _bound(template: str, output_type: str, context: dict, *, where: str):
-    text = render(template, context, where=where)
+    text = render_kept(template, context, where=where)
     try:
         return coerce_rendered(text, output_type)
     except ValueError as exc:

@@ -15,8 +15,8 @@ from workflows.definition import (
     compile_check,
     next_move,
     output_value,
-    render,
 )
+from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 STATUSES = ("success", "failed")
@@ -69,7 +69,7 @@ class TerminateKind(NoCallStepKind):
         may_override_prices: bool,
         provider_routes: Mapping[str, str],
     ) -> PreparedStep:
-        reason = render(node.params["reason"], context, where=f"terminate '{node.name}' reason")
+        reason = render_kept(node.params["reason"], context, where=f"terminate '{node.name}' reason")
         return PreparedStep(
             kind=self.name, estimate_usd=Decimal("0"), data={"output": {"status": node.params["status"], "reason": reason}}
         )

@@ -4,8 +4,9 @@ for when the pause ends (`PreparedStep.delay_seconds`)."""
 from collections.abc import Mapping
 from decimal import Decimal
 
-from workflows.definition import AgentSpec, StepSpec, TemplateFailure, WorkflowDefinition, compile_check, render
+from workflows.definition import AgentSpec, StepSpec, TemplateFailure, WorkflowDefinition, compile_check
 from workflows.definition.durations import wait_seconds
+from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 
@@ -49,7 +50,7 @@ class WaitKind(NoCallStepKind):
         duration = node.params["duration"]
         where = f"wait '{node.name}' duration"
         if _is_template(duration):
-            duration = render(duration, context, where=where)
+            duration = render_kept(duration, context, where=where)
         try:
             seconds = wait_seconds(duration)
         except ValueError as exc:

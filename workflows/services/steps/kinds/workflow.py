@@ -21,12 +21,11 @@ from workflows.definition import (
     WorkflowDefinition,
     check_inputs,
     evaluate,
-    render,
 )
 from workflows.definition.coercion import coerce_rendered
 from workflows.definition.subworkflows import KEYS, read_workflow_step
 from workflows.definition.templates import is_one_expression, json_text
-from workflows.services.renders import rendered
+from workflows.services.renders import render_kept, rendered
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep
 
 # How a rendered input_mapping value is read for the sub-workflow input's declared type.
@@ -91,7 +90,7 @@ def _bound(name: str, template: str, child: WorkflowDefinition, context: dict, *
             return value
         text = value
     else:
-        text = rendered(("render", where, template), context, partial(render, template, context, where=where))
+        text = render_kept(template, context, where=where)
     spec = child.inputs.get(name)
     if spec is None:
         return text  # a sub-workflow that declares no inputs takes them as conductor passes them: text
