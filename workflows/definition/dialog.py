@@ -65,7 +65,7 @@ def _truncated(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(_CUT)] + _CUT
 
 
-def shown(output: Any) -> str:
+def _shown(output: Any) -> str:
     return output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False, default=str)
 
 
@@ -75,7 +75,7 @@ def evaluator_system_prompt(trigger_prompt: str) -> str:
 
 def evaluator_prompt(*, agent: str, output: Any) -> str:
     """What the evaluator is asked: the agent's output, bounded as conductor bounds it."""
-    return _PROMPT.format(agent=agent, output=_truncated(shown(output), OUTPUT_CHARS))
+    return _PROMPT.format(agent=agent, output=_truncated(_shown(output), OUTPUT_CHARS))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from workflows.definition import (
     AfterStep,
     Converse,
     Evaluate,
-    Proceed,
     Redo,
     Rerun,
     Validate,
@@ -68,7 +67,7 @@ def validation_record(*, run: Run, step: Step, move: AfterStep, error: dict | No
             payload = {**named, "issues": list(verdict.issues), "will_retry": isinstance(move, Rerun)}
             event_record(run=run, type=EventType.AGENT_VALIDATION_FAILED, payload=payload)
     elif step.role == StepRole.DIALOG:
-        evaluation = move.evaluation if isinstance(move, (Converse, Proceed)) else None
+        evaluation = move.evaluation  # a Converse or a Proceed, after an evaluator's step
         payload = {
             **named,
             "triggered": evaluation.trigger,
