@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from workflows.definition.bounds import MAX_ITERATIONS
 from workflows.definition.providers import ROUTABLE
+from workflows.definition.dialog import DIALOG_ROLE, REPLY_ROLE
 from workflows.definition.validation import RERUN_ROLE, VALIDATOR_ROLE
 
 
@@ -278,10 +279,12 @@ class StepStatus(models.TextChoices):
 
 
 class StepRole(models.TextChoices):
-    """What a step does for its agent beyond the agent's own call (definition/validation.py)."""
+    """What a step does for its agent beyond the agent's own call (definition/validation.py, dialog.py)."""
 
     VALIDATOR = VALIDATOR_ROLE, "its agent's validator"
-    RERUN = RERUN_ROLE, "its agent again, with the validator's feedback"
+    RERUN = RERUN_ROLE, "its agent again, with the validator's feedback or a person's reply"
+    DIALOG = DIALOG_ROLE, "its agent's dialog evaluator"
+    REPLY = REPLY_ROLE, "a person's reply to its agent's dialog"
 
 
 class Step(models.Model):
@@ -305,7 +308,10 @@ class Step(models.Model):
     validation = models.JSONField(
         null=True,
         blank=True,
-        help_text="What a validator's step grades (its agent's prompt and output), or a re-run is told (the issues).",
+        help_text=(
+            "What a validator's or dialog's step reads (its agent's prompt and output), a person is asked "
+            "(the question), or a re-run is told (the issues, or the question and reply)."
+        ),
     )
     status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -441,6 +447,8 @@ class EventType(models.TextChoices):
     INPUT_RECEIVED = "input_received"
     AGENT_VALIDATION_PASSED = "agent_validation_passed"
     AGENT_VALIDATION_FAILED = "agent_validation_failed"
+    AGENT_DIALOG_EVALUATED = "agent_dialog_evaluated"
+    AGENT_DIALOG_RERUN_FAILED = "agent_dialog_rerun_failed"
 
 
 class Event(models.Model):

@@ -1,6 +1,8 @@
 """A run waiting at a human gate is answered on its admin page, in the staff user's name, by staff who
 can see it and no one else."""
 
+from pathlib import Path
+
 import pytest
 from django.urls import reverse
 
@@ -95,3 +97,21 @@ def test_questions_are_answered_on_the_run_page_too(admin_client, team):
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED
     assert run.steps.get(agent="ask").output["answers"] == {"region": "eu"}
+
+
+def test_an_agent_s_dialog_is_shown_with_its_output_and_answered_on_the_run_page(admin_client, team):
+    source = (Path(__file__).parent.parent / "conductor" / "refund_desk.yaml").read_text()
+    workflow_create(team=team, definition=source)
+    run = drive(run_start(team=team, workflow="refund-desk", inputs={"complaint": "Broken <b>blender</b>"}))
+    assert run.status == RunStatus.WAITING_FOR_INPUT
+
+    shown = admin_client.get(page(run)).content.decode()
+    assert "Should the whole order be refunded?" in shown and "refund the order in full" in shown
+    assert 'name="decline"' in shown
+
+    admin_client.post(answer_url(run), {"dialog": "1", "text": "Refund one blender.", "decline": ""})
+
+    run = drive(run)  # the assessor's re-run with the reply, and the writer
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert run.output["amount_usd"] == 320
+    assert Event.objects.get(run=run, type=EventType.INPUT_RECEIVED).payload["text"] == "Refund one blender."

@@ -516,3 +516,44 @@ output:
     assert charged == ["notes/drafter", "notes/drafter (validator)", "notes/drafter", "notes/announcer"]
     assert run.spent_usd == sum(LedgerEntry.objects.filter(run=run).values_list("cost_usd", flat=True))
     assert_invariants(run)
+
+
+def test_a_dialog_inside_a_subworkflow_waits_for_its_reply_and_re_runs_within_it(api, team, celery_worker):
+    upload(api, (Path(__file__).parent / "refund_desk.yaml").read_text())
+    upload(
+        api,
+        """
+workflow:
+  name: desk
+  entry_point: refund
+  input: {complaint: {type: string}}
+  runtime: {provider: fake, default_model: sim-clerk}
+agents:
+  - name: refund
+    type: workflow
+    workflow: ./refund-desk.yaml
+output:
+  amount_usd: "{{ refund.output.amount_usd }}"
+""",
+    )
+
+    run = wait_for_run(start(api, workflow="desk", inputs={"complaint": "broken"}), *TERMINAL, "waiting_for_input")
+    assert run.status == "waiting_for_input", run.error
+    answered = api.post(f"/api/v1/runs/{run.pk}/input", {"text": "Refund one blender."}, format="json")
+    assert answered.status_code == 200, answered.json()
+    run = wait_for_run(run.pk, *TERMINAL)
+
+    assert run.status == "completed", run.error
+    assert run.output == {"amount_usd": 320}  # the re-run's, as final
+    steps = list(run.steps.order_by("sequence").values_list("agent", "role"))
+    assert steps == [
+        ("refund", ""),
+        ("refund/assessor", ""),
+        ("refund/assessor", "dialog"),
+        ("refund/assessor", "dialog_reply"),
+        ("refund/assessor", "rerun"),
+        ("refund/writer", ""),
+    ]
+    charged = list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", flat=True))
+    assert charged == ["refund/assessor", "refund/assessor (dialog)", "refund/assessor", "refund/writer"]
+    assert_invariants(run)

@@ -55,7 +55,6 @@ def problems(document) -> list[Problem]:
         ("workflow__runtime__mcp_servers", {}, "workflow.runtime.mcp_servers", "no tools"),
         ("agents__0__tools", [], "agents[0].tools", "no tools"),
         ("workflow__context", {"mode": "explicit", "trim_strategy": "summarize"}, "workflow.context.trim_strategy", "trimming the context"),
-        ("agents__0__dialog", {"trigger_prompt": "unsure"}, "agents[0].dialog", "person"),
         ("agents__0__output_mode", "raw", "agents[0].output_mode", "text"),
         # another step kind's field on an agent
         ("agents__0__command", "ls", "agents[0].command", "conductor's 'script' steps"),

@@ -129,7 +129,9 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
 
 def _answer_posted(posted) -> dict:
     """The answer the run page's form posts, in the API's shape: a gate's choice (and text), or the
-    questions' answers by id (a blank one skipped) or abandoning them."""
+    questions' answers by id (a blank one skipped) or abandoning them, or a dialog's reply or declining it."""
+    if posted.get("dialog"):
+        return {"decline": True} if posted.get("decline") else {"text": posted.get("text", "")}
     if "choice" in posted:
         return {"choice": posted["choice"], **({"text": posted["text"]} if posted.get("text") else {})}
     if posted.get("abort"):

@@ -104,8 +104,9 @@ class RunResumeInputSerializer(StrictInputSerializer):
 
 
 class RunAnswerInputSerializer(StrictInputSerializer):
-    """A human gate's `choice` (and `text`), or a questions step's `answers` (or `abort`): which the
-    waiting step takes, and what they may be, is the step's to say."""
+    """A human gate's `choice` (and `text`), a questions step's `answers` (or `abort`), or an agent's
+    dialog's `text` (or `decline`): which the waiting step takes, and what they may be, is the step's
+    to say."""
 
     choice = serializers.CharField(required=False, max_length=200)
     text = serializers.CharField(required=False, max_length=10_000, trim_whitespace=False)
@@ -113,6 +114,7 @@ class RunAnswerInputSerializer(StrictInputSerializer):
         child=serializers.CharField(max_length=10_000, allow_blank=True, trim_whitespace=False), required=False
     )
     abort = serializers.BooleanField(required=False)
+    decline = serializers.BooleanField(required=False)
 
     def validate_answers(self, answers: dict) -> dict:
         if len(answers) > MAX_QUESTIONS:

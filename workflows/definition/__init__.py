@@ -8,6 +8,18 @@ from ._section import Section
 from ._values import unstorable_json
 from .bounds import MAX_CALL_TOKENS
 from .context_modes import CONTEXT_MODES, context_for_agent
+from .dialog import (
+    DIALOG_ROLE,
+    EVALUATION_SCHEMA,
+    REPLY_ROLE,
+    Evaluation,
+    Reply,
+    ReplyInvalid,
+    dialog_guidance,
+    evaluator_prompt,
+    evaluator_system_prompt,
+    reply_of,
+)
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
@@ -24,6 +36,7 @@ from .model import (
     RouteSpec,
     StepSpec,
     ValidatorSpec,
+    DialogSpec,
     WorkflowDefinition,
     output_cap,
 )
@@ -76,7 +89,10 @@ from .validation import (
     VERDICT_MIN_TOKENS,
     VERDICT_SCHEMA,
     AfterStep,
+    Converse,
+    Evaluate,
     Proceed,
+    Redo,
     Rerun,
     Validate,
     Verdict,
@@ -90,6 +106,20 @@ from .validation import (
 )
 
 __all__ = [
+    "DIALOG_ROLE",
+    "EVALUATION_SCHEMA",
+    "REPLY_ROLE",
+    "Converse",
+    "DialogSpec",
+    "Evaluate",
+    "Evaluation",
+    "Redo",
+    "Reply",
+    "ReplyInvalid",
+    "dialog_guidance",
+    "evaluator_prompt",
+    "evaluator_system_prompt",
+    "reply_of",
     "BACKENDS",
     "CONTEXT_MODES",
     "CONTEXT_TIERS",

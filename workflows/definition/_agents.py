@@ -19,7 +19,7 @@ from .bounds import MAX_CALL_TOKENS, MAX_NAME_CHARS
 from .errors import Problem
 from .inputs import INPUT_TYPES
 from .outputs import CONSTRAINTS, constraint_problems
-from .model import END, AgentSpec, MockSpec, RouteSpec, StepSpec, ValidatorSpec
+from .model import END, AgentSpec, DialogSpec, MockSpec, RouteSpec, StepSpec, ValidatorSpec
 from .providers import ROUTABLE
 from .reasoning import MIN_REASONING_CAP, MIN_THINKING_TOKENS
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
@@ -40,11 +40,17 @@ MAX_MOCK_LATENCY_MS = 600_000
 
 _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
-    "output", "routes", "max_tokens", "temperature", "stream", "mock", "validator",
+    "output", "routes", "max_tokens", "temperature", "stream", "mock", "validator", "dialog",
     "reasoning", "context_tier", "timeout_seconds", "max_session_seconds",
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
 _VALIDATOR_KEYS = ("criteria", "model", "max_retries", "mock")
+_DIALOG_KEYS = ("trigger_prompt", "mock")
+_DIALOG_AND_VALIDATOR = (
+    "an agent with both a validator and a dialog is not supported: conductor talks with the person "
+    "first and grades what the re-run answers, and here the two would each send the agent back; "
+    "give the agent one of them, or put the other on an agent of its own"
+)
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
 _AGENT_MOCK_KEYS = (*_MOCK_KEYS, "rerun_output")
 _SCHEMA_KEYS = ("type", "description", "items", "properties", *CONSTRAINTS)
@@ -167,6 +173,9 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     stream = section.flag("stream", default=header.stream)
     mock = _mock(section, keys=_AGENT_MOCK_KEYS)
     validator = _validator(section, scope, model)
+    dialog = _dialog(section)
+    if dialog is not None and section.data.get("validator") is not None:
+        section.report("dialog", _DIALOG_AND_VALIDATOR)
     reasoning_effort = agent_effort(section, header.reasoning_effort)
     if reasoning_effort is not None and max_tokens is not None and max_tokens < MIN_REASONING_CAP:
         _report_reasoning_cap(section, name, max_tokens)
@@ -190,6 +199,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         reasoning_effort=reasoning_effort,
         context_tier=agent_context_tier(section, header.context_tier),
         timeout_seconds=agent_deadline(section, header.max_session_seconds),
+        dialog=dialog,
     )
 
 
@@ -205,6 +215,20 @@ def _report_reasoning_cap(section: Section, name: str | None, max_tokens: int) -
             "thinking Anthropic takes, and as much for the answer)",
         )
     )
+
+
+def _dialog(agent: Section) -> DialogSpec | None:
+    """The agent's `dialog:` block, checked as conductor checks it (None without one; a problem
+    reported leaves the definition refused whatever this returns). Its evaluator calls the agent's
+    model through the agent's provider, priced as the agent's call is."""
+    if agent.data.get("dialog") is None:
+        return None
+    section = agent.section("dialog", keys=_DIALOG_KEYS)
+    if not section.is_mapping:
+        return None
+    trigger_prompt = section.text("trigger_prompt", required=True)
+    mock = _mock(section, keys=_MOCK_KEYS)
+    return None if trigger_prompt is None else DialogSpec(trigger_prompt=trigger_prompt, mock=mock)
 
 
 def _validator(agent: Section, scope: Scope, model: str | None) -> ValidatorSpec | None:

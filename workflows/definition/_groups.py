@@ -22,6 +22,11 @@ _GROUP_VALIDATOR = (
     "a validator on the agent of a group is not supported yet: its call and a re-run would be steps "
     "beside the group's branches, which groups do not run (a validator works on an agent outside groups)"
 )
+_GROUP_DIALOG = (
+    "a dialog on the agent of a group is not supported: conductor runs no dialog for a group's agents, "
+    "and here its evaluator's call, a person's reply and a re-run would be steps beside the group's "
+    "branches (a dialog works on an agent outside groups)"
+)
 # Conductor's reserved loop variable names.
 _LOOP_RESERVED = frozenset({"workflow", "context", "output", "_index", "_key"})
 _LOOP_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -101,6 +106,8 @@ def _members(section: Section, scope: Scope, agents: Mapping[str, AgentSpec]) ->
             problem = f"agent '{member}' has routes; an agent in a parallel group must not (the group's routes are taken)"
         elif member in agents and agents[member].validator is not None:
             problem = f"agent '{member}' has a validator: {_GROUP_VALIDATOR}"
+        elif member in agents and agents[member].dialog is not None:
+            problem = f"agent '{member}' has a dialog: {_GROUP_DIALOG}"
         else:
             members.append(member)
             continue
@@ -198,4 +205,6 @@ def _inline_agent(section: Section, scope: Scope, group: str | None, first_use: 
         return None
     if agent.data.get("validator") is not None:
         agent.report("validator", _GROUP_VALIDATOR)
+    if agent.data.get("dialog") is not None:
+        agent.report("dialog", _GROUP_DIALOG)
     return read_agent(agent, name, scope)

@@ -86,7 +86,6 @@ AGENT_UNSUPPORTED = {
         "retries are the service's: a transient provider error is retried up to the operator's "
         "PROVIDER_MAX_RETRIES times with backoff, each attempt gated and charged"
     ),
-    "dialog": "a conversation with a person in conductor's terminal or dashboard has no equivalent here",
     "session_key": (
         "it continues a claude-agent-sdk session from step to step; each step here is a new model "
         "call, which sees earlier outputs only through its templates"

@@ -77,7 +77,8 @@ class MockSpec:
     # The input tokens to report instead of the fake's own count, as for a prompt of that size. The
     # step's estimate counts them too: the fake never costs more than the gate reserved for it.
     input_tokens: int | None = None
-    # What the agent answers when its validator sends it back with feedback; None: `output` again.
+    # What the agent answers when it runs again, sent back by its validator with feedback or after a
+    # dialog with a person; None: `output` again.
     rerun_output: Any | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +125,23 @@ class ValidatorSpec:
 
 
 @dataclass(frozen=True)
+class DialogSpec:
+    """Conductor's `dialog:` on an agent: a call to the agent's model reads its output against
+    `trigger_prompt` (plain text, never rendered) and may ask a person a question; answered, the agent
+    runs once more with the question and the answer appended to its prompt (definition/dialog.py)."""
+
+    trigger_prompt: str
+    mock: MockSpec | None = None  # what the fake provider answers for the evaluator
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trigger_prompt": self.trigger_prompt, "mock": None if self.mock is None else self.mock.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DialogSpec:
+        return cls(**{**data, "mock": None if data["mock"] is None else MockSpec.from_dict(data["mock"])})
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     name: str
     description: str
@@ -145,6 +163,7 @@ class AgentSpec:
     context_tier: str | None = None
     # The agent's deadline for its call (timeout_seconds, max_session_seconds), if it set one.
     timeout_seconds: float | None = None
+    dialog: DialogSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,11 +184,13 @@ class AgentSpec:
             "reasoning_effort": self.reasoning_effort,
             "context_tier": self.context_tier,
             "timeout_seconds": self.timeout_seconds,
+            "dialog": None if self.dialog is None else self.dialog.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentSpec:
         validator = data.get("validator")  # versions stored before validators have none
+        dialog = data.get("dialog")  # nor before dialogs
         return cls(
             **{
                 **data,
@@ -177,6 +198,7 @@ class AgentSpec:
                 "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"]),
                 "mock": None if data["mock"] is None else MockSpec.from_dict(data["mock"]),
                 "validator": None if validator is None else ValidatorSpec.from_dict(validator),
+                "dialog": None if dialog is None else DialogSpec.from_dict(dialog),
             }
         )
 

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .model import ValidatorSpec
+from .dialog import DIALOG_ROLE, REPLY_ROLE, Evaluation, evaluation_of
+from .model import DialogSpec, ValidatorSpec
 
 # The roles of the steps an agent's validation adds after the agent's own (`Step.role`).
 VALIDATOR_ROLE = "validator"
@@ -66,15 +67,18 @@ What the agent answered (check this):
 
 
 def counts_as_iteration(role: str) -> bool:
-    """Whether a step counts toward max_iterations (and may be stopped by it): a validator's call and
-    a re-run are part of their agent's execution, which counted once, as in conductor."""
+    """Whether a step counts toward max_iterations (and may be stopped by it): a validator's call, a
+    dialog's evaluator, a person's reply and a re-run are part of their agent's execution, which
+    counted once, as in conductor."""
     return not role
 
 
 def usage_label(agent: str, role: str) -> str:
     """What the ledger names a step's call by: a validator's is conductor's "<agent> (validator)"
-    usage row; a re-run is its agent's own call."""
-    return f"{agent} (validator)" if role == VALIDATOR_ROLE else agent
+    usage row, a dialog's evaluator "<agent> (dialog)"; a re-run is its agent's own call."""
+    if role == VALIDATOR_ROLE:
+        return f"{agent} (validator)"
+    return f"{agent} (dialog)" if role == DIALOG_ROLE else agent
 
 
 def truncated(text: str, limit: int) -> str:
@@ -144,22 +148,64 @@ class Rerun:
 
 
 @dataclass(frozen=True)
+class Evaluate:
+    """The agent's own step succeeded and it has a dialog: its evaluator's step follows."""
+
+    output: Any
+
+
+@dataclass(frozen=True)
+class Converse:
+    """The evaluator triggered: a person is asked its question about `output`."""
+
+    output: Any
+    evaluation: Evaluation
+
+
+@dataclass(frozen=True)
+class Redo:
+    """A person replied to the dialog's question: the agent runs again, told the question and reply."""
+
+    output: Any  # the output the person was shown, which stands should the re-run fail
+    question: str
+    reply: str
+
+
+@dataclass(frozen=True)
 class Proceed:
     """The agent's routes are taken, with `output` as its output."""
 
     output: Any
     verdict: Verdict | None = None  # the validator's, when its step is the one that ended
+    evaluation: Evaluation | None = None  # the dialog's evaluator's, when its step is the one that ended
 
 
-AfterStep = Validate | Rerun | Proceed
+AfterStep = Validate | Rerun | Evaluate | Converse | Redo | Proceed
 
 
 def after_step(
-    *, validator: ValidatorSpec | None, role: str, given: Mapping[str, Any] | None, output: Any = None, failed: bool = False
+    *,
+    validator: ValidatorSpec | None,
+    role: str,
+    given: Mapping[str, Any] | None,
+    output: Any = None,
+    failed: bool = False,
+    dialog: DialogSpec | None = None,
 ) -> AfterStep | None:
-    """What follows a step of an agent (or of any kind, with no validator) that succeeded with
-    `output`, or `failed`; None when its failure fails the run, as any step's does. `given` is what a
-    validator's or re-run's step was given (`Step.validation`): the graded output, and the issues."""
+    """What follows a step of an agent (or of any kind, with no validator or dialog) that succeeded
+    with `output`, or `failed`; None when its failure fails the run, as any step's does. `given` is
+    what a step of the agent's validation or dialog was given (`Step.validation`): the output at
+    stake, and the issues, or the question (and reply). An agent has a validator or a dialog, never
+    both (the parser refuses it)."""
+    if role == DIALOG_ROLE:
+        evaluation = Evaluation(trigger=False, errored=True) if failed else evaluation_of(output)
+        if evaluation.trigger:
+            return Converse(given["output"], evaluation)
+        return Proceed(given["output"], evaluation=evaluation)
+    if role == REPLY_ROLE:
+        if failed or output.get("declined", True):
+            return Proceed(given["output"])
+        return Redo(given["output"], question=given["question"], reply=output["text"])
     if role == VALIDATOR_ROLE:
         verdict = Verdict(passed=True, errored=True) if failed else verdict_of(output)
         if verdict.passed or not validator.max_retries:
@@ -169,4 +215,6 @@ def after_step(
         return Proceed(given["output"] if failed else output)
     if failed:
         return None
-    return Proceed(output) if validator is None else Validate(output)
+    if validator is not None:
+        return Validate(output)
+    return Proceed(output) if dialog is None else Evaluate(output)

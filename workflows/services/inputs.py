@@ -1,4 +1,4 @@
-"""A person's answer to a run waiting for input (a human gate): checked, recorded with who gave it,
+"""A person's answer to a run waiting for input (a human gate, questions, an agent's dialog): checked, recorded with who gave it,
 then settled as the waiting step's output, from which the run goes on as the answer routes it."""
 
 from collections.abc import Mapping
@@ -15,7 +15,7 @@ from workflows.selectors import definition_of, latest_checkpoint
 from workflows.services.events import event_record
 from workflows.services.locks import lock_rows, step_attempt_lock
 from workflows.services.steps import step_settle
-from workflows.services.steps.kinds import PreparedStep, StepAttempt, kind_of
+from workflows.services.steps.kinds import PreparedStep, StepAttempt, kind_for_step
 
 
 def check_run_answerable(*, run: Run, given: Mapping[str, Any]) -> tuple[Step, Any, int]:
@@ -30,7 +30,7 @@ def check_run_answerable(*, run: Run, given: Mapping[str, Any]) -> tuple[Step, A
         )
     node = definition_of(run.workflow_version).node(step.agent)
     asked_id, asked = _latest_request(run).values_list("id", "payload").first()  # recorded as the run stopped
-    return step, kind_of(node).answer(node=node, asked=asked, given=given), asked_id
+    return step, kind_for_step(node, step.role).answer(node=node, asked=asked, given=given), asked_id
 
 
 def _latest_request(run: Run):
@@ -66,7 +66,7 @@ def run_answer(*, run: Run, given: Mapping[str, Any], actor: str) -> Run:
             event_record(
                 run=run, type=EventType.INPUT_RECEIVED, actor=actor, payload={"agent": step.agent, "by": actor, **output}
             )
-        kind = kind_of(definition_of(run.workflow_version).node(step.agent))
+        kind = kind_for_step(definition_of(run.workflow_version).node(step.agent), step.role)
         prepared = PreparedStep(kind=kind.name, estimate_usd=Decimal("0"))
         attempt = StepAttempt(team_id=run.team_id, run_id=run.pk, step_id=step.pk, number=step.attempts, prepared=prepared)
         step_settle(attempt=attempt, result=CompletionResult(input_tokens=0, output_tokens=0, output=output))

@@ -281,6 +281,9 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
         if checkpoint.next_step.role == StepRole.VALIDATOR and definition.node(resume_point).validator is None:
             problems.add(f"'{resume_point}' with a validator (the run goes on from its validator's call)")
+        dialog_roles = (StepRole.DIALOG, StepRole.REPLY)
+        if checkpoint.next_step.role in dialog_roles and definition.node(resume_point).dialog is None:
+            problems.add(f"'{resume_point}' with a dialog (the run goes on from its dialog)")
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",

@@ -16,12 +16,17 @@ from workflows.definition import (
     frame_inputs,
     frame_outputs,
     ran_just_before,
+    dialog_guidance,
     template_context,
     validation_feedback,
 )
 from workflows.models import Run, Step, StepRole
 from workflows.services.periods import period_window, team_period_spent
-from workflows.services.steps.kinds import VALIDATOR, PreparedStep, group_kind_of, kind_of
+from workflows.services.steps.kinds import PreparedStep, group_kind_of, kind_for_step, kind_of
+
+# The roles whose steps are prepared from what their agent's step recorded (`Step.validation`), not
+# from the run's context: a validator's and a dialog evaluator's call, and a person's reply.
+_READS_RECORDED = (StepRole.VALIDATOR, StepRole.DIALOG, StepRole.REPLY)
 
 
 def step_prepare(
@@ -29,13 +34,14 @@ def step_prepare(
 ) -> PreparedStep:
     """Prepare the step as its kind says, in the context of the run so far (of its sub-workflow's
     entry, for a step inside one), and for a branch as its group's kind adds to it; a validator's step
-    from what it grades, and an agent's re-run as the agent, told the validator's issues. Raises
-    TemplateFailure."""
+    from what it grades, a dialog's evaluator and a person's reply from the output they read, and an
+    agent's re-run as the agent, told the validator's issues or the dialog's question and reply.
+    Raises TemplateFailure."""
     frame = frame_at(definition, step.agent)
     definition = frame.definition
     node = definition.node(frame.name)
-    if step.role == StepRole.VALIDATOR:
-        return VALIDATOR.prepare(
+    if step.role in _READS_RECORDED:
+        return kind_for_step(node, step.role).prepare(
             node=node,
             context=step.validation,
             definition=definition,
@@ -63,7 +69,7 @@ def step_prepare(
         context = branch
     # A re-run renders over the outputs its agent's first run saw: the checkpoint holds no output of the
     # agent's yet (the run's progress and spend are as they are now).
-    rerun = {"feedback": validation_feedback(step.validation["issues"])} if step.role == StepRole.RERUN else {}
+    rerun = {"feedback": _rerun_feedback(step.validation)} if step.role == StepRole.RERUN else {}
     return kind_of(node).prepare(
         node=node,
         context=context,
@@ -72,6 +78,13 @@ def step_prepare(
         provider_routes=run.provider_routes,
         **rerun,
     )
+
+
+def _rerun_feedback(given: dict) -> str:
+    """What a re-run's prompt is appended: the validator's issues, or the dialog's question and reply."""
+    if "issues" in given:
+        return validation_feedback(given["issues"])
+    return dialog_guidance(question=given["question"], reply=given["reply"])
 
 
 def run_context(

@@ -242,7 +242,10 @@ def _after(definition: WorkflowDefinition, step: Step, *, output=None, failed: b
     """What follows a step outside any group (definition/validation.py)."""
     node = definition.node(step.agent)
     validator = node.validator if isinstance(node, AgentSpec) else None
-    return after_step(validator=validator, role=step.role, given=step.validation, output=output, failed=failed)
+    dialog = node.dialog if isinstance(node, AgentSpec) else None
+    return after_step(
+        validator=validator, role=step.role, given=step.validation, output=output, failed=failed, dialog=dialog
+    )
 
 
 def _go_on(
@@ -255,7 +258,7 @@ def _go_on(
     prompt: str = "",
     error: dict | None = None,
 ) -> None:
-    """Take `move` after a step outside any group: its validator's step or a re-run, or its routes."""
+    """Take `move` after a step outside any group: its validator's or dialog's next step, or its routes."""
     validation_record(run=run, step=step, move=move, error=error)
     if not isinstance(move, Proceed):
         validation_step_enter(run=run, step=step, move=move, prompt=prompt)
@@ -340,7 +343,7 @@ def prerender_ending(
     if not step.group:
         move = _after(definition, step, output=output, failed=error is not None)
         if not isinstance(move, Proceed):
-            return  # the step fails its run, or a validator's step or a re-run follows: nothing is rendered
+            return  # the step fails its run, or a validator's or dialog's step follows: nothing is rendered
         path = step.agent
         outputs = {**outputs, step.agent: move.output}
     else:

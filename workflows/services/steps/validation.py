@@ -1,10 +1,20 @@
-"""The steps an agent's validator adds after the agent's own (definition/validation.py has the rules):
-entering its validator's step and its re-run, each a step of the run like any other, and the events
-that say what the validator found. Callers hold the run and step locks (`locks.lock_rows`)."""
+"""The steps an agent's validator or dialog adds after the agent's own (definition/validation.py and
+definition/dialog.py have the rules): entering its validator's or dialog evaluator's step, a person's
+reply and its re-run, each a step of the run like any other, and the events that say what the
+validator or the evaluator found. Callers hold the run and step locks (`locks.lock_rows`)."""
 
 from django.utils import timezone
 
-from workflows.definition import PROMPT_CHARS, AfterStep, Rerun, Validate, truncated
+from workflows.definition import (
+    PROMPT_CHARS,
+    AfterStep,
+    Converse,
+    Evaluate,
+    Redo,
+    Rerun,
+    Validate,
+    truncated,
+)
 from workflows.models import EventType, Run, Step, StepRole
 from workflows.services.dispatch import step_send
 from workflows.services.events import event_record
@@ -12,15 +22,25 @@ from workflows.services.ledger import storable
 from workflows.services.run_state import checkpoint_record
 
 
-def validation_step_enter(*, run: Run, step: Step, move: Validate | Rerun, prompt: str = "") -> None:
+def validation_step_enter(*, run: Run, step: Step, move: Validate | Rerun | Evaluate | Converse | Redo, prompt: str = "") -> None:
     """Create and send the step that follows `step` of an agent: its validator's, grading the output
-    against `prompt` (what the agent was asked), or its re-run, told the issues. The checkpoint that
-    points at it keeps the outputs from before the agent: its output is not final yet."""
+    against `prompt` (what the agent was asked); its dialog's evaluator, reading the output; a
+    person's reply to the evaluator's question; or its re-run, told the issues or the question and
+    reply. The checkpoint that points at it keeps the outputs from before the agent: its output is
+    not final yet."""
     if isinstance(move, Validate):
         # The prompt is whatever the agent's templates rendered: kept as the database can store it.
         role, validation = StepRole.VALIDATOR, {"prompt": storable(truncated(prompt, PROMPT_CHARS)), "output": move.output}
-    else:
+    elif isinstance(move, Rerun):
         role, validation = StepRole.RERUN, {"issues": list(move.verdict.issues), "output": move.output}
+    elif isinstance(move, Evaluate):
+        role, validation = StepRole.DIALOG, {"output": move.output}
+    elif isinstance(move, Converse):
+        evaluation = move.evaluation
+        role = StepRole.REPLY
+        validation = {"question": evaluation.question, "reason": evaluation.reason, "output": move.output}
+    else:
+        role, validation = StepRole.RERUN, {"question": move.question, "reply": move.reply, "output": move.output}
     follower = Step.objects.create(
         run=run,
         sequence=step.sequence + 1,
@@ -35,18 +55,34 @@ def validation_step_enter(*, run: Run, step: Step, move: Validate | Rerun, promp
 
 
 def validation_record(*, run: Run, step: Step, move: AfterStep, error: dict | None = None) -> None:
-    """The event saying what a validator's step found (`error`: it failed, and passed the output),
-    or that a re-run failed and the graded output stands; nothing for any other step."""
+    """The event saying what a validator's or a dialog evaluator's step found (`error`: it failed,
+    and the output stands), or that a re-run failed and the output it was to replace stands; nothing
+    for any other step."""
     named = {"agent": step.agent, "step": step.sequence}
+    failure = {"error": error} if error is not None else {}
     if step.role == StepRole.VALIDATOR:
         verdict = move.verdict
         if verdict.passed:
-            failure = {"error": error} if error is not None else {}
             payload = {**named, "errored": verdict.errored, **failure}
             event_record(run=run, type=EventType.AGENT_VALIDATION_PASSED, payload=payload)
         else:
             payload = {**named, "issues": list(verdict.issues), "will_retry": isinstance(move, Rerun)}
             event_record(run=run, type=EventType.AGENT_VALIDATION_FAILED, payload=payload)
+    elif step.role == StepRole.DIALOG:
+        evaluation = move.evaluation  # a Converse or a Proceed, after an evaluator's step
+        payload = {
+            **named,
+            "triggered": evaluation.trigger,
+            "reason": evaluation.reason,
+            "question": evaluation.question,
+            "errored": evaluation.errored,
+            **failure,
+        }
+        event_record(run=run, type=EventType.AGENT_DIALOG_EVALUATED, payload=payload)
     elif step.role == StepRole.RERUN and error is not None:
-        payload = {**named, "issues": step.validation["issues"], "will_retry": False, "rerun_error": error}
-        event_record(run=run, type=EventType.AGENT_VALIDATION_FAILED, payload=payload)
+        if "issues" in step.validation:
+            payload = {**named, "issues": step.validation["issues"], "will_retry": False, "rerun_error": error}
+            event_record(run=run, type=EventType.AGENT_VALIDATION_FAILED, payload=payload)
+        else:
+            payload = {**named, "question": step.validation["question"], "rerun_error": error}
+            event_record(run=run, type=EventType.AGENT_DIALOG_RERUN_FAILED, payload=payload)

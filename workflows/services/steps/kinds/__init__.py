@@ -7,6 +7,9 @@ so a workflow that uses it uploads. A group's fields are read by the parser itse
 """
 
 from workflows.definition import (
+    DIALOG_ROLE,
+    REPLY_ROLE,
+    VALIDATOR_ROLE,
     AgentSpec,
     GroupNames,
     GroupSpec,
@@ -24,6 +27,7 @@ from workflows.services.steps.kinds.base import (
     StepKind,
     StepWorkFailed,
 )
+from workflows.services.steps.kinds.dialog import DialogKind, DialogReplyKind
 from workflows.services.steps.kinds.for_each import ForEachKind
 from workflows.services.steps.kinds.human_gate import HumanGateKind
 from workflows.services.steps.kinds.parallel import ParallelKind
@@ -36,10 +40,18 @@ from workflows.services.steps.kinds.wait import WaitKind
 from workflows.services.steps.kinds.workflow import WorkflowKind
 
 AGENT = AgentKind()
-# Not a step type a definition names: progression enters its steps after an agent's with a validator.
+# Not step types a definition names: progression enters their steps after an agent's with a
+# validator or a dialog.
 VALIDATOR = ValidatorKind()
+DIALOG = DialogKind()
+DIALOG_REPLY = DialogReplyKind()
+_ROLE_KINDS: dict[str, StepKind] = {
+    VALIDATOR_ROLE: VALIDATOR,
+    DIALOG_ROLE: DIALOG,
+    REPLY_ROLE: DIALOG_REPLY,
+}
 
-_kinds: dict[str, StepKind] = {AGENT.name: AGENT, VALIDATOR.name: VALIDATOR}
+_kinds: dict[str, StepKind] = {kind.name: kind for kind in (AGENT, VALIDATOR, DIALOG, DIALOG_REPLY)}
 _group_kinds: dict[str, GroupKind] = {kind.name: kind for kind in (ParallelKind(), ForEachKind())}
 
 
@@ -79,6 +91,12 @@ def kind_of(node: AgentSpec | StepSpec | GroupSpec) -> StepKind | GroupKind:
     return group_kind_of(node)
 
 
+def kind_for_step(node: AgentSpec | StepSpec, role: str) -> StepKind:
+    """The kind of a step of `node` in `role`: its validator's, its dialog's evaluator or a person's
+    reply to it, or, for the node's own step and a re-run, the node's."""
+    return _ROLE_KINDS.get(role) or kind_of(node)
+
+
 def kind_named(name: str) -> StepKind:
     try:
         return _kinds[name]
@@ -100,6 +118,7 @@ __all__ = [
     "StepWorkFailed",
     "UnknownStepKind",
     "group_kind_of",
+    "kind_for_step",
     "kind_named",
     "kind_of",
     "register_builtin_step_kinds",
