@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from tests.invariants import assert_invariants
+from tests.steps import BrokenProvider, next_step
 from workflows.errors import ValidationFailed
-from workflows.models import EventType, Step
+from workflows.models import EventType
 from workflows.providers import ProviderError
 from workflows.services.inputs import run_answer
 from workflows.services.runs import run_resume, run_start
@@ -28,21 +29,6 @@ QUESTION = "I propose refunding $640 for a broken blender. Should the whole orde
 def start(team, *, limits=None, source=None):
     version = workflow_create(team=team, definition=source or REFUND_DESK)
     return run_start(team=team, workflow=version.workflow_id, inputs={"complaint": "Broken blender"}, limits=limits)
-
-
-def next_step(run) -> Step:
-    return run.steps.order_by("-sequence").first()
-
-
-class BrokenProvider:
-    name = "fake"
-    needs_credentials = False
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-    def complete(self, request, *, credentials=None):
-        raise self.error
 
 
 def test_the_evaluator_reads_the_agent_s_output_with_the_agent_s_model(team):

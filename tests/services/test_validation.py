@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from tests.invariants import assert_invariants
+from tests.steps import BrokenProvider, next_step
 from workflows.errors import ValidationFailed
-from workflows.models import EventType, Step
+from workflows.models import EventType
 from workflows.providers import ProviderError, get_provider
 from workflows.services.runs import run_resume, run_start
 from workflows.services.steps import step_begin, step_execute, step_settle
@@ -28,21 +29,6 @@ def start(team, *, limits=None, **validator):
     source["agents"][0]["validator"].update(validator)
     version = workflow_create(team=team, definition=source)
     return run_start(team=team, workflow=version.workflow_id, inputs={"changes": "#12 export timeout"}, limits=limits)
-
-
-def next_step(run) -> Step:
-    return run.steps.order_by("-sequence").first()
-
-
-class BrokenProvider:
-    name = "fake"
-    needs_credentials = False
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-    def complete(self, request, *, credentials=None):
-        raise self.error
 
 
 def test_the_validator_s_step_grades_what_the_agent_was_asked_and_answered(team):

@@ -7,17 +7,14 @@ from decimal import Decimal
 import pytest
 
 from tests.invariants import assert_invariants
-from workflows.models import Step, StepStatus
+from tests.steps import next_step
+from workflows.models import StepStatus
 from workflows.providers import ProviderError, Usage
 from workflows.services.runs import run_start
 from workflows.services.steps import step_execute
 from workflows.services.workflows import workflow_create
 
 pytestmark = pytest.mark.django_db
-
-
-def next_step(run) -> Step:
-    return run.steps.order_by("-sequence").first()
 
 
 # The agent's rendered prompt is kept for its validator in the transaction that settles the agent's
