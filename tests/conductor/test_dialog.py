@@ -4,7 +4,7 @@ run waits for a person's reply, and the agent's re-run with the question and the
 budget stop before the evaluator or the re-run leaves a checkpoint that a resume continues from
 without repeating a call.
 
-Prices (input is free): each call reserves $0.20 (a 200-token cap at $1,000 per million); the
+Prices (input is free): each call reserves $0.60 (a 600-token cap at $1,000 per million); the
 assessor costs $0.10, the evaluator $0.03, the re-run $0.10 and the writer $0.05."""
 
 import os
@@ -175,8 +175,8 @@ def test_an_enforce_budget_stops_before_the_evaluator_and_a_resume_runs_it_witho
 ):
     upload(api)
 
-    # The assessor fits ($0.20 reserved of $0.25); its evaluator does not ($0.10 spent + $0.20).
-    run = start(api, budget_usd="0.25")
+    # The assessor fits ($0.60 reserved of $0.65); its evaluator does not ($0.10 spent + $0.60).
+    run = start(api, budget_usd="0.65")
 
     assert run.status == "budget_exceeded"
     assert steps(api, run) == [("assessor", "", "succeeded"), ("assessor", "dialog", "blocked")]
@@ -202,9 +202,9 @@ def test_an_enforce_budget_stops_before_the_evaluator_and_a_resume_runs_it_witho
 def test_an_enforce_budget_stops_before_the_re_run_and_a_resume_runs_it_with_the_reply(api, team, celery_worker):
     upload(api)
 
-    # The evaluator fits ($0.10 + $0.20 of $0.30), and the reply costs nothing; the re-run does not
-    # ($0.13 spent + $0.20).
-    run = start(api, budget_usd="0.30")
+    # The evaluator fits ($0.10 + $0.60 of $0.72), and the reply costs nothing; the re-run does not
+    # ($0.13 spent + $0.60).
+    run = start(api, budget_usd="0.72")
     assert run.status == "waiting_for_input", run.error
     run = answer(api, run, {"text": REPLY})
 
@@ -219,7 +219,7 @@ def test_an_enforce_budget_stops_before_the_re_run_and_a_resume_runs_it_with_the
     assert run.checkpoints.latest().outputs == {}
     assert_invariants(run)
 
-    resumed = api.post(f"/api/v1/runs/{run.pk}/resume", {"budget_usd": "0.50", "reason": "go on"}, format="json")
+    resumed = api.post(f"/api/v1/runs/{run.pk}/resume", {"budget_usd": "1", "reason": "go on"}, format="json")
     assert resumed.status_code == 202, resumed.json()
     run = wait_for_run(run.pk, *TERMINAL)
 

@@ -44,7 +44,7 @@ def test_the_evaluator_reads_the_agent_s_output_with_the_agent_s_model(team):
     assert "above $500" in request.system_prompt
     assert '"amount_usd": 640' in request.prompt and "Agent: assessor" in request.prompt
     assert request.output_schema["trigger"] == {"type": "boolean"}
-    assert attempt.prepared.estimate_usd == Decimal("0.200000")
+    assert attempt.prepared.estimate_usd == Decimal("0.600000")
 
 
 def test_an_evaluator_whose_call_fails_lets_the_output_stand(team, monkeypatch):
@@ -111,9 +111,9 @@ def test_the_dialog_s_steps_do_not_count_toward_max_iterations(team):
 
 
 def test_a_resume_at_the_dialog_onto_a_version_without_it_is_refused(team):
-    run = start(team, limits={"budget_usd": "0.25"})
+    run = start(team, limits={"budget_usd": "0.65"})
     step_execute(step_id=next_step(run).pk)
-    step_execute(step_id=next_step(run).pk)  # stopped: 0.10 spent + 0.20 for the evaluator > 0.25
+    step_execute(step_id=next_step(run).pk)  # stopped: 0.10 spent + 0.60 for the evaluator > 0.65
     run.refresh_from_db()
     assert (run.status, next_step(run).role) == ("budget_exceeded", "dialog")
     source = yaml.safe_load(yaml.safe_dump(REFUND_DESK))
@@ -126,3 +126,22 @@ def test_a_resume_at_the_dialog_onto_a_version_without_it_is_refused(team):
     assert refused.value.details == [
         {"path": "workflow_version", "message": "lacks 'assessor' with a dialog (the run goes on from its dialog)"}
     ]
+
+
+@pytest.mark.parametrize("text", ["one\x00 blender", "one \ud800 blender"], ids=["nul", "lone-surrogate"])
+def test_a_reply_no_database_can_store_is_refused_and_the_run_still_waits(team, text):
+    run = start(team)
+    step_execute(step_id=next_step(run).pk)
+    step_execute(step_id=next_step(run).pk)
+    step_execute(step_id=next_step(run).pk)  # the evaluator asked: the run waits for a reply
+    run.refresh_from_db()
+    assert run.status == "waiting_for_input"
+
+    # The API's parser refuses such text; the admin's form posts it here as it is.
+    with pytest.raises(ValidationFailed) as refused:
+        run_answer(run=run, given={"text": text}, actor="user:clerk")
+
+    assert refused.value.details[0]["path"] == "text"
+    run.refresh_from_db()
+    assert run.status == "waiting_for_input"
+    assert not run.events.filter(type=EventType.INPUT_RECEIVED).exists()

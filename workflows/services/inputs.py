@@ -8,7 +8,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from workflows.errors import InvalidRunState
+from workflows.definition.text import unsafe_text_in
+from workflows.errors import InvalidRunState, ValidationFailed
 from workflows.models import EventType, Run, RunStatus, Step, StepStatus
 from workflows.providers import CompletionResult
 from workflows.selectors import definition_of, latest_checkpoint
@@ -22,6 +23,10 @@ def check_run_answerable(*, run: Run, given: Mapping[str, Any]) -> tuple[Step, A
     """The step waiting for the answer, the output `given` makes of it, and the id of the
     `input_requested` event it answers; InvalidRunState when nothing waits, ValidationFailed when
     the answer is not one the step takes."""
+    if unsafe := unsafe_text_in(given):
+        # The API's parser refuses it already; the admin's forms come here too.
+        path, problem = unsafe
+        raise ValidationFailed(f"The answer {problem}.", details=[{"path": path or "answer", "message": problem}])
     checkpoint = latest_checkpoint(run=run)
     step = checkpoint.next_step if checkpoint else None
     if run.status != RunStatus.WAITING_FOR_INPUT or step is None or step.status != StepStatus.AWAITING_INPUT:

@@ -7,6 +7,7 @@ from django.conf import settings
 
 from workflows.definition import (
     CONTEXT_TIERS,
+    VERDICT_MIN_TOKENS,
     FREELY_PRICED_PROVIDERS,
     REASONING_EFFORTS,
     AgentSpec,
@@ -123,6 +124,37 @@ class AgentKind(StepKind):
             prices=prices,
             price_source=price_source,
             estimated_input_tokens=input_tokens,
+        )
+
+    def review_call(
+        self,
+        *,
+        agent: AgentSpec,
+        model: str,
+        system_prompt: str,
+        prompt: str,
+        answer_schema: dict,
+        mock: MockSpec | None,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
+    ) -> PreparedStep:
+        """A call that reads the agent's work and answers `answer_schema` (a validator's verdict, a
+        dialog's evaluation): through the agent's provider, at the provider's own temperature, with
+        the agent's output cap but never too little for its answer, which the schema only steers: the
+        caller reads it leniently, as conductor does."""
+        return self.call(
+            agent=replace(agent, max_tokens=max(agent.max_tokens, VERDICT_MIN_TOKENS)) if agent.max_tokens else agent,
+            model=model,
+            system_prompt=system_prompt,
+            prompt=prompt,
+            output_schema=answer_schema,
+            temperature=None,
+            mock=mock,
+            definition=definition,
+            may_override_prices=may_override_prices,
+            provider_routes=provider_routes,
+            answer_checked=False,
         )
 
     def run(self, attempt: StepAttempt) -> CompletionResult:

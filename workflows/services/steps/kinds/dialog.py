@@ -38,13 +38,12 @@ class DialogKind(AgentKind):
         """`context` is what it reads, as recorded when the agent's step ended (`Step.validation`): the
         agent's output. Nothing is rendered: the trigger_prompt is plain text."""
         dialog = node.dialog
-        return self.call(
+        return self.review_call(
             agent=node,
             model=node.model,  # conductor's evaluator calls the agent's model
             system_prompt=evaluator_system_prompt(dialog.trigger_prompt),
             prompt=evaluator_prompt(agent=node.name, output=context["output"]),
-            output_schema=EVALUATION_SCHEMA,
-            temperature=None,  # the provider's own, as for a validator
+            answer_schema=EVALUATION_SCHEMA,
             mock=dialog.mock,
             definition=definition,
             may_override_prices=may_override_prices,

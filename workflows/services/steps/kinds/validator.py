@@ -3,10 +3,8 @@ the author's criteria. It is charged as an agent's call is; progression enters i
 agent's own (services/steps/validation.py), and no definition names it as a `type`."""
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from workflows.definition import (
-    VERDICT_MIN_TOKENS,
     VERDICT_SCHEMA,
     AgentSpec,
     WorkflowDefinition,
@@ -32,15 +30,12 @@ class ValidatorKind(AgentKind):
         """`context` is what it grades, as recorded when the agent's step ended (`Step.validation`):
         the agent's rendered prompt and its output. Nothing is rendered: the criteria are plain text."""
         validator = node.validator
-        return self.call(
-            # The agent's output cap, but never too small for a verdict.
-            agent=replace(node, max_tokens=max(node.max_tokens, VERDICT_MIN_TOKENS)) if node.max_tokens else node,
+        return self.review_call(
+            agent=node,
             model=validator.model,
             system_prompt=validator_system_prompt(validator.criteria),
             prompt=validator_prompt(agent=node.name, prompt=context["prompt"], output=context["output"]),
-            output_schema=VERDICT_SCHEMA,
-            answer_checked=False,
-            temperature=None,  # the provider's own, as conductor's validator takes
+            answer_schema=VERDICT_SCHEMA,
             mock=validator.mock,
             definition=definition,
             may_override_prices=may_override_prices,
