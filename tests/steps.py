@@ -1,6 +1,10 @@
-"""What tests that drive a run's steps one by one share: the step a run goes on from, and a provider
-that fails as told."""
+"""What tests that drive a run's steps share: the step a run goes on from, a provider that fails as
+told, and a worker killed in the middle of a call."""
 
+import os
+import signal
+
+from tests.conftest import wait_until
 from workflows.models import Step
 
 
@@ -20,3 +24,13 @@ class BrokenProvider:
 
     def complete(self, request, *, credentials=None):
         raise self.error
+
+
+def kill_worker_during(run, *, role: str) -> Step:
+    """SIGKILL the worker process running the run's step of `role` once it has started the step's call."""
+    step = wait_until(
+        lambda: Step.objects.filter(run=run, role=role, status="running").exclude(worker="").first(),
+        message=f"the {role} step's call to start",
+    )
+    os.kill(int(step.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    return step

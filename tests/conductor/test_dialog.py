@@ -7,18 +7,17 @@ without repeating a call.
 Prices (input is free): each call reserves $0.60 (a 600-token cap at $1,000 per million); the
 assessor costs $0.10, the evaluator $0.03, the re-run $0.10 and the writer $0.05."""
 
-import os
-import signal
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import wait_for_run, wait_until
+from tests.conftest import wait_for_run
 from tests.integration.test_worker_crash import worker_process  # noqa: F401 - a worker process to kill
 from tests.invariants import assert_invariants
-from workflows.models import EventType, LedgerEntry, Step
+from tests.steps import kill_worker_during
+from workflows.models import EventType, LedgerEntry
 from workflows.services.inputs import run_answer
 from workflows.services.runs import run_start
 from workflows.services.workflows import workflow_create
@@ -237,11 +236,7 @@ def test_a_worker_killed_during_the_evaluator_s_call_is_redelivered_and_the_call
     version = workflow_create(team=team, definition=data)
     run = run_start(team=team, workflow=version.workflow_id, inputs={"complaint": "My blender arrived broken."})
 
-    evaluator = wait_until(
-        lambda: Step.objects.filter(run=run, role="dialog", status="running").exclude(worker="").first(),
-        message="the evaluator's call to start",
-    )
-    os.kill(int(evaluator.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    evaluator = kill_worker_during(run, role="dialog")
 
     run = wait_for_run(run.pk, *WAITING, timeout=60)
     assert run.status == "waiting_for_input", run.error

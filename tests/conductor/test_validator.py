@@ -8,18 +8,17 @@ per million) and cost $0.10 and $0.05; the validator, on its own model, reserves
 tokens, the least a verdict is given, at $300 per million) and costs $0.012; the re-run costs what
 the drafter does."""
 
-import os
-import signal
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import wait_for_run, wait_until
+from tests.conftest import wait_for_run
 from tests.integration.test_worker_crash import worker_process  # noqa: F401 - a worker process to kill
 from tests.invariants import assert_invariants
-from workflows.models import EventType, LedgerEntry, Step
+from tests.steps import kill_worker_during
+from workflows.models import EventType, LedgerEntry
 from workflows.services.runs import run_start
 from workflows.services.workflows import workflow_create
 
@@ -225,11 +224,7 @@ def test_a_worker_killed_during_the_validator_s_call_is_redelivered_and_the_call
     version = workflow_create(team=team, definition=data)
     run = run_start(team=team, workflow=version.workflow_id, inputs={"changes": "#12 export timeout"})
 
-    validator = wait_until(
-        lambda: Step.objects.filter(run=run, role="validator", status="running").exclude(worker="").first(),
-        message="the validator's call to start",
-    )
-    os.kill(int(validator.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    validator = kill_worker_during(run, role="validator")
 
     run = wait_for_run(run.pk, *TERMINAL, timeout=60)
     assert run.status == "completed", run.error
