@@ -53,7 +53,7 @@ def problems(document) -> list[Problem]:
         # not there yet
         ("tools", ["web_search"], "tools", "no tools"),
         ("workflow__runtime__mcp_servers", {}, "workflow.runtime.mcp_servers", "no tools"),
-        ("agents__0__tools", [], "agents[0].tools", "no tools"),
+        ("agents__0__tools", ["web_search"], "agents[0].tools", "only 'tools: []' (no tools) is"),
         ("workflow__context", {"mode": "explicit", "trim_strategy": "summarize"}, "workflow.context.trim_strategy", "trimming the context"),
         ("agents__0__output_mode", "raw", "agents[0].output_mode", "text"),
         # another step kind's field on an agent
@@ -69,6 +69,21 @@ def test_a_conductor_key_this_service_does_not_run_is_refused_with_its_reason(lo
     assert problem.path == path
     assert problem.message.startswith(f"'{key}' is not supported: ")
     assert reason in problem.message
+
+
+@pytest.mark.parametrize("location", ["tools", "agents__0__tools"])
+def test_tools_written_as_none_give_agents_what_every_agent_has_here(location):
+    """Conductor's `tools: []` is "no tools": such a workflow runs here as one that names no tools."""
+    with_no_tools = load_definition(definition(**{location: []}), provider_routes=ROUTES)
+
+    assert with_no_tools.to_dict() == load_definition(definition(), provider_routes=ROUTES).to_dict()
+
+
+@pytest.mark.parametrize("value", ["web_search", {"web_search": True}])
+def test_tools_that_are_not_a_list_are_refused_as_such(value):
+    [problem] = problems(definition(agents__0__tools=value))
+
+    assert (problem.path, problem.message) == ("agents[0].tools", "must be a list, not " + ("a string" if isinstance(value, str) else "a mapping"))
 
 
 def test_a_subworkflow_the_team_does_not_have_is_one_problem_not_one_per_field():

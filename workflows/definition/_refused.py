@@ -32,7 +32,7 @@ _WORKING_DIR = (
     "see the worker's files"
 )
 
-TOP_UNSUPPORTED = {"tools": _TOOLS, "mcp_servers": _TOOLS}
+TOP_UNSUPPORTED = {"mcp_servers": _TOOLS}
 
 WORKFLOW_UNSUPPORTED = {
     "context_mode": _CONTEXT,
@@ -77,7 +77,6 @@ _STEP_FIELDS = {
 STEP_FIELDS = tuple(key for keys in _STEP_FIELDS.values() for key in keys) + ("reason",)
 
 AGENT_UNSUPPORTED = {
-    "tools": _TOOLS,
     "output_mode": (
         "not implemented yet: an agent with 'output' answers that schema, one without it answers text "
         "(conductor's 'raw' mode would wrap the text as {result: ...})"
@@ -136,9 +135,17 @@ def _block(**fields: Check) -> Check:
     return lambda section, key: section.section(key, keys=(), ignored=fields) and None
 
 
+def _no_tools(section: Section, key: str) -> None:
+    """`tools: []` gives an agent (or every agent) no tools, as every agent here has none; a list
+    that names a tool is refused."""
+    if section.sequence(key):
+        section.report(key, f"'{key}' is not supported: {_TOOLS}; only 'tools: []' (no tools) is")
+
+
 # Tool-use round trips within one agent execution: with no tools, each execution is one call.
 _MAX_AGENT_ITERATIONS = _whole(1, 500)
 
+TOP_IGNORED: Mapping[str, Check] = {"tools": _no_tools}
 WORKFLOW_IGNORED: Mapping[str, Check] = {"metadata": _mapping}
 RUNTIME_IGNORED: Mapping[str, Check] = {
     "max_agent_iterations": _MAX_AGENT_ITERATIONS,
@@ -148,7 +155,7 @@ RUNTIME_IGNORED: Mapping[str, Check] = {
     "tool_output": _block(enabled=_flag, max_chars=_whole(1000), spill_to_file=_flag, spill_dir=_text),
 }
 COST_IGNORED: Mapping[str, Check] = {"show_per_agent": _flag, "show_summary": _flag}
-AGENT_IGNORED: Mapping[str, Check] = {"max_agent_iterations": _MAX_AGENT_ITERATIONS}
+AGENT_IGNORED: Mapping[str, Check] = {"max_agent_iterations": _MAX_AGENT_ITERATIONS, "tools": _no_tools}
 
 # --- ${VAR} interpolation --------------------------------------------------------------------------
 

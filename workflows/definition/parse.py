@@ -10,7 +10,7 @@ from typing import Any
 
 from ._agents import read_agents, read_templates
 from ._groups import group_names_written, read_groups
-from ._refused import TOP_UNSUPPORTED, interpolation_problems
+from ._refused import TOP_IGNORED, TOP_UNSUPPORTED, interpolation_problems
 from ._section import Section
 from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
@@ -70,7 +70,7 @@ def load_definition(
             [Problem("definition", f"must be a mapping with 'workflow' and 'agents', not {kind_of(raw)}")]
         )
     problems: list[Problem] = []
-    top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=TOP_UNSUPPORTED)
+    top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=TOP_UNSUPPORTED, ignored=TOP_IGNORED)
     header = read_header(top)
     first_use: dict[str, str] = {}  # agents and groups share one namespace
     agents, steps, scope = read_agents(
