@@ -295,3 +295,38 @@ def test_audit_mode_reports_at_a_branch_s_validator_where_enforce_would_stop_and
     assert run.spent_usd == Decimal("0.250000")
     assert LedgerEntry.objects.filter(run=run).count() == 11
     assert_invariants(run)
+
+
+def test_a_resume_after_a_fail_fast_failure_runs_the_failed_branch_again_but_no_validator_that_failed_open(
+    api, team, celery_worker, monkeypatch
+):
+    failed_once = []
+
+    def broken(request) -> bool:
+        if is_validator(request):
+            return PHRASES[0] in request.prompt  # the first phrase's grade fails, open
+        if PHRASES[2] in request.prompt and not failed_once:
+            failed_once.append(request.prompt)  # the third translation fails once, and fails the group
+            return True
+        return False
+
+    model = use_model(monkeypatch, Model(broken=broken))
+    upload(api, tone_passes=True)
+    run = start(api)
+    assert run.status == "failed"
+    assert (run.error["group"], run.error["branch"]) == ("translations", "2")
+    [first_grade] = run.steps.filter(role="validator", branch_key="0")
+    assert first_grade.status == "failed"
+
+    resumed = api.post(f"/api/v1/runs/{run.pk}/resume", {"reason": "the model is back"}, format="json")
+    assert resumed.status_code == 202, resumed.json()
+    run = wait_for_run(run.pk, *TERMINAL)
+
+    assert run.status == "completed", run.error
+    first_grade.refresh_from_db()
+    assert (first_grade.status, first_grade.attempts) == ("failed", 1)  # not graded again
+    grades = [prompt for prompt in model.prompts if PHRASES[0] in prompt and "What the agent was asked" in prompt]
+    assert len(grades) == 1
+    assert run.steps.get(role="", branch_key="2").attempts == 2
+    assert run.output["lines"] == [DRAFT] * 3
+    assert_invariants(run)
