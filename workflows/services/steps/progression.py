@@ -360,8 +360,9 @@ def prerender_ending(
     *, run: Run, step: Step, output: dict | None = None, error: dict | None = None, charge: Decimal = Decimal("0")
 ) -> None:
     """What the transaction that ends `step` (with `output` and `charge` to its run, or failed with
-    `error`) will render: the routes of its agent and the run's output, or, when it is the last branch
-    of its group to end, those of its group. Reads without locks; renders only."""
+    `error`) will render: the routes of its agent and the run's output, or, when it ends the last of
+    its group's branches to end (its chain's last step), those of its group. Reads without locks;
+    renders only."""
     if run.status not in ACTIVE_RUN_STATUSES:
         return
     definition = definition_of(run.workflow_version)
