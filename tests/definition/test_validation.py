@@ -115,20 +115,36 @@ def test_under_an_enforce_budget_a_validator_s_model_must_have_a_price():
     assert "model 'mystery-grader' has no price" in message
 
 
-def test_a_validator_on_the_agent_of_a_group_is_refused_naming_why():
+def grouped(**for_each_validator) -> dict:
+    """A parallel group whose first agent has a validator, then a for_each group whose agent has
+    `for_each_validator`."""
     source = document(criteria="x")
-    source["agents"].append({"name": "b", "prompt": "hi"})
-    source["parallel"] = [{"name": "both", "agents": ["a", "b"]}]
+    source["agents"].append({"name": "b", "prompt": "hi", "routes": []})
+    source["parallel"] = [{"name": "both", "agents": ["a", "b"], "routes": [{"to": "each"}]}]
     source["workflow"]["entry_point"] = "both"
     source["for_each"] = [
-        {"name": "each", "source": "workflow.input.items", "agent": {"prompt": "{{ item }}", "validator": {"criteria": "x"}}}
+        {"name": "each", "source": "workflow.input.items", "agent": {"prompt": "{{ item }}", "validator": for_each_validator}}
     ]
     source["workflow"]["input"] = {"items": {"type": "array"}}
+    return source
 
-    found = dict(problems(source))
 
-    assert "agent 'a' has a validator: a validator on the agent of a group is not supported yet" in found["parallel[0].agents[0]"]
-    assert found["for_each[0].agent.validator"].startswith("a validator on the agent of a group is not supported yet")
+def test_a_validator_on_the_agent_of_a_parallel_or_a_for_each_group_is_read_as_any_agent_s():
+    definition = load_definition(grouped(criteria="y", model="grader", max_retries=0))
+
+    assert definition.agent("a").validator == ValidatorSpec(criteria="x", model="writer", max_retries=1)
+    assert definition.agent("each").validator == ValidatorSpec(criteria="y", model="grader", max_retries=0)
+    assert ("grader", "fake") in definition.model_calls()
+
+
+def test_an_unpriced_validator_model_on_a_for_each_agent_is_refused_under_an_enforce_budget():
+    source = grouped(criteria="y", model="mystery-grader")
+    source["workflow"]["limits"] = {"budget_usd": 1, "budget_mode": "enforce"}
+
+    [(path, message)] = problems(source)
+
+    assert path == "for_each[0].agent.validator.model"
+    assert "model 'mystery-grader' has no price" in message
 
 
 def test_criteria_are_plain_text_wrapped_in_the_validator_s_system_prompt_never_rendered():

@@ -18,10 +18,6 @@ DEFAULT_LOOP_VARIABLE = "item"
 _PARALLEL_KEYS = ("name", "description", "agents", "failure_mode", "routes")
 _FOR_EACH_KEYS = ("name", "description", "type", "source", "as", "max_concurrent", "failure_mode", "agent", "routes")
 _FOR_EACH_UNSUPPORTED = {"key_by": "a for_each group's outputs are a list, in item order"}
-_GROUP_VALIDATOR = (
-    "a validator on the agent of a group is not supported yet: its call and a re-run would be steps "
-    "beside the group's branches, which groups do not run (a validator works on an agent outside groups)"
-)
 _GROUP_DIALOG = (
     "a dialog on the agent of a group is not supported: conductor runs no dialog for a group's agents, "
     "and here its evaluator's call, a person's reply and a re-run would be steps beside the group's "
@@ -104,8 +100,6 @@ def _members(section: Section, scope: Scope, agents: Mapping[str, AgentSpec]) ->
             problem = f"agent '{member}' is listed twice"
         elif member in agents and agents[member].routes:
             problem = f"agent '{member}' has routes; an agent in a parallel group must not (the group's routes are taken)"
-        elif member in agents and agents[member].validator is not None:
-            problem = f"agent '{member}' has a validator: {_GROUP_VALIDATOR}"
         elif member in agents and agents[member].dialog is not None:
             problem = f"agent '{member}' has a dialog: {_GROUP_DIALOG}"
         else:
@@ -203,8 +197,6 @@ def _inline_agent(section: Section, scope: Scope, group: str | None, first_use: 
     if agent.data.get("type") not in (None, "agent"):
         agent.report("type", f"a for_each group runs an agent: a step of type {show(agent.data['type'])} cannot be its agent yet")
         return None
-    if agent.data.get("validator") is not None:
-        agent.report("validator", _GROUP_VALIDATOR)
     if agent.data.get("dialog") is not None:
         agent.report("dialog", _GROUP_DIALOG)
     return read_agent(agent, name, scope)

@@ -186,7 +186,6 @@ def run_start(
             run=run,
             target=definition.entry_point,
             outputs={},
-            after_sequence=0,
             reason="started",
             definition=definition,
         )
@@ -238,7 +237,8 @@ def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:
         # Such a group runs whole or not at all, on a resume too.
         reopened = [StepStatus.BLOCKED, StepStatus.PENDING, StepStatus.WAITING]
         reopened += [StepStatus.FAILED] if run.status == RunStatus.FAILED else []
-        left = run.steps.filter(group=step.group, iteration=step.iteration, status__in=reopened).count()
+        # Branches only: a validator's call or a re-run is not counted.
+        left = run.steps.filter(group=step.group, iteration=step.iteration, status__in=reopened, role="").count()
         if trial.iterations + left > trial.max_iterations:
             raise InvalidRunState(
                 f"Resuming would stop again at once: the group '{step.group}' would run {left} steps after the "
@@ -279,11 +279,12 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
-        if checkpoint.next_step.role == StepRole.VALIDATOR and definition.node(resume_point).validator is None:
-            problems.add(f"'{resume_point}' with a validator (the run goes on from its validator's call)")
+        agent = checkpoint.next_step.agent  # a branch's, in a group
+        if checkpoint.next_step.role == StepRole.VALIDATOR and definition.node(agent).validator is None:
+            problems.add(f"'{agent}' with a validator (the run goes on from its validator's call)")
         dialog_roles = (StepRole.DIALOG, StepRole.REPLY)
-        if checkpoint.next_step.role in dialog_roles and definition.node(resume_point).dialog is None:
-            problems.add(f"'{resume_point}' with a dialog (the run goes on from its dialog)")
+        if checkpoint.next_step.role in dialog_roles and definition.node(agent).dialog is None:
+            problems.add(f"'{agent}' with a dialog (the run goes on from its dialog)")
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",

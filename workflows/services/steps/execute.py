@@ -212,7 +212,8 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
 
         now = timezone.now()
         estimate = prepared.estimate_usd
-        in_flight = run.steps.filter(status=StepStatus.RUNNING).count() if step.group else 0
+        # The run's other steps running that will count as executed: branches' own, not their validators'.
+        in_flight = run.steps.filter(status=StepStatus.RUNNING, role="").count() if step.group else 0
         window = period_window(team.period, now)
         decide = partial(
             gate_input,

@@ -2,6 +2,13 @@
 and the branches of a group, which are steps like any other, several in flight. What differs between
 kinds of group (parallel, for_each) their kind says (`kinds.GroupKind`); the rest is here.
 
+A branch is a chain of steps: its agent's own, then, for an agent with a validator, its validator's
+and perhaps a re-run, each carrying the branch's group, entry (`iteration`), index and key. A branch
+holds its group's slot until its chain ends, and has one step open at a time.
+
+A step's sequence is one above the run's highest when it is created (`_sequence_next`): sequences
+order a run's steps as they were created, whichever branch or chain they belong to.
+
 Callers hold the run and step locks (`locks.lock_rows`). Whichever branch of a group ends
 last sees so under the run's lock and ends the group: exactly one does.
 """
@@ -10,7 +17,7 @@ from collections import Counter
 from decimal import Decimal
 from functools import partial
 
-from django.db.models import Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from workflows.definition import (
@@ -38,6 +45,7 @@ from workflows.services.renders import rendered
 from workflows.services.gate import GateDecision
 from workflows.services.run_state import checkpoint_record, run_complete, run_fail, run_stop
 from workflows.services.steps.kinds import group_kind_of, kind_of
+from workflows.services.steps.kinds.base import branches_ended
 from workflows.services.steps.prepare import run_context
 from workflows.services.steps.validation import validation_record, validation_step_enter
 
@@ -48,7 +56,6 @@ def run_advance(
     run: Run,
     path: str,
     outputs: dict,
-    after_sequence: int,
     definition: WorkflowDefinition,
     empty_groups: int = 0,
 ) -> None:
@@ -68,7 +75,6 @@ def run_advance(
             run=run,
             target=prefix + move.target,
             outputs=outputs,
-            after_sequence=after_sequence,
             reason="step_completed",
             definition=definition,
             empty_groups=empty_groups,
@@ -117,7 +123,6 @@ def step_enter(
     run: Run,
     target: str,
     outputs: dict,
-    after_sequence: int,
     reason: str,
     definition: WorkflowDefinition,
     empty_groups: int = 0,
@@ -129,13 +134,10 @@ def step_enter(
         run.current_agent = target
         run.save(update_fields=["current_agent", "updated_at"])
     if group is None:
+        # The agent's reach counts its own earlier steps (not its validator's or a re-run).
+        sequence, found = _sequence_next(run, reached=Count("pk", filter=Q(agent=target, role="")))
         step = Step.objects.create(
-            run=run,
-            sequence=after_sequence + 1,
-            agent=target,
-            # A run's first step is its agent's first; later ones count the agent's earlier steps.
-            iteration=1 if after_sequence == 0 else run.steps.filter(agent=target, role="").count() + 1,
-            enqueued_at=timezone.now(),
+            run=run, sequence=sequence, agent=target, iteration=found["reached"] + 1, enqueued_at=timezone.now()
         )
         checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=step)
         step_send(step.pk)
@@ -162,20 +164,19 @@ def step_enter(
             group=group,
             result=kind.result(group=group, ended=[]),
             outputs=outputs,
-            after_sequence=after_sequence,
             definition=definition,
             empty_groups=empty_groups + 1,
         )
         return
 
-    iteration = (run.steps.filter(group=target).aggregate(last=Max("iteration"))["last"] or 0) + 1
     # Only the branches that have a slot are created now; `_send_waiting` creates each later one
     # when a slot frees, so a long for_each is never thousands of rows written at once.
+    first_sequence, found = _sequence_next(run, entries=Max("iteration", filter=Q(group=target)))
     steps = _branches_create(
         run=run,
         group=group,
-        iteration=iteration,
-        first_sequence=after_sequence + 1,
+        iteration=(found["entries"] or 0) + 1,
+        first_sequence=first_sequence,
         indexes=range(min(count, kind.slots(group=group))),
     )
     checkpoint_record(run=run, reason=reason, outputs=outputs, next_step=steps[0])
@@ -190,16 +191,14 @@ def step_enter(
 
 
 def step_succeeded(*, team: Team, run: Run, step: Step, output: dict, prompt: str = "") -> None:
-    """What follows a step that succeeded: its group goes on, its agent's validator grades the output
-    (against `prompt`, what the agent was asked), or its agent's routes are taken. A stopped run's
+    """What follows a step that succeeded: its agent's validator grades the output (against `prompt`,
+    what the agent was asked), its group goes on, or its agent's routes are taken. A stopped run's
     group goes on only when the run is resumed; a cancelled run keeps the output."""
-    if step.group:
-        # A branch's output joins its group's result when the group ends.
-        if run.status in ACTIVE_RUN_STATUSES:
-            group_continue(team=team, run=run, step=step)
-        return
     definition = definition_of(run.workflow_version)
     move = _after(definition, step, output=output)
+    if step.group:
+        _branch_go_on(team=team, run=run, step=step, move=move, prompt=prompt)
+        return
     if run.status == RunStatus.CANCELLED:
         outputs = {**run.latest_outputs, step.agent: move.output}
         checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
@@ -210,12 +209,16 @@ def step_succeeded(*, team: Team, run: Run, step: Step, output: dict, prompt: st
 def step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
     """A step failed. A plain step, or a branch under fail_fast, fails the run; any other branch
     is recorded as failed and its group goes on, its failure mode judging it when it ends. A
-    validator's step or a re-run that fails leaves the graded output standing, as in conductor."""
+    validator's step or a re-run that fails leaves the graded output standing, as in conductor: it
+    fails neither its run nor its branch."""
     if step.role:
         _failed_step_record(run=run, step=step, error=error)
         definition = definition_of(run.workflow_version)
         move = _after(definition, step, failed=True)
-        _go_on(team=team, run=run, step=step, move=move, definition=definition, error=error)
+        if step.group:
+            _branch_go_on(team=team, run=run, step=step, move=move, error=error)
+        else:
+            _go_on(team=team, run=run, step=step, move=move, definition=definition, error=error)
         return
     if not step.group:
         run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
@@ -239,7 +242,7 @@ def _failed_step_record(*, run: Run, step: Step, error: dict) -> None:
 
 
 def _after(definition: WorkflowDefinition, step: Step, *, output=None, failed: bool = False) -> AfterStep | None:
-    """What follows a step outside any group (definition/validation.py)."""
+    """What follows a step, a branch's too (definition/validation.py)."""
     node = definition.node(step.agent)
     validator = node.validator if isinstance(node, AgentSpec) else None
     dialog = node.dialog if isinstance(node, AgentSpec) else None
@@ -261,16 +264,38 @@ def _go_on(
     """Take `move` after a step outside any group: its validator's or dialog's next step, or its routes."""
     validation_record(run=run, step=step, move=move, error=error)
     if not isinstance(move, Proceed):
-        validation_step_enter(run=run, step=step, move=move, prompt=prompt)
+        validation_step_enter(run=run, step=step, move=move, sequence=_sequence_next(run)[0], prompt=prompt)
         return
     run_advance(
         team=team,
         run=run,
         path=step.agent,
         outputs={**run.latest_outputs, step.agent: move.output},
-        after_sequence=step.sequence,
         definition=definition,
     )
+
+
+def _branch_go_on(
+    *, team: Team, run: Run, step: Step, move: AfterStep, prompt: str = "", error: dict | None = None
+) -> None:
+    """Take `move` after a step of a branch: its validator's step or a re-run follows in the branch,
+    or the branch ended and its group goes on; its output joins the group's result when the group
+    ends (`branches_ended`). A branch that ends in a stopped run waits for a resume to go on, and
+    a step that follows it there is blocked as the group's unstarted branches are."""
+    if run.status == RunStatus.CANCELLED:
+        return
+    validation_record(run=run, step=step, move=move, error=error)
+    if not isinstance(move, Proceed):
+        validation_step_enter(
+            run=run,
+            step=step,
+            move=move,
+            sequence=_sequence_next(run)[0],
+            prompt=prompt,
+            blocked=run.status not in ACTIVE_RUN_STATUSES,
+        )
+    elif run.status in ACTIVE_RUN_STATUSES:
+        group_continue(team=team, run=run, step=step)
 
 
 def group_continue(*, team: Team, run: Run, step: Step) -> None:
@@ -280,9 +305,9 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
     definition = definition_of(run.workflow_version)
     group = definition.group(step.group)
     branches = group_branches(run=run, step=step)
-    if _send_waiting(run=run, group=group, branches=branches, definition=definition):
+    if _send_waiting(run=run, group=group, branches=branches, iteration=step.iteration, definition=definition):
         return
-    ended = list(branches.order_by("branch_index"))
+    ended = branches_ended(list(branches))
     failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
     result = group_kind_of(group).result(group=group, ended=ended)
     succeeded = len(ended) - len(failed)
@@ -295,7 +320,7 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
             "group": group.name,
             "errors": result["errors"],
         }
-        checkpoint_record(run=run, reason="failed", outputs=run.latest_outputs, next_step=failed[0])
+        checkpoint_record(run=run, reason="failed", outputs=run.latest_outputs, next_step=failed[0].step)
         run_fail(team=team, run=run, step=None, error=error)
         return
     _group_done(
@@ -304,16 +329,15 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
         group=group,
         result=result,
         outputs=run.latest_outputs,
-        after_sequence=ended[-1].sequence,
         definition=definition,
     )
 
 
 def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
-    """Resume: send the step the checkpoint points at again. For a branch, also every branch of its
-    group that a stop kept from running, and with `failed_too` those that failed; branches that
-    succeeded keep their outputs."""
-    reopened = [StepStatus.BLOCKED, StepStatus.FAILED] if failed_too else [StepStatus.BLOCKED]
+    """Resume: send the step the checkpoint points at again. For a branch, also every step of its
+    group that a stop kept from running, and with `failed_too` the branches that failed (their
+    agents' own steps: a validator's or a re-run's failure went on with the graded output);
+    branches that succeeded keep their outputs."""
     if not step.group:
         step.status = StepStatus.PENDING
         step.error = None
@@ -325,17 +349,20 @@ def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
     branches = group_branches(run=run, step=step)
     fresh = {"status": StepStatus.WAITING, "error": None, "redeliveries": 0, "provider_retries": 0}
     branches.filter(pk=step.pk).update(**fresh)
-    branches.filter(status__in=reopened).update(**fresh)
+    reopened = Q(status=StepStatus.BLOCKED) | Q(status=StepStatus.FAILED, role="") if failed_too else Q(status=StepStatus.BLOCKED)
+    branches.filter(reopened).update(**fresh)
     definition = definition_of(run.workflow_version)
-    _send_waiting(run=run, group=definition.group(step.group), branches=branches, definition=definition)
+    group = definition.group(step.group)
+    _send_waiting(run=run, group=group, branches=branches, iteration=step.iteration, definition=definition)
 
 
 def prerender_ending(
     *, run: Run, step: Step, output: dict | None = None, error: dict | None = None, charge: Decimal = Decimal("0")
 ) -> None:
     """What the transaction that ends `step` (with `output` and `charge` to its run, or failed with
-    `error`) will render: the routes of its agent and the run's output, or, when it is the last branch
-    of its group to end, those of its group. Reads without locks; renders only."""
+    `error`) will render: the routes of its agent and the run's output, or, when it ends the last of
+    its group's branches to end (its chain's last step), those of its group. Reads without locks;
+    renders only."""
     if run.status not in ACTIVE_RUN_STATUSES:
         return
     definition = definition_of(run.workflow_version)
@@ -347,16 +374,20 @@ def prerender_ending(
         path = step.agent
         outputs = {**outputs, step.agent: move.output}
     else:
-        branches = list(group_branches(run=run, step=step).order_by("branch_index"))
-        for branch in branches:
-            if branch.pk == step.pk:
-                branch.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
-                branch.output, branch.error = output, error
+        move = _after(definition, step, output=output, failed=error is not None)
+        if move is not None and not isinstance(move, Proceed):
+            return  # a validator's step or a re-run follows in the branch: nothing is rendered
+        steps = list(group_branches(run=run, step=step))
+        for each in steps:
+            if each.pk == step.pk:
+                each.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
+                each.output, each.error = output, error
         source = definition.group(step.group)
-        unborn = len(branches) < _branch_count(run=run, group=source, definition=definition)
-        if unborn or any(branch.status in _UNENDED_BRANCH for branch in branches):
+        created = sum(1 for each in steps if not each.role)
+        unborn = created < _branch_count(run=run, group=source, definition=definition)
+        if unborn or any(each.status in _UNENDED_BRANCH for each in steps):
             return
-        outputs = {**outputs, source.name: group_kind_of(source).result(group=source, ended=branches)}
+        outputs = {**outputs, source.name: group_kind_of(source).result(group=source, ended=branches_ended(steps))}
         path = source.name
     # A step that succeeds counts as executed, and is charged, in the transaction that routes it; so is
     # the failed call of a validator's step or a re-run, whose failure routes on (it counts as nothing).
@@ -370,7 +401,7 @@ _UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)
 
 
 def group_branches(*, run: Run, step: Step):
-    """The branches of the group `step` belongs to, in this entry of the group."""
+    """The steps of the branches of the group `step` belongs to, in this entry of the group."""
     return run.steps.filter(group=step.group, iteration=step.iteration)
 
 
@@ -381,7 +412,6 @@ def _group_done(
     group: GroupSpec,
     result: dict,
     outputs: dict,
-    after_sequence: int,
     definition: WorkflowDefinition,
     empty_groups: int = 0,
 ) -> None:
@@ -395,16 +425,17 @@ def _group_done(
         run=run,
         path=group.name,
         outputs={**outputs, group.name: result},
-        after_sequence=after_sequence,
         definition=definition,
         empty_groups=empty_groups,
     )
 
 
-def _send_waiting(*, run: Run, group: GroupSpec, branches, definition: WorkflowDefinition) -> bool:
-    """Fill the group's free slots: first with its waiting branches (reopened by a resume), then
-    with branches of items that have none yet. Whether any branch is still to end."""
-    statuses = Counter(branches.values_list("status", flat=True))
+def _send_waiting(*, run: Run, group: GroupSpec, branches, iteration: int, definition: WorkflowDefinition) -> bool:
+    """Fill the free slots of the group's entry `iteration` (its steps `branches`): first with its
+    waiting steps (reopened by a resume), then with branches of items that have none yet. A branch
+    has one step open at a time, so open steps count branches. Whether any branch is still to end."""
+    rows = list(branches.values_list("status", "role"))
+    statuses = Counter(status for status, _ in rows)
     in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
     free = group_kind_of(group).slots(group=group) - in_flight
     if statuses[StepStatus.WAITING] and free > 0:
@@ -414,15 +445,14 @@ def _send_waiting(*, run: Run, group: GroupSpec, branches, definition: WorkflowD
             waiting.save(update_fields=["status", "enqueued_at"])
             step_send(waiting.pk)
             free -= 1
-    created = sum(statuses.values())
+    created = sum(1 for _, role in rows if not role)  # each branch's agent's own step
     unborn = _branch_count(run=run, group=group, definition=definition) - created
     if unborn > 0 and free > 0:
-        first = branches.order_by("branch_index").first()
         _branches_create(
             run=run,
             group=group,
-            iteration=first.iteration,
-            first_sequence=first.sequence - first.branch_index,
+            iteration=iteration,
+            first_sequence=_sequence_next(run)[0],
             indexes=range(created, created + min(free, unborn)),
         )
     return bool(in_flight or statuses[StepStatus.WAITING] or unborn > 0)
@@ -435,16 +465,18 @@ def _branch_count(*, run: Run, group: GroupSpec, definition: WorkflowDefinition)
     return group_kind_of(group).branch_count(group=group, context=context)
 
 
-def _branches_create(*, run: Run, group: GroupSpec, iteration: int, first_sequence: int, indexes: range) -> list[Step]:
-    """Create and send the branches at `indexes` of one entry of a group; a branch's sequence is
-    its group's first plus its index."""
+def _branches_create(
+    *, run: Run, group: GroupSpec, iteration: int, first_sequence: int, indexes: range
+) -> list[Step]:
+    """Create and send the branches at `indexes` of the group's entry `iteration`, in index order
+    from `first_sequence`, the run's next."""
     kind = group_kind_of(group)
     now = timezone.now()
     branches = {index: kind.branch(group=group, index=index) for index in indexes}
     steps = Step.objects.bulk_create(
         Step(
             run=run,
-            sequence=first_sequence + index,
+            sequence=first_sequence + offset,
             agent=agent,
             iteration=iteration,
             group=group.name,
@@ -453,11 +485,19 @@ def _branches_create(*, run: Run, group: GroupSpec, iteration: int, first_sequen
             status=StepStatus.PENDING,
             enqueued_at=now,
         )
-        for index, (agent, key) in branches.items()
+        for offset, (index, (agent, key)) in enumerate(branches.items())
     )
     for step in steps:
         step_send(step.pk)
     return steps
+
+
+def _sequence_next(run: Run, **aggregates) -> tuple[int, dict]:
+    """The sequence of the run's next step, one above its highest, and `aggregates` over the run's
+    steps, read in the same statement. Callers hold the run's lock, which serialises the steps a
+    run creates."""
+    found = run.steps.aggregate(highest=Max("sequence"), **aggregates)
+    return (found.pop("highest") or 0) + 1, found
 
 
 def _branch_of(step: Step) -> dict:

@@ -1,7 +1,8 @@
 """The steps an agent's validator or dialog adds after the agent's own (definition/validation.py and
 definition/dialog.py have the rules): entering its validator's or dialog evaluator's step, a person's
 reply and its re-run, each a step of the run like any other, and the events that say what the
-validator or the evaluator found. Callers hold the run and step locks (`locks.lock_rows`)."""
+validator or the evaluator found. After the step of a group's branch, they are steps of that branch.
+Callers hold the run and step locks (`locks.lock_rows`)."""
 
 from django.utils import timezone
 
@@ -15,19 +16,28 @@ from workflows.definition import (
     Validate,
     truncated,
 )
-from workflows.models import EventType, Run, Step, StepRole
+from workflows.models import EventType, Run, Step, StepRole, StepStatus
 from workflows.services.dispatch import step_send
 from workflows.services.events import event_record
-from workflows.services.ledger import storable
+from workflows.services.ledger import branch_of, storable
 from workflows.services.run_state import checkpoint_record
 
 
-def validation_step_enter(*, run: Run, step: Step, move: Validate | Rerun | Evaluate | Converse | Redo, prompt: str = "") -> None:
-    """Create and send the step that follows `step` of an agent: its validator's, grading the output
-    against `prompt` (what the agent was asked); its dialog's evaluator, reading the output; a
-    person's reply to the evaluator's question; or its re-run, told the issues or the question and
-    reply. The checkpoint that points at it keeps the outputs from before the agent: its output is
-    not final yet."""
+def validation_step_enter(
+    *,
+    run: Run,
+    step: Step,
+    move: Validate | Rerun | Evaluate | Converse | Redo,
+    sequence: int,
+    prompt: str = "",
+    blocked: bool = False,
+) -> None:
+    """Create, as the run's step `sequence`, and send the step that follows `step` of an agent: its
+    validator's, grading the output against `prompt` (what the agent was asked); its dialog's
+    evaluator, reading the output; a person's reply to the evaluator's question; or its re-run, told
+    the issues or the question and reply. The checkpoint that points at it keeps the outputs from
+    before the agent: its output is not final yet. After a branch's step it joins the branch, whose
+    group's checkpoint a resume goes on from, and is `blocked` when the run stopped meanwhile."""
     if isinstance(move, Validate):
         # The prompt is whatever the agent's templates rendered: kept as the database can store it.
         role, validation = StepRole.VALIDATOR, {"prompt": storable(truncated(prompt, PROMPT_CHARS)), "output": move.output}
@@ -43,22 +53,28 @@ def validation_step_enter(*, run: Run, step: Step, move: Validate | Rerun | Eval
         role, validation = StepRole.RERUN, {"question": move.question, "reply": move.reply, "output": move.output}
     follower = Step.objects.create(
         run=run,
-        sequence=step.sequence + 1,
+        sequence=sequence,
         agent=step.agent,
-        iteration=step.iteration,  # the same reach of the agent
+        iteration=step.iteration,  # the same reach of the agent, or entry of its group
+        group=step.group,
+        branch_index=step.branch_index,
+        branch_key=step.branch_key,
         role=role,
         validation=validation,
-        enqueued_at=timezone.now(),
+        status=StepStatus.BLOCKED if blocked else StepStatus.PENDING,
+        enqueued_at=None if blocked else timezone.now(),
     )
-    checkpoint_record(run=run, reason="step_completed", outputs=run.latest_outputs, next_step=follower)
-    step_send(follower.pk)
+    if not step.group:
+        checkpoint_record(run=run, reason="step_completed", outputs=run.latest_outputs, next_step=follower)
+    if not blocked:
+        step_send(follower.pk)
 
 
 def validation_record(*, run: Run, step: Step, move: AfterStep, error: dict | None = None) -> None:
     """The event saying what a validator's or a dialog evaluator's step found (`error`: it failed,
     and the output stands), or that a re-run failed and the output it was to replace stands; nothing
     for any other step."""
-    named = {"agent": step.agent, "step": step.sequence}
+    named = {"agent": step.agent, "step": step.sequence, **branch_of(step)}
     failure = {"error": error} if error is not None else {}
     if step.role == StepRole.VALIDATOR:
         verdict = move.verdict

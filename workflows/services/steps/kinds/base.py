@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from workflows.definition import (
+    RERUN_ROLE,
     AgentSpec,
     GroupSpec,
     Move,
@@ -204,9 +205,9 @@ class GroupKind:
         """What the templates of the branch at `index` see, given the run's. Raises TemplateFailure."""
         return context
 
-    def result(self, *, group: GroupSpec, ended: list[Step]) -> dict:
+    def result(self, *, group: GroupSpec, ended: list["Branch"]) -> dict:
         """The group's result, what templates see under its name once it ended, from its branches in
-        index order. Its `outputs` and `errors` are what `group_completed` counts and a failed
+        index order (`branches_ended`). Its `outputs` and `errors` are what `group_completed` counts and a failed
         group's error carries."""
         raise NotImplementedError
 
@@ -223,14 +224,45 @@ def check_answer_fields(given: Mapping[str, Any], *, takes: tuple[str, ...], ste
         )
 
 
-def branches_by_status(ended: list[Step]) -> tuple[list[Step], list[Step]]:
+@dataclass(frozen=True)
+class Branch:
+    """A branch of a group that ended, as its group's result sees it. Its steps are its agent's own,
+    then, for an agent with a validator, its validator's and perhaps a re-run: it has succeeded or
+    failed as its agent's own step did (a validator or a re-run that fails leaves the graded output
+    standing, as in conductor), and its output is its final one, the re-run's when that succeeded."""
+
+    branch_index: int
+    branch_key: str
+    status: str  # StepStatus.SUCCEEDED or FAILED
+    output: Any
+    error: dict | None
+    step: Step = field(compare=False, repr=False)  # its agent's own
+
+
+def branches_ended(steps: list[Step]) -> list[Branch]:
+    """The branches of one entry of a group, in index order, from all its steps, each branch's
+    having ended."""
+    chains: dict[int, list[Step]] = {}
+    for step in sorted(steps, key=lambda step: (step.branch_index, step.sequence)):
+        chains.setdefault(step.branch_index, []).append(step)
+    branches = []
+    for index, chain in chains.items():
+        own = next(step for step in chain if not step.role)
+        rerun = next((step for step in chain if step.role == RERUN_ROLE and step.status == StepStatus.SUCCEEDED), own)
+        branches.append(
+            Branch(branch_index=index, branch_key=own.branch_key, status=own.status, output=rerun.output, error=own.error, step=own)
+        )
+    return branches
+
+
+def branches_by_status(ended: list[Branch]) -> tuple[list[Branch], list[Branch]]:
     """The branches that succeeded and those that failed, each in the order given."""
     succeeded = [branch for branch in ended if branch.status == StepStatus.SUCCEEDED]
     failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
     return succeeded, failed
 
 
-def branch_error(branch: Step, *, key_field: str) -> dict:
+def branch_error(branch: Branch, *, key_field: str) -> dict:
     """Conductor's entry for a failed branch in its group's `errors`."""
     error = branch.error or {}
     return {key_field: branch.branch_key, "exception_type": error.get("type", ""), "message": error.get("message", "")}

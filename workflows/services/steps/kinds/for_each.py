@@ -3,8 +3,7 @@
 from django.conf import settings
 
 from workflows.definition import ForEachSpec, TemplateFailure, resolve_reference
-from workflows.models import Step
-from workflows.services.steps.kinds.base import GroupKind, branch_error, branches_by_status
+from workflows.services.steps.kinds.base import Branch, GroupKind, branch_error, branches_by_status
 
 
 class ForEachKind(GroupKind):
@@ -28,7 +27,7 @@ class ForEachKind(GroupKind):
             raise TemplateFailure(f"for_each '{group.name}' source", f"has no item {index} any more")
         return {**context, group.as_name: items[index], "_index": index, "_key": key}
 
-    def result(self, *, group: ForEachSpec, ended: list[Step]) -> dict:
+    def result(self, *, group: ForEachSpec, ended: list[Branch]) -> dict:
         """Conductor's shape: the outputs as a list in item order (failed items left out), the
         errors by item key, and the item count."""
         succeeded, failed = branches_by_status(ended)

@@ -1,8 +1,7 @@
 """The parallel group: each of its agents runs once, all at once; its result names them."""
 
 from workflows.definition import ParallelSpec
-from workflows.models import Step
-from workflows.services.steps.kinds.base import GroupKind, branch_error, branches_by_status
+from workflows.services.steps.kinds.base import Branch, GroupKind, branch_error, branches_by_status
 
 
 class ParallelKind(GroupKind):
@@ -20,7 +19,7 @@ class ParallelKind(GroupKind):
     def slots(self, *, group: ParallelSpec) -> int:
         return len(group.agents)
 
-    def result(self, *, group: ParallelSpec, ended: list[Step]) -> dict:
+    def result(self, *, group: ParallelSpec, ended: list[Branch]) -> dict:
         """Conductor's shape: outputs and errors by agent."""
         succeeded, failed = branches_by_status(ended)
         return {
