@@ -1,6 +1,6 @@
 """A validator on the agent of a group, driven step by step through the services (no broker) so that
 the order in which branches' chains end is the test's; and on PostgreSQL, two chains ending at once
-and a worker killed during a branch's validator call. The tests marked xfail show bugs."""
+and a worker killed during a branch's validator call."""
 
 import pytest
 
@@ -121,13 +121,6 @@ def drive(run: Run, limit: int = 20) -> None:
         run_step(step, output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: runs.check_version_replaces checks only the checkpoint's step for a validator; "
-    "a blocked validator's step of another branch then crashes at its gate (ValidatorKind.prepare: "
-    "node.validator is None), every delivery",
-)
 def test_a_resume_onto_a_version_without_the_validator_while_another_branch_is_mid_chain(team):
     from workflows.errors import ValidationFailed
 
@@ -141,14 +134,12 @@ def test_a_resume_onto_a_version_without_the_validator_while_another_branch_is_m
     assert run.checkpoints.latest().next_step.branch_key == "1"  # the stop's, at branch 1's own step
 
     lacking = workflow_version(team=team, source=graded().replace("      validator:\n        criteria: Good.\n", ""))
-    try:
+    with pytest.raises(ValidationFailed) as refused:
         run_resume(run=run, limits={"budget_usd": "5"}, workflow_version=lacking.version)
-    except ValidationFailed:
-        return  # refused, as a version lacking the validator the run goes on through should be
-    drive(run)
 
+    assert "with a validator (the run goes on from its validator's call)" in str(refused.value)
     run.refresh_from_db()
-    assert run.status == "completed", run.error
+    assert (run.status, run.workflow_version.version) == ("budget_exceeded", 1)
     assert_invariants(run)
 
 
@@ -236,11 +227,6 @@ def test_the_last_branch_s_chain_ending_its_group_is_settled_from_what_was_rende
     assert_invariants(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a validator's step whose attempt died after its run stopped is cancelled (sweeper, or "
-    "step_begin on redelivery), and steps_reopen never reopens it: its branch's output goes on ungraded",
-)
 def test_a_validator_whose_worker_died_after_the_run_stopped_is_graded_on_resume(team):
     from datetime import timedelta
 
@@ -271,10 +257,6 @@ def test_a_validator_whose_worker_died_after_the_run_stopped_is_graded_on_resume
     assert_invariants(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (before this change too): the same for a branch's own step: its item drops out of the result",
-)
 def test_a_branch_whose_worker_died_after_the_run_stopped_runs_on_resume(team):
     """The same for a branch's own step (as before this change): its item must not drop out of the result."""
     from datetime import timedelta

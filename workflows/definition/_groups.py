@@ -20,8 +20,7 @@ _FOR_EACH_KEYS = ("name", "description", "type", "source", "as", "max_concurrent
 _FOR_EACH_UNSUPPORTED = {"key_by": "a for_each group's outputs are a list, in item order"}
 _GROUP_DIALOG = (
     "a dialog on the agent of a group is not supported: conductor runs no dialog for a group's agents, "
-    "and here its evaluator's call, a person's reply and a re-run would be steps beside the group's "
-    "branches (a dialog works on an agent outside groups)"
+    "whose branches run at once (a dialog works on an agent outside groups)"
 )
 # Conductor's reserved loop variable names.
 _LOOP_RESERVED = frozenset({"workflow", "context", "output", "_index", "_key"})

@@ -128,6 +128,17 @@ def run_complete(*, run: Run, output: dict, outputs: dict) -> None:
     event_record(run=run, type=EventType.RUN_COMPLETED, payload={"spent_usd": usd(run.spent_usd)})
 
 
+def step_set_aside(*, run: Run, step: Step, error: dict | None = None) -> None:
+    """A queued or crashed step of a run that is no longer active: its reservation released, and
+    `blocked`, so that a resume runs it (a stopped group's other branches can still be in flight when
+    the run stops); `cancelled` in a cancelled run, which nothing resumes."""
+    release(run=run, step=step)
+    step.status = StepStatus.CANCELLED if run.status == RunStatus.CANCELLED else StepStatus.BLOCKED
+    step.error = error
+    step.finished_at = timezone.now() if error is not None else step.finished_at
+    step.save(update_fields=["status", "error", "finished_at"])
+
+
 def _block_unstarted_branches(*, run: Run, step: Step) -> None:
     """The run stopped at a branch: its group's branches not yet started never start, until a resume."""
     if step.group:

@@ -279,12 +279,7 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
-        agent = checkpoint.next_step.agent  # a branch's, in a group
-        if checkpoint.next_step.role == StepRole.VALIDATOR and definition.node(agent).validator is None:
-            problems.add(f"'{agent}' with a validator (the run goes on from its validator's call)")
-        dialog_roles = (StepRole.DIALOG, StepRole.REPLY)
-        if checkpoint.next_step.role in dialog_roles and definition.node(agent).dialog is None:
-            problems.add(f"'{agent}' with a dialog (the run goes on from its dialog)")
+        problems.update(_open_review_problems(run, definition))
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",
@@ -345,6 +340,25 @@ def _always_run_before(definition: WorkflowDefinition, path: str) -> set[str]:
     if frame.prefix:
         before |= {frame.caller} | _always_run_before(definition, frame.caller)
     return before
+
+
+def _open_review_problems(run: Run, definition: WorkflowDefinition) -> set[str]:
+    """What the new version lacks of the validators and dialogs whose steps the run has still to run:
+    the step the checkpoint points at, and in a group, other branches' steps a stop set aside."""
+    open_steps = run.steps.filter(
+        status__in=[StepStatus.BLOCKED, StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING],
+        role__in=[StepRole.VALIDATOR, StepRole.DIALOG, StepRole.REPLY],
+    )
+    problems = set()
+    for agent, role in open_steps.values_list("agent", "role").distinct():
+        node = definition.node(agent)
+        if not isinstance(node, AgentSpec):
+            continue  # the agent's own change is reported already
+        if role == StepRole.VALIDATOR and node.validator is None:
+            problems.add(f"'{agent}' with a validator (the run goes on from its validator's call)")
+        elif role != StepRole.VALIDATOR and node.dialog is None:
+            problems.add(f"'{agent}' with a dialog (the run goes on from its dialog)")
+    return problems
 
 
 def _kept_as_it_was(name: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:

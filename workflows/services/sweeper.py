@@ -23,9 +23,9 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from workflows.models import ACTIVE_RUN_STATUSES, Step, StepStatus
-from workflows.services.budgets import release
 from workflows.services.dispatch import step_schedule
 from workflows.services.locks import lock_rows, without_live_attempt
+from workflows.services.run_state import step_set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +95,8 @@ def _release_abandoned(*, now: datetime) -> int:
             # A delivery that took the step over since, or ended it, owns it now.
             if step.status != StepStatus.RUNNING or step.attempts != attempt or run.status in ACTIVE_RUN_STATUSES:
                 continue
-            release(run=run, step=step)
-            step.status = StepStatus.CANCELLED
-            step.error = {
-                "type": "StepCrashedError",
-                "message": f"Attempt {attempt} lost its worker after the run stopped; its reservation was released.",
-            }
-            step.finished_at = now
-            step.save(update_fields=["status", "error", "finished_at"])
+            message = f"Attempt {attempt} lost its worker after the run stopped; its reservation was released."
+            step_set_aside(run=run, step=step, error={"type": "StepCrashedError", "message": message})
             released += 1
     return released
 

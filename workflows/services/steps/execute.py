@@ -44,7 +44,7 @@ from workflows.services.ledger import attempt_named, cost_ahead, ledger_has_entr
 from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
-from workflows.services.run_state import run_await_input, run_fail, run_stop
+from workflows.services.run_state import run_await_input, run_fail, run_stop, step_set_aside
 from workflows.services.steps.kinds import Charged, PreparedStep, StepAttempt, StepWorkFailed, kind_named
 from workflows.services.steps.prepare import step_prepare
 from workflows.services.steps.progression import prerender_ending, step_failed, step_succeeded
@@ -93,9 +93,7 @@ def step_await_input(*, attempt: StepAttempt) -> None:
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return  # taken over meanwhile by a redelivery, which asks in its turn
         if run.status not in ACTIVE_RUN_STATUSES:
-            release(run=run, step=step)  # cancelled since it was admitted: nobody is asked
-            step.status = StepStatus.CANCELLED
-            step.save(update_fields=["status"])
+            step_set_aside(run=run, step=step)  # stopped since it was admitted: nobody is asked
             return
         run_await_input(
             team=team, run=run, step=step, request=attempt.prepared.data["request"], outputs=run.latest_outputs
@@ -169,10 +167,8 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
         if step.status not in (StepStatus.PENDING, StepStatus.RUNNING):
             return None
         if run.status not in ACTIVE_RUN_STATUSES:
-            # Cancelled while queued, or while an attempt that has since died was running.
-            release(run=run, step=step)
-            step.status = StepStatus.CANCELLED
-            step.save(update_fields=["status"])
+            # Stopped or cancelled while queued, or while an attempt that has since died was running.
+            step_set_aside(run=run, step=step)
             return None
 
         try:

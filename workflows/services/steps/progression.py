@@ -41,6 +41,7 @@ from workflows.selectors import definition_of
 from workflows.services.budgets import release
 from workflows.services.dispatch import step_schedule, step_send
 from workflows.services.events import event_record
+from workflows.services.ledger import branch_of
 from workflows.services.renders import rendered
 from workflows.services.gate import GateDecision
 from workflows.services.run_state import checkpoint_record, run_complete, run_fail, run_stop
@@ -225,7 +226,7 @@ def step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
         return
     definition = definition_of(run.workflow_version)
     if run.status in ACTIVE_RUN_STATUSES and definition.group(step.group).failure_mode == "fail_fast":
-        run_fail(team=team, run=run, step=step, error={**error, **_branch_of(step)}, outputs=run.latest_outputs)
+        run_fail(team=team, run=run, step=step, error={**error, **branch_of(step)}, outputs=run.latest_outputs)
         return
     _failed_step_record(run=run, step=step, error=error)
     if run.status in ACTIVE_RUN_STATUSES:
@@ -499,6 +500,3 @@ def _sequence_next(run: Run, **aggregates) -> tuple[int, dict]:
     found = run.steps.aggregate(highest=Max("sequence"), **aggregates)
     return (found.pop("highest") or 0) + 1, found
 
-
-def _branch_of(step: Step) -> dict:
-    return {"group": step.group, "branch": step.branch_key} if step.group else {}
