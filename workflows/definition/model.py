@@ -364,6 +364,12 @@ class WorkflowDefinition:
         return self.steps[name] if name in self.steps else self.agent(name)
 
     def group(self, name: str) -> GroupSpec | None:
+        """The group named `name`, None if there is none; inside a sub-workflow, its path
+        (`research/reviews`) names it, as `node` reads a step's."""
+        caller, separator, rest = name.partition(SUBWORKFLOW_SEPARATOR)
+        if separator:
+            child = self.subworkflows.get(caller)
+            return None if child is None else child.group(rest)
         return self.parallel.get(name) or self.for_each.get(name)
 
     @property

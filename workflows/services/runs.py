@@ -266,7 +266,7 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
             kept = definition.group(group)
             if kept is None or kept.kind != written.group(group).kind or _members(kept) != _members(written.group(group)):
                 problems.add(f"'{group}' (with its agents as they were)")
-            elif definition.agent(agent).output != written.agent(agent).output:
+            elif definition.node(agent).output != written.node(agent).output:
                 problems.add(f"'{agent}' with its output as it was")
         elif not _kept_as_it_was(agent, written=written, definition=definition):
             problems.add(f"'{agent}'")

@@ -38,6 +38,8 @@ def step_prepare(
     agent's re-run as the agent, told the validator's issues or the dialog's question and reply.
     Raises TemplateFailure."""
     frame = frame_at(definition, step.agent)
+    # A branch's group is in its agent's frame: its path is the frame's prefix and its name there.
+    group_name = frame_at(definition, step.group).name if step.group else ""
     definition = frame.definition
     node = definition.node(frame.name)
     if step.role in _READS_RECORDED:
@@ -50,8 +52,8 @@ def step_prepare(
         )
     context = run_context(run=run, definition=definition, outputs=outputs, prefix=frame.prefix)
     branch = context
-    if step.group:
-        group = definition.group(step.group)
+    if group_name:
+        group = definition.group(group_name)
         branch = group_kind_of(group).branch_context(
             group=group, context=context, index=step.branch_index, key=step.branch_key
         )
@@ -61,7 +63,7 @@ def step_prepare(
             context,
             mode=definition.context_mode,
             references=node.input,
-            last=ran_just_before(definition, step.group or frame.name),
+            last=ran_just_before(definition, group_name or frame.name),
             where=f"agent '{node.name}' input",
         )
         context = {**seen, **{name: value for name, value in branch.items() if name not in context}}

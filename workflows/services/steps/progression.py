@@ -11,6 +11,10 @@ order a run's steps as they were created, whichever branch or chain they belong 
 
 Callers hold the run and step locks (`locks.lock_rows`). Whichever branch of a group ends
 last sees so under the run's lock and ends the group: exactly one does.
+
+A group inside a sub-workflow is named by its path (`research/reviews`), as its steps' `group`, its
+result's key in the run's outputs and its event say; its frame (`frame_at`) gives what its entry
+and its branches see, and its branches' agents are paths too.
 """
 
 from collections import Counter
@@ -25,7 +29,7 @@ from workflows.definition import (
     AgentSpec,
     Complete,
     Fail,
-    GroupSpec,
+    Frame,
     Move,
     Proceed,
     TemplateFailure,
@@ -145,7 +149,8 @@ def step_enter(
         return
 
     kind = group_kind_of(group)
-    context = run_context(run=run, definition=definition, outputs=outputs)
+    frame = frame_at(definition, target)
+    context = run_context(run=run, definition=frame.definition, outputs=outputs, prefix=frame.prefix)
     try:
         count = kind.branch_count(group=group, context=context, entering=True)
     except TemplateFailure as exc:
@@ -162,7 +167,7 @@ def step_enter(
         _group_done(
             team=team,
             run=run,
-            group=group,
+            frame=frame,
             result=kind.result(group=group, ended=[]),
             outputs=outputs,
             definition=definition,
@@ -175,7 +180,7 @@ def step_enter(
     first_sequence, found = _sequence_next(run, entries=Max("iteration", filter=Q(group=target)))
     steps = _branches_create(
         run=run,
-        group=group,
+        frame=frame,
         iteration=(found["entries"] or 0) + 1,
         first_sequence=first_sequence,
         indexes=range(min(count, kind.slots(group=group))),
@@ -304,9 +309,10 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
     the last, end the group. Callers hold the run row lock, so of two branches ending at once on
     two workers, exactly one sees the other ended and ends the group."""
     definition = definition_of(run.workflow_version)
-    group = definition.group(step.group)
+    frame = frame_at(definition, step.group)
+    group = frame.definition.group(frame.name)
     branches = group_branches(run=run, step=step)
-    if _send_waiting(run=run, group=group, branches=branches, iteration=step.iteration, definition=definition):
+    if _send_waiting(run=run, frame=frame, branches=branches, iteration=step.iteration):
         return
     ended = branches_ended(list(branches))
     failed = [branch for branch in ended if branch.status == StepStatus.FAILED]
@@ -316,9 +322,9 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
         rule = "every branch must succeed" if group.failure_mode != "continue_on_error" else "no branch succeeded"
         error = {
             "type": "GroupFailedError",
-            "message": f"Group '{group.name}' failed ({group.failure_mode}: {rule}): "
+            "message": f"Group '{frame.path}' failed ({group.failure_mode}: {rule}): "
             f"{succeeded} succeeded, {len(failed)} failed.",
-            "group": group.name,
+            "group": frame.path,
             "errors": result["errors"],
         }
         checkpoint_record(run=run, reason="failed", outputs=run.latest_outputs, next_step=failed[0].step)
@@ -327,7 +333,7 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
     _group_done(
         team=team,
         run=run,
-        group=group,
+        frame=frame,
         result=result,
         outputs=run.latest_outputs,
         definition=definition,
@@ -352,9 +358,9 @@ def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
     branches.filter(pk=step.pk).update(**fresh)
     reopened = Q(status=StepStatus.BLOCKED) | Q(status=StepStatus.FAILED, role="") if failed_too else Q(status=StepStatus.BLOCKED)
     branches.filter(reopened).update(**fresh)
-    definition = definition_of(run.workflow_version)
-    group = definition.group(step.group)
-    _send_waiting(run=run, group=group, branches=branches, iteration=step.iteration, definition=definition)
+    _send_waiting(
+        run=run, frame=frame_at(definition_of(run.workflow_version), step.group), branches=branches, iteration=step.iteration
+    )
 
 
 def prerender_ending(
@@ -383,13 +389,14 @@ def prerender_ending(
             if each.pk == step.pk:
                 each.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
                 each.output, each.error = output, error
-        source = definition.group(step.group)
+        frame = frame_at(definition, step.group)
+        source = frame.definition.group(frame.name)
         created = sum(1 for each in steps if not each.role)
-        unborn = created < _branch_count(run=run, group=source, definition=definition)
+        unborn = created < _branch_count(run=run, frame=frame)
         if unborn or any(each.status in _UNENDED_BRANCH for each in steps):
             return
-        outputs = {**outputs, source.name: group_kind_of(source).result(group=source, ended=branches_ended(steps))}
-        path = source.name
+        outputs = {**outputs, frame.path: group_kind_of(source).result(group=source, ended=branches_ended(steps))}
+        path = frame.path
     # A step that succeeds counts as executed, and is charged, in the transaction that routes it; so is
     # the failed call of a validator's step or a re-run, whose failure routes on (it counts as nothing).
     settling = charge if error is None or step.role else None
@@ -410,34 +417,36 @@ def _group_done(
     *,
     team: Team,
     run: Run,
-    group: GroupSpec,
+    frame: Frame,
     result: dict,
     outputs: dict,
     definition: WorkflowDefinition,
     empty_groups: int = 0,
 ) -> None:
+    """The group at `frame` ended with `result`: recorded under its path, then its routes taken."""
     event_record(
         run=run,
         type=EventType.GROUP_COMPLETED,
-        payload={"group": group.name, "succeeded": len(result["outputs"]), "failed": len(result["errors"])},
+        payload={"group": frame.path, "succeeded": len(result["outputs"]), "failed": len(result["errors"])},
     )
     run_advance(
         team=team,
         run=run,
-        path=group.name,
-        outputs={**outputs, group.name: result},
+        path=frame.path,
+        outputs={**outputs, frame.path: result},
         definition=definition,
         empty_groups=empty_groups,
     )
 
 
-def _send_waiting(*, run: Run, group: GroupSpec, branches, iteration: int, definition: WorkflowDefinition) -> bool:
-    """Fill the free slots of the group's entry `iteration` (its steps `branches`): first with its
+def _send_waiting(*, run: Run, frame: Frame, branches, iteration: int) -> bool:
+    """Fill the free slots of the entry `iteration` of the group at `frame` (its steps `branches`): first with its
     waiting steps (reopened by a resume), then with branches of items that have none yet. A branch
     has one step open at a time, so open steps count branches. Whether any branch is still to end."""
     rows = list(branches.values_list("status", "role"))
     statuses = Counter(status for status, _ in rows)
     in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
+    group = frame.definition.group(frame.name)
     free = group_kind_of(group).slots(group=group) - in_flight
     if statuses[StepStatus.WAITING] and free > 0:
         for waiting in branches.filter(status=StepStatus.WAITING).order_by("branch_index")[:free]:
@@ -447,11 +456,11 @@ def _send_waiting(*, run: Run, group: GroupSpec, branches, iteration: int, defin
             step_send(waiting.pk)
             free -= 1
     created = sum(1 for _, role in rows if not role)  # each branch's agent's own step
-    unborn = _branch_count(run=run, group=group, definition=definition) - created
+    unborn = _branch_count(run=run, frame=frame) - created
     if unborn > 0 and free > 0:
         _branches_create(
             run=run,
-            group=group,
+            frame=frame,
             iteration=iteration,
             first_sequence=_sequence_next(run)[0],
             indexes=range(created, created + min(free, unborn)),
@@ -459,28 +468,28 @@ def _send_waiting(*, run: Run, group: GroupSpec, branches, iteration: int, defin
     return bool(in_flight or statuses[StepStatus.WAITING] or unborn > 0)
 
 
-def _branch_count(*, run: Run, group: GroupSpec, definition: WorkflowDefinition) -> int:
-    """How many branches the group's current entry has in all, created or not, asked in the context
-    of the outputs it was entered with, which its checkpoints keep."""
-    context = run_context(run=run, definition=definition, outputs=run.latest_outputs or {})
+def _branch_count(*, run: Run, frame: Frame) -> int:
+    """How many branches the current entry of the group at `frame` has in all, created or not, asked
+    in its frame's context of the outputs it was entered with, which its checkpoints keep."""
+    group = frame.definition.group(frame.name)
+    context = run_context(run=run, definition=frame.definition, outputs=run.latest_outputs or {}, prefix=frame.prefix)
     return group_kind_of(group).branch_count(group=group, context=context)
 
 
-def _branches_create(
-    *, run: Run, group: GroupSpec, iteration: int, first_sequence: int, indexes: range
-) -> list[Step]:
-    """Create and send the branches at `indexes` of the group's entry `iteration`, in index order
-    from `first_sequence`, the run's next."""
+def _branches_create(*, run: Run, frame: Frame, iteration: int, first_sequence: int, indexes: range) -> list[Step]:
+    """Create and send the branches at `indexes` of the entry `iteration` of the group at `frame`, in
+    index order from `first_sequence`, the run's next."""
+    group = frame.definition.group(frame.name)
     kind = group_kind_of(group)
     now = timezone.now()
-    branches = {index: kind.branch(group=group, index=index) for index in indexes}
+    branches = {index: kind.branch(group=group, index=index, prefix=frame.prefix) for index in indexes}
     steps = Step.objects.bulk_create(
         Step(
             run=run,
             sequence=first_sequence + offset,
             agent=agent,
             iteration=iteration,
-            group=group.name,
+            group=frame.path,
             branch_index=index,
             branch_key=key,
             status=StepStatus.PENDING,

@@ -193,8 +193,9 @@ class GroupKind:
         already entered keeps its branches. Raises TemplateFailure."""
         raise NotImplementedError
 
-    def branch(self, *, group: GroupSpec, index: int) -> tuple[str, str]:
-        """The agent the branch at `index` runs, and its key: what the group's result names it by."""
+    def branch(self, *, group: GroupSpec, index: int, prefix: str = "") -> tuple[str, str]:
+        """The agent the branch at `index` runs, by its path (`prefix` is the path of the sub-workflow
+        the group is in, "" at the top), and its key: what the group's result names it by."""
         raise NotImplementedError
 
     def slots(self, *, group: GroupSpec) -> int:

@@ -15,8 +15,8 @@ class ForEachKind(GroupKind):
     def branch_count(self, *, group: ForEachSpec, context: dict, entering: bool = False) -> int:
         return len(self._items(group, context, entering=entering))
 
-    def branch(self, *, group: ForEachSpec, index: int) -> tuple[str, str]:
-        return group.agent.name, str(index)
+    def branch(self, *, group: ForEachSpec, index: int, prefix: str = "") -> tuple[str, str]:
+        return prefix + group.agent.name, str(index)
 
     def slots(self, *, group: ForEachSpec) -> int:
         return group.max_concurrent

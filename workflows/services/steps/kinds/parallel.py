@@ -13,8 +13,8 @@ class ParallelKind(GroupKind):
     def branch_count(self, *, group: ParallelSpec, context: dict, entering: bool = False) -> int:
         return len(group.agents)
 
-    def branch(self, *, group: ParallelSpec, index: int) -> tuple[str, str]:
-        return group.agents[index], group.agents[index]
+    def branch(self, *, group: ParallelSpec, index: int, prefix: str = "") -> tuple[str, str]:
+        return prefix + group.agents[index], group.agents[index]
 
     def slots(self, *, group: ParallelSpec) -> int:
         return len(group.agents)
