@@ -233,20 +233,7 @@ def test_inline_subworkflow_problems_are_reported_at_their_path_in_the_caller(te
     assert [d["path"] for d in refused.value.details] == ["agents[0].workflow.workflow.entry_point"]
 
 
-def test_a_subworkflow_may_not_hold_groups_or_nest_deeper_than_its_max_depth(team):
-    grouped = """
-workflow: {name: lookup, entry_point: both, runtime: {provider: fake, default_model: m}}
-agents:
-  - {name: one, prompt: "{{ workflow.input.question }}"}
-  - {name: two, prompt: "{{ workflow.input.question }}"}
-parallel:
-  - {name: both, agents: [one, two], routes: [{to: $end}]}
-"""
-    workflow_create(team=team, definition=grouped, name="lookup")
-    with pytest.raises(DefinitionInvalid) as refused:
-        workflow_create(team=team, definition=REPORT)
-    assert any("has groups ('both')" in d["message"] for d in refused.value.details), refused.value.details
-
+def test_a_subworkflow_may_not_nest_deeper_than_its_max_depth(team):
     workflow_create(team=team, definition=LOOKUP, name="lookup")
     workflow_create(team=team, definition=REPORT)
     outer = """

@@ -227,3 +227,35 @@ parallel:
     assert [(p.path, p.message) for p in refused.value.problems] == [
         ("parallel[0].agents[1]", "'pause' is a wait step; a parallel group runs agents")
     ]
+
+
+def test_a_group_inside_a_subworkflow_is_found_by_its_path_and_counted_in_its_paths():
+    from pathlib import Path
+
+    from workflows.definition.subworkflows import longest_path
+
+    here = Path(__file__).parent.parent / "conductor"
+    quotes_source = (here / "supplier_quotes.yaml").read_text()
+
+    def brief_running(quotes):
+        return load_definition(
+            (here / "supplier_brief.yaml").read_text(),
+            workflows=lambda name: quotes if name == "supplier-quotes" else None,
+        )
+
+    quotes = load_definition(quotes_source)
+    brief = brief_running(quotes)
+
+    assert brief.group("scan/quotes") is quotes.for_each["quotes"]
+    assert brief.group("scan/checks") is quotes.parallel["checks"]
+    assert brief.group("scan/risk") is None  # an agent, not a group
+    assert brief.group("brief/quotes") is None  # not a sub-workflow's step
+    assert brief.group("quotes") is None  # the caller has no group of that name
+    assert WorkflowDefinition.from_dict(brief.to_dict()).group("scan/quotes") == quotes.for_each["quotes"]
+    assert longest_path(brief) == len("scan/pricing")
+    long_agent = load_definition(quotes_source.replace("name: quoter", "name: quoter_of_each_supplier"))
+    assert longest_path(brief_running(long_agent)) == len("scan/quoter_of_each_supplier")
+    renamed = quotes_source.replace("name: checks", "name: checks_of_all_quotes")
+    renamed = renamed.replace("to: checks", "to: checks_of_all_quotes").replace("checks.outputs", "checks_of_all_quotes.outputs")
+    long_group = load_definition(renamed)
+    assert longest_path(brief_running(long_group)) == len("scan/checks_of_all_quotes")

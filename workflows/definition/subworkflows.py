@@ -85,7 +85,8 @@ def depth(definition: WorkflowDefinition) -> int:
 
 
 def longest_path(definition: WorkflowDefinition) -> int:
-    """The length of the longest name or path of a step it runs."""
+    """The length of the longest name or path of a step or group it runs (a for_each group's agent
+    included: its branches' steps carry it)."""
     names = [*definition.agent_names, *definition.steps, *definition.group_names]
     longest = max(map(len, names), default=0)
     for name, child in definition.subworkflows.items():
@@ -235,11 +236,6 @@ def _child_problems(
             Problem(at, f"the paths of {name}'s steps reach {longest} characters with this step's name; at most {MAX_PATH_CHARS} fit")
         )
     for nested in child.nested():
-        if nested.parallel or nested.for_each:
-            groups = ", ".join(f"'{group}'" for group in (*nested.parallel, *nested.for_each))
-            problems.append(
-                Problem(at, f"{name} has groups ({groups}): a sub-workflow runs agents and steps, not groups, yet")
-            )
         for kind in sorted({nested_step.kind for nested_step in nested.steps.values()} & set(refused_kinds)):
             problems.append(Problem(at, f"{name} has {kind} steps: {refused_kinds[kind]}"))
     for provider in sorted(child.providers()):
