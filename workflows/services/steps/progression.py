@@ -440,9 +440,10 @@ def _group_done(
 
 
 def _send_waiting(*, run: Run, frame: Frame, branches, iteration: int) -> bool:
-    """Fill the free slots of the entry `iteration` of the group at `frame` (its steps `branches`): first with its
-    waiting steps (reopened by a resume), then with branches of items that have none yet. A branch
-    has one step open at a time, so open steps count branches. Whether any branch is still to end."""
+    """Fill the free slots of the entry `iteration` of the group at `frame` (its steps `branches`):
+    first with its waiting steps (reopened by a resume), then with branches of items that have none
+    yet. A branch has one step open at a time, so open steps count branches. Whether any branch is
+    still to end."""
     rows = list(branches.values_list("status", "role"))
     statuses = Counter(status for status, _ in rows)
     in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
