@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conductor.test_group_validator import Model, use_model
 from tests.conftest import wait_for_run
 from tests.invariants import assert_invariants
 from workflows.errors import DefinitionInvalid
 from workflows.models import EventType, LedgerEntry
-from workflows.providers import ProviderError
-from workflows.providers.fake import FakeProvider
 from workflows.services.workflows import workflow_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -35,25 +34,6 @@ CHARGED = (
     [("scan/quoter", Decimal("0.020000"))] * 3
     + [("scan/risk", Decimal("0.030000")), ("scan/pricing", Decimal("0.040000")), ("brief", Decimal("0.050000"))]
 )
-
-
-class Model(FakeProvider):
-    """The fake provider, failing the calls `broken` picks as a model that is down does; it keeps
-    every prompt it is sent."""
-
-    def __init__(self, *, broken=None):
-        self.broken, self.prompts = broken, []
-
-    def complete(self, request, *, credentials=None):
-        self.prompts.append(request.prompt)
-        if self.broken is not None and self.broken(request):
-            raise ProviderError("The model is unavailable.", status_code=400)
-        return super().complete(request, credentials=credentials)
-
-
-def use_model(monkeypatch, model: Model) -> Model:
-    monkeypatch.setattr("workflows.services.steps.kinds.agent.get_provider", lambda name: model)
-    return model
 
 
 def upload(api, quotes=QUOTES, brief=BRIEF):
@@ -151,7 +131,7 @@ def test_an_enforce_stop_at_a_branch_inside_the_subworkflow_resumes_there_paying
     run = resume(api, run, budget_usd="1")
 
     assert run.status == "completed", run.error
-    assert run.output == {**COMPLETED}
+    assert run.output == COMPLETED
     assert sorted(ledger(run)) == sorted(CHARGED)  # each call once
     assert run.spent_usd == Decimal("0.180000")
     assert run.steps.count() == 7
