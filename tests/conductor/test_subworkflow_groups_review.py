@@ -322,12 +322,7 @@ def test_the_api_and_admin_list_the_steps_and_ledger_of_groups_inside_a_subworkf
         assert admin_client.get(url, {"q": "first/items"}).status_code == 200
 
 
-@pytest.mark.parametrize("usage", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=True,
-    reason="BUG (pre-existing, reached inside frames too): a branch's own failed call that was billed and ends its "
-    "group is rendered ahead as uncharged (progression.py:402 passes settling=None for an own step's error) while "
-    "the transaction charges it (execute.py:412): StaleRender x3, then renders under the locks",
-))])
+@pytest.mark.parametrize("usage", [False, True])
 def test_the_last_branch_failing_under_continue_on_error_returns_from_the_frame_from_what_was_rendered_ahead(
     team, transactions, under_locks, usage
 ):
@@ -378,12 +373,6 @@ output:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (pre-existing, reached inside frames too): a branch's own failed call that was billed and ends its "
-    "group is rendered ahead as uncharged (progression.py:402 passes settling=None for an own step's error) while "
-    "the transaction charges it (execute.py:412): StaleRender x3, then renders under the locks",
-)
 def test_top_level_the_last_branch_failing_with_a_billed_call_is_settled_from_what_was_rendered_ahead(
     team, transactions, under_locks
 ):
@@ -438,11 +427,6 @@ output:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_for_each_inputs (runs.py:121) looks only at the top level's for_each groups; a "
-    "sub-workflow's group over an input its step forwards is not held to FOR_EACH_MAX_ITEMS at POST /runs",
-)
 def test_an_input_a_subworkflow_s_for_each_runs_over_is_held_to_for_each_max_items_at_start(team, settings):
     from workflows.errors import ValidationFailed
 

@@ -79,6 +79,16 @@ def frame_left(outputs: Mapping[str, Any], frame: Frame, result: dict[str, Any])
     return {**kept, frame.caller: result}
 
 
+def run_input_frames(definition: WorkflowDefinition, prefix: str = "") -> list[tuple[str, WorkflowDefinition]]:
+    """(prefix, definition) of the workflows whose `workflow.input` is the run's own: the run's, and
+    each sub-workflow entered by a step without `input_mapping` from one of those (it forwards them)."""
+    frames = [(prefix, definition)]
+    for name, child in definition.subworkflows.items():
+        if definition.steps[name].params["input_mapping"] is None:
+            frames.extend(run_input_frames(child, prefix + name + SUBWORKFLOW_SEPARATOR))
+    return frames
+
+
 def depth(definition: WorkflowDefinition) -> int:
     """How many sub-workflows deep it runs: 0 with none."""
     return max((1 + depth(child) for child in definition.subworkflows.values()), default=0)

@@ -115,22 +115,24 @@ def check_step_kinds_allowed(*, definition: WorkflowDefinition, team: Team) -> N
 
 def check_for_each_inputs(*, definition: WorkflowDefinition, inputs: Mapping) -> None:
     """A for_each group whose source is an input is refused at once when that input holds more than
-    FOR_EACH_MAX_ITEMS items, before the run spends anything on the steps before the group."""
+    FOR_EACH_MAX_ITEMS items, before the run spends anything on the steps before the group; so is one
+    in a sub-workflow its step forwards the run's inputs to."""
     limit = settings.FOR_EACH_MAX_ITEMS
     context = template_context(inputs=inputs, outputs={})
-    for group in definition.for_each.values():
-        if not group.source.startswith("workflow.input."):
-            continue
-        try:
-            items = resolve_reference(group.source, context, where=group.name)
-        except TemplateFailure:
-            continue  # judged when the group is entered, as any source
-        if isinstance(items, list) and len(items) > limit:
-            path = "inputs." + group.source.removeprefix("workflow.input.")
-            raise ValidationFailed(
-                f"for_each '{group.name}' would run over {len(items):,} items; the limit is {limit:,}.",
-                details=[{"path": path, "message": f"more than {limit:,} items (FOR_EACH_MAX_ITEMS)"}],
-            )
+    for prefix, frame in subworkflows.run_input_frames(definition):
+        for group in frame.for_each.values():
+            if not group.source.startswith("workflow.input."):
+                continue
+            try:
+                items = resolve_reference(group.source, context, where=group.name)
+            except TemplateFailure:
+                continue  # judged when the group is entered, as any source
+            if isinstance(items, list) and len(items) > limit:
+                path = "inputs." + group.source.removeprefix("workflow.input.")
+                raise ValidationFailed(
+                    f"for_each '{prefix}{group.name}' would run over {len(items):,} items; the limit is {limit:,}.",
+                    details=[{"path": path, "message": f"more than {limit:,} items (FOR_EACH_MAX_ITEMS)"}],
+                )
 
 
 def run_start(

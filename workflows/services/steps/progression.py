@@ -397,12 +397,11 @@ def prerender_ending(
             return
         outputs = {**outputs, frame.path: group_kind_of(source).result(group=source, ended=branches_ended(steps))}
         path = frame.path
-    # A step that succeeds counts as executed, and is charged, in the transaction that routes it; so is
-    # the failed call of a validator's step or a re-run, whose failure routes on (it counts as nothing).
-    settling = charge if error is None or step.role else None
-    move_after(
-        run=run, definition=definition, path=path, outputs=outputs, settling=settling, counted=counts_as_iteration(step.role)
-    )
+    # The transaction that routes after a step charges its call, a failed one's billed usage too (a
+    # branch's, or a validator's step's or a re-run's, whose failure routes on); only a step that
+    # succeeded counts as executed.
+    counted = error is None and counts_as_iteration(step.role)
+    move_after(run=run, definition=definition, path=path, outputs=outputs, settling=charge, counted=counted)
 
 
 _UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)
