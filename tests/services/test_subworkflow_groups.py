@@ -5,7 +5,7 @@ version keeps what the run has been through inside the frame."""
 
 import pytest
 
-from tests.conductor.test_group_validator_review import (  # noqa: F401 - fixtures
+from tests.conductor.test_group_validator_steps import (  # noqa: F401 - fixtures
     begin,
     run_step,
     settle,

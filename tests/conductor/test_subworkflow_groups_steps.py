@@ -1,8 +1,9 @@
-"""Review probes: groups inside a sub-workflow, driven step by step through the services."""
+"""Groups inside a sub-workflow, driven step by step through the services, so that the order in which
+branches end is the test's; and on PostgreSQL + Redis, a worker killed during a branch inside a frame."""
 
 import pytest
 
-from tests.conductor.test_group_validator_review import (  # noqa: F401 - fixtures
+from tests.conductor.test_group_validator_steps import (  # noqa: F401 - fixtures
     begin,
     run_step,
     settle,

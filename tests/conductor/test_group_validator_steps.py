@@ -258,7 +258,7 @@ def test_a_validator_whose_worker_died_after_the_run_stopped_is_graded_on_resume
 
 
 def test_a_branch_whose_worker_died_after_the_run_stopped_runs_on_resume(team):
-    """The same for a branch's own step (as before this change): its item must not drop out of the result."""
+    """The same for a branch's own step : its item must not drop out of the result."""
     from datetime import timedelta
 
     from django.utils import timezone
