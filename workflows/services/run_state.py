@@ -131,11 +131,13 @@ def run_complete(*, run: Run, output: dict, outputs: dict) -> None:
 def step_set_aside(*, run: Run, step: Step, error: dict | None = None) -> None:
     """A queued or crashed step of a run that is no longer active: its reservation released, and
     `blocked`, so that a resume runs it (a stopped group's other branches can still be in flight when
-    the run stops); `cancelled` in a cancelled run, which nothing resumes."""
+    the run stops); `cancelled` in a cancelled run, which nothing resumes. An `error` (its attempt
+    crashed) replaces the step's last one and ends its attempt."""
     release(run=run, step=step)
     step.status = StepStatus.CANCELLED if run.status == RunStatus.CANCELLED else StepStatus.BLOCKED
-    step.error = error
-    step.finished_at = timezone.now() if error is not None else step.finished_at
+    if error is not None:
+        step.error = error
+        step.finished_at = timezone.now()
     step.save(update_fields=["status", "error", "finished_at"])
 
 
