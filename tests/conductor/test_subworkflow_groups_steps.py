@@ -31,76 +31,6 @@ def drive(run: Run, answer, limit: int = 40) -> None:
     raise AssertionError("still running")
 
 
-LOOP = """
-workflow:
-  name: loop
-  entry_point: inner
-  input: {things: {type: array}}
-  runtime: {provider: fake, default_model: sim, max_tokens: 1000}
-  cost: {pricing: {sim: {input_per_mtok: 0, output_per_mtok: 100}}}
-agents:
-  - name: inner
-    type: workflow
-    input_mapping: {things: "{{ workflow.input.things if judge is not defined else judge.output.next }}"}
-    workflow:
-      workflow:
-        name: inner
-        entry_point: planner
-        input: {things: {type: array}}
-        runtime: {provider: fake, default_model: sim, max_tokens: 1000}
-        cost: {pricing: {sim: {input_per_mtok: 0, output_per_mtok: 100}}}
-      agents:
-        - {name: planner, prompt: "Plan {{ workflow.input.things | length }} things.", routes: [{to: items}]}
-      for_each:
-        - name: items
-          source: workflow.input.things
-          as: thing
-          max_concurrent: 2
-          agent:
-            name: worker
-            prompt: "Do {{ thing }}"
-            output: {text: {type: string}}
-          routes: [{to: $end}]
-      output:
-        results: "{{ items.outputs }}"
-        count: "{{ items.count }}"
-    routes: [{to: judge}]
-  - name: judge
-    prompt: "Judge {{ inner.output.results }}"
-    output: {again: {type: boolean}, next: {type: array}}
-    routes:
-      - to: inner
-        when: "{{ judge.output.again }}"
-      - to: $end
-output:
-  results: "{{ inner.output.results }}"
-  count: "{{ inner.output.count }}"
-"""
-
-
-def test_reentering_a_subworkflow_gives_its_group_a_fresh_entry_and_fresh_results(team):
-    version = workflow_version(team=team, source=LOOP)
-    run = run_start(team=team, workflow=version.workflow_id, inputs={"things": ["a", "b", "c"]})
-    judged = []
-
-    def answer(step, attempt):
-        if step.agent == "judge":
-            judged.append(attempt.prepared.request.prompt)
-            return {"again": len(judged) == 1, "next": ["x"]}
-        if step.agent == "inner/planner":
-            return {"plan": "go"}
-        return {"text": attempt.prepared.request.prompt}
-
-    drive(run, answer)
-
-    run.refresh_from_db()
-    assert run.status == "completed", run.error
-    assert run.output == {"results": [{"text": "Do x"}], "count": 1}
-    entries = list(run.steps.filter(group="inner/items").order_by("sequence").values_list("iteration", "branch_key"))
-    assert entries == [(1, "0"), (1, "1"), (1, "2"), (2, "0")]
-    assert_invariants(run)
-
-
 CHILD = """
       workflow:
         name: inner
@@ -122,7 +52,58 @@ CHILD = """
           routes: [{to: $end}]
       output:
         results: "{{ items.outputs }}"
+        count: "{{ items.count }}"
 """
+
+LOOP = """
+workflow:
+  name: loop
+  entry_point: inner
+  input: {things: {type: array}}
+  runtime: {provider: fake, default_model: sim, max_tokens: 1000}
+  cost: {pricing: {sim: {input_per_mtok: 0, output_per_mtok: 100}}}
+agents:
+  - name: inner
+    type: workflow
+    input_mapping: {things: "{{ workflow.input.things if judge is not defined else judge.output.next }}"}
+    workflow:CHILD
+    routes: [{to: judge}]
+  - name: judge
+    prompt: "Judge {{ inner.output.results }}"
+    output: {again: {type: boolean}, next: {type: array}}
+    routes:
+      - to: inner
+        when: "{{ judge.output.again }}"
+      - to: $end
+output:
+  results: "{{ inner.output.results }}"
+  count: "{{ inner.output.count }}"
+""".replace("CHILD", CHILD)
+
+
+def test_reentering_a_subworkflow_gives_its_group_a_fresh_entry_and_fresh_results(team):
+    version = workflow_version(team=team, source=LOOP)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"things": ["a", "b", "c"]})
+    judged = []
+
+    def answer(step, attempt):
+        if step.agent == "judge":
+            judged.append(attempt.prepared.request.prompt)
+            return {"again": len(judged) == 1, "next": ["x"]}
+        if step.agent == "inner/planner":
+            return {"plan": "go"}
+        return {"text": attempt.prepared.request.prompt}
+
+    drive(run, answer)
+
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert run.output == {"results": [{"text": "Inner x go"}], "count": 1}
+    entries = list(run.steps.filter(group="inner/items").order_by("sequence").values_list("iteration", "branch_key"))
+    assert entries == [(1, "0"), (1, "1"), (1, "2"), (2, "0")]
+    assert_invariants(run)
+
+
 
 TWICE = """
 workflow:
