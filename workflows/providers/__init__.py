@@ -2,11 +2,15 @@
 
 from workflows.providers.anthropic import AnthropicProvider
 from workflows.providers.base import (
+    AssistantTurn,
     CompletionRequest,
     CompletionResult,
     Credentials,
     Provider,
     ProviderError,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
     Usage,
 )
 from workflows.providers.fake import FakeProvider
@@ -22,11 +26,15 @@ def get_provider(name: str) -> Provider:
 
 
 __all__ = [
+    "AssistantTurn",
     "CompletionRequest",
     "CompletionResult",
     "Credentials",
     "Provider",
     "ProviderError",
+    "ToolCall",
+    "ToolResult",
+    "ToolSpec",
     "Usage",
     "get_provider",
 ]

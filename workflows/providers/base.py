@@ -3,6 +3,45 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A tool a model may call: its name as the model sees it (`[A-Za-z0-9_-]{1,64}`, which both
+    providers accept), what it does, and the JSON Schema of its arguments (an object)."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for: the provider's id for it, the tool's name, and its arguments (a
+    JSON object; what the model wrote when it is no object, under "_unparsed")."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AssistantTurn:
+    """An earlier model call of a tool loop that asked for tools: its calls, and `replay`, the
+    provider's own message for it, sent back as it came (Anthropic's thinking blocks must be)."""
+
+    calls: tuple[ToolCall, ...]
+    replay: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call returned, as the model is shown it."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
 class CompletionRequest:
     model: str
     system_prompt: str
@@ -20,6 +59,10 @@ class CompletionRequest:
     deadline_seconds: float | None = None
     # Provider-specific settings from the agent, e.g. the fake provider's `mock` block.
     options: dict[str, Any] = field(default_factory=dict)
+    # A call of a tool loop: the tools the model may call, and the loop's turns so far after the
+    # prompt, in order (each AssistantTurn followed by a ToolResult for each of its calls).
+    tools: tuple[ToolSpec, ...] = ()
+    transcript: tuple[AssistantTurn | ToolResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,7 +78,12 @@ class Usage:
 
 @dataclass(frozen=True, kw_only=True)
 class CompletionResult(Usage):
+    """The model's answer (`output`), or, for a call with tools that asked for some, its
+    `tool_calls` and the `replay` of its message (see AssistantTurn); `output` is then None."""
+
     output: Any
+    tool_calls: tuple[ToolCall, ...] = ()
+    replay: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
