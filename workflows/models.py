@@ -11,6 +11,7 @@ from django.utils import timezone
 from workflows.definition.bounds import MAX_ITERATIONS
 from workflows.definition.providers import ROUTABLE
 from workflows.definition.dialog import DIALOG_ROLE, REPLY_ROLE
+from workflows.definition.tools import MODEL_CALL_ROLE, TOOL_CALL_ROLE
 from workflows.definition.validation import RERUN_ROLE, VALIDATOR_ROLE
 
 
@@ -285,6 +286,8 @@ class StepRole(models.TextChoices):
     RERUN = RERUN_ROLE, "its agent again, with the validator's feedback or a person's reply"
     DIALOG = DIALOG_ROLE, "its agent's dialog evaluator"
     REPLY = REPLY_ROLE, "a person's reply to its agent's dialog"
+    MODEL_CALL = MODEL_CALL_ROLE, "a model call of its agent's tool loop"
+    TOOL_CALL = TOOL_CALL_ROLE, "a tool call of its agent's tool loop"
 
 
 class Step(models.Model):
@@ -310,7 +313,8 @@ class Step(models.Model):
         blank=True,
         help_text=(
             "What a validator's or dialog's step reads (its agent's prompt and output), a person is asked "
-            "(the question), or a re-run is told (the issues, or the question and reply)."
+            "(the question), a re-run is told (the issues, or the question and reply), or a step of a tool "
+            "loop is (its turn, and a tool call's call)."
         ),
     )
     status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
@@ -449,6 +453,9 @@ class EventType(models.TextChoices):
     AGENT_VALIDATION_FAILED = "agent_validation_failed"
     AGENT_DIALOG_EVALUATED = "agent_dialog_evaluated"
     AGENT_DIALOG_RERUN_FAILED = "agent_dialog_rerun_failed"
+    TOOLS_LISTED = "tools_listed"
+    MODEL_CALL_COMPLETED = "model_call_completed"
+    TOOL_CALL_COMPLETED = "tool_call_completed"
 
 
 class Event(models.Model):

@@ -253,12 +253,11 @@ def test_every_agent_must_be_a_mapping():
 @pytest.mark.parametrize(
     ("location", "value", "path", "feature"),
     [
-        ("tools", ["web_search"], "tools", "'tools'"),
-        ("mcp_servers", {}, "mcp_servers", "'mcp_servers'"),
+        ("tools", ["web_search"], "tools", "the workflow has no MCP server"),
+        ("mcp_servers", {}, "mcp_servers", "written under workflow.runtime.mcp_servers"),
         ("workflow.hooks", {"on_start": "x"}, "workflow.hooks", "'hooks'"),
         ("workflow.context", {"mode": "minimal"}, "workflow.context.mode", "must be one of accumulate, last_only, explicit"),
-        ("workflow.runtime.mcp_servers", {}, "workflow.runtime.mcp_servers", "'mcp_servers'"),
-        ("agents.1.tools", ["web_search"], "agents[1].tools", "'tools'"),
+        ("agents.1.tools", ["web_search"], "agents[1].tools", "top-level 'tools' does not list: web_search"),
         ("agents.1.type", "programme", "agents[1].type", "agent type 'programme' is not supported (only 'agent', 'human_gate', 'questions', 'script', 'set', 'terminate', 'wait', 'workflow')"),
     ],
 )

@@ -69,7 +69,7 @@ def test_hermes_toolsets_may_only_be_empty_which_is_what_every_agent_has():
 
     refused = problems(workflow({"provider": {"name": "hermes", "hermes_toolsets": ["web"]}}), provider_routes=routes)
     assert list(refused) == ["workflow.runtime.provider.hermes_toolsets"]
-    assert "tools are not supported" in refused["workflow.runtime.provider.hermes_toolsets"]
+    assert "that runtime's built-in tools, which are not offered here" in refused["workflow.runtime.provider.hermes_toolsets"]
 
 
 def test_an_agent_names_its_own_provider_and_an_unused_default_needs_no_route():

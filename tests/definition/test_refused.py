@@ -51,9 +51,6 @@ def problems(document) -> list[Problem]:
         ("agents__0__retry", {"max_attempts": 3}, "agents[0].retry", "PROVIDER_MAX_RETRIES"),
         ("workflow__hooks", {"on_start": "x"}, "workflow.hooks", "webhook"),
         # not there yet
-        ("tools", ["web_search"], "tools", "no tools"),
-        ("workflow__runtime__mcp_servers", {}, "workflow.runtime.mcp_servers", "no tools"),
-        ("agents__0__tools", ["web_search"], "agents[0].tools", "only 'tools: []' (no tools) is"),
         ("workflow__context", {"mode": "explicit", "trim_strategy": "summarize"}, "workflow.context.trim_strategy", "trimming the context"),
         ("agents__0__output_mode", "raw", "agents[0].output_mode", "text"),
         # another step kind's field on an agent
@@ -72,11 +69,19 @@ def test_a_conductor_key_this_service_does_not_run_is_refused_with_its_reason(lo
 
 
 @pytest.mark.parametrize("location", ["tools", "agents__0__tools"])
-def test_tools_written_as_none_give_agents_what_every_agent_has_here(location):
-    """Conductor's `tools: []` is "no tools": such a workflow runs here as one that names no tools."""
-    with_no_tools = load_definition(definition(**{location: []}), provider_routes=ROUTES)
+def test_tools_written_as_none_leave_agents_without_tools(location):
+    """Conductor's `tools: []` is "no tools": with or without MCP servers, the agent makes one call."""
+    servers = {"search": {"type": "http", "url": "https://search.example/mcp"}}
+    with_no_tools = load_definition(
+        definition(**{location: [], "workflow__runtime__mcp_servers": servers}), provider_routes=ROUTES
+    )
 
-    assert with_no_tools.to_dict() == load_definition(definition(), provider_routes=ROUTES).to_dict()
+    if location == "tools":
+        # An empty top-level list chooses nothing: the agents see every tool, as in conductor.
+        assert with_no_tools.agent("a").tool_servers == ("search",)
+    else:
+        assert (with_no_tools.agent("a").tool_servers, with_no_tools.agent("a").tools) == ((), ())
+        assert not with_no_tools.agent("a").uses_tools
 
 
 @pytest.mark.parametrize("value", ["web_search", {"web_search": True}])

@@ -82,6 +82,17 @@ from .templates import (
     template_context,
 )
 from .tokens import count_tokens, fake_token_count
+from .tools import (
+    MODEL_CALL_ROLE,
+    STDIO_SERVERS,
+    TOOL_CALL_ROLE,
+    McpServerSpec,
+    cut_tool_output,
+    env_problem,
+    model_tool_name,
+    tool_chosen,
+    transcript_text,
+)
 from .validation import (
     PROMPT_CHARS,
     RERUN_ROLE,
@@ -89,6 +100,8 @@ from .validation import (
     VERDICT_MIN_TOKENS,
     VERDICT_SCHEMA,
     AfterStep,
+    CallModel,
+    CallTool,
     Converse,
     Evaluate,
     Proceed,
@@ -98,6 +111,7 @@ from .validation import (
     Verdict,
     after_step,
     counts_as_iteration,
+    fails_open,
     truncated,
     usage_label,
     validation_feedback,
@@ -106,6 +120,18 @@ from .validation import (
 )
 
 __all__ = [
+    "CallModel",
+    "CallTool",
+    "fails_open",
+    "MODEL_CALL_ROLE",
+    "STDIO_SERVERS",
+    "TOOL_CALL_ROLE",
+    "McpServerSpec",
+    "cut_tool_output",
+    "env_problem",
+    "model_tool_name",
+    "tool_chosen",
+    "transcript_text",
     "DIALOG_ROLE",
     "EVALUATION_SCHEMA",
     "REPLY_ROLE",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._call_settings import agent_context_tier, agent_deadline, agent_effort
-from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED
+from ._refused import AGENT_UNSUPPORTED
 from ._refused import fields_of_other_kinds
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
@@ -25,6 +25,7 @@ from .reasoning import MIN_REASONING_CAP, MIN_THINKING_TOKENS
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
 from .conditions import condition_check
 from .templates import compile_check
+from .tools import MAX_AGENT_ITERATIONS, agent_tool_filter, agent_tool_problems, tool_names
 from .validation import MAX_RETRIES
 
 AGENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -37,11 +38,12 @@ _RESERVED_MEANING = {
     "output": "routed step's own output",
 }
 MAX_MOCK_LATENCY_MS = 600_000
+MAX_MOCK_CALLS_PER_TURN = 16
 
 _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock", "validator", "dialog",
-    "reasoning", "context_tier", "timeout_seconds", "max_session_seconds",
+    "reasoning", "context_tier", "timeout_seconds", "max_session_seconds", "tools", "max_agent_iterations",
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
 _VALIDATOR_KEYS = ("criteria", "model", "max_retries", "mock")
@@ -52,7 +54,11 @@ _DIALOG_AND_VALIDATOR = (
     "give the agent one of them, or put the other on an agent of its own"
 )
 _MOCK_KEYS = ("output", "output_tokens", "input_tokens", "latency_ms")
-_AGENT_MOCK_KEYS = (*_MOCK_KEYS, "rerun_output")
+_AGENT_MOCK_KEYS = (*_MOCK_KEYS, "rerun_output", "tool_calls")
+_TOOLS_WITH_REVIEW = (
+    "an agent with tools cannot have a {key} yet: its re-run would have to run its whole tool loop "
+    "again; put the {key} on an agent of its own that reads this one's output"
+)
 _SCHEMA_KEYS = ("type", "description", "items", "properties", *CONSTRAINTS)
 # "workflow.input.x", "agent.output", "agent.output.field", "group.outputs", "group.outputs.key",
 # "group.outputs.key.field" or "group.errors[.key]", each optionally ending in "?".
@@ -108,7 +114,6 @@ def read_agents(
             top.problems,
             keys=_AGENT_KEYS + fields_of_other_kinds(raw),
             unsupported=AGENT_UNSUPPORTED,
-            ignored=AGENT_IGNORED,
             nullable=False,
         )
         if reader is None
@@ -179,6 +184,11 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
     reasoning_effort = agent_effort(section, header.reasoning_effort)
     if reasoning_effort is not None and max_tokens is not None and max_tokens < MIN_REASONING_CAP:
         _report_reasoning_cap(section, name, max_tokens)
+    tools, tool_servers = _tools(section, header)
+    for key in ("validator", "dialog"):
+        if tool_servers and section.data.get(key) is not None:
+            section.report(key, _TOOLS_WITH_REVIEW.format(key=key))
+    max_agent_iterations = section.integer("max_agent_iterations", minimum=1, maximum=MAX_AGENT_ITERATIONS)
     if name is None or model is None or prompt is None:
         return None
     return AgentSpec(
@@ -200,7 +210,23 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         context_tier=agent_context_tier(section, header.context_tier),
         timeout_seconds=agent_deadline(section, header.max_session_seconds),
         dialog=dialog,
+        tool_servers=tool_servers,
+        tools=tools,
+        max_agent_iterations=max_agent_iterations or header.max_agent_iterations,
     )
+
+
+def _tools(section: Section, header: Header) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The names the agent's tools are chosen by (None: all) and the MCP servers it may call, as
+    conductor resolves an agent's `tools` against the workflow's (definition/tools.py)."""
+    agent_tools = tool_names(section, "tools")
+    for key, message in agent_tool_problems(
+        agent_tools=agent_tools, workflow_tools=header.tools, servers=header.mcp_servers
+    ):
+        section.report(key, message)
+    if agent_tools == ():
+        return (), ()
+    return agent_tool_filter(agent_tools, header.tools), tuple(header.mcp_servers)
 
 
 def _report_reasoning_cap(section: Section, name: str | None, max_tokens: int) -> None:
@@ -422,7 +448,34 @@ def _mock(section: Section, *, keys: tuple[str, ...]) -> MockSpec | None:
         input_tokens=mock.integer("input_tokens", minimum=0, maximum=MAX_CALL_TOKENS),
         latency_ms=mock.integer("latency_ms", minimum=0, maximum=MAX_MOCK_LATENCY_MS) or 0,
         rerun_output=copy.deepcopy(outputs["rerun_output"]),
+        tool_calls=_mock_tool_calls(mock),
     )
+
+
+def _mock_tool_calls(mock: Section) -> tuple[tuple[dict[str, Any], ...], ...]:
+    """`mock.tool_calls`: for each model call of the agent's tool loop, the calls the fake asks for,
+    each `{name, arguments}` with `name` the tool's name as the model is shown it."""
+    turns = mock.sequence("tool_calls")
+    if len(turns) > MAX_AGENT_ITERATIONS:
+        mock.report("tool_calls", f"scripts {len(turns)} model calls; an agent makes at most {MAX_AGENT_ITERATIONS}")
+        return ()
+    scripted = []
+    for turn_index, turn in enumerate(turns):
+        where = f"tool_calls[{turn_index}]"
+        if not isinstance(turn, list) or not turn or len(turn) > MAX_MOCK_CALLS_PER_TURN:
+            mock.report(where, f"must be a list of 1 to {MAX_MOCK_CALLS_PER_TURN} calls, each {{name, arguments}}")
+            continue
+        calls = []
+        for index, raw in enumerate(turn):
+            call = Section(raw, mock.at(f"{where}[{index}]"), mock.problems, keys=("name", "arguments"), nullable=False)
+            name = call.text("name", required=True)
+            arguments = call.data.get("arguments", {})
+            if not isinstance(arguments, Mapping) or non_json_kind(arguments):
+                call.report("arguments", "must be a mapping of plain JSON data")
+            elif name is not None:
+                calls.append({"name": name, "arguments": copy.deepcopy(dict(arguments))})
+        scripted.append(tuple(calls))
+    return tuple(scripted)
 
 
 def no_target(name: str, scope: Scope) -> str:

@@ -17,7 +17,6 @@ from .errors import Problem
 
 # --- refused: what each key would need that this service does not have ------------------------
 
-_TOOLS = "agents call no tools yet (tools and MCP servers are planned together)"
 _CONTEXT = "conductor's docs show it, but its schema reads the context mode from 'context: {mode: ...}'"
 _SKILLS = (
     "skills are files a coding-agent runtime loads into an agent's session; an agent here is one "
@@ -28,11 +27,11 @@ _PLUGINS = (
     "here is one model call that sees only its prompts"
 )
 _WORKING_DIR = (
-    "it is a directory on the machine a coding agent works in; agents here run no tools and never "
-    "see the worker's files"
+    "it is a directory on the machine a coding agent works in; agents here never see the worker's "
+    "files, and an MCP server started on a worker runs in a scratch directory of its own"
 )
 
-TOP_UNSUPPORTED = {"mcp_servers": _TOOLS}
+TOP_UNSUPPORTED = {"mcp_servers": "MCP servers are written under workflow.runtime.mcp_servers"}
 
 WORKFLOW_UNSUPPORTED = {
     "context_mode": _CONTEXT,
@@ -47,7 +46,6 @@ WORKFLOW_UNSUPPORTED = {
 }
 
 RUNTIME_UNSUPPORTED = {
-    "mcp_servers": _TOOLS,
     "timeout": (
         "a call's deadline is written as workflow.runtime.max_session_seconds (or an agent's "
         "timeout_seconds), within the operator's PROVIDER_TIMEOUT_SECONDS; bound the run with "
@@ -123,10 +121,6 @@ def _flag(section: Section, key: str) -> None:
     section.flag(key, default=False)
 
 
-def _text(section: Section, key: str) -> None:
-    section.text(key)
-
-
 def _mapping(section: Section, key: str) -> None:
     section.entries(key)
 
@@ -135,27 +129,14 @@ def _block(**fields: Check) -> Check:
     return lambda section, key: section.section(key, keys=(), ignored=fields) and None
 
 
-def _no_tools(section: Section, key: str) -> None:
-    """`tools: []` gives an agent (or every agent) no tools, as every agent here has none; a list
-    that names a tool is refused."""
-    if section.sequence(key):
-        section.report(key, f"'{key}' is not supported: {_TOOLS}; only 'tools: []' (no tools) is")
-
-
-# Tool-use round trips within one agent execution: with no tools, each execution is one call.
-_MAX_AGENT_ITERATIONS = _whole(1, 500)
-
-TOP_IGNORED: Mapping[str, Check] = {"tools": _no_tools}
+TOP_IGNORED: Mapping[str, Check] = {}
 WORKFLOW_IGNORED: Mapping[str, Check] = {"metadata": _mapping}
 RUNTIME_IGNORED: Mapping[str, Check] = {
-    "max_agent_iterations": _MAX_AGENT_ITERATIONS,
     # A checkpoint is saved after every step here, always.
     "checkpoint": _block(every_agent=_flag, every_seconds=_whole(1), keep_last=_whole(1, 100)),
-    # Sizes the results of tool calls, and agents call no tools.
-    "tool_output": _block(enabled=_flag, max_chars=_whole(1000), spill_to_file=_flag, spill_dir=_text),
 }
 COST_IGNORED: Mapping[str, Check] = {"show_per_agent": _flag, "show_summary": _flag}
-AGENT_IGNORED: Mapping[str, Check] = {"max_agent_iterations": _MAX_AGENT_ITERATIONS, "tools": _no_tools}
+AGENT_IGNORED: Mapping[str, Check] = {}
 
 # --- ${VAR} interpolation --------------------------------------------------------------------------
 

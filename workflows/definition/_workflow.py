@@ -19,6 +19,14 @@ from .limits import check_limits
 from .model import InputSpec, LimitsSpec
 from .pricing import UnitPrices
 from .providers import DEFAULT_PROVIDER, provider_problem
+from .tools import (
+    DEFAULT_MAX_AGENT_ITERATIONS,
+    MAX_AGENT_ITERATIONS,
+    McpServerSpec,
+    read_mcp_servers,
+    read_tool_output_chars,
+    tool_names,
+)
 
 MAX_TEMPERATURE = 2.0
 
@@ -30,6 +38,7 @@ _CONTEXT_TRIMMING = (
 _RUNTIME_KEYS = (
     "provider", "default_model", "max_tokens", "temperature", "stream",
     "default_reasoning_effort", "default_context_tier", "max_session_seconds",
+    "mcp_servers", "max_agent_iterations", "tool_output",
 )  # fmt: skip
 # The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
 _ENDPOINT_UNSUPPORTED = (
@@ -83,9 +92,17 @@ class Header:
     pricing: dict[str, UnitPrices]
     priced_models: frozenset[str]  # every model under cost.pricing, even one whose prices are invalid
     context_mode: str
+    # Tools (definition/tools.py): the MCP servers, the top-level `tools` list, the agents' default
+    # bound on model calls, and how much of a tool's result a model is shown.
+    mcp_servers: dict[str, McpServerSpec]
+    tools: tuple[str, ...]
+    max_agent_iterations: int
+    tool_output_chars: int | None
 
 
-def read_header(top: Section) -> Header:
+def read_header(top: Section, *, stdio_refused: str | None = None) -> Header:
+    """The `workflow:` section, and the top-level `tools` list; `stdio_refused` says why the team may
+    not start stdio MCP servers, None when it may."""
     workflow = top.section(
         "workflow", keys=_WORKFLOW_KEYS, unsupported=WORKFLOW_UNSUPPORTED, ignored=WORKFLOW_IGNORED, required=True
     )
@@ -113,6 +130,11 @@ def read_header(top: Section) -> Header:
         pricing=_pricing(price_entries, workflow.problems),
         priced_models=frozenset(model for model, _, _ in price_entries),
         context_mode=_context_mode(workflow),
+        mcp_servers=read_mcp_servers(runtime, stdio_refused=stdio_refused),
+        tools=tool_names(top, "tools") or (),
+        max_agent_iterations=runtime.integer("max_agent_iterations", minimum=1, maximum=MAX_AGENT_ITERATIONS)
+        or DEFAULT_MAX_AGENT_ITERATIONS,
+        tool_output_chars=read_tool_output_chars(runtime),
     )
 
 
@@ -178,7 +200,11 @@ def _provider(runtime: Section) -> tuple[str, str, bool]:
     given = runtime.section("provider", keys=("name", "hermes_toolsets"), unsupported=_PROVIDER_UNSUPPORTED)
     if given.data.get("hermes_toolsets") not in (None, []):
         # An empty list is what every agent here has: no tools.
-        given.report("hermes_toolsets", "tools are not supported yet; only an empty list (no tools) is")
+        given.report(
+            "hermes_toolsets",
+            "Hermes toolsets are that runtime's built-in tools, which are not offered here (an agent's tools "
+            "are MCP servers', under workflow.runtime.mcp_servers); only an empty list (no toolsets) is",
+        )
     return given.text("name") or DEFAULT_PROVIDER, given.at("name"), True
 
 

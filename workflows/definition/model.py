@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from .bounds import MAX_CALL_TOKENS
 from .pricing import UnitPrices
 from .reasoning import THINKING_TOKENS
+from .tools import DEFAULT_MAX_AGENT_ITERATIONS, DEFAULT_TOOL_OUTPUT_CHARS, McpServerSpec
 
 END = "$end"
 # Between the names in a step's path inside a sub-workflow: `research/answerer` is the agent
@@ -80,6 +81,9 @@ class MockSpec:
     # What the agent answers when it runs again, sent back by its validator with feedback or after a
     # dialog with a person; None: `output` again.
     rerun_output: Any | None = None
+    # For an agent with tools: the calls its model asks for at each model call of its tool loop, in
+    # order, each a list of {name, arguments}; once they are used up it answers `output`.
+    tool_calls: tuple[tuple[dict[str, Any], ...], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +92,7 @@ class MockSpec:
             "latency_ms": self.latency_ms,
             "input_tokens": self.input_tokens,
             "rerun_output": self.rerun_output,
+            "tool_calls": [list(turn) for turn in self.tool_calls],
         }
 
     @classmethod
@@ -97,7 +102,9 @@ class MockSpec:
             key: None if data.get(key) is None else min(data[key], MAX_CALL_TOKENS)
             for key in ("output_tokens", "input_tokens")
         }
-        return cls(**{**data, **bounded})
+        # Versions stored before tools have no tool calls.
+        tool_calls = tuple(tuple(turn) for turn in data.get("tool_calls", ()))
+        return cls(**{**data, **bounded, "tool_calls": tool_calls})
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,16 @@ class AgentSpec:
     # The agent's deadline for its call (timeout_seconds, max_session_seconds), if it set one.
     timeout_seconds: float | None = None
     dialog: DialogSpec | None = None
+    # The MCP servers whose tools it may call, by name (none: it makes one model call), the names its
+    # tools are chosen by (None: all; definition/tools.py), and how many model calls its loop may make.
+    tool_servers: tuple[str, ...] = ()
+    tools: tuple[str, ...] | None = None
+    max_agent_iterations: int = DEFAULT_MAX_AGENT_ITERATIONS
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether its step runs a tool loop rather than one model call."""
+        return bool(self.tool_servers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +202,9 @@ class AgentSpec:
             "context_tier": self.context_tier,
             "timeout_seconds": self.timeout_seconds,
             "dialog": None if self.dialog is None else self.dialog.to_dict(),
+            "tool_servers": list(self.tool_servers),
+            "tools": None if self.tools is None else list(self.tools),
+            "max_agent_iterations": self.max_agent_iterations,
         }
 
     @classmethod
@@ -199,6 +219,9 @@ class AgentSpec:
                 "mock": None if data["mock"] is None else MockSpec.from_dict(data["mock"]),
                 "validator": None if validator is None else ValidatorSpec.from_dict(validator),
                 "dialog": None if dialog is None else DialogSpec.from_dict(dialog),
+                # Nor before tools these.
+                "tool_servers": tuple(data.get("tool_servers", ())),
+                "tools": None if data.get("tools") is None else tuple(data["tools"]),
             }
         )
 
@@ -350,6 +373,9 @@ class WorkflowDefinition:
     context_mode: str = "accumulate"  # which earlier outputs an agent sees (context_modes.py)
     # The workflow each `type: workflow` step runs, by the step's name, as it was at upload (subworkflows.py).
     subworkflows: dict[str, WorkflowDefinition] = field(default_factory=dict)
+    # Its MCP servers by name, and how much of a tool's result a model is shown (None: all of it).
+    mcp_servers: dict[str, McpServerSpec] = field(default_factory=dict)
+    tool_output_chars: int | None = DEFAULT_TOOL_OUTPUT_CHARS
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
@@ -427,6 +453,8 @@ class WorkflowDefinition:
             "reads_inputs": list(self.reads_inputs),
             "context_mode": self.context_mode,
             "subworkflows": [{"step": name, "definition": child.to_dict()} for name, child in self.subworkflows.items()],
+            "mcp_servers": [server.to_dict() for server in self.mcp_servers.values()],
+            "tool_output_chars": self.tool_output_chars,
         }
 
     @classmethod
@@ -461,6 +489,9 @@ class WorkflowDefinition:
             subworkflows={
                 item["step"]: WorkflowDefinition.from_dict(item["definition"]) for item in data.get("subworkflows", [])
             },
+            # Nor, before tools, these.
+            mcp_servers={server["name"]: McpServerSpec.from_dict(server) for server in data.get("mcp_servers", [])},
+            tool_output_chars=data.get("tool_output_chars", DEFAULT_TOOL_OUTPUT_CHARS),
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._agents import read_agents, read_templates
 from ._groups import group_names_written, read_groups
-from ._refused import TOP_IGNORED, TOP_UNSUPPORTED, interpolation_problems
+from ._refused import TOP_UNSUPPORTED, interpolation_problems
 from ._section import Section
 from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
@@ -20,11 +20,12 @@ from .model import WorkflowDefinition
 from .references import check_references
 from .subworkflows import attach_subworkflows, forwarded_inputs
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
+from .tools import STDIO_SERVERS, no_tool_server
 
 MAX_DEFINITION_BYTES = 256 * 1024
 _NOTHING: Mapping[str, str] = MappingProxyType({})
 
-_TOP_KEYS = ("workflow", "agents", "parallel", "for_each", "output")
+_TOP_KEYS = ("workflow", "tools", "agents", "parallel", "for_each", "output")
 
 
 def _nothing_priced(model: str) -> bool:
@@ -57,7 +58,8 @@ def load_definition(
 
     `provider_routes` maps the provider names that reach a backend only through a route (conductor's
     copilot, claude-agent-sdk, hermes) to the backend each reaches for the uploading team.
-    `refused_kinds` maps the kinds of step the uploading team may not use to why, and
+    `refused_kinds` maps the kinds of step the uploading team may not use to why (and STDIO_SERVERS,
+    stdio MCP servers, when it may not start them), and
     `provider_models` a routed provider name to the model its agents take when none is named.
     `table_prices` answers the price table's prices of a model; unless `may_lower_prices`, a real
     provider's workflow may not price a model below them.
@@ -70,8 +72,10 @@ def load_definition(
             [Problem("definition", f"must be a mapping with 'workflow' and 'agents', not {kind_of(raw)}")]
         )
     problems: list[Problem] = []
-    top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=TOP_UNSUPPORTED, ignored=TOP_IGNORED)
-    header = read_header(top)
+    top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=TOP_UNSUPPORTED)
+    header = read_header(top, stdio_refused=refused_kinds.get(STDIO_SERVERS))
+    if header.tools and not header.mcp_servers:
+        problems.append(Problem("tools", no_tool_server(header.tools)))
     first_use: dict[str, str] = {}  # agents and groups share one namespace
     agents, steps, scope = read_agents(
         top,
@@ -115,6 +119,8 @@ def load_definition(
         parallel=parallel,
         for_each=for_each,
         context_mode=header.context_mode,
+        mcp_servers=header.mcp_servers,
+        tool_output_chars=header.tool_output_chars,
     )
     paths = _paths(raw)
 

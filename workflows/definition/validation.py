@@ -24,6 +24,7 @@ from typing import Any
 
 from .dialog import DIALOG_ROLE, REPLY_ROLE, Evaluation, evaluation_of
 from .model import DialogSpec, ValidatorSpec
+from .tools import MODEL_CALL_ROLE, TOOL_CALL_ROLE
 
 # The roles of the steps an agent's validation adds after the agent's own (`Step.role`).
 VALIDATOR_ROLE = "validator"
@@ -68,9 +69,16 @@ What the agent answered (check this):
 
 def counts_as_iteration(role: str) -> bool:
     """Whether a step counts toward max_iterations (and may be stopped by it): a validator's call, a
-    dialog's evaluator, a person's reply and a re-run are part of their agent's execution, which
-    counted once, as in conductor."""
+    dialog's evaluator, a person's reply, a re-run and the steps of a tool loop are part of their
+    agent's execution, which counted once, as in conductor."""
     return not role
+
+
+def fails_open(role: str) -> bool:
+    """Whether a step's failure leaves its agent's output standing (a validator's, a dialog's, a
+    person's reply, a re-run: conductor's fail-open), rather than failing the agent as its own
+    step's failure does (the steps of its tool loop)."""
+    return role not in ("", MODEL_CALL_ROLE, TOOL_CALL_ROLE)
 
 
 def usage_label(agent: str, role: str) -> str:
@@ -172,6 +180,23 @@ class Redo:
 
 
 @dataclass(frozen=True)
+class CallModel:
+    """An agent's tool loop goes on with its model call number `turn` (definition/tools.py)."""
+
+    turn: int
+
+
+@dataclass(frozen=True)
+class CallTool:
+    """A model call of an agent's tool loop asked for tools: the call `call` follows, then each of
+    `rest` in turn, then the loop's next model call."""
+
+    call: Mapping[str, Any]
+    rest: tuple[Mapping[str, Any], ...]
+    turn: int
+
+
+@dataclass(frozen=True)
 class Proceed:
     """The agent's routes are taken, with `output` as its output."""
 
@@ -180,7 +205,7 @@ class Proceed:
     evaluation: Evaluation | None = None  # the dialog's evaluator's, when its step is the one that ended
 
 
-AfterStep = Validate | Rerun | Evaluate | Converse | Redo | Proceed
+AfterStep = Validate | Rerun | Evaluate | Converse | Redo | CallModel | CallTool | Proceed
 
 
 def after_step(
@@ -191,12 +216,27 @@ def after_step(
     output: Any = None,
     failed: bool = False,
     dialog: DialogSpec | None = None,
+    tools: bool = False,
 ) -> AfterStep | None:
     """What follows a step of an agent (or of any kind, with no validator or dialog) that succeeded
     with `output`, or `failed`; None when its failure fails the run, as any step's does. `given` is
-    what a step of the agent's validation or dialog was given (`Step.validation`): the output at
-    stake, and the issues, or the question (and reply). An agent has a validator or a dialog, never
-    both (the parser refuses it)."""
+    what a step of the agent's validation, dialog or tool loop was given (`Step.validation`): the
+    output at stake, and the issues, or the question (and reply); a loop step's turn, and the tool
+    calls left. An agent has a validator or a dialog, never both, and neither when it has `tools`
+    (the parser refuses them): its own step lists its tools, then its loop's steps follow, the model
+    call that answers ending it with the agent's output."""
+    if role in (MODEL_CALL_ROLE, TOOL_CALL_ROLE) and failed:
+        return None  # a loop step fails its agent as the agent's own step does
+    if role == TOOL_CALL_ROLE:
+        rest = given["rest"]
+        if rest:
+            return CallTool(rest[0], tuple(rest[1:]), turn=given["turn"])
+        return CallModel(turn=given["turn"] + 1)
+    if role == MODEL_CALL_ROLE:
+        calls = output.get("tool_calls")
+        if calls:
+            return CallTool(calls[0], tuple(calls[1:]), turn=given["turn"])
+        return Proceed(output["answer"])
     if role == DIALOG_ROLE:
         evaluation = Evaluation(trigger=False, errored=True) if failed else evaluation_of(output)
         if evaluation.trigger:
@@ -215,6 +255,8 @@ def after_step(
         return Proceed(given["output"] if failed else output)
     if failed:
         return None
+    if tools:
+        return CallModel(turn=1)
     if validator is not None:
         return Validate(output)
     return Proceed(output) if dialog is None else Evaluate(output)

@@ -110,8 +110,10 @@ class ProviderError(Exception):
         usage: Usage | None = None,
         retry_after_seconds: float | None = None,
         status_code: int | None = None,
+        error_type: str = "ProviderError",
     ):
         super().__init__(message)
+        self.error_type = error_type  # what the step's error is called
         self.message = message
         self.retryable = retryable
         self.usage = usage

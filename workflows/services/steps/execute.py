@@ -353,11 +353,13 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
         step.error = None  # a transient error an earlier attempt left
         step.finished_at = timezone.now()
         step.save(update_fields=["reserved_usd", "status", "output", "error", "finished_at"])
+        completed, said = kind_named(attempt.prepared.kind).completed_event(step=step, output=result.output)
         event_record(
             run=run,
-            type=EventType.AGENT_COMPLETED,
+            type=completed,
             payload={
                 **attempt_named(step, attempt.number),
+                **said,
                 **charged.details,
                 "cost_usd": usd(charged.cost_usd),
                 "spent_usd": usd(run.spent_usd),
@@ -485,7 +487,7 @@ def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
 
 
 def _provider_error(error: ProviderError) -> dict:
-    return {"type": "ProviderError", "message": storable(error.message), "status_code": error.status_code}
+    return {"type": error.error_type, "message": storable(error.message), "status_code": error.status_code}
 
 
 def _lock_attempt(attempt: StepAttempt):

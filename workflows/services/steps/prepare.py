@@ -23,10 +23,13 @@ from workflows.definition import (
 from workflows.models import Run, Step, StepRole
 from workflows.services.periods import period_window, team_period_spent
 from workflows.services.steps.kinds import PreparedStep, group_kind_of, kind_for_step, kind_of
+from workflows.services.steps.kinds.tools import loop_so_far
 
 # The roles whose steps are prepared from what their agent's step recorded (`Step.validation`), not
-# from the run's context: a validator's and a dialog evaluator's call, and a person's reply.
+# from the run's context: a validator's and a dialog evaluator's call, and a person's reply; and
+# those prepared from their tool loop so far.
 _READS_RECORDED = (StepRole.VALIDATOR, StepRole.DIALOG, StepRole.REPLY)
+_IN_TOOL_LOOP = (StepRole.MODEL_CALL, StepRole.TOOL_CALL)
 
 
 def step_prepare(
@@ -34,18 +37,19 @@ def step_prepare(
 ) -> PreparedStep:
     """Prepare the step as its kind says, in the context of the run so far (of its sub-workflow's
     entry, for a step inside one), and for a branch as its group's kind adds to it; a validator's step
-    from what it grades, a dialog's evaluator and a person's reply from the output they read, and an
-    agent's re-run as the agent, told the validator's issues or the dialog's question and reply.
+    from what it grades, a dialog's evaluator and a person's reply from the output they read, a step
+    of a tool loop from the loop so far, and an agent's re-run as the agent, told the validator's
+    issues or the dialog's question and reply.
     Raises TemplateFailure."""
     frame = frame_at(definition, step.agent)
     # A branch's group is in its agent's frame: its path is the frame's prefix and its name there.
     group_name = frame_at(definition, step.group).name if step.group else ""
     definition = frame.definition
     node = definition.node(frame.name)
-    if step.role in _READS_RECORDED:
+    if step.role in _READS_RECORDED or step.role in _IN_TOOL_LOOP:
         return kind_for_step(node, step.role).prepare(
             node=node,
-            context=step.validation,
+            context=step.validation if step.role in _READS_RECORDED else loop_so_far(step),
             definition=definition,
             may_override_prices=may_override_prices,
             provider_routes=run.provider_routes,

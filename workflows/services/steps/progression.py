@@ -36,11 +36,12 @@ from workflows.definition import (
     WorkflowDefinition,
     after_step,
     counts_as_iteration,
+    fails_open,
     frame_at,
     frame_left,
     next_move,
 )
-from workflows.models import ACTIVE_RUN_STATUSES, EventType, Run, RunStatus, Step, StepStatus, Team
+from workflows.models import ACTIVE_RUN_STATUSES, EventType, Run, RunStatus, Step, StepRole, StepStatus, Team
 from workflows.selectors import definition_of
 from workflows.services.budgets import release
 from workflows.services.dispatch import step_schedule, step_send
@@ -216,8 +217,8 @@ def step_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
     """A step failed. A plain step, or a branch under fail_fast, fails the run; any other branch
     is recorded as failed and its group goes on, its failure mode judging it when it ends. A
     validator's step or a re-run that fails leaves the graded output standing, as in conductor: it
-    fails neither its run nor its branch."""
-    if step.role:
+    fails neither its run nor its branch. A step of a tool loop fails as its agent's own would."""
+    if fails_open(step.role):
         _failed_step_record(run=run, step=step, error=error)
         definition = definition_of(run.workflow_version)
         move = _after(definition, step, failed=True)
@@ -253,7 +254,13 @@ def _after(definition: WorkflowDefinition, step: Step, *, output=None, failed: b
     validator = node.validator if isinstance(node, AgentSpec) else None
     dialog = node.dialog if isinstance(node, AgentSpec) else None
     return after_step(
-        validator=validator, role=step.role, given=step.validation, output=output, failed=failed, dialog=dialog
+        validator=validator,
+        role=step.role,
+        given=step.validation,
+        output=output,
+        failed=failed,
+        dialog=dialog,
+        tools=isinstance(node, AgentSpec) and node.uses_tools,
     )
 
 
@@ -342,8 +349,9 @@ def group_continue(*, team: Team, run: Run, step: Step) -> None:
 
 def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
     """Resume: send the step the checkpoint points at again. For a branch, also every step of its
-    group that a stop kept from running, and with `failed_too` the branches that failed (their
-    agents' own steps: a validator's or a re-run's failure went on with the graded output);
+    group that a stop kept from running, and with `failed_too` the branches that failed (the steps
+    that failed their agents, their own or their tool loops': a validator's or a re-run's failure
+    went on with the graded output);
     branches that succeeded keep their outputs."""
     if not step.group:
         step.status = StepStatus.PENDING
@@ -356,7 +364,8 @@ def steps_reopen(*, run: Run, step: Step, failed_too: bool) -> None:
     branches = group_branches(run=run, step=step)
     fresh = {"status": StepStatus.WAITING, "error": None, "redeliveries": 0, "provider_retries": 0}
     branches.filter(pk=step.pk).update(**fresh)
-    reopened = Q(status=StepStatus.BLOCKED) | Q(status=StepStatus.FAILED, role="") if failed_too else Q(status=StepStatus.BLOCKED)
+    failed = Q(status=StepStatus.FAILED, role__in=AGENT_FAILING_ROLES)
+    reopened = Q(status=StepStatus.BLOCKED) | failed if failed_too else Q(status=StepStatus.BLOCKED)
     branches.filter(reopened).update(**fresh)
     _send_waiting(
         run=run, frame=frame_at(definition_of(run.workflow_version), step.group), branches=branches, iteration=step.iteration
@@ -405,6 +414,8 @@ def prerender_ending(
 
 
 _UNENDED_BRANCH = (StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING)
+# The roles of the steps whose failure fails their agent (fails_open): its own, and its tool loop's.
+AGENT_FAILING_ROLES = ("", StepRole.MODEL_CALL, StepRole.TOOL_CALL)
 
 
 def group_branches(*, run: Run, step: Step):

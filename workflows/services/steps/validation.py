@@ -9,6 +9,8 @@ from django.utils import timezone
 from workflows.definition import (
     PROMPT_CHARS,
     AfterStep,
+    CallModel,
+    CallTool,
     Converse,
     Evaluate,
     Redo,
@@ -27,15 +29,15 @@ def validation_step_enter(
     *,
     run: Run,
     step: Step,
-    move: Validate | Rerun | Evaluate | Converse | Redo,
+    move: Validate | Rerun | Evaluate | Converse | Redo | CallModel | CallTool,
     sequence: int,
     prompt: str = "",
     blocked: bool = False,
 ) -> None:
     """Create, as the run's step `sequence`, and send the step that follows `step` of an agent: its
     validator's, grading the output against `prompt` (what the agent was asked); its dialog's
-    evaluator, reading the output; a person's reply to the evaluator's question; or its re-run, told
-    the issues or the question and reply. The checkpoint that points at it keeps the outputs from
+    evaluator, reading the output; a person's reply to the evaluator's question; its re-run, told
+    the issues or the question and reply; or the next model call or tool call of its tool loop. The checkpoint that points at it keeps the outputs from
     before the agent: its output is not final yet. After a branch's step it joins the branch, whose
     group's checkpoint a resume goes on from, and is `blocked` when the run stopped meanwhile."""
     if isinstance(move, Validate):
@@ -49,8 +51,12 @@ def validation_step_enter(
         evaluation = move.evaluation
         role = StepRole.REPLY
         validation = {"question": evaluation.question, "reason": evaluation.reason, "output": move.output}
-    else:
+    elif isinstance(move, Redo):
         role, validation = StepRole.RERUN, {"question": move.question, "reply": move.reply, "output": move.output}
+    elif isinstance(move, CallModel):
+        role, validation = StepRole.MODEL_CALL, {"turn": move.turn}
+    else:
+        role, validation = StepRole.TOOL_CALL, {"turn": move.turn, "call": move.call, "rest": list(move.rest)}
     follower = Step.objects.create(
         run=run,
         sequence=sequence,

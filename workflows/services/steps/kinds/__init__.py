@@ -8,7 +8,9 @@ so a workflow that uses it uploads. A group's fields are read by the parser itse
 
 from workflows.definition import (
     DIALOG_ROLE,
+    MODEL_CALL_ROLE,
     REPLY_ROLE,
+    TOOL_CALL_ROLE,
     VALIDATOR_ROLE,
     AgentSpec,
     GroupNames,
@@ -35,13 +37,15 @@ from workflows.services.steps.kinds.questions import QuestionsKind
 from workflows.services.steps.kinds.script import ScriptKind
 from workflows.services.steps.kinds.set import SetKind
 from workflows.services.steps.kinds.terminate import TerminateKind
+from workflows.services.steps.kinds.tools import ModelCallKind, ToolCallKind, ToolListKind
 from workflows.services.steps.kinds.validator import ValidatorKind
 from workflows.services.steps.kinds.wait import WaitKind
 from workflows.services.steps.kinds.workflow import WorkflowKind
 
 AGENT = AgentKind()
-# Not step types a definition names: progression enters their steps after an agent's with a
-# validator or a dialog.
+# Not step types a definition names: an agent with tools runs its own step as a tool listing, and
+# progression enters the steps of its tool loop after it, or those of its validator or dialog.
+TOOL_LIST = ToolListKind()
 VALIDATOR = ValidatorKind()
 DIALOG = DialogKind()
 DIALOG_REPLY = DialogReplyKind()
@@ -49,9 +53,11 @@ _ROLE_KINDS: dict[str, StepKind] = {
     VALIDATOR_ROLE: VALIDATOR,
     DIALOG_ROLE: DIALOG,
     REPLY_ROLE: DIALOG_REPLY,
+    MODEL_CALL_ROLE: ModelCallKind(),
+    TOOL_CALL_ROLE: ToolCallKind(),
 }
 
-_kinds: dict[str, StepKind] = {kind.name: kind for kind in (AGENT, VALIDATOR, DIALOG, DIALOG_REPLY)}
+_kinds: dict[str, StepKind] = {kind.name: kind for kind in (AGENT, TOOL_LIST, *_ROLE_KINDS.values())}
 _group_kinds: dict[str, GroupKind] = {kind.name: kind for kind in (ParallelKind(), ForEachKind())}
 
 
@@ -85,15 +91,16 @@ def register_group_kind(kind: GroupKind) -> None:
 def kind_of(node: AgentSpec | StepSpec | GroupSpec) -> StepKind | GroupKind:
     """The kind of whatever a route can name: an agent, a step of another kind, or a group."""
     if isinstance(node, AgentSpec):
-        return AGENT
+        return TOOL_LIST if node.uses_tools else AGENT
     if isinstance(node, StepSpec):
         return kind_named(node.kind)
     return group_kind_of(node)
 
 
 def kind_for_step(node: AgentSpec | StepSpec, role: str) -> StepKind:
-    """The kind of a step of `node` in `role`: its validator's, its dialog's evaluator or a person's
-    reply to it, or, for the node's own step and a re-run, the node's."""
+    """The kind of a step of `node` in `role`: its validator's, its dialog's evaluator, a person's
+    reply to it, a model or tool call of its tool loop, or, for the node's own step and a re-run,
+    the node's."""
     return _ROLE_KINDS.get(role) or kind_of(node)
 
 

@@ -22,7 +22,15 @@ from workflows.definition import (
     rendered_choice,
 )
 from workflows.models import Run, Step, Team
-from workflows.providers import CompletionRequest, CompletionResult, Usage, get_provider
+from workflows.providers import (
+    AssistantTurn,
+    CompletionRequest,
+    CompletionResult,
+    ToolResult,
+    ToolSpec,
+    Usage,
+    get_provider,
+)
 from workflows.services.credentials import credentials_for
 from workflows.services.ledger import ledger_charge
 from workflows.services.prices import prices_for
@@ -47,11 +55,7 @@ class AgentKind(StepKind):
         feedback: str = "",
     ) -> PreparedStep:
         """`feedback`, for a re-run its validator asked for, is appended to the rendered prompt."""
-        system_prompt = render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
-        prompt = render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
-        effort = _chosen(node.reasoning_effort, REASONING_EFFORTS, context, where=f"agent '{node.name}' reasoning.effort")
-        # Checked as conductor checks it, then without effect (docs/conductor.md says why).
-        _chosen(node.context_tier, CONTEXT_TIERS, context, where=f"agent '{node.name}' context_tier")
+        system_prompt, prompt, effort = rendered_prompts(node, context)
         mock = node.mock
         if feedback and mock is not None and mock.rerun_output is not None:
             mock = replace(mock, output=mock.rerun_output)
@@ -67,7 +71,7 @@ class AgentKind(StepKind):
             may_override_prices=may_override_prices,
             provider_routes=provider_routes,
             effort=effort,
-            deadline_seconds=_deadline(node),
+            deadline_seconds=deadline(node),
         )
 
     def call(
@@ -86,15 +90,19 @@ class AgentKind(StepKind):
         effort: str | None = None,
         deadline_seconds: float | None = None,
         answer_checked: bool = True,
+        tools: tuple[ToolSpec, ...] = (),
+        transcript: tuple[AssistantTurn | ToolResult, ...] = (),
+        loop_text: str = "",
     ) -> PreparedStep:
         """A call to `model` through the agent's provider, with the agent's output cap (room for
         reasoning at `effort` included), priced and estimated: the worst case of its rendered input
-        and its whole output cap."""
+        and its whole output cap. A model call of a tool loop also sends `tools` and the loop's
+        `transcript` so far, which `loop_text` is as text, counted in its input."""
         prices, price_source = prices_for(
             model=model, pricing=definition.pricing, provider=agent.provider, may_override_prices=may_override_prices
         )
         max_tokens = output_cap(agent, prices, default=settings.DEFAULT_MAX_TOKENS, effort=effort)
-        input_tokens = count_tokens(system_prompt + prompt)
+        input_tokens = count_tokens(system_prompt + prompt + loop_text)
         if agent.provider in FREELY_PRICED_PROVIDERS and mock and mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
             input_tokens = max(input_tokens, mock.input_tokens)
@@ -114,6 +122,8 @@ class AgentKind(StepKind):
             reasoning_effort=effort,
             deadline_seconds=deadline_seconds,
             options={"mock": mock.to_dict()} if mock else {},
+            tools=tools,
+            transcript=transcript,
         )
         return PreparedStep(
             kind=self.name,
@@ -184,6 +194,16 @@ class AgentKind(StepKind):
         return Charged(cost_usd=cost, details=details, entry=entry)
 
 
+def rendered_prompts(node: AgentSpec, context: dict) -> tuple[str, str, str | None]:
+    """The agent's system prompt, prompt and reasoning effort, rendered in `context`."""
+    system_prompt = render_kept(node.system_prompt, context, where=f"agent '{node.name}' system_prompt")
+    prompt = render_kept(node.prompt, context, where=f"agent '{node.name}' prompt")
+    effort = _chosen(node.reasoning_effort, REASONING_EFFORTS, context, where=f"agent '{node.name}' reasoning.effort")
+    # Checked as conductor checks it, then without effect (docs/conductor.md says why).
+    _chosen(node.context_tier, CONTEXT_TIERS, context, where=f"agent '{node.name}' context_tier")
+    return system_prompt, prompt, effort
+
+
 def _chosen(value: str | None, choices: tuple[str, ...], context: dict, *, where: str) -> str | None:
     """A literal checked at upload, or a template rendered now and checked: before the gate, so a
     value that is none of `choices` fails the step before anything is spent on it."""
@@ -192,7 +212,7 @@ def _chosen(value: str | None, choices: tuple[str, ...], context: dict, *, where
     return rendered_choice(render_kept(value, context, where=where), choices, where=where)
 
 
-def _deadline(node: AgentSpec) -> float | None:
+def deadline(node: AgentSpec) -> float | None:
     """The agent's deadline where it is below the operator's, which bounds every call anyway."""
     if node.timeout_seconds is not None and node.timeout_seconds < settings.PROVIDER_TIMEOUT_SECONDS:
         return node.timeout_seconds

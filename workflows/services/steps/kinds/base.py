@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from workflows.definition import (
+    MODEL_CALL_ROLE,
     RERUN_ROLE,
     AgentSpec,
     GroupSpec,
@@ -15,10 +16,11 @@ from workflows.definition import (
     StepSpec,
     UnitPrices,
     WorkflowDefinition,
+    fails_open,
     next_move,
 )
 from workflows.errors import ValidationFailed
-from workflows.models import LedgerEntry, Run, Step, StepStatus, Team
+from workflows.models import EventType, LedgerEntry, Run, Step, StepStatus, Team
 from workflows.providers import CompletionRequest, CompletionResult, Usage
 from workflows.services.budgets import add
 
@@ -149,6 +151,11 @@ class StepKind:
     def route(self, *, definition: WorkflowDefinition, node: AgentSpec | StepSpec, context: dict) -> Move:
         return next_move(definition, node, context)
 
+    def completed_event(self, *, step: Step, output: Any) -> tuple[str, dict]:
+        """The type of the event saying a step of this kind succeeded with `output`, and what it adds
+        to the event's payload beyond the step's name and charge."""
+        return EventType.AGENT_COMPLETED, {}
+
 
 class NoCallStepKind(StepKind):
     """A kind whose steps call no model (conductor's set, wait, terminate, a person's answer, a
@@ -228,16 +235,18 @@ def check_answer_fields(given: Mapping[str, Any], *, takes: tuple[str, ...], ste
 @dataclass(frozen=True)
 class Branch:
     """A branch of a group that ended, as its group's result sees it. Its steps are its agent's own,
-    then, for an agent with a validator, its validator's and perhaps a re-run: it has succeeded or
-    failed as its agent's own step did (a validator or a re-run that fails leaves the graded output
-    standing, as in conductor), and its output is its final one, the re-run's when that succeeded."""
+    then, for an agent with tools, its tool loop's, or, for an agent with a validator, its
+    validator's and perhaps a re-run: it has failed when its agent's own step or a step of its tool
+    loop did, and succeeded otherwise (a validator or a re-run that fails leaves the graded output
+    standing, as in conductor); its output is its final one, the answer that ended its tool loop or
+    the re-run's when that succeeded."""
 
     branch_index: int
     branch_key: str
     status: str  # StepStatus.SUCCEEDED or FAILED
     output: Any
     error: dict | None
-    step: Step = field(compare=False, repr=False)  # its agent's own
+    step: Step = field(compare=False, repr=False)  # the step that failed it, else its agent's own
 
 
 def branches_ended(steps: list[Step]) -> list[Branch]:
@@ -249,9 +258,26 @@ def branches_ended(steps: list[Step]) -> list[Branch]:
     branches = []
     for index, chain in chains.items():
         own = next(step for step in chain if not step.role)
-        rerun = next((step for step in chain if step.role == RERUN_ROLE and step.status == StepStatus.SUCCEEDED), own)
+        # The step that failed the agent: its own, or one of its tool loop's (fails_open).
+        failed = next((step for step in chain if not fails_open(step.role) and step.status == StepStatus.FAILED), None)
+        answered = own.output
+        for step in chain:
+            if step.status != StepStatus.SUCCEEDED:
+                continue
+            if step.role == MODEL_CALL_ROLE and "answer" in step.output:
+                answered = step.output["answer"]  # the model call that ended its tool loop
+            elif step.role == RERUN_ROLE:
+                answered = step.output
+        ended = failed or own
         branches.append(
-            Branch(branch_index=index, branch_key=own.branch_key, status=own.status, output=rerun.output, error=own.error, step=own)
+            Branch(
+                branch_index=index,
+                branch_key=own.branch_key,
+                status=ended.status,
+                output=answered,
+                error=ended.error,
+                step=ended,
+            )
         )
     return branches
 

@@ -15,6 +15,7 @@ from workflows.definition import (
     StepSpec,
     WorkflowDefinition,
     compile_check,
+    env_problem,
     output_problems,
     read_output_schema,
 )
@@ -25,11 +26,7 @@ from workflows.services.renders import render_kept
 from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
 
 MAX_TIMEOUT_SECONDS = 3600  # what a definition may ask for; SCRIPT_TIMEOUT_SECONDS caps it on the worker
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INTERPOLATION = re.compile(r"\$\{[^}]*\}")
-# What confines the command is the service's to set: its search path, its scratch directory, and
-# what the dynamic loader would run before its limits apply.
-_RESERVED_ENV = re.compile(r"PATH|HOME|TMPDIR|LD_\w*|PYTHON\w*")
 
 
 class ScriptKind(NoCallStepKind):
@@ -53,12 +50,8 @@ class ScriptKind(NoCallStepKind):
                 section.report(key, f"template does not compile: {error}")
         env = {}
         for name, value, path in section.entries("env"):
-            if not _ENV_NAME.fullmatch(name):
-                section.problems.append(Problem(path, "is not an environment variable name"))
-            elif _RESERVED_ENV.fullmatch(name):
-                section.problems.append(Problem(path, "is set by the service for every script, and cannot be changed"))
-            elif not isinstance(value, str):
-                section.problems.append(Problem(path, "must be text"))
+            if problem := env_problem(name, value):
+                section.problems.append(Problem(path, problem))
             elif _INTERPOLATION.search(value):
                 section.problems.append(
                     Problem(path, "'${...}' would read the worker's environment, which no workflow sees: pass it as an input")

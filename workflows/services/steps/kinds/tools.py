@@ -1,0 +1,300 @@
+"""An agent's tool loop (definition/tools.py), as three kinds of step: its own step lists the tools
+of its MCP servers and renders its prompts once; then each model call and each tool call is a step,
+gated, charged and checkpointed like any other, until a model call answers.
+
+A loop step is prepared from the steps of its loop before it (`loop_so_far`): the listing, and the
+model calls that asked for tools with the results of those calls. So a stop, a resume or a worker's
+crash loses nothing that returned, and repeats no call that did.
+"""
+
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from decimal import Decimal
+
+from django.conf import settings
+
+from workflows.definition import (
+    MODEL_CALL_ROLE,
+    TOOL_CALL_ROLE,
+    AgentSpec,
+    McpServerSpec,
+    WorkflowDefinition,
+    cut_tool_output,
+    model_tool_name,
+    tool_chosen,
+    transcript_text,
+)
+from workflows.models import EventType, Step, StepStatus, Team
+from workflows.providers import AssistantTurn, CompletionResult, ProviderError, ToolCall, ToolResult, ToolSpec
+from workflows.services.steps.kinds.agent import AgentKind, deadline, rendered_prompts
+from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
+from workflows import toolservers
+from workflows.toolservers import ServerConnection, ToolServerError
+
+# As many tools as OpenAI lets one call offer.
+MAX_AGENT_TOOLS = 128
+_UNKNOWN_OUTCOME = (
+    "The call's outcome is unknown: the worker running it stopped before it returned. It was not made "
+    "again, as the tool does not say that calling it twice is harmless."
+)
+
+
+class ToolListKind(NoCallStepKind):
+    """An agent with tools, its own step: renders its prompts, as a single call's step would, and
+    lists the tools its servers offer it. It costs nothing, and counts as the agent's execution."""
+
+    name = "tool_list"
+
+    def prepare(
+        self,
+        *,
+        node: AgentSpec,
+        context: dict,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
+    ) -> PreparedStep:
+        system_prompt, prompt, effort = rendered_prompts(node, context)
+        servers = [definition.mcp_servers[name].to_dict() for name in node.tool_servers]
+        data = {
+            "servers": servers,
+            "chosen_by": None if node.tools is None else list(node.tools),
+            "prompts": {"system_prompt": system_prompt, "prompt": prompt, "effort": effort},
+        }
+        return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), data=data)
+
+    def run(self, attempt: StepAttempt) -> CompletionResult:
+        data = attempt.prepared.data
+        servers = [McpServerSpec.from_dict(server) for server in data["servers"]]
+        _check_local_execution(attempt.team_id, servers)
+        chosen_by = None if data["chosen_by"] is None else tuple(data["chosen_by"])
+        tools, matched = [], set()
+        for server in servers:
+            try:
+                listed = toolservers.tools_list(connection_to(server))
+            except ToolServerError as exc:
+                raise StepWorkFailed("ToolServerError", f"MCP server '{server.name}' could not list its tools: {exc}") from None
+            for tool in listed:
+                if server.tools is not None and tool.name not in server.tools:
+                    continue
+                name = model_tool_name(server.name, tool.name, {each["name"] for each in tools})
+                if not tool_chosen(server=server.name, tool=tool.name, model_name=name, names=chosen_by):
+                    continue
+                matched.update({tool.name, name, f"{server.name}__{tool.name}"})
+                tools.append(
+                    {
+                        "name": name,
+                        "server": server.name,
+                        "tool": tool.name,
+                        "description": tool.description,
+                        "input_schema": tool.input_schema,
+                        "repeatable": tool.read_only or tool.idempotent,
+                    }
+                )
+        if len(tools) > MAX_AGENT_TOOLS:
+            raise StepWorkFailed(
+                "ToolServerError",
+                f"The agent's MCP servers offer it {len(tools)} tools; a model is offered at most {MAX_AGENT_TOOLS}: "
+                "choose fewer with the agent's 'tools' or the servers' 'tools' filters.",
+            )
+        unmatched = [name for name in chosen_by or () if name not in matched]
+        output = {"tools": tools, "unmatched": unmatched, **data["prompts"]}
+        return CompletionResult(input_tokens=0, output_tokens=0, output=output)
+
+    def completed_event(self, *, step: Step, output) -> tuple[str, dict]:
+        listed = {"tools": [tool["name"] for tool in output["tools"]]}
+        if output["unmatched"]:
+            # Conductor drops a tool name no server offers with a warning: here it is said in the run.
+            listed["unmatched"] = output["unmatched"]
+        return EventType.TOOLS_LISTED, listed
+
+
+class ModelCallKind(AgentKind):
+    """A model call of a tool loop: the agent's call with its tools and the loop's turns so far,
+    priced and charged as any call of the agent is. Its output is `{"tool_calls": [...], "replay":
+    ...}` when the model asked for tools, `{"answer": ...}` when it answered."""
+
+    name = "model_call"
+
+    def prepare(
+        self,
+        *,
+        node: AgentSpec,
+        context: dict,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
+    ) -> PreparedStep:
+        """`context` is the loop so far (`loop_so_far`); nothing is rendered: the prompts were, once."""
+        listing = context["listing"]
+        tools = tuple(
+            ToolSpec(name=tool["name"], description=tool["description"], input_schema=tool["input_schema"])
+            for tool in listing["tools"]
+        )
+        transcript = tuple(_turn(entry) for entry in context["transcript"])
+        prepared = self.call(
+            agent=node,
+            model=node.model,
+            system_prompt=listing["system_prompt"],
+            prompt=listing["prompt"],
+            output_schema=node.output,
+            temperature=node.temperature,
+            mock=node.mock,
+            definition=definition,
+            may_override_prices=may_override_prices,
+            provider_routes=provider_routes,
+            effort=listing["effort"],
+            deadline_seconds=deadline(node),
+            tools=tools,
+            transcript=transcript,
+            loop_text=transcript_text(tools=listing["tools"], transcript=context["transcript"]) if tools else "",
+        )
+        return replace(prepared, data={"turn": context["turn"], "max_model_calls": node.max_agent_iterations})
+
+    def run(self, attempt: StepAttempt) -> CompletionResult:
+        result = super().run(attempt)
+        if not result.tool_calls:
+            return replace(result, output={"answer": result.output})
+        turn, limit = attempt.prepared.data["turn"], attempt.prepared.data["max_model_calls"]
+        if turn >= limit:
+            # Billed all the same: the error carries its usage, which the step is charged.
+            raise ProviderError(
+                f"The model asked for tools at its model call {turn} of at most {limit} "
+                "(the agent's max_agent_iterations): the loop stops here.",
+                usage=result,
+                error_type="MaxAgentIterationsError",
+            )
+        calls = [asdict(call) for call in result.tool_calls]
+        return replace(result, output={"tool_calls": calls, "replay": result.replay})
+
+    def completed_event(self, *, step: Step, output) -> tuple[str, dict]:
+        if "answer" in output:
+            return EventType.AGENT_COMPLETED, {"turn": step.validation["turn"]}
+        names = [call["name"] for call in output["tool_calls"]]
+        return EventType.MODEL_CALL_COMPLETED, {"turn": step.validation["turn"], "tool_calls": names}
+
+
+class ToolCallKind(NoCallStepKind):
+    """A tool call of a tool loop: the call the model asked for, made to the tool's MCP server, its
+    result cut to the workflow's tool_output limit. A tool that fails, or a server that cannot be
+    reached, is an error result the model reads, as in conductor: the loop goes on."""
+
+    name = "tool_call"
+
+    def prepare(
+        self,
+        *,
+        node: AgentSpec,
+        context: dict,
+        definition: WorkflowDefinition,
+        may_override_prices: bool,
+        provider_routes: Mapping[str, str],
+    ) -> PreparedStep:
+        call = context["call"]
+        tool = next((tool for tool in context["listing"]["tools"] if tool["name"] == call["name"]), None)
+        data = {"call": call, "max_chars": definition.tool_output_chars}
+        if tool is None:
+            data["result"] = _result(call, f"There is no tool named '{call['name']}'.", is_error=True)
+        elif "_unparsed" in call["arguments"]:
+            data["result"] = _result(call, "The arguments are not a JSON object.", is_error=True)
+        elif context["taken_over"] and not tool["repeatable"]:
+            data["result"] = _result(call, _UNKNOWN_OUTCOME, is_error=True)
+        elif (server := definition.mcp_servers.get(tool["server"])) is None:
+            data["result"] = _result(call, f"The MCP server '{tool['server']}' is no longer in the workflow.", is_error=True)
+        else:
+            data |= {"server": server.to_dict(), "tool": tool["tool"]}
+        return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), model="", data=data)
+
+    def run(self, attempt: StepAttempt) -> CompletionResult:
+        data = attempt.prepared.data
+        output = data.get("result") or self._call(attempt)
+        return CompletionResult(input_tokens=0, output_tokens=0, output=output)
+
+    def _call(self, attempt: StepAttempt) -> dict:
+        data = attempt.prepared.data
+        server, call = McpServerSpec.from_dict(data["server"]), data["call"]
+        try:
+            _check_local_execution(attempt.team_id, [server])
+            outcome = toolservers.tool_call(connection_to(server), name=data["tool"], arguments=call["arguments"])
+        except (ToolServerError, StepWorkFailed) as exc:
+            return _result(call, f"The tool could not be called: {exc}", is_error=True)
+        return _result(call, cut_tool_output(outcome.content, data["max_chars"]), is_error=outcome.is_error)
+
+    def completed_event(self, *, step: Step, output) -> tuple[str, dict]:
+        return EventType.TOOL_CALL_COMPLETED, {
+            "turn": step.validation["turn"],
+            "tool": output["name"],
+            "is_error": output["is_error"],
+        }
+
+
+def loop_so_far(step: Step) -> dict:
+    """What a step of a tool loop is prepared from: the listing its agent's own step made, the loop's
+    turns before it (each model call that asked for tools, then the result of each of its calls),
+    its turn, a tool call's call, and whether it is taken over from an attempt whose worker died."""
+    chain = (
+        Step.objects.filter(
+            run_id=step.run_id,
+            agent=step.agent,
+            iteration=step.iteration,
+            group=step.group,
+            branch_index=step.branch_index,
+            sequence__lt=step.sequence,
+            status=StepStatus.SUCCEEDED,
+        )
+        .order_by("sequence")
+        .values_list("role", "output")
+    )
+    listing, transcript = None, []
+    for role, output in chain:
+        if role == "":
+            listing = output
+        elif role == MODEL_CALL_ROLE:
+            transcript.append({"calls": output["tool_calls"], "replay": output["replay"]})
+        elif role == TOOL_CALL_ROLE:
+            transcript.append(output)
+    return {
+        "listing": listing,
+        "transcript": transcript,
+        "turn": step.validation["turn"],
+        "call": step.validation.get("call"),
+        "taken_over": step.status == StepStatus.RUNNING,
+    }
+
+
+def connection_to(server: McpServerSpec) -> ServerConnection:
+    """How to reach `server`, within the operator's MCP_TIMEOUT_SECONDS."""
+    timeout = settings.MCP_TIMEOUT_SECONDS
+    if server.timeout_ms is not None:
+        timeout = min(timeout, server.timeout_ms / 1000)
+    return ServerConnection(
+        name=server.name,
+        transport=server.transport,
+        timeout_seconds=timeout,
+        url=server.url,
+        headers=server.headers,
+        command=server.command,
+        args=server.args,
+        env=server.env,
+    )
+
+
+def _check_local_execution(team_id: int, servers: list[McpServerSpec]) -> None:
+    """A stdio server starts a process on this worker: only where the operator allows the team to,
+    as for script steps, checked again now in case that changed since the upload."""
+    if not any(server.transport == "stdio" for server in servers):
+        return
+    if not settings.SCRIPT_STEPS_ENABLED or not Team.objects.filter(pk=team_id, may_run_scripts=True).exists():
+        raise StepWorkFailed(
+            "ToolServerError", "stdio MCP servers run commands on the service's workers, which this team may no longer do."
+        )
+
+
+def _result(call: Mapping, content: str, *, is_error: bool) -> dict:
+    return {"call_id": call["id"], "name": call["name"], "content": content, "is_error": is_error}
+
+
+def _turn(entry: dict) -> AssistantTurn | ToolResult:
+    if "calls" in entry:
+        return AssistantTurn(calls=tuple(ToolCall(**call) for call in entry["calls"]), replay=entry["replay"])
+    return ToolResult(**entry)
