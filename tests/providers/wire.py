@@ -152,6 +152,31 @@ def openai_stream(pieces: list[str], usage: dict, *, request_id: str = "req_open
     return Answer(events=events, headers={"x-request-id": request_id})
 
 
+def openai_message(
+    message: dict, usage: dict, *, finish_reason: str = "tool_calls", request_id: str = "req_openai_tools"
+) -> Answer:
+    """An unstreamed completion whose message is given whole (tool calls, content or both)."""
+    answer = openai_completion("", usage, request_id=request_id)
+    answer.body["choices"] = [{"index": 0, "message": message, "finish_reason": finish_reason}]
+    return answer
+
+
+def openai_stream_deltas(
+    deltas: list[dict], usage: dict, *, finish_reason: str = "tool_calls", request_id: str = "req_openai_stream"
+) -> Answer:
+    """A streamed completion of the given deltas (pieces of tool calls, content or both), then the
+    finishing chunk, the usage chunk and [DONE]."""
+    answer = openai_stream([], usage, request_id=request_id)
+    first, *_, finish, usage_chunk, done = answer.events
+    finish[1]["choices"][0]["finish_reason"] = finish_reason
+
+    def chunk(delta: dict) -> tuple[None, dict]:
+        return None, {**first[1], "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+    answer.events = [first, *map(chunk, deltas), finish, usage_chunk, done]
+    return answer
+
+
 def openai_error(status: int, message: str, *, usage: dict | None = None, headers: dict | None = None) -> Answer:
     body = {"error": {"message": message, "type": "error", "param": None, "code": None}}
     if usage is not None:
