@@ -270,3 +270,25 @@ def anthropic_error(status: int, message: str, *, headers: dict | None = None) -
         body={"type": "error", "error": {"type": kind, "message": message}},
         headers={"request-id": f"req_err_{status}", **(headers or {})},
     )
+
+
+def anthropic_stream_blocks(
+    blocks: list[tuple[dict, list[dict]]],
+    *,
+    start_usage: dict,
+    final_output_tokens: int,
+    stop_reason: str = "tool_use",
+    request_id: str = "req_anthropic_stream",
+) -> Answer:
+    """A streamed message of the given content blocks, each its content_block_start block and the
+    deltas that follow it (text, thinking, signature, input_json)."""
+    answer = anthropic_stream([], start_usage=start_usage, final_output_tokens=final_output_tokens, request_id=request_id)
+    message_start, *_, message_delta, message_stop = answer.events
+    message_delta[1]["delta"]["stop_reason"] = stop_reason
+    events = [message_start]
+    for index, (block, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    answer.events = [*events, message_delta, message_stop]
+    return answer
