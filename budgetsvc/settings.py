@@ -281,6 +281,13 @@ PROVIDER_RETRY_MAX_SECONDS = env.float("PROVIDER_RETRY_MAX_SECONDS", default=60)
 PROVIDER_USAGE_MAX_TOKENS = env.int("PROVIDER_USAGE_MAX_TOKENS", default=10_000_000)
 if not 1 <= PROVIDER_USAGE_MAX_TOKENS <= 10_000_000:
     raise ImproperlyConfigured("PROVIDER_USAGE_MAX_TOKENS must be from 1 to 10000000.")
+# The most tool calls one answer of a tool loop's model may ask for, and the largest the arguments of
+# one may be (their JSON text): a broken or hostile server could ask for thousands, or send megabytes,
+# each of which the loop would run and keep. An answer over either fails its step (billed, not retried).
+PROVIDER_TOOL_CALLS_MAX = env.int("PROVIDER_TOOL_CALLS_MAX", default=64)
+PROVIDER_TOOL_ARGUMENTS_MAX_BYTES = env.int("PROVIDER_TOOL_ARGUMENTS_MAX_BYTES", default=64 * 1024)
+if PROVIDER_TOOL_CALLS_MAX < 1 or PROVIDER_TOOL_ARGUMENTS_MAX_BYTES < 1:
+    raise ImproperlyConfigured("PROVIDER_TOOL_CALLS_MAX and PROVIDER_TOOL_ARGUMENTS_MAX_BYTES must be at least 1.")
 # Fernet keys (comma-separated, newest first) that encrypt team provider credentials. Unset, one key is
 # derived from DJANGO_SECRET_KEY (and one from each of its fallbacks, to decrypt). With DJANGO_SECRET_KEY
 # unset too (the embedded default), a key generated on the first start and kept in

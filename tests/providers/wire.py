@@ -152,6 +152,31 @@ def openai_stream(pieces: list[str], usage: dict, *, request_id: str = "req_open
     return Answer(events=events, headers={"x-request-id": request_id})
 
 
+def openai_message(
+    message: dict, usage: dict, *, finish_reason: str = "tool_calls", request_id: str = "req_openai_tools"
+) -> Answer:
+    """An unstreamed completion whose message is given whole (tool calls, content or both)."""
+    answer = openai_completion("", usage, request_id=request_id)
+    answer.body["choices"] = [{"index": 0, "message": message, "finish_reason": finish_reason}]
+    return answer
+
+
+def openai_stream_deltas(
+    deltas: list[dict], usage: dict, *, finish_reason: str = "tool_calls", request_id: str = "req_openai_stream"
+) -> Answer:
+    """A streamed completion of the given deltas (pieces of tool calls, content or both), then the
+    finishing chunk, the usage chunk and [DONE]."""
+    answer = openai_stream([], usage, request_id=request_id)
+    first, *_, finish, usage_chunk, done = answer.events
+    finish[1]["choices"][0]["finish_reason"] = finish_reason
+
+    def chunk(delta: dict) -> tuple[None, dict]:
+        return None, {**first[1], "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+    answer.events = [first, *map(chunk, deltas), finish, usage_chunk, done]
+    return answer
+
+
 def openai_error(status: int, message: str, *, usage: dict | None = None, headers: dict | None = None) -> Answer:
     body = {"error": {"message": message, "type": "error", "param": None, "code": None}}
     if usage is not None:
@@ -245,3 +270,25 @@ def anthropic_error(status: int, message: str, *, headers: dict | None = None) -
         body={"type": "error", "error": {"type": kind, "message": message}},
         headers={"request-id": f"req_err_{status}", **(headers or {})},
     )
+
+
+def anthropic_stream_blocks(
+    blocks: list[tuple[dict, list[dict]]],
+    *,
+    start_usage: dict,
+    final_output_tokens: int,
+    stop_reason: str = "tool_use",
+    request_id: str = "req_anthropic_stream",
+) -> Answer:
+    """A streamed message of the given content blocks, each its content_block_start block and the
+    deltas that follow it (text, thinking, signature, input_json)."""
+    answer = anthropic_stream([], start_usage=start_usage, final_output_tokens=final_output_tokens, request_id=request_id)
+    message_start, *_, message_delta, message_stop = answer.events
+    message_delta[1]["delta"]["stop_reason"] = stop_reason
+    events = [message_start]
+    for index, (block, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    answer.events = [*events, message_delta, message_stop]
+    return answer

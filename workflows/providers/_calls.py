@@ -21,6 +21,8 @@ MAX_MESSAGE_LENGTH = 500
 # How much of the provider's own error message a team is shown.
 MAX_PROVIDER_MESSAGE_LENGTH = 300
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
+# Where a tool call's arguments that are no JSON object are kept (see ToolCall).
+UNPARSED = "_unparsed"
 
 
 def uncached(prompt: object, cached: object) -> object:
@@ -150,6 +152,36 @@ def unreadable_answer(*, provider: str, error: Exception, request: CompletionReq
 
 def missing_credentials(provider: str) -> ProviderError:
     return ProviderError(f"No credentials for provider '{provider}'; add the team's API key or set it in the environment.")
+
+
+def tool_arguments(text: str) -> dict[str, Any]:
+    """A tool call's arguments: the JSON object the model wrote, else its text under "_unparsed" (at
+    most PROVIDER_TOOL_ARGUMENTS_MAX_BYTES, checked_tool_calls saw to that), for the tool loop to
+    answer as it sees fit."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python reads
+        value = None
+    return value if isinstance(value, dict) else {UNPARSED: text}
+
+
+def checked_tool_calls(provider: str, arguments: list[str], *, usage: Usage) -> None:
+    """Refuses an answer with more tool calls than PROVIDER_TOOL_CALLS_MAX, or a call whose arguments
+    (the JSON text the model wrote) are larger than PROVIDER_TOOL_ARGUMENTS_MAX_BYTES. The call was
+    made, so the error carries its usage, and it is not tried again."""
+    most = settings.PROVIDER_TOOL_CALLS_MAX
+    if len(arguments) > most:
+        raise ProviderError(
+            f"{provider}'s answer asked for {len(arguments)} tool calls, more than PROVIDER_TOOL_CALLS_MAX ({most}).",
+            usage=usage,
+        )
+    largest = max((len(text.encode()) for text in arguments), default=0)
+    if largest > settings.PROVIDER_TOOL_ARGUMENTS_MAX_BYTES:
+        raise ProviderError(
+            f"{provider}'s answer has a tool call whose arguments are {largest} bytes, more than "
+            f"PROVIDER_TOOL_ARGUMENTS_MAX_BYTES ({settings.PROVIDER_TOOL_ARGUMENTS_MAX_BYTES}).",
+            usage=usage,
+        )
 
 
 def structured_answer(text: str, request: CompletionRequest, *, usage: Usage) -> Any:

@@ -11,6 +11,7 @@ from workflows.definition import json_schema
 from workflows.errors import OutboundRefused
 from workflows.providers._calls import (
     call_timeout,
+    checked_tool_calls,
     connection_error,
     deadline_passed,
     missing_credentials,
@@ -20,15 +21,27 @@ from workflows.providers._calls import (
     stream_retryable,
     timeout_error,
     structured_answer,
+    tool_arguments,
     uncached,
     unreadable_answer,
     worst_case_usage,
 )
-from workflows.providers.base import CompletionRequest, CompletionResult, Credentials, ProviderError, Usage
+from workflows.providers.base import (
+    AssistantTurn,
+    CompletionRequest,
+    CompletionResult,
+    Credentials,
+    ProviderError,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Chat Completions has no error flag for a tool's result: the model is told so in its text.
+TOOL_ERROR_PREFIX = "Error: "
 
 
 def client_for(credentials: Credentials, *, timeout: float) -> openai.OpenAI:
@@ -49,9 +62,9 @@ class OpenAIProvider:
             try:
                 response = raw.parse()
                 if request.stream:
-                    text, usage = _read_stream(response, request_id=request_id, request=request, credentials=credentials)
+                    reply, usage = _read_stream(response, request_id=request_id, request=request, credentials=credentials)
                 else:
-                    text = response.choices[0].message.content or "" if response.choices else ""
+                    reply = _reply(response, request)
                     usage = _usage(response.usage, request_id=request_id or response.id, request=request)
             except ProviderError:
                 raise
@@ -69,14 +82,47 @@ class OpenAIProvider:
             raise timeout_error(provider="OpenAI", error=exc, request=request, credentials=credentials) from None
         except (openai.APIConnectionError, OutboundRefused) as exc:
             raise connection_error(provider="OpenAI", error=exc, credentials=credentials) from None
+        if reply["tool_calls"]:
+            # Tool calls win over any text beside them, which stays in the replay.
+            return _tool_calls(reply, usage=usage)
+        text = reply["content"] or ""
         output = structured_answer(text, request, usage=usage) if request.output_schema else text
         return CompletionResult(output=output, **vars(usage))
+
+
+def _tool_calls(reply: dict[str, Any], *, usage: Usage) -> CompletionResult:
+    """The tool calls an answer asked for, and the answer's message for the loop's next call."""
+    checked_tool_calls("OpenAI", [call["function"]["arguments"] for call in reply["tool_calls"]], usage=usage)
+    calls = tuple(
+        ToolCall(id=call["id"], name=call["function"]["name"], arguments=tool_arguments(call["function"]["arguments"]))
+        for call in reply["tool_calls"]
+    )
+    return CompletionResult(output=None, tool_calls=calls, replay=reply, **vars(usage))
+
+
+def _reply(response, request: CompletionRequest) -> dict[str, Any]:
+    """An unstreamed answer as the assistant message a replay sends back: its text (None when it has
+    none) and, for a call with tools, the calls it asked for."""
+    if not response.choices:
+        return {"role": "assistant", "content": None, "tool_calls": []}
+    message = response.choices[0].message
+    calls = (message.tool_calls or ()) if request.tools else ()
+    return {
+        "role": "assistant",
+        "content": message.content,
+        "tool_calls": [_tool_call(call.id, call.function.name, call.function.arguments) for call in calls],
+    }
+
+
+def _tool_call(id_: str, name: str, arguments: str | None) -> dict[str, Any]:
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments or ""}}
 
 
 def _params(request: CompletionRequest) -> dict[str, Any]:
     messages = [{"role": "user", "content": request.prompt}]
     if request.system_prompt:
         messages.insert(0, {"role": "system", "content": request.system_prompt})
+    messages += [_transcript_message(item) for item in request.transcript]
     params: dict[str, Any] = {
         "model": request.model,
         "messages": messages,
@@ -94,6 +140,15 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
             "type": "json_schema",
             "json_schema": {"name": "output", "schema": json_schema(request.output_schema), "strict": True},
         }
+    if request.tools:
+        params["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": tool.name, "description": tool.description, "parameters": tool.input_schema},
+            }
+            for tool in request.tools
+        ]
+        params["tool_choice"] = "auto"
     if request.stream:
         # Without this a streamed call reports no usage at all.
         params["stream"] = True
@@ -101,14 +156,24 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
     return params
 
 
+def _transcript_message(item: AssistantTurn | ToolResult) -> dict[str, Any]:
+    """A turn of the tool loop as Chat Completions takes it: an earlier answer as it came, or a
+    tool's result."""
+    if isinstance(item, AssistantTurn):
+        return item.replay
+    content = TOOL_ERROR_PREFIX + item.content if item.is_error else item.content
+    return {"role": "tool", "tool_call_id": item.call_id, "content": content}
+
+
 def _read_stream(
     stream, *, request_id: str, request: CompletionRequest, credentials: Credentials
-) -> tuple[str, Usage]:
-    """The answer and usage of a streamed completion. The stream ended properly only when a choice
-    finished and the body ended: that is decided here from the chunks seen, never from which
-    exception an SDK version raises when a stream stops early."""
+) -> tuple[dict[str, Any], Usage]:
+    """The answer (as _reply gives it) and usage of a streamed completion. The stream ended properly
+    only when a choice finished and the body ended: that is decided here from the chunks seen, never
+    from which exception an SDK version raises when a stream stops early."""
     deadline = time.monotonic() + call_timeout(request)
     parts: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
     reported = None
     received = finished = False
     problem = None
@@ -118,6 +183,8 @@ def _read_stream(
             request_id = request_id or chunk.id
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
+            if chunk.choices and request.tools:
+                _take_tool_call_pieces(calls, chunk.choices[0].delta.tool_calls or ())
             if chunk.choices and chunk.choices[0].finish_reason:
                 finished = True
             if chunk.usage is not None:
@@ -134,7 +201,14 @@ def _read_stream(
         # answer never did: what arrived is not the answer.
         problem = "ended before the answer finished"
     if problem is None:
-        return "".join(parts), _usage(reported, request_id=request_id, request=request)
+        reply = {
+            "role": "assistant",
+            "content": "".join(parts) or None,
+            "tool_calls": [
+                _tool_call(call["id"], call["name"], "".join(call["arguments"])) for _, call in sorted(calls.items())
+            ],
+        }
+        return reply, _usage(reported, request_id=request_id, request=request)
     # Usage comes only in the last chunk. A stream stopped after it started may have been billed for
     # up to the whole output cap, so without reported usage it is billed at the worst case.
     usage = _usage(reported, request_id=request_id, request=request) if received else None
@@ -143,6 +217,18 @@ def _read_stream(
         retryable=stream_retryable(request, timed_out=time.monotonic() > deadline),
         usage=usage,
     )
+
+
+def _take_tool_call_pieces(calls: dict[int, dict[str, Any]], pieces) -> None:
+    """Adds a chunk's pieces of tool calls to the calls they belong to, by index. The arguments
+    arrive in pieces; the id and the name arrive whole, and are kept as first given: some servers
+    (Fireworks, NVIDIA NIM) repeat them in every chunk, which added up would name no tool."""
+    for piece in pieces:
+        call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": []})
+        call["id"] = call["id"] or piece.id or ""
+        if piece.function is not None:
+            call["name"] = call["name"] or piece.function.name or ""
+            call["arguments"].append(piece.function.arguments or "")
 
 
 def _usage(reported, *, request_id: str, request: CompletionRequest) -> Usage:
