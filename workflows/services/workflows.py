@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from workflows.definition import DefinitionError, WorkflowDefinition, load_definition
+from workflows.definition import STDIO_SERVERS, DefinitionError, WorkflowDefinition, load_definition
 from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
 from workflows.selectors import definition_of
@@ -21,11 +21,23 @@ SCRIPTS_NOT_ALLOWED = (
 )
 
 
+STDIO_OFF = (
+    "a stdio MCP server starts its command on the service's workers, and running commands there is off "
+    "on this service (SCRIPT_STEPS_ENABLED); use an 'http' or 'sse' server"
+)
+STDIO_NOT_ALLOWED = (
+    "a stdio MCP server starts its command on the service's workers: an operator must allow local "
+    "execution for this team (the team's 'may run scripts' setting, in the admin, as for script steps); "
+    "or use an 'http' or 'sse' server"
+)
+
+
 def refused_step_kinds(*, team: Team) -> dict[str, str]:
-    """The kinds of step the team may not use, and why."""
+    """The kinds of step the team may not use, and why; and stdio MCP servers (STDIO_SERVERS), which
+    run commands on workers as script steps do, under the same setting."""
     if not settings.SCRIPT_STEPS_ENABLED:
-        return {"script": SCRIPTS_OFF}
-    return {} if team.may_run_scripts else {"script": SCRIPTS_NOT_ALLOWED}
+        return {"script": SCRIPTS_OFF, STDIO_SERVERS: STDIO_OFF}
+    return {} if team.may_run_scripts else {"script": SCRIPTS_NOT_ALLOWED, STDIO_SERVERS: STDIO_NOT_ALLOWED}
 
 
 def latest_definition(name: str, *, team: Team) -> WorkflowDefinition | None:
