@@ -213,6 +213,16 @@ def test_an_answer_that_does_not_fit_the_schema_fails_the_step_but_is_still_char
     assert_invariants(run)
 
 
+def test_an_answer_nested_deeper_than_python_reads_fails_the_step_and_is_still_charged(team, wire, priced):
+    wire.script(openai_completion("[" * 100_000 + "]" * 100_000, openai_usage(prompt=1000, completion=100)))
+    run = drive(start(team, wire, provider="openai", model="gpt-4o"))
+
+    assert run.status == "failed"
+    assert "not JSON" in run.error["message"]
+    assert ledger(run)[0][5] == Decimal("0.003500")
+    assert_invariants(run)
+
+
 def test_a_server_that_cannot_be_reached_is_a_transient_error(team, wire, priced, settings):
     settings.PROVIDER_MAX_RETRIES = 1
     run = start(team, wire, provider="openai", model="gpt-4o")

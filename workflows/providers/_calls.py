@@ -189,7 +189,7 @@ def structured_answer(text: str, request: CompletionRequest, *, usage: Usage) ->
     call's usage, which is billed all the same) when it does not fit."""
     try:
         answer = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python reads
         raise ProviderError(f"The model's answer is not JSON: {text[:200]!r}", usage=usage) from None
     return checked_answer(answer, request, usage=usage)
 

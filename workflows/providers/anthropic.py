@@ -354,7 +354,7 @@ def _answer(blocks: list[dict], request: CompletionRequest, *, usage: Usage) -> 
         # Streamed, the tool's input arrives as pieces of JSON text.
         try:
             answer = json.loads(answer)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python reads
             raise ProviderError("The model's tool input is not JSON.", usage=usage) from None
     return checked_answer(answer, request, usage=usage)
 
