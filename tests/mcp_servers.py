@@ -9,8 +9,8 @@ HTTP, SSE and stdio. Reuse them in integration tests:
                      args=(STDIO_SERVER,), timeout_seconds=10)
 
 Each HTTP server runs under uvicorn in a thread of the test process on 127.0.0.1 (an ephemeral
-port), which tests/settings.py lets outbound requests reach. `url` with "/mcp" replaced by
-"/moved" answers every request with a redirect to the server's own /mcp.
+port), which tests/settings.py lets outbound requests reach. The path /moved on the same server
+answers every request with a redirect to the server's own endpoint (/mcp or /sse).
 
 The tools: echo (read-only, idempotent), add (structured result), fail (the tool reports an error),
 slow (sleeps), huge (a result of `chars` characters), structured_only (structured content and no

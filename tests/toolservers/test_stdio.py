@@ -3,6 +3,7 @@ path, in a scratch directory, with only the environment the workflow sets, under
 and killed with whatever it started when the exchange ends."""
 
 import json
+import os
 import sys
 import time
 
@@ -37,7 +38,13 @@ def test_it_sees_only_the_environment_the_workflow_sets_in_a_scratch_directory_t
     assert report["env"]["API_TOKEN"] == "t0ken" and report["env"]["PATH"] == settings.SCRIPT_PATH
     assert report["env"]["HOME"] == report["env"]["TMPDIR"] == report["cwd"]
     assert "/budgetsvc-mcp-" in report["cwd"]
+
+
+def test_the_server_is_killed_and_its_scratch_directory_removed_when_the_call_ends():
+    report = reported(stdio())
+
     assert not running(report["pid"])
+    assert not os.path.exists(report["cwd"])
 
 
 def test_it_runs_under_the_script_memory_limit(settings):
