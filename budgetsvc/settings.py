@@ -270,6 +270,16 @@ if not 0 < SCRIPT_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
 SCRIPT_MAX_MEMORY_MB = env.int("SCRIPT_MAX_MEMORY_MB", default=512)
 SCRIPT_MAX_OUTPUT_BYTES = env.int("SCRIPT_MAX_OUTPUT_BYTES", default=1024 * 1024)
 SCRIPT_PATH = env.str("SCRIPT_PATH", default="/usr/local/bin:/usr/bin:/bin")
+# MCP tool servers an agent's tools come from (workflows/toolservers): the longest one exchange with a
+# server (listing its tools, or one call) may take, and the most bytes one answer (an HTTP response
+# body, an SSE stream, a line from a stdio server) may hold. A stdio server is started like a script:
+# on SCRIPT_PATH, with SCRIPT_MAX_MEMORY_MB of address space.
+MCP_TIMEOUT_SECONDS = env.float("MCP_TIMEOUT_SECONDS", default=min(60.0, STEP_SOFT_TIME_LIMIT_SECONDS * 0.8))
+if not 0 < MCP_TIMEOUT_SECONDS < STEP_SOFT_TIME_LIMIT_SECONDS:
+    raise ImproperlyConfigured("MCP_TIMEOUT_SECONDS must be above 0 and below STEP_SOFT_TIME_LIMIT_SECONDS.")
+MCP_MAX_RESPONSE_BYTES = env.int("MCP_MAX_RESPONSE_BYTES", default=4 * 1024 * 1024)
+if MCP_MAX_RESPONSE_BYTES < 1024:
+    raise ImproperlyConfigured("MCP_MAX_RESPONSE_BYTES must be at least 1024.")
 # Transient errors (429, 5xx, timeouts, lost connections) are retried this many times per step,
 # with exponential backoff and jitter from the base, capped at the max.
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=3)

@@ -1,5 +1,5 @@
-"""Where the service may connect: every outbound request (team webhooks, provider calls) goes through
-`http_client`, whose transport resolves the host once, checks every address it resolves to, and
+"""Where the service may connect: every outbound request (team webhooks, provider calls, MCP servers)
+goes through `http_client` or, from async code, `AsyncCheckedTransport`, whose transport resolves the host once, checks every address it resolves to, and
 connects to a checked address, so a name that changes its answer after it was checked (DNS
 rebinding) cannot reach anything the check refuses. `check_url` is the same check at save time.
 
@@ -16,9 +16,11 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import httpx2
 from django.conf import settings
 
@@ -209,6 +211,25 @@ def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(network.strip(), strict=False) for network in settings.OUTBOUND_ALLOWED_NETWORKS]
 
 
+def _target(request: httpx2.Request) -> tuple[str, int]:
+    """The host and port a request names; OutboundRefused unless it is http(s)."""
+    scheme = request.url.scheme
+    if scheme not in SCHEMES:
+        raise OutboundRefused("The URL must start with http:// or https://.")
+    return request.url.raw_host.decode("ascii"), request.url.port or _DEFAULT_PORTS[scheme]
+
+
+def _pinned(request: httpx2.Request, *, host: str, address: str) -> httpx2.Request:
+    """The request sent to `address` itself, with the name kept for the Host header and TLS."""
+    return httpx2.Request(
+        request.method,
+        request.url.copy_with(host=address),
+        headers=request.headers,  # the Host header still names the host
+        stream=request.stream,
+        extensions={**request.extensions, "sni_hostname": host},
+    )
+
+
 class CheckedTransport(httpx2.BaseTransport):
     """Connects only to addresses `checked_addresses` allowed, resolved once per request: the request
     goes to the checked address itself, with the name kept for the Host header and TLS (SNI and
@@ -219,28 +240,39 @@ class CheckedTransport(httpx2.BaseTransport):
         self._transport = httpx2.HTTPTransport()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        scheme = request.url.scheme
-        if scheme not in SCHEMES:
-            raise OutboundRefused("The URL must start with http:// or https://.")
-        host = request.url.raw_host.decode("ascii")
-        port = request.url.port or _DEFAULT_PORTS[scheme]
+        host, port = _target(request)
         failure = None
         for address in checked_addresses(host=host, port=port):
-            pinned = httpx2.Request(
-                request.method,
-                request.url.copy_with(host=address),
-                headers=request.headers,  # the Host header still names the host
-                stream=request.stream,
-                extensions={**request.extensions, "sni_hostname": host},
-            )
             try:
-                return self._transport.handle_request(pinned)
+                return self._transport.handle_request(_pinned(request, host=host, address=address))
             except httpx2.ConnectError as exc:  # the next address, as socket.create_connection would
                 failure = exc
         raise failure
 
     def close(self) -> None:
         self._transport.close()
+
+
+class AsyncCheckedTransport(httpx2.AsyncBaseTransport):
+    """CheckedTransport for an async client (the MCP SDK's): the same check, its lookup run in a
+    worker thread so that a slow resolver does not stall the event loop."""
+
+    def __init__(self):
+        self._transport = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        host, port = _target(request)
+        addresses = await anyio.to_thread.run_sync(partial(checked_addresses, host=host, port=port))
+        failure = None
+        for address in addresses:
+            try:
+                return await self._transport.handle_async_request(_pinned(request, host=host, address=address))
+            except httpx2.ConnectError as exc:
+                failure = exc
+        raise failure
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
 
 def http_client(*, timeout: float) -> httpx2.Client:

@@ -1,32 +1,15 @@
 """Running a script step's command on a worker: no shell, a scratch directory of its own, an
-environment of nothing but what the step sets, a timeout, and limits on CPU, memory and output.
+environment of nothing but what the step sets, a timeout, and limits on CPU, memory and output
+(workflows/processes.py starts it)."""
 
-The limits are set by a small launcher that then becomes the command (exec), rather than in the
-worker between fork and exec, which is unsafe in a process with threads. They bound one script,
-not a team: an operator who allows untrusted teams to run scripts should run those workers in a
-container or VM of their own (docs/operations.md).
-"""
-
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import IO
 
 from django.conf import settings
 
-_LAUNCHER = """\
-import os, resource, sys
-cpu, memory, output = (int(limit) for limit in sys.argv[1:4])
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-resource.setrlimit(resource.RLIMIT_FSIZE, (output, output))
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-os.execv(sys.argv[4], sys.argv[4:])
-"""
+from workflows import processes
 
 
 class ScriptFailed(Exception):
@@ -42,19 +25,19 @@ class ScriptResult:
 
 def script_run(*, command: str, args: list[str], env: dict[str, str], stdin: str | None, timeout: float) -> ScriptResult:
     """Run `command` with `args`, as the module says; ScriptFailed if it cannot be run or times out."""
-    program = _program(command)
-    memory = settings.SCRIPT_MAX_MEMORY_MB * 1024 * 1024
-    limits = [str(int(timeout) + 1), str(memory), str(settings.SCRIPT_MAX_OUTPUT_BYTES)]
+    try:
+        executable = processes.program(command)
+    except processes.ProgramRefused as exc:
+        raise ScriptFailed(str(exc)) from None
     with (
         tempfile.TemporaryDirectory(prefix="budgetsvc-script-") as scratch,
         tempfile.TemporaryFile() as stdout,
         tempfile.TemporaryFile() as stderr,
     ):
-        scrubbed = {"LANG": "C.UTF-8", **env, "PATH": settings.SCRIPT_PATH, "HOME": scratch, "TMPDIR": scratch}
         process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _LAUNCHER, *limits, program, *args],
+            processes.launcher_arguments(executable, args, timeout=timeout),
             cwd=scratch,
-            env=scrubbed,
+            env=processes.scrubbed_environment(env, scratch=scratch),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
@@ -65,29 +48,9 @@ def script_run(*, command: str, args: list[str], env: dict[str, str], stdin: str
         except subprocess.TimeoutExpired:
             raise ScriptFailed(f"'{command}' ran longer than its {timeout:g} seconds and was stopped.") from None
         finally:
-            _stop_group(process)
+            processes.kill_group(process.pid)
+            process.wait()
         return ScriptResult(stdout=_text(stdout), stderr=_text(stderr), exit_code=process.returncode)
-
-
-def _program(command: str) -> str:
-    """The command's executable: an absolute path, or a name looked up on SCRIPT_PATH only."""
-    if os.path.isabs(command):
-        found = command if os.access(command, os.X_OK) and os.path.isfile(command) else None
-    elif "/" in command:
-        raise ScriptFailed(f"'{command}' is a relative path; give a name on SCRIPT_PATH or an absolute path.")
-    else:
-        found = shutil.which(command, path=settings.SCRIPT_PATH)
-    if found is None:
-        raise ScriptFailed(f"'{command}' is not an executable on the worker's SCRIPT_PATH ({settings.SCRIPT_PATH}).")
-    return found
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def _text(output: IO[bytes]) -> str:

@@ -45,3 +45,8 @@ class ToolOutcome:
 class ToolServerError(Exception):
     """The server could not be reached, or answered out of protocol or past a bound; the message
     is safe to show to the run's owner (no header or environment value in it)."""
+
+
+from workflows.toolservers.client import tool_call, tools_list  # noqa: E402  (they use the types above)
+
+__all__ = ["ListedTool", "ServerConnection", "ToolOutcome", "ToolServerError", "tool_call", "tools_list"]
