@@ -336,4 +336,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # Each MCP exchange logs every request it sends, URL and query (which may carry a token) included.
+    "loggers": {name: {"level": "WARNING"} for name in ("httpx2", "mcp")},
 }

@@ -30,8 +30,8 @@ def test_a_call_returns_the_tools_text(remote):
     assert outcome.is_error is False
 
 
-def test_structured_content_is_shown_as_json(remote):
-    assert tool_call(remote, name="add", arguments={"a": 2, "b": 3}).content == '5.0\n{"result": 5.0}'
+def test_structured_content_is_shown_as_json_only_where_no_text_says_it(remote):
+    assert tool_call(remote, name="add", arguments={"a": 2, "b": 3}).content == "5.0"
     assert tool_call(remote, name="structured_only", arguments={}).content == '{"city": "Oslo", "celsius": -3}'
 
 

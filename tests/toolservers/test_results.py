@@ -39,10 +39,13 @@ def test_no_hints_means_neither_read_only_nor_idempotent():
     assert (listed.description, listed.read_only, listed.idempotent) == ("", False, False)
 
 
-def test_structured_content_a_text_block_already_carries_is_not_repeated():
-    result = CallToolResult(content=[TextContent(text='{"a": 1}')], structured_content={"a": 1})
+def test_structured_content_beside_text_is_not_shown_twice():
+    result = CallToolResult(content=[TextContent(text="one")], structured_content={"result": "one"})
 
-    assert outcome(result).content == '{"a": 1}'
+    assert outcome(result).content == "one"
+    # With no text to say it, it is shown as JSON.
+    blank = CallToolResult(content=[TextContent(text=" ")], structured_content={"a": 1})
+    assert outcome(blank).content == ' \n{"a": 1}'
 
 
 def test_binary_content_is_named_and_text_resources_are_shown():

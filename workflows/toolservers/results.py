@@ -2,8 +2,6 @@
 result as text for the model. Pure: no connection, no settings."""
 
 import json
-from typing import Any
-
 import mcp_types as types
 
 from workflows.toolservers import ListedTool, ToolOutcome, ToolServerError
@@ -47,13 +45,13 @@ def too_many_pages(*, server_name: str) -> ToolServerError:
 
 
 def outcome(result: types.CallToolResult) -> ToolOutcome:
-    """The result's content blocks as text, one after another; its structured content as JSON
-    unless a text block already carries it (as the spec asks servers to do); binary content as a
-    placeholder naming what it was."""
+    """The result's content blocks as text, one after another, binary content as a placeholder
+    naming what it was; its structured content as JSON only when no text block says anything (the
+    spec asks a server to send structured content as text too, and a model shown both pays twice)."""
     parts = [_block_text(block) for block in result.content]
-    structured = result.structured_content
-    if structured is not None and not _carried(structured, result.content):
-        parts.append(json.dumps(structured, ensure_ascii=False))
+    said = any(isinstance(block, types.TextContent) and block.text.strip() for block in result.content)
+    if result.structured_content is not None and not said:
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False))
     return ToolOutcome(content=bounded_text("\n".join(parts), MAX_RESULT_CHARS), is_error=result.is_error)
 
 
@@ -68,17 +66,6 @@ def _block_text(block: types.ContentBlock) -> str:
         return block.resource.text  # text the tool returned, filed as a resource
     mime = getattr(getattr(block, "resource", None), "mime_type", None) or "unknown type"
     return f"[{block.type} content, {mime}, not shown]"
-
-
-def _carried(structured: Any, content: list[types.ContentBlock]) -> bool:
-    for block in content:
-        if isinstance(block, types.TextContent):
-            try:
-                if json.loads(block.text) == structured:
-                    return True
-            except ValueError:
-                continue
-    return False
 
 
 def bounded_text(text: str, limit: int) -> str:
