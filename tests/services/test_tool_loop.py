@@ -17,9 +17,11 @@ from mcp_types import ToolAnnotations
 from tests.factories import workflow_version
 from tests.invariants import assert_invariants
 from tests.mcp_servers import http_server
+from workflows.errors import ValidationFailed
 from workflows.models import Event, EventType, LedgerEntry, Run, Step, StepStatus
 from workflows.services.runs import run_resume, run_start
 from workflows.services.steps import step_begin, step_execute
+from workflows.services.workflows import workflow_create
 
 pytestmark = pytest.mark.django_db
 
@@ -330,3 +332,31 @@ def test_a_tool_loop_in_a_for_each_group_runs_per_branch(team, tools):
     assert run.output == {"plans": [{"plan": "Go in May."}, {"plan": "Go in May."}]}
     assert Step.objects.filter(run=run, role="tool_call").count() == 2
     assert_invariants(run)
+
+
+def test_a_loop_stopped_by_max_agent_iterations_resumes_onto_a_version_that_allows_more(team, tools):
+    run = drive(start(team, source(tools.url, tool_calls=[[LOOKUP], [LOOKUP]], max_agent_iterations=2)))
+    assert run.error["type"] == "MaxAgentIterationsError"
+    raised = workflow_create(team=team, definition=source(tools.url, tool_calls=[[LOOKUP], [LOOKUP]], max_agent_iterations=3))
+
+    run_resume(run=run, reason="the agent needs one more round", workflow_version=raised.version)
+    run = drive(run)
+
+    assert run.status == "completed", run.error
+    # The call that asked past the bound is made again on the new version, and charged again.
+    assert LedgerEntry.objects.filter(run=run).count() == 4
+    assert_invariants(run)
+
+
+def test_a_resume_inside_a_loop_onto_a_version_whose_agent_has_no_tools_is_refused(team, tools):
+    run = drive(start(team, source(tools.url, tool_calls=[[LOOKUP], [LOOKUP]], max_agent_iterations=2)))
+    without = yaml.safe_load(source(tools.url, tool_calls=[]))
+    without["agents"][0]["tools"] = []
+    version = workflow_create(team=team, definition=without)
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_resume(run=run, reason="no tools now", workflow_version=version.version)
+
+    assert refused.value.details == [
+        {"path": "workflow_version", "message": "lacks 'planner' with tools (the run goes on inside its tool loop)"}
+    ]

@@ -8,6 +8,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from workflows.definition import (
@@ -281,7 +282,7 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
-        problems.update(_open_review_problems(run, definition))
+        problems.update(_open_review_problems(run, definition, resume_step=checkpoint.next_step))
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",
@@ -344,19 +345,24 @@ def _always_run_before(definition: WorkflowDefinition, path: str) -> set[str]:
     return before
 
 
-def _open_review_problems(run: Run, definition: WorkflowDefinition) -> set[str]:
-    """What the new version lacks of the validators and dialogs whose steps the run has still to run:
-    the step the checkpoint points at, and in a group, other branches' steps a stop set aside."""
+def _open_review_problems(run: Run, definition: WorkflowDefinition, *, resume_step: Step) -> set[str]:
+    """What the new version lacks of the validators, dialogs and tools whose steps the run has still
+    to run: the step the checkpoint points at (a failed run's, failed, runs again), and in a group,
+    other branches' steps a stop set aside."""
+    still_to_run = Q(status__in=[StepStatus.BLOCKED, StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING])
     open_steps = run.steps.filter(
-        status__in=[StepStatus.BLOCKED, StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING],
-        role__in=[StepRole.VALIDATOR, StepRole.DIALOG, StepRole.REPLY],
+        still_to_run | Q(pk=resume_step.pk),
+        role__in=[StepRole.VALIDATOR, StepRole.DIALOG, StepRole.REPLY, StepRole.MODEL_CALL, StepRole.TOOL_CALL],
     )
     problems = set()
     for agent, role in open_steps.values_list("agent", "role").distinct():
         node = definition.node(agent)
         if not isinstance(node, AgentSpec):
             continue  # the agent's own change is reported already
-        if role == StepRole.VALIDATOR and node.validator is None:
+        if role in (StepRole.MODEL_CALL, StepRole.TOOL_CALL):
+            if not node.uses_tools:
+                problems.add(f"'{agent}' with tools (the run goes on inside its tool loop)")
+        elif role == StepRole.VALIDATOR and node.validator is None:
             problems.add(f"'{agent}' with a validator (the run goes on from its validator's call)")
         elif role != StepRole.VALIDATOR and node.dialog is None:
             problems.add(f"'{agent}' with a dialog (the run goes on from its dialog)")
