@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from workflows.definition.bounds import MAX_ITERATIONS
+from workflows.definition.bounds import MAX_ITERATIONS, MAX_TOOL_PRICE_USD
 from workflows.definition.providers import ROUTABLE
 from workflows.definition.dialog import DIALOG_ROLE, REPLY_ROLE
 from workflows.definition.tools import MODEL_CALL_ROLE, TOOL_CALL_ROLE
@@ -382,16 +382,32 @@ class AppendOnlyQuerySet(models.QuerySet):
         raise TypeError("Ledger entries are append-only.")
 
 
+class LedgerKind(models.TextChoices):
+    MODEL = "model", "a model call"
+    TOOL = "tool", "a priced tool call"
+
+
+# The most characters of a priced tool's server: its URL or command, as ToolPrice and the ledger hold it.
+TOOL_SERVER_CHARS = 1000
+TOOL_NAME_CHARS = 128
+
+
 class LedgerEntry(models.Model):
-    """The settled cost of one step attempt. Rows are never changed or deleted."""
+    """The settled cost of one step attempt: a model call's tokens and prices, or a priced tool
+    call's price (`kind` tool: its server and tool named, no tokens). Rows are never changed or deleted."""
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="ledger_entries")
     run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="ledger_entries")
     step = models.ForeignKey(Step, on_delete=models.PROTECT, related_name="ledger_entries")
     attempt = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=LedgerKind, default=LedgerKind.MODEL)
     agent = models.CharField(max_length=200)
-    provider = models.CharField(max_length=50)
-    model = models.CharField(max_length=200)
+    provider = models.CharField(max_length=50, help_text="The model's backend; mcp for a tool call.")
+    model = models.CharField(max_length=200, help_text="Empty for a tool call.")
+    tool_server = models.CharField(
+        max_length=TOOL_SERVER_CHARS, blank=True, help_text="A tool call's server, as its price names it (URL or command)."
+    )
+    tool = models.CharField(max_length=TOOL_NAME_CHARS, blank=True, help_text="A tool call's tool, by its own name.")
     input_tokens = models.PositiveIntegerField()
     output_tokens = models.PositiveIntegerField()
     # The four token counts are disjoint: input_tokens is uncached input only.
@@ -402,7 +418,9 @@ class LedgerEntry(models.Model):
     output_per_mtok = money_field(null=True, blank=True)
     cached_input_per_mtok = money_field(null=True, blank=True)
     cache_write_per_mtok = money_field(null=True, blank=True)
-    price_source = models.CharField(max_length=20, blank=True, help_text="workflow, table, or empty when unpriced.")
+    price_source = models.CharField(
+        max_length=20, blank=True, help_text="workflow, table, or empty when unpriced; a tool call's: table, or team."
+    )
     cost_usd = money_field(null=True, blank=True, help_text="Empty when the model has no price.")
     request_id = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -526,6 +544,51 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} from {self.valid_from}"
+
+
+class ToolPrice(models.Model):
+    """An operator's price per call of one tool of one MCP server, for every team or for one team,
+    whose own price wins. Teams never set these: a workflow names servers and tools, not prices.
+
+    `server` is what workflows reach the server at, normalized (definition/tools.py `tool_server_key`):
+    an http or sse server's URL, a stdio server's command."""
+
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="tool_prices",
+        help_text="Empty: every team. A team's own price of a tool wins over the price for every team.",
+    )
+    server = models.CharField(
+        max_length=TOOL_SERVER_CHARS,
+        help_text="The MCP server's URL (http and sse servers: scheme and host in any case, a default port, a "
+        "trailing slash, a query or fragment make no difference) or its command (stdio servers).",
+    )
+    tool = models.CharField(max_length=TOOL_NAME_CHARS, help_text="The tool's own name, as its server lists it.")
+    usd_per_call = money_field(
+        validators=[MinValueValidator(Decimal("0.000001")), MaxValueValidator(MAX_TOOL_PRICE_USD)],
+        help_text="USD charged for each call made, reserved by the budget gate before the call.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["server", "tool", "team"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "tool"], condition=Q(team__isnull=True), name="tool_price_one_for_every_team"
+            ),
+            models.UniqueConstraint(
+                fields=["team", "server", "tool"], condition=Q(team__isnull=False), name="tool_price_one_per_team"
+            ),
+            models.CheckConstraint(
+                condition=Q(usd_per_call__gt=0) & Q(usd_per_call__lte=MAX_TOOL_PRICE_USD), name="tool_price_bounded"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} at {self.server}" + (f" for team {self.team_id}" if self.team_id else "")
 
 
 class CredentialProvider(models.TextChoices):

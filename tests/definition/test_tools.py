@@ -14,6 +14,7 @@ from workflows.definition import (
     cut_tool_output,
     load_definition,
     model_tool_name,
+    tool_server_key,
 )
 
 ROUTES = {"copilot": "openai"}
@@ -200,3 +201,19 @@ def test_a_tool_loop_goes_listing_model_call_each_tool_call_then_model_call_unti
     assert answered == Proceed({"x": 1})
     # A loop step that fails fails its agent, as the agent's own step would.
     assert after_step(validator=None, role="model_call", given={"turn": 1}, failed=True) is None
+
+
+@pytest.mark.parametrize(
+    ("written", "key"),
+    [
+        ("https://search.example/mcp", "https://search.example/mcp"),
+        ("HTTPS://Search.Example:443/mcp/", "https://search.example/mcp"),
+        ("https://search.example/mcp?api_key=s3cret#top", "https://search.example/mcp"),
+        ("http://search.example:8080/mcp", "http://search.example:8080/mcp"),
+        ("http://[::1]:80/mcp", "http://[::1]/mcp"),
+        (" search-mcp ", "search-mcp"),  # a stdio server's command, as it is
+        ("/usr/local/bin/search-mcp", "/usr/local/bin/search-mcp"),
+    ],
+)
+def test_a_tool_price_names_a_server_by_its_url_without_what_does_not_change_the_server(written, key):
+    assert tool_server_key(written) == key

@@ -44,6 +44,19 @@ def ledger(team):
     return team
 
 
+SEARCH = ("https://search.example/mcp", "web_search")
+
+
+@pytest.fixture
+def tooled_ledger(ledger):
+    """The ledger, with priced tool calls of two tools of two servers in two runs."""
+    first, _, looping = ledger.runs.order_by("pk")
+    charge(run=first, agent="researcher", cost_usd="0.050000", tool=SEARCH, at=utc(2026, 3, 1, 12))
+    charge(run=looping, agent="thinker", cost_usd="0.050000", tool=SEARCH, at=utc(2026, 3, 3, 9))
+    charge(run=looping, agent="thinker", cost_usd="0.002000", tool=("maps-mcp", "route"), at=utc(2026, 3, 3, 10))
+    return ledger
+
+
 def entries_between(*, team, since: date | None, until: date | None) -> list[LedgerEntry]:
     entries = LedgerEntry.objects.filter(team=team).select_related("run__workflow_version__workflow")
     return [
@@ -60,6 +73,7 @@ def expected_groups(*, team, group_by: str, since: date | None, until: date | No
         "workflow": lambda entry: entry.run.workflow_version.workflow.name,
         "model": lambda entry: entry.model,
         "agent": lambda entry: entry.agent,
+        "tool": lambda entry: f"{entry.tool} @ {entry.tool_server}" if entry.kind == "tool" else "",
         "run": lambda entry: str(entry.run_id),
         "day": lambda entry: entry.created_at.astimezone(UTC).date().isoformat(),
     }[group_by]
@@ -89,13 +103,28 @@ def expected_groups(*, team, group_by: str, since: date | None, until: date | No
     "since,until",
     [(None, None), (date(2026, 3, 1), date(2026, 3, 2)), (date(2026, 3, 2), None), (None, date(2026, 2, 28))],
 )
-def test_every_grouping_matches_an_independent_sum_over_the_ledger(ledger, group_by, since, until):
+def test_every_grouping_matches_an_independent_sum_over_the_ledger(tooled_ledger, group_by, since, until):
+    ledger = tooled_ledger
     report = spend_by(team=ledger, group_by=group_by, since=since, until=until)
 
     assert report.groups == expected_groups(team=ledger, group_by=group_by, since=since, until=until)
     entries = entries_between(team=ledger, since=since, until=until)
     assert report.total_usd == sum((e.cost_usd for e in entries if e.cost_usd is not None), Decimal("0"))
     assert report.unpriced_steps == sum(1 for e in entries if e.cost_usd is None)
+
+
+def test_spend_by_tool_names_each_priced_tool_with_its_server_and_the_model_calls_together(tooled_ledger):
+    report = spend_by(team=tooled_ledger, group_by="tool", since=None, until=None)
+
+    assert [(g.key, g.spent_usd, g.runs, g.steps, g.input_tokens) for g in report.groups] == [
+        ("", Decimal("1.033456"), 3, 7, 70),  # every model call, so that the groups add up to the total
+        ("web_search @ https://search.example/mcp", Decimal("0.100000"), 2, 2, 0),
+        ("route @ maps-mcp", Decimal("0.002000"), 1, 1, 0),
+    ]
+    assert report.total_usd == spend_by(team=tooled_ledger, group_by="model", since=None, until=None).total_usd
+    # By agent, an agent's tool calls are its spend too.
+    by_agent = {g.key: g.spent_usd for g in spend_by(team=tooled_ledger, group_by="agent", since=None, until=None).groups}
+    assert by_agent["thinker"] == Decimal("0.062000")
 
 
 def test_the_whole_ledger_totals_to_the_micro_dollar(ledger):

@@ -35,6 +35,7 @@ from workflows.models import (
     Step,
     Team,
     ThresholdCrossing,
+    ToolPrice,
     WebhookDelivery,
     Workflow,
     WorkflowVersion,
@@ -82,6 +83,9 @@ def team_rows(marker: str, cost: str) -> dict:
         ),
         WebhookDelivery: WebhookDelivery.objects.create(
             team=team, event=event, url=f"https://{marker}.example.com/hook", body="{}"
+        ),
+        ToolPrice: ToolPrice.objects.create(
+            team=team, server=f"https://{marker}.example.com/mcp", tool="search", usd_per_call=Decimal("0.01")
         ),
     }
 
@@ -163,7 +167,7 @@ def test_the_spend_report_its_chart_and_csvs_count_only_their_teams(alpha_staff,
     assert '<svg class="spend-chart"' in page and "$0.250001" in page
     assert [row["run"].pk for row in response.context["top_runs"]] == [alpha[Run].pk]
 
-    for by in ("day", "workflow", "model", "agent"):
+    for by in ("day", "workflow", "model", "agent", "tool"):
         response = alpha_staff.get(CSV_URL, {"by": by, **EVERY_DAY})
         rows = list(csv.reader(io.StringIO(response.content.decode())))
         assert OMEGA not in response.content.decode()

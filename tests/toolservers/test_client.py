@@ -111,3 +111,21 @@ def test_a_server_that_lists_too_many_tools_is_refused():
 def test_an_unknown_transport_is_refused():
     with pytest.raises(ToolServerError, match="it must be http, sse or stdio"):
         tools_list(ServerConnection(name="tools", transport="websocket", url="wss://example.com", timeout_seconds=5))
+
+
+def test_a_call_abandoned_at_the_timeout_may_have_been_made_one_never_sent_was_not(remote, settings):
+    # What a priced call is charged by: one the server may have made, whatever it answered.
+    with pytest.raises(ToolServerError) as abandoned:
+        tool_call(replace(remote, timeout_seconds=1), name="slow", arguments={"seconds": 5})
+    assert abandoned.value.sent is True
+
+    with http_server() as url:
+        pass  # stopped: its port now refuses connections
+    with pytest.raises(ToolServerError) as unreached:
+        tool_call(ServerConnection(name="tools", transport="http", url=url, timeout_seconds=10), name="echo", arguments={})
+    assert unreached.value.sent is False
+
+    settings.OUTBOUND_ALLOWED_NETWORKS = []
+    with pytest.raises(ToolServerError, match="was not called") as refused:
+        tool_call(remote, name="echo", arguments={"text": "hi"})
+    assert refused.value.sent is False

@@ -30,6 +30,7 @@ from workflows.models import (
     Team,
     TeamDailySpend,
     ThresholdCrossing,
+    ToolPrice,
     WebhookAttempt,
     WebhookDelivery,
     Workflow,
@@ -58,6 +59,9 @@ TEAM_PATHS: dict[type[Model], str] = {
     WebhookAttempt: "delivery__team",
     IdempotencyKey: "team",
     TeamDailySpend: "team",
+    # A team's staff see their team's own tool prices, and change none (ToolPriceAdmin); the prices
+    # for every team are the superusers' alone, as the rows of no team.
+    ToolPrice: "team",
 }
 # Rows of no team that apply to every team: a change to a price re-prices every team's steps, so staff
 # who are not superusers may view them only.

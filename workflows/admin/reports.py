@@ -40,6 +40,8 @@ GROUPS = {
         "team_name": F("team__name"),
         "agent_name": F("agent"),
     },
+    # Priced tools by server and tool; every model call in one row, whose server and tool are "".
+    "tool": {"server_name": F("tool_server"), "tool_name": F("tool")},
 }
 
 
@@ -116,7 +118,8 @@ def top_runs(*, entries: QuerySet[LedgerEntry], limit: int = 10) -> list[dict]:
 
 
 def ledger_models(*, entries: QuerySet[LedgerEntry]) -> list[str]:
-    return list(entries.order_by("model").values_list("model", flat=True).distinct())
+    """The models of the entries; a tool call's entry names none."""
+    return list(entries.exclude(model="").order_by("model").values_list("model", flat=True).distinct())
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Workflows, runs and what a run leaves behind: steps, events, checkpoints; and the price table."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
@@ -17,9 +18,12 @@ from workflows.models import (
     Run,
     RunStatus,
     Step,
+    ToolPrice,
     Workflow,
     WorkflowVersion,
 )
+from workflows.definition import tool_server_key
+from workflows.definition.tools import url_problem
 from workflows.reports.cost_profile import cost_profile
 from workflows.services.inputs import run_answer
 
@@ -185,3 +189,36 @@ class PriceAdmin(TeamScopedAdmin):
 class ModelAliasAdmin(TeamScopedAdmin):
     list_display = ["alias", "model"]
     search_fields = ["alias", "model"]
+
+
+class ToolPriceForm(forms.ModelForm):
+    class Meta:
+        model = ToolPrice
+        fields = ["team", "server", "tool", "usd_per_call"]
+
+    def clean_server(self):
+        # Stored as prices are looked up: the URL normalized, so that what a workflow writes matches it.
+        server = self.cleaned_data["server"].strip()
+        if server.lower().startswith(("http:", "https:")) and (problem := url_problem(server)):
+            raise forms.ValidationError(f"The URL {problem}.")
+        return tool_server_key(server)
+
+
+@admin.register(ToolPrice)
+class ToolPriceAdmin(TeamScopedAdmin):
+    """Prices per call of MCP servers' tools, set by superusers only: a team's staff could otherwise
+    lower what their own team's calls cost."""
+
+    form = ToolPriceForm
+    list_display = ["server", "tool", "team", "usd_per_call", "updated_at"]
+    list_filter = ["team"]
+    search_fields = ["server", "tool", "team__name"]
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser and super().has_add_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_delete_permission(request, obj)

@@ -90,15 +90,30 @@ def _workflow_label(row: dict) -> str:
     return f"{row['team_name']}/{row['workflow_name']}"
 
 
+# How the breakdowns name the row of the entries that have no model (tool calls) or no tool (model calls).
+NO_MODEL = "(priced tool calls)"
+NO_TOOL = "(model calls)"
+
+
+def _tool_labels(row: dict) -> list[str]:
+    if not row["tool_name"]:
+        return [NO_TOOL, ""]
+    return [row["server_name"], row["tool_name"]]
+
+
 BREAKDOWNS = {
     "day": Breakdown("By day", ["Day"], lambda row: [row["day"].isoformat()]),
     "workflow": Breakdown(
         "By workflow", ["Workflow"], lambda row: [_workflow_label(row)], lambda row: {"workflow": row["workflow_id"]}
     ),
     "model": Breakdown(
-        "By model", ["Model"], lambda row: [row["model_name"]], lambda row: {"model": row["model_name"]}
+        "By model",
+        ["Model"],
+        lambda row: [row["model_name"] or NO_MODEL],
+        lambda row: {"model": row["model_name"]} if row["model_name"] else None,
     ),
     "agent": Breakdown("By agent", ["Workflow", "Agent"], lambda row: [_workflow_label(row), row["agent_name"]]),
+    "tool": Breakdown("By tool", ["Server", "Tool"], _tool_labels),
 }
 
 
@@ -116,7 +131,7 @@ def _table(form: SpendFilterForm, by: str, rows: list[dict], totals: dict) -> di
         "rows": [
             {
                 "labels": breakdown.labels(row),
-                "href": f"?{form.querystring(**breakdown.drill(row))}" if breakdown.drill else "",
+                "href": f"?{form.querystring(**drill)}" if breakdown.drill and (drill := breakdown.drill(row)) else "",
                 "figures": _figures(row),
             }
             for row in rows
@@ -139,7 +154,9 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         "team",
         "run",
         "agent",
+        "kind",
         "model",
+        "tool",
         "attempt",
         "input_tokens",
         "cached_input_tokens",
@@ -149,8 +166,8 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         "cost_usd",
         "created_at",
     ]
-    list_filter = ["team", "model", "price_source"]
-    search_fields = ["model", "agent", "run__id"]
+    list_filter = ["team", "kind", "model", "price_source"]
+    search_fields = ["model", "agent", "tool", "run__id"]
     date_hierarchy = "created_at"
 
     def get_urls(self):
@@ -183,7 +200,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
                 "chart": daily_spend_svg(title=_chart_title(form, series), points=series) if series else None,
                 "tables": [
                     _table(form, by, spend_breakdown(entries=entries, by=by), totals)
-                    for by in ("workflow", "model", "agent")
+                    for by in ("workflow", "model", "agent", "tool")
                 ],
                 "days": _table(form, "day", days, totals),
                 "top_runs": [
@@ -200,7 +217,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         return TemplateResponse(request, "admin/workflows/ledgerentry/spend.html", context)
 
     def spend_csv_view(self, request):
-        """The breakdown `by` day, workflow, model or agent under the page's filters; money as 6-place decimals."""
+        """The breakdown `by` day, workflow, model, agent or tool under the page's filters; money as 6-place decimals."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         by = request.GET.get("by", "day")

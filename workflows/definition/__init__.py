@@ -91,6 +91,7 @@ from .tools import (
     env_problem,
     model_tool_name,
     tool_chosen,
+    tool_server_key,
     transcript_text,
 )
 from .validation import (
@@ -131,6 +132,7 @@ __all__ = [
     "env_problem",
     "model_tool_name",
     "tool_chosen",
+    "tool_server_key",
     "transcript_text",
     "DIALOG_ROLE",
     "EVALUATION_SCHEMA",

@@ -24,6 +24,9 @@ MAX_BUDGET_USD = Decimal("1000000000")
 # USD per million tokens, in a workflow's cost.pricing or the price table. The dearest listed model costs
 # hundreds; with token counts below 2**31 one ledger row stays below $10^8.
 MAX_PRICE_PER_MTOK = Decimal("10000")
+# USD an operator may price one call of a tool at: a paid API's call costs cents; a loop makes at most
+# MAX_AGENT_ITERATIONS model calls, so a step's tool calls stay far below a money column.
+MAX_TOOL_PRICE_USD = Decimal("10000")
 # The most tokens of any kind one call may report, and the most a definition may ask for (max_tokens, a
 # fake's mock counts): above any model's context window (the largest output cap in the price table is
 # 128,000), far below 2**31 so that a count always fits the ledger's columns, and with

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._section import Section
 from .errors import Problem
@@ -188,6 +188,28 @@ def url_problem(url: str) -> str | None:
     if parts.username or parts.password:
         return "must not hold credentials: send them in 'headers'"
     return None
+
+
+def tool_server_key(server: str) -> str:
+    """What an operator's tool price names a server by (ToolPrice.server), from what a workflow
+    reaches it at: an http or sse server's URL, a stdio server's command. A URL is named without
+    what does not change the server it reaches: the case of its scheme and host, a default port, a
+    trailing slash; and without its query and fragment, so that no token a query may carry is kept
+    with a price or in the ledger, and a query added to the URL cannot take a call out of its price."""
+    text = server.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return text
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return text  # a command
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 def _env(section: Section) -> dict[str, str]:

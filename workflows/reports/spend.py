@@ -1,24 +1,36 @@
-"""Spend by workflow, model, agent, run or day: one GROUP BY query over the ledger.
+"""Spend by workflow, model, agent, tool, run or day: one GROUP BY query over the ledger.
 
 Unpriced usage (ledger entries with `cost_usd` null) is counted beside the dollars, never as $0 of
 spend that looks complete.
+
+Every grouping covers every entry, so each report's groups add up to the same total: by tool, the
+priced tool calls are grouped by tool (`<tool> @ <server>`) and every model call falls in the one
+group with the key "", as by model every tool call falls in the group "" (no model was called).
 """
 
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Case, CharField, Count, F, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Concat, TruncDate
 
 from workflows.errors import ValidationFailed
-from workflows.models import LedgerEntry, Team
+from workflows.models import LedgerEntry, LedgerKind, Team
+
+# A priced tool by its own name and its server's (an operator's price names both): `search @ https://...`.
+TOOL_KEY = Case(
+    When(kind=LedgerKind.TOOL, then=Concat(F("tool"), Value(" @ "), F("tool_server"), output_field=CharField())),
+    default=Value(""),
+    output_field=CharField(),
+)
 
 # The expression each report groups the ledger by; days are UTC calendar days.
 GROUPINGS = {
     "workflow": F("run__workflow_version__workflow__name"),
     "model": F("model"),
     "agent": F("agent"),
+    "tool": TOOL_KEY,
     "run": F("run_id"),
     "day": TruncDate("created_at", tzinfo=UTC),
 }

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_label, usage_problem, worst_case_counts
-from workflows.models import EventType, LedgerEntry, Run, Step
+from workflows.models import EventType, LedgerEntry, LedgerKind, Run, Step
 from workflows.providers import Usage
 from workflows.services.budgets import add
 from workflows.services.escrow import held_after
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from workflows.services.steps.kinds import PreparedStep
 
 logger = logging.getLogger(__name__)
+
+# What a tool call's ledger entry names as its provider: the protocol it was made through.
+TOOL_PROVIDER = "mcp"
 
 
 def ledger_charge(
@@ -76,6 +79,35 @@ def ledger_charge(
         **run_deltas,
     )
     return billed, cost, entry
+
+
+def ledger_charge_tool(
+    *, team_id: int, run: Run, step: Step, attempt: int, prepared: PreparedStep, **run_deltas
+) -> tuple[Decimal, LedgerEntry]:
+    """A priced tool call's price added to the run's spend, with `run_deltas` in the same UPDATE, as
+    `ledger_charge` adds a model call's: its cost, and its ledger entry (kind tool), not yet written.
+    The price is the one the gate reserved (`prepared.estimate_usd`): a price changed since the call
+    was admitted applies from the next call on."""
+    cost = prepared.estimate_usd
+    entry = LedgerEntry(
+        team_id=team_id,
+        run_id=step.run_id,
+        step_id=step.pk,
+        attempt=attempt,
+        kind=LedgerKind.TOOL,
+        agent=usage_label(step.agent, step.role),
+        provider=TOOL_PROVIDER,
+        model="",
+        tool_server=prepared.data["server_key"],
+        tool=prepared.data["tool"],
+        input_tokens=0,
+        output_tokens=0,
+        price_source=prepared.price_source,
+        cost_usd=cost,
+    )
+    held = held_after(run, cost=cost, released=-run_deltas.get("reserved_usd", Decimal("0")))
+    add(run, assign={"held_usd": held}, spent_usd=cost, **run_deltas)
+    return cost, entry
 
 
 def ledger_record(entry: LedgerEntry) -> None:

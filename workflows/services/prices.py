@@ -11,11 +11,25 @@ from django.utils import timezone
 from workflows.definition import FREELY_PRICED_PROVIDERS, UnitPrices, to_exact_money
 from workflows.definition.bounds import MAX_PRICE_PER_MTOK
 from workflows.errors import ValidationFailed
-from workflows.models import ModelAlias, Price, PriceSource
+from workflows.models import ModelAlias, Price, PriceSource, ToolPrice
 from workflows.services.list_prices import list_prices
 
 PRICE_SOURCE_WORKFLOW = "workflow"
 PRICE_SOURCE_TABLE = "table"
+PRICE_SOURCE_TEAM = "team"  # a tool's price set for the team alone
+
+
+def tool_price_for(*, team_id: int, server: str, tool: str) -> tuple[Decimal, str] | None:
+    """The price of one call of `tool` of the MCP server an operator's price names `server`
+    (definition.tool_server_key), and where it came from: the team's own price (`team`), else the
+    price for every team (`table`); None when the tool has no price, and costs nothing."""
+    rows = ToolPrice.objects.filter(server=server, tool=tool).filter(Q(team_id=team_id) | Q(team__isnull=True))
+    prices = dict(rows.values_list("team_id", "usd_per_call"))
+    if team_id in prices:
+        return prices[team_id], PRICE_SOURCE_TEAM
+    if None in prices:
+        return prices[None], PRICE_SOURCE_TABLE
+    return None
 
 
 def prices_for(

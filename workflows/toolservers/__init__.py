@@ -44,7 +44,16 @@ class ToolOutcome:
 
 class ToolServerError(Exception):
     """The server could not be reached, or answered out of protocol or past a bound; the message
-    is safe to show to the run's owner (no header or environment value in it)."""
+    is safe to show to the run's owner (no header or environment value in it).
+
+    `sent` says whether the request may have reached the server: False when the exchange failed
+    before the request was handed to the session (the server not started or reached, refused, its
+    initialization failed or timed out), True once it was, whatever came back or did not. A call
+    that was `sent` may have been made, and what a server charges for was perhaps charged."""
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 from workflows.toolservers.client import tool_call, tools_list  # noqa: E402  (they use the types above)

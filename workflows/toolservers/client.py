@@ -78,24 +78,27 @@ def _run(server: ServerConnection, work: Callable[[ClientSession], Awaitable[T]]
     try:
         return anyio.run(_exchange, server, work)
     except ToolServerError as exc:
-        raise ToolServerError(_redacted(str(exc), server)) from None
+        raise ToolServerError(_redacted(str(exc), server), sent=exc.sent) from None
 
 
 async def _exchange(server: ServerConnection, work: Callable[[ClientSession], Awaitable[T]]) -> T:
     exchange = Exchange(server)
     answered: list[T] = []
+    sent = False  # whether the request was handed to the session: from then on it may have been made
     try:
         with exchange.scope:
             async with _session(exchange) as session:
+                sent = True
                 answered.append(await work(session))
     except Exception as exc:  # an ExceptionGroup too
         if not answered:
-            raise _error(exchange, exc) from None
+            error = _error(exchange, exc)
+            raise ToolServerError(str(error), sent=sent) from None
         # The answer is in: a server that fails to close cleanly does not undo it.
         logger.info("Closing MCP server %s failed after it answered (%s).", server.name, type(exc).__name__)
     if answered:
         return answered[0]
-    raise ToolServerError(exchange.why_cancelled())
+    raise ToolServerError(exchange.why_cancelled(), sent=sent)
 
 
 @asynccontextmanager

@@ -49,7 +49,7 @@ def step_prepare(
     if step.role in _READS_RECORDED or step.role in _IN_TOOL_LOOP:
         return kind_for_step(node, step.role).prepare(
             node=node,
-            context=step.validation if step.role in _READS_RECORDED else loop_so_far(step),
+            context=step.validation if step.role in _READS_RECORDED else loop_so_far(step, team_id=run.team_id),
             definition=definition,
             may_override_prices=may_override_prices,
             provider_routes=run.provider_routes,

@@ -8,7 +8,7 @@ crash loses nothing that returned, and repeats no call that did.
 """
 
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 
 from django.conf import settings
@@ -22,12 +22,24 @@ from workflows.definition import (
     cut_tool_output,
     model_tool_name,
     tool_chosen,
+    tool_server_key,
     transcript_text,
 )
-from workflows.models import EventType, Step, StepStatus, Team
-from workflows.providers import AssistantTurn, CompletionResult, ProviderError, ToolCall, ToolResult, ToolSpec
+from workflows.models import EventType, Run, Step, StepStatus, Team
+from workflows.providers import (
+    AssistantTurn,
+    CompletionResult,
+    ProviderError,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
+from workflows.services.budgets import add
+from workflows.services.ledger import TOOL_PROVIDER, ledger_charge_tool
+from workflows.services.prices import tool_price_for
 from workflows.services.steps.kinds.agent import AgentKind, deadline, rendered_prompts
-from workflows.services.steps.kinds.base import NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
+from workflows.services.steps.kinds.base import Charged, NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
 from workflows import toolservers
 from workflows.toolservers import ServerConnection, ToolServerError
 
@@ -174,10 +186,23 @@ class ModelCallKind(AgentKind):
         return EventType.MODEL_CALL_COMPLETED, {"turn": step.validation["turn"], "tool_calls": names}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ToolCallResult(CompletionResult):
+    """A tool call's result, and whether the call may have been made: what a priced call is charged by."""
+
+    made: bool = False
+
+
 class ToolCallKind(NoCallStepKind):
     """A tool call of a tool loop: the call the model asked for, made to the tool's MCP server, its
     result cut to the workflow's tool_output limit. A tool that fails, or a server that cannot be
-    reached, is an error result the model reads, as in conductor: the loop goes on."""
+    reached, is an error result the model reads, as in conductor: the loop goes on.
+
+    A tool an operator priced (ToolPrice) costs its price per call: the gate reserves it before the
+    call, as it reserves a model call's estimate, and a call that may have been made is charged it, a
+    ledger entry of kind tool. One that was never made (no such tool, arguments that are no object,
+    an outcome unknown and not repeated, a server not reached) costs nothing; one whose server
+    answered, with an error too, or may have received it and did not answer in time, is charged."""
 
     name = "tool_call"
 
@@ -203,22 +228,47 @@ class ToolCallKind(NoCallStepKind):
             data["result"] = _result(call, f"The MCP server '{tool['server']}' is no longer in the workflow.", is_error=True)
         else:
             data |= {"server": server.to_dict(), "tool": tool["tool"]}
+            key = tool_server_key(server.command if server.transport == "stdio" else server.url)
+            priced = tool_price_for(team_id=context["team_id"], server=key, tool=tool["tool"])
+            if priced is not None:
+                price, source = priced
+                data["server_key"] = key
+                return PreparedStep(
+                    kind=self.name, estimate_usd=price, provider=TOOL_PROVIDER, price_source=source, data=data
+                )
         return PreparedStep(kind=self.name, estimate_usd=Decimal("0"), model="", data=data)
 
     def run(self, attempt: StepAttempt) -> CompletionResult:
         data = attempt.prepared.data
-        output = data.get("result") or self._call(attempt)
-        return CompletionResult(input_tokens=0, output_tokens=0, output=output)
+        output, made = (data["result"], False) if "result" in data else self._call(attempt)
+        return ToolCallResult(input_tokens=0, output_tokens=0, output=output, made=made)
 
-    def _call(self, attempt: StepAttempt) -> dict:
+    def _call(self, attempt: StepAttempt) -> tuple[dict, bool]:
+        """The call's result, and whether it may have been made."""
         data = attempt.prepared.data
         server, call = McpServerSpec.from_dict(data["server"]), data["call"]
         try:
             _check_local_execution(attempt.team_id, [server])
+        except StepWorkFailed as exc:
+            return _result(call, f"The tool could not be called: {exc}", is_error=True), False
+        try:
             outcome = toolservers.tool_call(connection_to(server), name=data["tool"], arguments=call["arguments"])
-        except (ToolServerError, StepWorkFailed) as exc:
-            return _result(call, f"The tool could not be called: {exc}", is_error=True)
-        return _result(call, cut_tool_output(outcome.content, data["max_chars"]), is_error=outcome.is_error)
+        except ToolServerError as exc:
+            return _result(call, f"The tool could not be called: {exc}", is_error=True), exc.sent
+        return _result(call, cut_tool_output(outcome.content, data["max_chars"]), is_error=outcome.is_error), True
+
+    def settle(
+        self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas
+    ) -> Charged:
+        """A priced call that may have been made is charged its price; any other costs nothing."""
+        made = isinstance(usage, ToolCallResult) and usage.made
+        if "server_key" not in attempt.prepared.data or not made:
+            add(run, **run_deltas)
+            return Charged(cost_usd=Decimal("0"))
+        cost, entry = ledger_charge_tool(
+            team_id=team.pk, run=run, step=step, attempt=attempt.number, prepared=attempt.prepared, **run_deltas
+        )
+        return Charged(cost_usd=cost, entry=entry)
 
     def completed_event(self, *, step: Step, output) -> tuple[str, dict]:
         return EventType.TOOL_CALL_COMPLETED, {
@@ -228,10 +278,11 @@ class ToolCallKind(NoCallStepKind):
         }
 
 
-def loop_so_far(step: Step) -> dict:
+def loop_so_far(step: Step, *, team_id: int) -> dict:
     """What a step of a tool loop is prepared from: the listing its agent's own step made, the loop's
     turns before it (each model call that asked for tools, then the result of each of its calls),
-    its turn, a tool call's call, and whether it is taken over from an attempt whose worker died."""
+    its turn, a tool call's call, whether it is taken over from an attempt whose worker died, and
+    the run's team, whose tool prices apply."""
     chain = (
         Step.objects.filter(
             run_id=step.run_id,
@@ -259,6 +310,7 @@ def loop_so_far(step: Step) -> dict:
         "turn": step.validation["turn"],
         "call": step.validation.get("call"),
         "taken_over": step.status == StepStatus.RUNNING,
+        "team_id": team_id,
     }
 
 
