@@ -201,8 +201,9 @@ class ToolCallKind(NoCallStepKind):
     A tool an operator priced (ToolPrice) costs its price per call: the gate reserves it before the
     call, as it reserves a model call's estimate, and a call that may have been made is charged it, a
     ledger entry of kind tool. One that was never made (no such tool, arguments that are no object,
-    an outcome unknown and not repeated, a server not reached) costs nothing; one whose server
-    answered, with an error too, or may have received it and did not answer in time, is charged."""
+    a server not reached) costs nothing; one whose server answered, with an error too, may have
+    received it and did not answer in time, or whose worker died during it (its outcome unknown, not
+    made again), is charged."""
 
     name = "tool_call"
 
@@ -217,22 +218,25 @@ class ToolCallKind(NoCallStepKind):
     ) -> PreparedStep:
         call = context["call"]
         tool = next((tool for tool in context["listing"]["tools"] if tool["name"] == call["name"]), None)
+        server = None if tool is None else definition.mcp_servers.get(tool["server"])
         data = {"call": call, "max_chars": definition.tool_output_chars}
         if tool is None:
             data["result"] = _result(call, f"There is no tool named '{call['name']}'.", is_error=True)
         elif "_unparsed" in call["arguments"]:
             data["result"] = _result(call, "The arguments are not a JSON object.", is_error=True)
-        elif context["taken_over"] and not tool["repeatable"]:
-            data["result"] = _result(call, _UNKNOWN_OUTCOME, is_error=True)
-        elif (server := definition.mcp_servers.get(tool["server"])) is None:
+        elif server is None:
             data["result"] = _result(call, f"The MCP server '{tool['server']}' is no longer in the workflow.", is_error=True)
+        elif context["taken_over"] and not tool["repeatable"]:
+            # Not made again; but the attempt whose worker died may have made it: charged as made.
+            data |= {"result": _result(call, _UNKNOWN_OUTCOME, is_error=True), "made": True}
         else:
             data |= {"server": server.to_dict(), "tool": tool["tool"]}
+        if server is not None:
             key = tool_server_key(server.command if server.transport == "stdio" else server.url)
             priced = tool_price_for(team_id=context["team_id"], server=key, tool=tool["tool"])
             if priced is not None:
                 price, source = priced
-                data["server_key"] = key
+                data |= {"server_key": key, "tool": tool["tool"]}
                 return PreparedStep(
                     kind=self.name, estimate_usd=price, provider=TOOL_PROVIDER, price_source=source, data=data
                 )
@@ -240,7 +244,7 @@ class ToolCallKind(NoCallStepKind):
 
     def run(self, attempt: StepAttempt) -> CompletionResult:
         data = attempt.prepared.data
-        output, made = (data["result"], False) if "result" in data else self._call(attempt)
+        output, made = (data["result"], data.get("made", False)) if "result" in data else self._call(attempt)
         return ToolCallResult(input_tokens=0, output_tokens=0, output=output, made=made)
 
     def _call(self, attempt: StepAttempt) -> tuple[dict, bool]:
