@@ -236,6 +236,9 @@ def _has_workflow_key(text: str) -> bool:
 _KINDS = (
     (re.compile(r"agent type '([^']+)' is not supported"), "step type '{0}'"),
     (re.compile(r"^script steps run commands"), "script steps not allowed for the team"),
+    (re.compile(r"^a stdio MCP server starts its command"), "stdio MCP servers not allowed for the team"),
+    (re.compile(r"^names tools the workflow's top-level 'tools' does not list"), "tools the top level does not list"),
+    (re.compile(r"but the workflow has no MCP server"), "tools with no MCP server"),
     (re.compile(r"is not routed to a backend"), "unrouted provider"),
     (re.compile(r"^provider '([^']+)' is not supported"), "provider '{0}'"),
     (re.compile(r"^unknown provider '([^']+)'"), "unknown provider '{0}'"),

@@ -35,8 +35,8 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     refused = {path: {(p["path"], p["kind"]) for p in problems} for path, problems in found["refused"].items()}
     release_notes = {
         ("agents[0].type", "script steps not allowed for the team"),
-        ("agents[1].tools", "tools"),
-        ("workflow.runtime.mcp_servers", "mcp_servers"),
+        ("agents[1].tools", "tools the top level does not list"),
+        ("workflow.runtime.mcp_servers.tracker.command", "stdio MCP servers not allowed for the team"),
         ("workflow.runtime.skills", "skills"),
         ("workflow.runtime.default_model", "${VAR} interpolation"),
     }
@@ -54,7 +54,16 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     assert "model-from-the-environment" not in json.dumps(found)
     assert {row["kind"]: (row["files"], row["problems"]) for row in found["by_kind"]} == {
         **{kind: (1, 1) for kind in ("instructions", "session_key", "!file include")},
-        **{kind: (2, 2) for kind in ("script steps not allowed for the team", "tools", "mcp_servers", "skills", "${VAR} interpolation")},
+        **{
+            kind: (2, 2)
+            for kind in (
+                "script steps not allowed for the team",
+                "tools the top level does not list",
+                "stdio MCP servers not allowed for the team",
+                "skills",
+                "${VAR} interpolation",
+            )
+        },
     }
 
 
@@ -74,8 +83,9 @@ def test_a_runtime_the_team_has_not_routed_refuses_the_workflows_that_use_it():
     assert "    2    2  unrouted provider" in text.splitlines()
 
 
-def test_with_scripts_allowed_a_script_step_is_no_longer_a_reason():
+def test_with_scripts_allowed_a_script_step_and_a_stdio_server_are_no_longer_reasons():
     found = json.loads(report("--json", "--scripts"))
 
     paths = {p["path"] for p in found["refused"]["nested/release_notes.yml"]}
-    assert "agents[0].type" not in paths and "agents[1].tools" in paths
+    assert "agents[0].type" not in paths and "workflow.runtime.mcp_servers.tracker.command" not in paths
+    assert "agents[1].tools" in paths
