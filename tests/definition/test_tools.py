@@ -190,13 +190,13 @@ def test_a_tool_loop_goes_listing_model_call_each_tool_call_then_model_call_unti
 
     listed = after_step(validator=None, role="", given=None, output={"tools": []}, tools=True)
     asked = after_step(validator=None, role="model_call", given={"turn": 1}, output={"tool_calls": [call_a, call_b], "replay": {}})
-    first = after_step(validator=None, role="tool_call", given={"turn": 1, "call": call_a, "rest": [call_b]}, output={})
-    second = after_step(validator=None, role="tool_call", given={"turn": 1, "call": call_b, "rest": []}, output={})
+    first = after_step(validator=None, role="tool_call", given={"turn": 1, "index": 0, "count": 2}, output={})
+    second = after_step(validator=None, role="tool_call", given={"turn": 1, "index": 1, "count": 2}, output={})
     answered = after_step(validator=None, role="model_call", given={"turn": 2}, output={"answer": {"x": 1}})
 
     assert listed == CallModel(turn=1)
-    assert asked == CallTool(call_a, (call_b,), turn=1)
-    assert first == CallTool(call_b, (), turn=1)
+    assert asked == CallTool(turn=1, index=0, count=2)
+    assert first == CallTool(turn=1, index=1, count=2)
     assert second == CallModel(turn=2)
     assert answered == Proceed({"x": 1})
     # A loop step that fails fails its agent, as the agent's own step would.

@@ -188,12 +188,14 @@ class CallModel:
 
 @dataclass(frozen=True)
 class CallTool:
-    """A model call of an agent's tool loop asked for tools: the call `call` follows, then each of
-    `rest` in turn, then the loop's next model call."""
+    """The model call `turn` of an agent's tool loop asked for `count` tool calls: the one at `index`
+    follows (each in turn, then the loop's next model call). The calls stay in the model call's
+    output, where the tool call's step reads its own: copied into each step, a turn's many large
+    calls would be written over and over."""
 
-    call: Mapping[str, Any]
-    rest: tuple[Mapping[str, Any], ...]
     turn: int
+    index: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -221,21 +223,19 @@ def after_step(
     """What follows a step of an agent (or of any kind, with no validator or dialog) that succeeded
     with `output`, or `failed`; None when its failure fails the run, as any step's does. `given` is
     what a step of the agent's validation, dialog or tool loop was given (`Step.validation`): the
-    output at stake, and the issues, or the question (and reply); a loop step's turn, and the tool
-    calls left. An agent has a validator or a dialog, never both, and neither when it has `tools`
+    output at stake, and the issues, or the question (and reply); a loop step's turn, and a tool
+    call's place among its turn's calls. An agent has a validator or a dialog, never both, and neither when it has `tools`
     (the parser refuses them): its own step lists its tools, then its loop's steps follow, the model
     call that answers ending it with the agent's output."""
     if role in (MODEL_CALL_ROLE, TOOL_CALL_ROLE) and failed:
         return None  # a loop step fails its agent as the agent's own step does
     if role == TOOL_CALL_ROLE:
-        rest = given["rest"]
-        if rest:
-            return CallTool(rest[0], tuple(rest[1:]), turn=given["turn"])
+        if given["index"] + 1 < given["count"]:
+            return CallTool(turn=given["turn"], index=given["index"] + 1, count=given["count"])
         return CallModel(turn=given["turn"] + 1)
     if role == MODEL_CALL_ROLE:
-        calls = output.get("tool_calls")
-        if calls:
-            return CallTool(calls[0], tuple(calls[1:]), turn=given["turn"])
+        if calls := output.get("tool_calls"):
+            return CallTool(turn=given["turn"], index=0, count=len(calls))
         return Proceed(output["answer"])
     if role == DIALOG_ROLE:
         evaluation = Evaluation(trigger=False, errored=True) if failed else evaluation_of(output)

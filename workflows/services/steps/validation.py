@@ -56,7 +56,7 @@ def validation_step_enter(
     elif isinstance(move, CallModel):
         role, validation = StepRole.MODEL_CALL, {"turn": move.turn}
     else:
-        role, validation = StepRole.TOOL_CALL, {"turn": move.turn, "call": move.call, "rest": list(move.rest)}
+        role, validation = StepRole.TOOL_CALL, {"turn": move.turn, "index": move.index, "count": move.count}
     follower = Step.objects.create(
         run=run,
         sequence=sequence,

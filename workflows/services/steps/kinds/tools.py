@@ -300,19 +300,21 @@ def loop_so_far(step: Step, *, team_id: int) -> dict:
         .order_by("sequence")
         .values_list("role", "output")
     )
-    listing, transcript = None, []
+    listing, transcript, asked = None, [], []
     for role, output in chain:
         if role == "":
             listing = output
         elif role == MODEL_CALL_ROLE:
-            transcript.append({"calls": output["tool_calls"], "replay": output["replay"]})
+            asked = output["tool_calls"]
+            transcript.append({"calls": asked, "replay": output["replay"]})
         elif role == TOOL_CALL_ROLE:
             transcript.append(output)
     return {
         "listing": listing,
         "transcript": transcript,
         "turn": step.validation["turn"],
-        "call": step.validation.get("call"),
+        # A tool call's own: the one at its index among what the latest model call asked for.
+        "call": asked[step.validation["index"]] if step.role == TOOL_CALL_ROLE else None,
         "taken_over": step.status == StepStatus.RUNNING,
         "team_id": team_id,
     }
