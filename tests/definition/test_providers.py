@@ -52,7 +52,7 @@ def test_the_object_form_gives_the_name_and_refuses_what_configures_an_endpoint_
     assert load_definition(workflow({"provider": {}}), provider_routes={"copilot": "openai"}).provider == "copilot"
 
     refused = problems(
-        workflow({"provider": {"name": "claude", "base_url": "https://gateway.example", "api_key": "${KEY}", "runtime_url": "localhost:3000"}})
+        workflow({"provider": {"name": "claude", "base_url": "https://gateway.example", "api_key": "sk-written-out", "runtime_url": "localhost:3000"}})
     )
     assert set(refused) == {
         "workflow.runtime.provider.base_url",
@@ -61,6 +61,20 @@ def test_the_object_form_gives_the_name_and_refuses_what_configures_an_endpoint_
     }
     assert "team's provider credentials" in refused["workflow.runtime.provider.api_key"]
     assert "route 'copilot'" in refused["workflow.runtime.provider.runtime_url"]
+
+
+@pytest.mark.parametrize("key", ["base_url", "api_key", "auth_token", "bearer_token", "runtime_url", "runtime_token"])
+def test_an_endpoint_or_a_key_read_from_the_environment_names_the_teams_credentials_and_is_accepted(key):
+    """Conductor users write `${OPENAI_BASE_URL:-http://localhost:11434/v1}`: the environment here is
+    the team's credentials and routes, which decide; nothing of the value is kept or used."""
+    with_reference = load_definition(
+        workflow({"provider": {"name": "openai", key: "${THE_VARIABLE:-http://localhost:11434/v1}"}})
+    )
+
+    assert with_reference.to_dict() == load_definition(workflow({"provider": {"name": "openai"}})).to_dict()
+    # Anything more than the one reference is written out, and chooses: refused.
+    refused = problems(workflow({"provider": {"name": "openai", key: "https://${HOST}/v1"}}))
+    assert list(refused) == [f"workflow.runtime.provider.{key}"]
 
 
 def test_hermes_toolsets_may_only_be_empty_which_is_what_every_agent_has():

@@ -134,11 +134,11 @@ def test_an_interpolation_default_is_offered_as_the_value_to_write():
 
 
 def test_a_key_refused_for_itself_is_not_refused_again_for_its_interpolation():
-    document = definition(workflow__runtime__provider={"name": "copilot", "api_key": "${OPENAI_API_KEY:-x}"})
+    document = definition(workflow__runtime__provider={"name": "copilot", "wire_api": "${WIRE_API:-completions}"})
 
     [problem] = problems(document)
 
-    assert problem.path == "workflow.runtime.provider.api_key"
+    assert problem.path == "workflow.runtime.provider.wire_api"
     assert "team's provider credentials" in problem.message
 
 

@@ -144,6 +144,11 @@ AGENT_IGNORED: Mapping[str, Check] = {}
 _ENVIRONMENT_VARIABLE = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
 
 
+def is_environment_reference(value: object) -> bool:
+    """Whether `value` is one `${VAR}` or `${VAR:-default}` and nothing else."""
+    return isinstance(value, str) and _ENVIRONMENT_VARIABLE.fullmatch(value.strip()) is not None
+
+
 def interpolation_problems(data: Any, path: str = "") -> Iterator[Problem]:
     """A problem for each string value that conductor would fill in from its environment."""
     stack: list[tuple[Any, str]] = [(data, path)]

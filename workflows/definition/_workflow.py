@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._call_settings import runtime_context_tier, runtime_effort, runtime_session_seconds
-from ._refused import COST_IGNORED, RUNTIME_IGNORED, RUNTIME_UNSUPPORTED, WORKFLOW_IGNORED, WORKFLOW_UNSUPPORTED
+from ._refused import (
+    COST_IGNORED,
+    RUNTIME_IGNORED,
+    RUNTIME_UNSUPPORTED,
+    WORKFLOW_IGNORED,
+    WORKFLOW_UNSUPPORTED,
+    is_environment_reference,
+)
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from .bounds import MAX_CALL_TOKENS
@@ -45,15 +52,16 @@ _ENDPOINT_UNSUPPORTED = (
     "a workflow does not choose endpoints or hold credentials: the team's provider credentials do "
     "(an API key and a base URL, in the admin)"
 )
+_RUNTIME_UNSUPPORTED = "this service calls model APIs and drives no Copilot runtime: route 'copilot' to a backend instead"
+# The keys of the object form that conductor users fill from their environment (`${OPENAI_BASE_URL}`):
+# here a team's environment is its provider credentials (and its routes), so a key written as one
+# such reference names them, and is accepted without effect; written out, it is refused.
+_FROM_THE_ENVIRONMENT = {
+    **dict.fromkeys(("base_url", "api_key", "bearer_token", "auth_token"), _ENDPOINT_UNSUPPORTED),
+    **dict.fromkeys(("runtime_url", "runtime_token"), _RUNTIME_UNSUPPORTED),
+}
 _PROVIDER_UNSUPPORTED = {
-    **dict.fromkeys(
-        ("base_url", "api_key", "bearer_token", "auth_token", "headers", "type", "wire_api", "azure"),
-        _ENDPOINT_UNSUPPORTED,
-    ),
-    **dict.fromkeys(
-        ("runtime_url", "runtime_token"),
-        "this service calls model APIs and drives no Copilot runtime: route 'copilot' to a backend instead",
-    ),
+    **dict.fromkeys(("headers", "type", "wire_api", "azure"), _ENDPOINT_UNSUPPORTED),
     **dict.fromkeys(
         ("hermes_home", "hermes_skip_memory", "hermes_skip_context_files"),
         "a Hermes profile (memory, persona, context files) does not exist here: agents see only their prompts",
@@ -197,7 +205,10 @@ def _provider(runtime: Section) -> tuple[str, str, bool]:
     raw = runtime.data.get("provider")
     if not isinstance(raw, Mapping):
         return runtime.text("provider") or DEFAULT_PROVIDER, runtime.at("provider"), raw is not None
-    given = runtime.section("provider", keys=("name", "hermes_toolsets"), unsupported=_PROVIDER_UNSUPPORTED)
+    from_environment = {key: _from_the_environment for key in _FROM_THE_ENVIRONMENT}
+    given = runtime.section(
+        "provider", keys=("name", "hermes_toolsets"), unsupported=_PROVIDER_UNSUPPORTED, ignored=from_environment
+    )
     if given.data.get("hermes_toolsets") not in (None, []):
         # An empty list is what every agent here has: no tools.
         given.report(
@@ -206,6 +217,27 @@ def _provider(runtime: Section) -> tuple[str, str, bool]:
             "are MCP servers', under workflow.runtime.mcp_servers); only an empty list (no toolsets) is",
         )
     return given.text("name") or DEFAULT_PROVIDER, given.at("name"), True
+
+
+def _from_the_environment(section: Section, key: str) -> None:
+    """A key of the object form written as `${VAR}`: the team's credentials are what the environment
+    holds here, and they decide; written out, it would choose an endpoint or hold a secret."""
+    if not is_environment_reference(section.data[key]):
+        section.report(key, f"'{key}' is not supported: {_FROM_THE_ENVIRONMENT[key]}")
+
+
+def environment_references(raw: Mapping) -> frozenset[str]:
+    """The paths of the provider keys written as one `${VAR}`, which are accepted (`_from_the_environment`)."""
+    provider = raw
+    for key in ("workflow", "runtime", "provider"):
+        provider = provider.get(key) if isinstance(provider, Mapping) else None
+    if not isinstance(provider, Mapping):
+        return frozenset()
+    return frozenset(
+        f"workflow.runtime.provider.{key}"
+        for key in _FROM_THE_ENVIRONMENT
+        if key in provider and is_environment_reference(provider[key])
+    )
 
 
 def check_provider(

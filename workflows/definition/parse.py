@@ -14,7 +14,7 @@ from ._refused import TOP_UNSUPPORTED, interpolation_problems
 from ._section import Section
 from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
-from ._workflow import Header, check_provider, read_header
+from ._workflow import Header, check_provider, environment_references, read_header
 from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
 from .references import check_references
@@ -95,7 +95,7 @@ def load_definition(
         _check_price_floor(header, table_prices, problems)
     output = _output(top)
     # Not where another problem is: a key refused for itself needs no second reason.
-    reported = {problem.path for problem in problems}
+    reported = {problem.path for problem in problems} | environment_references(raw)
     problems.extend(problem for problem in interpolation_problems(raw) if problem.path not in reported)
     if problems:
         raise DefinitionError(problems)
