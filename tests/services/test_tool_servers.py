@@ -10,7 +10,7 @@ from django.db import connection
 
 from tests.factories import TeamFactory
 from workflows.definition import McpServerSpec, RegisteredServer
-from workflows.errors import DefinitionInvalid, OutboundRefused, ValidationFailed
+from workflows.errors import DefinitionInvalid, ValidationFailed
 from workflows.models import TeamToolServer
 from workflows.services.credentials import CredentialsUnreadable
 from workflows.services.tool_servers import (
