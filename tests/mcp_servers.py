@@ -22,7 +22,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from starlette.responses import RedirectResponse
+from starlette.responses import PlainTextResponse, RedirectResponse
 
 STDIO_SERVER = str(Path(__file__).with_name("mcp_stdio_server.py"))
 _START_SECONDS = 10
@@ -83,16 +83,34 @@ def tool_server(name: str = "test-tools") -> MCPServer:
 
 
 @contextmanager
-def http_server(transport: str = "http", server: MCPServer | None = None) -> Iterator[str]:
+def http_server(
+    transport: str = "http", server: MCPServer | None = None, *, required: Mapping[str, str] | None = None, seen: list | None = None
+) -> Iterator[str]:
     """Serve `server` (a new `tool_server()` by default; one server serves once) over streamable
-    HTTP ("http") or SSE ("sse"); yields its URL."""
+    HTTP ("http") or SSE ("sse"); yields its URL. With `required` headers, a request without each of
+    them answers 401, as a server behind an API token does; `seen` collects every request's headers."""
     server = server or tool_server()
     if transport == "http":
         app, path = server.streamable_http_app(stateless_http=True, json_response=True), "/mcp"
     else:
         app, path = server.sse_app(), "/sse"
+    if required is not None or seen is not None:
+        app = _authenticated(app, required=required or {}, seen=seen if seen is not None else [])
     with _serving(_redirecting(app, to=path)) as base:
         yield base + path
+
+
+def _authenticated(app, *, required: Mapping[str, str], seen: list):
+    async def wrapped(scope, receive, send):
+        if scope["type"] == "http":
+            headers = {name.decode().lower(): value.decode() for name, value in scope["headers"]}
+            seen.append(headers)
+            if any(headers.get(name.lower()) != value for name, value in required.items()):
+                await PlainTextResponse("unauthorized", status_code=401)(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def _redirecting(app, *, to: str):

@@ -3,7 +3,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -11,7 +11,7 @@ from django.utils import timezone
 from workflows.definition.bounds import MAX_ITERATIONS, MAX_TOOL_PRICE_USD
 from workflows.definition.providers import ROUTABLE
 from workflows.definition.dialog import DIALOG_ROLE, REPLY_ROLE
-from workflows.definition.tools import MODEL_CALL_ROLE, TOOL_CALL_ROLE
+from workflows.definition.tools import MAX_MCP_TEXT_CHARS, MODEL_CALL_ROLE, SERVER_NAME, TOOL_CALL_ROLE
 from workflows.definition.validation import RERUN_ROLE, VALIDATOR_ROLE
 
 
@@ -612,6 +612,38 @@ class ProviderCredential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} credentials of team {self.team_id}"
+
+
+class ToolServerTransport(models.TextChoices):
+    HTTP = "http", "streamable HTTP"
+    SSE = "sse", "SSE"
+
+
+class TeamToolServer(models.Model):
+    """An MCP server an operator registered for a team: a workflow's server of the same name,
+    transport and URL is sent its headers, which are encrypted at rest like provider keys
+    (workflows/services/tool_servers.py). Only the headers' names and a hint are kept in the clear."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="tool_servers")
+    name = models.CharField(
+        max_length=48,
+        validators=[RegexValidator(f"^{SERVER_NAME.pattern}$", "1 to 48 letters, digits, '-' or '_'.")],
+        help_text="As the team's workflows name it under workflow.runtime.mcp_servers.",
+    )
+    transport = models.CharField(max_length=10, choices=ToolServerTransport, default=ToolServerTransport.HTTP)
+    url = models.URLField(max_length=MAX_MCP_TEXT_CHARS, help_text="As the team's workflows write it; its headers go only here.")
+    headers_encrypted = models.TextField(help_text="Fernet token of the headers (a JSON object); never the values themselves.")
+    header_names = models.JSONField(default=list, blank=True, help_text="The names of the headers, never their values.")
+    headers_hint = models.CharField(max_length=1000, blank=True, help_text="Each header's name and its value's last characters.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["team", "name"]
+        verbose_name = "registered MCP server"
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="tool_server_one_per_team_name")]
+
+    def __str__(self) -> str:
+        return f"MCP server {self.name} of team {self.team_id}"
 
 
 class ProviderRoute(models.Model):

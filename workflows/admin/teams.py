@@ -8,7 +8,15 @@ from workflows import outbound
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, TeamScopedInline, format_usd
 from workflows.admin.reports import budget_bar
 from workflows.errors import OutboundRefused, ValidationFailed
-from workflows.models import ApiKey, BudgetChange, ProviderCredential, ProviderRoute, ThresholdCrossing, Team
+from workflows.models import (
+    ApiKey,
+    BudgetChange,
+    ProviderCredential,
+    ProviderRoute,
+    Team,
+    TeamToolServer,
+    ThresholdCrossing,
+)
 from workflows.services.alerts import check_webhook_url, webhook_secret_rotate
 from workflows.services.credentials import (
     check_base_url,
@@ -16,6 +24,13 @@ from workflows.services.credentials import (
     credential_set,
     credential_update,
     key_hint,
+)
+from workflows.services.tool_servers import (
+    check_tool_server,
+    check_tool_server_update,
+    headers_from_lines,
+    tool_server_set,
+    tool_server_update,
 )
 from workflows.services.teams import (
     TEAM_BUDGET_FIELDS,
@@ -82,6 +97,73 @@ class ProviderRouteInline(TeamScopedInline):
     fields = ["provider", "backend", "default_model"]
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A text area that never shows a value, neither a stored one nor one sent back with an error."""
+
+    def format_value(self, value):
+        return None
+
+
+class TeamToolServerForm(forms.ModelForm):
+    """A registered MCP server. Its headers are written, never shown: the field starts empty, and
+    left empty it keeps the stored headers. Saved through the services, which check and encrypt."""
+
+    headers = forms.CharField(
+        required=False,
+        strip=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 2, "cols": 40, "autocomplete": "off"}),
+        help_text="One 'Name: value' a line, e.g. 'Authorization: Bearer …'. Stored encrypted; "
+        "leave empty to keep the current headers.",
+    )
+    url = forms.URLField(assume_scheme="https", max_length=TeamToolServer._meta.get_field("url").max_length)
+
+    class Meta:
+        model = TeamToolServer
+        fields = ["name", "transport", "url"]
+
+    def clean_headers(self):
+        try:
+            return headers_from_lines(self.cleaned_data["headers"]) or None
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.details[0]["message"]) from None
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors or not self.has_changed():
+            return cleaned
+        headers = cleaned.get("headers")
+        try:
+            check_tool_server(name=cleaned["name"], transport=cleaned["transport"], url=cleaned["url"], headers=headers)
+            if self.instance.pk is not None:
+                check_tool_server_update(server=self.instance, url=cleaned["url"], headers=headers)
+        except ValidationFailed as exc:
+            # OutboundRefused too. A header's problem is reported at the headers, by its name only.
+            for problem in exc.details:
+                field = problem["path"].split(".")[0]
+                self.add_error(field if field in self.fields else None, problem["message"])
+        return cleaned
+
+    def save(self, commit=True):
+        # The inline's team is set by the formset before this. The stored ciphertext never reaches the form.
+        data = self.cleaned_data
+        fields = {"name": data["name"], "transport": data["transport"], "url": data["url"]}
+        if self.instance.pk is None:
+            saved = tool_server_set(team=self.instance.team, headers=data["headers"] or {}, **fields)
+        else:
+            saved = tool_server_update(server=self.instance, headers=data["headers"], **fields)
+        self.instance = saved
+        return saved
+
+
+class TeamToolServerInline(TeamScopedInline):
+    model = TeamToolServer
+    form = TeamToolServerForm
+    extra = 0
+    verbose_name_plural = "registered MCP servers"
+    fields = ["name", "transport", "url", "headers", "headers_hint", "updated_at"]
+    readonly_fields = ["headers_hint", "updated_at"]
+
+
 @admin.register(Team)
 class TeamAdmin(TeamScopedAdmin):
     form = TeamAdminForm
@@ -101,7 +183,7 @@ class TeamAdmin(TeamScopedAdmin):
     filter_horizontal = ["staff"]
     # Staff of a team must not add others to it, nor let it price its own calls below the table.
     superuser_only_fields = ("staff", "may_override_prices", "may_run_scripts")
-    inlines = [ProviderRouteInline, BudgetChangeInline]
+    inlines = [ProviderRouteInline, TeamToolServerInline, BudgetChangeInline]
     actions = ["rotate_webhook_secret"]
     fieldsets = [
         (None, {"fields": ["name"]}),
@@ -152,8 +234,11 @@ class TeamAdmin(TeamScopedAdmin):
     change_reason_fieldset = ("Audit trail", {"fields": ["change_reason"]})
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        # The webhook URL's check looks its host up: before the admin's transaction, not inside it.
-        with outbound.resolved_in_advance([request.POST.get("webhook_url", "")]):
+        # The checks of the webhook URL and of the registered MCP servers' URLs look their hosts up:
+        # before the admin's transaction, not inside it.
+        urls = [request.POST.get("webhook_url", "")]
+        urls += [value for key, value in request.POST.items() if key.startswith("tool_servers-") and key.endswith("-url")]
+        with outbound.resolved_in_advance(urls):
             return super().changeform_view(request, object_id, form_url, extra_context)
 
     # A new team has no budgets to change yet: no reason to give and no trail to show.

@@ -9,7 +9,7 @@ key is only adding it to the section's keys. docs/conductor.md lists every key o
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from ._section import Section
@@ -149,14 +149,21 @@ def is_environment_reference(value: object) -> bool:
     return isinstance(value, str) and _ENVIRONMENT_VARIABLE.fullmatch(value.strip()) is not None
 
 
-def interpolation_problems(data: Any, path: str = "") -> Iterator[Problem]:
-    """A problem for each string value that conductor would fill in from its environment."""
+def interpolation_in(value: str) -> str | None:
+    """The first `${VAR}` of `value` that conductor would fill in from its environment; None if none."""
+    match = _ENVIRONMENT_VARIABLE.search(value)
+    return None if match is None else match.group(0)
+
+
+def interpolation_problems(data: Any, path: str = "", *, accepted: Collection[str] = ()) -> Iterator[Problem]:
+    """A problem for each string value that conductor would fill in from its environment, but at the
+    paths `accepted` (a registered MCP server's headers, definition/tools.py)."""
     stack: list[tuple[Any, str]] = [(data, path)]
     while stack:
         value, where = stack.pop()
         if isinstance(value, str):
-            if match := _ENVIRONMENT_VARIABLE.search(value):
-                yield Problem(where or "definition", _interpolation_message(match))
+            if (match := _ENVIRONMENT_VARIABLE.search(value)) and where not in accepted:
+                yield Problem(where or "definition", interpolation_message(match.group(0)))
         elif isinstance(value, Mapping):
             stack.extend(
                 (item, f"{where}.{key}" if where else key) for key, item in reversed(value.items()) if isinstance(key, str)
@@ -165,7 +172,10 @@ def interpolation_problems(data: Any, path: str = "") -> Iterator[Problem]:
             stack.extend((item, f"{where}[{index}]") for index, item in reversed(list(enumerate(value))))
 
 
-def _interpolation_message(match: re.Match[str]) -> str:
+def interpolation_message(text: str) -> str:
+    """Why `text`, one `${VAR}` or `${VAR:-default}`, is refused."""
+    match = _ENVIRONMENT_VARIABLE.fullmatch(text)
+    assert match is not None
     name, default = match.groups()
     instead = (
         f"write the value in place (its default here is '{default}')"

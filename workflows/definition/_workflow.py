@@ -30,6 +30,7 @@ from .tools import (
     DEFAULT_MAX_AGENT_ITERATIONS,
     MAX_AGENT_ITERATIONS,
     McpServerSpec,
+    RegisteredServer,
     read_mcp_servers,
     read_tool_output_chars,
     tool_names,
@@ -108,9 +109,12 @@ class Header:
     tool_output_chars: int | None
 
 
-def read_header(top: Section, *, stdio_refused: str | None = None) -> Header:
+def read_header(
+    top: Section, *, stdio_refused: str | None = None, registered_servers: Mapping[str, RegisteredServer] | None = None
+) -> Header:
     """The `workflow:` section, and the top-level `tools` list; `stdio_refused` says why the team may
-    not start stdio MCP servers, None when it may."""
+    not start stdio MCP servers, None when it may; `registered_servers` the MCP servers an operator
+    registered for the team (definition/tools.py)."""
     workflow = top.section(
         "workflow", keys=_WORKFLOW_KEYS, unsupported=WORKFLOW_UNSUPPORTED, ignored=WORKFLOW_IGNORED, required=True
     )
@@ -138,7 +142,7 @@ def read_header(top: Section, *, stdio_refused: str | None = None) -> Header:
         pricing=_pricing(price_entries, workflow.problems),
         priced_models=frozenset(model for model, _, _ in price_entries),
         context_mode=_context_mode(workflow),
-        mcp_servers=read_mcp_servers(runtime, stdio_refused=stdio_refused),
+        mcp_servers=read_mcp_servers(runtime, stdio_refused=stdio_refused, registered=registered_servers),
         tools=tool_names(top, "tools") or (),
         max_agent_iterations=runtime.integer("max_agent_iterations", minimum=1, maximum=MAX_AGENT_ITERATIONS)
         or DEFAULT_MAX_AGENT_ITERATIONS,

@@ -20,10 +20,11 @@ from .model import WorkflowDefinition
 from .references import check_references
 from .subworkflows import attach_subworkflows, forwarded_inputs
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
-from .tools import STDIO_SERVERS, no_tool_server
+from .tools import MCP_SERVERS_PATH, STDIO_SERVERS, RegisteredServer, no_tool_server, registered_header_paths
 
 MAX_DEFINITION_BYTES = 256 * 1024
 _NOTHING: Mapping[str, str] = MappingProxyType({})
+_NO_SERVERS: Mapping[str, RegisteredServer] = MappingProxyType({})
 
 _TOP_KEYS = ("workflow", "tools", "agents", "parallel", "for_each", "output")
 
@@ -52,6 +53,7 @@ def load_definition(
     may_lower_prices: bool = False,
     max_expanded_bytes: int = MAX_EXPANDED_BYTES,
     workflows: Callable[[str], WorkflowDefinition | None] = _no_workflows,
+    registered_servers: Mapping[str, RegisteredServer] = _NO_SERVERS,
 ) -> WorkflowDefinition:
     """A definition from YAML (or JSON) text or an already-parsed mapping, at most ``max_bytes``
     long as sent and ``max_expanded_bytes`` once YAML aliases are expanded.
@@ -63,6 +65,9 @@ def load_definition(
     `provider_models` a routed provider name to the model its agents take when none is named.
     `table_prices` answers the price table's prices of a model; unless `may_lower_prices`, a real
     provider's workflow may not price a model below them.
+    `registered_servers` are the MCP servers an operator registered for the team, by name: a
+    `${...}` in a header of a workflow's server is accepted only where a registration of the same
+    name, transport and URL holds that header (definition/tools.py).
 
     Raises DefinitionError listing every problem found; never any other exception.
     """
@@ -73,7 +78,9 @@ def load_definition(
         )
     problems: list[Problem] = []
     top = Section(raw, "", problems, keys=_TOP_KEYS, unsupported=TOP_UNSUPPORTED)
-    header = read_header(top, stdio_refused=refused_kinds.get(STDIO_SERVERS))
+    header = read_header(
+        top, stdio_refused=refused_kinds.get(STDIO_SERVERS), registered_servers=registered_servers
+    )
     if header.tools and not header.mcp_servers:
         problems.append(Problem("tools", no_tool_server(header.tools)))
     first_use: dict[str, str] = {}  # agents and groups share one namespace
@@ -96,7 +103,8 @@ def load_definition(
     output = _output(top)
     # Not where another problem is: a key refused for itself needs no second reason.
     reported = {problem.path for problem in problems} | environment_references(raw)
-    problems.extend(problem for problem in interpolation_problems(raw) if problem.path not in reported)
+    accepted = registered_header_paths(header.mcp_servers) | _inline_header_paths(raw)
+    problems.extend(problem for problem in interpolation_problems(raw, accepted=accepted) if problem.path not in reported)
     if problems:
         raise DefinitionError(problems)
     # Both are only None when a problem was reported.
@@ -137,6 +145,7 @@ def load_definition(
                 may_lower_prices=may_lower_prices,
                 max_expanded_bytes=max_expanded_bytes,
                 workflows=workflows,
+                registered_servers=registered_servers,
             )
         except DefinitionError as exc:
             problems.extend(Problem(f"{at}.{problem.path}", problem.message) for problem in exc.problems)
@@ -166,6 +175,23 @@ def load_definition(
     if subworkflows:
         _check_expanded_size(definition, max_expanded_bytes)
     return definition
+
+
+def _inline_header_paths(raw: Mapping[str, Any]) -> frozenset[str]:
+    """The MCP server headers of workflows written inline in steps: each such workflow is read on its
+    own, with the team's registered servers, which decide whether a `${...}` in one is accepted."""
+    def mapping(value: Any, key: str) -> Mapping[str, Any]:
+        found = value.get(key) if isinstance(value, Mapping) else None
+        return found if isinstance(found, Mapping) else {}
+
+    entries = raw.get("agents")
+    paths = set()
+    for index, entry in enumerate(entries if isinstance(entries, list) else ()):
+        runtime = mapping(mapping(mapping(entry, "workflow"), "workflow"), "runtime")
+        for name, server in mapping(runtime, "mcp_servers").items():
+            for header in mapping(server, "headers"):
+                paths.add(f"agents[{index}].workflow.{MCP_SERVERS_PATH}.{name}.headers.{header}")
+    return frozenset(paths)
 
 
 def _check_expanded_size(definition: WorkflowDefinition, max_bytes: int) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ._refused import interpolation_in, interpolation_message
 from ._section import Section
 from .errors import Problem
 
@@ -32,6 +33,9 @@ MODEL_CALL_ROLE = "model_call"
 TOOL_CALL_ROLE = "tool_call"
 
 MCP_TRANSPORTS = ("stdio", "http", "sse")
+REMOTE_TRANSPORTS = ("http", "sse")
+# Where a workflow names its servers: a header's path is `MCP_SERVERS_PATH.<server>.headers.<name>`.
+MCP_SERVERS_PATH = "workflow.runtime.mcp_servers"
 # The key of `load_definition`'s refused_kinds that refuses stdio servers, and says why.
 STDIO_SERVERS = "mcp_stdio"
 # Conductor's bounds on an agent's model calls; with none given, its Claude provider's default.
@@ -97,9 +101,65 @@ class McpServerSpec:
         return cls(**{**data, "args": tuple(data["args"]), "tools": None if tools is None else tuple(tools)})
 
 
-def read_mcp_servers(runtime: Section, *, stdio_refused: str | None) -> dict[str, McpServerSpec]:
+@dataclass(frozen=True)
+class RegisteredServer:
+    """What an upload is told of an MCP server that an operator registered for the team: where it
+    is, and the names of the headers the registration holds. Their values are the service's, sent
+    on each call to that server (`headers_to_send`); a definition never sees them."""
+
+    url: str
+    transport: str
+    header_names: frozenset[str] = frozenset()
+
+    def holds(self, header: str) -> bool:
+        # HTTP header names are case-insensitive.
+        return header.lower() in {name.lower() for name in self.header_names}
+
+
+def registration_matches(*, server: McpServerSpec, registered: RegisteredServer) -> bool:
+    """Whether a workflow's server (of the same name) is the registered one: the same transport and
+    URL. A registration's headers go to its own URL only, never to one that a workflow wrote."""
+    return server.transport == registered.transport and server.url == registered.url
+
+
+def headers_to_send(*, written: Mapping[str, str], registered: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers a listing or call sends to a server: those the workflow wrote, but any holding
+    `${...}` (the service fills in no environment), with a matching registration's headers (None:
+    none matches) in place of the workflow's of the same name."""
+    registered = registered or {}
+    replaced = {name.lower() for name in registered}
+    kept = {
+        name: value
+        for name, value in written.items()
+        if name.lower() not in replaced and interpolation_in(value) is None
+    }
+    return kept | dict(registered)
+
+
+def registered_header_paths(servers: Mapping[str, McpServerSpec]) -> frozenset[str]:
+    """Where the definition's `${...}` in a header was accepted for a registered server: only such a
+    header is kept holding one (`read_mcp_servers`)."""
+    return frozenset(
+        f"{MCP_SERVERS_PATH}.{server.name}.headers.{header}"
+        for server in servers.values()
+        for header, value in server.headers.items()
+        if interpolation_in(value) is not None
+    )
+
+
+def read_mcp_servers(
+    runtime: Section,
+    *,
+    stdio_refused: str | None,
+    registered: Mapping[str, RegisteredServer] | None = None,
+) -> dict[str, McpServerSpec]:
     """`runtime.mcp_servers`, checked as conductor checks it and bounded; a stdio server is refused
-    with `stdio_refused`, why, where the team may not run commands on the service's workers."""
+    with `stdio_refused`, why, where the team may not run commands on the service's workers.
+
+    `registered` are the MCP servers an operator registered for the team, by name: a `${...}` in a
+    header of a server with a registration's name, transport and URL is accepted where the
+    registration holds that header (its value is sent instead); anywhere else it is refused."""
+    registered = registered or {}
     entries = runtime.entries("mcp_servers")
     if len(entries) > MAX_MCP_SERVERS:
         runtime.report("mcp_servers", f"names {len(entries)} servers; at most {MAX_MCP_SERVERS} are allowed")
@@ -116,7 +176,10 @@ def read_mcp_servers(runtime: Section, *, stdio_refused: str | None) -> dict[str
         if transport not in MCP_TRANSPORTS:
             section.report("type", f"must be one of {', '.join(MCP_TRANSPORTS)}, not '{transport}'")
             continue
-        spec = _stdio_server(section, name, stdio_refused) if transport == "stdio" else _remote_server(section, name, transport)
+        if transport == "stdio":
+            spec = _stdio_server(section, name, stdio_refused)
+        else:
+            spec = _remote_server(section, name, transport, registered.get(name))
         timeout = section.integer("timeout", minimum=1, maximum=MAX_MCP_TIMEOUT_MS)
         tools = _server_tools(section)
         if spec is not None and SERVER_NAME.fullmatch(name):
@@ -143,7 +206,7 @@ def _stdio_server(section: Section, name: str, refused: str | None) -> dict[str,
     return {"name": name, "transport": "stdio", "command": command, "args": tuple(args), "env": env}
 
 
-def _remote_server(section: Section, name: str, transport: str) -> dict[str, Any] | None:
+def _remote_server(section: Section, name: str, transport: str, registered: RegisteredServer | None) -> dict[str, Any] | None:
     for key in ("command", "args", "env"):
         if section.data.get(key):
             section.report(key, f"is for stdio servers; '{name}' is an '{transport}' server")
@@ -156,15 +219,50 @@ def _remote_server(section: Section, name: str, transport: str) -> dict[str, Any
     if len(entries) > MAX_MCP_ENTRIES:
         section.report("headers", f"has {len(entries)} headers; at most {MAX_MCP_ENTRIES} are allowed")
     for header, value, path in entries[:MAX_MCP_ENTRIES]:
-        if not _HEADER_NAME.fullmatch(header):
-            section.problems.append(Problem(path, "is not an HTTP header name"))
-        elif not isinstance(value, str) or len(value) > MAX_MCP_TEXT_CHARS or _UNSAFE_HEADER_VALUE.search(value):
-            section.problems.append(Problem(path, f"must be one line of text, at most {MAX_MCP_TEXT_CHARS:,} characters"))
+        if problem := header_problem(header, value):
+            section.problems.append(Problem(path, problem))
+        elif (text := interpolation_in(value)) is not None:
+            target = {"name": name, "transport": transport, "url": url}
+            if problem := _interpolated_header_problem(text, header=header, server=target, registered=registered):
+                section.problems.append(Problem(path, problem))
+            else:
+                headers[header] = value
         else:
             headers[header] = value
     if url is None:
         return None
     return {"name": name, "transport": transport, "url": url, "headers": headers}
+
+
+def header_problem(name: object, value: object) -> str | None:
+    """Why `name: value` cannot be a header sent to an MCP server."""
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        return "is not an HTTP header name"
+    if not isinstance(value, str) or len(value) > MAX_MCP_TEXT_CHARS or _UNSAFE_HEADER_VALUE.search(value):
+        return f"must be one line of text, at most {MAX_MCP_TEXT_CHARS:,} characters"
+    return None
+
+
+def _interpolated_header_problem(
+    text: str, *, header: str, server: Mapping[str, Any], registered: RegisteredServer | None
+) -> str | None:
+    """Why the `${...}` `text` in a server's `header` is refused; None when the team's registration of
+    that server holds the header, whose value is sent in its place."""
+    name = server["name"]
+    if registered is None:
+        return (
+            f"{interpolation_message(text)}; or ask an operator to register the MCP server '{name}' for the "
+            f"team with its '{header}' header, which is then sent in its place"
+        )
+    cannot = f"'{text}' cannot be filled in from the MCP server '{name}' registered for the team"
+    if server["url"] != registered.url:
+        return f"{cannot}: the registration is for another URL, and its headers go only there; write the URL as registered"
+    if server["transport"] != registered.transport:
+        return f"{cannot}: it is registered as an '{registered.transport}' server, not '{server['transport']}'"
+    if not registered.holds(header):
+        held = ", ".join(sorted(registered.header_names)) or "none"
+        return f"{cannot}: the registration holds no '{header}' header (it holds: {held})"
+    return None
 
 
 def _bounded_text(section: Section, key: str, *, required: bool = False) -> str | None:

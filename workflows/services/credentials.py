@@ -17,7 +17,7 @@ from django.db import transaction
 
 from workflows import outbound
 from workflows.errors import MissingCredentials, ValidationFailed
-from workflows.models import ProviderCredential, Team
+from workflows.models import ProviderCredential, Team, TeamToolServer
 from workflows.providers import Credentials, ProviderError, get_provider
 
 HINT_LENGTH = 4
@@ -93,23 +93,34 @@ def credential_update(*, credential: ProviderCredential, base_url: str, api_key:
 
 
 def credentials_rotate() -> int:
-    """Re-encrypt every stored key with the first of CREDENTIALS_ENCRYPTION_KEYS, so older keys can
-    be dropped from the list; returns how many. Raises CredentialsUnreadable if one cannot be read."""
+    """Re-encrypt every stored key, and the headers of every registered MCP server
+    (services/tool_servers.py), with the first of CREDENTIALS_ENCRYPTION_KEYS, so older keys can be
+    dropped from the list; returns how many. Raises CredentialsUnreadable if one cannot be read."""
     fernet = _fernet()
     rotated = 0
     with transaction.atomic():
         for credential in ProviderCredential.objects.select_for_update().order_by("pk"):
-            try:
-                token = fernet.rotate(credential.api_key_encrypted.encode())
-            except InvalidToken:
-                raise CredentialsUnreadable(
-                    f"The {credential.provider} key of team {credential.team_id} cannot be decrypted with "
-                    "CREDENTIALS_ENCRYPTION_KEYS; nothing was rotated."
-                ) from None
-            credential.api_key_encrypted = token.decode()
+            credential.api_key_encrypted = _rotated(
+                fernet, credential.api_key_encrypted, f"The {credential.provider} key of team {credential.team_id}"
+            )
             credential.save(update_fields=["api_key_encrypted", "updated_at"])
             rotated += 1
+        for server in TeamToolServer.objects.select_for_update().order_by("pk"):
+            server.headers_encrypted = _rotated(
+                fernet, server.headers_encrypted, f"The headers of MCP server '{server.name}' of team {server.team_id}"
+            )
+            server.save(update_fields=["headers_encrypted", "updated_at"])
+            rotated += 1
     return rotated
+
+
+def _rotated(fernet: MultiFernet, token: str, what: str) -> str:
+    try:
+        return fernet.rotate(token.encode()).decode()
+    except InvalidToken:
+        raise CredentialsUnreadable(
+            f"{what} cannot be decrypted with CREDENTIALS_ENCRYPTION_KEYS; nothing was rotated."
+        ) from None
 
 
 def credentials_for(*, team_id: int, provider: str) -> Credentials | None:

@@ -12,6 +12,7 @@ from workflows.models import Team, Workflow, WorkflowVersion
 from workflows.selectors import definition_of
 from workflows.services.prices import is_priced, table_prices
 from workflows.services.provider_routes import provider_routes_get
+from workflows.services.tool_servers import registered_servers_for
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
 SCRIPTS_OFF = "script steps run commands on the service's workers, and they are off on this service (SCRIPT_STEPS_ENABLED)"
@@ -62,6 +63,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             may_lower_prices=team.may_override_prices,
             max_expanded_bytes=settings.DEFINITION_MAX_EXPANDED_BYTES,
             workflows=partial(latest_definition, team=team),
+            registered_servers=registered_servers_for(team=team),
         )
     except DefinitionError as exc:
         count = len(exc.problems)

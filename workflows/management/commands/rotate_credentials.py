@@ -5,7 +5,7 @@ from workflows.services.credentials import CredentialsUnreadable, credentials_ro
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt every team's stored provider keys with the first of CREDENTIALS_ENCRYPTION_KEYS, "
+        "Re-encrypt every team's stored provider keys and registered MCP servers' headers with the first of CREDENTIALS_ENCRYPTION_KEYS, "
         "after which the older keys can be removed from it. Prints how many were re-encrypted, last."
     )
 

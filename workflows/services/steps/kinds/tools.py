@@ -15,11 +15,13 @@ from django.conf import settings
 
 from workflows.definition import (
     MODEL_CALL_ROLE,
+    REMOTE_TRANSPORTS,
     TOOL_CALL_ROLE,
     AgentSpec,
     McpServerSpec,
     WorkflowDefinition,
     cut_tool_output,
+    headers_to_send,
     model_tool_name,
     tool_chosen,
     tool_server_key,
@@ -40,6 +42,8 @@ from workflows.services.ledger import TOOL_PROVIDER, ledger_charge_tool
 from workflows.services.prices import tool_price_for
 from workflows.services.steps.kinds.agent import AgentKind, deadline, rendered_prompts
 from workflows.services.steps.kinds.base import Charged, NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
+from workflows.services.credentials import CredentialsUnreadable
+from workflows.services.tool_servers import registered_headers
 from workflows import toolservers
 from workflows.toolservers import ServerConnection, ToolServerError
 
@@ -83,7 +87,7 @@ class ToolListKind(NoCallStepKind):
         tools, matched = [], set()
         for server in servers:
             try:
-                listed = toolservers.tools_list(connection_to(server))
+                listed = toolservers.tools_list(connection_to(server, team_id=attempt.team_id))
             except ToolServerError as exc:
                 raise StepWorkFailed("ToolServerError", f"MCP server '{server.name}' could not list its tools: {exc}") from None
             for tool in listed:
@@ -256,7 +260,8 @@ class ToolCallKind(NoCallStepKind):
         except StepWorkFailed as exc:
             return _result(call, f"The tool could not be called: {exc}", is_error=True), False
         try:
-            outcome = toolservers.tool_call(connection_to(server), name=data["tool"], arguments=call["arguments"])
+            connection = connection_to(server, team_id=attempt.team_id)
+            outcome = toolservers.tool_call(connection, name=data["tool"], arguments=call["arguments"])
         except ToolServerError as exc:
             return _result(call, f"The tool could not be called: {exc}", is_error=True), exc.sent
         return _result(call, cut_tool_output(outcome.content, data["max_chars"]), is_error=outcome.is_error), True
@@ -320,8 +325,17 @@ def loop_so_far(step: Step, *, team_id: int) -> dict:
     }
 
 
-def connection_to(server: McpServerSpec) -> ServerConnection:
-    """How to reach `server`, within the operator's MCP_TIMEOUT_SECONDS."""
+def connection_to(server: McpServerSpec, *, team_id: int | None = None) -> ServerConnection:
+    """How to reach `server`, within the operator's MCP_TIMEOUT_SECONDS. An HTTP or SSE server that
+    `team_id`'s team registered (the same name, transport and URL) is sent the registration's headers,
+    read now, outside any transaction, and kept nowhere else; a header the workflow wrote with
+    `${...}` is never sent (services/tool_servers.py)."""
+    registered = None
+    if team_id is not None and server.transport in REMOTE_TRANSPORTS:
+        try:
+            registered = registered_headers(team_id=team_id, server=server)
+        except CredentialsUnreadable as exc:
+            raise StepWorkFailed("ToolServerError", str(exc)) from None
     timeout = settings.MCP_TIMEOUT_SECONDS
     if server.timeout_ms is not None:
         timeout = min(timeout, server.timeout_ms / 1000)
@@ -330,7 +344,7 @@ def connection_to(server: McpServerSpec) -> ServerConnection:
         transport=server.transport,
         timeout_seconds=timeout,
         url=server.url,
-        headers=server.headers,
+        headers=headers_to_send(written=server.headers, registered=registered),
         command=server.command,
         args=server.args,
         env=server.env,
