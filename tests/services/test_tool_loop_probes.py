@@ -1,0 +1,161 @@
+"""Adversarial probes of the tool loop (issue #12): each test states the contract and is marked
+xfail(strict=True) while the bug it shows exists, so that it fails once the bug is fixed."""
+
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from tests.factories import workflow_version
+from tests.invariants import assert_invariants
+from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, source, start
+from tests.mcp_servers import http_server
+from workflows.definition import tool_server_key
+from workflows.models import LedgerEntry, Step, StepStatus, ToolPrice
+from workflows.services.runs import run_resume, run_start
+from workflows.services.steps import step_begin, step_execute
+
+pytestmark = pytest.mark.django_db
+
+BOOK_PRICE = Decimal("0.500000")
+
+
+@pytest.fixture
+def tools():
+    counted = Tools()
+    with http_server(server=counted.server) as url:
+        counted.url = url
+        yield counted
+
+
+def _to_tool_call(run):
+    """Runs the listing and the first model call: the tool call is pending."""
+    for _ in range(2):
+        step_execute(step_id=run.steps.get(status="pending").pk)
+    return run.steps.get(role="tool_call")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tools.py:318 taken_over is read from status RUNNING only: a crashed non-repeatable call that ends "
+    "failed (redelivery bound) is made again on resume, and a priced one is never charged",
+)
+def test_a_crashed_booking_failed_at_the_redelivery_bound_is_not_made_again_on_resume(team, tools, settings):
+    settings.STEP_MAX_REDELIVERIES = 1
+    ToolPrice.objects.create(server=tool_server_key(tools.url), tool="book", usd_per_call=BOOK_PRICE)
+    run = start(team, source(tools.url, tool_calls=[[BOOK]]))
+    step = _to_tool_call(run)
+    # Its worker dies with the call perhaps made, twice: the second delivery finds the bound reached.
+    assert step_begin(step_id=step.pk, worker="host:1") is not None
+    assert step_begin(step_id=step.pk, worker="host:2") is not None
+    step_execute(step_id=step.pk)
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error["type"] == "StepCrashedError"
+
+    run_resume(run=run, reason="worker fixed")
+    run = drive(run)
+
+    assert run.status == "completed", run.error
+    # Any of the dead attempts may have booked: the booking is not made again...
+    assert tools.calls == []
+    # ...and a priced call whose outcome is unknown is charged, once.
+    assert LedgerEntry.objects.filter(run=run, kind="tool").count() == 1
+    assert_invariants(run)
+
+
+def _for_each(url: str) -> str:
+    text = yaml.safe_load(source(url, tool_calls=[[BOOK]]))
+    agent = text["agents"].pop()
+    agent["prompt"] = "Plan {{ city }}."
+    agent.pop("routes")
+    text["workflow"]["entry_point"] = "cities"
+    text["workflow"]["input"] = {"cities": {"type": "array"}}
+    text["for_each"] = [
+        {"name": "cities", "source": "workflow.input.cities", "as": "city", "max_concurrent": 2, "agent": agent,
+         "routes": [{"to": "$end"}]}
+    ]
+    text["agents"] = [{"name": "unused", "prompt": "x", "routes": [{"to": "$end"}]}]
+    text["output"] = {"plans": "{{ cities.outputs }}"}
+    return yaml.safe_dump(text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="run_state.step_set_aside blocks a crashed tool call of a stopped run; resumed, tools.py:318 sees it "
+    "pending and makes the non-repeatable call again",
+)
+def test_a_booking_in_flight_when_another_branch_stops_the_run_is_not_made_again_on_resume(team, tools):
+    version = workflow_version(team=team, source=_for_each(tools.url))
+    free = run_start(team=team, workflow=version.workflow_id, inputs={"cities": ["Oslo"]})
+    drive(free)
+    first = free.steps.filter(role="model_call").order_by("sequence").first()
+    cost, estimate = first.ledger_entries.get().cost_usd, first.estimate_usd
+    tools.calls.clear()
+
+    budget = cost + estimate - Decimal("0.000001")
+    run = run_start(
+        team=team, workflow=version.workflow_id, inputs={"cities": ["Oslo", "Bergen"]},
+        limits={"budget_usd": str(budget), "budget_mode": "enforce"},
+    )
+
+    def pending(**filters):
+        return run.steps.filter(status=StepStatus.PENDING, **filters).order_by("sequence").first()
+
+    step_execute(step_id=pending(role="").pk)
+    step_execute(step_id=pending(role="").pk)
+    step_execute(step_id=pending(role="model_call", branch_index=0).pk)
+    booking = pending(role="tool_call", branch_index=0)
+    assert step_begin(step_id=booking.pk, worker="host:1") is not None  # its worker dies mid-call
+    step_execute(step_id=pending(role="model_call", branch_index=1).pk)  # the gate stops the run
+    run.refresh_from_db()
+    assert run.status == "budget_exceeded"
+    step_execute(step_id=booking.pk)  # the redelivery finds the run stopped
+    booking.refresh_from_db()
+    assert booking.status == StepStatus.BLOCKED
+
+    run_resume(run=run, limits={"budget_usd": "5"}, reason="more")
+    run = drive(run)
+
+    assert run.status == "completed", run.error
+    # Branch 0's booking may have been made by the dead attempt: only branch 1's is made now.
+    assert len(tools.calls) == 1, tools.calls
+    assert_invariants(run)
+
+
+# --- a loop's model call billed at its "worst case" --------------------------------------------------
+
+from dataclasses import asdict  # noqa: E402
+
+from tests.providers.conftest import SECRET_KEY_FOR_TESTS, wire  # noqa: E402,F401  (the fixture)
+from tests.providers.wire import openai_stream, openai_usage  # noqa: E402
+from workflows.definition import count_tokens, transcript_text  # noqa: E402
+from workflows.providers import AssistantTurn, CompletionRequest, Credentials, ToolCall, ToolResult, ToolSpec  # noqa: E402
+from workflows.providers.openai import OpenAIProvider  # noqa: E402
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="providers/_calls.py:138 worst_case_usage counts only system+prompt, not a loop's tools and "
+    "transcript: a loop call without reported usage is billed far below what the gate estimated and sent",
+)
+def test_a_loop_call_without_reported_usage_is_billed_at_least_the_input_it_sent(wire):  # noqa: F811
+    tool = ToolSpec(name="lookup", description="Look up.", input_schema={"type": "object", "properties": {}})
+    transcript = (
+        AssistantTurn(calls=(ToolCall(id="c1", name="lookup", arguments={}),), replay=None),
+        ToolResult(call_id="c1", name="lookup", content="rain " * 20_000, is_error=False),
+    )
+    request = CompletionRequest(
+        model="gpt-4o", system_prompt="Be brief.", prompt="Plan.", max_tokens=100, tools=(tool,),
+        transcript=transcript, stream=True,
+    )
+    answer = openai_stream(["done"], openai_usage(1, 1))
+    answer.events = [event for event in answer.events if not (isinstance(event[1], dict) and event[1].get("usage"))]
+    wire.script(answer)
+
+    result = OpenAIProvider().complete(request, credentials=Credentials(api_key=SECRET_KEY_FOR_TESTS, base_url=f"{wire.url}/v1"))
+
+    sent = count_tokens(
+        request.system_prompt + request.prompt
+        + transcript_text(tools=[asdict(tool)], transcript=[asdict(entry) for entry in transcript])
+    )
+    assert result.input_tokens >= sent, (result.input_tokens, sent)
