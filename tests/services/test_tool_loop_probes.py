@@ -159,3 +159,59 @@ def test_a_loop_call_without_reported_usage_is_billed_at_least_the_input_it_sent
         + transcript_text(tools=[asdict(tool)], transcript=[asdict(entry) for entry in transcript])
     )
     assert result.input_tokens >= sent, (result.input_tokens, sent)
+
+
+# --- what held (passing checks) -----------------------------------------------------------------------
+
+from workflows.services.runs import run_cancel  # noqa: E402
+from workflows.services.steps.execute import step_settle  # noqa: E402
+from workflows.services.steps.kinds import kind_named  # noqa: E402
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="progression.py:210 step_succeeded reads move.output in a cancelled run; CallModel/CallTool have none: "
+    "the settlement raises AttributeError and rolls back, so the model call that returned is never charged",
+)
+@pytest.mark.parametrize("role", ["model_call", "tool_call", ""])
+def test_a_loop_step_in_flight_when_the_run_is_cancelled_settles_and_is_charged(team, tools, role):
+    run = start(team, source(tools.url, tool_calls=[[LOOKUP, BOOK], [LOOKUP]]))
+    while not run.steps.filter(role=role, status="pending").exists():
+        step_execute(step_id=run.steps.get(status="pending").pk)
+    step = run.steps.get(role=role, status="pending")
+    attempt = step_begin(step_id=step.pk, worker="host:1")
+    run_cancel(run=run, reason="stop")
+    result = kind_named(attempt.prepared.kind).run(attempt)  # the call returns after the cancel
+
+    step_settle(attempt=attempt, result=result)
+
+    run.refresh_from_db()
+    step.refresh_from_db()
+    assert run.status == "cancelled"
+    assert step.status == "succeeded"
+    assert not run.steps.filter(status__in=["pending", "waiting", "running"]).exists()
+    if role == "model_call":
+        # Every provider call that returned has its ledger row.
+        assert step.ledger_entries.count() == 1
+    assert_invariants(run)
+
+
+def test_every_loop_model_call_of_the_fake_costs_at_most_its_estimate_with_large_results(team):
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("big")
+
+    @server.tool()
+    def big(n: int) -> str:
+        """A large answer."""
+        return "\u00e9\u4e2d\U0001f600 x" * n
+
+    with http_server(server=server) as url:
+        text = yaml.safe_load(source(url, tool_calls=[[{"name": "travel__big", "arguments": {"n": 5000}}]] * 4))
+        text["workflow"]["runtime"]["tool_output"] = {"enabled": False}
+        run = drive(start(team, yaml.safe_dump(text)))
+
+    assert run.status == "completed", run.error
+    for step in run.steps.filter(role="model_call"):
+        assert step.ledger_entries.get().cost_usd <= step.estimate_usd
+    assert_invariants(run)
