@@ -215,3 +215,59 @@ def test_every_loop_model_call_of_the_fake_costs_at_most_its_estimate_with_large
     for step in run.steps.filter(role="model_call"):
         assert step.ledger_entries.get().cost_usd <= step.estimate_usd
     assert_invariants(run)
+
+
+# --- hostile or odd input -----------------------------------------------------------------------------
+
+from workflows.definition import model_tool_name  # noqa: E402
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="definition/tools.py:313-316 model_tool_name does not check the hashed name against the names "
+    "taken: a server listing a name three times (or a crafted name) gives the model two tools of one name",
+)
+@pytest.mark.parametrize("listed", [["x", "x", "x"], ["a_b_407e8e5c", "a_b", "a.b"]])
+def test_the_names_a_model_is_shown_are_distinct_whatever_a_server_lists(listed):
+    taken: set[str] = set()
+    names = []
+    for tool in listed:  # as ToolListKind.run names them
+        name = model_tool_name("s", tool, taken)
+        taken.add(name)
+        names.append(name)
+    assert len(set(names)) == len(names), names
+
+
+# --- resume onto another version mid-loop -------------------------------------------------------------
+
+from datetime import date  # noqa: E402
+
+from workflows.errors import ValidationFailed  # noqa: E402
+from workflows.models import Price  # noqa: E402
+from workflows.services.credentials import credential_set  # noqa: E402
+from workflows.services.workflows import workflow_create  # noqa: E402
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runs.py:348 _open_review_problems lets a resume move a loop onto another provider; the transcript's "
+    "replays are the first provider's messages, which the new one cannot send (anthropic.py:185 KeyError)",
+)
+def test_a_resume_mid_loop_onto_a_version_with_another_provider_is_refused_or_goes_on(team, tools, wire):  # noqa: F811
+    run = drive(start(team, source(tools.url, tool_calls=[[LOOKUP], [LOOKUP]], max_agent_iterations=2)))
+    assert run.error["type"] == "MaxAgentIterationsError"
+    Price.objects.create(
+        model="claude-wire-test", input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"), valid_from=date(2025, 1, 1)
+    )
+    credential_set(team=team, provider="anthropic", api_key=SECRET_KEY_FOR_TESTS, base_url=wire.url)
+    moved = yaml.safe_load(source(tools.url, tool_calls=[[LOOKUP], [LOOKUP]], max_agent_iterations=3))
+    moved["workflow"]["runtime"] |= {"provider": "anthropic", "default_model": "claude-wire-test"}
+    del moved["workflow"]["cost"]
+    version = workflow_create(team=team, definition=moved)
+
+    try:
+        run_resume(run=run, reason="a better model", workflow_version=version.version)
+    except ValidationFailed:
+        return  # refused, saying why: sound
+    run = drive(run)
+    assert run.status != "failed" or run.error["type"] != "StepInterruptedError", run.error
