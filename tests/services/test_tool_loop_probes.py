@@ -168,11 +168,7 @@ from workflows.services.steps.execute import step_settle  # noqa: E402
 from workflows.services.steps.kinds import kind_named  # noqa: E402
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="progression.py:210 step_succeeded reads move.output in a cancelled run; CallModel/CallTool have none: "
-    "the settlement raises AttributeError and rolls back, so the model call that returned is never charged",
-)
+# Was a bug (step_succeeded read move.output of CallModel/CallTool in a cancelled run): fixed in progression.py.
 @pytest.mark.parametrize("role", ["model_call", "tool_call", ""])
 def test_a_loop_step_in_flight_when_the_run_is_cancelled_settles_and_is_charged(team, tools, role):
     run = start(team, source(tools.url, tool_calls=[[LOOKUP, BOOK], [LOOKUP]]))
