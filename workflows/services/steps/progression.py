@@ -27,6 +27,8 @@ from django.utils import timezone
 from workflows.definition import (
     AfterStep,
     AgentSpec,
+    CallModel,
+    CallTool,
     Complete,
     Fail,
     Frame,
@@ -207,7 +209,9 @@ def step_succeeded(*, team: Team, run: Run, step: Step, output: dict, prompt: st
         _branch_go_on(team=team, run=run, step=step, move=move, prompt=prompt)
         return
     if run.status == RunStatus.CANCELLED:
-        outputs = {**run.latest_outputs, step.agent: move.output}
+        # A step of a tool loop that has not answered yet leaves its agent without an output.
+        answered = not isinstance(move, CallModel | CallTool)
+        outputs = {**run.latest_outputs, step.agent: move.output} if answered else run.latest_outputs
         checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
         return
     _go_on(team=team, run=run, step=step, move=move, definition=definition, prompt=prompt)
