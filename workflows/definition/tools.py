@@ -18,6 +18,7 @@ run's events when the tools are listed, as conductor drops it with a warning.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -408,10 +409,16 @@ def model_tool_name(server: str, tool: str, taken: set[str]) -> str:
     """The name a model is shown for `tool` of `server`: `<server>__<tool>`, made of the characters
     both providers accept and short enough for both, distinct from every name in `taken`."""
     name = _MODEL_TOOL_NAME.sub("_", f"{server}__{tool}")
-    if len(name) > _MODEL_TOOL_NAME_CHARS or name in taken:
-        digest = hashlib.sha256(f"{server}\x00{tool}".encode()).hexdigest()[:8]
-        name = f"{name[: _MODEL_TOOL_NAME_CHARS - 9]}_{digest}"
-    return name
+    if len(name) <= _MODEL_TOOL_NAME_CHARS and name not in taken:
+        return name
+    # Cut, and told apart by a digest of the tool's own name; a server listing one name twice (or
+    # names made to collide) gets a count after it, until the name is free.
+    digest = hashlib.sha256(f"{server}\x00{tool}".encode()).hexdigest()[:8]
+    for count in itertools.count():
+        suffix = f"_{digest}" + (f"_{count}" if count else "")
+        candidate = name[: _MODEL_TOOL_NAME_CHARS - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
 
 
 def tool_chosen(*, server: str, tool: str, model_name: str, names: tuple[str, ...] | None) -> bool:

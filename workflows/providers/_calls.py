@@ -133,9 +133,10 @@ def deadline_passed(request: CompletionRequest) -> str:
 
 def worst_case_usage(request: CompletionRequest, *, request_id: str) -> Usage:
     """What a call that was made is billed when its usage cannot be known: the local count of its
-    prompt and the whole output cap, the worst case the gate estimated for it. Never $0."""
+    prompt (a tool loop's tools and turns too) and the whole output cap, the worst case the gate
+    estimated for it. Never $0."""
     return Usage(
-        input_tokens=count_tokens(request.system_prompt + request.prompt),
+        input_tokens=count_tokens(request.system_prompt + request.prompt + request.loop_text()),
         output_tokens=request.max_tokens,
         request_id=request_id,
     )

@@ -1,5 +1,7 @@
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+from workflows.definition import transcript_text
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,15 @@ class CompletionRequest:
     # prompt, in order (each AssistantTurn followed by a ToolResult for each of its calls).
     tools: tuple[ToolSpec, ...] = ()
     transcript: tuple[AssistantTurn | ToolResult, ...] = ()
+
+    def loop_text(self) -> str:
+        """What a call of a tool loop sends beyond its prompts (its tools and its turns so far), as
+        text to count, as the gate counted it (definition/tools.py); "" for any other call."""
+        if not self.tools:
+            return ""
+        return transcript_text(
+            tools=[asdict(tool) for tool in self.tools], transcript=[asdict(entry) for entry in self.transcript]
+        )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from workflows.definition import MAX_CALL_TOKENS, fake_token_count, transcript_text
+from workflows.definition import MAX_CALL_TOKENS, fake_token_count
 from workflows.providers.base import AssistantTurn, CompletionRequest, CompletionResult, Credentials, ToolCall
 
 _PLACEHOLDERS: dict[str, Any] = {"number": 0, "integer": 0, "boolean": True, "array": [], "object": {}}
@@ -27,7 +27,7 @@ class FakeProvider:
             output_tokens = fake_token_count(written if isinstance(written, str) else json.dumps(written))
         input_tokens = mock.get("input_tokens")
         if input_tokens is None:
-            input_tokens = fake_token_count(request.system_prompt + request.prompt + _loop_text(request))
+            input_tokens = fake_token_count(request.system_prompt + request.prompt + request.loop_text())
         # The step's estimate counts the mock's input tokens, up to the same bound (steps.step_prepare),
         # so the fake never costs more than its estimate.
         return CompletionResult(
@@ -52,15 +52,6 @@ def _scripted_calls(request: CompletionRequest, mock: dict) -> tuple[ToolCall, .
     return tuple(
         ToolCall(id=f"call_{turn + 1}_{index + 1}", name=call["name"], arguments=call["arguments"])
         for index, call in enumerate(script[turn])
-    )
-
-
-def _loop_text(request: CompletionRequest) -> str:
-    """The tools and turns a loop's call sends, as the gate counted them (definition/tools.py)."""
-    if not request.tools:
-        return ""
-    return transcript_text(
-        tools=[asdict(tool) for tool in request.tools], transcript=[asdict(entry) for entry in request.transcript]
     )
 
 

@@ -282,7 +282,7 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
-        problems.update(_open_review_problems(run, definition, resume_step=checkpoint.next_step))
+        problems.update(_open_review_problems(run, definition, written=written, resume_step=checkpoint.next_step))
     if problems:
         raise ValidationFailed(
             f"Version {version.version} lacks what the run has run: {', '.join(sorted(problems))}.",
@@ -345,7 +345,9 @@ def _always_run_before(definition: WorkflowDefinition, path: str) -> set[str]:
     return before
 
 
-def _open_review_problems(run: Run, definition: WorkflowDefinition, *, resume_step: Step) -> set[str]:
+def _open_review_problems(
+    run: Run, definition: WorkflowDefinition, *, written: WorkflowDefinition, resume_step: Step
+) -> set[str]:
     """What the new version lacks of the validators, dialogs and tools whose steps the run has still
     to run: the step the checkpoint points at (a failed run's, failed, runs again), and in a group,
     other branches' steps a stop set aside."""
@@ -362,6 +364,10 @@ def _open_review_problems(run: Run, definition: WorkflowDefinition, *, resume_st
         if role in (StepRole.MODEL_CALL, StepRole.TOOL_CALL):
             if not node.uses_tools:
                 problems.add(f"'{agent}' with tools (the run goes on inside its tool loop)")
+            elif node.provider != written.node(agent).provider:
+                # The loop's turns so far are messages of the backend they were made with; a run keeps
+                # the backend of each provider name it has used, so only another name could change it.
+                problems.add(f"'{agent}' with its provider as it was (the run goes on inside its tool loop)")
         elif role == StepRole.VALIDATOR and node.validator is None:
             problems.add(f"'{agent}' with a validator (the run goes on from its validator's call)")
         elif role != StepRole.VALIDATOR and node.dialog is None:

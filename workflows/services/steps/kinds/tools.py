@@ -7,6 +7,7 @@ model calls that asked for tools with the results of those calls. So a stop, a r
 crash loses nothing that returned, and repeats no call that did.
 """
 
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
@@ -85,9 +86,19 @@ class ToolListKind(NoCallStepKind):
         _check_local_execution(attempt.team_id, servers)
         chosen_by = None if data["chosen_by"] is None else tuple(data["chosen_by"])
         tools, matched = [], set()
+        # The servers are asked in turn, all of them within one MCP_TIMEOUT_SECONDS: below the step's
+        # soft time limit, however many slow servers a workflow names.
+        deadline = time.monotonic() + settings.MCP_TIMEOUT_SECONDS
         for server in servers:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StepWorkFailed(
+                    "ToolServerError",
+                    f"Listing the agent's tools took longer than MCP_TIMEOUT_SECONDS ({settings.MCP_TIMEOUT_SECONDS:g} s) "
+                    f"in all; MCP server '{server.name}' and those after it were not asked.",
+                )
             try:
-                listed = toolservers.tools_list(connection_to(server, team_id=attempt.team_id))
+                listed = toolservers.tools_list(connection_to(server, team_id=attempt.team_id, within=left))
             except ToolServerError as exc:
                 raise StepWorkFailed("ToolServerError", f"MCP server '{server.name}' could not list its tools: {exc}") from None
             for tool in listed:
@@ -230,7 +241,7 @@ class ToolCallKind(NoCallStepKind):
             data["result"] = _result(call, "The arguments are not a JSON object.", is_error=True)
         elif server is None:
             data["result"] = _result(call, f"The MCP server '{tool['server']}' is no longer in the workflow.", is_error=True)
-        elif context["taken_over"] and not tool["repeatable"]:
+        elif context["tried_before"] and not tool["repeatable"]:
             # Not made again; but the attempt whose worker died may have made it: charged as made.
             data |= {"result": _result(call, _UNKNOWN_OUTCOME, is_error=True), "made": True}
         else:
@@ -257,10 +268,10 @@ class ToolCallKind(NoCallStepKind):
         server, call = McpServerSpec.from_dict(data["server"]), data["call"]
         try:
             _check_local_execution(attempt.team_id, [server])
+            connection = connection_to(server, team_id=attempt.team_id)
         except StepWorkFailed as exc:
             return _result(call, f"The tool could not be called: {exc}", is_error=True), False
         try:
-            connection = connection_to(server, team_id=attempt.team_id)
             outcome = toolservers.tool_call(connection, name=data["tool"], arguments=call["arguments"])
         except ToolServerError as exc:
             return _result(call, f"The tool could not be called: {exc}", is_error=True), exc.sent
@@ -290,8 +301,8 @@ class ToolCallKind(NoCallStepKind):
 def loop_so_far(step: Step, *, team_id: int) -> dict:
     """What a step of a tool loop is prepared from: the listing its agent's own step made, the loop's
     turns before it (each model call that asked for tools, then the result of each of its calls),
-    its turn, a tool call's call, whether it is taken over from an attempt whose worker died, and
-    the run's team, whose tool prices apply."""
+    its turn, a tool call's call, whether an earlier attempt at it was admitted (its outcome
+    unknown), and the run's team, whose tool prices apply."""
     chain = (
         Step.objects.filter(
             run_id=step.run_id,
@@ -320,13 +331,16 @@ def loop_so_far(step: Step, *, team_id: int) -> dict:
         "turn": step.validation["turn"],
         # A tool call's own: the one at its index among what the latest model call asked for.
         "call": asked[step.validation["index"]] if step.role == TOOL_CALL_ROLE else None,
-        "taken_over": step.status == StepStatus.RUNNING,
+        # An earlier attempt was admitted and did not settle (its worker died, or the run stopped or
+        # failed it meanwhile): whether it made its call is not known.
+        "tried_before": step.attempts > 0,
         "team_id": team_id,
     }
 
 
-def connection_to(server: McpServerSpec, *, team_id: int | None = None) -> ServerConnection:
-    """How to reach `server`, within the operator's MCP_TIMEOUT_SECONDS. An HTTP or SSE server that
+def connection_to(server: McpServerSpec, *, team_id: int | None = None, within: float | None = None) -> ServerConnection:
+    """How to reach `server`, within the operator's MCP_TIMEOUT_SECONDS (and `within` seconds, when
+    the exchange is one of several that share that time). An HTTP or SSE server that
     `team_id`'s team registered (the same name, transport and URL) is sent the registration's headers,
     read now, outside any transaction, and kept nowhere else; a header the workflow wrote with
     `${...}` is never sent (services/tool_servers.py)."""
@@ -336,7 +350,7 @@ def connection_to(server: McpServerSpec, *, team_id: int | None = None) -> Serve
             registered = registered_headers(team_id=team_id, server=server)
         except CredentialsUnreadable as exc:
             raise StepWorkFailed("ToolServerError", str(exc)) from None
-    timeout = settings.MCP_TIMEOUT_SECONDS
+    timeout = settings.MCP_TIMEOUT_SECONDS if within is None else min(within, settings.MCP_TIMEOUT_SECONDS)
     if server.timeout_ms is not None:
         timeout = min(timeout, server.timeout_ms / 1000)
     return ServerConnection(

@@ -1,5 +1,8 @@
-"""Adversarial probes of the tool loop (issue #12): each test states the contract and is marked
-xfail(strict=True) while the bug it shows exists, so that it fails once the bug is fixed."""
+"""The tool loop at its edges, found by review: a tool call whose earlier attempt may have been made
+(a crash, then the redelivery bound or a stop) is not made again; a loop step settling in a cancelled
+run is charged; a call without reported usage is billed at least what it sent; the names a model is
+shown are distinct; a resume cannot move a loop onto another provider; a listing of slow servers
+ends within its time."""
 
 from decimal import Decimal
 
@@ -35,11 +38,6 @@ def _to_tool_call(run):
     return run.steps.get(role="tool_call")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools.py:318 taken_over is read from status RUNNING only: a crashed non-repeatable call that ends "
-    "failed (redelivery bound) is made again on resume, and a priced one is never charged",
-)
 def test_a_crashed_booking_failed_at_the_redelivery_bound_is_not_made_again_on_resume(team, tools, settings):
     settings.STEP_MAX_REDELIVERIES = 1
     ToolPrice.objects.create(server=tool_server_key(tools.url), tool="book", usd_per_call=BOOK_PRICE)
@@ -79,11 +77,6 @@ def _for_each(url: str) -> str:
     return yaml.safe_dump(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_state.step_set_aside blocks a crashed tool call of a stopped run; resumed, tools.py:318 sees it "
-    "pending and makes the non-repeatable call again",
-)
 def test_a_booking_in_flight_when_another_branch_stops_the_run_is_not_made_again_on_resume(team, tools):
     version = workflow_version(team=team, source=_for_each(tools.url))
     free = run_start(team=team, workflow=version.workflow_id, inputs={"cities": ["Oslo"]})
@@ -133,11 +126,6 @@ from workflows.providers import AssistantTurn, CompletionRequest, Credentials, T
 from workflows.providers.openai import OpenAIProvider  # noqa: E402
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="providers/_calls.py:138 worst_case_usage counts only system+prompt, not a loop's tools and "
-    "transcript: a loop call without reported usage is billed far below what the gate estimated and sent",
-)
 def test_a_loop_call_without_reported_usage_is_billed_at_least_the_input_it_sent(wire):  # noqa: F811
     tool = ToolSpec(name="lookup", description="Look up.", input_schema={"type": "object", "properties": {}})
     transcript = (
@@ -218,11 +206,6 @@ def test_every_loop_model_call_of_the_fake_costs_at_most_its_estimate_with_large
 from workflows.definition import model_tool_name  # noqa: E402
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="definition/tools.py:313-316 model_tool_name does not check the hashed name against the names "
-    "taken: a server listing a name three times (or a crafted name) gives the model two tools of one name",
-)
 @pytest.mark.parametrize("listed", [["x", "x", "x"], ["a_b_407e8e5c", "a_b", "a.b"]])
 def test_the_names_a_model_is_shown_are_distinct_whatever_a_server_lists(listed):
     taken: set[str] = set()
@@ -244,12 +227,7 @@ from workflows.services.credentials import credential_set  # noqa: E402
 from workflows.services.workflows import workflow_create  # noqa: E402
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs.py:348 _open_review_problems lets a resume move a loop onto another provider; the transcript's "
-    "replays are the first provider's messages, which the new one cannot send (anthropic.py:185 KeyError)",
-)
-def test_a_resume_mid_loop_onto_a_version_with_another_provider_is_refused_or_goes_on(team, tools, wire):  # noqa: F811
+def test_a_resume_mid_loop_onto_a_version_with_another_provider_is_refused(team, tools, wire):  # noqa: F811
     run = drive(start(team, source(tools.url, tool_calls=[[LOOKUP], [LOOKUP]], max_agent_iterations=2)))
     assert run.error["type"] == "MaxAgentIterationsError"
     Price.objects.create(
@@ -261,22 +239,17 @@ def test_a_resume_mid_loop_onto_a_version_with_another_provider_is_refused_or_go
     del moved["workflow"]["cost"]
     version = workflow_create(team=team, definition=moved)
 
-    try:
+    with pytest.raises(ValidationFailed) as refused:
         run_resume(run=run, reason="a better model", workflow_version=version.version)
-    except ValidationFailed:
-        return  # refused, saying why: sound
-    run = drive(run)
-    assert run.status != "failed" or run.error["type"] != "StepInterruptedError", run.error
+
+    assert refused.value.details == [
+        {"path": "workflow_version", "message": "lacks 'planner' with its provider as it was (the run goes on inside its tool loop)"}
+    ]
 
 
 import time  # noqa: E402
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kinds/tools.py:84-88 the listing asks each of up to 16 servers in turn, each within MCP_TIMEOUT_SECONDS, no bound on the sum: "
-    "slow servers hold the step past STEP_SOFT_TIME_LIMIT_SECONDS (16 x 60 s against 300 s), failing it on every resume",
-)
 def test_a_listing_of_slow_servers_ends_within_the_steps_soft_time_limit(team, settings):
     import anyio
     from tests.mcp_servers import _serving, tool_server
