@@ -14,7 +14,7 @@ from tests.invariants import assert_invariants
 from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, source, start
 from tests.mcp_servers import http_server
 from workflows.definition import tool_server_key
-from workflows.models import LedgerEntry, Step, StepStatus, ToolPrice
+from workflows.models import LedgerEntry, StepStatus, ToolPrice
 from workflows.services.runs import run_resume, run_start
 from workflows.services.steps import step_begin, step_execute
 
