@@ -27,6 +27,8 @@ from django.utils import timezone
 from workflows.definition import (
     AfterStep,
     AgentSpec,
+    CallModel,
+    CallTool,
     Complete,
     Fail,
     Frame,
@@ -207,7 +209,9 @@ def step_succeeded(*, team: Team, run: Run, step: Step, output: dict, prompt: st
         _branch_go_on(team=team, run=run, step=step, move=move, prompt=prompt)
         return
     if run.status == RunStatus.CANCELLED:
-        outputs = {**run.latest_outputs, step.agent: move.output}
+        outputs = run.latest_outputs
+        if not isinstance(move, (CallModel, CallTool)):  # a tool loop's step that asks for more has no output
+            outputs = {**outputs, step.agent: move.output}
         checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=None)
         return
     _go_on(team=team, run=run, step=step, move=move, definition=definition, prompt=prompt)
