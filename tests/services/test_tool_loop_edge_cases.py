@@ -2,8 +2,11 @@
 (a crash, then the redelivery bound or a stop) is not made again; a loop step settling in a cancelled
 run is charged; a call without reported usage is billed at least what it sent; the names a model is
 shown are distinct; a resume cannot move a loop onto another provider; a listing of slow servers
-ends within its time."""
+ends within its time; a duplicate settlement of a step that charges nothing records nothing."""
 
+import time
+from dataclasses import asdict
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -11,12 +14,21 @@ import yaml
 
 from tests.factories import workflow_version
 from tests.invariants import assert_invariants
-from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, source, start
 from tests.mcp_servers import http_server
-from workflows.definition import tool_server_key
-from workflows.models import LedgerEntry, StepStatus, ToolPrice
-from workflows.services.runs import run_resume, run_start
+from tests.providers.conftest import SECRET_KEY_FOR_TESTS, wire  # noqa: F401 - the fixture
+from tests.providers.wire import openai_stream, openai_usage
+from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, source, start
+from workflows.definition import count_tokens, model_tool_name, tool_server_key, transcript_text
+from workflows.errors import ValidationFailed
+from workflows.models import Event, EventType, LedgerEntry, Price, StepStatus, ToolPrice
+from workflows.providers import AssistantTurn, CompletionRequest, Credentials, ToolCall, ToolResult, ToolSpec
+from workflows.providers.openai import OpenAIProvider
+from workflows.services.credentials import credential_set
+from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.steps import step_begin, step_execute
+from workflows.services.steps.execute import step_settle
+from workflows.services.steps.kinds import kind_named
+from workflows.services.workflows import workflow_create
 
 pytestmark = pytest.mark.django_db
 
@@ -117,14 +129,6 @@ def test_a_booking_in_flight_when_another_branch_stops_the_run_is_not_made_again
 
 # --- a loop's model call billed at its "worst case" --------------------------------------------------
 
-from dataclasses import asdict  # noqa: E402
-
-from tests.providers.conftest import SECRET_KEY_FOR_TESTS, wire  # noqa: E402,F401  (the fixture)
-from tests.providers.wire import openai_stream, openai_usage  # noqa: E402
-from workflows.definition import count_tokens, transcript_text  # noqa: E402
-from workflows.providers import AssistantTurn, CompletionRequest, Credentials, ToolCall, ToolResult, ToolSpec  # noqa: E402
-from workflows.providers.openai import OpenAIProvider  # noqa: E402
-
 
 def test_a_loop_call_without_reported_usage_is_billed_at_least_the_input_it_sent(wire):  # noqa: F811
     tool = ToolSpec(name="lookup", description="Look up.", input_schema={"type": "object", "properties": {}})
@@ -150,10 +154,6 @@ def test_a_loop_call_without_reported_usage_is_billed_at_least_the_input_it_sent
 
 
 # --- what held (passing checks) -----------------------------------------------------------------------
-
-from workflows.services.runs import run_cancel  # noqa: E402
-from workflows.services.steps.execute import step_settle  # noqa: E402
-from workflows.services.steps.kinds import kind_named  # noqa: E402
 
 
 # Was a bug (step_succeeded read move.output of CallModel/CallTool in a cancelled run): fixed in progression.py.
@@ -203,8 +203,6 @@ def test_every_loop_model_call_of_the_fake_costs_at_most_its_estimate_with_large
 
 # --- hostile or odd input -----------------------------------------------------------------------------
 
-from workflows.definition import model_tool_name  # noqa: E402
-
 
 @pytest.mark.parametrize("listed", [["x", "x", "x"], ["a_b_407e8e5c", "a_b", "a.b"]])
 def test_the_names_a_model_is_shown_are_distinct_whatever_a_server_lists(listed):
@@ -218,13 +216,6 @@ def test_the_names_a_model_is_shown_are_distinct_whatever_a_server_lists(listed)
 
 
 # --- resume onto another version mid-loop -------------------------------------------------------------
-
-from datetime import date  # noqa: E402
-
-from workflows.errors import ValidationFailed  # noqa: E402
-from workflows.models import Price  # noqa: E402
-from workflows.services.credentials import credential_set  # noqa: E402
-from workflows.services.workflows import workflow_create  # noqa: E402
 
 
 def test_a_resume_mid_loop_onto_a_version_with_another_provider_is_refused(team, tools, wire):  # noqa: F811
@@ -245,9 +236,6 @@ def test_a_resume_mid_loop_onto_a_version_with_another_provider_is_refused(team,
     assert refused.value.details == [
         {"path": "workflow_version", "message": "lacks 'planner' with its provider as it was (the run goes on inside its tool loop)"}
     ]
-
-
-import time  # noqa: E402
 
 
 def test_a_listing_of_slow_servers_ends_within_the_steps_soft_time_limit(team, settings):
@@ -273,3 +261,32 @@ def test_a_listing_of_slow_servers_ends_within_the_steps_soft_time_limit(team, s
         elapsed = time.monotonic() - began
     run.refresh_from_db()
     assert elapsed < settings.STEP_SOFT_TIME_LIMIT_SECONDS, (elapsed, run.status, run.error)
+
+
+def _run_admitted(run):
+    """The run's pending step, admitted by the gate and its work done, as a worker would, but not settled."""
+    attempt = step_begin(step_id=run.steps.get(status=StepStatus.PENDING).pk, worker="host:1")
+    return attempt, kind_named(attempt.prepared.kind).run(attempt)
+
+
+def test_a_duplicate_settlement_of_a_step_that_charges_nothing_records_nothing(team, tools):
+    """Found by the state machine: a settlement delivered twice is recognised by its ledger entry; a
+    listing or tool call has none, so the duplicate was taken for a superseded attempt finishing late
+    and recorded the threshold alerts due at that moment, which belong to the next settlement."""
+    run = start(team, source(tools.url, tool_calls=[[LOOKUP]]), budget_usd="10", budget_mode="audit")
+    attempt, result = _run_admitted(run)
+    step_settle(attempt=attempt, result=result)
+    # The run's spend is now at 100% of a budget lowered to it: the next settlement alerts.
+    attempt_2, result_2 = _run_admitted(run)
+    step_settle(attempt=attempt_2, result=result_2)
+    run.refresh_from_db()
+    run.budget_usd = run.spent_usd
+    run.save(update_fields=["budget_usd"])
+    events = Event.objects.filter(run=run).count()
+
+    step_settle(attempt=attempt, result=result)  # the listing's settlement, delivered again
+
+    assert Event.objects.filter(run=run).count() == events
+    assert drive(run).status == "completed"
+    assert Event.objects.filter(run=run, type=EventType.BUDGET_THRESHOLD_CROSSED).exists()
+    assert_invariants(run)

@@ -343,8 +343,10 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
         if not owner:
             # An attempt another delivery took over from finished after all: what it cost is
             # charged, but the step's reservation and progress belong to the attempt that owns it.
-            logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
-            _charge_record(team=team, run=run, charged=charged)
+            # An attempt that charges nothing leaves no entry to tell its duplicate by: nothing to record.
+            if charged.entry is not None:
+                logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
+                _charge_record(team=team, run=run, charged=charged)
             return
         judged = alerts_after_spend(team=team, run=run, unrecorded=charged.cost_usd if charged.entry else None)
         step.reserved_usd = ZERO
