@@ -28,24 +28,16 @@ from workflows.definition import (
     tool_server_key,
     transcript_text,
 )
+from workflows import toolservers
 from workflows.models import EventType, Run, Step, StepStatus, Team
-from workflows.providers import (
-    AssistantTurn,
-    CompletionResult,
-    ProviderError,
-    ToolCall,
-    ToolResult,
-    ToolSpec,
-    Usage,
-)
+from workflows.providers import AssistantTurn, CompletionResult, ProviderError, ToolCall, ToolResult, ToolSpec, Usage
 from workflows.services.budgets import add
+from workflows.services.credentials import CredentialsUnreadable
 from workflows.services.ledger import TOOL_PROVIDER, ledger_charge_tool
 from workflows.services.prices import tool_price_for
 from workflows.services.steps.kinds.agent import AgentKind, deadline, rendered_prompts
 from workflows.services.steps.kinds.base import Charged, NoCallStepKind, PreparedStep, StepAttempt, StepWorkFailed
-from workflows.services.credentials import CredentialsUnreadable
 from workflows.services.tool_servers import registered_headers
-from workflows import toolservers
 from workflows.toolservers import ServerConnection, ToolServerError
 
 # As many tools as OpenAI lets one call offer.
@@ -88,9 +80,9 @@ class ToolListKind(NoCallStepKind):
         tools, matched = [], set()
         # The servers are asked in turn, all of them within one MCP_TIMEOUT_SECONDS: below the step's
         # soft time limit, however many slow servers a workflow names.
-        deadline = time.monotonic() + settings.MCP_TIMEOUT_SECONDS
+        ends_at = time.monotonic() + settings.MCP_TIMEOUT_SECONDS
         for server in servers:
-            left = deadline - time.monotonic()
+            left = ends_at - time.monotonic()
             if left <= 0:
                 raise StepWorkFailed(
                     "ToolServerError",
