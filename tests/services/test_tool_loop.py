@@ -61,6 +61,13 @@ def tools():
         yield counted
 
 
+def to_tool_call(run: Run) -> Step:
+    """Run the listing and the first model call: the run's first tool call is pending."""
+    for _ in range(2):
+        step_execute(step_id=run.steps.get(status="pending").pk)
+    return run.steps.get(role="tool_call")
+
+
 def source(url: str, *, tool_calls, output=None, **agent) -> str:
     document = {
         "workflow": {
@@ -277,9 +284,7 @@ def test_an_agent_sees_only_the_tools_chosen_for_it_and_names_no_server_offers_a
 @pytest.mark.parametrize(("call", "repeated"), [(LOOKUP, True), (BOOK, False)])
 def test_a_tool_call_whose_worker_died_is_made_again_only_when_the_tool_says_that_is_harmless(team, tools, call, repeated):
     run = start(team, source(tools.url, tool_calls=[[call]]))
-    for _ in range(2):
-        step_execute(step_id=run.steps.get(status="pending").pk)
-    step = run.steps.get(role="tool_call")
+    step = to_tool_call(run)
     assert step_begin(step_id=step.pk, worker="host:1") is not None  # its worker dies with the call unmade
 
     step_execute(step_id=step.pk)  # the redelivery

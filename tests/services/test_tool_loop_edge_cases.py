@@ -17,7 +17,7 @@ from tests.invariants import assert_invariants
 from tests.mcp_servers import http_server
 from tests.providers.conftest import SECRET_KEY_FOR_TESTS, wire  # noqa: F401 - the fixture
 from tests.providers.wire import openai_stream, openai_usage
-from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, source, start
+from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, source, start, to_tool_call, tools  # noqa: F401 - tools, the fixture
 from workflows.definition import count_tokens, model_tool_name, tool_server_key, transcript_text
 from workflows.errors import ValidationFailed
 from workflows.models import Event, EventType, LedgerEntry, Price, StepStatus, ToolPrice
@@ -35,26 +35,11 @@ pytestmark = pytest.mark.django_db
 BOOK_PRICE = Decimal("0.500000")
 
 
-@pytest.fixture
-def tools():
-    counted = Tools()
-    with http_server(server=counted.server) as url:
-        counted.url = url
-        yield counted
-
-
-def _to_tool_call(run):
-    """Runs the listing and the first model call: the tool call is pending."""
-    for _ in range(2):
-        step_execute(step_id=run.steps.get(status="pending").pk)
-    return run.steps.get(role="tool_call")
-
-
 def test_a_crashed_booking_failed_at_the_redelivery_bound_is_not_made_again_on_resume(team, tools, settings):
     settings.STEP_MAX_REDELIVERIES = 1
     ToolPrice.objects.create(server=tool_server_key(tools.url), tool="book", usd_per_call=BOOK_PRICE)
     run = start(team, source(tools.url, tool_calls=[[BOOK]]))
-    step = _to_tool_call(run)
+    step = to_tool_call(run)
     # Its worker dies with the call perhaps made, twice: the second delivery finds the bound reached.
     assert step_begin(step_id=step.pk, worker="host:1") is not None
     assert step_begin(step_id=step.pk, worker="host:2") is not None

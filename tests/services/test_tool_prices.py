@@ -17,7 +17,7 @@ from tests.conftest import client_for
 from tests.factories import TeamFactory
 from tests.invariants import assert_invariants
 from tests.mcp_servers import http_server
-from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, events, source, start
+from tests.services.test_tool_loop import BOOK, LOOKUP, Tools, drive, events, source, start, to_tool_call, tools  # noqa: F401 - tools, the fixture
 from workflows.definition import tool_server_key
 from workflows.models import EventType, LedgerEntry, ToolPrice
 from workflows.services.runs import run_resume
@@ -26,14 +26,6 @@ from workflows.services.steps import step_begin, step_execute
 pytestmark = pytest.mark.django_db
 
 BOOK_PRICE = Decimal("0.500000")
-
-
-@pytest.fixture
-def tools():
-    counted = Tools()
-    with http_server(server=counted.server) as url:
-        counted.url = url
-        yield counted
 
 
 @pytest.fixture
@@ -152,8 +144,7 @@ def test_audit_mode_reports_at_the_paid_call_where_enforce_would_stop_and_makes_
 def test_a_priced_call_never_made_is_not_charged(team, tools, priced, settings):
     # The server refused before connecting: the loop goes on with the error, nothing is charged.
     run = start(team, source(tools.url, tool_calls=[[BOOK]]))
-    for _ in range(2):  # the listing and the first model call
-        step_execute(step_id=run.steps.get(status="pending").pk)
+    to_tool_call(run)
     settings.OUTBOUND_ALLOWED_NETWORKS = []
     run = drive(run)
 
@@ -166,9 +157,7 @@ def test_a_priced_call_never_made_is_not_charged(team, tools, priced, settings):
 
 def test_a_priced_call_whose_worker_died_is_not_made_again_but_charged_as_its_outcome_is_unknown(team, tools, priced):
     run = start(team, source(tools.url, tool_calls=[[BOOK]]))
-    for _ in range(2):
-        step_execute(step_id=run.steps.get(status="pending").pk)
-    step = run.steps.get(role="tool_call")
+    step = to_tool_call(run)
     assert step_begin(step_id=step.pk, worker="host:1") is not None  # its worker dies with the call unmade
 
     step_execute(step_id=step.pk)  # the redelivery
