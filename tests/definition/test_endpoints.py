@@ -211,3 +211,10 @@ def test_an_inline_sub_workflow_is_checked_against_the_same_credentials():
 
     accepted = load_definition(caller, provider_routes=COPILOT_TO_OPENAI, provider_endpoints={"openai": LOCAL})
     assert [workflow.endpoint for workflow in accepted.nested()] == [None, LOCAL]
+
+
+def test_a_base_url_that_reads_the_environment_in_part_is_refused_for_that():
+    refused = problems(local_llm(base_url="http://${OLLAMA_HOST}/v1"), provider_routes=COPILOT_TO_OPENAI)
+
+    assert list(refused) == [f"{PROVIDER}.base_url"]
+    assert "would read the environment variable 'OLLAMA_HOST'" in refused[f"{PROVIDER}.base_url"]

@@ -14,6 +14,7 @@ from ._refused import (
     RUNTIME_UNSUPPORTED,
     WORKFLOW_IGNORED,
     WORKFLOW_UNSUPPORTED,
+    interpolation_in,
     is_environment_reference,
 )
 from ._section import Section
@@ -269,11 +270,14 @@ def _provider(runtime: Section) -> _Provider:
 
 def _endpoint(provider: Section) -> str | None:
     """`base_url` written out: the endpoint the workflow names, checked against the team's
-    credentials in `check_endpoint`. As one `${VAR}` it names the credentials, and has no effect."""
+    credentials in `check_endpoint`. As one `${VAR}` it names the credentials, and has no effect;
+    a `${VAR}` within it is refused as anywhere (`interpolation_problems`)."""
     if is_environment_reference(provider.data.get("base_url")):
         return None
     url = provider.text("base_url")
-    if url is not None and (problem := base_url_problem(url)):
+    if url is None or interpolation_in(url) is not None:
+        return None
+    if problem := base_url_problem(url):
         provider.report("base_url", problem)
         return None
     return url
