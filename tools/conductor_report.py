@@ -1,10 +1,15 @@
 """How many of a folder's conductor workflows upload, and why each of the others is refused.
 
-    .venv/bin/python tools/conductor_report.py FOLDER [--routes copilot=openai,...] [--json]
+    .venv/bin/python tools/conductor_report.py FOLDER [--routes copilot=openai,...]
+        [--base-urls openai=http://localhost:11434/v1,...] [--json]
 
 Every `*.yaml` and `*.yml` file under FOLDER (recursively) that has a top-level `workflow:` key is
 uploaded exactly as `POST /api/v1/workflows` uploads it: through `workflow_create`, for a team whose
-provider routes are given by `--routes`, against the price table the service ships. Files without a
+provider routes are given by `--routes`, against the price table the service ships. `--base-urls`
+gives the team provider credentials with those base URLs (BACKEND=URL, `openai` or `anthropic`), as
+an operator sets them in the admin: a workflow that names its endpoint (conductor's
+`runtime.provider.base_url`, as in `copilot-local-llm.yaml`) uploads only where the credentials of
+the backend its calls reach point at it. Without it the team has no credentials. Files without a
 `workflow:` key are listed as skipped. The report lists the files that upload, every problem of each
 refused file (its path and message), then how many files each kind of reason refused.
 
@@ -59,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"the team's provider routes, NAME=BACKEND,... ('' for none; default: {DEFAULT_ROUTES})",
     )
     parser.add_argument(
+        "--base-urls",
+        default="",
+        help="the base URLs of the team's provider credentials, BACKEND=URL,... (no credentials by default)",
+    )
+    parser.add_argument(
         "--default-models",
         default="",
         help="the default model of some of those routes, NAME=MODEL,... (none by default)",
@@ -73,14 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         routes = _pairs(args.routes)
         default_models = _pairs(args.default_models)
+        base_urls = _pairs(args.base_urls)
     except ValueError as exc:
         parser.error(str(exc))
     with tempfile.TemporaryDirectory(prefix="conductor-report-") as var_dir:
         _set_up_django(var_dir)
+        from workflows.definition import BACKENDS
+
+        if unknown := sorted(set(base_urls) - set(BACKENDS)):
+            parser.error(f"--base-urls: {', '.join(unknown)} is not a backend ({', '.join(BACKENDS)})")
         results = check_folder(
             args.folder,
             routes=routes,
             default_models=default_models,
+            base_urls=base_urls,
             team_settings={name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in TEAM_FLAGS},
             prices=args.prices,
         )
@@ -121,13 +137,16 @@ def check_folder(
     team_settings: dict[str, bool],
     prices: Path | None = None,
     default_models: dict[str, str] | None = None,
+    base_urls: dict[str, str] | None = None,
 ) -> list[FileResult]:
-    """Upload every conductor workflow under `folder` for a fresh team; Django must be set up."""
+    """Upload every conductor workflow under `folder` for a fresh team, with credentials of the
+    `base_urls` given by backend; Django must be set up."""
     from django.core.management import call_command
     from django.db import transaction
 
     from workflows.errors import ApplicationError
-    from workflows.models import Team
+    from workflows.models import ProviderCredential, Team
+    from workflows.services.credentials import encrypt
     from workflows.services.provider_routes import provider_routes_set
     from workflows.services.workflows import workflow_create
 
@@ -135,6 +154,12 @@ def check_folder(
     call_command("loadprices", *([prices] if prices else []), stdout=io.StringIO())  # as `make run` does
     team = Team.objects.create(name="conductor-report", **team_settings)
     provider_routes_set(team=team, routes=routes, default_models=default_models)
+    for backend, base_url in (base_urls or {}).items():
+        # The rows an operator's save in the admin writes, without its check that the URL's host may
+        # be reached: that is looked up in DNS, and the report reaches no network.
+        ProviderCredential.objects.create(
+            team=team, provider=backend, api_key_encrypted=encrypt("conductor-report"), base_url=base_url
+        )
 
     results = []
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
@@ -241,6 +266,7 @@ _KINDS = (
     (re.compile(r"but the workflow has no MCP server"), "tools with no MCP server"),
     (re.compile(r"is not routed to a backend"), "unrouted provider"),
     (re.compile(r"^provider '([^']+)' is not supported"), "provider '{0}'"),
+    (re.compile(r"is not where the team's calls go"), "endpoint the team's credentials do not point at"),
     (re.compile(r"^unknown provider '([^']+)'"), "unknown provider '{0}'"),
     (re.compile(r"^unknown key '([^']+)'"), "unknown key '{0}'"),
     (re.compile(r"\benvironment variable\b"), "${{VAR}} interpolation"),

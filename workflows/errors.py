@@ -33,6 +33,12 @@ class ProviderNotRouted(ApplicationError):
     type = "provider_not_routed"
 
 
+class EndpointMismatch(ApplicationError):
+    """A workflow names an endpoint its team's credentials do not point at (definition/endpoints.py)."""
+
+    type = "endpoint_mismatch"
+
+
 class NotFound(ApplicationError):
     status_code = 404
     type = "not_found"

@@ -28,7 +28,7 @@ def report(*args: str) -> str:
 def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason():
     found = json.loads(report("--json"))
 
-    assert (found["files"], found["workflows"]) == (9, 8)
+    assert (found["files"], found["workflows"]) == (10, 9)
     assert found["skipped"] == {"labels.yaml": "no top-level 'workflow:' key"}
     # briefing.yaml runs summary.yaml as a sub-workflow, which the report uploads first under its file's name.
     assert found["uploads"] == ["nested/briefing.yaml", "nested/code_review.yaml", "summary.yaml", "translate.yaml"]
@@ -43,6 +43,8 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     assert refused == {
         "handover.yaml": {("workflow.instructions", "instructions"), ("agents[0].session_key", "session_key")},
         "include.yaml": {("agents[0].prompt", "!file include")},
+        # It names its endpoint, and the team has no credentials pointing there.
+        "local_answer.yaml": {("workflow.runtime.provider.base_url", "endpoint the team's credentials do not point at")},
         "nested/release_notes.yml": release_notes,
         # A refused sub-workflow refuses its caller, with its problems at the caller's step.
         "nested/weekly.yaml": {(f"agents[0](./release_notes.yml).{path}", kind) for path, kind in release_notes},
@@ -53,7 +55,10 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     assert "its default here is 'gpt-4o'" in messages["workflow.runtime.default_model"]
     assert "model-from-the-environment" not in json.dumps(found)
     assert {row["kind"]: (row["files"], row["problems"]) for row in found["by_kind"]} == {
-        **{kind: (1, 1) for kind in ("instructions", "session_key", "!file include")},
+        **{
+            kind: (1, 1)
+            for kind in ("instructions", "session_key", "!file include", "endpoint the team's credentials do not point at")
+        },
         **{
             kind: (2, 2)
             for kind in (
@@ -71,8 +76,8 @@ def test_a_runtime_the_team_has_not_routed_refuses_the_workflows_that_use_it():
     text = report("--routes", "copilot=openai")
 
     assert text.splitlines()[:2] == [
-        f"{FOLDER}: 9 files, 8 conductor workflows, 1 skipped",
-        "2 of 8 upload; 6 are refused.",
+        f"{FOLDER}: 10 files, 9 conductor workflows, 1 skipped",
+        "2 of 9 upload; 7 are refused.",
     ]
     assert (
         "  nested/code_review.yaml (1 problem)\n"
@@ -89,3 +94,32 @@ def test_with_scripts_allowed_a_script_step_and_a_stdio_server_are_no_longer_rea
     paths = {p["path"] for p in found["refused"]["nested/release_notes.yml"]}
     assert "agents[0].type" not in paths and "workflow.runtime.mcp_servers.tracker.command" not in paths
     assert "agents[1].tools" in paths
+
+
+def test_with_credentials_pointing_at_its_endpoint_a_workflow_that_names_it_uploads():
+    found = json.loads(report("--json", "--base-urls", "openai=http://LOCALHOST:11434/v1/"))
+
+    assert "local_answer.yaml" in found["uploads"] and "local_answer.yaml" not in found["refused"]
+
+    elsewhere = json.loads(report("--json", "--base-urls", "openai=https://gateway.example/v1"))
+    [problem] = elsewhere["refused"]["local_answer.yaml"]
+    assert problem["path"] == "workflow.runtime.provider.base_url"
+    assert "the base URL of the team's 'openai' credentials is 'https://gateway.example/v1'" in problem["message"]
+    # Routed to anthropic, the openai credentials are not those of its calls, and its wire is not anthropic's.
+    routed_away = json.loads(report("--json", "--routes", "copilot=anthropic", "--base-urls", "openai=http://localhost:11434/v1"))
+    assert {p["path"] for p in routed_away["refused"]["local_answer.yaml"]} == {
+        f"workflow.runtime.provider.{key}" for key in ("base_url", "type", "wire_api")
+    }
+
+
+def test_base_urls_name_backends_only():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "conductor_report.py"), str(FOLDER), "--base-urls", "copilot=http://localhost/v1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+    assert done.returncode == 2
+    assert "--base-urls: copilot is not a backend (anthropic, openai)" in done.stderr

@@ -134,11 +134,11 @@ def test_an_interpolation_default_is_offered_as_the_value_to_write():
 
 
 def test_a_key_refused_for_itself_is_not_refused_again_for_its_interpolation():
-    document = definition(workflow__runtime__provider={"name": "copilot", "wire_api": "${WIRE_API:-completions}"})
+    document = definition(workflow__runtime__provider={"name": "copilot", "headers": "${GATEWAY_HEADERS}"})
 
     [problem] = problems(document)
 
-    assert problem.path == "workflow.runtime.provider.wire_api"
+    assert problem.path == "workflow.runtime.provider.headers"
     assert "team's provider credentials" in problem.message
 
 

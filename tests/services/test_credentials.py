@@ -9,10 +9,18 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from tests.factories import TeamFactory
-from tests.providers.conftest import definition
-from workflows.models import ProviderCredential, Run
+from tests.providers.conftest import definition, drive, priced  # noqa: F401 - a fixture
+from workflows.errors import EndpointMismatch
+from workflows.models import ProviderCredential, Run, Step
 from workflows.providers import Credentials
-from workflows.services.credentials import CredentialsUnreadable, credential_set, credentials_for
+from workflows.services.credentials import (
+    CredentialsUnreadable,
+    credential_endpoints,
+    credential_set,
+    credential_update,
+    credentials_for,
+)
+from workflows.services.runs import run_resume, run_start
 from workflows.services.workflows import workflow_create
 
 pytestmark = pytest.mark.django_db
@@ -149,3 +157,61 @@ def test_admin_never_moves_a_stored_key_to_another_team_or_provider(admin_client
 
     assert response.status_code == 302
     assert list(ProviderCredential.objects.values_list("team", "provider")) == [(team.pk, "openai")]
+
+
+def naming(endpoint: str) -> str:
+    """The providers' tests' OpenAI workflow, its runtime naming the endpoint of its calls."""
+    return definition(provider="openai", model="gpt-4o").replace(
+        "runtime: {provider: openai,", f"runtime: {{provider: {{name: openai, base_url: '{endpoint}'}},"
+    )
+
+
+def test_an_upload_is_told_where_each_of_the_teams_credentials_calls(team):
+    credential_set(team=team, provider="openai", api_key=KEY)
+    credential_set(team=team, provider="anthropic", api_key=KEY, base_url="https://gateway.example/anthropic")
+
+    assert credential_endpoints(team=team) == {"openai": "https://api.openai.com/v1", "anthropic": "https://gateway.example/anthropic"}
+    assert credential_endpoints(team=TeamFactory(name="other")) == {}
+
+
+def test_a_run_naming_its_endpoint_starts_while_the_credentials_point_there_and_is_refused_after(team):
+    # No base URL on the credentials: they call OpenAI's own endpoint, which the workflow may name.
+    credential = credential_set(team=team, provider="openai", api_key=KEY)
+    workflow_create(team=team, definition=naming("https://API.openai.com/v1/"))
+    assert run_start(team=team, workflow="real-openai", inputs={"topic": "x"}).status == "queued"
+
+    credential_update(credential=credential, base_url="https://gateway.example/v1", api_key=KEY)
+    runs, steps = Run.objects.count(), Step.objects.count()
+
+    with pytest.raises(EndpointMismatch) as refused:
+        run_start(team=team, workflow="real-openai", inputs={"topic": "x"})
+
+    assert "provider 'openai' calls openai, and the base URL of the team's 'openai' credentials is " in refused.value.message
+    assert refused.value.details == {
+        "endpoints": [
+            {
+                "workflow": "real-openai",
+                "provider": "openai",
+                "backend": "openai",
+                "base_url": "https://API.openai.com/v1/",
+                "credentials_base_url": "https://gateway.example/v1",
+            }
+        ]
+    }
+    assert (Run.objects.count(), Step.objects.count()) == (runs, steps)
+
+
+def test_a_resume_onto_a_version_naming_an_endpoint_the_credentials_left_is_refused(team, priced):
+    credential = credential_set(team=team, provider="openai", api_key=KEY, base_url="https://gateway.example/v1")
+    workflow_create(team=team, definition=definition(provider="openai", model="gpt-4o"))
+    # The gate stops the first step before any call: $0.01 of output alone is over the budget.
+    run = drive(run_start(team=team, workflow="real-openai", inputs={"topic": "x"}, limits={"budget_usd": "0.001", "budget_mode": "enforce"}))
+    assert run.status == "budget_exceeded"
+    version = workflow_create(team=team, definition=naming("https://gateway.example/v1"))
+    credential_update(credential=credential, base_url="https://other.example/v1", api_key=KEY)
+
+    with pytest.raises(EndpointMismatch):
+        run_resume(run=run, limits={"budget_usd": "1"}, workflow_version=version.version)
+
+    run.refresh_from_db()
+    assert (run.status, run.workflow_version.version) == ("budget_exceeded", 1)

@@ -20,6 +20,7 @@ from .dialog import (
     evaluator_system_prompt,
     reply_of,
 )
+from .endpoints import endpoint_problem, same_endpoint
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
@@ -225,6 +226,7 @@ __all__ = [
     "cost_usd",
     "count_tokens",
     "counts_as_iteration",
+    "endpoint_problem",
     "estimate_usd",
     "is_count",
     "is_template",
@@ -256,6 +258,7 @@ __all__ = [
     "resolve_limits",
     "resolve_reference",
     "route_problems",
+    "same_endpoint",
     "template_context",
     "thinking_budget",
     "to_exact_money",

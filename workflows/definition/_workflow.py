@@ -14,18 +14,29 @@ from ._refused import (
     RUNTIME_UNSUPPORTED,
     WORKFLOW_IGNORED,
     WORKFLOW_UNSUPPORTED,
+    interpolation_in,
     is_environment_reference,
 )
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from .bounds import MAX_CALL_TOKENS
 from .context_modes import CONTEXT_MODES
+from .endpoints import (
+    AZURE_OPTIONS,
+    REFUSED_WIRES,
+    WIRE_APIS,
+    WIRE_TYPES,
+    base_url_problem,
+    endpoint_problem,
+    wire_api_problem,
+    wire_problem,
+)
 from .errors import Problem
 from .inputs import INPUT_TYPES, matches_type
 from .limits import check_limits
 from .model import InputSpec, LimitsSpec
 from .pricing import UnitPrices
-from .providers import DEFAULT_PROVIDER, provider_problem
+from .providers import DEFAULT_PROVIDER, backend_of, provider_problem
 from .tools import (
     DEFAULT_MAX_AGENT_ITERATIONS,
     MAX_AGENT_ITERATIONS,
@@ -48,21 +59,28 @@ _RUNTIME_KEYS = (
     "default_reasoning_effort", "default_context_tier", "max_session_seconds",
     "mcp_servers", "max_agent_iterations", "tool_output",
 )  # fmt: skip
-# The object form of `runtime.provider`: its name, and what conductor configures a runtime with.
-_ENDPOINT_UNSUPPORTED = (
-    "a workflow does not choose endpoints or hold credentials: the team's provider credentials do "
-    "(an API key and a base URL, in the admin)"
+# The object form of `runtime.provider`: its name, where its calls go and the wire they speak
+# (definition/endpoints.py), and what conductor configures a runtime with.
+PROVIDER_PATH = "workflow.runtime.provider"
+_CREDENTIALS_UNSUPPORTED = (
+    "a workflow holds no credentials: the team's provider credentials do (an API key, which an operator "
+    "sets in the admin)"
 )
 _RUNTIME_UNSUPPORTED = "this service calls model APIs and drives no Copilot runtime: route 'copilot' to a backend instead"
-# The keys of the object form that conductor users fill from their environment (`${OPENAI_BASE_URL}`):
+# The keys of the object form that conductor users fill from their environment (`${OPENAI_API_KEY}`):
 # here a team's environment is its provider credentials (and its routes), so a key written as one
-# such reference names them, and is accepted without effect; written out, it is refused.
+# such reference names them, and is accepted without effect; written out, it is refused. A
+# `base_url` so written is accepted the same way; written out, it names the calls' endpoint.
 _FROM_THE_ENVIRONMENT = {
-    **dict.fromkeys(("base_url", "api_key", "bearer_token", "auth_token"), _ENDPOINT_UNSUPPORTED),
+    **dict.fromkeys(("api_key", "bearer_token", "auth_token"), _CREDENTIALS_UNSUPPORTED),
     **dict.fromkeys(("runtime_url", "runtime_token"), _RUNTIME_UNSUPPORTED),
 }
 _PROVIDER_UNSUPPORTED = {
-    **dict.fromkeys(("headers", "type", "wire_api", "azure"), _ENDPOINT_UNSUPPORTED),
+    "headers": (
+        "a workflow does not choose what is sent with the team's keys: the team's provider credentials "
+        "are sent as they are (an API key and a base URL, which an operator sets in the admin)"
+    ),
+    "azure": AZURE_OPTIONS,
     **dict.fromkeys(
         ("hermes_home", "hermes_skip_memory", "hermes_skip_context_files"),
         "a Hermes profile (memory, persona, context files) does not exist here: agents see only their prompts",
@@ -90,6 +108,11 @@ class Header:
     provider: str  # the workflow's, for agents that name none
     provider_path: str
     provider_written: bool  # False: conductor's default
+    # What the object form names of the calls through `provider` (definition/endpoints.py): their
+    # endpoint (`base_url` written out) and wire (`type`, `wire_api`); None where not named, or refused.
+    endpoint: str | None
+    wire_type: str | None
+    wire_api: str | None
     default_model: str | None
     max_tokens: int | None
     temperature: float | None
@@ -121,7 +144,7 @@ def read_header(
     runtime = workflow.section("runtime", keys=_RUNTIME_KEYS, unsupported=RUNTIME_UNSUPPORTED, ignored=RUNTIME_IGNORED)
     cost = workflow.section("cost", keys=("pricing",), ignored=COST_IGNORED)
     price_entries = cost.entries("pricing")
-    provider, provider_path, provider_written = _provider(runtime)
+    provider = _provider(runtime)
     return Header(
         name=workflow.text("name", required=True),
         description=workflow.text("description") or "",
@@ -129,9 +152,12 @@ def read_header(
         entry_point=workflow.text("entry_point", required=True),
         inputs=_inputs(workflow),
         limits=_limits(workflow),
-        provider=provider,
-        provider_path=provider_path,
-        provider_written=provider_written,
+        provider=provider.name,
+        provider_path=provider.path,
+        provider_written=provider.written,
+        endpoint=provider.endpoint,
+        wire_type=provider.wire_type,
+        wire_api=provider.wire_api,
         default_model=runtime.text("default_model"),
         max_tokens=runtime.integer("max_tokens", minimum=1, maximum=MAX_CALL_TOKENS),
         temperature=runtime.number("temperature", minimum=0, maximum=MAX_TEMPERATURE),
@@ -203,15 +229,27 @@ def _limits(workflow: Section) -> LimitsSpec:
     return LimitsSpec(**cleaned)
 
 
-def _provider(runtime: Section) -> tuple[str, str, bool]:
-    """`runtime.provider`, written as a name or as conductor's object form `{name: ...}`: the name,
-    where it is written, and whether it is (False: conductor's default)."""
+@dataclass(frozen=True)
+class _Provider:
+    name: str
+    path: str  # where the name is written
+    written: bool  # False: conductor's default
+    endpoint: str | None = None
+    wire_type: str | None = None
+    wire_api: str | None = None
+
+
+def _provider(runtime: Section) -> _Provider:
+    """`runtime.provider`, written as a name or as conductor's object form `{name: ...}`."""
     raw = runtime.data.get("provider")
     if not isinstance(raw, Mapping):
-        return runtime.text("provider") or DEFAULT_PROVIDER, runtime.at("provider"), raw is not None
+        return _Provider(runtime.text("provider") or DEFAULT_PROVIDER, runtime.at("provider"), raw is not None)
     from_environment = {key: _from_the_environment for key in _FROM_THE_ENVIRONMENT}
     given = runtime.section(
-        "provider", keys=("name", "hermes_toolsets"), unsupported=_PROVIDER_UNSUPPORTED, ignored=from_environment
+        "provider",
+        keys=("name", "hermes_toolsets", "base_url", "type", "wire_api"),
+        unsupported=_PROVIDER_UNSUPPORTED,
+        ignored=from_environment,
     )
     if given.data.get("hermes_toolsets") not in (None, []):
         # An empty list is what every agent here has: no tools.
@@ -220,26 +258,64 @@ def _provider(runtime: Section) -> tuple[str, str, bool]:
             "Hermes toolsets are that runtime's built-in tools, which are not offered here (an agent's tools "
             "are MCP servers', under workflow.runtime.mcp_servers); only an empty list (no toolsets) is",
         )
-    return given.text("name") or DEFAULT_PROVIDER, given.at("name"), True
+    return _Provider(
+        given.text("name") or DEFAULT_PROVIDER,
+        given.at("name"),
+        True,
+        endpoint=_endpoint(given),
+        wire_type=_choice(given, "type", WIRE_TYPES),
+        wire_api=_choice(given, "wire_api", WIRE_APIS),
+    )
+
+
+def _endpoint(provider: Section) -> str | None:
+    """`base_url` written out: the endpoint the workflow names, checked against the team's
+    credentials in `check_endpoint`. As one `${VAR}` it names the credentials, and has no effect;
+    a `${VAR}` within it is refused as anywhere (`interpolation_problems`)."""
+    if is_environment_reference(provider.data.get("base_url")):
+        return None
+    url = provider.text("base_url")
+    if url is None or interpolation_in(url) is not None:
+        return None
+    if problem := base_url_problem(url):
+        provider.report("base_url", problem)
+        return None
+    return url
+
+
+def _choice(provider: Section, key: str, choices: tuple[str, ...]) -> str | None:
+    """One of conductor's `choices` for `key`; None, after reporting it, for one refused whatever the
+    backend (REFUSED_WIRES)."""
+    value = provider.text(key)
+    if value is None:
+        return None
+    if value not in choices:
+        provider.report(key, f"must be one of {', '.join(choices)}, not {show(value)}")
+        return None
+    if value in REFUSED_WIRES[key]:
+        provider.report(key, REFUSED_WIRES[key][value])
+        return None
+    return value
 
 
 def _from_the_environment(section: Section, key: str) -> None:
     """A key of the object form written as `${VAR}`: the team's credentials are what the environment
-    holds here, and they decide; written out, it would choose an endpoint or hold a secret."""
+    holds here, and they decide; written out, it would hold a secret or name a runtime."""
     if not is_environment_reference(section.data[key]):
         section.report(key, f"'{key}' is not supported: {_FROM_THE_ENVIRONMENT[key]}")
 
 
 def environment_references(raw: Mapping) -> frozenset[str]:
-    """The paths of the provider keys written as one `${VAR}`, which are accepted (`_from_the_environment`)."""
+    """The paths of the provider keys written as one `${VAR}`, which are accepted (`_from_the_environment`,
+    `_endpoint`)."""
     provider = raw
     for key in ("workflow", "runtime", "provider"):
         provider = provider.get(key) if isinstance(provider, Mapping) else None
     if not isinstance(provider, Mapping):
         return frozenset()
     return frozenset(
-        f"workflow.runtime.provider.{key}"
-        for key in _FROM_THE_ENVIRONMENT
+        f"{PROVIDER_PATH}.{key}"
+        for key in ("base_url", *_FROM_THE_ENVIRONMENT)
         if key in provider and is_environment_reference(provider[key])
     )
 
@@ -250,6 +326,31 @@ def check_provider(
     """Report at `path` a provider the workflow may not use; `written` is False for conductor's default."""
     if problem := provider_problem(name, provider_routes):
         problems.append(Problem(path, problem if written else f"no provider is named, so conductor's default applies: {problem}"))
+
+
+def check_endpoint(
+    problems: list[Problem], header: Header, provider_routes: Mapping[str, str], endpoints: Mapping[str, str]
+) -> None:
+    """Report what the object form names of the calls through the workflow's provider (its agents
+    use it) that is not so for the team: an endpoint its credentials do not point at, a wire its
+    backend does not speak (definition/endpoints.py). A provider that reaches no backend is reported
+    by `check_provider`."""
+    named = {"base_url": header.endpoint, "type": header.wire_type, "wire_api": header.wire_api}
+    named = {key: value for key, value in named.items() if value is not None}
+    if not named or provider_problem(header.provider, provider_routes):
+        return
+    backend = backend_of(header.provider, provider_routes)
+    if backend == "fake":
+        for key in named:
+            problems.append(Problem(f"{PROVIDER_PATH}.{key}", "the fake provider calls no endpoint and speaks no wire: remove it"))
+        return
+    found = {
+        "base_url": header.endpoint
+        and endpoint_problem(url=header.endpoint, provider=header.provider, backend=backend, endpoints=endpoints),
+        "type": header.wire_type and wire_problem(wire=header.wire_type, provider=header.provider, backend=backend),
+        "wire_api": header.wire_api and wire_api_problem(wire_api=header.wire_api, provider=header.provider, backend=backend),
+    }
+    problems.extend(Problem(f"{PROVIDER_PATH}.{key}", problem) for key, problem in found.items() if problem)
 
 
 def _pricing(entries: list[tuple[str, Any, str]], problems: list[Problem]) -> dict[str, UnitPrices]:

@@ -376,6 +376,9 @@ class WorkflowDefinition:
     # Its MCP servers by name, and how much of a tool's result a model is shown (None: all of it).
     mcp_servers: dict[str, McpServerSpec] = field(default_factory=dict)
     tool_output_chars: int | None = DEFAULT_TOOL_OUTPUT_CHARS
+    # The base URL its provider's calls go to, when it names one (definition/endpoints.py): where the
+    # team's credentials pointed at upload, and must still point when a run starts.
+    endpoint: str | None = None
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
@@ -455,6 +458,7 @@ class WorkflowDefinition:
             "subworkflows": [{"step": name, "definition": child.to_dict()} for name, child in self.subworkflows.items()],
             "mcp_servers": [server.to_dict() for server in self.mcp_servers.values()],
             "tool_output_chars": self.tool_output_chars,
+            "endpoint": self.endpoint,
         }
 
     @classmethod
@@ -492,6 +496,8 @@ class WorkflowDefinition:
             # Nor, before tools, these.
             mcp_servers={server["name"]: McpServerSpec.from_dict(server) for server in data.get("mcp_servers", [])},
             tool_output_chars=data.get("tool_output_chars", DEFAULT_TOOL_OUTPUT_CHARS),
+            # Nor, before a workflow could name its endpoint, this.
+            endpoint=data.get("endpoint"),
         )
 
 

@@ -14,7 +14,7 @@ from ._refused import TOP_UNSUPPORTED, interpolation_problems
 from ._section import Section
 from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
-from ._workflow import Header, check_provider, environment_references, read_header
+from ._workflow import Header, check_endpoint, check_provider, environment_references, read_header
 from .errors import DefinitionError, Problem
 from .model import WorkflowDefinition
 from .references import check_references
@@ -54,6 +54,7 @@ def load_definition(
     max_expanded_bytes: int = MAX_EXPANDED_BYTES,
     workflows: Callable[[str], WorkflowDefinition | None] = _no_workflows,
     registered_servers: Mapping[str, RegisteredServer] = _NO_SERVERS,
+    provider_endpoints: Mapping[str, str] = _NOTHING,
 ) -> WorkflowDefinition:
     """A definition from YAML (or JSON) text or an already-parsed mapping, at most ``max_bytes``
     long as sent and ``max_expanded_bytes`` once YAML aliases are expanded.
@@ -68,6 +69,8 @@ def load_definition(
     `registered_servers` are the MCP servers an operator registered for the team, by name: a
     `${...}` in a header of a workflow's server is accepted only where a registration of the same
     name, transport and URL holds that header (definition/tools.py).
+    `provider_endpoints` maps each backend the team has credentials for to the base URL they call:
+    a workflow may name its calls' endpoint only where they point (definition/endpoints.py).
 
     Raises DefinitionError listing every problem found; never any other exception.
     """
@@ -96,13 +99,16 @@ def load_definition(
     )
     parallel, for_each = read_groups(top, scope, agents, first_use)
     providers = {agent.provider for agent in agents.values()} | {group.agent.provider for group in for_each.values()}
-    if header.provider in providers:
+    # The workflow's provider, and the endpoint it names, matter only where its agents use it.
+    uses_provider = header.provider in providers
+    if uses_provider:
         check_provider(problems, header.provider_path, header.provider, provider_routes, written=header.provider_written)
+        check_endpoint(problems, header, provider_routes, provider_endpoints)
     if not may_lower_prices and not providers <= FREELY_PRICED_PROVIDERS:
         _check_price_floor(header, table_prices, problems)
     output = _output(top)
     # Not where another problem is: a key refused for itself needs no second reason.
-    reported = {problem.path for problem in problems} | environment_references(raw)
+    reported = {problem.path for problem in problems} | _environment_references(raw)
     accepted = registered_header_paths(header.mcp_servers) | _inline_header_paths(raw)
     problems.extend(problem for problem in interpolation_problems(raw, accepted=accepted) if problem.path not in reported)
     if problems:
@@ -117,6 +123,7 @@ def load_definition(
         inputs=header.inputs,
         limits=header.limits,
         provider=header.provider,
+        endpoint=header.endpoint if uses_provider else None,
         default_model=header.default_model,
         max_tokens=header.max_tokens,
         temperature=header.temperature,
@@ -146,6 +153,7 @@ def load_definition(
                 max_expanded_bytes=max_expanded_bytes,
                 workflows=workflows,
                 registered_servers=registered_servers,
+                provider_endpoints=provider_endpoints,
             )
         except DefinitionError as exc:
             problems.extend(Problem(f"{at}.{problem.path}", problem.message) for problem in exc.problems)
@@ -175,6 +183,19 @@ def load_definition(
     if subworkflows:
         _check_expanded_size(definition, max_expanded_bytes)
     return definition
+
+
+def _environment_references(raw: Mapping[str, Any]) -> frozenset[str]:
+    """The provider keys written as one `${VAR}` (accepted, `environment_references`) of the workflow
+    and of the workflows written inline in its steps, however deep: each such workflow is read on its
+    own, which decides on them."""
+    entries = raw.get("agents")
+    paths = set(environment_references(raw))
+    for index, entry in enumerate(entries if isinstance(entries, list) else ()):
+        inline = entry.get("workflow") if isinstance(entry, Mapping) else None
+        if isinstance(inline, Mapping):
+            paths.update(f"agents[{index}].workflow.{path}" for path in _environment_references(inline))
+    return frozenset(paths)
 
 
 def _inline_header_paths(raw: Mapping[str, Any]) -> frozenset[str]:

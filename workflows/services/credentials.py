@@ -8,7 +8,7 @@ DJANGO_SECRET_KEY either), the key generated for the install (CREDENTIALS_INSTAL
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -16,9 +16,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from workflows import outbound
-from workflows.errors import MissingCredentials, ValidationFailed
+from workflows.definition import WorkflowDefinition, endpoint_problem
+from workflows.errors import EndpointMismatch, MissingCredentials, ValidationFailed
 from workflows.models import ProviderCredential, Team, TeamToolServer
 from workflows.providers import Credentials, ProviderError, get_provider
+from workflows.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_OWN_BASE_URL
+from workflows.providers.openai import DEFAULT_BASE_URL as OPENAI_OWN_BASE_URL
 
 HINT_LENGTH = 4
 # The secret keys that earlier releases shipped as examples or defaults (settings.py, .env.example,
@@ -31,6 +34,8 @@ _ENVIRONMENT = {
     "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
     "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
 }
+# Where a team's credentials with no base URL call: the provider's own endpoint.
+_OWN_ENDPOINTS = {"openai": OPENAI_OWN_BASE_URL, "anthropic": ANTHROPIC_OWN_BASE_URL}
 
 
 class CredentialsUnreadable(ProviderError):
@@ -150,6 +155,49 @@ def check_credentials(*, team: Team, providers: Iterable[str]) -> None:
         raise MissingCredentials(
             f"No credentials for provider {names}: add the team's API key in the admin, or set {settings_named}.",
             details={"providers": missing},
+        )
+
+
+def credential_endpoints(*, team: Team) -> dict[str, str]:
+    """The base URL the team's own credentials of each provider call, by provider: what a workflow
+    of the team's may name as its endpoint (definition/endpoints.py). The environment's credentials
+    are the operator's, for every team, and no workflow names them."""
+    return {
+        provider: base_url or _OWN_ENDPOINTS[provider]
+        for provider, base_url in ProviderCredential.objects.filter(team=team).values_list("provider", "base_url")
+    }
+
+
+def check_endpoints(*, team: Team, definition: WorkflowDefinition, backends: Mapping[str, str]) -> None:
+    """Refuse a run of a workflow (or of a sub-workflow it runs) that names an endpoint the team's
+    credentials no longer point at, as its upload would be refused now, before any step is sent;
+    `backends` are the run's, by provider name."""
+    endpoints = credential_endpoints(team=team)
+    refused = [
+        (workflow, backends[workflow.provider], problem)
+        for workflow in definition.nested()
+        if workflow.endpoint is not None
+        and (
+            problem := endpoint_problem(
+                url=workflow.endpoint, provider=workflow.provider, backend=backends[workflow.provider], endpoints=endpoints
+            )
+        )
+    ]
+    if refused:
+        raise EndpointMismatch(
+            f"The workflow names an endpoint its team's credentials no longer point at: {refused[0][2]}.",
+            details={
+                "endpoints": [
+                    {
+                        "workflow": workflow.name,
+                        "provider": workflow.provider,
+                        "backend": backend,
+                        "base_url": workflow.endpoint,
+                        "credentials_base_url": endpoints.get(backend),
+                    }
+                    for workflow, backend, _ in refused
+                ]
+            },
         )
 
 

@@ -45,7 +45,7 @@ from workflows.models import (
     WorkflowVersion,
 )
 from workflows.selectors import definition_of, latest_checkpoint, workflow_version_get
-from workflows.services.credentials import check_credentials
+from workflows.services.credentials import check_credentials, check_endpoints
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
 from workflows.services.provider_routes import provider_routes_of, run_backends
@@ -162,6 +162,7 @@ def run_start(
     check_step_kinds_allowed(definition=definition, team=team)
     backends = run_backends(providers=definition.providers(), routes=provider_routes_of(team=team))
     check_credentials(team=team, providers=backends.values())
+    check_endpoints(team=team, definition=definition, backends=backends)
 
     now = timezone.now()
     # An entry point that is a group with nothing to run goes on to its routes at once, rendered in
@@ -298,6 +299,7 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
     used = {name: backend for name, backend in run.provider_routes.items() if name in providers}
     backends = {**used, **run_backends(providers=providers - set(used), routes=provider_routes_of(team=run.team))}
     check_credentials(team=run.team, providers=backends.values())
+    check_endpoints(team=run.team, definition=definition, backends=backends)
     return backends
 
 

@@ -10,6 +10,7 @@ from workflows.definition import STDIO_SERVERS, DefinitionError, WorkflowDefinit
 from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
 from workflows.selectors import definition_of
+from workflows.services.credentials import credential_endpoints
 from workflows.services.prices import is_priced, table_prices
 from workflows.services.provider_routes import provider_routes_get
 from workflows.services.tool_servers import registered_servers_for
@@ -64,6 +65,7 @@ def workflow_create(*, team: Team, definition: str | Mapping, name: str | None =
             max_expanded_bytes=settings.DEFINITION_MAX_EXPANDED_BYTES,
             workflows=partial(latest_definition, team=team),
             registered_servers=registered_servers_for(team=team),
+            provider_endpoints=credential_endpoints(team=team),
         )
     except DefinitionError as exc:
         count = len(exc.problems)
