@@ -41,7 +41,8 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
         ("workflow.runtime.default_model", "${VAR} interpolation"),
     }
     assert refused == {
-        "handover.yaml": {("workflow.instructions", "instructions"), ("agents[0].session_key", "session_key")},
+        # Its agent's session_key is accepted: only the workspace instructions refuse it.
+        "handover.yaml": {("workflow.instructions", "instructions")},
         "include.yaml": {("agents[0].prompt", "!file include")},
         "nested/release_notes.yml": release_notes,
         # A refused sub-workflow refuses its caller, with its problems at the caller's step.
@@ -53,7 +54,7 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     assert "its default here is 'gpt-4o'" in messages["workflow.runtime.default_model"]
     assert "model-from-the-environment" not in json.dumps(found)
     assert {row["kind"]: (row["files"], row["problems"]) for row in found["by_kind"]} == {
-        **{kind: (1, 1) for kind in ("instructions", "session_key", "!file include")},
+        **{kind: (1, 1) for kind in ("instructions", "!file include")},
         **{
             kind: (2, 2)
             for kind in (

@@ -58,16 +58,16 @@ def history_text(exchanges: Iterable[tuple[str, str]]) -> str:
 
 
 class SessionTooLong(TemplateFailure):
-    """A call's session would replay more than MAX_SESSION_HISTORY_CHARS."""
+    """A call's session would replay more than `limit` (MAX_SESSION_HISTORY_CHARS) characters."""
 
     error_type = "SessionTooLongError"
 
-    def __init__(self, *, agent: str, key: str, chars: int) -> None:
+    def __init__(self, *, agent: str, key: str, chars: int, limit: int) -> None:
         super().__init__(f"agent '{agent}' session_key", f"{chars} characters")
         self.args = (
-            f"The session '{key}' of agent '{agent}' holds more than {MAX_SESSION_HISTORY_CHARS:,} characters of "
-            f"earlier prompts and answers ({chars:,} read so far), more than one call may send again; the call "
-            "was not made. Give the agent a new session_key, or fewer executions (max_iterations).",
+            f"The session '{key}' of agent '{agent}' holds more than {limit:,} characters of earlier prompts "
+            f"and answers ({chars:,} read so far), more than one call may send again; the call was not made. "
+            "Give the agent a new session_key, or let it run fewer times (max_iterations).",
         )
 
 
