@@ -308,3 +308,53 @@ def test_a_call_retried_after_a_provider_error_sends_the_same_history(
     ]
     assert run.steps.get(agent="second").attempts == 2
     assert_invariants(run)
+
+
+FRAMED = """
+workflow:
+  name: framed
+  entry_point: outer
+  runtime: {provider: fake, default_model: sim, max_tokens: 10}
+  cost: {pricing: {sim: {input_per_mtok: 1, output_per_mtok: 1}}}
+agents:
+  - name: outer
+    session_key: k
+    prompt: Outer.
+    routes: [{to: inner}]
+  - name: inner
+    type: workflow
+    workflow:
+      workflow:
+        name: inner
+        entry_point: a
+        runtime: {provider: fake, default_model: sim, max_tokens: 10}
+        cost: {pricing: {sim: {input_per_mtok: 1, output_per_mtok: 1}}}
+      agents:
+        - {name: a, session_key: k, prompt: A., routes: [{to: b}]}
+        - {name: b, session_key: k, prompt: B.}
+    routes:
+      - {to: inner, when: "{{ context.iteration < 5 }}"}
+      - {to: last}
+  - name: last
+    session_key: k
+    prompt: Last.
+"""
+
+
+def test_a_key_names_a_session_of_its_own_workflow_and_a_sub_workflow_entered_again_starts_afresh(
+    api, team, celery_worker
+):
+    upload(api, FRAMED)
+
+    run = start(api, "framed")
+
+    assert run.status == "completed", run.error
+    assert [(agent, session["exchanges"]) for agent, session in sessions_said(run) if session] == [
+        ("outer", 0),
+        ("inner/a", 0),
+        ("inner/b", 1),
+        ("inner/a", 0),
+        ("inner/b", 1),
+        ("last", 1),
+    ]
+    assert_invariants(run)
