@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conductor.test_tools import anthropic_server, openai_server, weather  # noqa: F401 - fixtures
 from tests.conftest import wait_for_run
@@ -357,4 +358,27 @@ def test_a_key_names_a_session_of_its_own_workflow_and_a_sub_workflow_entered_ag
         ("inner/b", 1),
         ("last", 1),
     ]
+    assert_invariants(run)
+
+
+def test_a_validators_rerun_is_sent_the_exchange_it_redoes_and_the_validator_continues_no_session(
+    api, team, celery_worker
+):
+    data = yaml.safe_load((Path(__file__).parent / "release_notes.yaml").read_text())
+    for agent in data["agents"]:
+        agent["session_key"] = "release"
+    upload(api, yaml.safe_dump(data, sort_keys=False))
+
+    run = start(api, "release-notes", {"changes": "#12 export timeout\n#13 cache refactor"})
+
+    assert run.status == "completed", run.error
+    assert sessions_said(run) == [
+        ("drafter", {"key": "release", "exchanges": 0}),
+        ("drafter", None),  # the validator's call
+        ("drafter", {"key": "release", "exchanges": 1}),  # the re-run
+        ("announcer", {"key": "release", "exchanges": 2}),
+    ]
+    first, rerun = run.steps.filter(agent="drafter", role__in=["", "rerun"]).order_by("sequence")
+    # The re-run's prompt is the first one with the validator's issues appended.
+    assert rerun.session["prompt"].startswith(first.session["prompt"]) and "'Fixed stuff' is vague" in rerun.session["prompt"]
     assert_invariants(run)
