@@ -382,3 +382,31 @@ def test_a_validators_rerun_is_sent_the_exchange_it_redoes_and_the_validator_con
     # The re-run's prompt is the first one with the validator's issues appended.
     assert rerun.session["prompt"].startswith(first.session["prompt"]) and "'Fixed stuff' is vague" in rerun.session["prompt"]
     assert_invariants(run)
+
+
+NUL = r"""
+workflow:
+  name: nul
+  entry_point: first
+  runtime: {provider: fake, default_model: sim, max_tokens: 10}
+  cost: {pricing: {sim: {input_per_mtok: 1, output_per_mtok: 1}}}
+agents:
+  - name: first
+    session_key: k
+    prompt: '{{ "a\x00b" }}'
+    routes: [{to: second}]
+  - name: second
+    session_key: k
+    prompt: Again.
+"""
+
+
+def test_a_prompt_rendering_a_nul_is_kept_as_the_database_can_store_it_and_the_session_goes_on(api, team, celery_worker):
+    upload(api, NUL)
+
+    run = start(api, "nul")
+
+    assert run.status == "completed", run.error
+    assert run.steps.get(agent="first").session["prompt"] == "ab"
+    assert sessions_said(run)[-1] == ("second", {"key": "k", "exchanges": 1})
+    assert_invariants(run)

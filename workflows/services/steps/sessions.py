@@ -20,6 +20,7 @@ from workflows.definition import (
 )
 from workflows.models import Step, StepRole, StepStatus
 from workflows.providers import SessionExchange
+from workflows.services.ledger import storable
 from workflows.services.steps.kinds import PreparedStep
 
 # The roles of the steps that call the agent's model with its own prompt.
@@ -63,4 +64,5 @@ def session_kept(*, prepared: PreparedStep, role: str, output) -> dict | None:
         return None
     if role == MODEL_CALL_ROLE and "answer" not in output:
         return dict(prepared.session)  # it asked for tools: its loop goes on
-    return {**prepared.session, "prompt": prepared.request.prompt}
+    # As the database can store it, as a validator keeps the prompt it grades: a template may render a NUL.
+    return {**prepared.session, "prompt": storable(prepared.request.prompt)}
