@@ -21,7 +21,7 @@ MAX_SESSION_KEY_CHARS = 100
 # The most characters of earlier prompts and answers one call may replay: about a million tokens,
 # the largest context window of the models the price table lists (a rendered prompt alone is at most
 # templates.MAX_OUTPUT_CHARS, a million characters). A longer session fails its next call before
-# the gate, never after money was spent on it.
+# the gate: that call is neither made nor charged.
 MAX_SESSION_HISTORY_CHARS = 4_000_000
 
 
