@@ -317,6 +317,14 @@ class Step(models.Model):
             "loop is (its turn, and a tool call's call)."
         ),
     )
+    session = models.JSONField(
+        null=True,
+        blank=True,
+        help_text=(
+            "For a call of an agent with a session_key: the key, how many earlier exchanges it replayed, "
+            "and, when its output is its execution's answer, the prompt it was sent, which later calls replay."
+        ),
+    )
     status = models.CharField(max_length=20, choices=StepStatus, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     redeliveries = models.PositiveIntegerField(default=0, help_text="Deliveries that found an attempt crashed, since the step was last resumed.")

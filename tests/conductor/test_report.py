@@ -41,7 +41,8 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
         ("workflow.runtime.default_model", "${VAR} interpolation"),
     }
     assert refused == {
-        "handover.yaml": {("workflow.instructions", "instructions"), ("agents[0].session_key", "session_key")},
+        # Its agent's session_key is accepted: only the workspace instructions refuse it.
+        "handover.yaml": {("workflow.instructions", "instructions")},
         "include.yaml": {("agents[0].prompt", "!file include")},
         # It names its endpoint, and the team has no credentials pointing there.
         "local_answer.yaml": {("workflow.runtime.provider.base_url", "endpoint the team's credentials do not point at")},
@@ -55,10 +56,7 @@ def test_with_every_runtime_routed_it_counts_the_uploads_and_names_every_reason(
     assert "its default here is 'gpt-4o'" in messages["workflow.runtime.default_model"]
     assert "model-from-the-environment" not in json.dumps(found)
     assert {row["kind"]: (row["files"], row["problems"]) for row in found["by_kind"]} == {
-        **{
-            kind: (1, 1)
-            for kind in ("instructions", "session_key", "!file include", "endpoint the team's credentials do not point at")
-        },
+        **{kind: (1, 1) for kind in ("instructions", "!file include", "endpoint the team's credentials do not point at")},
         **{
             kind: (2, 2)
             for kind in (

@@ -45,7 +45,6 @@ def problems(document) -> list[Problem]:
         ("agents__0__plugins", ["prs"], "agents[0].plugins", "coding-agent runtime"),
         ("agents__0__working_dir", "/repo", "agents[0].working_dir", "worker's files"),
         ("agents__0__sandbox", {"working_dir": "/workspace"}, "agents[0].sandbox", "'aca'"),
-        ("agents__0__session_key", "investigation", "agents[0].session_key", "new model call"),
         # what has another mechanism here
         ("workflow__runtime__timeout", 60, "workflow.runtime.timeout", "PROVIDER_TIMEOUT_SECONDS"),
         ("agents__0__retry", {"max_attempts": 3}, "agents[0].retry", "PROVIDER_MAX_RETRIES"),

@@ -70,6 +70,14 @@ from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregiste
 from .run_output import output_value, parsed_text
 from .references import always_run_before, ran_just_before
 from .reasoning import CONTEXT_TIERS, REASONING_EFFORTS, is_template, rendered_choice, thinking_budget
+from .sessions import (
+    MAX_SESSION_HISTORY_CHARS,
+    MAX_SESSION_KEY_CHARS,
+    SessionTooLong,
+    answer_text,
+    history_text,
+    session_key_problem,
+)
 from .subworkflows import Frame, forwarded_input_problems, frame_at, frame_inputs, frame_left, frame_outputs
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
@@ -209,6 +217,12 @@ __all__ = [
     "StepReader",
     "StepSpec",
     "TemplateFailure",
+    "MAX_SESSION_HISTORY_CHARS",
+    "MAX_SESSION_KEY_CHARS",
+    "SessionTooLong",
+    "answer_text",
+    "history_text",
+    "session_key_problem",
     "UnitPrices",
     "Validate",
     "ValidatorSpec",

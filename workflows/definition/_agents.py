@@ -11,7 +11,7 @@ from typing import Any
 
 from ._call_settings import agent_context_tier, agent_deadline, agent_effort
 from ._refused import AGENT_UNSUPPORTED
-from ._refused import fields_of_other_kinds
+from ._refused import fields_of_other_kinds, no_call_unsupported
 from ._section import Section
 from ._values import kind_of, non_json_kind, show
 from ._workflow import MAX_TEMPERATURE, Header, check_provider
@@ -22,6 +22,7 @@ from .outputs import CONSTRAINTS, constraint_problems
 from .model import END, AgentSpec, DialogSpec, MockSpec, RouteSpec, StepSpec, ValidatorSpec
 from .providers import ROUTABLE
 from .reasoning import MIN_REASONING_CAP, MIN_THINKING_TOKENS
+from .sessions import session_key_problem
 from .step_kinds import COMMON_KEYS, StepReader, step_kind_names, step_reader
 from .conditions import condition_check
 from .templates import compile_check
@@ -44,6 +45,7 @@ _AGENT_KEYS = (
     "name", "description", "type", "model", "provider", "system_prompt", "prompt", "input",
     "output", "routes", "max_tokens", "temperature", "stream", "mock", "validator", "dialog",
     "reasoning", "context_tier", "timeout_seconds", "max_session_seconds", "tools", "max_agent_iterations",
+    "session_key",
 )  # fmt: skip
 _ROUTE_KEYS = ("to", "when", "output")
 _VALIDATOR_KEYS = ("criteria", "model", "max_retries", "mock")
@@ -117,7 +119,14 @@ def read_agents(
             nullable=False,
         )
         if reader is None
-        else Section(raw, f"agents[{index}]", top.problems, keys=COMMON_KEYS + reader.keys, nullable=False)
+        else Section(
+            raw,
+            f"agents[{index}]",
+            top.problems,
+            keys=COMMON_KEYS + reader.keys,
+            unsupported=no_call_unsupported(reader.name),
+            nullable=False,
+        )
         for index, (raw, reader) in enumerate(zip(raw_agents, readers, strict=True))
     ]
     names = [name_register(section, first_use, kind="agent") for section in sections]
@@ -189,6 +198,7 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         if tool_servers and section.data.get(key) is not None:
             section.report(key, _TOOLS_WITH_REVIEW.format(key=key))
     max_agent_iterations = section.integer("max_agent_iterations", minimum=1, maximum=MAX_AGENT_ITERATIONS)
+    session_key = _session_key(section)
     if name is None or model is None or prompt is None:
         return None
     return AgentSpec(
@@ -213,7 +223,19 @@ def read_agent(section: Section, name: str | None, scope: Scope) -> AgentSpec | 
         tool_servers=tool_servers,
         tools=tools,
         max_agent_iterations=max_agent_iterations or header.max_agent_iterations,
+        session_key=session_key,
     )
+
+
+def _session_key(section: Section) -> str | None:
+    """The agent's session_key, stripped as conductor strips it; None without one or after a problem."""
+    value = section.data.get("session_key")
+    if value is None:
+        return None
+    if problem := session_key_problem(value):
+        section.report("session_key", problem)
+        return None
+    return value.strip()
 
 
 def _tools(section: Section, header: Header) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:

@@ -10,6 +10,7 @@ from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED, fields_of_other_kinds
 from ._section import Section
 from ._values import show
 from .errors import Problem
+from .sessions import concurrent_session_problem, shared_session_problem
 from .model import DEFAULT_MAX_CONCURRENT, FAILURE_MODES, AgentSpec, ForEachSpec, ParallelSpec
 
 MAX_CONCURRENT_CEILING = 100
@@ -85,6 +86,7 @@ def _parallel(
 
 def _members(section: Section, scope: Scope, agents: Mapping[str, AgentSpec]) -> tuple[str, ...]:
     members: list[str] = []
+    keyed: dict[str, str] = {}  # each session_key a member has, and the first member with it
     for index, member in enumerate(section.sequence("agents", required=True)):
         path = f"{section.at('agents')}[{index}]"
         if not isinstance(member, str):
@@ -101,11 +103,19 @@ def _members(section: Section, scope: Scope, agents: Mapping[str, AgentSpec]) ->
             problem = f"agent '{member}' has routes; an agent in a parallel group must not (the group's routes are taken)"
         elif member in agents and agents[member].dialog is not None:
             problem = f"agent '{member}' has a dialog: {_GROUP_DIALOG}"
+        elif (key := _session_of(agents, member)) in keyed:
+            problem = shared_session_problem(first=keyed[key], second=member, key=key)
         else:
             members.append(member)
+            if key is not None:
+                keyed[key] = member
             continue
         section.problems.append(Problem(path, problem))
     return tuple(members)
+
+
+def _session_of(agents: Mapping[str, AgentSpec], member: str) -> str | None:
+    return agents[member].session_key if member in agents else None
 
 
 def _for_each(section: Section, scope: Scope, first_use: dict[str, str]) -> ForEachSpec | None:
@@ -119,6 +129,10 @@ def _for_each(section: Section, scope: Scope, first_use: dict[str, str]) -> ForE
     failure_mode = _failure_mode(section)
     agent = _inline_agent(section, scope, name, first_use)
     routes = read_routes(section, scope)
+    slots = max_concurrent or DEFAULT_MAX_CONCURRENT
+    if agent is not None and agent.session_key is not None and slots > 1:
+        problem = concurrent_session_problem(key=agent.session_key, max_concurrent=slots)
+        section.problems.append(Problem(f"{section.at('agent')}.session_key", problem))
     if None in (name, source, as_name, failure_mode, agent):
         return None
     return ForEachSpec(
@@ -126,7 +140,7 @@ def _for_each(section: Section, scope: Scope, first_use: dict[str, str]) -> ForE
         description=section.text("description") or "",
         source=source,
         as_name=as_name,
-        max_concurrent=max_concurrent or DEFAULT_MAX_CONCURRENT,
+        max_concurrent=slots,
         failure_mode=failure_mode,
         agent=agent,
         routes=routes,

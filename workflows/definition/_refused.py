@@ -83,10 +83,6 @@ AGENT_UNSUPPORTED = {
         "retries are the service's: a transient provider error is retried up to the operator's "
         "PROVIDER_MAX_RETRIES times with backoff, each attempt gated and charged"
     ),
-    "session_key": (
-        "it continues a claude-agent-sdk session from step to step; each step here is a new model "
-        "call, which sees earlier outputs only through its templates"
-    ),
     "sandbox": "it configures the 'aca' sandbox provider's session, and that provider is not supported",
     "working_dir": _WORKING_DIR,
     "skills": _SKILLS,
@@ -99,6 +95,15 @@ AGENT_UNSUPPORTED = {
     "reason": "it is a field of conductor's 'wait' and 'terminate' steps, not of an agent",
 }
 
+
+def no_call_unsupported(kind: str) -> dict[str, str]:
+    """What a step of a kind that makes no model call may not have, as conductor refuses it there."""
+    return {
+        "session_key": (
+            f"a '{kind}' step makes no model call, so it has no conversation to continue; only an "
+            "agent's calls continue a session"
+        )
+    }
 
 
 def fields_of_other_kinds(raw: object) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ class DefinitionError(Exception):
 class TemplateFailure(Exception):
     """A template or route expression failed while rendering or evaluating."""
 
+    error_type = "TemplateError"  # what a step that fails with it records
+
     def __init__(self, where: str, reason: str) -> None:
         self.where = where
         self.reason = reason

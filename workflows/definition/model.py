@@ -176,6 +176,9 @@ class AgentSpec:
     tool_servers: tuple[str, ...] = ()
     tools: tuple[str, ...] | None = None
     max_agent_iterations: int = DEFAULT_MAX_AGENT_ITERATIONS
+    # Conductor's session_key: its calls continue the conversation of every execution with the key
+    # (definition/sessions.py); None: each call starts afresh.
+    session_key: str | None = None
 
     @property
     def uses_tools(self) -> bool:
@@ -205,6 +208,7 @@ class AgentSpec:
             "tool_servers": list(self.tool_servers),
             "tools": None if self.tools is None else list(self.tools),
             "max_agent_iterations": self.max_agent_iterations,
+            "session_key": self.session_key,
         }
 
     @classmethod

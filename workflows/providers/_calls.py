@@ -133,10 +133,10 @@ def deadline_passed(request: CompletionRequest) -> str:
 
 def worst_case_usage(request: CompletionRequest, *, request_id: str) -> Usage:
     """What a call that was made is billed when its usage cannot be known: the local count of its
-    prompt (a tool loop's tools and turns too) and the whole output cap, the worst case the gate
+    prompt (its session's earlier exchanges and a tool loop's tools and turns too) and the whole output cap, the worst case the gate
     estimated for it. Never $0."""
     return Usage(
-        input_tokens=count_tokens(request.system_prompt + request.prompt + request.loop_text()),
+        input_tokens=count_tokens(request.input_text()),
         output_tokens=request.max_tokens,
         request_id=request_id,
     )
@@ -149,6 +149,15 @@ def unreadable_answer(*, provider: str, error: Exception, request: CompletionReq
         f"{provider}'s answer could not be read ({type(error).__name__}); it is billed at its worst case.",
         usage=worst_case_usage(request, request_id=request_id),
     )
+
+
+def history_messages(request: CompletionRequest) -> list[dict[str, str]]:
+    """The earlier exchanges of the session a call continues, as the user and assistant messages
+    both APIs take, oldest first."""
+    messages = []
+    for exchange in request.history:
+        messages += [{"role": "user", "content": exchange.prompt}, {"role": "assistant", "content": exchange.answer}]
+    return messages
 
 
 def missing_credentials(provider: str) -> ProviderError:

@@ -16,6 +16,7 @@ from workflows.providers._calls import (
     checked_tool_calls,
     connection_error,
     deadline_passed,
+    history_messages,
     missing_credentials,
     redact,
     sdk_client,
@@ -117,7 +118,11 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
     params: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens,
-        "messages": [{"role": "user", "content": request.prompt}, *_transcript_messages(request.transcript)],
+        "messages": [
+            *history_messages(request),
+            {"role": "user", "content": request.prompt},
+            *_transcript_messages(request.transcript),
+        ],
     }
     if request.system_prompt:
         params["system"] = request.system_prompt

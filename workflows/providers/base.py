@@ -1,7 +1,7 @@
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from workflows.definition import transcript_text
+from workflows.definition import history_text, transcript_text
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,15 @@ class ToolResult:
 
 
 @dataclass(frozen=True)
+class SessionExchange:
+    """An earlier execution of the session a call continues (definition/sessions.py): the prompt it
+    was sent, a user message, and the answer it gave, an assistant message (as text)."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class CompletionRequest:
     model: str
     system_prompt: str
@@ -65,6 +74,18 @@ class CompletionRequest:
     # prompt, in order (each AssistantTurn followed by a ToolResult for each of its calls).
     tools: tuple[ToolSpec, ...] = ()
     transcript: tuple[AssistantTurn | ToolResult, ...] = ()
+    # A call that continues a session: its earlier exchanges, oldest first, sent after the system
+    # prompt and before `prompt`.
+    history: tuple[SessionExchange, ...] = ()
+
+    def input_text(self) -> str:
+        """Everything the call sends as text to count, as the gate counted it: its system prompt,
+        its session's earlier exchanges, its prompt, and a tool loop's tools and turns."""
+        return self.system_prompt + self.history_text() + self.prompt + self.loop_text()
+
+    def history_text(self) -> str:
+        """The session's earlier exchanges as text to count; "" for a call that continues none."""
+        return history_text((exchange.prompt, exchange.answer) for exchange in self.history)
 
     def loop_text(self) -> str:
         """What a call of a tool loop sends beyond its prompts (its tools and its turns so far), as

@@ -27,7 +27,7 @@ class FakeProvider:
             output_tokens = fake_token_count(written if isinstance(written, str) else json.dumps(written))
         input_tokens = mock.get("input_tokens")
         if input_tokens is None:
-            input_tokens = fake_token_count(request.system_prompt + request.prompt + request.loop_text())
+            input_tokens = fake_token_count(request.input_text())
         # The step's estimate counts the mock's input tokens, up to the same bound (steps.step_prepare),
         # so the fake never costs more than its estimate.
         return CompletionResult(

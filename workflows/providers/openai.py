@@ -14,6 +14,7 @@ from workflows.providers._calls import (
     checked_tool_calls,
     connection_error,
     deadline_passed,
+    history_messages,
     missing_credentials,
     redact,
     sdk_client,
@@ -119,7 +120,7 @@ def _tool_call(id_: str, name: str, arguments: str | None) -> dict[str, Any]:
 
 
 def _params(request: CompletionRequest) -> dict[str, Any]:
-    messages = [{"role": "user", "content": request.prompt}]
+    messages = [*history_messages(request), {"role": "user", "content": request.prompt}]
     if request.system_prompt:
         messages.insert(0, {"role": "system", "content": request.system_prompt})
     messages += [_transcript_message(item) for item in request.transcript]

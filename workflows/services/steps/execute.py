@@ -47,6 +47,7 @@ from workflows.services.renders import rendered_ahead
 from workflows.services.run_state import run_await_input, run_fail, run_stop, step_set_aside
 from workflows.services.steps.kinds import Charged, PreparedStep, StepAttempt, StepWorkFailed, kind_named
 from workflows.services.steps.prepare import step_prepare
+from workflows.services.steps.sessions import session_kept
 from workflows.services.steps.progression import prerender_ending, step_failed, step_succeeded
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _prerender_begin(*, step_id: int) -> None:
             may_override_prices=run.team.may_override_prices,
         )
     except TemplateFailure as exc:
-        prerender_ending(run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+        prerender_ending(run=run, step=step, error={"type": exc.error_type, "message": str(exc)})
 
 
 def _wait_left(*, step: Step, prepared: PreparedStep) -> float:
@@ -180,7 +181,7 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
                 may_override_prices=team.may_override_prices,
             )
         except TemplateFailure as exc:
-            step_failed(team=team, run=run, step=step, error={"type": "TemplateError", "message": str(exc)})
+            step_failed(team=team, run=run, step=step, error={"type": exc.error_type, "message": str(exc)})
             return None
 
         if (wait := _wait_left(step=step, prepared=prepared)) > 0:
@@ -354,14 +355,17 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
         step.output = result.output
         step.error = None  # a transient error an earlier attempt left
         step.finished_at = timezone.now()
-        step.save(update_fields=["reserved_usd", "status", "output", "error", "finished_at"])
+        step.session = session_kept(prepared=attempt.prepared, role=step.role, output=result.output)
+        step.save(update_fields=["reserved_usd", "status", "output", "error", "finished_at", "session"])
         completed, said = kind_named(attempt.prepared.kind).completed_event(step=step, output=result.output)
+        continued = {"session": attempt.prepared.session} if attempt.prepared.session else {}
         event_record(
             run=run,
             type=completed,
             payload={
                 **attempt_named(step, attempt.number),
                 **said,
+                **continued,
                 **charged.details,
                 "cost_usd": usd(charged.cost_usd),
                 "spent_usd": usd(run.spent_usd),

@@ -10,6 +10,7 @@ from workflows.definition import (
     MONEY_PLACES,
     AgentSpec,
     Frame,
+    StepSpec,
     WorkflowDefinition,
     context_for_agent,
     frame_at,
@@ -24,6 +25,7 @@ from workflows.models import Run, Step, StepRole
 from workflows.services.periods import period_window, team_period_spent
 from workflows.services.steps.kinds import PreparedStep, group_kind_of, kind_for_step, kind_of
 from workflows.services.steps.kinds.tools import loop_so_far
+from workflows.services.steps.sessions import CALLING_ROLES, session_history
 
 # The roles whose steps are prepared from what their agent's step recorded (`Step.validation`), not
 # from the run's context: a validator's and a dialog evaluator's call, and a person's reply; and
@@ -39,17 +41,19 @@ def step_prepare(
     entry, for a step inside one), and for a branch as its group's kind adds to it; a validator's step
     from what it grades, a dialog's evaluator and a person's reply from the output they read, a step
     of a tool loop from the loop so far, and an agent's re-run as the agent, told the validator's
-    issues or the dialog's question and reply.
-    Raises TemplateFailure."""
+    issues or the dialog's question and reply. A call of an agent with a session_key also replays
+    its session's earlier exchanges (steps/sessions.py).
+    Raises TemplateFailure (SessionTooLong among them)."""
     frame = frame_at(definition, step.agent)
     # A branch's group is in its agent's frame: its path is the frame's prefix and its name there.
     group_name = frame_at(definition, step.group).name if step.group else ""
     definition = frame.definition
     node = definition.node(frame.name)
+    session = _session(step=step, frame=frame, node=node)
     if step.role in _READS_RECORDED or step.role in _IN_TOOL_LOOP:
         return kind_for_step(node, step.role).prepare(
             node=node,
-            context=step.validation if step.role in _READS_RECORDED else loop_so_far(step, team_id=run.team_id),
+            context=step.validation if step.role in _READS_RECORDED else loop_so_far(step, team_id=run.team_id) | session,
             definition=definition,
             may_override_prices=may_override_prices,
             provider_routes=run.provider_routes,
@@ -83,7 +87,19 @@ def step_prepare(
         may_override_prices=may_override_prices,
         provider_routes=run.provider_routes,
         **rerun,
+        **session,
     )
+
+
+def _session(*, step: Step, frame: Frame, node: AgentSpec | StepSpec) -> dict:
+    """`history`, the earlier exchanges of its session, for a step that calls a keyed agent's model
+    with the agent's own prompt (its own step, a re-run, a model call of its tool loop); nothing for
+    any other. Raises SessionTooLong."""
+    if not isinstance(node, AgentSpec) or node.session_key is None or step.role not in CALLING_ROLES:
+        return {}
+    if step.role == "" and node.uses_tools:
+        return {}  # its own step lists its tools; the model calls of its loop continue the session
+    return {"history": session_history(step=step, frame=frame, node=node)}
 
 
 def _rerun_feedback(given: dict) -> str:

@@ -16,6 +16,7 @@ from workflows.definition import (
     backend_of,
     count_tokens,
     estimate_usd,
+    history_text,
     is_template,
     model_for_backend,
     output_cap,
@@ -26,6 +27,7 @@ from workflows.providers import (
     AssistantTurn,
     CompletionRequest,
     CompletionResult,
+    SessionExchange,
     ToolResult,
     ToolSpec,
     Usage,
@@ -53,8 +55,10 @@ class AgentKind(StepKind):
         may_override_prices: bool,
         provider_routes: Mapping[str, str],
         feedback: str = "",
+        history: tuple[SessionExchange, ...] | None = None,
     ) -> PreparedStep:
-        """`feedback`, for a re-run its validator asked for, is appended to the rendered prompt."""
+        """`feedback`, for a re-run its validator asked for, is appended to the rendered prompt;
+        `history`, for an agent with a session_key, is its session's earlier exchanges."""
         system_prompt, prompt, effort = rendered_prompts(node, context)
         mock = node.mock
         if feedback and mock is not None and mock.rerun_output is not None:
@@ -72,6 +76,7 @@ class AgentKind(StepKind):
             provider_routes=provider_routes,
             effort=effort,
             deadline_seconds=deadline(node),
+            history=history,
         )
 
     def call(
@@ -93,16 +98,22 @@ class AgentKind(StepKind):
         tools: tuple[ToolSpec, ...] = (),
         transcript: tuple[AssistantTurn | ToolResult, ...] = (),
         loop_text: str = "",
+        history: tuple[SessionExchange, ...] | None = None,
     ) -> PreparedStep:
         """A call to `model` through the agent's provider, with the agent's output cap (room for
         reasoning at `effort` included), priced and estimated: the worst case of its rendered input
         and its whole output cap. A model call of a tool loop also sends `tools` and the loop's
-        `transcript` so far, which `loop_text` is as text, counted in its input."""
+        `transcript` so far, which `loop_text` is as text, counted in its input. A call that
+        continues the agent's session (`history` not None) sends its earlier exchanges before the
+        prompt, counted in its input too."""
         prices, price_source = prices_for(
             model=model, pricing=definition.pricing, provider=agent.provider, may_override_prices=may_override_prices
         )
         max_tokens = output_cap(agent, prices, default=settings.DEFAULT_MAX_TOKENS, effort=effort)
-        input_tokens = count_tokens(system_prompt + prompt + loop_text)
+        exchanges = history or ()
+        input_tokens = count_tokens(
+            system_prompt + history_text((each.prompt, each.answer) for each in exchanges) + prompt + loop_text
+        )
         if agent.provider in FREELY_PRICED_PROVIDERS and mock and mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
             input_tokens = max(input_tokens, mock.input_tokens)
@@ -124,6 +135,7 @@ class AgentKind(StepKind):
             options={"mock": mock.to_dict()} if mock else {},
             tools=tools,
             transcript=transcript,
+            history=exchanges,
         )
         return PreparedStep(
             kind=self.name,
@@ -134,6 +146,7 @@ class AgentKind(StepKind):
             prices=prices,
             price_source=price_source,
             estimated_input_tokens=input_tokens,
+            session=None if history is None else {"key": agent.session_key, "exchanges": len(history)},
         )
 
     def review_call(

@@ -55,6 +55,9 @@ class PreparedStep:
     delay_seconds: float = 0
     # Admitted, the step waits for a person's answer (`StepKind.answer`) instead of running.
     awaits_input: bool = False
+    # A call that continues a session (definition/sessions.py): its key, and how many earlier
+    # exchanges it replays.
+    session: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,8 @@ class ModelCallKind(AgentKind):
         may_override_prices: bool,
         provider_routes: Mapping[str, str],
     ) -> PreparedStep:
-        """`context` is the loop so far (`loop_so_far`); nothing is rendered: the prompts were, once."""
+        """`context` is the loop so far (`loop_so_far`), and for an agent with a session_key its
+        session's earlier exchanges (`history`); nothing is rendered: the prompts were, once."""
         listing = context["listing"]
         tools = tuple(
             ToolSpec(name=tool["name"], description=tool["description"], input_schema=tool["input_schema"])
@@ -167,6 +168,7 @@ class ModelCallKind(AgentKind):
             tools=tools,
             transcript=transcript,
             loop_text=transcript_text(tools=listing["tools"], transcript=context["transcript"]) if tools else "",
+            history=context.get("history"),
         )
         return replace(prepared, data={"turn": context["turn"], "max_model_calls": node.max_agent_iterations})
 
