@@ -69,7 +69,17 @@ from .step_kinds import COMMON_KEYS, StepReader, register_step_reader, unregiste
 from .run_output import output_value, parsed_text
 from .references import always_run_before, ran_just_before
 from .reasoning import CONTEXT_TIERS, REASONING_EFFORTS, is_template, rendered_choice, thinking_budget
-from .subworkflows import Frame, forwarded_input_problems, frame_at, frame_inputs, frame_left, frame_outputs
+from .subworkflows import (
+    Frame,
+    branch_caller_of,
+    branch_frame_left,
+    branch_frames_left,
+    forwarded_input_problems,
+    frame_at,
+    frame_inputs,
+    frame_left,
+    frame_outputs,
+)
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -217,6 +227,9 @@ __all__ = [
     "after_step",
     "always_run_before",
     "backend_of",
+    "branch_caller_of",
+    "branch_frame_left",
+    "branch_frames_left",
     "check_inputs",
     "check_limits",
     "compile_check",

@@ -16,7 +16,7 @@ from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
 from ._workflow import Header, check_provider, environment_references, read_header
 from .errors import DefinitionError, Problem
-from .model import WorkflowDefinition
+from .model import AgentSpec, WorkflowDefinition
 from .references import check_references
 from .subworkflows import attach_subworkflows, forwarded_inputs
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
@@ -95,7 +95,8 @@ def load_definition(
         first_use=first_use,
     )
     parallel, for_each = read_groups(top, scope, agents, first_use)
-    providers = {agent.provider for agent in agents.values()} | {group.agent.provider for group in for_each.values()}
+    inline = [group.agent for group in for_each.values() if isinstance(group.agent, AgentSpec)]
+    providers = {agent.provider for agent in (*agents.values(), *inline)}
     if header.provider in providers:
         check_provider(problems, header.provider_path, header.provider, provider_routes, written=header.provider_written)
     if not may_lower_prices and not providers <= FREELY_PRICED_PROVIDERS:
