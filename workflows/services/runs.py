@@ -106,7 +106,7 @@ def check_step_kinds_allowed(*, definition: WorkflowDefinition, team: Team) -> N
     """Refuse a run of a version uploaded when its kinds of step were allowed and no longer are (an
     operator turned scripts off), before any of its steps is paid for."""
     refused = refused_step_kinds(team=team)
-    used = {step.kind for workflow in definition.nested() for step in workflow.steps.values()}
+    used = {step.kind for workflow in definition.nested() for step in workflow.all_steps()}
     if kinds := sorted(used & set(refused)):
         raise ValidationFailed(
             f"The workflow has {kinds[0]} steps: {refused[kinds[0]]}.",
