@@ -14,6 +14,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from tests.conductor.test_group_validator import Model, use_model
 from tests.conftest import wait_for_run
@@ -159,7 +160,7 @@ def charged(run) -> list[str]:
 
 
 def test_each_item_runs_the_subworkflow_in_its_own_frame_and_the_group_keeps_conductors_shape(
-    api, team, celery_worker, monkeypatch
+    api, team, celery_worker, monkeypatch, admin_client
 ):
     model = use_model(monkeypatch, Answers())
     upload(api)
@@ -202,6 +203,12 @@ def test_each_item_runs_the_subworkflow_in_its_own_frame_and_the_group_keeps_con
     assert run.iterations == 8
     completed = run.events.filter(type=EventType.GROUP_COMPLETED).get()
     assert completed.payload == {"group": "deep_dives", "succeeded": 3, "failed": 0}
+    # The steps API and the run's admin page say which branch each sub-workflow step belongs to.
+    rows = api.get(f"/api/v1/runs/{run.pk}/steps").json()["results"]
+    shown = {(row["agent"], row["group"], row["branch_index"], row["branch_key"]) for row in rows}
+    assert ("qa_runner[1]/answerer", "deep_dives", 1, "1") in shown
+    page = admin_client.get(reverse("admin:workflows_run_change", args=[run.pk])).content.decode()
+    assert all(f"qa_runner[{index}]/answerer" in page for index in range(3))
     assert_invariants(run)
 
 

@@ -365,13 +365,13 @@ def _branch_frame_go_on(
     if isinstance(move, Complete):
         first.output = move.output
         first.save(update_fields=["output"])
-    else:
+    else:  # the workflow step fails: a resume that runs it again enters its sub-workflow afresh
         error = {"type": move.error_type, "message": move.message}
-        if active and definition.group(step.group).failure_mode == "fail_fast":
-            _branch_checkpoint(run=run, outputs=outputs, next_step=None)
-            run_fail(team=team, run=run, step=None, error={**error, **branch_of(step)}, output=move.output)
-            return
         _failed_step_record(run=run, step=first, error=error)
+        if active and definition.group(step.group).failure_mode == "fail_fast":
+            outputs = branch_frame_left(outputs, caller)
+            run_fail(team=team, run=run, step=first, error={**error, **branch_of(step)}, outputs=outputs, output=move.output)
+            return
     _branch_checkpoint(run=run, outputs=branch_frame_left(outputs, caller), next_step=None)
     if active:
         group_continue(team=team, run=run, step=step)
