@@ -20,6 +20,7 @@ from tests.conductor.test_group_validator_steps import (  # noqa: F401 - fixture
 )
 from tests.factories import workflow_version
 from tests.invariants import assert_invariants
+from workflows.errors import ValidationFailed
 from workflows.models import LedgerEntry, Run, Step
 from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.steps import step_begin
@@ -289,3 +290,59 @@ def test_a_branchs_subworkflow_may_run_another_in_a_frame_inside_its_own(team):
     run.refresh_from_db()
     assert run.status == "completed", run.error
     assert_invariants(run)
+
+
+def _stopped_among_the_branches(team) -> Run:
+    run = start(team, things=("a", "b"), budget_usd="0.15", budget_mode="enforce")
+    bind(run, 0)
+    bind(run, 1)
+    running = begin(step(run, "runner[0]/first"))
+    assert step_begin(step_id=step(run, "runner[1]/first").pk, worker="host:2") is None
+    settle(running, {"text": "a1"})
+    run.refresh_from_db()
+    assert run.status == "budget_exceeded"
+    return run
+
+
+def test_a_resume_onto_a_version_keeping_the_branches_subworkflow_goes_on_in_their_frames(team):
+    run = _stopped_among_the_branches(team)
+    again = workflow_version(team=team, source=CALLER.replace("Finish", "Now finish"))
+
+    run_resume(run=run, limits={"budget_usd": "5"}, workflow_version=again.version)
+    run_step(step(run, "runner[0]/second"), {"text": "a2"})
+    run_step(step(run, "runner[1]/first"), {"text": "b1"})
+    run_step(step(run, "runner[1]/second"), {"text": "b2"})
+    run_step(step(run, "finisher"), {"done": True})
+
+    run.refresh_from_db()
+    assert (run.status, run.workflow_version.version) == ("completed", 2)
+    assert run.output == {"results": [{"text": "a2"}, {"text": "b2"}]}
+    assert_invariants(run)
+
+
+@pytest.mark.parametrize(
+    ("source", "lacks"),
+    [
+        (
+            CALLER.replace('type: workflow\n      workflow: ./inner.yaml\n      input_mapping: {thing: "{{ thing }}"}', "prompt: Do {{ thing }}."),
+            "lacks 'runner'",
+        ),
+        (
+            INNER.replace('prompt: "First', 'output: {text: {type: integer}}\n    prompt: "First'),
+            "lacks 'runner[0]/first' with its output as it was",
+        ),
+    ],
+)
+def test_a_resume_onto_a_version_that_changed_what_the_branches_ran_is_refused(team, source, lacks):
+    run = _stopped_among_the_branches(team)
+    if "name: inner" in source:
+        workflow_version(team=team, source=source)  # the caller, uploaded again, runs the new inner
+        source = CALLER
+    version = workflow_version(team=team, source=source)
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_resume(run=run, limits={"budget_usd": "5"}, workflow_version=version.version)
+
+    assert lacks in [detail["message"] for detail in refused.value.details]
+    run.refresh_from_db()
+    assert (run.status, run.workflow_version.version) == ("budget_exceeded", 1)

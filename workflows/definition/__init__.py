@@ -39,6 +39,7 @@ from .model import (
     DialogSpec,
     WorkflowDefinition,
     output_cap,
+    step_of_caller,
 )
 from .outputs import json_schema, output_problems
 from .parse import MAX_DEFINITION_BYTES, load_definition
@@ -269,6 +270,7 @@ __all__ = [
     "resolve_limits",
     "resolve_reference",
     "route_problems",
+    "step_of_caller",
     "template_context",
     "thinking_budget",
     "to_exact_money",

@@ -15,6 +15,7 @@ from workflows.definition import (
     SUBWORKFLOW_SEPARATOR,
     AgentSpec,
     ResolvedLimits,
+    StepSpec,
     always_run_before,
     TemplateFailure,
     WorkflowDefinition,
@@ -26,6 +27,7 @@ from workflows.definition import (
     render_budget,
     resolve_limits,
     resolve_reference,
+    step_of_caller,
     template_context,
 )
 from workflows.definition import subworkflows
@@ -269,7 +271,9 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
             kept = definition.group(group)
             if kept is None or kept.kind != written.group(group).kind or _members(kept) != _members(written.group(group)):
                 problems.add(f"'{group}' (with its agents as they were)")
-            elif definition.node(agent).output != written.node(agent).output:
+            elif not _kept_as_it_was(agent, written=written, definition=definition):
+                problems.add(f"'{agent}'")
+            elif not _output_kept(agent, written=written, definition=definition):
                 problems.add(f"'{agent}' with its output as it was")
         elif not _kept_as_it_was(agent, written=written, definition=definition):
             problems.add(f"'{agent}'")
@@ -377,17 +381,27 @@ def _open_review_problems(
 
 def _kept_as_it_was(name: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:
     """Whether `definition` has the agent or step `name` of `written`, of the same kind; for a path
-    inside a sub-workflow, whether it has the calling step and, in what it calls, the rest."""
+    inside a sub-workflow, whether it has the calling step and, in what it calls, the rest (in a for_each
+    branch's sub-workflow, `qa_runner[1]/answerer`, the calling step is the group's agent)."""
     caller, inside, rest = name.partition(SUBWORKFLOW_SEPARATOR)
     if inside:
+        step = step_of_caller(caller)
         return (
-            _kept_as_it_was(caller, written=written, definition=definition)
-            and caller in definition.subworkflows
-            and _kept_as_it_was(rest, written=written.subworkflows[caller], definition=definition.subworkflows[caller])
+            _kept_as_it_was(step, written=written, definition=definition)
+            and step in definition.subworkflows
+            and _kept_as_it_was(rest, written=written.subworkflows[step], definition=definition.subworkflows[step])
         )
     if name in written.agents:
         return name in definition.agents
-    return name in definition.steps and definition.steps[name].kind == written.steps[name].kind
+    if name in written.steps:
+        return name in definition.steps and definition.steps[name].kind == written.steps[name].kind
+    was, now = _group_agent(written, name), _group_agent(definition, name)
+    return now is not None and type(now) is type(was) and getattr(now, "kind", None) == getattr(was, "kind", None)
+
+
+def _group_agent(definition: WorkflowDefinition, name: str) -> AgentSpec | StepSpec | None:
+    """The agent, or the workflow step, of the for_each group whose agent is named `name`; None."""
+    return next((group.agent for group in definition.for_each.values() if group.agent.name == name), None)
 
 
 def run_resume(
