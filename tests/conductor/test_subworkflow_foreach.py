@@ -10,6 +10,8 @@ output shows whose question went where.
 Prices: input is free, output $100 per million tokens; every call is 100 tokens, so it reserves
 and costs $0.01."""
 
+import os
+import signal
 from dataclasses import replace
 from decimal import Decimal
 
@@ -17,9 +19,12 @@ import pytest
 from django.urls import reverse
 
 from tests.conductor.test_group_validator import Model, use_model
-from tests.conftest import wait_for_run
+from tests.conftest import wait_for_run, wait_until
+from tests.integration.test_worker_crash import worker_process  # noqa: F401 - a worker process to kill
 from tests.invariants import assert_invariants
-from workflows.models import EventType, LedgerEntry
+from workflows.models import EventType, LedgerEntry, Step
+from workflows.services.runs import run_start
+from workflows.services.workflows import workflow_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -285,4 +290,27 @@ def test_an_enforce_stop_among_the_branches_resumes_their_subworkflows_where_the
     assert run.checkpoints.order_by("-id").first().outputs["deep_dives"]["outputs"] == CHECKED
     assert run.output == {"digest": "three answers", "count": 3}
     assert run.spent_usd == Decimal("0.080000")
+    assert_invariants(run)
+
+
+def test_a_worker_killed_during_a_branchs_subworkflow_step_is_redelivered_and_charged_once(team, worker_process):
+    # The worker process answers with the fake's mocks: each answerer the same.
+    workflow_create(team=team, definition=LOOKUP.replace("mock: {output_tokens: 100}", "mock: {output: {answer: x}, output_tokens: 100, latency_ms: 3000}", 1))
+    version = workflow_create(team=team, definition=INLINE_LOOKUP)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"topic": "languages"})
+
+    killed = wait_until(
+        lambda: Step.objects.filter(run=run, agent="qa_runner[1]/search", status="running").exclude(worker="").first(),
+        message="the second branch's search to start",
+    )
+    os.kill(int(killed.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+
+    run = wait_for_run(run.pk, *TERMINAL, timeout=120)
+    assert run.status == "completed", run.error
+    killed.refresh_from_db()
+    assert (killed.status, killed.attempts, killed.redeliveries) == ("succeeded", 2, 1)
+    assert list(LedgerEntry.objects.filter(step=killed).values_list("attempt", flat=True)) == [2]
+    expected = ["topic_finder", "summarize", *(f"qa_runner[{i}]/{agent}" for i in range(3) for agent in ("search", "answerer"))]
+    assert sorted(charged(run)) == sorted(expected)
+    assert run.output["count"] == 3
     assert_invariants(run)
