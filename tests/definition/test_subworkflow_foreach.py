@@ -93,6 +93,15 @@ def test_conductors_example_uploads_unchanged_with_simple_qa_uploaded_first():
     assert definition.models() == {"claude-haiku-4.5"}
 
 
+def test_a_groups_agent_without_a_name_of_its_own_takes_the_groups():
+    definition = load(CALLER.replace("      name: runner\n", ""), qa=load(QA_SOURCE))
+
+    assert definition.for_each["dives"].agent.name == "dives"
+    assert definition.node("dives").kind == "workflow"
+    assert definition.node("dives[0]/answerer").name == "answerer"
+    assert list(definition.subworkflows) == ["dives"]
+
+
 def test_input_mapping_sees_the_item_and_what_ran_before_the_group():
     definition = load(CALLER, qa=load(QA_SOURCE))
 

@@ -346,3 +346,15 @@ def test_a_resume_onto_a_version_that_changed_what_the_branches_ran_is_refused(t
     assert lacks in [detail["message"] for detail in refused.value.details]
     run.refresh_from_db()
     assert (run.status, run.workflow_version.version) == ("budget_exceeded", 1)
+
+
+def test_a_groups_agent_without_a_name_runs_under_the_groups(team):
+    run = start(team, things=("a",), source=CALLER.replace("      name: runner\n", ""))
+    assert run_no_call(step(run, "items", branch_index=0)) == {"thing": "a"}
+    run_step(step(run, "items[0]/first"), {"text": "a1"})
+    run_step(step(run, "items[0]/second"), {"text": "a2"})
+
+    run.refresh_from_db()
+    assert run.checkpoints.latest().outputs["items"]["outputs"] == [{"text": "a2"}]
+    assert step(run, "finisher").status == "pending"
+    assert_invariants(run)

@@ -193,17 +193,19 @@ def _inline_agent(
         return None
     raw = section.data["agent"]
     reader = step_reader(raw.get("type")) if isinstance(raw, Mapping) else None
-    if reader is not None and reader.name == _GROUP_STEP_KIND:
+    runs_workflow = reader is not None and reader.name == _GROUP_STEP_KIND
+    if runs_workflow:
         agent = section.section("agent", keys=COMMON_KEYS + reader.keys)
     else:
-        agent = section.section("agent", keys=_AGENT_KEYS + fields_of_other_kinds(raw), unsupported=AGENT_UNSUPPORTED, ignored=AGENT_IGNORED)
+        keys = _AGENT_KEYS + fields_of_other_kinds(raw)
+        agent = section.section("agent", keys=keys, unsupported=AGENT_UNSUPPORTED, ignored=AGENT_IGNORED)
     if agent.data.get("name") is None:
         name = group
     else:
         name = name_register(agent, first_use, kind="agent")
     if agent.data.get("routes") is not None:
         agent.report("routes", "the agent of a for_each group takes no routes; give them to the group")
-    if reader is not None and reader.name == _GROUP_STEP_KIND:
+    if runs_workflow:
         params = reader.read(agent)
         if name is None or params is None:
             return None

@@ -119,7 +119,8 @@ def branch_caller_of(definition: WorkflowDefinition, group: str, index: int) -> 
 def branch_frame_left(outputs: Mapping[str, Any], caller: str) -> dict[str, Any]:
     """The run's outputs once the sub-workflow of a branch (its caller `caller`) ended: its frame's
     are gone; its output is its branch's."""
-    return {path: output for path, output in outputs.items() if path != caller and not path.startswith(caller + SUBWORKFLOW_SEPARATOR)}
+    inside = caller + SUBWORKFLOW_SEPARATOR
+    return {path: output for path, output in outputs.items() if path != caller and not path.startswith(inside)}
 
 
 def branch_frames_left(outputs: Mapping[str, Any], agent: str) -> dict[str, Any]:

@@ -42,9 +42,9 @@ from workflows.definition import (
     Fail,
     ForEachSpec,
     Frame,
+    GoTo,
     Move,
     Proceed,
-    GoTo,
     TemplateFailure,
     WorkflowDefinition,
     after_step,
@@ -370,7 +370,8 @@ def _branch_frame_go_on(
         _failed_step_record(run=run, step=first, error=error)
         if active and definition.group(step.group).failure_mode == "fail_fast":
             outputs = branch_frame_left(outputs, caller)
-            run_fail(team=team, run=run, step=first, error={**error, **branch_of(step)}, outputs=outputs, output=move.output)
+            error = {**error, **branch_of(step)}
+            run_fail(team=team, run=run, step=first, error=error, outputs=outputs, output=move.output)
             return
     _branch_checkpoint(run=run, outputs=branch_frame_left(outputs, caller), next_step=None)
     if active:
@@ -501,8 +502,14 @@ def prerender_ending(
         ended = None  # how a branch's sub-workflow ended with this step, if it did
         if caller is not None and error is None:
             ended, prefix, _ = _branch_move(
-                run=run, definition=definition, step=step, caller=caller, outputs=outputs, output=move.output,
-                settling=charge, counted=counted,
+                run=run,
+                definition=definition,
+                step=step,
+                caller=caller,
+                outputs=outputs,
+                output=move.output,
+                settling=charge,
+                counted=counted,
             )
             if isinstance(ended, GoTo) or (isinstance(ended, Complete) and prefix != caller + SUBWORKFLOW_SEPARATOR):
                 return  # the branch goes on in its sub-workflow: its routes were rendered
