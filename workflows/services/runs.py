@@ -286,6 +286,8 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
+        for agent in _open_branch_frames(run):
+            problems.update(_open_frame_problems(definition, agent, checkpoint.outputs))
         problems.update(_open_review_problems(run, definition, written=written, resume_step=checkpoint.next_step))
     if problems:
         raise ValidationFailed(
@@ -337,6 +339,14 @@ def _open_frame_problems(definition: WorkflowDefinition, path: str, outputs: Map
             problems.update(f"'{frame.caller}' taking the inputs it bound ({problem.message})" for problem in found)
         frame = frame_at(definition, frame.caller)
     return problems
+
+
+def _open_branch_frames(run: Run) -> list[str]:
+    """The paths of the steps still to run inside for_each branches' sub-workflows: each is in a frame
+    of its own, whose inputs a resume keeps (`qa_runner[1]/answerer`)."""
+    still_to_run = [StepStatus.BLOCKED, StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING, StepStatus.FAILED]
+    open_steps = run.steps.filter(status__in=still_to_run).exclude(group="")
+    return [agent for agent in open_steps.values_list("agent", flat=True).distinct() if subworkflows.BRANCH_OPEN in agent]
 
 
 def _always_run_before(definition: WorkflowDefinition, path: str) -> set[str]:
