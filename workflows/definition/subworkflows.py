@@ -19,7 +19,8 @@ therefore never read or overwrite each other's outputs, and everything that foll
 prefix (its inputs, its outputs, its steps' paths, its end) works for a branch unchanged. The
 index adds at most BRANCH_SUFFIX_CHARS to a path. The steps of a branch's sub-workflow carry their
 branch's group, entry, index and key, and run one at a time, so a branch's sub-workflow may hold
-no group (refused at upload); it may run sub-workflows of its own.
+no group, nor wait for a person while its group's other branches run (both refused at upload); it
+may run sub-workflows of its own.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ class Frame:
     """Where a step's node is: the workflow it belongs to, and the path of the steps that entered it."""
 
     definition: WorkflowDefinition
-    prefix: str  # "" in the run's own workflow; "research/" in the one its step `research` runs
+    # "" in the run's own workflow; "research/" in the one its step `research` runs; "qa_runner[2]/"
+    # in the one the branch of item 2 of a for_each group whose agent is `qa_runner` runs
+    prefix: str
     name: str  # the node's name in `definition`
 
     @property
@@ -70,7 +73,8 @@ class Frame:
 
     @property
     def caller(self) -> str:
-        """The path of the step whose sub-workflow this is; "" in the run's own workflow."""
+        """The path of the step whose sub-workflow this is, with its branch's index in a for_each
+        branch's (`qa_runner[2]`); "" in the run's own workflow."""
         return self.prefix[: -len(SUBWORKFLOW_SEPARATOR)]
 
 
