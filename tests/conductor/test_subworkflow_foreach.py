@@ -20,6 +20,7 @@ from django.urls import reverse
 
 from tests.conductor.test_group_validator import Model, use_model
 from tests.conftest import wait_for_run, wait_until
+from tests.integration.test_groups import threaded_worker  # noqa: F401 - a worker with threads
 from tests.integration.test_worker_crash import worker_process  # noqa: F401 - a worker process to kill
 from tests.invariants import assert_invariants
 from workflows.models import EventType, LedgerEntry, Step
@@ -314,3 +315,36 @@ def test_a_worker_killed_during_a_branchs_subworkflow_step_is_redelivered_and_ch
     assert sorted(charged(run)) == sorted(expected)
     assert run.output["count"] == 3
     assert_invariants(run)
+
+
+def test_branches_running_at_once_on_worker_threads_keep_their_frames_apart(api, team, threaded_worker, monkeypatch):
+    model = use_model(monkeypatch, Answers())
+    slow = LOOKUP.replace("mock: {output_tokens: 100}", "mock: {output_tokens: 100, latency_ms: 300}")
+    upload(api, slow, INLINE_LOOKUP.replace("max_concurrent: 3", "max_concurrent: 2"))
+
+    run = start(api, workflow="dives")
+
+    assert run.status == "completed", run.error
+    assert run.checkpoints.order_by("-id").first().outputs["deep_dives"]["outputs"] == CHECKED
+    checked = sorted(prompt for prompt in model.prompts if prompt.startswith("Question: checked"))
+    assert checked == sorted(f"Question: checked {question}" for question in QUESTIONS)
+    # Steps of two branches' sub-workflows ran at the same moment, and never more than two branches.
+    steps = run.steps.filter(group="deep_dives")
+    assert most_at_once(steps.exclude(agent="qa_runner").values_list("started_at", "finished_at")) == 2
+    spans = [
+        (min(started for started, _ in times), max(finished for _, finished in times))
+        for times in (steps.filter(branch_index=index).values_list("started_at", "finished_at") for index in range(3))
+    ]
+    assert most_at_once(spans) == 2
+    assert run.spent_usd == Decimal("0.080000")
+    assert_invariants(run)
+
+
+def most_at_once(spans) -> int:
+    """The most (started, finished) spans that overlap at one moment."""
+    changes = sorted([(started, 1) for started, _ in spans] + [(finished, -1) for _, finished in spans])
+    peak = in_flight = 0
+    for _, change in changes:
+        in_flight += change
+        peak = max(peak, in_flight)
+    return peak
