@@ -224,9 +224,10 @@ def _references(text: str) -> list[tuple[str, str]]:
     for key in ("agents", "for_each"):
         entries = data.get(key) if isinstance(data, dict) else None
         for index, entry in enumerate(entries if isinstance(entries, list) else []):
-            agent = entry.get("agent", entry) if isinstance(entry, dict) and key == "for_each" else entry
+            in_group = isinstance(entry, dict) and key == "for_each"
+            agent = entry.get("agent", entry) if in_group else entry
             if isinstance(agent, dict) and agent.get("type") == "workflow" and isinstance(agent.get("workflow"), str):
-                found.append((f"{key}[{index}]", agent["workflow"]))
+                found.append((f"{key}[{index}].agent" if in_group else f"{key}[{index}]", agent["workflow"]))
     return found
 
 

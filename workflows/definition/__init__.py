@@ -40,6 +40,7 @@ from .model import (
     DialogSpec,
     WorkflowDefinition,
     output_cap,
+    step_of_caller,
 )
 from .outputs import json_schema, output_problems
 from .parse import MAX_DEFINITION_BYTES, load_definition
@@ -78,7 +79,17 @@ from .sessions import (
     history_text,
     session_key_problem,
 )
-from .subworkflows import Frame, forwarded_input_problems, frame_at, frame_inputs, frame_left, frame_outputs
+from .subworkflows import (
+    Frame,
+    branch_caller_of,
+    branch_frame_left,
+    branch_frames_left,
+    forwarded_input_problems,
+    frame_at,
+    frame_inputs,
+    frame_left,
+    frame_outputs,
+)
 from .routes import END, Complete, Fail, GoTo, Move, next_agent, next_move
 from .templates import (
     compile_check,
@@ -232,6 +243,9 @@ __all__ = [
     "after_step",
     "always_run_before",
     "backend_of",
+    "branch_caller_of",
+    "branch_frame_left",
+    "branch_frames_left",
     "check_inputs",
     "check_limits",
     "compile_check",
@@ -273,6 +287,7 @@ __all__ = [
     "resolve_reference",
     "route_problems",
     "same_endpoint",
+    "step_of_caller",
     "template_context",
     "thinking_budget",
     "to_exact_money",

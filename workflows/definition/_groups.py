@@ -10,8 +10,9 @@ from ._refused import AGENT_IGNORED, AGENT_UNSUPPORTED, fields_of_other_kinds
 from ._section import Section
 from ._values import show
 from .errors import Problem
+from .model import DEFAULT_MAX_CONCURRENT, FAILURE_MODES, AgentSpec, ForEachSpec, ParallelSpec, StepSpec
 from .sessions import concurrent_session_problem, shared_session_problem
-from .model import DEFAULT_MAX_CONCURRENT, FAILURE_MODES, AgentSpec, ForEachSpec, ParallelSpec
+from .step_kinds import COMMON_KEYS, step_reader
 
 MAX_CONCURRENT_CEILING = 100
 DEFAULT_LOOP_VARIABLE = "item"
@@ -23,6 +24,8 @@ _GROUP_DIALOG = (
     "a dialog on the agent of a group is not supported: conductor runs no dialog for a group's agents, "
     "whose branches run at once (a dialog works on an agent outside groups)"
 )
+# The kind of step a for_each group may run besides an agent: a sub-workflow (subworkflows.py).
+_GROUP_STEP_KIND = "workflow"
 # Conductor's reserved loop variable names.
 _LOOP_RESERVED = frozenset({"workflow", "context", "output", "_index", "_key"})
 _LOOP_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -130,7 +133,7 @@ def _for_each(section: Section, scope: Scope, first_use: dict[str, str]) -> ForE
     agent = _inline_agent(section, scope, name, first_use)
     routes = read_routes(section, scope)
     slots = max_concurrent or DEFAULT_MAX_CONCURRENT
-    if agent is not None and agent.session_key is not None and slots > 1:
+    if isinstance(agent, AgentSpec) and agent.session_key is not None and slots > 1:
         problem = concurrent_session_problem(key=agent.session_key, max_concurrent=slots)
         section.problems.append(Problem(f"{section.at('agent')}.session_key", problem))
     if None in (name, source, as_name, failure_mode, agent):
@@ -194,21 +197,40 @@ def _loop_variable(section: Section, scope: Scope) -> str | None:
     return None
 
 
-def _inline_agent(section: Section, scope: Scope, group: str | None, first_use: dict[str, str]) -> AgentSpec | None:
-    """The group's agent; without a name of its own it takes the group's, which its steps then carry."""
+def _inline_agent(
+    section: Section, scope: Scope, group: str | None, first_use: dict[str, str]
+) -> AgentSpec | StepSpec | None:
+    """The group's agent, or the `workflow` step each of its branches runs; without a name of its own
+    it takes the group's, which its steps then carry."""
     if section.data.get("agent") is None:
         section.missing("agent")
         return None
-    keys = _AGENT_KEYS + fields_of_other_kinds(section.data["agent"])
-    agent = section.section("agent", keys=keys, unsupported=AGENT_UNSUPPORTED, ignored=AGENT_IGNORED)
+    raw = section.data["agent"]
+    reader = step_reader(raw.get("type")) if isinstance(raw, Mapping) else None
+    runs_workflow = reader is not None and reader.name == _GROUP_STEP_KIND
+    if runs_workflow:
+        agent = section.section("agent", keys=COMMON_KEYS + reader.keys)
+    else:
+        keys = _AGENT_KEYS + fields_of_other_kinds(raw)
+        agent = section.section("agent", keys=keys, unsupported=AGENT_UNSUPPORTED, ignored=AGENT_IGNORED)
     if agent.data.get("name") is None:
         name = group
     else:
         name = name_register(agent, first_use, kind="agent")
     if agent.data.get("routes") is not None:
         agent.report("routes", "the agent of a for_each group takes no routes; give them to the group")
+    if runs_workflow:
+        params = reader.read(agent)
+        if name is None or params is None:
+            return None
+        description = agent.text("description") or ""
+        return StepSpec(name=name, kind=reader.name, description=description, routes=(), params=dict(params))
     if agent.data.get("type") not in (None, "agent"):
-        agent.report("type", f"a for_each group runs an agent: a step of type {show(agent.data['type'])} cannot be its agent yet")
+        agent.report(
+            "type",
+            f"a for_each group runs an agent, or a sub-workflow (type 'workflow'): a step of type "
+            f"{show(agent.data['type'])} cannot be its agent yet",
+        )
         return None
     if agent.data.get("dialog") is not None:
         agent.report("dialog", _GROUP_DIALOG)

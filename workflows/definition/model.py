@@ -19,6 +19,9 @@ END = "$end"
 # Between the names in a step's path inside a sub-workflow: `research/answerer` is the agent
 # `answerer` of the workflow the step `research` runs. Names never hold it.
 SUBWORKFLOW_SEPARATOR = "/"
+# A for_each branch's sub-workflow is named by its group's agent and the item's index, between these:
+# `qa_runner[2]/answerer` is the agent `answerer` of the sub-workflow the branch of item 2 runs.
+BRANCH_OPEN, BRANCH_CLOSE = "[", "]"
 DEFAULT_MAX_CONCURRENT = 10
 FAILURE_MODES = ("fail_fast", "continue_on_error", "all_or_nothing")
 
@@ -289,7 +292,8 @@ class ParallelSpec:
 @dataclass(frozen=True)
 class ForEachSpec:
     """A for_each group: its agent runs once per item of the list at ``source``, at most
-    ``max_concurrent`` at a time, then its routes are taken."""
+    ``max_concurrent`` at a time, then its routes are taken. Its agent is an agent, or a step of kind
+    `workflow` whose sub-workflow each branch runs (subworkflows.py)."""
 
     kind: ClassVar[str] = "for_each"  # the kind of group that runs it (services/steps/kinds/)
     name: str
@@ -298,7 +302,7 @@ class ForEachSpec:
     as_name: str  # what templates call the item
     max_concurrent: int
     failure_mode: str
-    agent: AgentSpec
+    agent: AgentSpec | StepSpec
     routes: tuple[RouteSpec, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,7 +322,8 @@ class ForEachSpec:
         return cls(
             **{
                 **data,
-                "agent": AgentSpec.from_dict(data["agent"]),
+                # A step's dict names its kind; an agent's does not.
+                "agent": (StepSpec if "kind" in data["agent"] else AgentSpec).from_dict(data["agent"]),
                 "routes": tuple(RouteSpec.from_dict(route) for route in data["routes"]),
             }
         )
@@ -390,18 +395,18 @@ class WorkflowDefinition:
 
     def node(self, name: str) -> AgentSpec | StepSpec:
         """What a step named `name` runs: an agent, or a step of another kind; inside a sub-workflow,
-        its path (`research/answerer`) names it."""
+        its path (`research/answerer`, or in a for_each branch's `qa_runner[2]/answerer`) names it."""
         caller, separator, rest = name.partition(SUBWORKFLOW_SEPARATOR)
         if separator:
-            return self.subworkflows[caller].node(rest)
-        return self.steps[name] if name in self.steps else self.agent(name)
+            return self.subworkflows[step_of_caller(caller)].node(rest)
+        return self.steps.get(name) or self.group_steps.get(name) or self.agent(name)
 
     def group(self, name: str) -> GroupSpec | None:
         """The group named `name`, None if there is none; inside a sub-workflow, its path
         (`research/reviews`) names it, as `node` reads a step's."""
         caller, separator, rest = name.partition(SUBWORKFLOW_SEPARATOR)
         if separator:
-            child = self.subworkflows.get(caller)
+            child = self.subworkflows.get(step_of_caller(caller))
             return None if child is None else child.group(rest)
         return self.parallel.get(name) or self.for_each.get(name)
 
@@ -411,11 +416,21 @@ class WorkflowDefinition:
 
     def all_agents(self) -> list[AgentSpec]:
         """The listed agents, then each for_each group's inline agent."""
-        return [*self.agents.values(), *(group.agent for group in self.for_each.values())]
+        inline = (group.agent for group in self.for_each.values() if isinstance(group.agent, AgentSpec))
+        return [*self.agents.values(), *inline]
 
     @property
     def agent_names(self) -> frozenset[str]:
-        return frozenset(agent.name for agent in self.all_agents())
+        return frozenset(agent.name for agent in self.all_agents()) | frozenset(self.group_steps)
+
+    @property
+    def group_steps(self) -> dict[str, StepSpec]:
+        """The steps for_each groups run as their agent (a `workflow` step), by name."""
+        return {group.agent.name: group.agent for group in self.for_each.values() if isinstance(group.agent, StepSpec)}
+
+    def all_steps(self) -> list[StepSpec]:
+        """The listed steps of kinds other than 'agent', then those for_each groups run."""
+        return [*self.steps.values(), *self.group_steps.values()]
 
     def providers(self) -> set[str]:
         """The providers of its agents and of its sub-workflows' agents."""
@@ -503,6 +518,18 @@ class WorkflowDefinition:
             # Nor, before a workflow could name its endpoint, this.
             endpoint=data.get("endpoint"),
         )
+
+
+def step_of_caller(caller: str) -> str:
+    """The step a sub-workflow's caller names: itself, or for a for_each branch's (`qa_runner[2]`)
+    the group's agent."""
+    return caller.partition(BRANCH_OPEN)[0]
+
+
+def branch_caller(agent: str, index: int) -> str:
+    """What the sub-workflow of the branch at `index` of a for_each group whose agent is at path
+    `agent` is called by: the path of its steps up to the separator (`qa_runner[2]`)."""
+    return f"{agent}{BRANCH_OPEN}{index}{BRANCH_CLOSE}"
 
 
 def output_cap(agent: AgentSpec, prices: UnitPrices | None, *, default: int, effort: str | None = None) -> int:

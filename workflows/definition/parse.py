@@ -16,7 +16,7 @@ from ._source import MAX_EXPANDED_BYTES, read_source
 from ._values import kind_of
 from ._workflow import Header, check_endpoint, check_provider, environment_references, read_header
 from .errors import DefinitionError, Problem
-from .model import WorkflowDefinition
+from .model import AgentSpec, WorkflowDefinition
 from .references import check_references
 from .subworkflows import attach_subworkflows, forwarded_inputs
 from .pricing import FREELY_PRICED_PROVIDERS, UnitPrices, rates_below
@@ -98,7 +98,8 @@ def load_definition(
         first_use=first_use,
     )
     parallel, for_each = read_groups(top, scope, agents, first_use)
-    providers = {agent.provider for agent in agents.values()} | {group.agent.provider for group in for_each.values()}
+    inline = [group.agent for group in for_each.values() if isinstance(group.agent, AgentSpec)]
+    providers = {agent.provider for agent in (*agents.values(), *inline)}
     # The workflow's provider, and the endpoint it names, matter only where its agents use it.
     uses_provider = header.provider in providers
     if uses_provider:

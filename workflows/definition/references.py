@@ -203,10 +203,17 @@ def check_references(definition: WorkflowDefinition, paths: Mapping[str, str]) -
         scope.update({extra: ANY for group in groups for extra in _names_of(group).branch_names})
         _check_agent(checker, agent, paths[name], scope)
     for group in definition.for_each.values():
-        scope = agent_scope(group.agent, [group.name], before.get(group.name))
+        if isinstance(group.agent, AgentSpec):
+            scope = agent_scope(group.agent, [group.name], before.get(group.name))
+        else:  # a sub-workflow's step, which, as any step not an agent's, sees every output
+            scope = scope_of(before.get(group.name))
         scope.update({group.as_name: ANY, "_index": SCALAR, "_key": SCALAR})
         scope.update({extra: ANY for extra in _names_of(group).branch_names})
-        _check_agent(checker, group.agent, f"{paths[group.name]}.agent", scope)
+        if isinstance(group.agent, AgentSpec):
+            _check_agent(checker, group.agent, f"{paths[group.name]}.agent", scope)
+        else:
+            for key, template in step_reader(group.agent.kind).templates(group.agent.params):
+                checker.check_template(template, f"{paths[group.name]}.agent.{key}", scope)
         _check_source(checker, group, paths[group.name], scope_of(before.get(group.name)))
     for step in definition.steps.values():
         reader = step_reader(step.kind)
@@ -377,6 +384,8 @@ def _node_shapes(definition: WorkflowDefinition) -> dict[str, Shape]:
     shapes = {name: Shape({"output": _output_shape(agent, f"agent '{name}'")}, f"agent '{name}'") for name, agent in definition.agents.items()}
     shapes.update({name: Shape({"output": ANY}, f"step '{name}'") for name in definition.steps})
     for name, child in definition.subworkflows.items():
+        if name in definition.group_steps:
+            continue  # a for_each group's: its branches' outputs are the group's
         # What a caller sees of a sub-workflow is its output, with the fields it has however it ends.
         what = f"the output of the sub-workflow '{child.name}'"
         shapes[name] = Shape({"output": Shape({field: ANY for field in output_fields(child)}, what)}, f"step '{name}'")

@@ -6,6 +6,21 @@ whatever later happens to the other workflow. At run time the sub-workflow's ste
 the caller's run, named by their path (`research/answerer`): they pass the run's gate and count
 against its budgets and limits like any other. Each entry of a sub-workflow sees only its own
 inputs and its own agents' outputs (a frame); its caller sees only its output.
+
+A frame is named by the path of the step that entered it, and its nodes' outputs are kept in the
+run's outputs under their paths: `research` holds what the step `research` bound (the frame's
+inputs) and `research/search` the output of its agent `search`. `frame_outputs` reads a frame's by
+their prefix, and `frame_left` drops them when the sub-workflow ends.
+
+A for_each group may run a sub-workflow as its agent: each branch is then a frame of its own, whose
+caller is the group's agent with the item's index (`branch_caller`): `qa_runner[2]` holds what the
+branch of item 2 bound and `qa_runner[2]/answerer` its answerer's output. Concurrent branches
+therefore never read or overwrite each other's outputs, and everything that follows a frame's
+prefix (its inputs, its outputs, its steps' paths, its end) works for a branch unchanged. The
+index adds at most BRANCH_SUFFIX_CHARS to a path. The steps of a branch's sub-workflow carry their
+branch's group, entry, index and key, and run one at a time, so a branch's sub-workflow may hold
+no group, nor wait for a person while its group's other branches run (both refused at upload); it
+may run sub-workflows of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +32,19 @@ from typing import Any
 
 from ._section import Section
 from ._values import show
-from .bounds import MAX_PATH_CHARS
+from .bounds import MAX_COUNT_COLUMN, MAX_PATH_CHARS
 from .errors import Problem
 from .inputs import check_inputs
-from .model import SUBWORKFLOW_SEPARATOR, StepSpec, WorkflowDefinition
+from .model import (
+    BRANCH_CLOSE,
+    BRANCH_OPEN,
+    SUBWORKFLOW_SEPARATOR,
+    ForEachSpec,
+    StepSpec,
+    WorkflowDefinition,
+    branch_caller,
+    step_of_caller,
+)
 from .providers import provider_problem
 from .templates import compile_check
 
@@ -28,6 +52,9 @@ KIND = "workflow"
 KEYS = ("workflow", "input_mapping", "max_depth")
 MAX_DEPTH = 10  # as conductor: sub-workflows in sub-workflows, at most this deep
 MAX_REFERENCE_CHARS = 500
+# What a branch's index adds to the paths of its sub-workflow's steps: the index of a row's branch
+# is a count column, so never longer than this.
+BRANCH_SUFFIX_CHARS = len(f"{BRANCH_OPEN}{MAX_COUNT_COLUMN}{BRANCH_CLOSE}")
 
 
 @dataclass(frozen=True)
@@ -35,7 +62,9 @@ class Frame:
     """Where a step's node is: the workflow it belongs to, and the path of the steps that entered it."""
 
     definition: WorkflowDefinition
-    prefix: str  # "" in the run's own workflow; "research/" in the one its step `research` runs
+    # "" in the run's own workflow; "research/" in the one its step `research` runs; "qa_runner[2]/"
+    # in the one the branch of item 2 of a for_each group whose agent is `qa_runner` runs
+    prefix: str
     name: str  # the node's name in `definition`
 
     @property
@@ -44,7 +73,8 @@ class Frame:
 
     @property
     def caller(self) -> str:
-        """The path of the step whose sub-workflow this is; "" in the run's own workflow."""
+        """The path of the step whose sub-workflow this is, with its branch's index in a for_each
+        branch's (`qa_runner[2]`); "" in the run's own workflow."""
         return self.prefix[: -len(SUBWORKFLOW_SEPARATOR)]
 
 
@@ -53,17 +83,18 @@ def frame_at(definition: WorkflowDefinition, path: str) -> Frame:
     *callers, name = path.split(SUBWORKFLOW_SEPARATOR)
     prefix = ""
     for caller in callers:
-        definition = definition.subworkflows[caller]
+        definition = definition.subworkflows[step_of_caller(caller)]
         prefix += caller + SUBWORKFLOW_SEPARATOR
     return Frame(definition, prefix, name)
 
 
 def frame_outputs(outputs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """The outputs a frame's templates see: its own nodes', by their names in it."""
+    """The outputs a frame's templates see: its own nodes', by their names in it (not what a for_each
+    branch's sub-workflow bound, which only that sub-workflow sees)."""
     return {
         path[len(prefix) :]: output
         for path, output in outputs.items()
-        if path.startswith(prefix) and SUBWORKFLOW_SEPARATOR not in path[len(prefix) :]
+        if path.startswith(prefix) and not any(mark in path[len(prefix) :] for mark in (SUBWORKFLOW_SEPARATOR, BRANCH_OPEN))
     }
 
 
@@ -79,12 +110,35 @@ def frame_left(outputs: Mapping[str, Any], frame: Frame, result: dict[str, Any])
     return {**kept, frame.caller: result}
 
 
+def branch_caller_of(definition: WorkflowDefinition, group: str, index: int) -> str | None:
+    """The caller of the sub-workflow frame of the branch at `index` of the group at path `group`
+    (`qa_runner[2]`), when its agent is a sub-workflow; None when it is an agent."""
+    frame = frame_at(definition, group)
+    found = frame.definition.group(frame.name)
+    if not isinstance(found, ForEachSpec) or found.agent.name not in frame.definition.group_steps:
+        return None
+    return branch_caller(frame.prefix + found.agent.name, index)
+
+
+def branch_frame_left(outputs: Mapping[str, Any], caller: str) -> dict[str, Any]:
+    """The run's outputs once the sub-workflow of a branch (its caller `caller`) ended: its frame's
+    are gone; its output is its branch's."""
+    inside = caller + SUBWORKFLOW_SEPARATOR
+    return {path: output for path, output in outputs.items() if path != caller and not path.startswith(inside)}
+
+
+def branch_frames_left(outputs: Mapping[str, Any], agent: str) -> dict[str, Any]:
+    """The run's outputs once a for_each group whose agent at path `agent` is a sub-workflow ended:
+    no branch's frame is left, not even a failed one's."""
+    return {path: output for path, output in outputs.items() if not path.startswith(agent + BRANCH_OPEN)}
+
+
 def run_input_frames(definition: WorkflowDefinition, prefix: str = "") -> list[tuple[str, WorkflowDefinition]]:
     """(prefix, definition) of the workflows whose `workflow.input` is the run's own: the run's, and
     each sub-workflow entered by a step without `input_mapping` from one of those (it forwards them)."""
     frames = [(prefix, definition)]
     for name, child in definition.subworkflows.items():
-        if definition.steps[name].params["input_mapping"] is None:
+        if definition.node(name).params["input_mapping"] is None:
             frames.extend(run_input_frames(child, prefix + name + SUBWORKFLOW_SEPARATOR))
     return frames
 
@@ -100,8 +154,14 @@ def longest_path(definition: WorkflowDefinition) -> int:
     names = [*definition.agent_names, *definition.steps, *definition.group_names]
     longest = max(map(len, names), default=0)
     for name, child in definition.subworkflows.items():
-        longest = max(longest, len(name) + len(SUBWORKFLOW_SEPARATOR) + longest_path(child))
+        longest = max(longest, _caller_chars(definition, name) + len(SUBWORKFLOW_SEPARATOR) + longest_path(child))
     return longest
+
+
+def _caller_chars(definition: WorkflowDefinition, name: str) -> int:
+    """How long the caller of the sub-workflow its step `name` runs may be: the name, and the index of
+    a for_each branch when a group runs it."""
+    return len(name) + (BRANCH_SUFFIX_CHARS if name in definition.group_steps else 0)
 
 
 def output_fields(definition: WorkflowDefinition) -> frozenset[str]:
@@ -120,7 +180,7 @@ def forwarded_inputs(definition: WorkflowDefinition) -> set[str]:
     with no input block, reads) where its step forwards the caller's inputs, having no mapping."""
     needed: set[str] = set()
     for name, child in definition.subworkflows.items():
-        if definition.steps[name].params["input_mapping"] is None:
+        if definition.node(name).params["input_mapping"] is None:
             needed.update(needed_inputs(child))
     return needed
 
@@ -133,7 +193,7 @@ def forwarded_input_problems(definition: WorkflowDefinition, inputs: Mapping[str
         return []
     problems: dict[str, Problem] = {}
     for name, child in definition.subworkflows.items():
-        if definition.steps[name].params["input_mapping"] is None and child.inputs:
+        if definition.node(name).params["input_mapping"] is None and child.inputs:
             given = {input_name: value for input_name, value in inputs.items() if input_name in child.inputs}
             _, found = check_inputs(child.inputs, given)
             problems.update((problem.path, problem) for problem in found)
@@ -200,10 +260,8 @@ def attach_subworkflows(
     `load_inline` parses a definition written inline, reporting its problems under the path given."""
     children: dict[str, WorkflowDefinition] = {}
     resolved: dict[str, WorkflowDefinition | None] = {}  # many steps may name one workflow: read it once
-    for step in definition.steps.values():
-        if step.kind != KIND:
-            continue
-        at = f"{paths[step.name]}.workflow"
+    for step, path in _workflow_steps(definition, paths):
+        at = f"{path}.workflow"
         reference = step.params["workflow"]
         if isinstance(reference, Mapping):
             child = load_inline(reference, at)
@@ -222,9 +280,19 @@ def attach_subworkflows(
                 )
         if child is None:
             continue
-        problems.extend(_child_problems(step, child, at, definition, provider_routes, refused_kinds, paths))
+        problems.extend(_child_problems(step, child, at, definition, provider_routes, refused_kinds, path))
         children[step.name] = child
     return children
+
+
+def _workflow_steps(definition: WorkflowDefinition, paths: Mapping[str, str]) -> list[tuple[StepSpec, str]]:
+    """Each `type: workflow` step and where it is written: listed, or a for_each group's agent."""
+    listed = [(step, paths[step.name]) for step in definition.steps.values() if step.kind == KIND]
+    return listed + [
+        (group.agent, f"{paths[group.name]}.agent")
+        for group in definition.for_each.values()
+        if isinstance(group.agent, StepSpec)
+    ]
 
 
 def _child_problems(
@@ -234,25 +302,65 @@ def _child_problems(
     caller: WorkflowDefinition,
     provider_routes: Mapping[str, str],
     refused_kinds: Mapping[str, str],
-    paths: Mapping[str, str],
+    path: str,
 ) -> list[Problem]:
     name = f"the sub-workflow '{child.name}'"
     problems = []
     limit = step.params["max_depth"] or MAX_DEPTH
     if 1 + depth(child) > limit:
         problems.append(Problem(at, f"{name} runs sub-workflows {1 + depth(child)} deep; at most {limit} may"))
-    if (longest := len(step.name) + len(SUBWORKFLOW_SEPARATOR) + longest_path(child)) > MAX_PATH_CHARS:
+    in_group = step.name in caller.group_steps
+    caller_chars = _caller_chars(caller, step.name)
+    if (longest := caller_chars + len(SUBWORKFLOW_SEPARATOR) + longest_path(child)) > MAX_PATH_CHARS:
+        with_index = f" and a branch's index (up to {BRANCH_SUFFIX_CHARS})" if in_group else ""
         problems.append(
-            Problem(at, f"the paths of {name}'s steps reach {longest} characters with this step's name; at most {MAX_PATH_CHARS} fit")
+            Problem(
+                at,
+                f"the paths of {name}'s steps reach {longest} characters with this step's name{with_index}; "
+                f"at most {MAX_PATH_CHARS} fit",
+            )
         )
+    grouped = sorted({group for nested in child.nested() for group in nested.group_names})
+    if in_group and grouped:
+        problems.append(
+            Problem(
+                at,
+                f"{name} has groups ({', '.join(grouped)}): a for_each group's sub-workflow runs one step at a "
+                "time in its branch, so neither it nor a sub-workflow it runs may hold a parallel or for_each group",
+            )
+        )
+    if in_group:
+        problems += _waits_problems(child, at, name)
     for nested in child.nested():
         for kind in sorted({nested_step.kind for nested_step in nested.steps.values()} & set(refused_kinds)):
             problems.append(Problem(at, f"{name} has {kind} steps: {refused_kinds[kind]}"))
     for provider in sorted(child.providers()):
         if problem := provider_problem(provider, provider_routes):
             problems.append(Problem(at, f"{name}: {problem}"))
-    problems.extend(_input_problems(step, child, caller, paths[step.name]))
+    problems.extend(_input_problems(step, child, caller, path))
     return problems
+
+
+# What may not run in a branch's sub-workflow: a run waits for a person one step at a time, and a
+# group's other branches go on meanwhile.
+_WAITS_FOR_A_PERSON = ("human_gate", "questions")
+
+
+def _waits_problems(child: WorkflowDefinition, at: str, name: str) -> list[Problem]:
+    """A branch's sub-workflow may not wait for a person, as a group's agent may not."""
+    waits = sorted(
+        {step.kind for nested in child.nested() for step in nested.steps.values() if step.kind in _WAITS_FOR_A_PERSON}
+        | {"dialog" for nested in child.nested() for agent in nested.agents.values() if agent.dialog is not None}
+    )
+    if not waits:
+        return []
+    return [
+        Problem(
+            at,
+            f"{name} waits for a person ({', '.join(waits)}): a for_each group's branches run at once, so "
+            "its sub-workflow may not (a sub-workflow that waits for a person works outside groups)",
+        )
+    ]
 
 
 def _input_problems(step: StepSpec, child: WorkflowDefinition, caller: WorkflowDefinition, path: str) -> list[Problem]:

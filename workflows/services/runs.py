@@ -15,6 +15,7 @@ from workflows.definition import (
     SUBWORKFLOW_SEPARATOR,
     AgentSpec,
     ResolvedLimits,
+    StepSpec,
     always_run_before,
     TemplateFailure,
     WorkflowDefinition,
@@ -26,6 +27,7 @@ from workflows.definition import (
     render_budget,
     resolve_limits,
     resolve_reference,
+    step_of_caller,
     template_context,
 )
 from workflows.definition import subworkflows
@@ -106,7 +108,7 @@ def check_step_kinds_allowed(*, definition: WorkflowDefinition, team: Team) -> N
     """Refuse a run of a version uploaded when its kinds of step were allowed and no longer are (an
     operator turned scripts off), before any of its steps is paid for."""
     refused = refused_step_kinds(team=team)
-    used = {step.kind for workflow in definition.nested() for step in workflow.steps.values()}
+    used = {step.kind for workflow in definition.nested() for step in workflow.all_steps()}
     if kinds := sorted(used & set(refused)):
         raise ValidationFailed(
             f"The workflow has {kinds[0]} steps: {refused[kinds[0]]}.",
@@ -270,7 +272,9 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
             kept = definition.group(group)
             if kept is None or kept.kind != written.group(group).kind or _members(kept) != _members(written.group(group)):
                 problems.add(f"'{group}' (with its agents as they were)")
-            elif definition.node(agent).output != written.node(agent).output:
+            elif not _kept_as_it_was(agent, written=written, definition=definition):
+                problems.add(f"'{agent}'")
+            elif not _output_kept(agent, written=written, definition=definition):
                 problems.add(f"'{agent}' with its output as it was")
         elif not _kept_as_it_was(agent, written=written, definition=definition):
             problems.add(f"'{agent}'")
@@ -283,6 +287,8 @@ def check_version_replaces(*, run: Run, version: WorkflowVersion) -> dict[str, s
         unrun = _always_run_before(definition, resume_point) - set(checkpoint.outputs)
         problems.update(f"'{name}' run before '{resume_point}' (the run has not run it)" for name in unrun)
         problems.update(_open_frame_problems(definition, resume_point, checkpoint.outputs))
+        for agent in _open_branch_frames(run):
+            problems.update(_open_frame_problems(definition, agent, checkpoint.outputs))
         problems.update(_open_review_problems(run, definition, written=written, resume_step=checkpoint.next_step))
     if problems:
         raise ValidationFailed(
@@ -337,6 +343,14 @@ def _open_frame_problems(definition: WorkflowDefinition, path: str, outputs: Map
     return problems
 
 
+def _open_branch_frames(run: Run) -> list[str]:
+    """The paths of the steps still to run inside for_each branches' sub-workflows: each is in a frame
+    of its own, whose inputs a resume keeps (`qa_runner[1]/answerer`)."""
+    still_to_run = [StepStatus.BLOCKED, StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING, StepStatus.FAILED]
+    open_steps = run.steps.filter(status__in=still_to_run).exclude(group="")
+    return [agent for agent in open_steps.values_list("agent", flat=True).distinct() if subworkflows.BRANCH_OPEN in agent]
+
+
 def _always_run_before(definition: WorkflowDefinition, path: str) -> set[str]:
     """The paths of what `definition` runs before the node at `path` on every way there: inside a
     sub-workflow, what its entry ran before it, the step that entered it, and what ran before that."""
@@ -379,17 +393,27 @@ def _open_review_problems(
 
 def _kept_as_it_was(name: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:
     """Whether `definition` has the agent or step `name` of `written`, of the same kind; for a path
-    inside a sub-workflow, whether it has the calling step and, in what it calls, the rest."""
+    inside a sub-workflow, whether it has the calling step and, in what it calls, the rest (in a for_each
+    branch's sub-workflow, `qa_runner[1]/answerer`, the calling step is the group's agent)."""
     caller, inside, rest = name.partition(SUBWORKFLOW_SEPARATOR)
     if inside:
+        step = step_of_caller(caller)
         return (
-            _kept_as_it_was(caller, written=written, definition=definition)
-            and caller in definition.subworkflows
-            and _kept_as_it_was(rest, written=written.subworkflows[caller], definition=definition.subworkflows[caller])
+            _kept_as_it_was(step, written=written, definition=definition)
+            and step in definition.subworkflows
+            and _kept_as_it_was(rest, written=written.subworkflows[step], definition=definition.subworkflows[step])
         )
     if name in written.agents:
         return name in definition.agents
-    return name in definition.steps and definition.steps[name].kind == written.steps[name].kind
+    if name in written.steps:
+        return name in definition.steps and definition.steps[name].kind == written.steps[name].kind
+    was, now = _group_agent(written, name), _group_agent(definition, name)
+    return now is not None and type(now) is type(was) and getattr(now, "kind", None) == getattr(was, "kind", None)
+
+
+def _group_agent(definition: WorkflowDefinition, name: str) -> AgentSpec | StepSpec | None:
+    """The agent, or the workflow step, of the for_each group whose agent is named `name`; None."""
+    return next((group.agent for group in definition.for_each.values() if group.agent.name == name), None)
 
 
 def run_resume(

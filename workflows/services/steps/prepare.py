@@ -45,8 +45,10 @@ def step_prepare(
     its session's earlier exchanges (steps/sessions.py).
     Raises TemplateFailure (SessionTooLong among them)."""
     frame = frame_at(definition, step.agent)
-    # A branch's group is in its agent's frame: its path is the frame's prefix and its name there.
-    group_name = frame_at(definition, step.group).name if step.group else ""
+    # A branch's group is in its agent's frame: its path is the frame's prefix and its name there. A
+    # step of a branch's sub-workflow is in a frame of its own, which sees nothing of the group's.
+    group_frame = frame_at(definition, step.group) if step.group else None
+    group_name = group_frame.name if group_frame is not None and group_frame.prefix == frame.prefix else ""
     definition = frame.definition
     node = definition.node(frame.name)
     session = _session(step=step, frame=frame, node=node)

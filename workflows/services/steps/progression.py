@@ -15,6 +15,14 @@ last sees so under the run's lock and ends the group: exactly one does.
 A group inside a sub-workflow is named by its path (`research/reviews`), as its steps' `group`, its
 result's key in the run's outputs and its event say; its frame (`frame_at`) gives what its entry
 and its branches see, and its branches' agents are paths too.
+
+A for_each group whose agent is a sub-workflow (`type: workflow`) makes each branch a frame of its
+own (definition/subworkflows.py): the branch's first step, the workflow step, binds the inputs
+under its caller (`qa_runner[2]`), and each following step of the chain is a step of the branch's
+sub-workflow (`qa_runner[2]/answerer`), created as the one before it routes (`_branch_frame_go_on`,
+the same `move_after` as any frame's, stopped at the branch's frame). When the sub-workflow ends,
+its output becomes the workflow step's, which is the branch's output, and its frame's outputs are
+dropped; a route that fails it fails the branch as a failed step would.
 """
 
 from collections import Counter
@@ -25,18 +33,24 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from workflows.definition import (
+    SUBWORKFLOW_SEPARATOR,
     AfterStep,
     AgentSpec,
     CallModel,
     CallTool,
     Complete,
     Fail,
+    ForEachSpec,
     Frame,
+    GoTo,
     Move,
     Proceed,
     TemplateFailure,
     WorkflowDefinition,
     after_step,
+    branch_caller_of,
+    branch_frame_left,
+    branch_frames_left,
     counts_as_iteration,
     fails_open,
     frame_at,
@@ -44,7 +58,7 @@ from workflows.definition import (
     next_move,
 )
 from workflows.models import ACTIVE_RUN_STATUSES, EventType, Run, RunStatus, Step, StepRole, StepStatus, Team
-from workflows.selectors import definition_of
+from workflows.selectors import definition_of, latest_checkpoint
 from workflows.services.budgets import release
 from workflows.services.dispatch import step_schedule, step_send
 from workflows.services.events import event_record
@@ -97,12 +111,14 @@ def move_after(
     outputs: dict,
     settling: Decimal | None = None,
     counted: bool = True,
+    until: str = "",
 ) -> tuple[Move, str, dict]:
     """Where the run goes once the node at `path` ended, its output in `outputs`, as its kind says:
     the move, the path prefix of the sub-workflow its target is in, and the outputs as they then are.
     A sub-workflow that ends returns its output as its calling step's, whose routes are then taken,
-    as many levels up as end at once. Answered from what was rendered before the transaction when
-    that still holds."""
+    as many levels up as end at once, but never above the frame `until` (a for_each branch's, whose
+    end its caller handles). Answered from what was rendered before the transaction when that still
+    holds."""
     frame = frame_at(definition, path)
     source = frame.definition.group(frame.name) or frame.definition.node(frame.name)
     context = run_context(
@@ -113,7 +129,7 @@ def move_after(
         context,
         partial(kind_of(source).route, definition=frame.definition, node=source, context=context),
     )
-    while isinstance(move, Complete) and frame.prefix:
+    while isinstance(move, Complete) and frame.prefix and frame.prefix != until:
         outputs = frame_left(outputs, frame, move.output)
         frame = frame_at(definition, frame.caller)
         caller = frame.definition.node(frame.name)
@@ -302,6 +318,7 @@ def _branch_go_on(
     if run.status == RunStatus.CANCELLED:
         return
     validation_record(run=run, step=step, move=move, error=error)
+    definition = definition_of(run.workflow_version)
     if not isinstance(move, Proceed):
         validation_step_enter(
             run=run,
@@ -311,8 +328,88 @@ def _branch_go_on(
             prompt=prompt,
             blocked=run.status not in ACTIVE_RUN_STATUSES,
         )
+    elif (caller := branch_caller_of(definition, step.group, step.branch_index)) is not None:
+        _branch_frame_go_on(team=team, run=run, step=step, output=move.output, caller=caller, definition=definition)
     elif run.status in ACTIVE_RUN_STATUSES:
         group_continue(team=team, run=run, step=step)
+
+
+def _branch_frame_go_on(
+    *, team: Team, run: Run, step: Step, output, caller: str, definition: WorkflowDefinition
+) -> None:
+    """A step of a branch that runs a sub-workflow (its caller `caller`) succeeded with `output`: the
+    branch's next step in its frame (blocked when the run stopped meanwhile), or, the sub-workflow
+    having ended, the branch's end: its output on its workflow step, its frame's outputs dropped,
+    and its group goes on. A route that fails the sub-workflow fails the branch."""
+    move, prefix, outputs = _branch_move(
+        run=run, definition=definition, step=step, caller=caller, outputs=run.latest_outputs, output=output
+    )
+    active = run.status in ACTIVE_RUN_STATUSES
+    if isinstance(move, GoTo):
+        following = Step.objects.create(
+            run=run,
+            sequence=_sequence_next(run)[0],
+            agent=prefix + move.target,
+            iteration=step.iteration,
+            group=step.group,
+            branch_index=step.branch_index,
+            branch_key=step.branch_key,
+            status=StepStatus.PENDING if active else StepStatus.BLOCKED,
+            enqueued_at=timezone.now() if active else None,
+        )
+        _branch_checkpoint(run=run, outputs=outputs, next_step=following)
+        if active:
+            step_send(following.pk)
+        return
+    first = group_branches(run=run, step=step).filter(branch_index=step.branch_index).order_by("sequence").first()
+    if isinstance(move, Complete):
+        first.output = move.output
+        first.save(update_fields=["output"])
+    else:  # the workflow step fails: a resume that runs it again enters its sub-workflow afresh
+        error = {"type": move.error_type, "message": move.message}
+        _failed_step_record(run=run, step=first, error=error)
+        if active and definition.group(step.group).failure_mode == "fail_fast":
+            outputs = branch_frame_left(outputs, caller)
+            error = {**error, **branch_of(step)}
+            run_fail(team=team, run=run, step=first, error=error, outputs=outputs, output=move.output)
+            return
+    _branch_checkpoint(run=run, outputs=branch_frame_left(outputs, caller), next_step=None)
+    if active:
+        group_continue(team=team, run=run, step=step)
+
+
+def _branch_move(
+    *,
+    run: Run,
+    definition: WorkflowDefinition,
+    step: Step,
+    caller: str,
+    outputs: dict,
+    output,
+    settling: Decimal | None = None,
+    counted: bool = True,
+) -> tuple[Move, str, dict]:
+    """Where the branch whose sub-workflow `caller` calls goes after its `step` succeeded with
+    `output`, as `move_after` says: from its workflow step into its sub-workflow's entry point, and
+    from a step inside it by that step's routes, up to the end of the branch's frame (a `Complete`
+    whose prefix is the frame's)."""
+    prefix = caller + SUBWORKFLOW_SEPARATOR
+    if not step.agent.startswith(prefix):  # the workflow step: what it bound is the frame's inputs
+        frame = frame_at(definition, step.agent)
+        return GoTo(frame.definition.subworkflows[frame.name].entry_point), prefix, {**outputs, caller: output}
+    outputs = {**outputs, step.agent: output}
+    return move_after(
+        run=run, definition=definition, path=step.agent, outputs=outputs, settling=settling, counted=counted, until=prefix
+    )
+
+
+def _branch_checkpoint(*, run: Run, outputs: dict, next_step: Step | None) -> None:
+    """The outputs of a branch's sub-workflow changed: recorded, pointing at `next_step`, else at what
+    the run's latest checkpoint points at (the step a stopped run resumes from)."""
+    if next_step is None:
+        next_step = latest_checkpoint(run=run).next_step
+    checkpoint_record(run=run, reason="step_completed", outputs=outputs, next_step=next_step)
+    run.latest_outputs = outputs
 
 
 def group_continue(*, team: Team, run: Run, step: Step) -> None:
@@ -387,6 +484,10 @@ def prerender_ending(
         return
     definition = definition_of(run.workflow_version)
     outputs = run.latest_outputs or {}
+    # The transaction that routes after a step charges its call, a failed one's billed usage too (a
+    # branch's, or a validator's step's or a re-run's, whose failure routes on); only a step that
+    # succeeded counts as executed.
+    counted = error is None and counts_as_iteration(step.role)
     if not step.group:
         move = _after(definition, step, output=output, failed=error is not None)
         if not isinstance(move, Proceed):
@@ -397,23 +498,39 @@ def prerender_ending(
         move = _after(definition, step, output=output, failed=error is not None)
         if move is not None and not isinstance(move, Proceed):
             return  # a validator's step or a re-run follows in the branch: nothing is rendered
+        caller = branch_caller_of(definition, step.group, step.branch_index)
+        ended = None  # how a branch's sub-workflow ended with this step, if it did
+        if caller is not None and error is None:
+            ended, prefix, _ = _branch_move(
+                run=run,
+                definition=definition,
+                step=step,
+                caller=caller,
+                outputs=outputs,
+                output=move.output,
+                settling=charge,
+                counted=counted,
+            )
+            if isinstance(ended, GoTo) or (isinstance(ended, Complete) and prefix != caller + SUBWORKFLOW_SEPARATOR):
+                return  # the branch goes on in its sub-workflow: its routes were rendered
         steps = list(group_branches(run=run, step=step))
+        first = min((each for each in steps if each.branch_index == step.branch_index), key=lambda each: each.sequence)
         for each in steps:
             if each.pk == step.pk:
                 each.status = StepStatus.FAILED if error is not None else StepStatus.SUCCEEDED
                 each.output, each.error = output, error
+        if isinstance(ended, Complete):
+            first.output = ended.output
+        elif isinstance(ended, Fail):
+            first.status, first.error = StepStatus.FAILED, {"type": ended.error_type, "message": ended.message}
         frame = frame_at(definition, step.group)
         source = frame.definition.group(frame.name)
-        created = sum(1 for each in steps if not each.role)
+        created = len({each.branch_index for each in steps})
         unborn = created < _branch_count(run=run, frame=frame)
         if unborn or any(each.status in _UNENDED_BRANCH for each in steps):
             return
         outputs = {**outputs, frame.path: group_kind_of(source).result(group=source, ended=branches_ended(steps))}
         path = frame.path
-    # The transaction that routes after a step charges its call, a failed one's billed usage too (a
-    # branch's, or a validator's step's or a re-run's, whose failure routes on); only a step that
-    # succeeded counts as executed.
-    counted = error is None and counts_as_iteration(step.role)
     move_after(run=run, definition=definition, path=path, outputs=outputs, settling=charge, counted=counted)
 
 
@@ -437,7 +554,11 @@ def _group_done(
     definition: WorkflowDefinition,
     empty_groups: int = 0,
 ) -> None:
-    """The group at `frame` ended with `result`: recorded under its path, then its routes taken."""
+    """The group at `frame` ended with `result`: recorded under its path, then its routes taken. The
+    frames its branches' sub-workflows left (a failed one's) go."""
+    group = frame.definition.group(frame.name)
+    if isinstance(group, ForEachSpec) and group.agent.name in frame.definition.group_steps:
+        outputs = branch_frames_left(outputs, frame.prefix + group.agent.name)
     event_record(
         run=run,
         type=EventType.GROUP_COMPLETED,
@@ -458,7 +579,7 @@ def _send_waiting(*, run: Run, frame: Frame, branches, iteration: int) -> bool:
     first with its waiting steps (reopened by a resume), then with branches of items that have none
     yet. A branch has one step open at a time, so open steps count branches. Whether any branch is
     still to end."""
-    rows = list(branches.values_list("status", "role"))
+    rows = list(branches.values_list("status", "branch_index"))
     statuses = Counter(status for status, _ in rows)
     in_flight = statuses[StepStatus.PENDING] + statuses[StepStatus.RUNNING]
     group = frame.definition.group(frame.name)
@@ -470,7 +591,7 @@ def _send_waiting(*, run: Run, frame: Frame, branches, iteration: int) -> bool:
             waiting.save(update_fields=["status", "enqueued_at"])
             step_send(waiting.pk)
             free -= 1
-    created = sum(1 for _, role in rows if not role)  # each branch's agent's own step
+    created = len({index for _, index in rows})  # branches are created in index order
     unborn = _branch_count(run=run, frame=frame) - created
     if unborn > 0 and free > 0:
         _branches_create(

@@ -242,7 +242,10 @@ class Branch:
     validator's and perhaps a re-run: it has failed when its agent's own step or a step of its tool
     loop did, and succeeded otherwise (a validator or a re-run that fails leaves the graded output
     standing, as in conductor); its output is its final one, the answer that ended its tool loop or
-    the re-run's when that succeeded."""
+    the re-run's when that succeeded. A branch that runs a sub-workflow has the workflow step as its
+    own, then its sub-workflow's steps: it has failed when one of those failed its agent, or when
+    the sub-workflow failed (its workflow step is then failed), and its output is the workflow
+    step's, which the sub-workflow's output replaced when it ended."""
 
     branch_index: int
     branch_key: str
@@ -265,8 +268,8 @@ def branches_ended(steps: list[Step]) -> list[Branch]:
         failed = next((step for step in chain if not fails_open(step.role) and step.status == StepStatus.FAILED), None)
         answered = own.output
         for step in chain:
-            if step.status != StepStatus.SUCCEEDED:
-                continue
+            if step.status != StepStatus.SUCCEEDED or step.agent != own.agent:
+                continue  # a step of its sub-workflow's, if it runs one, ends nothing of its own
             if step.role == MODEL_CALL_ROLE and "answer" in step.output:
                 answered = step.output["answer"]  # the model call that ended its tool loop
             elif step.role == RERUN_ROLE:

@@ -1,4 +1,6 @@
-"""The for_each group: its agent runs once per item of a list, at most max_concurrent at a time."""
+"""The for_each group: its agent runs once per item of a list, at most max_concurrent at a time. Its
+agent may be a `workflow` step: each branch then runs the sub-workflow in a frame of its own
+(definition/subworkflows.py, progression.py), and holds its slot until the sub-workflow ends."""
 
 from django.conf import settings
 

@@ -2,7 +2,10 @@
 
 The step itself binds the sub-workflow's inputs, costs nothing, and routes into the sub-workflow's
 entry point; the sub-workflow's steps then run as steps of the same run. When it ends, its output
-becomes the step's, and the step's routes are taken (progression.run_advance).
+becomes the step's, and the step's routes are taken (progression.run_advance). As a for_each group's
+agent, each branch's step binds its item's inputs (its group's kind adds the item to the context it
+renders `input_mapping` in), and the branch enters the sub-workflow in its own frame
+(progression._branch_frame_go_on) instead of taking this kind's route.
 """
 
 from collections.abc import Mapping
