@@ -359,3 +359,80 @@ def test_a_groups_agent_without_a_name_runs_under_the_groups(team):
     assert run.checkpoints.latest().outputs["items"]["outputs"] == [{"text": "a2"}]
     assert step(run, "finisher").status == "pending"
     assert_invariants(run)
+
+
+KEYED_INNER = f"""
+workflow:
+  name: keyed
+  entry_point: ask
+  input: {{thing: {{type: string}}}}
+{RUNTIME}
+agents:
+  - name: ask
+    session_key: notes
+    prompt: "Ask about {{{{ workflow.input.thing }}}}"
+    routes:
+      - {{to: ask, when: "{{{{ ask.output.text.startswith('first') }}}}"}}
+      - {{to: $end}}
+output:
+  text: "{{{{ ask.output.text }}}}"
+"""
+KEYED_CALLER = f"""
+workflow:
+  name: keyed-caller
+  entry_point: items
+  input: {{things: {{type: array}}}}
+  limits: {{max_iterations: 50}}
+{RUNTIME}
+for_each:
+  - name: items
+    source: workflow.input.things
+    as: thing
+    max_concurrent: 2
+    agent:
+      name: runner
+      type: workflow
+      workflow: ./keyed.yaml
+      input_mapping: {{thing: "{{{{ thing }}}}"}}
+    routes:
+      - {{to: items, when: "{{{{ budget.spent_usd < 0.05 }}}}"}}
+      - {{to: done}}
+agents:
+  - name: done
+    prompt: "Done."
+output:
+  results: "{{{{ items.outputs }}}}"
+"""
+
+
+def test_a_session_in_a_branchs_subworkflow_is_the_branchs_own_and_starts_afresh_when_the_group_is_entered_again(team):
+    workflow_version(team=team, source=KEYED_INNER)
+    version = workflow_version(team=team, source=KEYED_CALLER)
+    run = run_start(team=team, workflow=version.workflow_id, inputs={"things": ["a", "b"]})
+    sent = []
+
+    def ask(index: int, answer: str) -> None:
+        attempt = begin(run.steps.get(agent=f"runner[{index}]/ask", status="pending"))
+        sent.append((index, [(exchange.prompt, exchange.answer) for exchange in attempt.prepared.request.history]))
+        settle(attempt, {"text": answer})
+
+    for _ in range(2):  # the group, entered twice
+        for index in (0, 1):
+            assert run_no_call(run.steps.get(agent="runner", branch_index=index, status="pending")) == {
+                "thing": "ab"[index]
+            }
+        for index in (0, 1):
+            ask(index, f"first {index}")
+            ask(index, f"second {index}")
+    run_step(step(run, "done"), {"text": "done"})
+
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert sent[:4] == [
+        (0, []),
+        (0, [("Ask about a", '{"text": "first 0"}')]),
+        (1, []),
+        (1, [("Ask about b", '{"text": "first 1"}')]),
+    ]
+    assert sent[4:] == sent[:4]  # the second entry's sessions hold nothing of the first's
+    assert_invariants(run)

@@ -39,6 +39,7 @@ from .model import (
     ValidatorSpec,
     DialogSpec,
     WorkflowDefinition,
+    entering_step,
     output_cap,
     step_of_caller,
 )
@@ -150,6 +151,7 @@ from .validation import (
 __all__ = [
     "CallModel",
     "CallTool",
+    "entering_step",
     "fails_open",
     "MODEL_CALL_ROLE",
     "STDIO_SERVERS",

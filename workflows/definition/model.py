@@ -532,6 +532,14 @@ def branch_caller(agent: str, index: int) -> str:
     return f"{agent}{BRANCH_OPEN}{index}{BRANCH_CLOSE}"
 
 
+def entering_step(caller: str) -> tuple[str, int | None]:
+    """The step that entered the frame `caller` names: its path, and for a for_each branch's frame
+    (`research/qa_runner[2]`) the branch's index, its step being the group's agent's (`research/qa_runner`, 2)."""
+    outer, separator, last = caller.rpartition(SUBWORKFLOW_SEPARATOR)
+    name, branch, index = last.partition(BRANCH_OPEN)
+    return outer + separator + name, int(index.removesuffix(BRANCH_CLOSE)) if branch else None
+
+
 def output_cap(agent: AgentSpec, prices: UnitPrices | None, *, default: int, effort: str | None = None) -> int:
     """The most output tokens a step may produce, thinking included: the agent's, else the runtime's
     (both already in `agent.max_tokens`), else `default`, the service's output allowance

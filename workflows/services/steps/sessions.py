@@ -17,6 +17,7 @@ from workflows.definition import (
     Frame,
     SessionTooLong,
     answer_text,
+    entering_step,
 )
 from workflows.models import Step, StepRole, StepStatus
 from workflows.providers import SessionExchange
@@ -42,7 +43,10 @@ def session_history(*, step: Step, frame: Frame, node: AgentSpec) -> tuple[Sessi
     )
     if frame.prefix:
         # A sub-workflow entered again starts afresh, as its outputs do (definition.frame_left).
-        entries = Step.objects.filter(run_id=step.run_id, agent=frame.caller, sequence__lt=step.sequence)
+        path, branch_index = entering_step(frame.caller)
+        entries = Step.objects.filter(run_id=step.run_id, agent=path, sequence__lt=step.sequence)
+        if branch_index is not None:
+            entries = entries.filter(branch_index=branch_index)
         entered = entries.aggregate(entered=Max("sequence"))["entered"] or 0
         earlier = earlier.filter(sequence__gt=entered)
     exchanges, chars = [], 0
