@@ -28,8 +28,10 @@ from workflows.services.provider_routes import provider_routes_set
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 TERMINAL = ("completed", "failed", "budget_exceeded", "iteration_limit", "timed_out", "cancelled")
-EXAMPLE = (Path(__file__).parent / "claude_agent_sdk_session_key.yaml").read_text()
-GOAL = "Find why tests/test_engine/test_workflow.py is slow"
+# Our workflow with the features of conductor's examples/claude-agent-sdk-session-key.yaml: a keyed
+# agent looping back through a script check, and a later agent with the same key.
+INVESTIGATION = (Path(__file__).parent / "ticket_investigation.yaml").read_text()
+TICKET = "Since Tuesday my invoices download as empty PDFs."
 
 
 def upload(api, source: str) -> None:
@@ -54,7 +56,7 @@ def output_tool(answer: dict) -> list[dict]:
     return [{"type": "tool_use", "id": "toolu_1", "name": "output", "input": answer}]
 
 
-def test_conductors_example_replays_the_investigation_to_each_pass_and_to_the_summary(
+def test_a_keyed_loop_replays_the_diagnosis_to_each_pass_and_to_the_reply(
     api, team, settings, anthropic_server, celery_worker  # noqa: F811 - fixtures
 ):
     settings.SCRIPT_STEPS_ENABLED = True
@@ -62,39 +64,39 @@ def test_conductors_example_replays_the_investigation_to_each_pass_and_to_the_su
     team.save(update_fields=["may_run_scripts"])
     provider_routes_set(team=team, routes={"claude-agent-sdk": "anthropic"})
     Price.objects.create(model="claude-sonnet-4-5", input_per_mtok="3", output_per_mtok="15", valid_from=date(2024, 1, 1))
-    first = {"finding": "A fixture sleeps.", "confident": False}
-    second = {"finding": "conftest.py sleeps 2 s per test.", "confident": True}
-    summary = {"summary": "Drop the sleep in conftest.py."}
+    first = {"cause": "The PDF renderer times out.", "confident": False}
+    second = {"cause": "Tuesday's font update broke the invoice template.", "confident": True}
+    reply = {"reply": "Sorry: a font update broke your invoices; we are restoring the old one today."}
     anthropic_server.script(
         anthropic_message(output_tool(first), anthropic_usage(300, 40)),
         anthropic_message(output_tool(second), anthropic_usage(400, 40)),
-        anthropic_message(output_tool(summary), anthropic_usage(500, 20)),
+        anthropic_message(output_tool(reply), anthropic_usage(500, 20)),
     )
-    upload(api, EXAMPLE)
+    upload(api, INVESTIGATION)
 
-    run = start(api, "claude-agent-sdk-session-key", {"goal": GOAL})
+    run = start(api, "ticket-investigation", {"ticket": TICKET})
 
     assert run.status == "completed", run.error
-    assert run.output == {"finding": second["finding"], "summary": summary["summary"]}
-    assert list(run.steps.values_list("agent", flat=True)) == ["investigate", "verify", "investigate", "verify", "summarize"]
-    investigate = run.steps.filter(agent="investigate").first().session["prompt"]
-    assert investigate.startswith(f"Goal: {GOAL}\n")
-    summarize = run.steps.get(agent="summarize").session["prompt"]
-    assert summarize.startswith("Summarise the investigation you just carried out")
+    assert run.output == {"cause": second["cause"], "reply": reply["reply"]}
+    assert list(run.steps.values_list("agent", flat=True)) == ["diagnose", "check", "diagnose", "check", "respond"]
+    diagnose = run.steps.filter(agent="diagnose").first().session["prompt"]
+    assert diagnose.startswith(f"Ticket: {TICKET}\n")
+    respond = run.steps.get(agent="respond").session["prompt"]
+    assert respond.startswith("Draft the reply to the customer who raised this ticket")
     asked = [request.body["messages"] for request in anthropic_server.received]
-    exchange_1 = [{"role": "user", "content": investigate}, {"role": "assistant", "content": json.dumps(first)}]
-    exchange_2 = [{"role": "user", "content": investigate}, {"role": "assistant", "content": json.dumps(second)}]
+    exchange_1 = [{"role": "user", "content": diagnose}, {"role": "assistant", "content": json.dumps(first)}]
+    exchange_2 = [{"role": "user", "content": diagnose}, {"role": "assistant", "content": json.dumps(second)}]
     assert asked == [
-        [{"role": "user", "content": investigate}],
-        [*exchange_1, {"role": "user", "content": investigate}],
-        [*exchange_1, *exchange_2, {"role": "user", "content": summarize}],
+        [{"role": "user", "content": diagnose}],
+        [*exchange_1, {"role": "user", "content": diagnose}],
+        [*exchange_1, *exchange_2, {"role": "user", "content": respond}],
     ]
     assert sessions_said(run) == [
-        ("investigate", {"key": "investigation", "exchanges": 0}),
-        ("verify", None),
-        ("investigate", {"key": "investigation", "exchanges": 1}),
-        ("verify", None),
-        ("summarize", {"key": "investigation", "exchanges": 2}),
+        ("diagnose", {"key": "ticket-thread", "exchanges": 0}),
+        ("check", None),
+        ("diagnose", {"key": "ticket-thread", "exchanges": 1}),
+        ("check", None),
+        ("respond", {"key": "ticket-thread", "exchanges": 2}),
     ]
     assert_invariants(run)
 

@@ -16,7 +16,8 @@ from workflows.definition import (
     load_definition,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "conductor" / "claude_agent_sdk_session_key.yaml"
+# Our workflow with the features of conductor's examples/claude-agent-sdk-session-key.yaml.
+INVESTIGATION = Path(__file__).resolve().parents[1] / "conductor" / "ticket_investigation.yaml"
 ROUTES = {"claude-agent-sdk": "anthropic", "copilot": "openai"}
 
 
@@ -40,11 +41,11 @@ def two_agents(**first) -> dict:
     }
 
 
-def test_conductors_example_uploads_unchanged_and_both_agents_share_its_key():
-    definition = load(yaml.safe_load(EXAMPLE.read_text()))
+def test_a_looping_agent_and_a_later_agent_with_one_key_upload_and_share_it():
+    definition = load(yaml.safe_load(INVESTIGATION.read_text()))
 
-    assert definition.agents["investigate"].session_key == "investigation"
-    assert definition.agents["summarize"].session_key == "investigation"
+    assert definition.agents["diagnose"].session_key == "ticket-thread"
+    assert definition.agents["respond"].session_key == "ticket-thread"
     # Stored and read back, as a version is.
     assert WorkflowDefinition.from_dict(definition.to_dict()) == definition
 

@@ -1,7 +1,7 @@
-"""A for_each group whose agent is a sub-workflow (`type: workflow`): conductor's
-examples/subworkflow-foreach-inline.yaml and the examples/simple-qa.yaml it runs, copied here
-unchanged from microsoft/conductor (MIT licence), upload; what cannot run in a branch is refused at
-upload, at the group's agent, saying why."""
+"""A for_each group whose agent is a sub-workflow (`type: workflow`): ticket_triage.yaml and the
+ticket_reply.yaml it runs per ticket, which exercise the same features as conductor's
+examples/subworkflow-foreach-inline.yaml and the examples/simple-qa.yaml it runs, upload; what
+cannot run in a branch is refused at upload, at the group's agent, saying why."""
 
 from pathlib import Path
 
@@ -18,8 +18,8 @@ from workflows.definition.bounds import MAX_PATH_CHARS
 from workflows.definition.subworkflows import BRANCH_SUFFIX_CHARS, longest_path
 
 HERE = Path(__file__).parent
-INLINE = (HERE / "subworkflow-foreach-inline.yaml").read_text()
-SIMPLE_QA = (HERE / "simple-qa.yaml").read_text()
+TRIAGE = (HERE / "ticket_triage.yaml").read_text()
+REPLY = (HERE / "ticket_reply.yaml").read_text()
 ROUTES = {"copilot": "anthropic"}
 
 QA_SOURCE = """
@@ -77,17 +77,17 @@ def edited(source: str, edit) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def test_conductors_example_uploads_unchanged_with_simple_qa_uploaded_first():
-    simple_qa = load(SIMPLE_QA)
-    definition = load(INLINE, simple_qa=simple_qa)
+def test_a_group_running_a_sub_workflow_per_item_uploads_with_the_sub_workflow_uploaded_first():
+    reply = load(REPLY)
+    definition = load(TRIAGE, ticket_reply=reply)
 
-    agent = definition.for_each["deep_dives"].agent
-    assert isinstance(agent, StepSpec) and (agent.name, agent.kind) == ("qa_runner", "workflow")
-    assert definition.subworkflows == {"qa_runner": simple_qa}
+    agent = definition.for_each["replies"].agent
+    assert isinstance(agent, StepSpec) and (agent.name, agent.kind) == ("replier", "workflow")
+    assert definition.subworkflows == {"replier": reply}
     # A branch's steps are named by the agent and the item's index, and found by that path.
-    assert definition.node("qa_runner[2]/answerer") is simple_qa.agents["answerer"]
-    assert definition.node("qa_runner") is agent
-    assert longest_path(definition) == len("qa_runner") + BRANCH_SUFFIX_CHARS + len("/answerer")
+    assert definition.node("replier[2]/responder") is reply.agents["responder"]
+    assert definition.node("replier") is agent
+    assert longest_path(definition) == len("replier") + BRANCH_SUFFIX_CHARS + len("/responder")
     assert WorkflowDefinition.from_dict(definition.to_dict()) == definition
     # The sub-workflow's agents are its own: the caller prices and routes only its own.
     assert definition.models() == {"claude-haiku-4.5"}
