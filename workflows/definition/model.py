@@ -20,7 +20,7 @@ END = "$end"
 # `answerer` of the workflow the step `research` runs. Names never hold it.
 SUBWORKFLOW_SEPARATOR = "/"
 # A for_each branch's sub-workflow is named by its group's agent and the item's index, between these:
-# `qa_runner[2]/answerer` is the agent `answerer` of the sub-workflow the branch of item 2 runs.
+# `replier[2]/drafter` is the agent `answerer` of the sub-workflow the branch of item 2 runs.
 BRANCH_OPEN, BRANCH_CLOSE = "[", "]"
 DEFAULT_MAX_CONCURRENT = 10
 FAILURE_MODES = ("fail_fast", "continue_on_error", "all_or_nothing")
@@ -395,7 +395,7 @@ class WorkflowDefinition:
 
     def node(self, name: str) -> AgentSpec | StepSpec:
         """What a step named `name` runs: an agent, or a step of another kind; inside a sub-workflow,
-        its path (`research/answerer`, or in a for_each branch's `qa_runner[2]/answerer`) names it."""
+        its path (`research/answerer`, or in a for_each branch's `replier[2]/drafter`) names it."""
         caller, separator, rest = name.partition(SUBWORKFLOW_SEPARATOR)
         if separator:
             return self.subworkflows[step_of_caller(caller)].node(rest)
@@ -521,20 +521,20 @@ class WorkflowDefinition:
 
 
 def step_of_caller(caller: str) -> str:
-    """The step a sub-workflow's caller names: itself, or for a for_each branch's (`qa_runner[2]`)
+    """The step a sub-workflow's caller names: itself, or for a for_each branch's (`replier[2]`)
     the group's agent."""
     return caller.partition(BRANCH_OPEN)[0]
 
 
 def branch_caller(agent: str, index: int) -> str:
     """What the sub-workflow of the branch at `index` of a for_each group whose agent is at path
-    `agent` is called by: the path of its steps up to the separator (`qa_runner[2]`)."""
+    `agent` is called by: the path of its steps up to the separator (`replier[2]`)."""
     return f"{agent}{BRANCH_OPEN}{index}{BRANCH_CLOSE}"
 
 
 def entering_step(caller: str) -> tuple[str, int | None]:
     """The step that entered the frame `caller` names: its path, and for a for_each branch's frame
-    (`research/qa_runner[2]`) the branch's index, its step being the group's agent's (`research/qa_runner`, 2)."""
+    (`research/replier[2]`) the branch's index, its step being the group's agent's (`research/replier`, 2)."""
     outer, separator, last = caller.rpartition(SUBWORKFLOW_SEPARATOR)
     name, branch, index = last.partition(BRANCH_OPEN)
     return outer + separator + name, int(index.removesuffix(BRANCH_CLOSE)) if branch else None

@@ -13,8 +13,8 @@ inputs) and `research/search` the output of its agent `search`. `frame_outputs` 
 their prefix, and `frame_left` drops them when the sub-workflow ends.
 
 A for_each group may run a sub-workflow as its agent: each branch is then a frame of its own, whose
-caller is the group's agent with the item's index (`branch_caller`): `qa_runner[2]` holds what the
-branch of item 2 bound and `qa_runner[2]/answerer` its answerer's output. Concurrent branches
+caller is the group's agent with the item's index (`branch_caller`): `replier[2]` holds what the
+branch of item 2 bound and `replier[2]/drafter` its drafter's output. Concurrent branches
 therefore never read or overwrite each other's outputs, and everything that follows a frame's
 prefix (its inputs, its outputs, its steps' paths, its end) works for a branch unchanged. The
 index adds at most BRANCH_SUFFIX_CHARS to a path. The steps of a branch's sub-workflow carry their
@@ -62,8 +62,8 @@ class Frame:
     """Where a step's node is: the workflow it belongs to, and the path of the steps that entered it."""
 
     definition: WorkflowDefinition
-    # "" in the run's own workflow; "research/" in the one its step `research` runs; "qa_runner[2]/"
-    # in the one the branch of item 2 of a for_each group whose agent is `qa_runner` runs
+    # "" in the run's own workflow; "research/" in the one its step `research` runs; "replier[2]/"
+    # in the one the branch of item 2 of a for_each group whose agent is `replier` runs
     prefix: str
     name: str  # the node's name in `definition`
 
@@ -74,7 +74,7 @@ class Frame:
     @property
     def caller(self) -> str:
         """The path of the step whose sub-workflow this is, with its branch's index in a for_each
-        branch's (`qa_runner[2]`); "" in the run's own workflow."""
+        branch's (`replier[2]`); "" in the run's own workflow."""
         return self.prefix[: -len(SUBWORKFLOW_SEPARATOR)]
 
 
@@ -112,7 +112,7 @@ def frame_left(outputs: Mapping[str, Any], frame: Frame, result: dict[str, Any])
 
 def branch_caller_of(definition: WorkflowDefinition, group: str, index: int) -> str | None:
     """The caller of the sub-workflow frame of the branch at `index` of the group at path `group`
-    (`qa_runner[2]`), when its agent is a sub-workflow; None when it is an agent."""
+    (`replier[2]`), when its agent is a sub-workflow; None when it is an agent."""
     frame = frame_at(definition, group)
     found = frame.definition.group(frame.name)
     if not isinstance(found, ForEachSpec) or found.agent.name not in frame.definition.group_steps:

@@ -345,7 +345,7 @@ def _open_frame_problems(definition: WorkflowDefinition, path: str, outputs: Map
 
 def _open_branch_frames(run: Run) -> list[str]:
     """The paths of the steps still to run inside for_each branches' sub-workflows: each is in a frame
-    of its own, whose inputs a resume keeps (`qa_runner[1]/answerer`)."""
+    of its own, whose inputs a resume keeps (`replier[1]/drafter`)."""
     still_to_run = [StepStatus.BLOCKED, StepStatus.WAITING, StepStatus.PENDING, StepStatus.RUNNING, StepStatus.FAILED]
     open_steps = run.steps.filter(status__in=still_to_run).exclude(group="")
     return [agent for agent in open_steps.values_list("agent", flat=True).distinct() if subworkflows.BRANCH_OPEN in agent]
@@ -394,7 +394,7 @@ def _open_review_problems(
 def _kept_as_it_was(name: str, *, written: WorkflowDefinition, definition: WorkflowDefinition) -> bool:
     """Whether `definition` has the agent or step `name` of `written`, of the same kind; for a path
     inside a sub-workflow, whether it has the calling step and, in what it calls, the rest (in a for_each
-    branch's sub-workflow, `qa_runner[1]/answerer`, the calling step is the group's agent)."""
+    branch's sub-workflow, `replier[1]/drafter`, the calling step is the group's agent)."""
     caller, inside, rest = name.partition(SUBWORKFLOW_SEPARATOR)
     if inside:
         step = step_of_caller(caller)

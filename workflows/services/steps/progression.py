@@ -18,8 +18,8 @@ and its branches see, and its branches' agents are paths too.
 
 A for_each group whose agent is a sub-workflow (`type: workflow`) makes each branch a frame of its
 own (definition/subworkflows.py): the branch's first step, the workflow step, binds the inputs
-under its caller (`qa_runner[2]`), and each following step of the chain is a step of the branch's
-sub-workflow (`qa_runner[2]/answerer`), created as the one before it routes (`_branch_frame_go_on`,
+under its caller (`replier[2]`), and each following step of the chain is a step of the branch's
+sub-workflow (`replier[2]/drafter`), created as the one before it routes (`_branch_frame_go_on`,
 the same `move_after` as any frame's, stopped at the branch's frame). When the sub-workflow ends,
 its output becomes the workflow step's, which is the branch's output, and its frame's outputs are
 dropped; a route that fails it fails the branch as a failed step would.
