@@ -218,12 +218,6 @@ def test_a_resume_onto_a_version_naming_an_endpoint_the_credentials_left_is_refu
     assert (run.status, run.workflow_version.version) == ("budget_exceeded", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Only base_url is kept in the definition and checked again at start (check_endpoints); a "
-    "workflow's `type`/`wire_api`, checked against the routes at upload, is not: after the team's "
-    "route changes, a run of a 'type: openai' workflow starts and its calls go to anthropic",
-)
 def test_a_run_naming_its_wire_is_refused_at_start_once_a_route_change_sends_its_calls_to_another_backend(team, priced):
     credential_set(team=team, provider="openai", api_key=KEY)
     credential_set(team=team, provider="anthropic", api_key=KEY)
@@ -235,6 +229,16 @@ def test_a_run_naming_its_wire_is_refused_at_start_once_a_route_change_sends_its
         ),
     )
     provider_routes_set(team=team, routes={"copilot": "anthropic"})
+    runs = Run.objects.count()
 
-    with pytest.raises(EndpointMismatch):
+    with pytest.raises(EndpointMismatch) as refused:
         run_start(team=team, workflow="real-openai", inputs={"topic": "x"})
+
+    assert refused.value.message.startswith(
+        "The workflow names a wire its calls no longer speak, since the team's routes changed: 'type: openai' names "
+        "the openai wire, but provider 'copilot' reaches anthropic through the team's route (copilot=anthropic)"
+    )
+    assert refused.value.details == {
+        "wires": [{"workflow": "real-openai", "provider": "copilot", "backend": "anthropic", "type": "openai", "wire_api": "completions"}]
+    }
+    assert Run.objects.count() == runs
