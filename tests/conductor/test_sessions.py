@@ -412,3 +412,26 @@ def test_a_prompt_rendering_a_nul_is_kept_as_the_database_can_store_it_and_the_s
     assert run.steps.get(agent="first").session["prompt"] == "ab"
     assert sessions_said(run)[-1] == ("second", {"key": "k", "exchanges": 1})
     assert_invariants(run)
+
+
+def test_a_run_failed_past_its_bound_goes_on_on_a_version_giving_the_agent_a_new_key_which_starts_afresh(
+    api, team, monkeypatch, celery_worker
+):
+    # As SessionTooLongError advises: a new session_key, on a version the run resumes onto.
+    monkeypatch.setattr("workflows.services.steps.sessions.MAX_SESSION_HISTORY_CHARS", len(PROMPT + ANSWER) * 3 // 2)
+    upload(api, LOOP)
+    run = start(api, "session-loop")
+    assert run.error["type"] == "SessionTooLongError"
+    response = api.post("/api/v1/workflows", {"definition": LOOP.replace("session_key: talk", "session_key: fresh")}, format="json")
+    assert response.status_code == 201, response.json()
+
+    resumed = api.post(
+        f"/api/v1/runs/{run.pk}/resume", {"workflow_version": response.json()["version"], "reason": "new session"}, format="json"
+    )
+    assert resumed.status_code == 202, resumed.json()
+    run = wait_for_run(run.pk, *TERMINAL)
+
+    assert run.status == "completed", run.error
+    assert sessions_said(run)[-1] == ("ask", {"key": "fresh", "exchanges": 0})
+    assert run.ledger_entries.order_by("id").last().input_tokens == fake_token_count(PROMPT)
+    assert_invariants(run)

@@ -53,3 +53,16 @@ def test_the_fake_and_the_worst_case_bill_count_the_history():
     assert get_provider("fake").complete(continued).input_tokens == fake_token_count("Be brief." + history + "Summarise.")
     assert get_provider("fake").complete(continued).input_tokens > get_provider("fake").complete(alone).input_tokens
     assert worst_case_usage(continued, request_id="r").input_tokens == count_tokens("Be brief." + history + "Summarise.")
+
+
+def test_anthropic_is_sent_no_empty_message_for_an_earlier_execution_that_answered_nothing():
+    # Anthropic refuses "all messages must have non-empty content except for the optional final
+    # assistant message": an empty answer replayed would fail every later call of the session.
+    history = (SessionExchange(prompt="Think it over.", answer=""), *HISTORY[:1])
+
+    assert anthropic_params(request(history=history))["messages"] == [
+        {"role": "user", "content": "Think it over."},
+        {"role": "user", "content": "Why is the suite slow?"},
+        {"role": "assistant", "content": '{"finding": "a sleep", "confident": false}'},
+        {"role": "user", "content": "Summarise."},
+    ]

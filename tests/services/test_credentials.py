@@ -20,6 +20,7 @@ from workflows.services.credentials import (
     credential_update,
     credentials_for,
 )
+from workflows.services.provider_routes import provider_routes_set
 from workflows.services.runs import run_resume, run_start
 from workflows.services.workflows import workflow_create
 
@@ -215,3 +216,29 @@ def test_a_resume_onto_a_version_naming_an_endpoint_the_credentials_left_is_refu
 
     run.refresh_from_db()
     assert (run.status, run.workflow_version.version) == ("budget_exceeded", 1)
+
+
+def test_a_run_naming_its_wire_is_refused_at_start_once_a_route_change_sends_its_calls_to_another_backend(team, priced):
+    credential_set(team=team, provider="openai", api_key=KEY)
+    credential_set(team=team, provider="anthropic", api_key=KEY)
+    provider_routes_set(team=team, routes={"copilot": "openai"})
+    workflow_create(
+        team=team,
+        definition=definition(provider="openai", model="gpt-4o").replace(
+            "runtime: {provider: openai,", "runtime: {provider: {name: copilot, type: openai, wire_api: completions},"
+        ),
+    )
+    provider_routes_set(team=team, routes={"copilot": "anthropic"})
+    runs = Run.objects.count()
+
+    with pytest.raises(EndpointMismatch) as refused:
+        run_start(team=team, workflow="real-openai", inputs={"topic": "x"})
+
+    assert refused.value.message.startswith(
+        "The workflow names a wire its calls no longer speak, since the team's routes changed: 'type: openai' names "
+        "the openai wire, but provider 'copilot' reaches anthropic through the team's route (copilot=anthropic)"
+    )
+    assert refused.value.details == {
+        "wires": [{"workflow": "real-openai", "provider": "copilot", "backend": "anthropic", "type": "openai", "wire_api": "completions"}]
+    }
+    assert Run.objects.count() == runs

@@ -20,7 +20,7 @@ from .dialog import (
     evaluator_system_prompt,
     reply_of,
 )
-from .endpoints import endpoint_problem, same_endpoint
+from .endpoints import endpoint_problem, same_endpoint, wire_api_problem, wire_problem
 from .errors import DefinitionError, NoRouteMatched, Problem, TemplateFailure
 from .inputs import check_inputs
 from .limits import LIMIT_FIELDS, SYSTEM_DEFAULTS, ResolvedLimits, check_limits, resolve_limits
@@ -302,5 +302,7 @@ __all__ = [
     "validation_feedback",
     "validator_prompt",
     "validator_system_prompt",
+    "wire_api_problem",
+    "wire_problem",
     "worst_case_counts",
 ]

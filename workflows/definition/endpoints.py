@@ -4,9 +4,9 @@ a written `base_url`, `type` and `wire_api` (`examples/copilot-local-llm.yaml`).
 A workflow never picks where the service sends a team's keys: they go where the team's provider
 credentials point, which an operator sets. A workflow may still name that endpoint, as conductor's
 workflows do, and the name is then checked against the credentials of the backend its calls reach:
-accepted when it is their base URL, refused otherwise. The same check runs again when a run starts
-(services/credentials.py), since credentials may change after an upload. `type` and `wire_api` name
-the wire the calls speak, which must be the backend's.
+accepted when it is their base URL, refused otherwise. `type` and `wire_api` name the wire the calls
+speak, which must be the backend's. Both checks run again when a run starts (services/credentials.py),
+since credentials and routes may change after an upload.
 """
 
 from __future__ import annotations

@@ -388,6 +388,10 @@ class WorkflowDefinition:
     # The base URL its provider's calls go to, when it names one (definition/endpoints.py): where the
     # team's credentials pointed at upload, and must still point when a run starts.
     endpoint: str | None = None
+    # The wire it names for those calls (`type`, `wire_api`), when it does: their backend's at upload,
+    # and still so when a run starts, whatever the team's routes became.
+    wire: str | None = None
+    wire_api: str | None = None
 
     def agent(self, name: str) -> AgentSpec:
         """A listed agent, or the inline agent of a for_each group, by the name its steps carry."""
@@ -478,6 +482,8 @@ class WorkflowDefinition:
             "mcp_servers": [server.to_dict() for server in self.mcp_servers.values()],
             "tool_output_chars": self.tool_output_chars,
             "endpoint": self.endpoint,
+            "wire": self.wire,
+            "wire_api": self.wire_api,
         }
 
     @classmethod
@@ -517,6 +523,8 @@ class WorkflowDefinition:
             tool_output_chars=data.get("tool_output_chars", DEFAULT_TOOL_OUTPUT_CHARS),
             # Nor, before a workflow could name its endpoint, this.
             endpoint=data.get("endpoint"),
+            wire=data.get("wire"),
+            wire_api=data.get("wire_api"),
         )
 
 

@@ -125,6 +125,8 @@ def load_definition(
         limits=header.limits,
         provider=header.provider,
         endpoint=header.endpoint if uses_provider else None,
+        wire=header.wire_type if uses_provider else None,
+        wire_api=header.wire_api if uses_provider else None,
         default_model=header.default_model,
         max_tokens=header.max_tokens,
         temperature=header.temperature,

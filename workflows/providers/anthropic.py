@@ -119,7 +119,9 @@ def _params(request: CompletionRequest) -> dict[str, Any]:
         "model": request.model,
         "max_tokens": request.max_tokens,
         "messages": [
-            *history_messages(request),
+            # Anthropic refuses a message with no content before the last, and combines consecutive
+            # turns of one role: an earlier execution that answered nothing is sent as its prompt.
+            *(message for message in history_messages(request) if message["content"]),
             {"role": "user", "content": request.prompt},
             *_transcript_messages(request.transcript),
         ],

@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from workflows import outbound
-from workflows.definition import WorkflowDefinition, endpoint_problem
+from workflows.definition import WorkflowDefinition, endpoint_problem, wire_api_problem, wire_problem
 from workflows.errors import EndpointMismatch, MissingCredentials, ValidationFailed
 from workflows.models import ProviderCredential, Team, TeamToolServer
 from workflows.providers import Credentials, ProviderError, get_provider
@@ -170,8 +170,9 @@ def credential_endpoints(*, team: Team) -> dict[str, str]:
 
 def check_endpoints(*, team: Team, definition: WorkflowDefinition, backends: Mapping[str, str]) -> None:
     """Refuse a run of a workflow (or of a sub-workflow it runs) that names an endpoint the team's
-    credentials no longer point at, as its upload would be refused now, before any step is sent;
-    `backends` are the run's, by provider name."""
+    credentials no longer point at, or a wire (`type`, `wire_api`) the backend its calls now reach
+    does not speak, as its upload would be refused now, before any step is sent; `backends` are the
+    run's, by provider name."""
     endpoints = credential_endpoints(team=team)
     refused = [
         (workflow, backends[workflow.provider], problem)
@@ -199,6 +200,37 @@ def check_endpoints(*, team: Team, definition: WorkflowDefinition, backends: Map
                 ]
             },
         )
+    # Named only where the workflow's agents use its provider, which `backends` then has.
+    rewired = [
+        (workflow, backends[workflow.provider], problem)
+        for workflow in definition.nested()
+        if (workflow.wire is not None or workflow.wire_api is not None)
+        and (problem := _wire_problem(workflow, backend=backends[workflow.provider]))
+    ]
+    if rewired:
+        raise EndpointMismatch(
+            f"The workflow names a wire its calls no longer speak, since the team's routes changed: {rewired[0][2]}.",
+            details={
+                "wires": [
+                    {
+                        "workflow": workflow.name,
+                        "provider": workflow.provider,
+                        "backend": backend,
+                        "type": workflow.wire,
+                        "wire_api": workflow.wire_api,
+                    }
+                    for workflow, backend, _ in rewired
+                ]
+            },
+        )
+
+
+def _wire_problem(workflow: WorkflowDefinition, *, backend: str) -> str | None:
+    if workflow.wire is not None and (problem := wire_problem(wire=workflow.wire, provider=workflow.provider, backend=backend)):
+        return problem
+    if workflow.wire_api is not None:
+        return wire_api_problem(wire_api=workflow.wire_api, provider=workflow.provider, backend=backend)
+    return None
 
 
 def _has_credentials(*, team: Team, provider: str) -> bool:

@@ -32,7 +32,8 @@ _CHUNK_ROWS = 16
 def session_history(*, step: Step, frame: Frame, node: AgentSpec) -> tuple[SessionExchange, ...]:
     """The exchanges a call of `node` (a keyed agent, at `step`, in `frame`) replays: those of every
     agent of the frame with its key, that ended before `step` was created, since the frame was
-    entered. Raises SessionTooLong past MAX_SESSION_HISTORY_CHARS, having read at most that much."""
+    entered, kept under that key (a run resumed onto a version that gave the agent a new key starts a
+    new session). Raises SessionTooLong past MAX_SESSION_HISTORY_CHARS, having read at most that much."""
     paths = [frame.prefix + agent.name for agent in frame.definition.all_agents() if agent.session_key == node.session_key]
     earlier = Step.objects.filter(
         run_id=step.run_id,
@@ -40,6 +41,7 @@ def session_history(*, step: Step, frame: Frame, node: AgentSpec) -> tuple[Sessi
         status=StepStatus.SUCCEEDED,
         sequence__lt=step.sequence,
         session__has_key="prompt",
+        session__key=node.session_key,
     )
     if frame.prefix:
         # A sub-workflow entered again starts afresh, as its outputs do (definition.frame_left).
