@@ -218,6 +218,23 @@ def test_a_resume_onto_a_version_naming_an_endpoint_the_credentials_left_is_refu
     assert (run.status, run.workflow_version.version) == ("budget_exceeded", 1)
 
 
+def test_a_stopped_run_naming_its_endpoint_resumes_only_while_the_credentials_still_point_there(team, priced):
+    credential = credential_set(team=team, provider="openai", api_key=KEY, base_url="https://gateway.example/v1")
+    workflow_create(team=team, definition=naming("https://gateway.example/v1"))
+    run = drive(run_start(team=team, workflow="real-openai", inputs={"topic": "x"}, limits={"budget_usd": "0.001", "budget_mode": "enforce"}))
+    assert run.status == "budget_exceeded"
+    credential_update(credential=credential, base_url="https://other.example/v1", api_key=KEY)
+
+    with pytest.raises(EndpointMismatch) as refused:
+        run_resume(run=run, limits={"budget_usd": "1"})
+
+    assert refused.value.details["endpoints"][0]["credentials_base_url"] == "https://other.example/v1"
+    run.refresh_from_db()
+    assert run.status == "budget_exceeded"
+    credential_update(credential=credential, base_url="https://gateway.example/v1/", api_key=KEY)
+    assert run_resume(run=run, limits={"budget_usd": "1"}).status == "queued"
+
+
 def test_a_run_naming_its_wire_is_refused_at_start_once_a_route_change_sends_its_calls_to_another_backend(team, priced):
     credential_set(team=team, provider="openai", api_key=KEY)
     credential_set(team=team, provider="anthropic", api_key=KEY)

@@ -431,6 +431,9 @@ def run_resume(
     if workflow_version is not None and workflow_version != run.workflow_version.version:
         moving_to = workflow_version_get(team=run.team, workflow=run.workflow_version.workflow_id, version=workflow_version)
         check_version_replaces(run=run, version=moving_to)
+    else:
+        # As at its start: the credentials may have moved since, and its calls would follow them.
+        check_endpoints(team=run.team, definition=definition_of(run.workflow_version), backends=run.provider_routes)
     return rendered_ahead(
         prerender=partial(_prerender_resume, run_id=run.pk, version=moving_to),
         locked=partial(
