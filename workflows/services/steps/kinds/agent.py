@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 
 from django.conf import settings
 
@@ -36,7 +37,7 @@ from workflows.providers import (
 from workflows.services.credentials import credentials_for
 from workflows.services.ledger import ledger_charge
 from workflows.services.prices import prices_for
-from workflows.services.renders import render_kept
+from workflows.services.renders import render_kept, rendered
 from workflows.services.steps.kinds.base import Charged, PreparedStep, StepAttempt, StepKind
 
 
@@ -111,9 +112,9 @@ class AgentKind(StepKind):
         )
         max_tokens = output_cap(agent, prices, default=settings.DEFAULT_MAX_TOKENS, effort=effort)
         exchanges = history or ()
-        input_tokens = count_tokens(
-            system_prompt + history_text((each.prompt, each.answer) for each in exchanges) + prompt + loop_text
-        )
+        sent = system_prompt + history_text((each.prompt, each.answer) for each in exchanges) + prompt + loop_text
+        # Counted ahead of the transaction, as renders are: a session's or a loop's text can be long.
+        input_tokens = rendered(("tokens", hash(sent)), {"text": sent}, partial(count_tokens, sent))
         if agent.provider in FREELY_PRICED_PROVIDERS and mock and mock.input_tokens is not None:
             # The fake reports its mock's input count; estimated too, it never costs more than its estimate.
             input_tokens = max(input_tokens, mock.input_tokens)
