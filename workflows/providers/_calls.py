@@ -133,8 +133,8 @@ def deadline_passed(request: CompletionRequest) -> str:
 
 def worst_case_usage(request: CompletionRequest, *, request_id: str) -> Usage:
     """What a call that was made is billed when its usage cannot be known: the local count of its
-    prompt (its session's earlier exchanges and a tool loop's tools and turns too) and the whole output cap, the worst case the gate
-    estimated for it. Never $0."""
+    input (its prompts, its session's earlier exchanges, a tool loop's tools and turns) and the whole
+    output cap, the worst case the gate estimated for it. Never $0."""
     return Usage(
         input_tokens=count_tokens(request.input_text()),
         output_tokens=request.max_tokens,
