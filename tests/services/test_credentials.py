@@ -235,6 +235,24 @@ def test_a_stopped_run_naming_its_endpoint_resumes_only_while_the_credentials_st
     assert run_resume(run=run, limits={"budget_usd": "1"}).status == "queued"
 
 
+def test_admin_warns_when_a_credentials_change_leaves_workflows_naming_the_old_endpoint(admin_client, team):
+    credential = credential_set(team=team, provider="openai", api_key=KEY, base_url="http://127.0.0.1:11434/v1")
+    workflow_create(team=team, definition=naming("http://127.0.0.1:11434/v1"))
+    workflow_create(team=team, definition=definition(provider="openai", model="gpt-4o").replace("real-openai", "plain"))
+    change = reverse("admin:workflows_providercredential_change", args=[credential.pk])
+
+    def saved_with(base_url: str) -> list[str]:
+        # A new base URL needs the key entered again (check_credential_update).
+        form = {"team": team.pk, "provider": "openai", "api_key": KEY, "base_url": base_url}
+        response = admin_client.post(change, form, follow=True)
+        assert response.status_code == 200
+        return [str(message) for message in response.context["messages"] if message.level_tag == "warning"]
+
+    [warning] = saved_with("http://127.0.0.1:8000/v1")
+    assert warning.startswith("Runs of 'real-openai' will be refused as they start: each names an endpoint")
+    assert saved_with("http://127.0.0.1:11434/v1/") == []
+
+
 def test_a_run_naming_its_wire_is_refused_at_start_once_a_route_change_sends_its_calls_to_another_backend(team, priced):
     credential_set(team=team, provider="openai", api_key=KEY)
     credential_set(team=team, provider="anthropic", api_key=KEY)

@@ -40,6 +40,7 @@ from workflows.services.teams import (
     check_team_budgets,
     team_budgets_update,
 )
+from workflows.services.workflows import workflows_off_their_endpoint
 
 # Each secret shown once; the message is the only place it appears.
 SHOWN_ONCE = "copy it now; it is not shown again."
@@ -380,6 +381,10 @@ class ProviderCredentialForm(forms.ModelForm):
         return cleaned
 
 
+# How many workflows a warning names before it counts the rest.
+_NAMED_AT_MOST = 10
+
+
 @admin.register(ProviderCredential)
 class ProviderCredentialAdmin(TeamScopedAdmin):
     form = ProviderCredentialForm
@@ -407,3 +412,13 @@ class ProviderCredentialAdmin(TeamScopedAdmin):
         else:
             saved = credential_set(team=obj.team, provider=obj.provider, api_key=api_key, base_url=obj.base_url)
         obj.pk, obj.api_key_encrypted, obj.api_key_hint = saved.pk, saved.api_key_encrypted, saved.api_key_hint
+        if stranded := workflows_off_their_endpoint(team=obj.team):
+            shown = ", ".join(f"'{name}'" for name in stranded[:_NAMED_AT_MOST])
+            more = f" and {len(stranded) - _NAMED_AT_MOST} more" if len(stranded) > _NAMED_AT_MOST else ""
+            self.message_user(
+                request,
+                f"Runs of {shown}{more} will be refused as they start: each names an endpoint (base_url) or a wire "
+                "(type) that the team's credentials and routes no longer fit. Point the credentials back, or "
+                "upload versions that name the new endpoint.",
+                messages.WARNING,
+            )

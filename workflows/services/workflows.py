@@ -4,15 +4,15 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, OuterRef, Subquery
 
 from workflows.definition import STDIO_SERVERS, DefinitionError, WorkflowDefinition, load_definition
-from workflows.errors import DefinitionInvalid, ValidationFailed, problems_as_details
+from workflows.errors import DefinitionInvalid, EndpointMismatch, ProviderNotRouted, ValidationFailed, problems_as_details
 from workflows.models import Team, Workflow, WorkflowVersion
 from workflows.selectors import definition_of
-from workflows.services.credentials import credential_endpoints
+from workflows.services.credentials import check_endpoints, credential_endpoints
 from workflows.services.prices import is_priced, table_prices
-from workflows.services.provider_routes import provider_routes_get
+from workflows.services.provider_routes import provider_routes_get, provider_routes_of, run_backends
 from workflows.services.tool_servers import registered_servers_for
 
 MAX_NAME_LENGTH = Workflow._meta.get_field("name").max_length
@@ -40,6 +40,25 @@ def refused_step_kinds(*, team: Team) -> dict[str, str]:
     if not settings.SCRIPT_STEPS_ENABLED:
         return {"script": SCRIPTS_OFF, STDIO_SERVERS: STDIO_OFF}
     return {} if team.may_run_scripts else {"script": SCRIPTS_NOT_ALLOWED, STDIO_SERVERS: STDIO_NOT_ALLOWED}
+
+
+def workflows_off_their_endpoint(*, team: Team) -> list[str]:
+    """The team's workflows, by name, whose latest version names an endpoint or a wire that its
+    credentials and routes no longer fit: a run of one would be refused as it starts
+    (`check_endpoints`). What an operator who changes the team's credentials is told."""
+    routes = provider_routes_of(team=team)
+    newest = WorkflowVersion.objects.filter(workflow=OuterRef("workflow")).order_by("-version").values("version")[:1]
+    latest = WorkflowVersion.objects.filter(workflow__team=team, version=Subquery(newest)).select_related("workflow")
+    names = []
+    for version in latest.order_by("workflow__name"):
+        definition = definition_of(version)
+        if all(each.endpoint is None and each.wire is None for each in definition.nested()):
+            continue
+        try:
+            check_endpoints(team=team, definition=definition, backends=run_backends(providers=definition.providers(), routes=routes))
+        except (EndpointMismatch, ProviderNotRouted):
+            names.append(version.workflow.name)
+    return names
 
 
 def latest_definition(name: str, *, team: Team) -> WorkflowDefinition | None:
