@@ -14,6 +14,7 @@ from kombu import Queue
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from budgetsvc.database import postgresql_dead_peer_options
 from budgetsvc.private_files import install_secret, private_directory, private_sqlite_file
 from workflows.definition.providers import route_problems
 
@@ -117,6 +118,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # task or request, so a connection the server dropped is replaced, not used. 0 closes after each.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
+# How long a PostgreSQL connection's peer may stay silent before either end gives up on it: TCP
+# keepalives and libpq's tcp_user_timeout on the worker's side, the session's keepalives on the
+# server's. Without them a worker cut off from the network waits on a query, and PostgreSQL keeps its
+# session and its steps' attempt locks, for as long as the operating system retransmits: hours.
+DATABASE_DEAD_PEER_SECONDS = env.int("DATABASE_DEAD_PEER_SECONDS", default=60)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if DATABASE_DEAD_PEER_SECONDS < 3:
+        raise ImproperlyConfigured("DATABASE_DEAD_PEER_SECONDS must be at least 3.")
+    DATABASES["default"]["OPTIONS"] = postgresql_dead_peer_options(
+        DATABASES["default"].get("OPTIONS", {}), seconds=DATABASE_DEAD_PEER_SECONDS
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.db.models import F, Sum
 
-from workflows.models import LedgerEntry, Run, Step, StepStatus, Team, TeamDailySpend
+from workflows.models import CHARGE_BASES, LedgerBasis, LedgerEntry, Run, Step, StepStatus, Team, TeamDailySpend
 from workflows.services.escrow import team_figures
 from workflows.services.periods import period_window
 
@@ -21,8 +21,7 @@ def assert_invariants(*runs: Run) -> None:
         assert held == run.reserved_usd, f"run {run.pk}: steps hold {held}, run reserves {run.reserved_usd}"
         if not Step.objects.filter(run=run, status=StepStatus.RUNNING).exists():
             assert run.reserved_usd == 0, f"run {run.pk} reserves {run.reserved_usd} with nothing in flight"
-        attempts = Counter(LedgerEntry.objects.filter(run=run).values_list("step_id", "attempt"))
-        assert all(count == 1 for count in attempts.values())
+        assert_ledger_entries_add_up(run)
         # Several steps are in flight only as branches of one entry of one group.
         open_steps = Step.objects.filter(run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING])
         groups = set(open_steps.values_list("group", "iteration"))
@@ -35,6 +34,39 @@ def assert_invariants(*runs: Run) -> None:
         assert ledger == spent, f"team {team}: ledger {ledger} != spent {spent}"
         assert_team_holds(team)
         assert_daily_spend_matches_ledger(team)
+
+
+def assert_ledger_entries_add_up(run: Run) -> None:
+    """One charge per attempt, reported or estimated; one correction at most per estimate, of an
+    estimate; every correction and adjustment of an entry of the same attempt; and no charge that
+    its corrections take below zero."""
+    entries = list(LedgerEntry.objects.filter(run=run))
+    charges = Counter((entry.step_id, entry.attempt) for entry in entries if entry.basis in CHARGE_BASES)
+    assert all(count == 1 for count in charges.values()), f"run {run.pk}: attempts charged twice: {charges}"
+    by_id = {entry.pk: entry for entry in entries}
+    corrected = Counter(entry.corrects_id for entry in entries if entry.basis == LedgerBasis.CORRECTION)
+    assert all(count == 1 for count in corrected.values()), f"run {run.pk}: estimates corrected twice"
+    for entry in entries:
+        if entry.basis in CHARGE_BASES:
+            continue
+        target = by_id[entry.corrects_id]
+        assert (target.step_id, target.attempt) == (entry.step_id, entry.attempt)
+        assert entry.basis == LedgerBasis.ADJUSTMENT or target.basis == LedgerBasis.ESTIMATED
+    for cost, _ in charges_with_corrections(LedgerEntry.objects.filter(run=run)).values():
+        assert cost is None or cost >= 0, f"run {run.pk}: a charge corrected below zero"
+
+
+def charges_with_corrections(entries) -> dict[int, tuple[Decimal | None, Decimal | None]]:
+    """Each charge among `entries` by id: its cost with its corrections' and adjustments', and its step's estimate."""
+    totals = {
+        pk: (cost, estimate)
+        for pk, cost, estimate in entries.filter(basis__in=CHARGE_BASES).values_list("pk", "cost_usd", "step__estimate_usd")
+    }
+    for corrects, cost in entries.exclude(basis__in=CHARGE_BASES).values_list("corrects_id", "cost_usd"):
+        total, estimate = totals[corrects]
+        if total is not None and cost is not None:
+            totals[corrects] = (total + cost, estimate)
+    return totals
 
 
 def assert_team_holds(team: Team) -> None:
@@ -50,9 +82,11 @@ def assert_team_holds(team: Team) -> None:
         return  # what runs hold then counts for nothing, and a budget set later recalls it first
     figures = team_figures(team, period_window(team.period))
     overage = sum(
-        (max(cost - estimate, Decimal("0")) for cost, estimate in LedgerEntry.objects.filter(
-            team=team, cost_usd__isnull=False, step__estimate_usd__isnull=False
-        ).values_list("cost_usd", "step__estimate_usd")),
+        (
+            max(cost - estimate, Decimal("0"))
+            for cost, estimate in charges_with_corrections(LedgerEntry.objects.filter(team=team)).values()
+            if cost is not None and estimate is not None
+        ),
         Decimal("0"),
     )
     # Steps in flight when the budget was lowered may leave the team over it: slices never do.

@@ -395,14 +395,34 @@ class LedgerKind(models.TextChoices):
     TOOL = "tool", "a priced tool call"
 
 
+class LedgerBasis(models.TextChoices):
+    """What an entry's cost rests on. An attempt is charged once, as reported or as estimated; an
+    estimate is corrected once, when the attempt's usage arrives late; any entry may be adjusted."""
+
+    REPORTED = "reported", "usage the provider reported"
+    ESTIMATED = "estimated", "the reservation, as the attempt's outcome is unknown"
+    CORRECTION = "correction", "an estimate brought to the usage reported late"
+    ADJUSTMENT = "adjustment", "an operator's correction"
+
+
+# The bases that charge an attempt, and those that correct an earlier entry.
+CHARGE_BASES = (LedgerBasis.REPORTED, LedgerBasis.ESTIMATED)
+CORRECTING_BASES = (LedgerBasis.CORRECTION, LedgerBasis.ADJUSTMENT)
+
 # The most characters of a priced tool's server: its URL or command, as ToolPrice and the ledger hold it.
 TOOL_SERVER_CHARS = 1000
 TOOL_NAME_CHARS = 128
 
 
 class LedgerEntry(models.Model):
-    """The settled cost of one step attempt: a model call's tokens and prices, or a priced tool
-    call's price (`kind` tool: its server and tool named, no tokens). Rows are never changed or deleted."""
+    """The cost of one step attempt: a model call's tokens and prices, or a priced tool call's price
+    (`kind` tool: its server and tool named, no tokens). Rows are never changed or deleted.
+
+    An attempt whose outcome is unknown is charged its reservation (`basis` estimated, no tokens);
+    its usage, should it arrive, is a `correction` entry for the difference, with the tokens. An
+    operator's `adjustment` names who made it and why. Both point at the entry they correct, and
+    may be negative: an entry's cost with its corrections never is.
+    """
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="ledger_entries")
     run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="ledger_entries")
@@ -431,6 +451,17 @@ class LedgerEntry(models.Model):
     )
     cost_usd = money_field(null=True, blank=True, help_text="Empty when the model has no price.")
     request_id = models.CharField(max_length=200, blank=True)
+    basis = models.CharField(max_length=12, choices=LedgerBasis, default=LedgerBasis.REPORTED)
+    corrects = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="corrections",
+        help_text="The entry a correction or an adjustment corrects.",
+    )
+    actor = models.CharField(max_length=200, blank=True, help_text="Who made an adjustment.")
+    reason = models.CharField(max_length=500, blank=True, help_text="Why the entry is estimated, or adjusted.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = AppendOnlyQuerySet.as_manager()
@@ -440,9 +471,20 @@ class LedgerEntry(models.Model):
         ordering = ["id"]
         indexes = [models.Index(fields=["team", "created_at"], name="ledger_team_time")]
         constraints = [
-            models.UniqueConstraint(fields=["step", "attempt"], name="ledger_one_entry_per_attempt"),
+            models.UniqueConstraint(
+                fields=["step", "attempt"], condition=Q(basis__in=CHARGE_BASES), name="ledger_one_charge_per_attempt"
+            ),
+            models.UniqueConstraint(
+                fields=["corrects"], condition=Q(basis=LedgerBasis.CORRECTION), name="ledger_one_correction_per_entry"
+            ),
             models.CheckConstraint(
-                condition=Q(cost_usd__isnull=True) | Q(cost_usd__gte=0), name="ledger_cost_not_negative"
+                condition=Q(basis__in=CORRECTING_BASES) | Q(cost_usd__isnull=True) | Q(cost_usd__gte=0),
+                name="ledger_charge_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(basis__in=CHARGE_BASES, corrects__isnull=True)
+                | Q(basis__in=CORRECTING_BASES, corrects__isnull=False),
+                name="ledger_correction_names_its_entry",
             ),
         ]
 
@@ -473,6 +515,9 @@ class EventType(models.TextChoices):
     RUN_CANCELLED = "run_cancelled"
     BUDGET_THRESHOLD_CROSSED = "budget_threshold_crossed"
     USAGE_REJECTED = "usage_rejected"
+    USAGE_ESTIMATED = "usage_estimated"
+    USAGE_CORRECTED = "usage_corrected"
+    LEDGER_ADJUSTED = "ledger_adjusted"
     INPUT_REQUESTED = "input_requested"
     INPUT_RECEIVED = "input_received"
     AGENT_VALIDATION_PASSED = "agent_validation_passed"

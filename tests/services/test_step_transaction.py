@@ -68,7 +68,7 @@ def test_the_gate_admits_exactly_when_the_pure_gate_does(team):
     assert dict(compared) == {None: 150, "budget_exceeded": 66, "iteration_limit": 216, "timed_out": 144}
 
 
-def test_an_attempt_that_lost_its_step_to_a_takeover_is_charged_but_moves_nothing(team):
+def test_an_attempt_that_lost_its_step_to_a_takeover_corrects_its_estimate_but_moves_nothing(team):
     version = workflow_version(team=team, source=THREE_STEP_YAML)
     run = run_start(team=team, workflow=version.workflow_id, inputs=TOPIC, limits={})
     step = run.steps.get()
@@ -78,7 +78,7 @@ def test_an_attempt_that_lost_its_step_to_a_takeover_is_charged_but_moves_nothin
 
     run.refresh_from_db()
     assert (run.iterations, run.steps.count(), Step.objects.get(pk=step.pk).status) == (0, 1, "running")
-    assert list(run.ledger_entries.values_list("attempt", flat=True)) == [1]
+    assert list(run.ledger_entries.values_list("attempt", "basis")) == [(1, "estimated"), (1, "correction")]
     assert_invariants(run)
 
 

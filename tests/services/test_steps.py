@@ -49,35 +49,72 @@ def test_settling_charges_once_releases_the_reservation_and_queues_the_next_step
     assert_invariants(run)
 
 
-def test_a_redelivered_step_takes_over_the_crashed_attempt_on_the_same_reservation(run):
+def test_a_redelivered_step_charges_the_crashed_attempt_its_reservation_and_runs_again_through_the_gate(run):
     step = first_step(run)
     step_begin(step_id=step.pk, worker="host:1")  # its worker dies before settling
     retry = step_begin(step_id=step.pk, worker="host:2")
 
     assert retry.number == 2
     run.refresh_from_db()
-    assert run.reserved_usd == Decimal("0.300000")
+    # The crashed attempt may have been billed: it is charged what it reserved, and the retry
+    # reserves its own.
+    assert (run.spent_usd, run.reserved_usd) == (Decimal("0.300000"), Decimal("0.300000"))
     step_settle(attempt=retry, result=RESULT)
     run.refresh_from_db()
-    assert list(run.ledger_entries.values_list("attempt", "cost_usd")) == [(2, Decimal("0.300000"))]
+    assert list(run.ledger_entries.values_list("attempt", "basis", "cost_usd", "input_tokens")) == [
+        (1, "estimated", Decimal("0.300000"), 0),
+        (2, "reported", Decimal("0.300000"), 3),
+    ]
     assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == 1
+    estimated = run.events.get(type=EventType.USAGE_ESTIMATED).payload
+    assert (estimated["attempt"], estimated["cost_usd"]) == (1, "0.300000")
     assert_invariants(run)
 
 
-def test_a_superseded_attempt_that_finishes_anyway_is_charged_but_does_not_advance(run):
+def test_a_crashed_attempt_whose_estimate_the_budget_cannot_hold_twice_stops_an_enforced_run(team):
+    version = workflow_version(team=team, source=THREE_STEP_YAML)
+    run = run_start(
+        team=team,
+        workflow=version.workflow_id,
+        inputs={"topic": "x"},
+        limits={"budget_usd": "0.5", "budget_mode": "enforce"},
+    )
+    step = first_step(run)
+    step_begin(step_id=step.pk, worker="host:1")  # its worker dies before settling
+
+    # $0.30 charged for the lost attempt, and another $0.30 would pass the $0.50.
+    assert step_begin(step_id=step.pk, worker="host:2") is None
+    run.refresh_from_db()
+    assert (run.status, run.spent_usd, run.reserved_usd) == ("budget_exceeded", Decimal("0.300000"), Decimal("0"))
+    assert run.checkpoints.latest().next_step_id == step.pk
+    assert_invariants(run)
+
+
+def test_a_superseded_attempt_that_finishes_anyway_corrects_its_estimate_but_does_not_advance(run):
     step = first_step(run)
     superseded = step_begin(step_id=step.pk, worker="host:1")
     owner = step_begin(step_id=step.pk, worker="host:2")
+    cheaper = CompletionResult(output={"findings": "late"}, input_tokens=3, output_tokens=500, request_id="req-late")
 
-    step_settle(attempt=superseded, result=RESULT)
+    step_settle(attempt=superseded, result=cheaper)
+    step_settle(attempt=superseded, result=cheaper)  # a duplicate corrects nothing more
     run.refresh_from_db()
-    assert (run.spent_usd, run.reserved_usd, run.iterations) == (Decimal("0.300000"), Decimal("0.300000"), 0)
+    estimate, correction = run.ledger_entries.filter(attempt=1).order_by("id")
+    assert (estimate.basis, correction.basis, correction.corrects_id) == ("estimated", "correction", estimate.pk)
+    # The correction brings the attempt to what it really cost, $0.15, with its tokens.
+    assert (correction.cost_usd, correction.output_tokens, correction.request_id) == (
+        Decimal("-0.150000"),
+        500,
+        "req-late",
+    )
+    assert (run.spent_usd, run.reserved_usd, run.iterations) == (Decimal("0.150000"), Decimal("0.300000"), 0)
     assert first_step(run).status == "running"
+    assert run.events.get(type=EventType.USAGE_CORRECTED).payload["correction_usd"] == "-0.150000"
 
     step_settle(attempt=owner, result=RESULT)
     run.refresh_from_db()
-    assert list(run.ledger_entries.values_list("attempt", flat=True)) == [1, 2]
-    assert (run.spent_usd, run.reserved_usd, run.iterations) == (Decimal("0.600000"), Decimal("0"), 1)
+    assert (run.spent_usd, run.reserved_usd, run.iterations) == (Decimal("0.450000"), Decimal("0"), 1)
+    assert first_step(run).output == {"findings": "facts"}
     assert run.steps.count() == 2
     assert_invariants(run)
 
@@ -141,16 +178,23 @@ class BrokenProvider:
 
 
 @pytest.mark.parametrize(
-    "error,error_type",
-    [(ProviderError("upstream said no"), "ProviderError"), (RuntimeError("bug"), "StepInterruptedError")],
+    "error,error_type,charged",
+    [
+        # The provider answered: it said no, and bills nothing.
+        (ProviderError("upstream said no"), "ProviderError", []),
+        # Interrupted with the call perhaps made (a soft time limit, a bug): charged as estimated.
+        (RuntimeError("bug"), "StepInterruptedError", [("estimated", Decimal("0.300000"))]),
+    ],
 )
-def test_a_provider_failure_fails_the_run_resumably_and_releases_the_reservation(run, monkeypatch, error, error_type):
+def test_a_provider_failure_fails_the_run_resumably_charging_only_a_call_that_may_have_been_billed(
+    run, monkeypatch, error, error_type, charged
+):
     monkeypatch.setattr("workflows.services.steps.kinds.agent.get_provider", lambda name: BrokenProvider(error))
     step_execute(step_id=first_step(run).pk)
 
     run.refresh_from_db()
     assert (run.status, run.error["type"], run.reserved_usd) == ("failed", error_type, Decimal("0"))
-    assert run.ledger_entries.count() == 0
+    assert list(run.ledger_entries.values_list("basis", "cost_usd")) == charged
     assert_invariants(run)
     run_resume(run=run, reason="provider is back")
     assert first_step(run).status == "pending"

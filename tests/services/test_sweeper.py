@@ -21,7 +21,7 @@ from workflows.services.sweeper import RUNNING_GRACE, SweepReport, sweep_stuck_s
 pytestmark = pytest.mark.django_db
 
 RESULT = CompletionResult(output={"findings": "facts"}, input_tokens=3, output_tokens=1000)
-NOTHING = SweepReport(crashed_resent=0, lost_resent=0, crashed_released=0)
+NOTHING = SweepReport(crashed_resent=0, lost_resent=0)
 on_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="advisory attempt locks exist on PostgreSQL only"
 )
@@ -67,17 +67,18 @@ def test_a_running_step_whose_attempt_died_is_sent_again_and_taken_over(
     now = after_lease(crashed)
     report, sent = sweep(django_capture_on_commit_callbacks, now=now)
 
-    assert report == SweepReport(crashed_resent=1, lost_resent=0, crashed_released=0)
+    assert report == SweepReport(crashed_resent=1, lost_resent=0)
     assert sent == [crashed.pk]
     assert first_step(run).enqueued_at == now
 
-    # The delivery takes the crashed attempt over on the same reservation, and charges once.
+    # The delivery charges the crashed attempt its reservation as an estimate and runs the step again.
     attempt = step_begin(step_id=crashed.pk, worker="host:2")
     step = first_step(run)
     assert (attempt.number, step.redeliveries) == (2, 1)
     step_settle(attempt=attempt, result=RESULT)
     run.refresh_from_db()
-    assert (run.spent_usd, run.reserved_usd) == (Decimal("0.300000"), Decimal("0"))
+    assert (run.spent_usd, run.reserved_usd) == (Decimal("0.600000"), Decimal("0"))
+    assert list(run.ledger_entries.values_list("attempt", "basis")) == [(1, "estimated"), (2, "reported")]
     assert_invariants(run)
 
 
@@ -124,7 +125,7 @@ def test_a_pending_step_whose_message_was_lost_is_sent_again_once(run, settings,
     _, again = sweep(django_capture_on_commit_callbacks, now=now)
 
     assert (early, late, again) == ([], [step.pk], [])
-    assert report == SweepReport(crashed_resent=0, lost_resent=1, crashed_released=0)
+    assert report == SweepReport(crashed_resent=0, lost_resent=1)
     assert first_step(run).enqueued_at == now
 
 
@@ -144,7 +145,7 @@ def test_steps_of_stopped_runs_are_never_sent(run, settings, django_capture_on_c
     assert sweep(django_capture_on_commit_callbacks, now=now) == (NOTHING, [])
 
 
-def test_a_crashed_step_of_a_cancelled_run_releases_its_reservation(
+def test_a_crashed_step_of_a_cancelled_run_is_sent_to_charge_its_attempt_and_be_set_aside(
     crashed, run, team, django_capture_on_commit_callbacks
 ):
     run_cancel(run=run)
@@ -152,12 +153,20 @@ def test_a_crashed_step_of_a_cancelled_run_releases_its_reservation(
     assert run.reserved_usd == Decimal("0.300000")
 
     report, sent = sweep(django_capture_on_commit_callbacks, now=after_lease(crashed))
+    assert (report, sent) == (SweepReport(crashed_resent=1, lost_resent=0), [crashed.pk])
 
-    assert (report, sent) == (SweepReport(crashed_resent=0, lost_resent=0, crashed_released=1), [])
+    # Its delivery charges the attempt, which may have been billed, its reservation as an estimate.
+    assert step_begin(step_id=crashed.pk, worker="host:2") is None
     run.refresh_from_db()
     step = first_step(run)
-    assert (run.status, run.reserved_usd, run.held_usd) == ("cancelled", Decimal("0"), Decimal("0"))
+    assert (run.status, run.spent_usd, run.reserved_usd, run.held_usd) == (
+        "cancelled",
+        Decimal("0.300000"),
+        Decimal("0"),
+        Decimal("0"),
+    )
     assert (step.status, step.reserved_usd, step.error["type"]) == ("cancelled", Decimal("0"), "StepCrashedError")
+    assert list(run.ledger_entries.values_list("attempt", "basis")) == [(1, "estimated")]
     assert sweep(django_capture_on_commit_callbacks, now=after_lease(crashed)) == (NOTHING, [])
     # A late redelivery of the crashed attempt finds nothing left to do.
     assert step_begin(step_id=step.pk, worker="host:2") is None

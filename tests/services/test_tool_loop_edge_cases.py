@@ -53,8 +53,12 @@ def test_a_crashed_booking_failed_at_the_redelivery_bound_is_not_made_again_on_r
     assert run.status == "completed", run.error
     # Any of the dead attempts may have booked: the booking is not made again...
     assert tools.calls == []
-    # ...and a priced call whose outcome is unknown is charged, once.
-    assert LedgerEntry.objects.filter(run=run, kind="tool").count() == 1
+    # ...each dead attempt, which may have booked, is charged the price as an estimate, and the
+    # attempt after the resume, which did not call, nothing.
+    assert list(LedgerEntry.objects.filter(run=run, kind="tool").values_list("attempt", "basis", "cost_usd")) == [
+        (1, "estimated", BOOK_PRICE),
+        (2, "estimated", BOOK_PRICE),
+    ]
     assert_invariants(run)
 
 

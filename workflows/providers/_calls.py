@@ -5,6 +5,8 @@ import json
 import re
 from typing import Any
 
+import httpx2
+
 from django.conf import settings
 
 from workflows import outbound
@@ -83,7 +85,22 @@ def connection_error(*, provider: str, error: Exception, credentials: Credential
         return ProviderError(f"{provider} could not be reached: {cause.message}", retryable=True)
     if cause is not None:
         return ProviderError(f"{provider} was not called: {cause.message}")
-    return ProviderError(redact(f"{provider} could not be reached: {error}", credentials), retryable=True)
+    return ProviderError(
+        redact(f"{provider} could not be reached: {error}", credentials),
+        retryable=True,
+        outcome_unknown=request_may_have_been_sent(error),
+    )
+
+
+def request_may_have_been_sent(error: BaseException) -> bool:
+    """Whether a call that got no answer may have reached the provider: unless it failed while
+    connecting, before a byte of the request was sent."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout):
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return True
 
 
 def sdk_client(sdk_class, credentials: Credentials, *, default_base_url: str, timeout: float):
@@ -114,7 +131,10 @@ def timeout_error(
     would likely run out again, each attempt gated and charged."""
     if request.deadline_seconds is None:
         return connection_error(provider=provider, error=error, credentials=credentials)
-    return ProviderError(f"{provider} {deadline_passed(request)}; a call past the agent's deadline is not tried again.")
+    return ProviderError(
+        f"{provider} {deadline_passed(request)}; a call past the agent's deadline is not tried again.",
+        outcome_unknown=request_may_have_been_sent(error),
+    )
 
 
 def stream_retryable(request: CompletionRequest, *, timed_out: bool) -> bool:

@@ -131,7 +131,9 @@ class ProviderError(Exception):
 
     `retryable` errors (rate limits, server errors, timeouts, lost connections) may succeed if the step
     is tried again; others never will. `usage` is what the failed call was billed for, when the
-    provider said.
+    provider said. `outcome_unknown`: the request may have reached the provider, which may bill it,
+    but no answer came (a timeout, a connection lost after the request was sent): with no `usage`,
+    the attempt is charged its reservation as an estimate.
     """
 
     def __init__(
@@ -143,8 +145,10 @@ class ProviderError(Exception):
         retry_after_seconds: float | None = None,
         status_code: int | None = None,
         error_type: str = "ProviderError",
+        outcome_unknown: bool = False,
     ):
         super().__init__(message)
+        self.outcome_unknown = outcome_unknown
         self.error_type = error_type  # what the step's error is called
         self.message = message
         self.retryable = retryable

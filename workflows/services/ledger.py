@@ -1,7 +1,9 @@
 """The spend ledger: what an attempt's call cost, its append-only entry, and the run's spend.
 
-Callers hold the run and step locks (`locks.lock_rows`). An attempt is charged at most once:
-the unique (step, attempt) constraint refuses a second entry.
+Callers hold the run and step locks (`locks.lock_rows`). An attempt is charged at most once: the
+unique (step, attempt) constraint on charges refuses a second. An attempt whose outcome is unknown
+is charged its reservation as an estimate (`ledger_charge_estimate`); its usage, should it arrive
+later, corrects it (`ledger_correction`), once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_label, usage_problem, worst_case_counts
-from workflows.models import EventType, LedgerEntry, LedgerKind, Run, Step
+from workflows.definition import TOOL_CALL_ROLE
+from workflows.models import CHARGE_BASES, EventType, LedgerBasis, LedgerEntry, LedgerKind, Run, Step
 from workflows.providers import Usage
 from workflows.services.budgets import add
 from workflows.services.escrow import held_after
@@ -110,6 +113,95 @@ def ledger_charge_tool(
     return cost, entry
 
 
+def ledger_charge_estimate(
+    *, team_id: int, run: Run, step: Step, attempt: int, prepared: PreparedStep | None, reason: str
+) -> LedgerEntry | None:
+    """Charge an attempt whose outcome is unknown its reservation, the worst case the gate priced:
+    its call may have been made and billed, and no usage says for what. The reservation is released
+    in the same UPDATE of the run that adds the spend. The entry, marked estimated, has no tokens;
+    None when the attempt reserved nothing (a free or unpriced step). `prepared` names the provider
+    and the tool, when the step could be prepared again. The caller writes the entry (`ledger_record`)
+    and records the event (`estimate_event_record`)."""
+    cost = step.reserved_usd
+    if not cost:
+        return None
+    add(run, assign={"held_usd": held_after(run, cost=cost, released=cost)}, spent_usd=cost, reserved_usd=-cost)
+    step.reserved_usd = Decimal("0")
+    step.save(update_fields=["reserved_usd"])
+    tool = prepared.data if prepared is not None and step.role == TOOL_CALL_ROLE else {}
+    return LedgerEntry(
+        team_id=team_id,
+        run_id=step.run_id,
+        step_id=step.pk,
+        attempt=attempt,
+        kind=LedgerKind.TOOL if step.role == TOOL_CALL_ROLE else LedgerKind.MODEL,
+        agent=usage_label(step.agent, step.role),
+        provider=prepared.provider if prepared is not None else "",
+        model=step.model,
+        tool_server=tool.get("server_key", ""),
+        tool=tool.get("tool", ""),
+        input_tokens=0,
+        output_tokens=0,
+        price_source=prepared.price_source if prepared is not None else "",
+        cost_usd=cost,
+        basis=LedgerBasis.ESTIMATED,
+        reason=reason[:500],
+    )
+
+
+def estimate_event_record(*, run: Run, step: Step, entry: LedgerEntry) -> None:
+    event_record(
+        run=run,
+        type=EventType.USAGE_ESTIMATED,
+        payload={**attempt_named(step, entry.attempt), "cost_usd": usd(entry.cost_usd), "reason": entry.reason},
+    )
+
+
+def ledger_estimate_open(*, step: Step, attempt: int) -> LedgerEntry | None:
+    """The attempt's estimated entry while its usage has not arrived (no correction yet), or None."""
+    return (
+        LedgerEntry.objects.filter(step=step, attempt=attempt, basis=LedgerBasis.ESTIMATED)
+        .exclude(corrections__basis=LedgerBasis.CORRECTION)
+        .first()
+    )
+
+
+def ledger_correction(*, run: Run, estimated: LedgerEntry, charged: LedgerEntry | None) -> LedgerEntry:
+    """Turn what the late usage of an attempt charged as an estimate was just charged as (`charged`,
+    by its kind's `settle`, which added its cost to the run; None: it charged nothing) into the
+    estimate's correction: the difference, with the tokens, and the estimate taken back from the
+    run's spend in the same transaction. Usage that cannot be priced leaves the estimate standing.
+    The caller writes the entry last (`ledger_record`)."""
+    if charged is None:
+        charged = LedgerEntry(
+            **{name: getattr(estimated, name) for name in _CHARGE_NAMES}, input_tokens=0, output_tokens=0, cost_usd=0
+        )
+    if charged.cost_usd is not None:
+        add(run, spent_usd=-estimated.cost_usd)
+        charged.cost_usd -= estimated.cost_usd
+    charged.basis = LedgerBasis.CORRECTION
+    charged.corrects = estimated
+    return charged
+
+
+def correction_event_record(*, run: Run, step: Step, entry: LedgerEntry) -> None:
+    event_record(
+        run=run,
+        type=EventType.USAGE_CORRECTED,
+        payload={
+            **attempt_named(step, entry.attempt),
+            "estimate_usd": usd(entry.corrects.cost_usd),
+            "correction_usd": usd(entry.cost_usd),
+            "input_tokens": entry.input_tokens,
+            "output_tokens": entry.output_tokens,
+        },
+    )
+
+
+# What a correction keeps of the entry it corrects when the late attempt charged nothing.
+_CHARGE_NAMES = ("team_id", "run_id", "step_id", "attempt", "kind", "agent", "provider", "model", "tool_server", "tool")
+
+
 def ledger_record(entry: LedgerEntry) -> None:
     """Write an entry `ledger_charge` made. A second entry for one attempt breaks the unique (step,
     attempt) constraint, and the transaction that charged it with it."""
@@ -117,7 +209,8 @@ def ledger_record(entry: LedgerEntry) -> None:
 
 
 def ledger_has_entry(*, step: Step, attempt: int) -> bool:
-    return LedgerEntry.objects.filter(step=step, attempt=attempt).exists()
+    """Whether the attempt has been charged, as reported or as an estimate."""
+    return LedgerEntry.objects.filter(step=step, attempt=attempt, basis__in=CHARGE_BASES).exists()
 
 
 def cost_ahead(*, prepared: PreparedStep, usage: Usage) -> Decimal:

@@ -20,19 +20,22 @@ from one still running elsewhere (lock held), without waiting for a lease to exp
 after which Celery's hard time limit has killed it.
 """
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import DatabaseError, OperationalError, connection
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from workflows import dialect
 from workflows.models import ACTIVE_RUN_STATUSES, Run, Step, StepStatus, Team
 from workflows.services import run_rows
+
+logger = logging.getLogger(__name__)
 
 # The first key of the two-key advisory lock form, so these locks never collide with anyone else's.
 STEP_LOCK_NAMESPACE = 0x5B5D
@@ -128,7 +131,16 @@ def step_attempt_lock(step_id: int) -> Iterator[bool]:
         yield acquired
     finally:
         if acquired:
-            dialect.advisory_unlock(STEP_LOCK_NAMESPACE, step_id)
+            _attempt_unlock(step_id)
+
+
+def _attempt_unlock(step_id: int) -> None:
+    """Let the step's attempt lock go. A connection that died took the lock with it: a worker cut off
+    from the database may be unable to say so, or be on a new connection that never held it."""
+    try:
+        dialect.advisory_unlock(STEP_LOCK_NAMESPACE, step_id)
+    except DatabaseError:
+        logger.warning("Step %s: the attempt lock went with the database connection that held it.", step_id)
 
 
 def update_unless_locked(rows: QuerySet, **values) -> bool:

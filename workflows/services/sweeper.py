@@ -1,14 +1,13 @@
-"""The sweeper: finds steps that nothing will finish and sends them on, or frees what they hold.
+"""The sweeper: finds steps that nothing will finish and sends them on.
 
 Celery beat runs it every SWEEP_INTERVAL_SECONDS. It covers what late acknowledgement cannot:
 - a whole worker killed mid-step (nothing rejects its message; Redis returns it only after the
   visibility timeout, the filesystem transport never), so the step stays `running` with its
-  reservation held: it is sent again, and the delivery takes the crashed attempt over through
-  `step_begin`, within STEP_MAX_REDELIVERIES;
+  reservation held: it is sent again, and the delivery ends the crashed attempt, charging it its
+  reservation as an estimate (`step_begin`), then runs the step again within STEP_MAX_REDELIVERIES,
+  or sets it aside when the run has stopped meanwhile;
 - a message lost before any attempt (the send failed after commit, or a filesystem-transport worker
-  died after taking it), so the step stays `pending`: it is sent again;
-- a crashed attempt of a run that is no longer active, which no delivery will come for: its
-  reservation is released and the step cancelled, as `step_begin` would.
+  died after taking it), so the step stays `pending`: it is sent again.
 
 Sending again is safe: a duplicate delivery finds the attempt lock held or the step done.
 """
@@ -24,8 +23,7 @@ from django.utils import timezone
 
 from workflows.models import ACTIVE_RUN_STATUSES, Step, StepStatus
 from workflows.services.dispatch import step_schedule
-from workflows.services.locks import lock_rows, without_live_attempt
-from workflows.services.run_state import step_set_aside
+from workflows.services.locks import without_live_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -37,29 +35,27 @@ RUNNING_GRACE = timedelta(seconds=5)
 
 @dataclass(frozen=True)
 class SweepReport:
-    crashed_resent: int  # running steps of active runs whose attempt died, sent again for takeover
-    lost_resent: int  # pending steps whose message was lost, sent again
-    crashed_released: int  # running steps of stopped runs whose attempt died, reservation released
+    crashed_resent: int  # running steps whose attempt died, sent again to end that attempt
+    lost_resent: int  # pending steps of active runs whose message was lost, sent again
 
 
 def sweep_stuck_steps(*, now: datetime | None = None) -> SweepReport:
-    """One sweep: send stuck steps of active runs again, and release those of stopped runs."""
+    """One sweep: send stuck steps again."""
     now = now or timezone.now()
     crashed, lost = _resend(now=now)
-    released = _release_abandoned(now=now)
-    report = SweepReport(crashed_resent=crashed, lost_resent=lost, crashed_released=released)
-    if crashed or lost or released:
+    report = SweepReport(crashed_resent=crashed, lost_resent=lost)
+    if crashed or lost:
         logger.warning("Swept stuck steps: %s", report)
     return report
 
 
 def _resend(*, now: datetime) -> tuple[int, int]:
-    """Send the stuck steps of active runs again. Returns (crashed, lost) counts."""
+    """Send the stuck steps again. Returns (crashed, lost) counts."""
     resend_before = now - timedelta(seconds=settings.SWEEP_PENDING_AFTER_SECONDS)
-    # A crashed step already sent for takeover waits for that message, unless it was lost too.
-    crashed = _crashed(now=now).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=F("started_at")) | Q(enqueued_at__lt=resend_before),
-        run__status__in=ACTIVE_RUN_STATUSES,
+    # A crashed step already sent for takeover waits for that message, unless it was lost too. A
+    # stopped run's too: its delivery charges the attempt and sets the step aside.
+    crashed = Step.objects.filter(status=StepStatus.RUNNING, started_at__lt=now - RUNNING_GRACE).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=F("started_at")) | Q(enqueued_at__lt=resend_before)
     )
     lost = Step.objects.filter(
         Q(enqueued_at__lt=resend_before) | Q(enqueued_at__isnull=True, created_at__lt=resend_before),
@@ -80,27 +76,3 @@ def _send(steps: QuerySet[Step], *, now: datetime) -> int:
         step_schedule(step, now=now)
         sent += 1
     return sent
-
-
-def _release_abandoned(*, now: datetime) -> int:
-    """Release the reservations of crashed attempts in runs that are no longer active."""
-    abandoned = without_live_attempt(_crashed(now=now).exclude(run__status__in=ACTIVE_RUN_STATUSES), now=now)
-    released = 0
-    for step_id, attempt, run_id, team_id in abandoned.order_by("pk").values_list(
-        "pk", "attempts", "run_id", "run__team_id"
-    )[:SWEEP_BATCH_SIZE]:
-        with transaction.atomic(durable=True):
-            locked = lock_rows(team_id=team_id, run_id=run_id, step_id=step_id, lock_team=False)
-            run, step = locked.run, locked.step
-            # A delivery that took the step over since, or ended it, owns it now.
-            if step.status != StepStatus.RUNNING or step.attempts != attempt or run.status in ACTIVE_RUN_STATUSES:
-                continue
-            message = f"Attempt {attempt} lost its worker after the run stopped; its reservation was released."
-            step_set_aside(run=run, step=step, error={"type": "StepCrashedError", "message": message})
-            released += 1
-    return released
-
-
-def _crashed(*, now: datetime) -> QuerySet[Step]:
-    """Running steps old enough to be judged; the caller excludes those with a live attempt."""
-    return Step.objects.filter(status=StepStatus.RUNNING, started_at__lt=now - RUNNING_GRACE)

@@ -10,12 +10,14 @@ its transaction opens (`renders.rendered_ahead`).
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from workflows.definition import TemplateFailure, counts_as_iteration, unstorable_json
@@ -24,6 +26,7 @@ from workflows.models import (
     BudgetMode,
     BudgetScope,
     EventType,
+    LedgerEntry,
     Run,
     RunStatus,
     Step,
@@ -40,7 +43,18 @@ from workflows.services.escrow import ZERO, TeamFigures, idle_slices_recall, sli
 from workflows.services.dispatch import step_schedule
 from workflows.services.events import event_record, usd
 from workflows.services.gate import gate_decide
-from workflows.services.ledger import attempt_named, cost_ahead, ledger_has_entry, ledger_record, storable
+from workflows.services.ledger import (
+    attempt_named,
+    correction_event_record,
+    cost_ahead,
+    estimate_event_record,
+    ledger_charge_estimate,
+    ledger_correction,
+    ledger_estimate_open,
+    ledger_has_entry,
+    ledger_record,
+    storable,
+)
 from workflows.services.locks import lock_rows
 from workflows.services.periods import period_window
 from workflows.services.renders import rendered_ahead
@@ -52,38 +66,94 @@ from workflows.services.steps.progression import prerender_ending, step_failed, 
 
 logger = logging.getLogger(__name__)
 
+# A settlement the database refused is tried again after this long, doubling up to the longest,
+# until the task's soft time limit less the margin (`_settled_despite_outages`).
+SETTLE_RETRY_FIRST_SECONDS = 0.5
+SETTLE_RETRY_LONGEST_SECONDS = 15
+SETTLE_RETRY_MARGIN_SECONDS = 5
+
 
 def step_execute(*, step_id: int) -> None:
     """Run one step from gate to settlement."""
+    began = time.monotonic()
     attempt = step_begin(step_id=step_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if attempt is None:
         return
     if attempt.prepared.awaits_input:
         step_await_input(attempt=attempt)
         return
+    usage = None
     try:
         result = kind_named(attempt.prepared.kind).run(attempt)
     except ProviderError as exc:
-        step_provider_failed(attempt=attempt, error=exc)
-        return
+        usage = exc.usage
+        end = partial(step_provider_failed, attempt=attempt, error=exc)
     except StepWorkFailed as exc:
-        step_fail(attempt=attempt, error={"type": exc.error_type, "message": str(exc)})
-        return
+        end = partial(step_fail, attempt=attempt, error={"type": exc.error_type, "message": str(exc)})
     except Exception as exc:  # noqa: BLE001 - includes Celery's soft time limit
-        # Whatever stopped the call, the reservation is released and the run fails resumably
-        # rather than staying "running" with money held.
+        # Whatever stopped the call, the run fails resumably rather than staying "running" with
+        # money held; whether the call was made and billed is unknown, so it is charged as estimated.
         logger.exception("Step %s attempt %s stopped unexpectedly.", attempt.step_id, attempt.number)
-        step_fail(
-            attempt=attempt,
-            error={"type": "StepInterruptedError", "message": f"The step's work stopped: {type(exc).__name__}."},
-        )
+        error = {"type": "StepInterruptedError", "message": f"The step's work stopped: {type(exc).__name__}."}
+        end = partial(step_fail, attempt=attempt, error=error, outcome_unknown=True)
+    else:
+        usage = result
+        if problem := unstorable_json(result.output):
+            # Storing it would fail the settlement, and the call would go uncharged: charged, it fails the step.
+            message = f"The provider's answer cannot be stored: it holds {problem}."
+            end = partial(step_provider_failed, attempt=attempt, error=ProviderError(message, usage=result))
+        else:
+            end = partial(step_settle, attempt=attempt, result=result)
+    deadline = began + settings.STEP_SOFT_TIME_LIMIT_SECONDS - SETTLE_RETRY_MARGIN_SECONDS
+    _settled_despite_outages(end, attempt=attempt, usage=usage, deadline=deadline)
+
+
+def _settled_despite_outages(end: Callable[[], None], *, attempt: StepAttempt, usage: Usage | None, deadline: float) -> None:
+    """End the attempt with `end`, trying again, with backoff, while the database cannot be reached:
+    a worker cut off from the network settles what it can once it is back. Should another worker
+    have taken the step over meanwhile, `end` records the attempt's usage as the correction of the
+    estimate that takeover charged, and leaves the run alone.
+
+    Tried until `deadline` (the task's soft time limit, less a margin): past it the error goes to
+    the task, whose next delivery takes the step over, and the estimate stands.
+    """
+    wait = SETTLE_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            end()
+            return
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + wait > deadline:
+                logger.error(
+                    "Step %s attempt %s could not settle before its time limit (%s); its usage stays "
+                    "unrecorded: %s.",
+                    attempt.step_id,
+                    attempt.number,
+                    exc,
+                    usage,
+                )
+                raise
+            logger.warning(
+                "Step %s attempt %s could not settle (%s); trying again in %.1f s.",
+                attempt.step_id,
+                attempt.number,
+                exc,
+                wait,
+            )
+        _connection_dropped()
+        time.sleep(wait)
+        wait = min(wait * 2, SETTLE_RETRY_LONGEST_SECONDS)
+
+
+def _connection_dropped() -> None:
+    """Close the database connection that failed, so that the next try opens a new one; unless a
+    caller's transaction is open on it (a test's), which only that caller may end."""
+    if connection.in_atomic_block:
         return
-    if problem := unstorable_json(result.output):
-        # Storing it would fail the settlement, and the call would go uncharged: charged, it fails the step.
-        message = f"The provider's answer cannot be stored: it holds {problem}."
-        step_provider_failed(attempt=attempt, error=ProviderError(message, usage=result))
-        return
-    step_settle(attempt=attempt, result=result)
+    try:
+        connection.close()
+    except DatabaseError:
+        pass
 
 
 def step_await_input(*, attempt: StepAttempt) -> None:
@@ -105,12 +175,103 @@ def step_begin(*, step_id: int, worker: str) -> StepAttempt | None:
     """The gate: admit the step with a reservation, or stop the run. None when there is nothing to run.
 
     The caller holds the step's attempt lock, so a step found `running` here belongs to an attempt
-    whose worker died: it is taken over, within the redelivery bound.
+    whose worker died: that attempt is ended first (`_crashed_attempt_end`), and the step then goes
+    through the gate like any other, within the redelivery bound.
     """
-    return rendered_ahead(
+    gate = partial(
+        rendered_ahead,
         prerender=partial(_prerender_begin, step_id=step_id),
         locked=partial(_begin, step_id=step_id, worker=worker),
     )
+    admitted = gate()
+    if admitted is not _CRASHED:
+        return admitted
+    if not _crashed_attempt_end(step_id=step_id):
+        return None
+    admitted = gate()
+    return None if admitted is _CRASHED else admitted
+
+
+# What the gate answers for a step whose attempt crashed: it admits nothing until that attempt is ended.
+_CRASHED = object()
+
+
+def _crashed_attempt_end(*, step_id: int) -> bool:
+    """End the attempt of a step whose worker died, in a transaction of its own: whether its call
+    was made and billed is unknown, so it is charged its reservation as an estimate. Whether the
+    step is to be tried again: not in a run that stopped meanwhile, nor past STEP_MAX_REDELIVERIES
+    (the run is parked)."""
+    return rendered_ahead(
+        prerender=partial(_prerender_crashed, step_id=step_id),
+        locked=partial(_crashed_under_locks, step_id=step_id),
+    )
+
+
+def _prerender_crashed(*, step_id: int) -> None:
+    read = run_rows.read(step_id=step_id)
+    if read is not None and read[1].status == StepStatus.RUNNING:
+        _prepared_again(run=read[0], step=read[1])
+
+
+def _prepared_again(*, run: Run, step: Step) -> PreparedStep | None:
+    """The step as its crashed attempt was prepared, for what its estimate names; None when it can
+    no longer be."""
+    try:
+        return step_prepare(
+            run=run,
+            step=step,
+            definition=definition_of(run.workflow_version),
+            outputs=run.latest_outputs,
+            may_override_prices=run.team.may_override_prices,
+        )
+    except TemplateFailure:
+        return None
+
+
+def _crashed_under_locks(*, step_id: int) -> bool:
+    with transaction.atomic(durable=True):
+        locked = lock_rows(step_id=step_id, lock_team=False)
+        if locked is None or locked.step is None or locked.step.status != StepStatus.RUNNING:
+            return False
+        team, run, step = locked.team, locked.run, locked.step
+        lost = step.attempts
+        estimate = ledger_charge_estimate(
+            team_id=team.pk,
+            run=run,
+            step=step,
+            attempt=lost,
+            prepared=_prepared_again(run=run, step=step),
+            reason=f"Attempt {lost} lost its worker before it settled.",
+        )
+        if estimate is not None:
+            estimate_event_record(run=run, step=step, entry=estimate)
+        again = _after_crash(team=team, run=run, step=step)
+        # Last: the entry locks the team's daily sum until commit (ledger.ledger_charge).
+        _charge_record(team=team, run=run, entry=estimate)
+        return again
+
+
+def _after_crash(*, team: Team, run: Run, step: Step) -> bool:
+    """What becomes of a step whose attempt crashed and was charged: whether it is tried again."""
+    lost = step.attempts
+    if run.status not in ACTIVE_RUN_STATUSES:
+        # Cancelled or stopped while the attempt ran (a group's other branch hit a limit).
+        message = f"Attempt {lost} lost its worker after the run stopped."
+        step_set_aside(run=run, step=step, error={"type": "StepCrashedError", "message": message})
+        return False
+    if step.redeliveries >= settings.STEP_MAX_REDELIVERIES:
+        error = {
+            "type": "StepCrashedError",
+            "message": f"Step {step.sequence} ({step.agent}) lost its worker {step.redeliveries + 1} times; "
+            "the run is parked and can be resumed.",
+        }
+        run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
+        return False
+    step.redeliveries += 1
+    step.status = StepStatus.PENDING
+    step.save(update_fields=["redeliveries", "status"])
+    event_record(run=run, type=EventType.STEP_REDELIVERED, payload=attempt_named(step, lost + 1))
+    return True
 
 
 TEAM_BUDGET_FIELDS = ["period_budget_usd", "period", "period_mode", "period_audit_start", "period_audit_rearm_at_usd"]
@@ -120,7 +281,7 @@ class _TeamLockNeeded(Exception):
     """The gate must lock the team: to draw a slice of its budget, or to report against it."""
 
 
-def _begin(*, step_id: int, worker: str) -> StepAttempt | None:
+def _begin(*, step_id: int, worker: str) -> StepAttempt | object | None:
     """Most steps are admitted under their run's lock alone. The few that need the team's lock
     start again with it: it comes first in the lock order, so it cannot be taken once the run's is."""
     try:
@@ -136,7 +297,7 @@ def _prerender_begin(*, step_id: int) -> None:
     if read is None:
         return
     run, step = read
-    if step.status not in (StepStatus.PENDING, StepStatus.RUNNING) or run.status not in ACTIVE_RUN_STATUSES:
+    if step.status != StepStatus.PENDING or run.status not in ACTIVE_RUN_STATUSES:
         return
     try:
         step_prepare(
@@ -158,18 +319,19 @@ def _wait_left(*, step: Step, prepared: PreparedStep) -> float:
     return (due - timezone.now()).total_seconds()
 
 
-def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAttempt | None:
+def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAttempt | object | None:
     with transaction.atomic(durable=True):
         locked = lock_rows(step_id=step_id, lock_team=lock_team)
         if locked is None or locked.step is None:
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
             return None
         team, run, step = locked.team, locked.run, locked.step
-        if step.status not in (StepStatus.PENDING, StepStatus.RUNNING):
+        if step.status == StepStatus.RUNNING:
+            return _CRASHED
+        if step.status != StepStatus.PENDING:
             return None
         if run.status not in ACTIVE_RUN_STATUSES:
-            # Stopped or cancelled while queued, or while an attempt that has since died was running.
-            step_set_aside(run=run, step=step)
+            step_set_aside(run=run, step=step)  # stopped or cancelled while queued
             return None
 
         try:
@@ -189,9 +351,6 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
             # otherwise deliver a message held that long a second time.
             step_schedule(step, countdown=min(wait, settings.CELERY_VISIBILITY_TIMEOUT_SECONDS / 2))
             return None
-
-        if step.status == StepStatus.RUNNING:
-            return _take_over_crashed_attempt(team=team, run=run, step=step, prepared=prepared, worker=worker)
 
         if not lock_team and not team.enforces_period_budget:
             # The team's settings came with the run, as of before its lock was granted: a switch to
@@ -277,31 +436,6 @@ def _drawing_state(team: Team, window, run: Run, figures: TeamFigures):
     return team_budget_state(team, window, spent=figures.spent_usd, reserved=figures.held_usd + run.reserved_usd)
 
 
-def _take_over_crashed_attempt(
-    *, team: Team, run: Run, step: Step, prepared: PreparedStep, worker: str
-) -> StepAttempt | None:
-    """A redelivered step whose previous attempt died: try again on the same reservation, or give up."""
-    if step.redeliveries >= settings.STEP_MAX_REDELIVERIES:
-        error = {
-            "type": "StepCrashedError",
-            "message": f"Step {step.sequence} ({step.agent}) lost its worker {step.redeliveries + 1} times; "
-            "the run is parked and can be resumed.",
-        }
-        run_fail(team=team, run=run, step=step, error=error, outputs=run.latest_outputs)
-        return None
-    step.redeliveries += 1
-    step.attempts += 1
-    step.worker = worker
-    step.started_at = timezone.now()
-    step.save(update_fields=["redeliveries", "attempts", "worker", "started_at"])
-    event_record(
-        run=run,
-        type=EventType.STEP_REDELIVERED,
-        payload=attempt_named(step, step.attempts),
-    )
-    return _admitted(run=run, step=step, prepared=prepared)
-
-
 def _admitted(*, run: Run, step: Step, prepared: PreparedStep) -> StepAttempt:
     """The attempt the gate admitted, with the rows it admitted it from."""
     return StepAttempt(
@@ -330,25 +464,15 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
     with transaction.atomic(durable=True):
         locked = _lock_attempt(attempt)
         team, run, step = locked.team, locked.run, locked.step
-        owner = step.status == StepStatus.RUNNING and step.attempts == attempt.number
-        # Whatever charges an attempt that owns its step also takes the step out of `running` in
-        # that transaction, so only an attempt that no longer owns it can have been charged already.
-        # The unique (step, attempt) constraint backs this: a second charge would fail, never count.
-        if not owner and ledger_has_entry(step=step, attempt=attempt.number):
-            return  # settled already
+        if not (step.status == StepStatus.RUNNING and step.attempts == attempt.number):
+            _superseded_attempt_charge(team=team, run=run, step=step, attempt=attempt, usage=result)
+            return
         # The attempt that owns the step releases its reservation and counts as executed in the
         # UPDATE of the run that charges it; the step follows.
         executed = {"iterations": 1} if counts_as_iteration(step.role) else {}
-        settled = {"reserved_usd": -step.reserved_usd, **executed} if owner else {}
-        charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=result, **settled)
-        if not owner:
-            # An attempt another delivery took over from finished after all: what it cost is
-            # charged, but the step's reservation and progress belong to the attempt that owns it.
-            # An attempt that charges nothing leaves no entry to tell its duplicate by: nothing to record.
-            if charged.entry is not None:
-                logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
-                _charge_record(team=team, run=run, charged=charged)
-            return
+        charged = _charge(
+            team=team, run=run, step=step, attempt=attempt, usage=result, reserved_usd=-step.reserved_usd, **executed
+        )
         judged = alerts_after_spend(team=team, run=run, unrecorded=charged.cost_usd if charged.entry else None)
         step.reserved_usd = ZERO
         step.status = StepStatus.SUCCEEDED
@@ -379,20 +503,60 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             alerts_after_entry(team=team, run=run, judged=judged)
 
 
-def step_fail(*, attempt: StepAttempt, error: dict) -> None:
-    """The step's work failed: release its reservation and fail the run, resumably."""
+def _superseded_attempt_charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage) -> None:
+    """The usage of an attempt that another delivery took over from, or that the run's stop ended:
+    its call happened, so it is charged, but the step's reservation and progress belong to others.
+    Charged as an estimate when the takeover found its outcome unknown, it corrects that estimate.
+
+    Whatever charges an attempt that owns its step also takes the step out of `running` in that
+    transaction, so only an attempt that no longer owns it can have been charged already; the
+    unique constraints on charges and corrections back this: a second would fail, never count.
+    """
+    estimated = ledger_estimate_open(step=step, attempt=attempt.number)
+    if estimated is None and ledger_has_entry(step=step, attempt=attempt.number):
+        return  # settled already, or its estimate corrected
+    charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=usage)
+    entry = charged.entry
+    if estimated is not None:
+        entry = ledger_correction(run=run, estimated=estimated, charged=entry)
+        correction_event_record(run=run, step=step, entry=entry)
+    # An attempt that charges nothing leaves no entry to tell its duplicate by: nothing to record.
+    if entry is not None:
+        logger.warning("Attempt %s of step %s finished after it was superseded.", attempt.number, step.pk)
+        _charge_record(team=team, run=run, entry=entry)
+
+
+def step_fail(*, attempt: StepAttempt, error: dict, outcome_unknown: bool = False) -> None:
+    """The step's work failed: release its reservation and fail the run, resumably. When the work
+    may have made a paid call that reported nothing (`outcome_unknown`), the reservation is charged
+    as an estimate instead of released."""
+    charge = (attempt.prepared.estimate_usd or ZERO) if outcome_unknown else ZERO
     rendered_ahead(
-        prerender=partial(_prerender_end_of, attempt=attempt, error=error),
-        locked=partial(_fail_under_locks, attempt=attempt, error=error),
+        prerender=partial(_prerender_end_of, attempt=attempt, error=error, charge=charge),
+        locked=partial(_fail_under_locks, attempt=attempt, error=error, outcome_unknown=outcome_unknown),
     )
 
 
-def _fail_under_locks(*, attempt: StepAttempt, error: dict) -> None:
+def _fail_under_locks(*, attempt: StepAttempt, error: dict, outcome_unknown: bool) -> None:
     with transaction.atomic(durable=True):
         locked = _lock_attempt(attempt)
-        if locked.step.status != StepStatus.RUNNING or locked.step.attempts != attempt.number:
+        team, run, step = locked.team, locked.run, locked.step
+        if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
-        _attempt_failed(team=locked.team, run=locked.run, step=locked.step, error=error)
+        estimate = _estimate_charge(team=team, run=run, step=step, attempt=attempt, reason=error["message"]) if outcome_unknown else None
+        _attempt_failed(team=team, run=run, step=step, error=error)
+        _charge_record(team=team, run=run, entry=estimate)
+
+
+def _estimate_charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, reason: str) -> LedgerEntry | None:
+    """Charge the attempt that owns its step its reservation as an estimate, with its event; the
+    entry is written last (`_charge_record`)."""
+    entry = ledger_charge_estimate(
+        team_id=team.pk, run=run, step=step, attempt=attempt.number, prepared=attempt.prepared, reason=reason
+    )
+    if entry is not None:
+        estimate_event_record(run=run, step=step, entry=entry)
+    return entry
 
 
 def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
@@ -405,6 +569,8 @@ def step_provider_failed(*, attempt: StepAttempt, error: ProviderError) -> None:
     charge = ZERO
     if error.usage is not None and attempt.prepared.request is not None:
         charge = cost_ahead(prepared=attempt.prepared, usage=error.usage)
+    elif error.usage is None and error.outcome_unknown:
+        charge = attempt.prepared.estimate_usd or ZERO
     rendered_ahead(
         prerender=partial(_prerender_end_of, attempt=attempt, error=_provider_error(error), charge=charge),
         locked=partial(_provider_failed_under_locks, attempt=attempt, error=error),
@@ -415,22 +581,26 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
     with transaction.atomic(durable=True):
         locked = _lock_attempt(attempt)
         team, run, step = locked.team, locked.run, locked.step
-        charged = None
-        if error.usage is not None and not ledger_has_entry(step=step, attempt=attempt.number):
+        if not (step.status == StepStatus.RUNNING and step.attempts == attempt.number):
+            if error.usage is not None:
+                _superseded_attempt_charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage)
+            return
+        entry, cost = None, None
+        if error.usage is not None:
             charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage)
-        _failed_call_handle(run=run, team=team, step=step, attempt=attempt, error=error, charged=charged)
-        if charged is not None:
-            # Last, as a settlement writes its entry: what follows the failure renders holding no more locks.
-            _charge_record(team=team, run=run, charged=charged)
+            entry, cost = charged.entry, charged.cost_usd
+        elif error.outcome_unknown:
+            entry = _estimate_charge(team=team, run=run, step=step, attempt=attempt, reason=error.message)
+            cost = None if entry is None else entry.cost_usd
+        _failed_call_handle(run=run, team=team, step=step, attempt=attempt, error=error, cost=cost)
+        # Last, as a settlement writes its entry: what follows the failure renders holding no more locks.
+        _charge_record(team=team, run=run, entry=entry)
 
 
 def _failed_call_handle(
-    *, team: Team, run: Run, step: Step, attempt: StepAttempt, error: ProviderError, charged: Charged | None
+    *, team: Team, run: Run, step: Step, attempt: StepAttempt, error: ProviderError, cost: Decimal | None
 ) -> None:
-    """Fail the attempt, or send it again later, as the error and the retries so far say."""
-    cost = None if charged is None else charged.cost_usd
-    if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
-        return
+    """Fail the attempt that owns its step, or send it again later, as the error and the retries so far say."""
     details = _provider_error(error)
     if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
         _attempt_failed(team=team, run=run, step=step, error=details)
@@ -472,11 +642,12 @@ def _charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Us
     )
 
 
-def _charge_record(*, team: Team, run: Run, charged: Charged) -> None:
-    """Write the charge's ledger entry, then record the alerts its spend newly reaches: for a
+def _charge_record(*, team: Team, run: Run, entry: LedgerEntry | None) -> None:
+    """Write a charge's ledger entry, if any, then record the alerts its spend newly reaches: for a
     settlement that ends with its charge."""
-    if charged.entry is not None:
-        ledger_record(charged.entry)
+    if entry is None:
+        return
+    ledger_record(entry)
     alerts_after_spend(team=team, run=run)
 
 

@@ -236,8 +236,9 @@ class ToolCallKind(NoCallStepKind):
         elif server is None:
             data["result"] = _result(call, f"The MCP server '{tool['server']}' is no longer in the workflow.", is_error=True)
         elif context["tried_before"] and not tool["repeatable"]:
-            # Not made again; but the attempt whose worker died may have made it: charged as made.
-            data |= {"result": _result(call, _UNKNOWN_OUTCOME, is_error=True), "made": True}
+            # Not made again. The attempt that did not settle may have made it: that attempt is
+            # charged the call's price as an estimate (services/ledger.py), this one nothing.
+            data["result"] = _result(call, _UNKNOWN_OUTCOME, is_error=True)
         else:
             data |= {"server": server.to_dict(), "tool": tool["tool"]}
         if server is not None:
