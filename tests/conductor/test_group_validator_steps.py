@@ -237,13 +237,15 @@ def test_a_validator_whose_worker_died_after_the_run_stopped_is_graded_on_resume
 
     run = start(team, graded(), ["a", "b"], budget_usd="0.15", budget_mode="enforce")
     run_step(open_step(run, "0"), text(0))  # $0.01 spent
-    begin(open_step(run, "0", "validator"))  # $0.10 held; its worker then dies mid-call
+    crashed = begin(open_step(run, "0", "validator"))  # $0.10 held; its worker then dies mid-call
     assert step_begin(step_id=open_step(run, "1").pk, worker="host:2") is None  # $0.01 + $0.10 + $0.10 > $0.15
     run.refresh_from_db()
     assert run.status == "budget_exceeded"
 
     report = sweep_stuck_steps(now=timezone.now() + timedelta(hours=1))
-    assert report.crashed_released == 1  # its reservation is released
+    assert report.crashed_resent == 1
+    # Its delivery charges the dead attempt its $0.10 as an estimate and sets the step aside.
+    assert step_begin(step_id=crashed.step_id, worker="host:3") is None
     run_resume(run=run, limits={"budget_usd": "5"})
     drive(run)
 
@@ -266,9 +268,10 @@ def test_a_branch_whose_worker_died_after_the_run_stopped_runs_on_resume(team):
     from workflows.services.sweeper import sweep_stuck_steps
 
     run = start(team, graded(), ["a", "b"], budget_usd="0.15", budget_mode="enforce")
-    begin(open_step(run, "0"))  # $0.10 held; its worker then dies mid-call
+    crashed = begin(open_step(run, "0"))  # $0.10 held; its worker then dies mid-call
     assert step_begin(step_id=open_step(run, "1").pk, worker="host:2") is None
     sweep_stuck_steps(now=timezone.now() + timedelta(hours=1))
+    assert step_begin(step_id=crashed.step_id, worker="host:3") is None  # the sweeper's delivery
     run_resume(run=run, limits={"budget_usd": "5"})
     drive(run)
 

@@ -74,9 +74,13 @@ def test_a_step_that_crashes_its_worker_every_time_is_parked_after_k_deliveries_
     assert run.reserved_usd == 0
     team.refresh_from_db()
     assert team_budget_status(team=team).reserved_usd == 0
-    # No attempt of the middle step settled, so only the first step is charged.
-    assert list(run.ledger_entries.values_list("agent", "attempt")) == [("first", 1)]
-    assert str(run.spent_usd) == "0.100000"
+    # No attempt of the middle step settled: each may have been billed, and is charged its $0.10 estimate.
+    crashed = [("middle", attempt, "estimated") for attempt in range(1, MAX_REDELIVERIES + 2)]
+    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt", "basis")) == [
+        ("first", 1, "reported"),
+        *crashed,
+    ]
+    assert str(run.spent_usd) == "0.400000"
     assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == MAX_REDELIVERIES
     assert run.events.filter(type=EventType.RUN_FAILED).count() == 1
     assert run.checkpoints.latest().next_step_id == middle.pk
@@ -92,12 +96,13 @@ def test_a_step_that_crashes_its_worker_every_time_is_parked_after_k_deliveries_
     assert run.status == "completed", run.error
     middle.refresh_from_db()
     assert (middle.status, middle.attempts, middle.redeliveries) == ("succeeded", MAX_REDELIVERIES + 2, 0)
-    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt")) == [
-        ("first", 1),
-        ("middle", MAX_REDELIVERIES + 2),
-        ("last", 1),
+    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt", "basis")) == [
+        ("first", 1, "reported"),
+        *crashed,
+        ("middle", MAX_REDELIVERIES + 2, "reported"),
+        ("last", 1, "reported"),
     ]
-    assert str(run.spent_usd) == "0.300000"
+    assert str(run.spent_usd) == "0.600000"
     assert run.reserved_usd == 0
     team.refresh_from_db()
     assert team_budget_status(team=team).reserved_usd == 0

@@ -5,6 +5,7 @@ conductor's agent timeouts are not; past the operator's, it is retried as before
 import json
 import time
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
@@ -60,7 +61,9 @@ def test_a_call_past_the_agents_deadline_fails_its_step_at_the_deadline_and_is_n
     assert run.error["type"] == "ProviderError"
     assert run.error["message"].startswith("OpenAI took longer than the agent's deadline of 1 s (its timeout_seconds or max_session_seconds)")
     assert len(wire.received) == 1 and not run.events.filter(type=EventType.PROVIDER_RETRY).exists()
-    assert ledger(run) == []  # no answer, no usage: as any call that timed out
+    # The request was sent, and no answer says what it cost: charged its reservation as an estimate.
+    assert ledger(run) == [(1, 0, 0, 0, 0, Decimal("0.010018"), "")]
+    assert run.ledger_entries.get().basis == "estimated"
     assert_invariants(run)
 
 
@@ -83,6 +86,12 @@ def test_past_the_operators_timeout_the_call_is_retried_as_before(team, wire, pr
     assert run.status == RunStatus.COMPLETED, run.error
     assert len(wire.received) == 2
     assert run.events.filter(type=EventType.PROVIDER_RETRY).count() == 1
+    # The call that timed out is charged its estimate; the retry, what it reported.
+    assert list(run.ledger_entries.values_list("attempt", "basis", "output_tokens")) == [
+        (1, "estimated", 0),
+        (2, "reported", 10),
+    ]
+    assert_invariants(run)
 
 
 def test_a_stream_that_runs_past_the_agents_deadline_is_billed_its_worst_case_and_not_tried_again(team, wire, prices):

@@ -67,7 +67,8 @@ def test_an_evaluator_whose_call_fails_lets_the_output_stand(team, monkeypatch):
 
 
 def test_a_re_run_that_fails_leaves_the_output_the_person_was_shown(team, monkeypatch):
-    run = start(team)
+    # The interrupted re-run is charged its estimate: room for it beside the workflow's own budget.
+    run = start(team, limits={"budget_usd": "5"})
     step_execute(step_id=next_step(run).pk)
     step_execute(step_id=next_step(run).pk)  # the evaluator asks
     step_execute(step_id=next_step(run).pk)  # the reply's step waits

@@ -168,8 +168,10 @@ def test_a_priced_call_whose_worker_died_is_not_made_again_but_charged_as_its_ou
     assert "outcome is unknown" in step.output["content"]
     assert tools.calls == []
     # The attempt whose worker died may have made the call: a guard never counts less than is billed.
+    # It is charged the price as an estimate; the attempt that did not call, nothing.
     assert [(row[4], row[-1]) for row in tool_rows(run)] == [("book", BOOK_PRICE)]
-    assert LedgerEntry.objects.get(kind="tool").attempt == 2
+    entry = LedgerEntry.objects.get(kind="tool")
+    assert (entry.attempt, entry.basis, entry.tool) == (1, "estimated", "book")
     assert_invariants(run)
 
 

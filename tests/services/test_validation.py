@@ -99,7 +99,7 @@ def test_a_re_run_that_fails_leaves_the_graded_output_standing(team, monkeypatch
     assert_invariants(run)
 
 
-def test_a_crashed_validator_attempt_is_taken_over_on_its_reservation_and_charged_once(team):
+def test_a_crashed_validator_attempt_is_charged_its_estimate_and_its_step_run_again(team):
     run = start(team)
     step_execute(step_id=next_step(run).pk)
     validator = next_step(run)
@@ -110,9 +110,10 @@ def test_a_crashed_validator_attempt_is_taken_over_on_its_reservation_and_charge
 
     step_settle(attempt=retry, result=get_provider("fake").complete(retry.prepared.request))
 
-    assert list(run.ledger_entries.values_list("agent", "attempt", "cost_usd")) == [
-        ("drafter", 1, Decimal("0.100000")),
-        ("drafter (validator)", 2, Decimal("0.012000")),
+    assert list(run.ledger_entries.values_list("agent", "attempt", "basis", "cost_usd")) == [
+        ("drafter", 1, "reported", Decimal("0.100000")),
+        ("drafter (validator)", 1, "estimated", Decimal("0.153600")),
+        ("drafter (validator)", 2, "reported", Decimal("0.012000")),
     ]
     assert next_step(run).role == "rerun"
     assert_invariants(run)
