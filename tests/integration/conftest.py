@@ -56,16 +56,18 @@ def skip_unless_redis() -> None:
 def celery_process(transactional_db, tmp_path: Path):
     """Starts a Celery process in a session of its own, so a test can kill it with all its children.
 
-    `start("worker", ..., env={...})` adds `env` to the service environment. The process's log is at
-    `process.log_path`; every process still alive at the end is stopped with its children.
+    `start("worker", ..., env={...})` adds `env` to the service environment. `prefix` runs the command
+    through another, such as `ip netns exec <namespace>`, which must exec it, so that the process is
+    Celery's. The process's log is at `process.log_path`; every process still alive at the end is
+    stopped with its children.
     """
     started = []
 
-    def start(*command: str, env: dict | None = None) -> subprocess.Popen:
+    def start(*command: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         log_path = tmp_path / f"{command[0]}-{len(started)}.log"
         log = log_path.open("w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "budgetsvc", *command, "--loglevel", "INFO"],
+            [*prefix, sys.executable, "-m", "celery", "-A", "budgetsvc", *command, "--loglevel", "INFO"],
             cwd=settings.BASE_DIR,
             env={**service_env(tmp_path), **(env or {})},
             stdout=log,
