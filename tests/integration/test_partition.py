@@ -4,8 +4,10 @@ The cut-off worker runs in a network namespace of its own and reaches PostgreSQL
 relays on the host (tests/integration/netns.py). In the middle of its slow step the link starts
 dropping every packet both ways. Once PostgreSQL's keepalive (the relay's, standing in for it) has
 ended the worker's session, the step's attempt lock is free, and the sweeper on a real beat sends the
-step to a second worker on the host, which completes the run. Then the link comes back, and so does
-the cut-off worker, whose own provider call for the step ended while it was cut off.
+step to a second worker on the host, which charges the lost attempt its reservation as an estimate
+and completes the run. Then the link comes back, and so does the cut-off worker, whose own provider
+call for the step ended while it was cut off: it has kept trying to settle, and its usage now
+corrects the estimate.
 """
 
 import os
@@ -16,6 +18,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
+
+from decimal import Decimal
 
 import pytest
 from django.conf import settings
@@ -36,12 +40,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 SERVICE_SETTINGS = {"SWEEP_INTERVAL_SECONDS": "1"}
 STEP_LATENCY_MS = 10000
-# libpq's own timeouts for the cut-off worker, in DATABASE_URL's query string (which settings.py
-# hands to psycopg): its idle connection is found dead by its keepalive, a query on the dead link
-# fails after 5 s instead of after TCP's retransmissions (about 15 min), and so does a connect.
-CLIENT_TCP_OPTIONS = (
-    "keepalives=1&keepalives_idle=3&keepalives_interval=1&keepalives_count=3&tcp_user_timeout=5000&connect_timeout=5"
-)
+# The cut-off worker gives up on a silent database within 6 s (its keepalives, and tcp_user_timeout
+# for a query on the dead link) instead of after TCP's retransmissions, about 15 min.
+CUT_OFF_SETTINGS = {**SERVICE_SETTINGS, "DATABASE_DEAD_PEER_SECONDS": "6"}
+# The middle call costs 40 output tokens at $1,000 per million, $0.04; its estimate, the 100-token cap, $0.10.
+REAL_COST, ESTIMATE = Decimal("0.040000"), Decimal("0.100000")
 # The relay's keepalive ends the session 3 to 6 s after the cut; then a 1 s sweep, the 10 s step
 # again on the second worker, and the last step.
 RECOVERY_BOUND = 40
@@ -91,7 +94,7 @@ def cut_off_machine(django_db_setup, tmp_path) -> CutOffMachine:
         yield CutOffMachine(
             link=link,
             env={
-                "DATABASE_URL": f"{database_url}?{CLIENT_TCP_OPTIONS}",
+                "DATABASE_URL": database_url,
                 "CELERY_BROKER_URL": _via(settings.CELERY_BROKER_URL, link.host_address, broker_relay.port),
             },
         )
@@ -107,18 +110,12 @@ def _idle(name: str) -> bool:
     return active is not None and active.get(name) == []
 
 
-def assert_both_calls_in_ledger(run: Run, middle: Step) -> None:
-    """The ledger once the cut-off worker is back. Both attempts of the middle step called the
-    provider, but today only the second is charged: the first's cost is lost (docs/operations.md,
-    "What is not covered yet").
+def ledger(run: Run) -> list[tuple]:
+    return list(run.ledger_entries.order_by("id").values_list("agent", "attempt", "basis", "cost_usd"))
 
-    Issue #13: once LedgerEntry has `basis` and `corrects`, this asserts instead that both calls are
-    in the ledger: attempt 1 `estimated` when attempt 2 took the step over, then a `correction`
-    entry linked to it (`corrects`) once the cut-off worker is back; attempt 2 `reported`.
-    """
-    entries = list(run.ledger_entries.order_by("id").values_list("agent", "attempt"))
-    assert entries == [("first", 1), ("middle", 2), ("last", 1)], entries
-    assert not middle.ledger_entries.filter(attempt=1).exists()
+
+def _corrected(middle: Step) -> bool:
+    return middle.ledger_entries.filter(attempt=1, basis="correction").exists()
 
 
 def test_a_step_cut_off_from_its_worker_completes_on_another_and_the_cut_off_worker_comes_back(
@@ -130,7 +127,7 @@ def test_a_step_cut_off_from_its_worker_completes_on_another_and_the_cut_off_wor
     beat = celery_process("beat", env=SERVICE_SETTINGS)
     cut_off = celery_process(
         "worker", "--pool", "prefork", "--concurrency", "1", "--hostname", cut_off_name,
-        env={**SERVICE_SETTINGS, **cut_off_machine.env}, prefix=link.exec_prefix(),
+        env={**CUT_OFF_SETTINGS, **cut_off_machine.env}, prefix=link.exec_prefix(),
     )  # fmt: skip
     # Started now rather than after the cut, as its start-up takes seconds, but on a queue nothing
     # is sent to: it takes the run's queue only once the slow step runs in the namespace.
@@ -140,7 +137,10 @@ def test_a_step_cut_off_from_its_worker_completes_on_another_and_the_cut_off_wor
     )  # fmt: skip
     wait_for_ready(cut_off)
     wait_for_ready(other)
-    version = workflow_version(team=team, source=slow_middle_yaml(latency_ms=STEP_LATENCY_MS))
+    source = slow_middle_yaml(latency_ms=STEP_LATENCY_MS).replace(
+        "mock: {output_tokens: 100, latency_ms", "mock: {output_tokens: 40, latency_ms"
+    )
+    version = workflow_version(team=team, source=source)
     run = run_start(team=team, workflow=version.workflow_id, limits={"budget_usd": "1", "budget_mode": "enforce"})
     step = wait_until(
         lambda: Step.objects.filter(run=run, agent="middle", status="running").first(),
@@ -175,6 +175,13 @@ def test_a_step_cut_off_from_its_worker_completes_on_another_and_the_cut_off_wor
     assert (middle.attempts, middle.redeliveries) == (2, 1)
     assert _worker_pid(middle) not in link.pids()
     assert run.events.filter(type=EventType.STEP_REDELIVERED).count() == 1
+    # Both calls are in the ledger: the lost one, which the provider may have billed, at its estimate.
+    assert ledger(run) == [
+        ("first", 1, "reported", Decimal("0.100000")),
+        ("middle", 1, "estimated", ESTIMATE),
+        ("middle", 2, "reported", REAL_COST),
+        ("last", 1, "reported", Decimal("0.100000")),
+    ]
     assert_invariants(run)
     assert team_budget_status(team=team).reserved_usd == 0
 
@@ -182,6 +189,8 @@ def test_a_step_cut_off_from_its_worker_completes_on_another_and_the_cut_off_wor
     restored_at = time.monotonic()
     print(f"restored at {datetime.now():%H:%M:%S.%f}; the cut-off worker logs to {cut_off.log_path}")
     try:
+        wait_until(lambda: _corrected(middle), timeout=RETURN_BOUND, message="the cut-off worker's usage to arrive")
+        corrected_after = time.monotonic() - restored_at
         wait_until(lambda: _idle(cut_off_name), timeout=RETURN_BOUND, message=f"{cut_off_name} to be back and idle")
     except AssertionError:
         print(cut_off.log_path.read_text()[-6000:])
@@ -189,8 +198,16 @@ def test_a_step_cut_off_from_its_worker_completes_on_another_and_the_cut_off_wor
     back_after = time.monotonic() - restored_at
     print(
         f"taken over {taken_over_after:.1f}s and completed {completed_after:.1f}s after the cut "
-        f"(bound {RECOVERY_BOUND}s); the cut-off worker was back and idle {back_after:.1f}s after the link "
-        f"(bound {RETURN_BOUND}s)"
+        f"(bound {RECOVERY_BOUND}s); the cut-off attempt's usage was recorded {corrected_after:.1f}s and the "
+        f"worker was back and idle {back_after:.1f}s after the link (bound {RETURN_BOUND}s)"
     )
-    assert_both_calls_in_ledger(run, middle)
+    assert "could not settle" in cut_off.log_path.read_text()
+    # Its usage corrects the estimate to the call's real cost; its result moves nothing.
+    estimate, correction = middle.ledger_entries.filter(attempt=1).order_by("id")
+    assert (correction.basis, correction.corrects_id, correction.output_tokens) == ("correction", estimate.pk, 40)
+    assert estimate.cost_usd + correction.cost_usd == REAL_COST
+    run.refresh_from_db()
+    assert (run.status, run.spent_usd, run.reserved_usd) == ("completed", Decimal("0.280000"), 0)
+    assert Step.objects.get(pk=step.pk).worker == middle.worker
+    assert run.events.filter(type=EventType.USAGE_CORRECTED).count() == 1
     assert_invariants(run)
