@@ -3,6 +3,7 @@ PROVIDER_TIMEOUT_SECONDS: a call past the agent's deadline fails its step and is
 conductor's agent timeouts are not; past the operator's, it is retried as before."""
 
 import json
+import socket
 import time
 from datetime import date
 from decimal import Decimal
@@ -107,4 +108,31 @@ def test_a_stream_that_runs_past_the_agents_deadline_is_billed_its_worst_case_an
     assert len(wire.received) == 1
     # It started: message_start's input and the whole 1,000-token cap, as any stream stopped early.
     assert [(entry[1], entry[4]) for entry in ledger(run)] == [(40, 1000)]
+    assert_invariants(run)
+
+
+def test_a_call_refused_while_connecting_was_never_sent_and_costs_nothing(team, prices, settings):
+    settings.PROVIDER_MAX_RETRIES = 1
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+    credential_set(team=team, provider="openai", api_key=SECRET_KEY_FOR_TESTS, base_url=f"http://127.0.0.1:{closed_port}/v1")
+    workflow_create(
+        team=team,
+        definition="""
+workflow:
+  name: refused
+  entry_point: writer
+  runtime: {provider: openai, default_model: gpt-4o, max_tokens: 1000}
+agents:
+  - name: writer
+    prompt: "Write about budgets."
+""",
+    )
+    run = drive(run_start(team=team, workflow="refused", inputs={}))
+
+    assert run.status == RunStatus.FAILED
+    assert "could not be reached" in run.error["message"]
+    assert run.events.filter(type=EventType.PROVIDER_RETRY).count() == 1
+    assert ledger(run) == []
     assert_invariants(run)

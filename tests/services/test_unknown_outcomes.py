@@ -17,7 +17,7 @@ from workflows.errors import ValidationFailed
 from workflows.models import EventType, LedgerEntry, Step
 from workflows.providers import CompletionResult, ProviderError, Usage
 from workflows.services.adjustments import check_adjustment, ledger_adjust
-from workflows.services.runs import run_resume, run_start
+from workflows.services.runs import run_cancel, run_resume, run_start
 from workflows.services.steps import step_begin, step_execute, step_settle
 from workflows.services.steps import execute
 
@@ -73,6 +73,14 @@ def test_a_call_that_timed_out_after_it_was_sent_is_charged_its_estimate_and_the
 
     step_execute(step_id=step.pk)
     assert entries(run) == [(1, "estimated", ESTIMATE), (2, "reported", Decimal("0.120000"))]
+
+    # No usage ever comes for a call that timed out: the provider's console says it was not billed.
+    estimate = run.ledger_entries.get(basis="estimated")
+    ledger_adjust(
+        entry=estimate, adjustment=check_adjustment(amount_usd="-0.3", reason="Not billed (console)"), actor="ops"
+    )
+    run.refresh_from_db()
+    assert run.spent_usd == Decimal("0.120000")
     assert_invariants(run)
 
 
@@ -172,6 +180,22 @@ def test_a_late_provider_error_with_usage_corrects_the_estimate_of_its_attempt(r
     run.refresh_from_db()
     assert entries(run) == [(1, "estimated", ESTIMATE), (1, "correction", Decimal("-0.270000"))]
     assert first_step(run).status == "running"  # the takeover's attempt owns the step
+    assert_invariants(run)
+
+
+def test_an_attempt_set_aside_in_a_stopped_run_that_was_alive_after_all_corrects_its_estimate(run):
+    """The sweeper judged the attempt dead after the run was cancelled; its worker was only slow."""
+    alive = step_begin(step_id=first_step(run).pk, worker="host:1")
+    run_cancel(run=run)
+    assert step_begin(step_id=first_step(run).pk, worker="host:2") is None  # the sweeper's delivery
+    run.refresh_from_db()
+    assert (run.spent_usd, first_step(run).status) == (ESTIMATE, "cancelled")
+
+    step_settle(attempt=alive, result=CompletionResult(output={"findings": "late"}, input_tokens=3, output_tokens=100))
+
+    run.refresh_from_db()
+    assert entries(run) == [(1, "estimated", ESTIMATE), (1, "correction", Decimal("-0.270000"))]
+    assert (run.status, run.spent_usd, first_step(run).status) == ("cancelled", Decimal("0.030000"), "cancelled")
     assert_invariants(run)
 
 
