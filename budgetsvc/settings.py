@@ -123,9 +123,10 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHEC
 # server's. Without them a worker cut off from the network waits on a query, and PostgreSQL keeps its
 # session and its steps' attempt locks, for as long as the operating system retransmits: hours.
 DATABASE_DEAD_PEER_SECONDS = env.int("DATABASE_DEAD_PEER_SECONDS", default=60)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_DEAD_PEER_SECONDS:
+    # 0 leaves it to the operating system and postgresql.conf: for a pooler that refuses `options`.
     if DATABASE_DEAD_PEER_SECONDS < 3:
-        raise ImproperlyConfigured("DATABASE_DEAD_PEER_SECONDS must be at least 3.")
+        raise ImproperlyConfigured("DATABASE_DEAD_PEER_SECONDS must be 0 (off) or at least 3.")
     DATABASES["default"]["OPTIONS"] = postgresql_dead_peer_options(
         DATABASES["default"].get("OPTIONS", {}), seconds=DATABASE_DEAD_PEER_SECONDS
     )

@@ -12,7 +12,7 @@ import pytest
 
 from tests.invariants import assert_invariants
 from tests.providers.conftest import SECRET_KEY_FOR_TESTS, drive, ledger
-from tests.providers.wire import anthropic_stream, anthropic_usage, openai_completion, openai_usage
+from tests.providers.wire import anthropic_stream, anthropic_usage, openai_completion, openai_error, openai_usage
 from workflows.models import EventType, Price, Run, RunStatus
 from workflows.services.credentials import credential_set
 from workflows.services.runs import run_start
@@ -135,4 +135,24 @@ agents:
     assert "could not be reached" in run.error["message"]
     assert run.events.filter(type=EventType.PROVIDER_RETRY).count() == 1
     assert ledger(run) == []
+    assert_invariants(run)
+
+
+@pytest.mark.parametrize(
+    "status,charged",
+    [
+        # A gateway gave up waiting for the provider, which may have answered and billed.
+        (504, [(1, "estimated"), (2, "reported")]),
+        # The provider refused the call: it bills nothing.
+        (503, [(2, "reported")]),
+    ],
+)
+def test_an_error_answer_without_usage_is_charged_an_estimate_only_when_the_provider_may_have_billed(
+    team, wire, prices, status, charged
+):
+    wire.script(openai_error(status, "upstream"), openai_completion(ANSWER, openai_usage(prompt=10, completion=10)))
+    run = drive(start(team, wire, provider="openai", model="gpt-4o"))
+
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert list(run.ledger_entries.order_by("id").values_list("attempt", "basis")) == charged
     assert_invariants(run)

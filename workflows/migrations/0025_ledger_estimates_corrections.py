@@ -3,6 +3,46 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+LEDGER = "workflows_ledgerentry"
+DAILY = "workflows_teamdailyspend"
+
+# The daily sums book a correction or an adjustment on the UTC day of the entry it corrects, so that
+# a refund of one period never lends budget to the next. SQLite's trigger is put back, so changed,
+# by workflows/ledger_triggers.py after the migration.
+POSTGRESQL_DAILY_SPEND = f"""
+    CREATE OR REPLACE FUNCTION workflows_ledger_daily_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {DAILY} (team_id, day, spent_usd)
+        SELECT i.team_id, (COALESCE(c.created_at, i.created_at) AT TIME ZONE 'UTC')::date, COALESCE(SUM(i.cost_usd), 0)
+        FROM inserted i LEFT JOIN {LEDGER} c ON c.id = i.corrects_id
+        GROUP BY 1, 2
+        ON CONFLICT (team_id, day) DO UPDATE SET spent_usd = {DAILY}.spent_usd + EXCLUDED.spent_usd;
+        RETURN NULL;
+    END
+    $$
+"""
+POSTGRESQL_DAILY_SPEND_BEFORE = f"""
+    CREATE OR REPLACE FUNCTION workflows_ledger_daily_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {DAILY} (team_id, day, spent_usd)
+        SELECT team_id, (created_at AT TIME ZONE 'UTC')::date, COALESCE(SUM(cost_usd), 0)
+        FROM inserted GROUP BY 1, 2
+        ON CONFLICT (team_id, day) DO UPDATE SET spent_usd = {DAILY}.spent_usd + EXCLUDED.spent_usd;
+        RETURN NULL;
+    END
+    $$
+"""
+
+
+def _daily_spend_trigger(statement: str):
+    def run(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(statement)
+        elif schema_editor.connection.vendor == "sqlite":
+            schema_editor.execute("DROP TRIGGER IF EXISTS workflows_ledger_daily_spend")
+
+    return run
+
 
 class Migration(migrations.Migration):
 
@@ -59,5 +99,8 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='ledgerentry',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('basis__in', ('reported', 'estimated')), ('corrects__isnull', True)), models.Q(('basis__in', ('correction', 'adjustment')), ('corrects__isnull', False)), _connector='OR'), name='ledger_correction_names_its_entry'),
+        ),
+        migrations.RunPython(
+            _daily_spend_trigger(POSTGRESQL_DAILY_SPEND), _daily_spend_trigger(POSTGRESQL_DAILY_SPEND_BEFORE)
         ),
     ]

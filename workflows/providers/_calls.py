@@ -3,6 +3,7 @@ out of messages, and reading a structured answer."""
 
 import json
 import re
+from http import HTTPStatus
 from typing import Any
 
 import httpx2
@@ -72,6 +73,8 @@ def status_error(
         usage=usage,
         retry_after_seconds=retry_after_seconds(response.headers),
         status_code=status_code,
+        # A gateway that gave up waiting for the provider: the provider may have answered, and billed.
+        outcome_unknown=usage is None and status_code == HTTPStatus.GATEWAY_TIMEOUT,
     )
 
 

@@ -247,10 +247,13 @@ def _read_stream(
         # message never did.
         problem = "ended before the message finished"
     if problem is not None:
+        usage = _stopped_usage(counts, started=started, usage_complete=usage_complete, request=request, request_id=request_id)
         raise ProviderError(
             redact(f"Anthropic's stream {problem}", credentials),
             retryable=stream_retryable(request, timed_out=time.monotonic() > deadline),
-            usage=_stopped_usage(counts, started=started, usage_complete=usage_complete, request=request, request_id=request_id),
+            usage=usage,
+            # The answer's headers came: the request was sent, and may be billed without a word of usage.
+            outcome_unknown=usage is None,
         )
     for (index, field), parts in pieces.items():
         _extend(blocks[index], field, "".join(parts))

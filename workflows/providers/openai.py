@@ -217,6 +217,8 @@ def _read_stream(
         redact(f"OpenAI's stream {problem}", credentials),
         retryable=stream_retryable(request, timed_out=time.monotonic() > deadline),
         usage=usage,
+        # The answer's headers came: the request was sent, and may be billed without a word of usage.
+        outcome_unknown=usage is None,
     )
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db.models import Sum
 
 from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_label, usage_problem, worst_case_counts
 from workflows.definition import TOOL_CALL_ROLE
@@ -169,16 +170,22 @@ def ledger_estimate_open(*, step: Step, attempt: int) -> LedgerEntry | None:
 def ledger_correction(*, run: Run, estimated: LedgerEntry, charged: LedgerEntry | None) -> LedgerEntry:
     """Turn what the late usage of an attempt charged as an estimate was just charged as (`charged`,
     by its kind's `settle`, which added its cost to the run; None: it charged nothing) into the
-    estimate's correction: the difference, with the tokens, and the estimate taken back from the
-    run's spend in the same transaction. Usage that cannot be priced leaves the estimate standing.
-    The caller writes the entry last (`ledger_record`)."""
+    estimate's correction: the difference that brings the attempt, operators' adjustments of the
+    estimate included, to what it cost, with the tokens; and what the attempt stood at taken back
+    from the run's spend in the same transaction. Usage that cannot be priced leaves the estimate
+    standing. The caller writes the entry last (`ledger_record`)."""
     if charged is None:
         charged = LedgerEntry(
-            **{name: getattr(estimated, name) for name in _CHARGE_NAMES}, input_tokens=0, output_tokens=0, cost_usd=0
+            **{name: getattr(estimated, name) for name in _CHARGE_NAMES},
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=Decimal("0"),
         )
     if charged.cost_usd is not None:
-        add(run, spent_usd=-estimated.cost_usd)
-        charged.cost_usd -= estimated.cost_usd
+        adjusted = estimated.corrections.filter(basis=LedgerBasis.ADJUSTMENT).aggregate(total=Sum("cost_usd"))["total"]
+        standing = estimated.cost_usd + (adjusted or Decimal("0"))
+        add(run, spent_usd=-standing)
+        charged.cost_usd -= standing
     charged.basis = LedgerBasis.CORRECTION
     charged.corrects = estimated
     return charged

@@ -79,8 +79,9 @@ def step_execute(*, step_id: int) -> None:
     attempt = step_begin(step_id=step_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if attempt is None:
         return
+    deadline = began + settings.STEP_SOFT_TIME_LIMIT_SECONDS - SETTLE_RETRY_MARGIN_SECONDS
     if attempt.prepared.awaits_input:
-        step_await_input(attempt=attempt)
+        _settled_despite_outages(partial(step_await_input, attempt=attempt), attempt=attempt, usage=None, deadline=deadline)
         return
     usage = None
     try:
@@ -104,7 +105,6 @@ def step_execute(*, step_id: int) -> None:
             end = partial(step_provider_failed, attempt=attempt, error=ProviderError(message, usage=result))
         else:
             end = partial(step_settle, attempt=attempt, result=result)
-    deadline = began + settings.STEP_SOFT_TIME_LIMIT_SECONDS - SETTLE_RETRY_MARGIN_SECONDS
     _settled_despite_outages(end, attempt=attempt, usage=usage, deadline=deadline)
 
 
@@ -146,9 +146,11 @@ def _settled_despite_outages(end: Callable[[], None], *, attempt: StepAttempt, u
 
 
 def _connection_dropped() -> None:
-    """Close the database connection that failed, so that the next try opens a new one; unless a
-    caller's transaction is open on it (a test's), which only that caller may end."""
-    if connection.in_atomic_block:
+    """Close the database connection if it is lost, so that the next try opens a new one. One that
+    still answers (the error was a deadlock, a serialization failure) is kept: it holds the step's
+    attempt lock, and closing it would let the sweeper judge this live attempt dead. So is one a
+    caller's transaction is open on (a test's), which only that caller may end."""
+    if connection.in_atomic_block or connection.connection is None or connection.is_usable():
         return
     try:
         connection.close()
