@@ -27,6 +27,20 @@ def teams_visible_to(*, user) -> QuerySet[Team]:
     return Team.objects.filter(staff=user)
 
 
+def may_adjust_ledger(*, user) -> bool:
+    """Whether `user` may adjust ledger entries (of the teams they see): active staff with the permission
+    to add ledger entries, which an adjustment is. Superusers have it; other staff are given it."""
+    return bool(user and user.is_active and user.is_staff and user.has_perm("workflows.add_ledgerentry"))
+
+
+def ledger_entry_visible_to(*, user, entry_id: int) -> LedgerEntry:
+    """A ledger entry of a team `user` may see; another team's is absent, as an unknown one."""
+    entry = LedgerEntry.objects.filter(pk=entry_id, team__in=teams_visible_to(user=user)).first()
+    if entry is None:
+        raise NotFound(f"No ledger entry with id {entry_id}.")
+    return entry
+
+
 def _corrected(estimate: OuterRef) -> Exists:
     return Exists(LedgerEntry.objects.filter(corrects=estimate, basis=LedgerBasis.CORRECTION))
 

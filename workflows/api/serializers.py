@@ -251,6 +251,12 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+class LedgerAdjustmentInputSerializer(StrictInputSerializer):
+    # The amount and the reason are checked by the service, as the admin's Adjust page posts them.
+    amount_usd = serializers.JSONField()
+    reason = serializers.JSONField()
+
+
 class CheckpointOutputSerializer(serializers.ModelSerializer):
     next_step = serializers.IntegerField(source="next_step.sequence", allow_null=True, default=None)
     spent_usd = money()
