@@ -6,12 +6,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Max, QuerySet, Sum
+from django.db.models import DecimalField, Exists, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from workflows.definition import WorkflowDefinition
-from workflows.definition.bounds import MAX_ID
+from workflows.definition.bounds import MAX_ID, MAX_SUM_DIGITS
 from workflows.errors import NotFound
-from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
+from workflows.models import Checkpoint, Event, LedgerBasis, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
 from workflows.services.escrow import team_figures
 from workflows.services.periods import PeriodWindow, period_window
 
@@ -24,6 +25,50 @@ def teams_visible_to(*, user) -> QuerySet[Team]:
     if user.is_superuser:
         return Team.objects.all()
     return Team.objects.filter(staff=user)
+
+
+def may_adjust_ledger(*, user) -> bool:
+    """Whether `user` may adjust ledger entries (of the teams they see): active staff with the permission
+    to add ledger entries, which an adjustment is. Superusers have it; other staff are given it."""
+    return bool(user and user.is_active and user.is_staff and user.has_perm("workflows.add_ledgerentry"))
+
+
+def ledger_entry_visible_to(*, user, entry_id: int) -> LedgerEntry:
+    """A ledger entry of a team `user` may see; another team's is absent, as an unknown one."""
+    entry = LedgerEntry.objects.filter(pk=entry_id, team__in=teams_visible_to(user=user)).first()
+    if entry is None:
+        raise NotFound(f"No ledger entry with id {entry_id}.")
+    return entry
+
+
+def _corrected(estimate: OuterRef) -> Exists:
+    return Exists(LedgerEntry.objects.filter(corrects=estimate, basis=LedgerBasis.CORRECTION))
+
+
+# Estimated entries whose attempt's usage has not arrived: no correction yet. An operator's adjustment
+# is not the usage, and a correction may still come.
+AWAITING_USAGE = Q(basis=LedgerBasis.ESTIMATED) & ~_corrected(OuterRef("pk"))
+# What of the spend rests on those estimates: each, and the adjustments made to it. Everything else
+# is settled, so a run's spend splits into two parts that are never negative.
+ON_OPEN_ESTIMATE = AWAITING_USAGE | (
+    Q(basis=LedgerBasis.ADJUSTMENT)
+    & Exists(LedgerEntry.objects.filter(pk=OuterRef("corrects"), basis=LedgerBasis.ESTIMATED))
+    & ~_corrected(OuterRef("corrects"))
+)
+ESTIMATED_USD = Sum("cost_usd", filter=ON_OPEN_ESTIMATE, default=Decimal("0"))
+
+
+def runs_estimated_usd() -> Coalesce:
+    """For each run of a query of runs, what of its spend rests on estimates awaiting usage."""
+    amount = DecimalField(max_digits=MAX_SUM_DIGITS, decimal_places=6)
+    per_run = (
+        LedgerEntry.objects.filter(ON_OPEN_ESTIMATE, run=OuterRef("pk"))
+        .order_by()
+        .values("run")
+        .annotate(total=Sum("cost_usd"))
+        .values("total")
+    )
+    return Coalesce(Subquery(per_run, output_field=amount), Value(Decimal("0")), output_field=amount)
 
 
 def workflows_for_team(*, team: Team) -> QuerySet[Workflow]:
@@ -104,7 +149,11 @@ _definitions = _DefinitionCache(max_bytes=16 * 1024 * 1024)
 
 
 def runs_for_team(*, team: Team) -> QuerySet[Run]:
-    return Run.objects.filter(team=team).select_related("workflow_version__workflow")
+    return (
+        Run.objects.filter(team=team)
+        .select_related("workflow_version__workflow")
+        .annotate(estimated_usd=runs_estimated_usd())
+    )
 
 
 def run_get(*, team: Team, run_id: int) -> Run:

@@ -9,7 +9,9 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from tests.admin.conftest import ledger_entry
+from tests.reports.ledger import taken_over
 from workflows.admin.base import format_usd
+from workflows.services.runs import run_start
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +59,21 @@ def test_a_first_visit_reports_the_last_30_days(admin_client, spend_ledger):
     assert "$4.35015" in page  # 0.30 + 0.30 + 1.25 + 0.000150 + 2.50
     assert '<svg class="spend-chart"' in page
     assert page.count('<rect class="bar"') == 3  # three days with priced spend
+
+
+def test_the_totals_tell_the_settled_spend_from_what_rests_on_estimates_awaiting_usage(admin_client, spend_ledger):
+    assert admin_client.get(SPEND_URL).context["estimated"] == ""  # nothing estimated: no sentence
+    run = spend_ledger[0].run
+    version = run.workflow_version
+    crashed = run_start(team=run.team, workflow=version.workflow_id, inputs={"topic": "x"})
+    taken_over(crashed, sequence=1)  # $0.30 estimated for the attempt taken over
+
+    response = admin_client.get(SPEND_URL)
+
+    assert response.context["totals"]["Spend"] == "$4.65015"  # the estimate is spend
+    assert "Of the spend: $4.35015 settled, $0.30 estimated, awaiting usage." in response.content.decode()
+    narrowed = admin_client.get(SPEND_URL, {"team": spend_ledger[-2].team_id, "since": "", "until": ""})
+    assert narrowed.context["estimated"] == ""  # the other team's spend rests on no estimate
 
 
 def test_breakdowns_equal_the_ledger_sums(admin_client, spend_ledger):

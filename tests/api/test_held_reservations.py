@@ -32,16 +32,24 @@ def crashed_run(team):
 
 def test_a_crashed_attempts_reservation_shows_in_the_run_its_steps_and_the_team(api, crashed_run):
     run = api.get(f"/api/v1/runs/{crashed_run.pk}").json()
-    assert (run["status"], run["spent_usd"], run["reserved_usd"]) == ("running", "0.300000", "0.300000")
+    # The first attempt, taken over, is charged its reservation as an estimate; the second holds its own.
+    assert (run["status"], run["spent_usd"], run["estimated_usd"], run["reserved_usd"]) == (
+        "running",
+        "0.300000",
+        "0.300000",
+        "0.300000",
+    )
 
     (step,) = api.get(f"/api/v1/runs/{crashed_run.pk}/steps").json()["results"]
     assert (step["status"], step["attempts"], step["redeliveries"]) == ("running", 2, 1)
     assert (step["estimate_usd"], step["reserved_usd"]) == ("0.300000", "0.300000")
 
     assert api.get("/api/v1/team").json()["period_budget"]["reserved_usd"] == "0.300000"
-    # Nothing was settled: the first attempt, which may have been billed, is charged its reservation.
-    (entry,) = api.get(f"/api/v1/runs/{crashed_run.pk}/ledger").json()["results"]
-    assert (entry["attempt"], entry["cost_usd"], entry["input_tokens"]) == (1, "0.300000", 0)
+    # The attempt in flight is held, not spent: only the one taken over is in the ledger.
+    ledger = api.get(f"/api/v1/runs/{crashed_run.pk}/ledger").json()["results"]
+    assert [(e["attempt"], e["basis"], e["cost_usd"], e["reason"]) for e in ledger] == [
+        (1, "estimated", "0.300000", "Attempt 1 lost its worker before it settled.")
+    ]
     assert_invariants(crashed_run)
 
 

@@ -8,10 +8,11 @@ import pytest
 
 from tests.conftest import client_for
 from tests.factories import TeamFactory, workflow_version
-from tests.reports.ledger import charge, start_run
+from tests.reports.ledger import answer, charge, start_run, taken_over
 from workflows.models import EventType, Run, RunStatus
 from workflows.reports.spend import GROUPINGS
 from workflows.services.events import event_record
+from workflows.services.steps import step_settle
 
 pytestmark = pytest.mark.django_db
 
@@ -47,16 +48,35 @@ def test_spend_by_agent_answers_money_as_six_place_strings_with_unpriced_usage_b
     assert response.status_code == 200
     assert response.json() == {
         "total_usd": "0.423456",
+        "estimated_usd": "0.000000",
         "unpriced_steps": 1,
         "groups": [
-            {"key": "researcher", "spent_usd": "0.300000", "runs": 1, "steps": 1, "input_tokens": 10,
-             "output_tokens": 100, "unpriced_steps": 0, "unpriced_input_tokens": 0, "unpriced_output_tokens": 0},
-            {"key": "writer", "spent_usd": "0.123456", "runs": 1, "steps": 1, "input_tokens": 10,
-             "output_tokens": 100, "unpriced_steps": 0, "unpriced_input_tokens": 0, "unpriced_output_tokens": 0},
-            {"key": "reviewer", "spent_usd": "0.000000", "runs": 1, "steps": 1, "input_tokens": 5,
-             "output_tokens": 50, "unpriced_steps": 1, "unpriced_input_tokens": 5, "unpriced_output_tokens": 50},
+            {"key": "researcher", "spent_usd": "0.300000", "estimated_usd": "0.000000", "runs": 1, "steps": 1,
+             "input_tokens": 10, "output_tokens": 100, "unpriced_steps": 0, "unpriced_input_tokens": 0,
+             "unpriced_output_tokens": 0},
+            {"key": "writer", "spent_usd": "0.123456", "estimated_usd": "0.000000", "runs": 1, "steps": 1,
+             "input_tokens": 10, "output_tokens": 100, "unpriced_steps": 0, "unpriced_input_tokens": 0,
+             "unpriced_output_tokens": 0},
+            {"key": "reviewer", "spent_usd": "0.000000", "estimated_usd": "0.000000", "runs": 1, "steps": 1,
+             "input_tokens": 5, "output_tokens": 50, "unpriced_steps": 1, "unpriced_input_tokens": 5,
+             "unpriced_output_tokens": 50},
         ],
     }
+
+
+def test_spend_shows_what_rests_on_estimates_awaiting_usage_in_json_and_csv(api, team, version):
+    run = start_run(team=team, version=version)
+    _, owner = taken_over(run, sequence=1)  # the first attempt's outcome is unknown: its $0.30 estimated
+    step_settle(attempt=owner, result=answer({"findings": "f"}, output_tokens=500))
+
+    body = api.get("/api/v1/spend", {"group_by": "agent"}).json()
+    as_csv = csv_rows(api.get("/api/v1/spend", {"group_by": "agent", "format": "csv"}))
+
+    assert (body["total_usd"], body["estimated_usd"]) == ("0.450000", "0.300000")
+    assert [(g["key"], g["spent_usd"], g["estimated_usd"], g["steps"]) for g in body["groups"]] == [
+        ("researcher", "0.450000", "0.300000", 1)
+    ]
+    assert [(row["spent_usd"], row["estimated_usd"]) for row in as_csv] == [("0.450000", "0.300000")]
 
 
 def test_spend_groups_by_workflow_by_default_and_keeps_to_the_callers_team(api, ledger):

@@ -1,17 +1,33 @@
-"""Runs and ledger entries for report tests, written directly: a report reads the ledger, whoever wrote it."""
+"""Runs and ledger entries for report tests, written directly: a report reads the ledger, whoever wrote it.
+Estimates and their corrections are made by the services (`taken_over`), as they are in production."""
 
 from datetime import datetime
 from decimal import Decimal
 from unittest import mock
 
 from workflows.models import LedgerEntry, Run, Step, Team, WorkflowVersion
+from workflows.providers import CompletionResult
 from workflows.services.runs import run_start
+from workflows.services.steps import StepAttempt, step_begin
 
 
 def start_run(*, team: Team, version: WorkflowVersion, inputs: dict | None = None, limits: dict | None = None) -> Run:
     """A run of `version`; the inputs default to the research pipeline's."""
     inputs = {"topic": "x"} if inputs is None else inputs
     return run_start(team=team, workflow=version.workflow_id, inputs=inputs, limits=limits)
+
+
+def taken_over(run: Run, *, sequence: int) -> tuple[StepAttempt, StepAttempt]:
+    """The step's attempt, and the one that took the step over as if its worker had died: the first is
+    charged its reservation as an estimate, awaiting usage; settling it late corrects the estimate."""
+    step = run.steps.get(sequence=sequence)
+    lost = step_begin(step_id=step.pk, worker="host-a:1")
+    return lost, step_begin(step_id=step.pk, worker="host-b:2")
+
+
+def answer(output: dict, *, output_tokens: int = 1000) -> CompletionResult:
+    """A model's answer: a step of the research pipeline costs $0.30 per 1,000 output tokens."""
+    return CompletionResult(output=output, input_tokens=3, output_tokens=output_tokens)
 
 
 def charge(

@@ -8,10 +8,12 @@ from decimal import Decimal
 import pytest
 
 from tests.factories import TeamFactory, workflow_version
-from tests.reports.ledger import charge, start_run
+from tests.providers.conftest import drive
+from tests.reports.ledger import answer, charge, start_run, taken_over
 from workflows.models import BudgetScope, EventType, Run, RunStatus
 from workflows.reports.cost_profile import MARGIN, cost_profile, nearest_rank
 from workflows.services.events import event_record
+from workflows.services.steps import step_settle
 
 pytestmark = pytest.mark.django_db
 
@@ -108,6 +110,44 @@ def test_a_free_p95_recommends_no_budget_since_a_budget_must_be_positive(team, v
 
     assert (profile.p95, profile.recommended_budget_usd) == (Decimal("0"), None)
     assert "no positive budget" in profile.note
+
+
+def completed_after_a_takeover(team, version, *, late_output_tokens: int | None = None) -> Run:
+    """A run whose researcher's first attempt was taken over, charged its $0.30 reservation as an
+    estimate, and settled late with `late_output_tokens` (a correction) or never; then run to its end."""
+    run = start_run(team=team, version=version)
+    late, owner = taken_over(run, sequence=1)
+    step_settle(attempt=owner, result=answer({"findings": "f"}))
+    if late_output_tokens is not None:
+        step_settle(attempt=late, result=answer({"findings": "late"}, output_tokens=late_output_tokens))
+    return drive(run)
+
+
+def test_estimates_awaiting_usage_do_not_inflate_the_recommendation(team, version):
+    drive(start_run(team=team, version=version))  # three steps at $0.30
+    crashed = completed_after_a_takeover(team, version)
+    assert (crashed.status, crashed.spent_usd) == (RunStatus.COMPLETED, Decimal("1.200000"))
+
+    profile = cost_profile(workflow=version.workflow)
+
+    # The run counts at its settled $0.90: with the $0.30 estimate, p95 would be $1.20 and recommend $1.50.
+    assert (profile.completed_runs, profile.p95, profile.max) == (2, Decimal("0.900000"), Decimal("0.900000"))
+    assert profile.recommended_budget_usd == Decimal("1.13")
+    assert profile.mean_cost_by_agent == {agent: Decimal("0.300000") for agent in ("researcher", "reviewer", "writer")}
+    assert profile.note == (
+        "1 of 2 completed runs had attempts whose usage has not arrived: their estimated cost is left out, "
+        "so the percentiles and the recommendation understate them."
+    )
+
+
+def test_an_estimate_its_late_usage_corrected_counts_as_what_the_attempt_cost(team, version):
+    completed_after_a_takeover(team, version, late_output_tokens=500)
+
+    profile = cost_profile(workflow=version.workflow)
+
+    # Both attempts were billed: $0.15 for the late one, $0.30 for the one that took over.
+    assert (profile.p95, profile.recommended_budget_usd, profile.note) == (Decimal("1.050000"), Decimal("1.32"), None)
+    assert profile.mean_cost_by_agent["researcher"] == Decimal("0.450000")
 
 
 def test_mean_cost_by_agent_is_per_priced_step_with_attempts_summed(team, version):

@@ -7,10 +7,12 @@ from decimal import Decimal
 import pytest
 
 from tests.factories import LOOP_YAML, TeamFactory, workflow_version
-from tests.reports.ledger import charge, start_run
+from tests.reports.ledger import answer, charge, start_run, taken_over
 from workflows.errors import ValidationFailed
 from workflows.models import LedgerEntry
 from workflows.reports.spend import GROUPINGS, SpendGroup, spend_by
+from workflows.services.adjustments import check_adjustment, ledger_adjust
+from workflows.services.steps import step_settle
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +59,31 @@ def tooled_ledger(ledger):
     return ledger
 
 
+def adjust(entry: LedgerEntry, amount: str) -> LedgerEntry:
+    return ledger_adjust(entry=entry, adjustment=check_adjustment(amount_usd=amount, reason="console"), actor="user:ops")
+
+
+@pytest.fixture
+def estimated_ledger(tooled_ledger):
+    """The ledger with its tool calls, and a run of today whose attempts' outcomes were unknown: an
+    estimate awaiting usage (researcher), one its late usage corrected (writer), one an operator
+    adjusted (reviewer), and an adjusted charge. Entries, in order, with what the run has spent:
+
+    researcher 1 estimated $0.30, 2 reported $0.30; writer 1 estimated $0.30, its correction -$0.15,
+    2 reported $0.30; reviewer 1 estimated $0.30, adjusted -$0.28; researcher 2 adjusted +$0.05.
+    """
+    run = start_run(team=tooled_ledger, version=tooled_ledger.runs.earliest("pk").workflow_version)
+    _, owner = taken_over(run, sequence=1)
+    step_settle(attempt=owner, result=answer({"findings": "f"}))
+    late, owner = taken_over(run, sequence=2)
+    step_settle(attempt=late, result=answer({"draft": "late"}, output_tokens=500))
+    step_settle(attempt=owner, result=answer({"draft": "d"}))
+    taken_over(run, sequence=3)
+    adjust(run.ledger_entries.get(agent="reviewer", basis="estimated"), "-0.28")
+    adjust(run.ledger_entries.get(agent="researcher", basis="reported"), "0.05")
+    return tooled_ledger
+
+
 def entries_between(*, team, since: date | None, until: date | None) -> list[LedgerEntry]:
     entries = LedgerEntry.objects.filter(team=team).select_related("run__workflow_version__workflow")
     return [
@@ -80,10 +107,19 @@ def expected_groups(*, team, group_by: str, since: date | None, until: date | No
     by_key = defaultdict(list)
     for entry in entries_between(team=team, since=since, until=until):
         by_key[key_of(entry)].append(entry)
+    ledger = {entry.pk: entry for entry in LedgerEntry.objects.filter(team=team)}
+    corrected = {entry.corrects_id for entry in ledger.values() if entry.basis == "correction"}
+
+    def on_open_estimate(entry: LedgerEntry) -> bool:
+        """An estimate with no correction, or an adjustment of one."""
+        estimate = entry if entry.basis != "adjustment" else ledger[entry.corrects_id]
+        return estimate.basis == "estimated" and estimate.pk not in corrected
+
     groups = [
         SpendGroup(
             key=key,
             spent_usd=sum((e.cost_usd for e in entries if e.cost_usd is not None), Decimal("0")),
+            estimated_usd=sum((e.cost_usd for e in entries if on_open_estimate(e)), Decimal("0")),
             runs=len({e.run_id for e in entries}),
             steps=len({e.step_id for e in entries}),
             input_tokens=sum(e.input_tokens for e in entries),
@@ -103,8 +139,8 @@ def expected_groups(*, team, group_by: str, since: date | None, until: date | No
     "since,until",
     [(None, None), (date(2026, 3, 1), date(2026, 3, 2)), (date(2026, 3, 2), None), (None, date(2026, 2, 28))],
 )
-def test_every_grouping_matches_an_independent_sum_over_the_ledger(tooled_ledger, group_by, since, until):
-    ledger = tooled_ledger
+def test_every_grouping_matches_an_independent_sum_over_the_ledger(estimated_ledger, group_by, since, until):
+    ledger = estimated_ledger
     report = spend_by(team=ledger, group_by=group_by, since=since, until=until)
 
     assert report.groups == expected_groups(team=ledger, group_by=group_by, since=since, until=until)
@@ -135,6 +171,42 @@ def test_the_whole_ledger_totals_to_the_micro_dollar(ledger):
         ("research-pipeline", Decimal("1.023456"), 2, 5),  # the retried step counts once
         ("loop", Decimal("0.010000"), 1, 2),
     ]
+
+
+def test_what_rests_on_estimates_awaiting_usage_is_reported_beside_the_spend_it_is_part_of(estimated_ledger):
+    run = estimated_ledger.runs.latest("pk")
+
+    by_run = {g.key: g for g in spend_by(team=estimated_ledger, group_by="run", since=None, until=None).groups}
+    group = by_run[str(run.pk)]
+    # The researcher's estimate ($0.30) and the reviewer's as the operator adjusted it ($0.02): the
+    # writer's was corrected by its usage, and the researcher's charge adjusted is settled.
+    assert (group.spent_usd, group.estimated_usd) == (Decimal("1.120000"), Decimal("0.320000"))
+    run.refresh_from_db()
+    assert run.spent_usd == group.spent_usd  # the whole ledger, estimates included
+    by_agent = spend_by(team=estimated_ledger, group_by="agent", since=date(2026, 3, 4), until=None).groups
+    assert [(g.key, g.spent_usd, g.estimated_usd) for g in by_agent] == [
+        ("researcher", Decimal("0.650000"), Decimal("0.300000")),
+        ("writer", Decimal("0.450000"), Decimal("0")),
+        ("reviewer", Decimal("0.020000"), Decimal("0.020000")),
+    ]
+    report = spend_by(team=estimated_ledger, group_by="workflow", since=None, until=None)
+    assert (report.total_usd, report.estimated_usd) == (Decimal("2.255456"), Decimal("0.320000"))
+
+
+def test_an_estimate_no_longer_awaits_once_its_usage_arrives(team):
+    run = start_run(team=team, version=workflow_version(team=team))
+    late, _ = taken_over(run, sequence=1)
+
+    def figures():
+        (group,) = spend_by(team=team, group_by="run", since=None, until=None).groups
+        return group.spent_usd, group.estimated_usd
+
+    assert figures() == (Decimal("0.300000"), Decimal("0.300000"))
+
+    step_settle(attempt=late, result=answer({"findings": "late"}, output_tokens=100))
+
+    # The estimate and its correction are what the call cost: $0.03, settled.
+    assert figures() == (Decimal("0.030000"), Decimal("0"))
 
 
 def test_since_and_until_are_inclusive_utc_days(ledger):

@@ -159,6 +159,24 @@ def test_another_teams_row_does_not_exist_for_them(alpha_staff, omega, model):
         assert "doesn’t exist" in page and OMEGA not in page
 
 
+def test_another_teams_entry_cannot_be_adjusted_and_their_own_can(alpha_staff, alpha, omega):
+    def adjust(entry: LedgerEntry) -> str:
+        return reverse("admin:workflows_ledgerentry_adjust", args=[entry.pk])
+
+    refund = {"amount_usd": "-0.000001", "reason": "refund"}
+    for response in (
+        alpha_staff.get(adjust(omega[LedgerEntry]), follow=True),
+        alpha_staff.post(adjust(omega[LedgerEntry]), refund, follow=True),
+    ):
+        assert response.redirect_chain == [(reverse("admin:index"), 302)]
+        page = page_of(response)
+        assert "doesn’t exist" in page and OMEGA not in page
+    assert alpha_staff.post(adjust(alpha[LedgerEntry]), refund).status_code == 302
+
+    adjusted = LedgerEntry.objects.filter(basis="adjustment").values_list("corrects", flat=True)
+    assert list(adjusted) == [alpha[LedgerEntry].pk]
+
+
 def test_the_spend_report_its_chart_and_csvs_count_only_their_teams(alpha_staff, alpha):
     response = alpha_staff.get(SPEND_URL, EVERY_DAY)
     page = page_of(response)

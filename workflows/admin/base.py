@@ -230,3 +230,11 @@ def format_usd(amount: Decimal | None, places: int | None = None) -> str:
         places = min(6, max(2, -exponent if isinstance(exponent, int) else 2))
     sign = "-" if amount < 0 else ""
     return f"{sign}${abs(amount):,.{places}f}"
+
+
+def settled_and_estimated(*, spent_usd: Decimal, estimated_usd: Decimal) -> str:
+    """A spend as "$x settled, $y estimated, awaiting usage" (`estimated_usd` is the part of `spent_usd`
+    that rests on estimates); "" when none of it does."""
+    if not estimated_usd:
+        return ""
+    return f"{format_usd(spent_usd - estimated_usd)} settled, {format_usd(estimated_usd)} estimated, awaiting usage"

@@ -8,7 +8,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from workflows.models import LedgerEntry, Run, Team, Workflow
-from workflows.selectors import TeamBudgetStatus, team_budget_status
+from workflows.selectors import ESTIMATED_USD, TeamBudgetStatus, team_budget_status
 from workflows.services.periods import PeriodWindow
 
 ZERO = Decimal("0")
@@ -77,7 +77,8 @@ def ledger_for(query: SpendQuery, *, entries: QuerySet[LedgerEntry]) -> QuerySet
 
 
 def spend_totals(*, entries: QuerySet[LedgerEntry]) -> dict:
-    return entries.aggregate(**TOTALS)
+    """The TOTALS of `entries`, and `estimated_usd`: what of their spend rests on estimates awaiting usage."""
+    return entries.aggregate(**TOTALS, estimated_usd=ESTIMATED_USD)
 
 
 def spend_breakdown(*, entries: QuerySet[LedgerEntry], by: str) -> list[dict]:

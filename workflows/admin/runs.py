@@ -6,7 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd
+from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd, settled_and_estimated
 from workflows.errors import ApplicationError
 from workflows.models import (
     Checkpoint,
@@ -25,6 +25,7 @@ from workflows.models import (
 from workflows.definition import tool_server_key
 from workflows.definition.tools import url_problem
 from workflows.reports.cost_profile import cost_profile
+from workflows.selectors import runs_estimated_usd
 from workflows.services.inputs import run_answer
 
 
@@ -79,7 +80,7 @@ class EventInline(ReadOnlyInline):
 
 class LedgerEntryInline(ReadOnlyInline):
     model = LedgerEntry
-    fields = ["step", "attempt", "agent", "model", "input_tokens", "output_tokens", "price_source", "cost_usd"]
+    fields = ["step", "attempt", "agent", "model", "input_tokens", "output_tokens", "price_source", "cost_usd", "basis"]
 
 
 class CheckpointInline(ReadOnlyInline):
@@ -98,6 +99,7 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         "budget_mode",
         "budget_usd",
         "spent_usd",
+        "estimated_usd",
         "reserved_usd",
         "iterations",
         "created_at",
@@ -107,11 +109,20 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_select_related = ["team", "workflow_version__workflow"]
     inlines = [StepInline, LedgerEntryInline, EventInline, CheckpointInline]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(estimated_usd=runs_estimated_usd())
+
+    @admin.display(description="of which estimated", ordering="estimated_usd")
+    def estimated_usd(self, run: Run):
+        return run.estimated_usd
+
     def get_urls(self):
         answer = path("<int:run_id>/answer/", self.admin_site.admin_view(self.answer_view), name="workflows_run_answer")
         return [answer, *super().get_urls()]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["estimated"] = settled_and_estimated(spent_usd=obj.spent_usd, estimated_usd=obj.estimated_usd)
         if obj is not None and obj.status == RunStatus.WAITING_FOR_INPUT:
             asked = obj.events.filter(type=EventType.INPUT_REQUESTED).order_by("-id").first()
             context["input_request"] = asked.payload if asked else None

@@ -1,4 +1,4 @@
-"""The ledger in the admin, and the Spend report built on it (ledger entries → Spend)."""
+"""The ledger in the admin, an entry's Adjust page, and the Spend report built on it (ledger entries → Spend)."""
 
 import csv
 from collections.abc import Callable
@@ -6,15 +6,23 @@ from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from workflows.admin.base import MICRO_USD, ReadOnlyAdminMixin, TeamScopedAdmin, format_usd, visible_to
+from workflows.admin.base import (
+    MICRO_USD,
+    ReadOnlyAdminMixin,
+    TeamScopedAdmin,
+    format_usd,
+    settled_and_estimated,
+    visible_to,
+)
 from workflows.admin.charts import daily_spend_svg
 from workflows.admin.reports import (
     SpendQuery,
@@ -25,8 +33,11 @@ from workflows.admin.reports import (
     spend_totals,
     top_runs,
 )
-from workflows.models import LedgerEntry, Team, Workflow
+from workflows.errors import ApplicationError
+from workflows.models import CHARGE_BASES, LedgerEntry, Team, Workflow
 from workflows.reports.spreadsheet import csv_cell
+from workflows.selectors import AWAITING_USAGE, may_adjust_ledger
+from workflows.services.adjustments import check_adjustment, ledger_adjust
 
 DEFAULT_RANGE_DAYS = 30
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -147,6 +158,39 @@ def _chart_title(form: SpendFilterForm, series: list) -> str:
     return f"Daily spend, {span}" + (f" ({', '.join(scope)})" if scope else "")
 
 
+class AdjustmentForm(forms.Form):
+    """What an entry's Adjust page posts. The amount and the reason are checked by check_adjustment, as
+    the API's are, so that both refuse the same adjustments with the same messages."""
+
+    amount_usd = forms.CharField(
+        label="Amount (USD)",
+        required=False,
+        help_text="Added to the entry: negative to refund, e.g. -0.28.",
+        widget=forms.TextInput(attrs={"required": True, "inputmode": "decimal"}),
+    )
+    reason = forms.CharField(
+        required=False,
+        help_text="Why, for the ledger and the run's ledger_adjusted event.",
+        widget=forms.Textarea(attrs={"required": True, "rows": 3, "cols": 60}),
+    )
+
+    def refused(self, error: ApplicationError) -> None:
+        """Show each problem the service found by its field, the others above the form."""
+        for problem in error.details if isinstance(error.details, list) else []:
+            self.add_error(problem["path"] if problem["path"] in self.fields else None, problem["message"])
+
+
+class AwaitingUsageFilter(admin.SimpleListFilter):
+    title = "usage"
+    parameter_name = "usage"
+
+    def lookups(self, request, model_admin):
+        return [("awaiting", "Estimated, awaiting usage")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(AWAITING_USAGE) if self.value() == "awaiting" else queryset
+
+
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_display = [
@@ -164,10 +208,13 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         "output_tokens",
         "price_source",
         "cost_usd",
+        "basis",
+        "corrected_entry",
+        "actor",
         "created_at",
     ]
-    list_filter = ["team", "kind", "model", "price_source"]
-    search_fields = ["model", "agent", "tool", "run__id"]
+    list_filter = ["team", "kind", "basis", AwaitingUsageFilter, "model", "price_source"]
+    search_fields = ["model", "agent", "tool", "run__id", "actor", "reason"]
     date_hierarchy = "created_at"
 
     def get_urls(self):
@@ -176,8 +223,49 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         return [
             path("spend/", self.admin_site.admin_view(self.spend_view), name=f"{name}_spend"),
             path("spend.csv", self.admin_site.admin_view(self.spend_csv_view), name=f"{name}_spend_csv"),
+            path("<path:object_id>/adjust/", self.admin_site.admin_view(self.adjust_view), name=f"{name}_adjust"),
             *super().get_urls(),
         ]
+
+    @admin.display(description="corrects", ordering="corrects")
+    def corrected_entry(self, entry: LedgerEntry) -> int | None:
+        # The id, not the entry's text: that would read the entry, row by row.
+        return entry.corrects_id
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["may_adjust"] = obj is not None and obj.basis in CHARGE_BASES and may_adjust_ledger(user=request.user)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def adjust_view(self, request, object_id: str):
+        """Adjust a charge, as `POST /ledger/{id}/adjustments` does, in the staff user's name. The entry
+        itself stays as it is: the adjustment is an entry of its own."""
+        entry = self.get_object(request, unquote(object_id))
+        if entry is None:  # unknown, or another team's: answered as the entry's own page answers it
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not (self.has_view_permission(request, entry) and may_adjust_ledger(user=request.user)):
+            raise PermissionDenied
+        form = AdjustmentForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            try:
+                adjustment = check_adjustment(**form.cleaned_data)
+                made = ledger_adjust(entry=entry, adjustment=adjustment, actor=f"user:{request.user.get_username()}")
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                form.refused(exc)
+            else:
+                self.message_user(
+                    request, f"Entry {entry.pk} adjusted by {format_usd(made.cost_usd)} (entry {made.pk}).", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:workflows_run_change", args=[entry.run_id]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Adjust ledger entry {entry.pk}",
+            "entry": entry,
+            "corrections": entry.corrections.order_by("id"),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/workflows/ledgerentry/adjust.html", context)
 
     def spend_view(self, request):
         if not self.has_view_permission(request):
@@ -197,6 +285,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
             series = daily_series(days=days, since=form.cleaned_data["since"], until=form.cleaned_data["until"])
             context |= {
                 "totals": dict(zip(FIGURE_HEADINGS, _figures(totals), strict=True)),
+                "estimated": settled_and_estimated(spent_usd=totals["spend_usd"], estimated_usd=totals["estimated_usd"]),
                 "chart": daily_spend_svg(title=_chart_title(form, series), points=series) if series else None,
                 "tables": [
                     _table(form, by, spend_breakdown(entries=entries, by=by), totals)

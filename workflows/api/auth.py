@@ -1,6 +1,7 @@
 from rest_framework import authentication, exceptions, permissions
 
 from workflows.models import ApiKey
+from workflows.selectors import may_adjust_ledger
 from workflows.services.teams import api_key_authenticate
 
 
@@ -27,3 +28,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 class HasTeamApiKey(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, ApiKey)
+
+
+class MayAdjustLedger(permissions.BasePermission):
+    """A staff user allowed to adjust the ledger (selectors.may_adjust_ledger); a team API key is not one."""
+
+    message = "Only staff users with the permission to add ledger entries may adjust the ledger; a team API key may not."
+
+    def has_permission(self, request, view) -> bool:
+        return may_adjust_ledger(user=request.user)

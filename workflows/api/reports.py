@@ -28,6 +28,7 @@ class SpendQueryInputSerializer(serializers.Serializer):
 class SpendGroupOutputSerializer(serializers.Serializer):
     key = serializers.CharField()
     spent_usd = money()
+    estimated_usd = money()
     runs = serializers.IntegerField()
     steps = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
@@ -39,6 +40,7 @@ class SpendGroupOutputSerializer(serializers.Serializer):
 
 class SpendReportOutputSerializer(serializers.Serializer):
     total_usd = money()
+    estimated_usd = money()
     unpriced_steps = serializers.IntegerField()
     groups = SpendGroupOutputSerializer(many=True)
 

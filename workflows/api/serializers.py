@@ -139,6 +139,7 @@ class RunOutputSerializer(serializers.ModelSerializer):
     workflow_version = serializers.IntegerField(source="workflow_version.version")
     limits = LimitsOutputSerializer(source="*")
     spent_usd = money()
+    estimated_usd = money()
     reserved_usd = money()
     elapsed_seconds = serializers.SerializerMethodField()
 
@@ -154,6 +155,7 @@ class RunOutputSerializer(serializers.ModelSerializer):
             "limits",
             "limit_sources",
             "spent_usd",
+            "estimated_usd",
             "reserved_usd",
             "unpriced_steps",
             "current_agent",
@@ -214,6 +216,7 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
     cached_input_per_mtok = money(allow_null=True)
     cache_write_per_mtok = money(allow_null=True)
     cost_usd = money(allow_null=True)
+    corrects = serializers.IntegerField(source="corrects_id", allow_null=True)
 
     class Meta:
         model = LedgerEntry
@@ -239,9 +242,19 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
             "cache_write_per_mtok",
             "price_source",
             "cost_usd",
+            "basis",
+            "corrects",
+            "actor",
+            "reason",
             "request_id",
             "created_at",
         ]
+
+
+class LedgerAdjustmentInputSerializer(StrictInputSerializer):
+    # The amount and the reason are checked by the service, as the admin's Adjust page posts them.
+    amount_usd = serializers.JSONField()
+    reason = serializers.JSONField()
 
 
 class CheckpointOutputSerializer(serializers.ModelSerializer):

@@ -2,6 +2,7 @@ from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from workflows.api.reports import SpendView, WorkflowCostProfileView
+from workflows.api.staff import LedgerAdjustmentsView
 from workflows.api.views import ProviderRoutesView, RunViewSet, TeamView, WorkflowViewSet
 
 
@@ -23,4 +24,5 @@ urlpatterns = [
     re_path(r"^team/provider-routes/?$", ProviderRoutesView.as_view(), name="provider-routes"),
     re_path(r"^spend/?$", SpendView.as_view(), name="spend"),
     re_path(r"^workflows/(?P<pk>\d+)/cost-profile/?$", WorkflowCostProfileView.as_view(), name="workflow-cost-profile"),
+    re_path(r"^ledger/(?P<pk>\d+)/adjustments/?$", LedgerAdjustmentsView.as_view(), name="ledger-adjustments"),
 ]

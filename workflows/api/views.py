@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -89,6 +91,8 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         given.is_valid(raise_exception=True)
         run = run_start(team=self.team, started_by=request.auth, **given.validated_data)
         # As created: nothing else has written it yet but the worker, which may have begun already.
+        # Its spend is the $0 it started with, none of it estimated.
+        run.estimated_usd = Decimal("0")
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])

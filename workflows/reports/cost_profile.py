@@ -1,20 +1,32 @@
 """What a workflow's runs cost: the spread of completed runs, the cost of each agent's steps, the
-audit runs an enforce budget would have stopped, and a budget recommended from them."""
+audit runs an enforce budget would have stopped, and a budget recommended from them.
+
+Estimates awaiting usage are left out (selectors.ON_OPEN_ESTIMATE: an attempt whose outcome is
+unknown, charged its worst case, and the adjustments made to it). They are what a crash or a lost
+call might have cost, not what the workflow costs, and the worst case would inflate the recommendation.
+A run with one counts at its settled spend; an estimate that its correction brought to the usage
+counts, as the two sum to what the attempt really cost. Runs are not left out whole: a call that timed
+out is never corrected, so a workflow whose provider sometimes times out would otherwise have no
+profile.
+"""
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, DecimalField, ExpressionWrapper, F, Min, Q, Sum
 
 from workflows.definition import MONEY_PLACES
+from workflows.definition.bounds import MAX_SUM_DIGITS
 from workflows.models import BudgetMode, BudgetScope, Event, EventType, LedgerEntry, Run, RunStatus, Workflow
+from workflows.selectors import ON_OPEN_ESTIMATE, runs_estimated_usd
 
 MARGIN = Decimal("1.25")
 RULE = f"p95 of completed runs x {MARGIN}, rounded up to the cent"
 PERCENTILE_METHOD = "nearest rank: the smallest completed-run spend that at least p% of completed runs do not exceed"
 CENT = Decimal("0.01")
+AMOUNT = DecimalField(max_digits=MAX_SUM_DIGITS, decimal_places=6)
 
 COMPLETED = Q(status=RunStatus.COMPLETED)
 # A report about the run's own budget, not the team's period budget. Payloads without a scope were
@@ -55,7 +67,12 @@ def cost_profile(*, workflow: Workflow) -> CostProfile:
     counts = runs.aggregate(
         runs=Count("pk"), completed_with_unpriced=Count("pk", filter=COMPLETED & Q(unpriced_steps__gt=0))
     )
-    spends = list(runs.filter(COMPLETED).order_by("spent_usd").values_list("spent_usd", flat=True))
+    completed = runs.filter(COMPLETED).annotate(estimated=runs_estimated_usd())
+    settled = completed.annotate(settled=ExpressionWrapper(F("spent_usd") - F("estimated"), output_field=AMOUNT))
+    spends, with_estimates = [], 0
+    for spent, estimated in settled.order_by("settled").values_list("settled", "estimated"):
+        spends.append(spent)
+        with_estimates += bool(estimated)
     p95 = nearest_rank(spends, percent=95) if spends else None
     return CostProfile(
         runs=counts["runs"],
@@ -67,7 +84,12 @@ def cost_profile(*, workflow: Workflow) -> CostProfile:
         would_have_stopped=_would_have_stopped(workflow=workflow),
         # A budget must be positive: a p95 of $0 recommends none.
         recommended_budget_usd=recommended_budget(p95=p95) if p95 else None,
-        note=_note(completed=len(spends), completed_with_unpriced=counts["completed_with_unpriced"], p95=p95),
+        note=_note(
+            completed=len(spends),
+            completed_with_unpriced=counts["completed_with_unpriced"],
+            completed_with_estimates=with_estimates,
+            p95=p95,
+        ),
     )
 
 
@@ -84,9 +106,10 @@ def recommended_budget(*, p95: Decimal) -> Decimal:
 
 
 def _mean_cost_by_agent(*, workflow: Workflow) -> dict[str, Decimal | None]:
-    """Each agent's mean cost per priced step (its attempts summed); None when none of its steps has a price."""
+    """Each agent's mean cost per priced step (its attempts summed, estimates awaiting usage left out); None
+    when none of its steps has a price."""
     rows = (
-        LedgerEntry.objects.filter(run__workflow_version__workflow=workflow)
+        LedgerEntry.objects.filter(~ON_OPEN_ESTIMATE, run__workflow_version__workflow=workflow)
         .values("agent")
         .annotate(cost=Sum("cost_usd"), priced_steps=Count("step", distinct=True, filter=Q(cost_usd__isnull=False)))
         .order_by("agent")
@@ -120,7 +143,7 @@ def _would_have_stopped(*, workflow: Workflow) -> list[WouldHaveStopped]:
     ]
 
 
-def _note(*, completed: int, completed_with_unpriced: int, p95: Decimal | None) -> str | None:
+def _note(*, completed: int, completed_with_unpriced: int, completed_with_estimates: int, p95: Decimal | None) -> str | None:
     if not completed:
         return "No completed runs yet: the percentiles and the recommended budget need at least one."
     notes = []
@@ -128,6 +151,11 @@ def _note(*, completed: int, completed_with_unpriced: int, p95: Decimal | None) 
         notes.append(
             f"{completed_with_unpriced} of {completed} completed runs had unpriced steps: their spend leaves "
             "those steps out, so the percentiles and the recommendation understate them."
+        )
+    if completed_with_estimates:
+        notes.append(
+            f"{completed_with_estimates} of {completed} completed runs had attempts whose usage has not arrived: "
+            "their estimated cost is left out, so the percentiles and the recommendation understate them."
         )
     if not p95:
         notes.append("Completed runs cost $0 at p95: there is no positive budget to recommend.")

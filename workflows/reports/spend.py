@@ -3,6 +3,10 @@
 Unpriced usage (ledger entries with `cost_usd` null) is counted beside the dollars, never as $0 of
 spend that looks complete.
 
+`estimated_usd` is the part of `spent_usd` that rests on estimates whose attempts' usage has not
+arrived (selectors.ON_OPEN_ESTIMATE); the rest is settled. `spent_usd` stays the whole ledger, so
+a run's groups still add up to its spend.
+
 Every grouping covers every entry, so each report's groups add up to the same total: by tool, the
 priced tool calls are grouped by tool (`<tool> @ <server>`) and every model call falls in the one
 group with the key "", as by model every tool call falls in the group "" (no model was called).
@@ -17,6 +21,7 @@ from django.db.models.functions import Concat, TruncDate
 
 from workflows.errors import ValidationFailed
 from workflows.models import LedgerEntry, LedgerKind, Team
+from workflows.selectors import ESTIMATED_USD
 
 # A priced tool by its own name and its server's (an operator's price names both): `search @ https://...`.
 TOOL_KEY = Case(
@@ -43,6 +48,7 @@ UNPRICED = Q(cost_usd__isnull=True)
 class SpendGroup:
     key: str
     spent_usd: Decimal
+    estimated_usd: Decimal  # of spent_usd, on estimates awaiting usage
     runs: int
     steps: int
     input_tokens: int
@@ -68,6 +74,10 @@ class SpendReport:
         return sum((group.spent_usd for group in self.groups), Decimal("0"))
 
     @property
+    def estimated_usd(self) -> Decimal:
+        return sum((group.estimated_usd for group in self.groups), Decimal("0"))
+
+    @property
     def unpriced_steps(self) -> int:
         return sum(group.unpriced_steps for group in self.groups)
 
@@ -87,6 +97,7 @@ def spend_by(*, team: Team, group_by: str, since: date | None, until: date | Non
         )
         .annotate(
             spent_usd=Sum("cost_usd", default=Decimal("0")),
+            estimated_usd=ESTIMATED_USD,
             runs=Count("run", distinct=True),
             steps=Count("step", distinct=True),
             input_tokens=Sum("input_tokens", default=0),

@@ -1,0 +1,31 @@
+"""Endpoints for the service's staff, as Django users rather than team API keys, scoped as the admin is:
+superusers reach every team, other staff the teams they are staff of (selectors.teams_visible_to)."""
+
+from rest_framework import authentication, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workflows import selectors
+from workflows.api import serializers
+from workflows.api.auth import ApiKeyAuthentication, MayAdjustLedger
+from workflows.api.views import path_id
+from workflows.services.adjustments import check_adjustment, ledger_adjust
+
+
+class LedgerAdjustmentsView(APIView):
+    """POST /ledger/{id}/adjustments: an operator's correction of a charge, as the admin's Adjust page makes it.
+
+    HTTP Basic, so that a script can call it with a staff user's name and password. A browser could send
+    cached Basic credentials across sites, but not as the JSON this endpoint alone accepts. Team API keys
+    are recognised only to be refused with 403 rather than asked for a password."""
+
+    authentication_classes = [authentication.BasicAuthentication, ApiKeyAuthentication]
+    permission_classes = [MayAdjustLedger]
+
+    def post(self, request, pk: str):
+        entry = selectors.ledger_entry_visible_to(user=request.user, entry_id=path_id(pk))
+        given = serializers.LedgerAdjustmentInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        adjustment = check_adjustment(**given.validated_data)
+        made = ledger_adjust(entry=entry, adjustment=adjustment, actor=f"user:{request.user.get_username()}")
+        return Response(serializers.LedgerEntryOutputSerializer(made).data, status=status.HTTP_201_CREATED)
