@@ -19,6 +19,7 @@ from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_label, 
 from workflows.definition import TOOL_CALL_ROLE
 from workflows.models import CHARGE_BASES, EventType, LedgerBasis, LedgerEntry, LedgerKind, Run, Step
 from workflows.providers import Usage
+from workflows.selectors import AWAITING_USAGE
 from workflows.services.budgets import add
 from workflows.services.escrow import held_after
 from workflows.services.events import event_record, usd
@@ -160,11 +161,7 @@ def estimate_event_record(*, run: Run, step: Step, entry: LedgerEntry) -> None:
 
 def ledger_estimate_open(*, step: Step, attempt: int) -> LedgerEntry | None:
     """The attempt's estimated entry while its usage has not arrived (no correction yet), or None."""
-    return (
-        LedgerEntry.objects.filter(step=step, attempt=attempt, basis=LedgerBasis.ESTIMATED)
-        .exclude(corrections__basis=LedgerBasis.CORRECTION)
-        .first()
-    )
+    return LedgerEntry.objects.filter(AWAITING_USAGE, step=step, attempt=attempt).first()
 
 
 def ledger_correction(*, run: Run, estimated: LedgerEntry, charged: LedgerEntry | None) -> LedgerEntry:
