@@ -141,10 +141,10 @@ def fill(*, rows: int, runs: int) -> Team:
     load(
         LedgerEntry,
         ["team_id", "run_id", "step_id", "attempt", "agent", "provider", "model", "input_tokens", "output_tokens",
-         "cost_usd", "price_source", "created_at"],
+         "cost_usd", "price_source", "created_at", "booked_at"],
         (
             (team.pk, run_ids[n % runs], n + 1, 1, entry.agent, "bench", entry.model, entry.input_tokens,
-             entry.output_tokens, entry.cost_usd, "table" if entry.cost_usd is not None else "", entry.at)
+             entry.output_tokens, entry.cost_usd, "table" if entry.cost_usd is not None else "", entry.at, entry.at)
             for n, entry in enumerate(entries(rows))
         ),
     )
@@ -219,10 +219,10 @@ def raw_spend(*, team: Team, group_by: str, since: date | None, until: date | No
     key, joins = raw_grouping(group_by)
     where, params = ["l.team_id = %s"], [team.pk]
     if since is not None:
-        where.append("l.created_at >= %s")
+        where.append("l.booked_at >= %s")
         params.append(utc_midnight(since))
     if until is not None:
-        where.append("l.created_at < %s")
+        where.append("l.booked_at < %s")
         params.append(utc_midnight(until + timedelta(days=1)))
     sql = f"""
         SELECT {key} AS key,
@@ -257,8 +257,11 @@ def raw_grouping(group_by: str) -> tuple[str, str]:
             f"JOIN {Workflow._meta.db_table} w ON w.id = v.workflow_id"
         )
     if group_by == "day":
-        utc_date = "(l.created_at AT TIME ZONE 'UTC')::date" if connection.vendor == "postgresql" else "date(l.created_at)"
+        utc_date = "(l.booked_at AT TIME ZONE 'UTC')::date" if connection.vendor == "postgresql" else "date(l.booked_at)"
         return utc_date, ""
+    if group_by == "tool":
+        concat = "l.tool || ' @ ' || l.tool_server"
+        return f"CASE WHEN l.kind = 'tool' THEN {concat} ELSE '' END", ""
     return {"model": "l.model", "agent": "l.agent", "run": "l.run_id"}[group_by], ""
 
 

@@ -5,7 +5,6 @@ from datetime import UTC
 from decimal import Decimal
 
 from django.db.models import F, Sum
-from django.db.models.functions import Coalesce
 
 from workflows.models import CHARGE_BASES, LedgerBasis, LedgerEntry, Run, Step, StepStatus, Team, TeamDailySpend
 from workflows.services.escrow import team_figures
@@ -98,13 +97,11 @@ def assert_team_holds(team: Team) -> None:
 
 
 def assert_daily_spend_matches_ledger(team: Team) -> None:
-    """The daily sums the gate reads period spend from are the ledger's own, day by UTC day: a
-    correction or an adjustment on the day of the entry it corrects."""
+    """The daily sums the gate reads period spend from are the ledger's own, day by UTC day of
+    booking (a correction or an adjustment on its entry's), which is never before the entry was written."""
     ledger: dict = defaultdict(Decimal)
-    entries = LedgerEntry.objects.filter(team=team).annotate(
-        booked_at=Coalesce("corrects__created_at", "created_at")
-    )
-    for booked_at, cost in entries.values_list("booked_at", "cost_usd"):
+    for booked_at, cost in LedgerEntry.objects.filter(team=team).values_list("booked_at", "cost_usd"):
         ledger[booked_at.astimezone(UTC).date()] += cost or Decimal("0")
+    assert not LedgerEntry.objects.filter(team=team, booked_at__gt=F("created_at")).exists()
     daily = dict(TeamDailySpend.objects.filter(team=team).values_list("day", "spent_usd"))
     assert daily == dict(ledger), f"team {team}: daily sums {daily} != ledger {dict(ledger)}"

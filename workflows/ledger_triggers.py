@@ -20,19 +20,14 @@ from workflows import dialect
 LEDGER = "workflows_ledgerentry"
 DAILY = "workflows_teamdailyspend"
 
-# As in migrations 0005 and 0025: SQLite stores created_at as UTC text, and adds decimals as floats,
-# so the sum is rounded as budgets.add rounds; a correction or an adjustment counts on the day of the
-# entry it corrects. No DELETE guard: Django's test flush deletes rows there.
+# As in migrations 0005 and 0025: SQLite stores booked_at as UTC text, and adds decimals as floats,
+# so the sum is rounded as budgets.add rounds. No DELETE guard: Django's test flush deletes rows there.
 SQLITE_TRIGGERS = [
     f"""
     CREATE TRIGGER IF NOT EXISTS workflows_ledger_daily_spend AFTER INSERT ON {LEDGER}
     BEGIN
         INSERT INTO {DAILY} (team_id, day, spent_usd)
-        VALUES (
-            NEW.team_id,
-            date(COALESCE((SELECT c.created_at FROM {LEDGER} c WHERE c.id = NEW.corrects_id), NEW.created_at)),
-            COALESCE(NEW.cost_usd, 0)
-        )
+        VALUES (NEW.team_id, date(NEW.booked_at), COALESCE(NEW.cost_usd, 0))
         ON CONFLICT (team_id, day) DO UPDATE SET spent_usd = round(spent_usd + excluded.spent_usd, 6);
     END
     """,

@@ -463,13 +463,22 @@ class LedgerEntry(models.Model):
     actor = models.CharField(max_length=200, blank=True, help_text="Who made an adjustment.")
     reason = models.CharField(max_length=500, blank=True, help_text="Why the entry is estimated, or adjusted.")
     created_at = models.DateTimeField(auto_now_add=True)
+    booked_at = models.DateTimeField(
+        help_text="When the cost counts, in period budgets and reports: when it was written, or for a "
+        "correction or an adjustment, when the entry it corrects was booked. A refund of last month's "
+        "call never lends this month budget."
+    )
 
     objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "ledger entries"
         ordering = ["id"]
-        indexes = [models.Index(fields=["team", "created_at"], name="ledger_team_time")]
+        indexes = [
+            models.Index(fields=["team", "booked_at"], name="ledger_team_booked"),
+            # The few estimates among millions of entries, for "awaiting usage".
+            models.Index(fields=["id"], condition=Q(basis="estimated"), name="ledger_estimates"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["step", "attempt"], condition=Q(basis__in=CHARGE_BASES), name="ledger_one_charge_per_attempt"
@@ -494,6 +503,8 @@ class LedgerEntry(models.Model):
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise TypeError("Ledger entries are append-only.")
+        if self.booked_at is None:
+            self.booked_at = self.corrects.booked_at if self.corrects_id else timezone.now()
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):

@@ -131,7 +131,8 @@ def test_a_team_api_key_is_refused_with_403(team, estimate, api):
 @pytest.mark.parametrize(
     "flags,permissions,status,type_",
     [
-        ({"is_staff": False}, ("add_ledgerentry",), 403, "permission_denied"),  # a user, not staff
+        # A user who is not staff is told what a wrong password is told: no one's password is confirmed.
+        ({"is_staff": False}, ("add_ledgerentry",), 401, "authentication_failed"),
         ({}, ("view_ledgerentry",), 403, "permission_denied"),  # staff who may read the ledger only
         ({"is_active": False}, ("add_ledgerentry",), 401, "authentication_failed"),
     ],
@@ -201,3 +202,24 @@ def test_a_correction_is_refused_naming_the_charge_to_adjust(team):
 
     assert error["message"] == f"Entry {correction.pk} corrects entry {correction.corrects_id}: adjust that one."
     assert not run.ledger_entries.filter(basis="adjustment").exists()
+
+
+def test_a_nul_inside_basic_credentials_is_refused_as_any_wrong_credentials(team, estimate):
+    """The header's base64 hides it from the check of raw headers; the database would refuse it."""
+    staff_user("ops", team)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(b"ops\x00:ops-password").decode())
+
+    refused(client.post(adjustments(estimate), REFUND, format="json"), 401, "authentication_failed")
+    assert nothing_saved(estimate)
+
+
+def test_adjustments_never_take_an_entry_or_its_run_past_the_largest_budget(team, estimate):
+    staff_user("ops", team)
+    assert basic("ops").post(adjustments(estimate), {"amount_usd": "999999999", "reason": "fix"}, format="json").status_code == 201
+
+    response = basic("ops").post(adjustments(estimate), {"amount_usd": "1", "reason": "again"}, format="json")
+
+    details = refused(response, 400, "validation_error")["details"]
+    assert details == [{"path": "amount_usd", "message": "must keep the entry and its run within 1000000000"}]
+    assert LedgerEntry.objects.filter(basis="adjustment").count() == 1

@@ -27,7 +27,7 @@ TOTALS = {
 
 # The keys each breakdown groups by; names differ from LedgerEntry's fields, which values() requires.
 GROUPS = {
-    "day": {"day": TruncDate("created_at", tzinfo=UTC)},
+    "day": {"day": TruncDate("booked_at", tzinfo=UTC)},
     "workflow": {
         "workflow_id": F("run__workflow_version__workflow"),
         "workflow_name": F("run__workflow_version__workflow__name"),
@@ -61,7 +61,8 @@ def _day_start(day: date) -> datetime:
 
 def ledger_for(query: SpendQuery, *, entries: QuerySet[LedgerEntry]) -> QuerySet[LedgerEntry]:
     """`entries` (the ledger the user may see) narrowed by the query."""
-    # Date bounds on created_at itself, not created_at__date, so the (team, created_at) index serves them.
+    # Date bounds on booked_at itself, not booked_at__date, so the (team, booked_at) index serves them.
+    # A correction or an adjustment is dated as the entry it corrects, as period budgets date it.
     entries = entries.order_by()
     if query.team is not None:
         entries = entries.filter(team=query.team)
@@ -70,9 +71,9 @@ def ledger_for(query: SpendQuery, *, entries: QuerySet[LedgerEntry]) -> QuerySet
     if query.model:
         entries = entries.filter(model=query.model)
     if query.since is not None:
-        entries = entries.filter(created_at__gte=_day_start(query.since))
+        entries = entries.filter(booked_at__gte=_day_start(query.since))
     if query.until is not None and query.until < date.max:  # date.max has no next day, and nothing is later
-        entries = entries.filter(created_at__lt=_day_start(query.until + timedelta(days=1)))
+        entries = entries.filter(booked_at__lt=_day_start(query.until + timedelta(days=1)))
     return entries
 
 

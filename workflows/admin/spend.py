@@ -212,10 +212,11 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         "corrected_entry",
         "actor",
         "created_at",
+        "booked_at",
     ]
     list_filter = ["team", "kind", "basis", AwaitingUsageFilter, "model", "price_source"]
     search_fields = ["model", "agent", "tool", "run__id", "actor", "reason"]
-    date_hierarchy = "created_at"
+    date_hierarchy = "booked_at"
 
     def get_urls(self):
         # Before the default URLs: their "<object_id>/" pattern would take "spend/" as an entry's id.

@@ -1,5 +1,6 @@
 from rest_framework import authentication, exceptions, permissions
 
+from workflows.definition.text import unsafe_text_problem
 from workflows.models import ApiKey
 from workflows.selectors import may_adjust_ledger
 from workflows.services.teams import api_key_authenticate
@@ -23,6 +24,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class StaffBasicAuthentication(authentication.BasicAuthentication):
+    """HTTP Basic for the service's staff. Credentials no user name can hold (a NUL, which the database
+    refuses) are refused before any lookup, and a user who is not active staff is told exactly what a
+    wrong password is told: the endpoint confirms no one's password."""
+
+    def authenticate_credentials(self, userid, password, request=None):
+        if unsafe_text_problem(userid) or unsafe_text_problem(password):
+            raise exceptions.AuthenticationFailed("Invalid username/password.")
+        user, auth = super().authenticate_credentials(userid, password, request)
+        if not user.is_staff:
+            raise exceptions.AuthenticationFailed("Invalid username/password.")
+        return user, auth
 
 
 class HasTeamApiKey(permissions.BasePermission):

@@ -248,6 +248,7 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
             "reason",
             "request_id",
             "created_at",
+            "booked_at",
         ]
 
 

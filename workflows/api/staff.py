@@ -1,13 +1,13 @@
 """Endpoints for the service's staff, as Django users rather than team API keys, scoped as the admin is:
 superusers reach every team, other staff the teams they are staff of (selectors.teams_visible_to)."""
 
-from rest_framework import authentication, status
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from workflows import selectors
 from workflows.api import serializers
-from workflows.api.auth import ApiKeyAuthentication, MayAdjustLedger
+from workflows.api.auth import ApiKeyAuthentication, MayAdjustLedger, StaffBasicAuthentication
 from workflows.api.views import path_id
 from workflows.services.adjustments import check_adjustment, ledger_adjust
 
@@ -19,7 +19,7 @@ class LedgerAdjustmentsView(APIView):
     cached Basic credentials across sites, but not as the JSON this endpoint alone accepts. Team API keys
     are recognised only to be refused with 403 rather than asked for a password."""
 
-    authentication_classes = [authentication.BasicAuthentication, ApiKeyAuthentication]
+    authentication_classes = [StaffBasicAuthentication, ApiKeyAuthentication]
     permission_classes = [MayAdjustLedger]
 
     def post(self, request, pk: str):

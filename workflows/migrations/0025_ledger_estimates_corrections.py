@@ -6,32 +6,21 @@ from django.db import migrations, models
 LEDGER = "workflows_ledgerentry"
 DAILY = "workflows_teamdailyspend"
 
-# The daily sums book a correction or an adjustment on the UTC day of the entry it corrects, so that
-# a refund of one period never lends budget to the next. SQLite's trigger is put back, so changed,
-# by workflows/ledger_triggers.py after the migration.
+# A correction or an adjustment counts on the day of the entry it corrects (`booked_at`), so that a
+# refund of one period never lends budget to the next: the daily sums book by it. SQLite's trigger
+# is put back, so changed, by workflows/ledger_triggers.py after the migration.
 POSTGRESQL_DAILY_SPEND = f"""
     CREATE OR REPLACE FUNCTION workflows_ledger_daily_spend() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO {DAILY} (team_id, day, spent_usd)
-        SELECT i.team_id, (COALESCE(c.created_at, i.created_at) AT TIME ZONE 'UTC')::date, COALESCE(SUM(i.cost_usd), 0)
-        FROM inserted i LEFT JOIN {LEDGER} c ON c.id = i.corrects_id
-        GROUP BY 1, 2
-        ON CONFLICT (team_id, day) DO UPDATE SET spent_usd = {DAILY}.spent_usd + EXCLUDED.spent_usd;
-        RETURN NULL;
-    END
-    $$
-"""
-POSTGRESQL_DAILY_SPEND_BEFORE = f"""
-    CREATE OR REPLACE FUNCTION workflows_ledger_daily_spend() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO {DAILY} (team_id, day, spent_usd)
-        SELECT team_id, (created_at AT TIME ZONE 'UTC')::date, COALESCE(SUM(cost_usd), 0)
+        SELECT team_id, (booked_at AT TIME ZONE 'UTC')::date, COALESCE(SUM(cost_usd), 0)
         FROM inserted GROUP BY 1, 2
         ON CONFLICT (team_id, day) DO UPDATE SET spent_usd = {DAILY}.spent_usd + EXCLUDED.spent_usd;
         RETURN NULL;
     END
     $$
 """
+POSTGRESQL_DAILY_SPEND_BEFORE = POSTGRESQL_DAILY_SPEND.replace("booked_at AT TIME ZONE", "created_at AT TIME ZONE")
 
 
 def _daily_spend_trigger(statement: str):
@@ -42,6 +31,19 @@ def _daily_spend_trigger(statement: str):
             schema_editor.execute("DROP TRIGGER IF EXISTS workflows_ledger_daily_spend")
 
     return run
+
+
+def _book_existing_entries(apps, schema_editor):
+    """Every entry so far is a charge, booked when it was written; the ledger's guard against
+    updates is lifted for this one statement (SQLite's is put back after the migration)."""
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(f"ALTER TABLE {LEDGER} DISABLE TRIGGER workflows_ledger_append_only")
+    elif vendor == "sqlite":
+        schema_editor.execute("DROP TRIGGER IF EXISTS workflows_ledger_no_update")
+    schema_editor.execute(f"UPDATE {LEDGER} SET booked_at = created_at")
+    if vendor == "postgresql":
+        schema_editor.execute(f"ALTER TABLE {LEDGER} ENABLE TRIGGER workflows_ledger_append_only")
 
 
 class Migration(migrations.Migration):
@@ -99,6 +101,29 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='ledgerentry',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('basis__in', ('reported', 'estimated')), ('corrects__isnull', True)), models.Q(('basis__in', ('correction', 'adjustment')), ('corrects__isnull', False)), _connector='OR'), name='ledger_correction_names_its_entry'),
+        ),
+        migrations.AddField(
+            model_name='ledgerentry',
+            name='booked_at',
+            field=models.DateTimeField(null=True),
+        ),
+        migrations.RunPython(_book_existing_entries, migrations.RunPython.noop),
+        migrations.AlterField(
+            model_name='ledgerentry',
+            name='booked_at',
+            field=models.DateTimeField(help_text="When the cost counts, in period budgets and reports: when it was written, or for a correction or an adjustment, when the entry it corrects was booked. A refund of last month's call never lends this month budget."),
+        ),
+        migrations.RemoveIndex(
+            model_name='ledgerentry',
+            name='ledger_team_time',
+        ),
+        migrations.AddIndex(
+            model_name='ledgerentry',
+            index=models.Index(fields=['team', 'booked_at'], name='ledger_team_booked'),
+        ),
+        migrations.AddIndex(
+            model_name='ledgerentry',
+            index=models.Index(condition=models.Q(('basis', 'estimated')), fields=['id'], name='ledger_estimates'),
         ),
         migrations.RunPython(
             _daily_spend_trigger(POSTGRESQL_DAILY_SPEND), _daily_spend_trigger(POSTGRESQL_DAILY_SPEND_BEFORE)

@@ -37,7 +37,7 @@ GROUPINGS = {
     "agent": F("agent"),
     "tool": TOOL_KEY,
     "run": F("run_id"),
-    "day": TruncDate("created_at", tzinfo=UTC),
+    "day": TruncDate("booked_at", tzinfo=UTC),
 }
 DEFAULT_GROUP_BY = "workflow"
 
@@ -123,12 +123,13 @@ def check_spend_query(*, group_by: str, since: date | None, until: date | None) 
 
 
 def _ledger_between(*, team: Team, since: date | None, until: date | None) -> QuerySet[LedgerEntry]:
-    # Bounds on created_at itself, not on its date, so the (team, created_at) index serves them.
+    # Bounds on booked_at itself, not on its date, so the (team, booked_at) index serves them. A
+    # correction or an adjustment is dated as the entry it corrects, as period budgets date it.
     entries = LedgerEntry.objects.filter(team=team)
     if since is not None:
-        entries = entries.filter(created_at__gte=_utc_midnight(since))
+        entries = entries.filter(booked_at__gte=_utc_midnight(since))
     if until is not None and until < date.max:  # date.max has no next day, and nothing is later
-        entries = entries.filter(created_at__lt=_utc_midnight(until + timedelta(days=1)))
+        entries = entries.filter(booked_at__lt=_utc_midnight(until + timedelta(days=1)))
     return entries
 
 

@@ -77,6 +77,13 @@ def ledger_adjust(*, entry: LedgerEntry, adjustment: Adjustment, actor: str) -> 
                 "would take it below $0.",
                 details=[{"path": "amount_usd", "message": f"must be at least -{usd(standing)}"}],
             )
+        # Bounded as a budget is, so that no number of adjustments can overflow a money column.
+        if max(standing, run.spent_usd) + adjustment.amount_usd > MAX_BUDGET_USD:
+            raise ValidationFailed(
+                f"An adjustment of ${usd(adjustment.amount_usd)} would take entry {entry.pk} or its run past "
+                f"${MAX_BUDGET_USD}.",
+                details=[{"path": "amount_usd", "message": f"must keep the entry and its run within {MAX_BUDGET_USD}"}],
+            )
         # A refund gives the run's budget back, never its team's slice (escrow.py): the hold only shrinks.
         held = held_after(run, cost=max(adjustment.amount_usd, ZERO), released=ZERO)
         add(run, assign={"held_usd": held}, spent_usd=adjustment.amount_usd)

@@ -505,20 +505,22 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
             alerts_after_entry(team=team, run=run, judged=judged)
 
 
-def _superseded_attempt_charge(*, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage) -> None:
-    """The usage of an attempt that another delivery took over from, or that the run's stop ended:
-    its call happened, so it is charged, but the step's reservation and progress belong to others.
-    Charged as an estimate when the takeover found its outcome unknown, it corrects that estimate.
+def _superseded_attempt_charge(
+    *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage | None
+) -> None:
+    """The usage of an attempt that another delivery took over from, or that the run's stop ended
+    (None: it is known to have cost nothing): its call happened, so it is charged, but the step's
+    reservation and progress belong to others. Charged as an estimate when the takeover found its
+    outcome unknown, it corrects that estimate.
 
     Whatever charges an attempt that owns its step also takes the step out of `running` in that
     transaction, so only an attempt that no longer owns it can have been charged already; the
     unique constraints on charges and corrections back this: a second would fail, never count.
     """
     estimated = ledger_estimate_open(step=step, attempt=attempt.number)
-    if estimated is None and ledger_has_entry(step=step, attempt=attempt.number):
-        return  # settled already, or its estimate corrected
-    charged = _charge(team=team, run=run, step=step, attempt=attempt, usage=usage)
-    entry = charged.entry
+    if estimated is None and (usage is None or ledger_has_entry(step=step, attempt=attempt.number)):
+        return  # nothing to charge, settled already, or its estimate corrected
+    entry = None if usage is None else _charge(team=team, run=run, step=step, attempt=attempt, usage=usage).entry
     if estimated is not None:
         entry = ledger_correction(run=run, estimated=estimated, charged=entry)
         correction_event_record(run=run, step=step, entry=entry)
@@ -584,7 +586,8 @@ def _provider_failed_under_locks(*, attempt: StepAttempt, error: ProviderError) 
         locked = _lock_attempt(attempt)
         team, run, step = locked.team, locked.run, locked.step
         if not (step.status == StepStatus.RUNNING and step.attempts == attempt.number):
-            if error.usage is not None:
+            if error.usage is not None or not error.outcome_unknown:
+                # No usage and a known outcome (refused, answered with an error): it cost nothing.
                 _superseded_attempt_charge(team=team, run=run, step=step, attempt=attempt, usage=error.usage)
             return
         entry, cost = None, None
