@@ -51,7 +51,7 @@ def openai_server(settings):
         yield server
 
 
-def test_a_call_past_its_agents_deadline_fails_the_run_uncharged_and_a_resume_runs_it_anew(
+def test_a_call_past_its_agents_deadline_fails_the_run_charged_its_estimate_and_a_resume_runs_it_anew(
     api, team, openai_server, celery_worker
 ):
     Price.objects.create(model="gpt-4o", input_per_mtok="2.5", output_per_mtok="10", valid_from=date(2024, 1, 1))
@@ -74,7 +74,11 @@ def test_a_call_past_its_agents_deadline_fails_the_run_uncharged_and_a_resume_ru
     assert (polish.finished_at - polish.started_at).total_seconds() < 3  # at the deadline, not the answer
     assert len(openai_server.received) == 2  # the draft, and polish once: not tried again
     assert not run.events.filter(type=EventType.PROVIDER_RETRY).exists()
-    assert list(LedgerEntry.objects.filter(run=run).values_list("agent", flat=True)) == ["draft"]
+    # The abandoned call was sent, and may be billed: charged its reservation as an estimate.
+    assert list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", "basis")) == [
+        ("draft", "reported"),
+        ("polish", "estimated"),
+    ]
     assert_invariants(run)
 
     openai_server.script(openai_completion("Dear customer, your refund is on its way.", openai_usage(prompt=40, completion=20)))
@@ -85,5 +89,9 @@ def test_a_call_past_its_agents_deadline_fails_the_run_uncharged_and_a_resume_ru
 
     assert run.status == "completed", run.error
     assert run.steps.filter(agent="draft").count() == 1  # the draft is not run again
-    assert list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", flat=True)) == ["draft", "polish"]
+    assert list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", "attempt", "basis")) == [
+        ("draft", 1, "reported"),
+        ("polish", 1, "estimated"),
+        ("polish", 2, "reported"),
+    ]
     assert_invariants(run)
