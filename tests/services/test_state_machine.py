@@ -3,8 +3,10 @@
 A Hypothesis `RuleBasedStateMachine` drives the services directly, one call at a time, in random orders:
 start a run (one of three workflows, random budget, mode and max_iterations); run steps (the gate, then
 the provider's result settled with drawn token counts, sometimes over the estimate, or a provider
-failure); kill a worker mid-step; redeliver a step whose worker died (the takeover, and the parking after
-STEP_MAX_REDELIVERIES); leave a step in flight while other rules run, then settle, fail or kill it;
+failure); kill a worker mid-step; redeliver a step whose worker died (the crashed attempt charged its
+reservation as an estimate, then the step gated again, or parked after STEP_MAX_REDELIVERIES); leave a
+step in flight while other rules run, then settle, fail or kill it; cut a working worker off (a
+partition: another delivery takes its step over) and let its attempt come back later with its usage;
 deliver a duplicate or stale message; resume with changed limits (or invalid ones); raise, set, remove or
 switch the mode of the team's period budget; cancel; move the clock into the team's next period (a day,
 a week or a month, as the team's period budget says). A fourth workflow is an agent with tools: its step
@@ -21,13 +23,14 @@ redelivery. The tests with real workers, Redis redelivery and SIGKILL are in tes
 covers the bookkeeping under far more schedules than they can.
 
 After every rule it checks DESIGN.md's invariants, per run and per team:
-- the ledger's sum == `spent_usd`, which is also the sum of the costs this model charged;
+- the ledger's sum == `spent_usd`, which is also the sum of the costs this model charged: usage as
+  reported, a crashed attempt's reservation as an estimate, and a late attempt's correction of it;
 - `reserved >= 0`; a run's reservation == the sum of its steps'; the team's == the sum of its runs';
   and it is exactly 0, as the database compares it, once nothing is running;
-- at most one ledger entry per (step, attempt);
-- spend never decreases; a completed or cancelled run never changes status; a step that succeeded never
-  runs or is charged again (no two attempts of one step are ever alive at once here, so the superseded-
-  attempt path of `step_settle` cannot occur);
+- at most one charge per (step, attempt), reported or estimated; the estimated ones are exactly those of
+  the attempts this model saw crash, each corrected once, by the usage it came back with, if it did;
+- spend never decreases but by a correction; a completed or cancelled run never changes status; the
+  attempt of a step that succeeded is never charged again, nor the step run again;
 - a run's status agrees with its steps (one open step while active, none once it stopped);
 - the team's period spend, as the gate reads it, is what this model charged in the current period.
 Each rule also checks its outcome against an oracle of the contract in DESIGN.md: the gate admits a step
@@ -37,10 +40,12 @@ the step is prepared with, which grows with its loop; a stop inside a loop point
 loop's step, and a resume goes on from it; a model call that asks for tools at max_agent_iterations fails
 the run, charged; a tool call whose worker died is made again only when the tool says that is harmless;
 resume succeeds iff the run is stopped and its next step would be admitted, and a refused one changes
-nothing; a crashed attempt is taken over on its reservation, up to STEP_MAX_REDELIVERIES times; each gate
-records exactly the `budget_exceeded` events the contract asks for (an enforce stop; an audit report, re-armed
-a full budget further, afresh in each team period and after the budget changes); each settlement records
-exactly the threshold alerts newly reached (`>=`), once per run and once per team period.
+nothing; a crashed attempt is charged what it reserved, and its step goes through the gate again, up to
+STEP_MAX_REDELIVERIES times; an attempt that comes back after its step was taken over changes nothing
+but its charge, and only once; each gate records exactly the `budget_exceeded` events the contract asks
+for (an enforce stop; an audit report, re-armed a full budget further, afresh in each team period and
+after the budget changes); each charge records exactly the threshold alerts newly reached (`>=`), once
+per run and once per team period.
 
 The examples are derandomized: CI runs the same schedules every time, and the test fails if they stop
 reaching the paths that matter (MUST_REACH). To search afresh, set BUDGETSVC_STATEFUL_SEED_RANDOM=1,
@@ -50,6 +55,7 @@ and BUDGETSVC_STATEFUL_EXAMPLES=1000 for a longer search; a failure prints a `@r
 import itertools
 import os
 from contextlib import ExitStack
+from functools import partial
 from unittest import mock
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -79,12 +85,14 @@ from workflows import toolservers
 from workflows.definition import MODEL_CALL_ROLE, TOOL_CALL_ROLE, counts_as_iteration
 from workflows.errors import InvalidRunState, UnpricedModel, ValidationFailed
 from workflows.models import (
+    CHARGE_BASES,
     FINAL_RUN_STATUSES,
     RESUMABLE_RUN_STATUSES,
     BudgetMode,
     BudgetScope,
     Event,
     EventType,
+    LedgerBasis,
     LedgerEntry,
     Run,
     RunStatus,
@@ -208,7 +216,7 @@ class RunModel:
 @dataclass
 class SucceededStep:
     attempts: int
-    ledger_entries: int
+    charges: int  # of the attempt that succeeded
 
 
 @dataclass
@@ -220,6 +228,7 @@ class Observed:
     steps: list[Step]
     entries: list[dict]
     steps_of: dict[int, list[Step]] = field(default_factory=dict)
+    charges: Counter = field(default_factory=Counter)  # entries reported or estimated, by (step, attempt)
     # Whose reservation is exactly 0 as the database itself compares it, not as Django rounds it on reading.
     exactly_unreserved: set[int] = field(default_factory=set)
     team_exactly_unreserved: bool = True
@@ -235,6 +244,11 @@ class BudgetServices(RuleBasedStateMachine):
         self.settled: list[tuple[StepAttempt, CompletionResult]] = []
         self.succeeded: dict[int, SucceededStep] = {}
         self.taken_over: set[int] = set()  # steps whose attempt now running took over from a dead worker
+        # What crashed attempts were charged, and what the usage of those that came back corrected, by (step, attempt).
+        self.estimates: dict[tuple[int, int], Decimal] = {}
+        self.corrections: dict[tuple[int, int], Decimal] = {}
+        self.elsewhere: list[StepAttempt] = []  # cut off by a partition, their steps taken over: still working
+        self.came_back: list[tuple[StepAttempt, partial]] = []  # with how they came back, to come back again
         self.team_spent_seen = ZERO
         self.workers = itertools.count(1)
         self.calls: Counter = Counter()  # of the rules whose share is capped per schedule
@@ -442,8 +456,9 @@ class BudgetServices(RuleBasedStateMachine):
         """step_begin, checked against the oracle for a fresh step and for a takeover."""
         step = Step.objects.get(pk=step_id)
         run, team = Run.objects.get(pk=step.run_id), self._team()
-        estimate = self._estimate(step) if step.status == StepStatus.PENDING else None
-        self.taken_over.discard(step_id)  # a pending step is sent afresh (by a resume, or a provider retry)
+        estimate = self._estimate(step)
+        # Sent afresh (by a resume, or a provider retry), or taken over: set again below if so.
+        self.taken_over.discard(step_id)
         since = self._last_event_pk()
         others_idle = self._idle_slices(but=run.pk).exists()
         attempt = step_begin(step_id=step_id, worker=f"host:{next(self.workers)}")
@@ -452,36 +467,22 @@ class BudgetServices(RuleBasedStateMachine):
         after_step = Step.objects.get(pk=step_id)
         after_run, after_team = Run.objects.get(pk=run.pk), self._team()
 
-        if step.status == StepStatus.RUNNING:  # its worker died: a redelivery takes it over
-            assert reported == [], "a takeover passed the gate again"
-            if run.status == RunStatus.CANCELLED:
-                event("begin: crashed attempt of a cancelled run voided")
-                assert attempt is None
-                assert after_step.status == StepStatus.CANCELLED
-                assert after_run.reserved_usd == run.reserved_usd - step.reserved_usd
-                assert after_team.reserved_usd == team.reserved_usd - step.reserved_usd
-            elif step.redeliveries >= MAX_REDELIVERIES:
-                event("begin: step parked after too many redeliveries")
-                assert attempt is None
-                assert (after_run.status, after_run.error["type"]) == (RunStatus.FAILED, "StepCrashedError")
-                assert after_step.status == StepStatus.FAILED
-                assert after_run.reserved_usd == run.reserved_usd - step.reserved_usd
-                assert after_team.reserved_usd == team.reserved_usd - step.reserved_usd
-            else:
-                event("begin: crashed attempt taken over" + (f" ({step.role})" if step.role else ""))
-                self.taken_over.add(step_id)
-                assert attempt is not None, f"a crashed attempt of step {step_id} was not taken over"
-                assert attempt.number == step.attempts + 1
-                assert after_step.redeliveries == step.redeliveries + 1
-                # The same reservation carries over to the new attempt.
-                assert after_step.reserved_usd == step.reserved_usd
-                assert (after_run.reserved_usd, after_team.reserved_usd) == (run.reserved_usd, team.reserved_usd)
+        # Its worker died or was cut off: the crashed attempt is ended first, then the step may go
+        # through the gate again, from what that left.
+        taken_over = step.status == StepStatus.RUNNING
+        after = (after_step, after_run)
+        if taken_over and not self._crashed_attempt_ended(step, run, team, attempt, since, after=after):
+            assert reported == [], "a step set aside or parked passed the gate"
             return attempt
 
         assert step.status == StepStatus.PENDING and run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
         counted = counts_as_iteration(step.role)
         expected = self._admission(run, team, estimate, counted=counted)
         event(f"begin: {expected or 'admitted'}")
+        if taken_over:
+            event(f"begin: takeover {expected or 'admitted'}")
+            if expected is None:
+                self.taken_over.add(step_id)
         if step.role in TOOL_ROLES:
             event(f"begin: {step.role} {expected or 'admitted'}")
             if expected is None and run.iterations >= run.max_iterations:
@@ -495,9 +496,10 @@ class BudgetServices(RuleBasedStateMachine):
         if expected is None and self._at_an_enforce_budget(run, team, estimate):
             event("begin: admitted at exactly an enforce budget")  # "projected > budget" stops, "==" does not
         if expected is None and team.enforces_period_budget:
-            if after_run.held_usd > run.held_usd:
+            # (After a takeover, the crashed attempt's charge has moved the run's hold first.)
+            if not taken_over and after_run.held_usd > run.held_usd:
                 event("begin: drew a slice of the team's budget")
-            else:
+            elif not taken_over:
                 event("begin: admitted within the run's slice")
             if others_idle and not self._idle_slices(but=run.pk).exists():
                 event("begin: recalled other runs' idle slices")
@@ -523,6 +525,51 @@ class BudgetServices(RuleBasedStateMachine):
                 event(f"loop: stopped by enforce mid-loop ({step.role})")
         return attempt
 
+    def _crashed_attempt_ended(
+        self, step: Step, run: Run, team: Team, attempt: StepAttempt | None, since: int, *, after: tuple[Step, Run]
+    ) -> bool:
+        """A delivery found `step` running: its attempt's worker died or was cut off. That attempt, its
+        outcome unknown, is charged its reservation as an estimate; then the step is set aside (its run
+        was cancelled), or its run parked (past STEP_MAX_REDELIVERIES), or it goes through the gate again:
+        whether it did. `step`, `run` and `team` are brought to what that gate read; `after` is what the
+        delivery left."""
+        held, lost, model = step.reserved_usd, step.attempts, self.runs[run.pk]
+        after_step, after_run = after
+        charged = LedgerEntry.objects.filter(step_id=step.pk, attempt=lost).values_list("basis", "cost_usd")
+        assert list(charged) == ([(LedgerBasis.ESTIMATED, held)] if held else []), f"attempt {lost} of {step.pk}"
+        if held:
+            self.estimates[(step.pk, lost)] = held
+            model.spent += held
+            self.period_spent[self.period_start] += held
+            self._check_alerts(since, run, team)
+        run.spent_usd += held
+        run.reserved_usd -= held
+        team.reserved_usd -= held
+        if run.status == RunStatus.CANCELLED:
+            event("begin: crashed attempt of a cancelled run charged and set aside")
+            assert attempt is None
+            assert (after_step.status, after_step.error["type"]) == (StepStatus.CANCELLED, "StepCrashedError")
+            assert after_run.reserved_usd == run.reserved_usd
+            return False
+        if step.redeliveries >= MAX_REDELIVERIES:
+            event("begin: step parked after too many redeliveries")
+            assert attempt is None
+            assert (after_run.status, after_run.error["type"]) == (RunStatus.FAILED, "StepCrashedError")
+            assert after_step.status == StepStatus.FAILED
+            assert after_run.reserved_usd == run.reserved_usd
+            return False
+        event("begin: crashed attempt taken over" + (f" ({step.role})" if step.role else ""))
+        assert after_step.redeliveries == step.redeliveries + 1
+        step.status, step.redeliveries = StepStatus.PENDING, step.redeliveries + 1
+        return True
+
+    def _check_alerts(self, since: int, run: Run, team: Team) -> None:
+        """The threshold alerts recorded since event `since` by a charge to `run`: those newly reached."""
+        crossings = self._events_since(since, EventType.BUDGET_THRESHOLD_CROSSED)
+        alerted = [(crossing["scope"], crossing["threshold_pct"]) for crossing in crossings]
+        alerts = self._expected_alerts(run, team)
+        assert alerted == alerts, f"run {run.pk}: alerts {alerted}, expected {alerts}"
+
     def _work(self, data, attempt: StepAttempt, fate: str) -> None:
         """The admitted attempt's worker finishes its work: settles it, or fails."""
         if self.runs[attempt.run_id].kind.tools:
@@ -543,10 +590,7 @@ class BudgetServices(RuleBasedStateMachine):
         self.settled.append((attempt, result))
         model.spent += cost_of(model.kind, result.output_tokens) or ZERO
         self.period_spent[self.period_start] += cost_of(model.kind, result.output_tokens) or ZERO
-        crossings = self._events_since(since, EventType.BUDGET_THRESHOLD_CROSSED)
-        alerted = [(crossing["scope"], crossing["threshold_pct"]) for crossing in crossings]
-        alerts = self._expected_alerts(run_before, team_before)
-        assert alerted == alerts, f"run {attempt.run_id}: alerts {alerted}, expected {alerts}"
+        self._check_alerts(since, run_before, team_before)
 
         step.refresh_from_db()
         run = Run.objects.get(pk=attempt.run_id)
@@ -641,10 +685,7 @@ class BudgetServices(RuleBasedStateMachine):
         model.spent += cost
         self.period_spent[self.period_start] += cost
         if failure is None or usage is not None:  # a charge, or a settlement, records the alerts due
-            crossings = self._events_since(since, EventType.BUDGET_THRESHOLD_CROSSED)
-            alerted = [(crossing["scope"], crossing["threshold_pct"]) for crossing in crossings]
-            alerts = self._expected_alerts(run_before, team_before)
-            assert alerted == alerts, f"run {attempt.run_id}: alerts {alerted}, expected {alerts}"
+            self._check_alerts(since, run_before, team_before)
         entries = LedgerEntry.objects.filter(step_id=step.pk, attempt=attempt.number)
         assert list(entries.values_list("cost_usd", flat=True)) == ([] if usage is None else [cost])
 
@@ -923,7 +964,8 @@ class BudgetServices(RuleBasedStateMachine):
     @precondition(lambda self: self._dead())
     @rule(data=st.data())
     def redeliver_crashed_step(self, data):
-        """The broker redelivers a step whose worker died; the new worker settles it."""
+        """The broker redelivers a step whose worker died: the crashed attempt is charged its reservation,
+        the step goes through the gate again, and the new worker settles it."""
         self._deliver(data, self._dead(), "settles")
 
     @precondition(lambda self: self.live)
@@ -937,6 +979,122 @@ class BudgetServices(RuleBasedStateMachine):
             self._work(data, attempt, fate)
         else:
             del self.live[step_id]
+
+    @precondition(lambda self: self.live or self._steps(StepStatus.PENDING))
+    @rule(data=st.data(), fate=st.sampled_from(["settles", "settles", "fails", "keeps working", "dies"]))
+    def partition(self, data, fate):
+        """A worker at its step (in flight, or just admitted) is cut off from the broker and the database;
+        hearing nothing, the broker gives the step to another worker, whose own fate is `fate`. Its
+        delivery ends the cut-off attempt as crashed, charging its reservation as an estimate, and runs
+        the gate again. The cut-off worker is still calling its provider: its attempt is kept, to come
+        back later (`late_usage`), perhaps after its run has gone on, stopped or ended."""
+        step_id = data.draw(st.sampled_from(sorted(self.live) + self._steps(StepStatus.PENDING)), label="step")
+        if step_id not in self.live and self._deliver(data, [step_id], "keeps working") is None:
+            return  # the gate stopped its run: no worker to cut off
+        self.elsewhere.append(self.live.pop(step_id))
+        event("partition: a worker cut off")
+        self._deliver(data, [step_id], fate)
+
+    def _may_come_back_again(self) -> bool:
+        return bool(self.came_back) and self.calls["came back again"] < 4  # it moves no money: capped
+
+    @precondition(lambda self: self.elsewhere or self._may_come_back_again())
+    @rule(
+        data=st.data(),
+        ending=st.sampled_from(["result", "result", "provider error, billed", "provider error, nothing billed"]),
+    )
+    def late_usage(self, data, ending):
+        """An attempt cut off by a partition comes back: it settles its result, or, sometimes, a provider
+        error with the usage billed or none. Its usage corrects the estimate its takeover charged: a
+        `correction` entry for the difference, with its tokens (an unpriced attempt, which reserved and was
+        charged nothing, is charged its usage). The step and the run are not moved by it. Now and then one
+        that came back comes back again (its task retried): that changes nothing."""
+        if self._may_come_back_again() and (not self.elsewhere or data.draw(st.booleans(), label="again")):
+            self._came_back_again(data)
+            return
+        attempt = self.elsewhere.pop(data.draw(st.integers(0, len(self.elsewhere) - 1), label="cut off"))
+        key, model = (attempt.step_id, attempt.number), self.runs[attempt.run_id]
+        step, run, team = Step.objects.get(pk=attempt.step_id), Run.objects.get(pk=attempt.run_id), self._team()
+        end, billed, ending = self._late_ending(data, attempt, step, ending)
+        progress = self._progress(attempt)
+        since = self._last_event_pk()
+        end()
+        self.came_back.append((attempt, end))
+
+        estimate = self.estimates.get(key)
+        cost = None if billed is None else cost_of(model.kind, billed.output_tokens, billed.input_tokens)
+        if billed is None:
+            outcome, spent, expected = "nothing charged", ZERO, []
+        elif estimate is None:
+            outcome, spent, expected = "charged", cost or ZERO, [(LedgerBasis.REPORTED, cost, billed.output_tokens)]
+        else:
+            outcome, spent = "estimate corrected", cost - estimate
+            expected = [(LedgerBasis.CORRECTION, spent, billed.output_tokens)]
+            self.corrections[key] = spent
+        entries = LedgerEntry.objects.filter(step_id=step.pk, attempt=attempt.number)
+        entries = entries.exclude(basis=LedgerBasis.ESTIMATED)
+        assert list(entries.values_list("basis", "cost_usd", "output_tokens")) == expected
+        model.spent += spent
+        self.period_spent[self.period_start] += spent
+        # Spend may fall here, by the correction, and nowhere else (`_check_history`).
+        model.last_spent += spent
+        self.team_spent_seen += spent
+        assert Run.objects.get(pk=run.pk).spent_usd == run.spent_usd + spent
+        corrected = self._events_since(since, EventType.USAGE_CORRECTED)
+        assert [Decimal(payload["correction_usd"]) for payload in corrected] == [spent] * (key in self.corrections)
+        if expected:
+            self._check_alerts(since, run, team)
+        types = set(Event.objects.filter(run__team=self.team, pk__gt=since).values_list("type", flat=True))
+        assert types <= ({EventType.USAGE_CORRECTED, EventType.BUDGET_THRESHOLD_CROSSED} if expected else set())
+        assert self._progress(attempt) == progress, f"a late attempt of step {step.pk} moved its step or run"
+        later = " in a later period" if key in self.corrections and self._estimated_before_this_period(key) else ""
+        event(f"late usage: {ending}, {outcome}{later} (step {step.status}, run {run.status})")
+
+    def _late_ending(self, data, attempt: StepAttempt, step: Step, ending: str) -> tuple[partial, Usage | None, str]:
+        """How a cut-off attempt comes back: its settlement, or a provider error, as `ending` says; the
+        usage that bills, or None; and what it was."""
+        kind = self.runs[attempt.run_id].kind
+        if kind.tools and step.role != MODEL_CALL_ROLE:
+            # A tool listing or a tool call, which costs nothing here: no tool is priced.
+            nothing = CompletionResult(output=None, input_tokens=0, output_tokens=0)
+            return partial(step_settle, attempt=attempt, result=nothing), None, f"{step.role or 'tool_list'} result"
+        if kind.tools:
+            [result] = self._draw_model_answer(data, attempt, step, "settles")
+        else:
+            result = self._result(data, kind, step.agent)
+        if ending == "result":
+            return partial(step_settle, attempt=attempt, result=result), result, ending
+        # Billed, then failed (an answer that is no JSON); or its connection lost after the request was sent.
+        billed = result if ending == "provider error, billed" else None
+        error = ProviderError("upstream said no", retryable=True, usage=billed, outcome_unknown=billed is None)
+        return partial(step_provider_failed, attempt=attempt, error=error), billed, ending
+
+    def _came_back_again(self, data) -> None:
+        self.calls["came back again"] += 1
+        attempt, end = data.draw(st.sampled_from(self.came_back), label="came back")
+        progress, run = self._progress(attempt), Run.objects.get(pk=attempt.run_id)
+        entries = LedgerEntry.objects.filter(run_id=run.pk).count()
+        since = self._last_event_pk()
+        end()
+        assert LedgerEntry.objects.filter(run_id=run.pk).count() == entries
+        assert not Event.objects.filter(run__team=self.team, pk__gt=since).exists()
+        assert Run.objects.get(pk=run.pk).spent_usd == run.spent_usd
+        assert self._progress(attempt) == progress
+        event("late usage: came back again")
+
+    @staticmethod
+    def _progress(attempt: StepAttempt) -> tuple:
+        """What an attempt that no longer owns its step must leave as it is: the step's and its run's progress."""
+        run, step = Run.objects.get(pk=attempt.run_id), Step.objects.get(pk=attempt.step_id)
+        return (
+            (run.status, run.iterations, run.reserved_usd, run.output, run.error),
+            (run.checkpoints.count(), run.steps.count()),
+            (step.status, step.attempts, step.reserved_usd, step.output, step.error, step.redeliveries),
+        )
+
+    def _estimated_before_this_period(self, key: tuple[int, int]) -> bool:
+        estimated = LedgerEntry.objects.get(step_id=key[0], attempt=key[1], basis=LedgerBasis.ESTIMATED)
+        return estimated.created_at < self.period_start
 
     def _ended(self) -> list[int]:
         return self._steps(StepStatus.SUCCEEDED, StepStatus.BLOCKED, StepStatus.FAILED, StepStatus.CANCELLED)
@@ -1173,7 +1331,11 @@ class BudgetServices(RuleBasedStateMachine):
             team=self._team(),
             runs={run.pk: run for run in Run.objects.filter(team=self.team)},
             steps=list(Step.objects.filter(run__team=self.team).order_by("run_id", "sequence")),
-            entries=list(LedgerEntry.objects.filter(team=self.team).values("run_id", "step_id", "attempt", "cost_usd")),
+            entries=list(
+                LedgerEntry.objects.filter(team=self.team).values(
+                    "pk", "run_id", "step_id", "attempt", "cost_usd", "basis", "corrects_id"
+                )
+            ),
         )
         observed.exactly_unreserved = set(
             Run.objects.filter(team=self.team, reserved_usd=0).values_list("pk", flat=True)
@@ -1182,6 +1344,9 @@ class BudgetServices(RuleBasedStateMachine):
         observed.steps_of = defaultdict(list)
         for step in observed.steps:
             observed.steps_of[step.run_id].append(step)
+        observed.charges = Counter(
+            (entry["step_id"], entry["attempt"]) for entry in observed.entries if entry["basis"] in CHARGE_BASES
+        )
         return observed
 
     @invariant()
@@ -1201,8 +1366,7 @@ class BudgetServices(RuleBasedStateMachine):
         ledger_by_run = defaultdict(lambda: ZERO)
         for entry in seen.entries:
             ledger_by_run[entry["run_id"]] += entry["cost_usd"] or ZERO
-        attempts = Counter((entry["step_id"], entry["attempt"]) for entry in seen.entries)
-        assert all(count == 1 for count in attempts.values()), f"two ledger entries for one attempt: {attempts}"
+        self._check_charges(seen)
 
         for run_id, run in runs.items():
             steps = seen.steps_of[run_id]
@@ -1245,8 +1409,30 @@ class BudgetServices(RuleBasedStateMachine):
             step = next(step for step in seen.steps if step.pk == step_id)
             assert (step.status, step.attempts) == (StepStatus.RUNNING, attempt.number)
 
+    def _check_charges(self, seen: Observed) -> None:
+        """One charge per attempt; an estimate for each attempt this model saw crash, of its reservation; a
+        correction for each that came back with usage, of its estimate, by the difference; nothing else."""
+        assert all(count == 1 for count in seen.charges.values()), f"an attempt charged twice: {seen.charges}"
+        estimates = {
+            (entry["step_id"], entry["attempt"]): entry
+            for entry in seen.entries
+            if entry["basis"] == LedgerBasis.ESTIMATED
+        }
+        estimated = {key: entry["cost_usd"] for key, entry in estimates.items()}
+        assert estimated == self.estimates, f"estimated {estimated}, but this model charged {self.estimates}"
+        corrections = [entry for entry in seen.entries if entry["basis"] == LedgerBasis.CORRECTION]
+        corrected = Counter((entry["step_id"], entry["attempt"]) for entry in corrections)
+        assert all(count == 1 for count in corrected.values()), f"an estimate corrected twice: {corrected}"
+        for entry in corrections:
+            estimate = estimates[(entry["step_id"], entry["attempt"])]
+            assert entry["corrects_id"] == estimate["pk"], f"correction {entry['pk']} corrects another attempt's entry"
+            assert estimate["cost_usd"] + entry["cost_usd"] >= 0, f"correction {entry['pk']} takes its charge below 0"
+        corrections = {(entry["step_id"], entry["attempt"]): entry["cost_usd"] for entry in corrections}
+        assert corrections == self.corrections, f"corrections {corrections}, but this model made {self.corrections}"
+
     def _check_history(self, seen: Observed) -> None:
-        """Spend never decreases; final runs stay final; a succeeded step never runs or is charged again."""
+        """Spend never decreases (but by a correction, which `late_usage` allows for); final runs stay final;
+        a succeeded step never runs again, nor is its attempt charged again."""
         for run_id, run in seen.runs.items():
             model = self.runs[run_id]
             assert run.spent_usd >= model.last_spent, f"run {run_id}: spent fell {model.last_spent} -> {run.spent_usd}"
@@ -1259,16 +1445,17 @@ class BudgetServices(RuleBasedStateMachine):
         assert team_spent >= self.team_spent_seen
         self.team_spent_seen = team_spent
 
-        entries = Counter(entry["step_id"] for entry in seen.entries)
+        # Earlier attempts of a succeeded step may still be charged: those cut off that come back late.
+        charges = seen.charges
         for step in seen.steps:
             known = self.succeeded.get(step.pk)
             if known is not None:
                 assert step.status == StepStatus.SUCCEEDED, f"succeeded step {step.pk} is now {step.status}"
-                assert (step.attempts, entries[step.pk]) == (known.attempts, known.ledger_entries), (
+                assert (step.attempts, charges[(step.pk, step.attempts)]) == (known.attempts, known.charges), (
                     f"succeeded step {step.pk} ran again"
                 )
             elif step.status == StepStatus.SUCCEEDED:
-                self.succeeded[step.pk] = SucceededStep(step.attempts, entries[step.pk])
+                self.succeeded[step.pk] = SucceededStep(step.attempts, charges[(step.pk, step.attempts)])
 
     def _check_statuses(self, seen: Observed) -> None:
         """A run's status agrees with its steps: one open step while active, none once it stopped."""
@@ -1290,7 +1477,7 @@ class BudgetServices(RuleBasedStateMachine):
 def stateful_settings(**overrides) -> hypothesis_settings:
     randomize = os.environ.get("BUDGETSVC_STATEFUL_SEED_RANDOM") == "1"
     values = {
-        "max_examples": int(os.environ.get("BUDGETSVC_STATEFUL_EXAMPLES", "80")),
+        "max_examples": int(os.environ.get("BUDGETSVC_STATEFUL_EXAMPLES", "100")),
         "stateful_step_count": 50,
         "deadline": None,
         "derandomize": not randomize,
@@ -1332,11 +1519,19 @@ MUST_REACH = (  # parts of event names
     "begin: iteration_limit",
     "begin: crashed attempt taken over",
     "begin: step parked after too many redeliveries",
-    "begin: crashed attempt of a cancelled run voided",
+    "begin: crashed attempt of a cancelled run charged and set aside",
+    "begin: takeover admitted",
+    "begin: takeover budget_exceeded",  # the crashed attempt's charge leaves no room for another
     "settle: over its estimate",
     "with a step running",
     ": resumed",
     "duplicate settlement",
+    "partition: a worker cut off",
+    "late usage: result, estimate corrected",
+    "late usage: provider error, billed, estimate corrected",
+    "late usage: provider error, nothing billed, nothing charged",
+    "late usage: came back again",
+    "estimate corrected (step succeeded",  # after its takeover succeeded
     "period: next",
     "audit report: run",
     "threshold: run",
