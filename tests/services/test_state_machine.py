@@ -1023,6 +1023,7 @@ class BudgetServices(RuleBasedStateMachine):
 
         estimate = self.estimates.get(key)
         cost = None if billed is None else cost_of(model.kind, billed.output_tokens, billed.input_tokens)
+        booked = self.period_start
         if billed is None:
             outcome, spent, expected = "nothing charged", ZERO, []
         elif estimate is None:
@@ -1031,11 +1032,12 @@ class BudgetServices(RuleBasedStateMachine):
             outcome, spent = "estimate corrected", cost - estimate
             expected = [(LedgerBasis.CORRECTION, spent, billed.output_tokens)]
             self.corrections[key] = spent
+            booked = self._estimate_period(key)  # a correction counts when the estimate it corrects did
         entries = LedgerEntry.objects.filter(step_id=step.pk, attempt=attempt.number)
         entries = entries.exclude(basis=LedgerBasis.ESTIMATED)
         assert list(entries.values_list("basis", "cost_usd", "output_tokens")) == expected
         model.spent += spent
-        self.period_spent[self.period_start] += spent
+        self.period_spent[booked] += spent
         # Spend may fall here, by the correction, and nowhere else (`_check_history`).
         model.last_spent += spent
         self.team_spent_seen += spent
@@ -1093,8 +1095,12 @@ class BudgetServices(RuleBasedStateMachine):
         )
 
     def _estimated_before_this_period(self, key: tuple[int, int]) -> bool:
+        return self._estimate_period(key) < self.period_start
+
+    def _estimate_period(self, key: tuple[int, int]) -> datetime:
+        """The start of the team period the attempt's estimate was booked in."""
         estimated = LedgerEntry.objects.get(step_id=key[0], attempt=key[1], basis=LedgerBasis.ESTIMATED)
-        return estimated.created_at < self.period_start
+        return period_window(self._team().period, estimated.booked_at).start
 
     def _ended(self) -> list[int]:
         return self._steps(StepStatus.SUCCEEDED, StepStatus.BLOCKED, StepStatus.FAILED, StepStatus.CANCELLED)
