@@ -230,11 +230,19 @@ def test_an_enforce_budget_stops_before_the_re_run_and_a_resume_runs_it_with_the
     assert_invariants(run)
 
 
-def test_a_worker_killed_during_the_evaluator_s_call_is_redelivered_and_the_call_charged_once(team, worker_process):
+def test_a_worker_killed_during_the_evaluator_s_call_is_redelivered_and_the_killed_call_charged_its_estimate(
+    team, worker_process
+):
     data = yaml.safe_load(SOURCE)
     data["agents"][0]["dialog"]["mock"]["latency_ms"] = 4000
     version = workflow_create(team=team, definition=data)
-    run = run_start(team=team, workflow=version.workflow_id, inputs={"complaint": "My blender arrived broken."})
+    # Room beside the workflow's $1 for the killed call's estimate, which the evaluator's retry adds to.
+    run = run_start(
+        team=team,
+        workflow=version.workflow_id,
+        inputs={"complaint": "My blender arrived broken."},
+        limits={"budget_usd": "5"},
+    )
 
     evaluator = kill_worker_during(run, role="dialog")
 
@@ -245,12 +253,14 @@ def test_a_worker_killed_during_the_evaluator_s_call_is_redelivered_and_the_call
     assert run.status == "completed", run.error
     evaluator.refresh_from_db()
     assert (evaluator.attempts, evaluator.redeliveries) == (2, 1)
-    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt")) == [
-        ("assessor", 1),
-        ("assessor (dialog)", 2),
-        ("assessor", 1),
-        ("writer", 1),
+    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt", "basis")) == [
+        ("assessor", 1, "reported"),
+        ("assessor (dialog)", 1, "estimated"),
+        ("assessor (dialog)", 2, "reported"),
+        ("assessor", 1, "reported"),
+        ("writer", 1, "reported"),
     ]
     assert run.output["amount_usd"] == 320
-    assert run.spent_usd == Decimal("0.280000")
+    # What the calls reported, and the killed call's reservation.
+    assert run.spent_usd == Decimal("0.280000") + evaluator.estimate_usd
     assert_invariants(run)

@@ -334,7 +334,9 @@ def test_two_branches_chains_ending_at_once_end_their_group_exactly_once(team, m
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_during_a_branch_s_validator_call_is_redelivered_and_charged_once(team, worker_process):
+def test_a_worker_killed_during_a_branch_s_validator_call_is_redelivered_and_its_killed_call_estimated(
+    team, worker_process
+):
     from pathlib import Path
 
     import yaml
@@ -357,9 +359,12 @@ def test_a_worker_killed_during_a_branch_s_validator_call_is_redelivered_and_cha
     killed.refresh_from_db()
     assert (killed.status, killed.attempts, killed.redeliveries) == ("succeeded", 2, 1)
     assert run.output["lines"] == [{"text": "Une traduction"}] * 3
-    # One entry per step but the killed attempt, which never settled.
-    assert LedgerEntry.objects.filter(run=run).count() == run.steps.count() == 10
-    assert list(LedgerEntry.objects.filter(step=killed).values_list("attempt", flat=True)) == [2]
+    # One entry per step, and the killed attempt's estimate.
+    assert LedgerEntry.objects.filter(run=run).count() == run.steps.count() + 1 == 11
+    assert list(LedgerEntry.objects.filter(step=killed).values_list("attempt", "basis")) == [
+        (1, "estimated"),
+        (2, "reported"),
+    ]
     assert_invariants(run)
 
 

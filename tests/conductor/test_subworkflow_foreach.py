@@ -297,7 +297,9 @@ def test_an_enforce_stop_among_the_branches_resumes_their_subworkflows_where_the
     assert_invariants(run)
 
 
-def test_a_worker_killed_during_a_branchs_subworkflow_step_is_redelivered_and_charged_once(team, worker_process):
+def test_a_worker_killed_during_a_branchs_subworkflow_step_is_redelivered_and_its_killed_call_estimated(
+    team, worker_process
+):
     # The worker process answers with the fake's mocks: each responder the same.
     workflow_create(team=team, definition=HISTORY.replace("mock: {output_tokens: 100}", "mock: {output: {reply: x}, output_tokens: 100, latency_ms: 3000}", 1))
     version = workflow_create(team=team, definition=TRIAGE_HISTORY)
@@ -313,8 +315,16 @@ def test_a_worker_killed_during_a_branchs_subworkflow_step_is_redelivered_and_ch
     assert run.status == "completed", run.error
     killed.refresh_from_db()
     assert (killed.status, killed.attempts, killed.redeliveries) == ("succeeded", 2, 1)
-    assert list(LedgerEntry.objects.filter(step=killed).values_list("attempt", flat=True)) == [2]
-    expected = ["sorter", "report", *(f"replier[{i}]/{agent}" for i in range(3) for agent in ("history", "responder"))]
+    assert list(LedgerEntry.objects.filter(step=killed).values_list("attempt", "basis")) == [
+        (1, "estimated"),
+        (2, "reported"),
+    ]
+    expected = [
+        "sorter",
+        "report",
+        "replier[1]/history",  # the killed attempt's estimate
+        *(f"replier[{i}]/{agent}" for i in range(3) for agent in ("history", "responder")),
+    ]
     assert sorted(charged(run)) == sorted(expected)
     assert run.output["count"] == 3
     assert_invariants(run)

@@ -241,7 +241,9 @@ def test_a_parallel_group_ending_the_subworkflow_and_the_run_settles_from_what_w
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_during_a_branch_inside_a_subworkflow_is_redelivered_and_charged_once(team, worker_process):
+def test_a_worker_killed_during_a_branch_inside_a_subworkflow_is_redelivered_and_its_killed_call_estimated(
+    team, worker_process
+):
     import os
     import signal
     from pathlib import Path
@@ -272,8 +274,12 @@ def test_a_worker_killed_during_a_branch_inside_a_subworkflow_is_redelivered_and
     killed.refresh_from_db()
     assert (killed.status, killed.attempts, killed.redeliveries) == ("succeeded", 2, 1)
     assert run.output["quotes"] == [{"usd": 12}] * 3
-    assert LedgerEntry.objects.filter(run=run).count() == run.steps.count() - 1  # the scan step charges nothing
-    assert list(LedgerEntry.objects.filter(step=killed).values_list("attempt", flat=True)) == [2]
+    # The scan step charges nothing; the killed attempt is charged its estimate.
+    assert LedgerEntry.objects.filter(run=run).count() == run.steps.count()
+    assert list(LedgerEntry.objects.filter(step=killed).values_list("attempt", "basis")) == [
+        (1, "estimated"),
+        (2, "reported"),
+    ]
     assert_invariants(run)
 
 

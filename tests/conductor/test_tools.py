@@ -271,11 +271,13 @@ def test_a_worker_killed_mid_loop_loses_no_charged_call_and_the_loop_goes_on(
     assert run.status == "completed", run.error
     step.refresh_from_db()
     assert (step.attempts, step.redeliveries) == (2, 1)
-    # Each call charged once: the first model call before the kill, the second on its redelivery.
-    assert list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", "attempt")) == [
-        ("planner", 1),
-        ("planner", 2),
-        ("writer", 1),
+    # Each call charged once: the first model call before the kill, the second on its redelivery, and
+    # the killed attempt of the second, which may have been billed, its reservation as an estimate.
+    assert list(LedgerEntry.objects.filter(run=run).order_by("id").values_list("agent", "attempt", "basis")) == [
+        ("planner", 1, "reported"),
+        ("planner", 1, "estimated"),
+        ("planner", 2, "reported"),
+        ("writer", 1, "reported"),
     ]
     assert run.steps.filter(role="tool_call").count() == 1
     assert_invariants(run)

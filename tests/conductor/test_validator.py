@@ -218,7 +218,9 @@ def test_audit_mode_reports_at_the_validator_s_call_where_enforce_would_stop_and
     assert_invariants(run)
 
 
-def test_a_worker_killed_during_the_validator_s_call_is_redelivered_and_the_call_charged_once(team, worker_process):
+def test_a_worker_killed_during_the_validator_s_call_is_redelivered_and_the_killed_call_charged_its_estimate(
+    team, worker_process
+):
     data = yaml.safe_load(SOURCE)
     data["agents"][0]["validator"]["mock"]["latency_ms"] = 4000
     version = workflow_create(team=team, definition=data)
@@ -230,12 +232,15 @@ def test_a_worker_killed_during_the_validator_s_call_is_redelivered_and_the_call
     assert run.status == "completed", run.error
     validator.refresh_from_db()
     assert (validator.attempts, validator.redeliveries) == (2, 1)
-    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt")) == [
-        ("drafter", 1),
-        ("drafter (validator)", 2),
-        ("drafter", 1),
-        ("announcer", 1),
+    assert list(run.ledger_entries.order_by("id").values_list("agent", "attempt", "basis")) == [
+        ("drafter", 1, "reported"),
+        ("drafter (validator)", 1, "estimated"),
+        ("drafter (validator)", 2, "reported"),
+        ("drafter", 1, "reported"),
+        ("announcer", 1, "reported"),
     ]
     assert run.output["notes"] == SECOND
-    assert run.spent_usd == Decimal("0.262000")
+    # What the calls reported, and the killed call's reservation.
+    killed = run.ledger_entries.get(basis="estimated")
+    assert (killed.cost_usd, run.spent_usd) == (validator.estimate_usd, Decimal("0.262000") + validator.estimate_usd)
     assert_invariants(run)
