@@ -57,8 +57,40 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = env.bool("DJANGO_SECURE_CONTENT_TYPE_NOSNIFF", default=True)
 SECURE_REFERRER_POLICY = env("DJANGO_SECURE_REFERRER_POLICY", default="same-origin")
 SECURE_CROSS_ORIGIN_OPENER_POLICY = env("DJANGO_SECURE_CROSS_ORIGIN_OPENER_POLICY", default="same-origin")
+
+# The admin's two cookies, each setting from DJANGO_<setting>; the defaults are Django's, except that
+# the session ends after 12 hours rather than two weeks (an admin session can adjust the ledger).
+SAME_SITE_VALUES = ("Lax", "Strict", "None")
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=False)
+SESSION_COOKIE_HTTPONLY = env.bool("DJANGO_SESSION_COOKIE_HTTPONLY", default=True)
+SESSION_COOKIE_SAMESITE = env("DJANGO_SESSION_COOKIE_SAMESITE", default="Lax")
+SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_COOKIE_AGE", default=12 * 3600)
+SESSION_COOKIE_NAME = env("DJANGO_SESSION_COOKIE_NAME", default="sessionid")
+SESSION_COOKIE_DOMAIN = env("DJANGO_SESSION_COOKIE_DOMAIN", default=None)
+SESSION_COOKIE_PATH = env("DJANGO_SESSION_COOKIE_PATH", default="/")
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("DJANGO_SESSION_EXPIRE_AT_BROWSER_CLOSE", default=False)
 CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=False)
+CSRF_COOKIE_HTTPONLY = env.bool("DJANGO_CSRF_COOKIE_HTTPONLY", default=False)
+CSRF_COOKIE_SAMESITE = env("DJANGO_CSRF_COOKIE_SAMESITE", default="Lax")
+CSRF_COOKIE_AGE = env.int("DJANGO_CSRF_COOKIE_AGE", default=52 * 7 * 24 * 3600)
+CSRF_COOKIE_NAME = env("DJANGO_CSRF_COOKIE_NAME", default="csrftoken")
+CSRF_COOKIE_DOMAIN = env("DJANGO_CSRF_COOKIE_DOMAIN", default=None)
+CSRF_COOKIE_PATH = env("DJANGO_CSRF_COOKIE_PATH", default="/")
+CSRF_USE_SESSIONS = env.bool("DJANGO_CSRF_USE_SESSIONS", default=False)
+
+
+def check_cookie(name: str, *, same_site: str, secure: bool, age: int) -> None:
+    if same_site not in SAME_SITE_VALUES:
+        raise ImproperlyConfigured(f"DJANGO_{name}_COOKIE_SAMESITE must be one of {', '.join(SAME_SITE_VALUES)}.")
+    # Browsers drop a SameSite=None cookie that is not Secure, which would make the admin unusable.
+    if same_site == "None" and not secure:
+        raise ImproperlyConfigured(f"DJANGO_{name}_COOKIE_SAMESITE=None needs DJANGO_{name}_COOKIE_SECURE=true.")
+    if age < 60:
+        raise ImproperlyConfigured(f"DJANGO_{name}_COOKIE_AGE must be at least 60 seconds.")
+
+
+check_cookie("SESSION", same_site=SESSION_COOKIE_SAMESITE, secure=SESSION_COOKIE_SECURE, age=SESSION_COOKIE_AGE)
+check_cookie("CSRF", same_site=CSRF_COOKIE_SAMESITE, secure=CSRF_COOKIE_SECURE, age=CSRF_COOKIE_AGE)
 
 DJANGO_APPS = [
     "django.contrib.admin",

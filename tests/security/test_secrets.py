@@ -190,7 +190,8 @@ def test_the_production_settings_in_operations_md_pass_check_deploy_without_a_wa
     assert not (tmp_path / "var" / "secret-key").exists() and not (tmp_path / "var" / "credentials-key").exists()
 
 
-# Every SECURE_* setting Django has, with its variable and a value other than the default.
+# Every SECURE_* setting and every setting of the session and CSRF cookies Django has, with its
+# variable and a value other than the default. The language cookie is left out: no view sets it.
 SECURE_SETTINGS_FROM_THE_ENVIRONMENT = {
     "SECURE_CONTENT_TYPE_NOSNIFF": ("DJANGO_SECURE_CONTENT_TYPE_NOSNIFF", "false", False),
     "SECURE_CROSS_ORIGIN_OPENER_POLICY": ("DJANGO_SECURE_CROSS_ORIGIN_OPENER_POLICY", "same-origin-allow-popups", "same-origin-allow-popups"),
@@ -203,12 +204,27 @@ SECURE_SETTINGS_FROM_THE_ENVIRONMENT = {
     "SECURE_SSL_HOST": ("DJANGO_SECURE_SSL_HOST", "secure.example.com", "secure.example.com"),
     "SECURE_SSL_REDIRECT": ("DJANGO_SECURE_SSL_REDIRECT", "true", True),
     "SESSION_COOKIE_SECURE": ("DJANGO_SESSION_COOKIE_SECURE", "true", True),
+    "SESSION_COOKIE_HTTPONLY": ("DJANGO_SESSION_COOKIE_HTTPONLY", "false", False),
+    "SESSION_COOKIE_SAMESITE": ("DJANGO_SESSION_COOKIE_SAMESITE", "None", "None"),
+    "SESSION_COOKIE_AGE": ("DJANGO_SESSION_COOKIE_AGE", "3600", 3600),
+    "SESSION_COOKIE_NAME": ("DJANGO_SESSION_COOKIE_NAME", "__Host-budgetsvc-session", "__Host-budgetsvc-session"),
+    "SESSION_COOKIE_DOMAIN": ("DJANGO_SESSION_COOKIE_DOMAIN", "budget.example.com", "budget.example.com"),
+    "SESSION_COOKIE_PATH": ("DJANGO_SESSION_COOKIE_PATH", "/admin/", "/admin/"),
+    "SESSION_EXPIRE_AT_BROWSER_CLOSE": ("DJANGO_SESSION_EXPIRE_AT_BROWSER_CLOSE", "true", True),
     "CSRF_COOKIE_SECURE": ("DJANGO_CSRF_COOKIE_SECURE", "true", True),
+    "CSRF_COOKIE_HTTPONLY": ("DJANGO_CSRF_COOKIE_HTTPONLY", "true", True),
+    "CSRF_COOKIE_SAMESITE": ("DJANGO_CSRF_COOKIE_SAMESITE", "Strict", "Strict"),
+    "CSRF_COOKIE_AGE": ("DJANGO_CSRF_COOKIE_AGE", "86400", 86400),
+    "CSRF_COOKIE_NAME": ("DJANGO_CSRF_COOKIE_NAME", "__Host-budgetsvc-csrf", "__Host-budgetsvc-csrf"),
+    "CSRF_COOKIE_DOMAIN": ("DJANGO_CSRF_COOKIE_DOMAIN", "budget.example.com", "budget.example.com"),
+    "CSRF_COOKIE_PATH": ("DJANGO_CSRF_COOKIE_PATH", "/admin/", "/admin/"),
+    "CSRF_USE_SESSIONS": ("DJANGO_CSRF_USE_SESSIONS", "true", True),
 }
 
 
-def test_every_secure_setting_is_read_from_the_environment(tmp_path):
-    assert {name for name in dir(global_settings) if name.startswith("SECURE_")} <= SECURE_SETTINGS_FROM_THE_ENVIRONMENT.keys()
+def test_every_secure_and_cookie_setting_is_read_from_the_environment(tmp_path):
+    django_has = {name for name in dir(global_settings) if name.startswith(("SECURE_", "SESSION_COOKIE_", "CSRF_COOKIE_"))}
+    assert django_has | {"SESSION_EXPIRE_AT_BROWSER_CLOSE", "CSRF_USE_SESSIONS"} <= SECURE_SETTINGS_FROM_THE_ENVIRONMENT.keys()
     env = {**fresh_machine_env(tmp_path / "var"), **{variable: value for variable, value, _ in SECURE_SETTINGS_FROM_THE_ENVIRONMENT.values()}}
     names = list(SECURE_SETTINGS_FROM_THE_ENVIRONMENT)
 
@@ -218,6 +234,26 @@ def test_every_secure_setting_is_read_from_the_environment(tmp_path):
     )
 
     assert json.loads(shown) == {name: expected for name, (_, _, expected) in SECURE_SETTINGS_FROM_THE_ENVIRONMENT.items()}
+
+
+@pytest.mark.parametrize(
+    ("variables", "refusal"),
+    [
+        ({"DJANGO_SESSION_COOKIE_SAMESITE": "lax"}, "DJANGO_SESSION_COOKIE_SAMESITE must be one of Lax, Strict, None."),
+        ({"DJANGO_CSRF_COOKIE_SAMESITE": "None"}, "DJANGO_CSRF_COOKIE_SAMESITE=None needs DJANGO_CSRF_COOKIE_SECURE=true."),
+        ({"DJANGO_SESSION_COOKIE_AGE": "0"}, "DJANGO_SESSION_COOKIE_AGE must be at least 60 seconds."),
+    ],
+)
+def test_a_cookie_setting_a_browser_would_drop_or_misread_stops_the_service_at_start(tmp_path, variables, refusal):
+    env = {**fresh_machine_env(tmp_path / "var"), **variables}
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; settings.SESSION_COOKIE_AGE"],
+        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    assert f"ImproperlyConfigured: {refusal}" in done.stderr
 
 
 @pytest.mark.django_db(transaction=True)
