@@ -172,6 +172,20 @@ def test_an_attempt_whose_worker_died_is_sent_again_once_its_lease_passes(team, 
     assert sweep_sends(django_capture_on_commit_callbacks, now=T0 + timedelta(seconds=50)) == [delivery.pk]
 
 
+def test_a_delivery_whose_last_attempt_died_with_its_worker_is_dead_without_another(team, settings):
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    with receiving(204) as receiver:
+        point(team, receiver.url)
+        delivery = alert(team)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=3, next_attempt_at=T0)
+
+        assert webhook_attempt(delivery_id=delivery.pk) == "dead"
+
+    assert receiver.received == []
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("dead", 3, None)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_messages_for_one_delivery_make_one_attempt(team):
     with receiving(204, delay=1) as receiver:

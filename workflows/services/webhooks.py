@@ -100,6 +100,11 @@ def webhook_attempt(*, delivery_id: int) -> str | None:
     url = delivery.team.webhook_url
     number = delivery.attempts + 1
     claimed = WebhookDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts, status=delivery.status)
+    if delivery.attempts - delivery.resent_after_attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        # Its last attempt's worker died before recording an outcome: that attempt counted.
+        if claimed.update(status=DeliveryStatus.DEAD, next_attempt_at=None, finished_at=now):
+            return DeliveryStatus.DEAD
+        return None
     if not url:
         # Nowhere to send it: it waits, dead, for a resend once the team has a URL again.
         if claimed.update(attempts=number, status=DeliveryStatus.DEAD, next_attempt_at=None, finished_at=now):
