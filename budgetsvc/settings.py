@@ -263,6 +263,11 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10)
 # After a rotation the previous webhook secret signs beside the new one for this long.
 WEBHOOK_SECRET_ROTATION_HOURS = env.float("WEBHOOK_SECRET_ROTATION_HOURS", default=24)
+if WEBHOOK_MAX_ATTEMPTS < 1 or WEBHOOK_SECRET_ROTATION_HOURS < 0 or WEBHOOK_SWEEP_INTERVAL_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "WEBHOOK_MAX_ATTEMPTS must be at least 1, WEBHOOK_SECRET_ROTATION_HOURS at least 0, and "
+        "WEBHOOK_SWEEP_INTERVAL_SECONDS above 0."
+    )
 DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", default=256 * 1024)
 # The largest a YAML definition may be once its aliases are expanded (what is stored and loaded).
 DEFINITION_MAX_EXPANDED_BYTES = env.int("DEFINITION_MAX_EXPANDED_BYTES", default=1024 * 1024)
