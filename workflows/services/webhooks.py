@@ -107,12 +107,13 @@ def webhook_attempt(*, delivery_id: int) -> str | None:
         return None
     if not url:
         # Nowhere to send it: it waits, dead, for a resend once the team has a URL again.
-        if claimed.update(attempts=number, status=DeliveryStatus.DEAD, next_attempt_at=None, finished_at=now):
+        with transaction.atomic():
+            if not claimed.update(attempts=number, status=DeliveryStatus.DEAD, next_attempt_at=None, finished_at=now):
+                return None
             WebhookAttempt.objects.create(
                 delivery=delivery, number=number, error="Not sent: the team has no webhook URL any more.", duration_ms=0
             )
-            return DeliveryStatus.DEAD
-        return None
+        return DeliveryStatus.DEAD
     lease_end = now + timedelta(seconds=4 * settings.WEBHOOK_TIMEOUT_SECONDS) + ATTEMPT_LEASE_MARGIN
     if not claimed.update(attempts=number, next_attempt_at=lease_end, url=url):
         return None  # another message's attempt took it
