@@ -265,6 +265,10 @@ TEAM_SLICE_STEPS = env.int("TEAM_SLICE_STEPS", default=16)
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=15)
 # A pending step sent longer ago than this lost its message; keep it above the longest queue wait.
 SWEEP_PENDING_AFTER_SECONDS = env.int("SWEEP_PENDING_AFTER_SECONDS", default=60)
+# Webhook deliveries (workflows/services/webhooks.py): the sweep sends each due attempt, and sends
+# again a delivery whose message has not started an attempt WEBHOOK_LOST_AFTER_SECONDS after it was sent.
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=5)
+WEBHOOK_LOST_AFTER_SECONDS = env.int("WEBHOOK_LOST_AFTER_SECONDS", default=300)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-steps": {
         "task": "workflows.sweep_stuck_steps",
@@ -277,11 +281,25 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600,
         "options": {"expires": 3600},
     },
+    # Webhook deliveries: every retry, and every first attempt whose message was lost.
+    "sweep-webhook-deliveries": {
+        "task": "workflows.sweep_webhook_deliveries",
+        "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": WEBHOOK_SWEEP_INTERVAL_SECONDS},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)
-WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+# Twelve attempts, the waits doubling from 10 s, span about 5 hours and 40 minutes.
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10)
+# After a rotation the previous webhook secret signs beside the new one for this long.
+WEBHOOK_SECRET_ROTATION_HOURS = env.float("WEBHOOK_SECRET_ROTATION_HOURS", default=24)
+if WEBHOOK_MAX_ATTEMPTS < 1 or WEBHOOK_SECRET_ROTATION_HOURS < 0 or WEBHOOK_SWEEP_INTERVAL_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "WEBHOOK_MAX_ATTEMPTS must be at least 1, WEBHOOK_SECRET_ROTATION_HOURS at least 0, and "
+        "WEBHOOK_SWEEP_INTERVAL_SECONDS above 0."
+    )
 DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", default=256 * 1024)
 # The largest a YAML definition may be once its aliases are expanded (what is stored and loaded).
 DEFINITION_MAX_EXPANDED_BYTES = env.int("DEFINITION_MAX_EXPANDED_BYTES", default=1024 * 1024)

@@ -1,4 +1,3 @@
-import secrets
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,6 +12,7 @@ from workflows.definition.providers import ROUTABLE
 from workflows.definition.dialog import DIALOG_ROLE, REPLY_ROLE
 from workflows.definition.tools import MAX_MCP_TEXT_CHARS, MODEL_CALL_ROLE, SERVER_NAME, TOOL_CALL_ROLE
 from workflows.definition.validation import RERUN_ROLE, VALIDATOR_ROLE
+from workflows.webhook_signing import new_webhook_secret
 
 
 def money_field(**kwargs) -> models.DecimalField:
@@ -33,10 +33,6 @@ class Period(models.TextChoices):
 
 def default_alert_thresholds() -> list[int]:
     return [50, 80, 100]
-
-
-def new_webhook_secret() -> str:
-    return secrets.token_hex(32)
 
 
 class Team(models.Model):
@@ -64,7 +60,10 @@ class Team(models.Model):
         default=default_alert_thresholds, help_text="Percentages of a budget that raise an alert when spend crosses them."
     )
     webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON, signed with the secret.")
-    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    webhook_secret = models.CharField(max_length=128, default=new_webhook_secret)
+    # After a rotation the replaced secret signs too, beside the new one, until it expires.
+    webhook_previous_secret = models.CharField(max_length=128, blank=True)
+    webhook_previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     # Staff users who are not superusers see and change, in the admin, only the teams they are listed on.
     staff = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
@@ -808,9 +807,14 @@ class BudgetChange(models.Model):
 
 
 class DeliveryStatus(models.TextChoices):
-    PENDING = "pending"
+    PENDING = "pending"  # no attempt of its current set has ended yet
     DELIVERED = "delivered"
-    FAILED = "failed"
+    FAILED = "failed"  # its last attempt failed; tried again at next_attempt_at
+    DEAD = "dead"  # no attempts left, or refused: only a resend from the admin sends it again
+
+
+# The statuses of a delivery that is still to be sent (workflows/services/webhooks.py).
+UNDELIVERED_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 
 
 class WebhookDelivery(models.Model):
@@ -821,13 +825,31 @@ class WebhookDelivery(models.Model):
     url = models.URLField()
     body = models.TextField(help_text="The exact JSON sent and signed.")
     status = models.CharField(max_length=20, choices=DeliveryStatus, default=DeliveryStatus.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts started, resends' included.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the next attempt is due; while one runs, when it is given up for lost. Empty once "
+        "delivered or dead.",
+    )
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When a message to attempt it was last sent.")
+    # A resend from the admin gives a dead delivery a fresh set of attempts, counted from here.
+    resent_after_attempts = models.PositiveIntegerField(default=0)
+    resent_at = models.DateTimeField(null=True, blank=True)
+    resent_by = models.CharField(max_length=200, blank=True)
 
     class Meta:
         verbose_name_plural = "webhook deliveries"
         ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_delivery_due",
+                condition=Q(status__in=["pending", "failed"]),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"delivery {self.pk} to {self.url} ({self.status})"

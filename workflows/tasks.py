@@ -7,10 +7,10 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from workflows.services import sweeper
-from workflows.services.alerts import webhook_attempt
 from workflows.services.idempotency import idempotency_keys_purge
 from workflows.services.locks import step_attempt_lock
 from workflows.services.steps import step_execute
+from workflows.services.webhooks import webhook_attempt, webhook_deliveries_sweep
 
 # A duplicate delivery of a step whose attempt is alive elsewhere looks again this often, for as
 # long as that attempt may run, so the step is never left with no delivery that can finish it.
@@ -59,8 +59,12 @@ def purge_idempotency_keys() -> None:
     idempotency_keys_purge()
 
 
-@shared_task(bind=True, name="workflows.deliver_webhook", acks_late=True, max_retries=None)
-def deliver_webhook(self, delivery_id: int) -> None:
-    # The delivery row bounds the attempts (WEBHOOK_MAX_ATTEMPTS); here only the backoff between them.
-    if not webhook_attempt(delivery_id=delivery_id):
-        raise self.retry(countdown=settings.WEBHOOK_RETRY_BASE_SECONDS * 2**self.request.retries)
+# No retries: a failed attempt sets when the next is due, and the webhook sweep sends it then.
+@shared_task(name="workflows.deliver_webhook", acks_late=True)
+def deliver_webhook(delivery_id: int) -> None:
+    webhook_attempt(delivery_id=delivery_id)
+
+
+@shared_task(name="workflows.sweep_webhook_deliveries")
+def sweep_webhook_deliveries() -> None:
+    webhook_deliveries_sweep()

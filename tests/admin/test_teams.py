@@ -9,6 +9,7 @@ from tests.factories import workflow_version
 from workflows.admin.teams import TeamAdmin
 from workflows.models import ApiKey, BudgetChange, Run, Team
 from workflows.services.periods import period_window
+from workflows.webhook_signing import webhook_key
 
 pytestmark = pytest.mark.django_db
 
@@ -166,7 +167,7 @@ def test_a_new_team_gets_a_webhook_secret(admin_client):
         {"name": "initech", "period": "month", "period_mode": "audit", "alert_thresholds": "[50, 100]"},
     )
     assert response.status_code == 302
-    assert len(Team.objects.get(name="initech").webhook_secret) == 64
+    assert len(webhook_key(Team.objects.get(name="initech").webhook_secret)) == 32
 
 
 def test_an_operator_routes_a_teams_copilot_on_its_page_and_the_api_shows_it(admin_client, team, api):

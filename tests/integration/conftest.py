@@ -24,6 +24,13 @@ def celery_worker(transactional_db):
         yield worker
 
 
+@pytest.fixture
+def webhook_sweep_beat(celery_process):
+    """A real `celery beat` sending the webhook sweep every half second (to the test's queue, where the
+    test's worker runs it): every webhook retry and every lost delivery goes through it."""
+    yield celery_process("beat", env={"WEBHOOK_SWEEP_INTERVAL_SECONDS": "0.5"})
+
+
 def service_env(var_dir: Path) -> dict:
     """Environment for service processes started by a test: the test's own database, broker and queue."""
     db = connection.settings_dict

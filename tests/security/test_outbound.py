@@ -23,10 +23,11 @@ from tests.providers.wire import Answer, WireServer, openai_completion, openai_e
 from tests.resolver import PUBLIC_ADDRESS
 from workflows.errors import OutboundRefused
 from workflows.models import DeliveryStatus, EventType, Price, ProviderCredential, Run, Team, WebhookDelivery
-from workflows.services.alerts import alert_send, check_webhook_url, webhook_attempt
+from workflows.services.alerts import alert_send, check_webhook_url
 from workflows.services.credentials import credential_set
 from workflows.services.events import event_record
 from workflows.services.runs import run_start
+from workflows.services.webhooks import webhook_attempt
 from workflows.services.workflows import workflow_create
 
 pytestmark = pytest.mark.django_db
@@ -305,7 +306,7 @@ def test_a_base_url_that_resolves_to_loopback_after_saving_is_never_called(team,
     assert_invariants(run)
 
 
-def test_a_webhook_that_resolves_to_loopback_after_saving_fails_its_delivery_at_once(team, resolver, receivers):
+def test_a_webhook_that_resolves_to_loopback_after_saving_is_dead_at_once(team, resolver, receivers):
     receiver = receivers()
     resolver.names["hook.example"] = [PUBLIC_ADDRESS]
     check_webhook_url(url=f"http://hook.example:{receiver.port}/budget")
@@ -314,10 +315,10 @@ def test_a_webhook_that_resolves_to_loopback_after_saving_fails_its_delivery_at_
     delivery = delivery_for(team)
     resolver.names["hook.example"] = [PUBLIC_ADDRESS, "127.0.0.1"]
 
-    assert webhook_attempt(delivery_id=delivery.pk) is True  # finished: not tried again
+    assert webhook_attempt(delivery_id=delivery.pk) == DeliveryStatus.DEAD  # not tried again
 
     delivery.refresh_from_db()
-    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 1)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DEAD, 1)
     [attempt] = delivery.attempt_log.all()
     assert attempt.status_code is None
     assert attempt.error.startswith("Refused: The host hook.example resolves to a loopback address")
@@ -334,7 +335,7 @@ def test_a_name_that_stops_resolving_is_tried_again_not_refused(team, wire, pric
     delivery = delivery_for(team)
     del resolver.names["flaky.test"]
 
-    assert webhook_attempt(delivery_id=delivery.pk) is False  # pending: tried again later
+    assert webhook_attempt(delivery_id=delivery.pk) == DeliveryStatus.FAILED  # tried again later
     [attempt] = delivery.attempt_log.all()
     assert attempt.error == "The host flaky.test could not be resolved."
 
@@ -365,7 +366,7 @@ def test_the_request_goes_to_the_address_that_was_checked(team, receivers, monke
     team.save(update_fields=["webhook_url"])
     delivery = delivery_for(team)
 
-    assert webhook_attempt(delivery_id=delivery.pk) is True
+    assert webhook_attempt(delivery_id=delivery.pk) == DeliveryStatus.DELIVERED
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.DELIVERED
     assert lookups == ["twice.example"] and receiver.hits == ["/budget"]
@@ -382,7 +383,7 @@ def test_a_webhook_redirect_is_not_followed(team, receivers, nothing_allowed):
     team.save(update_fields=["webhook_url"])
     delivery = delivery_for(team)
 
-    assert webhook_attempt(delivery_id=delivery.pk) is False  # a failed attempt, tried again later
+    assert webhook_attempt(delivery_id=delivery.pk) == DeliveryStatus.FAILED  # tried again later
 
     [attempt] = delivery.attempt_log.all()
     assert attempt.status_code == 302
@@ -419,7 +420,7 @@ def test_a_webhook_answer_is_never_read_so_an_endless_body_cannot_hold_the_worke
     team.save(update_fields=["webhook_url"])
     delivery = delivery_for(team)
 
-    assert webhook_attempt(delivery_id=delivery.pk) is True
+    assert webhook_attempt(delivery_id=delivery.pk) == DeliveryStatus.DELIVERED
 
     [attempt] = delivery.attempt_log.all()
     assert (attempt.status_code, attempt.error) == (200, "")
@@ -441,7 +442,7 @@ def test_an_allowed_host_and_port_is_reached_and_no_other_port(team, resolver, r
     team.webhook_url = f"http://hooks.internal:{allowed.port}/budget"
     team.save(update_fields=["webhook_url"])
     delivery = delivery_for(team)
-    assert webhook_attempt(delivery_id=delivery.pk) is True
+    assert webhook_attempt(delivery_id=delivery.pk) == DeliveryStatus.DELIVERED
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.DELIVERED and allowed.hits == ["/budget"]
 

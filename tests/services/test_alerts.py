@@ -11,10 +11,10 @@ from django.db import connection, transaction
 from tests.factories import THREE_STEP_YAML, workflow_version
 from workflows.models import Team, ThresholdCrossing, WebhookDelivery
 from workflows.providers import CompletionResult, get_provider
-from workflows.services.alerts import webhook_attempt
 from workflows.services.runs import run_start
 from workflows.services.steps import step_begin, step_settle
 from workflows.services.teams import team_budgets_update
+from workflows.services.webhooks import webhook_attempt
 
 pytestmark = pytest.mark.django_db
 
@@ -74,9 +74,9 @@ def test_an_endpoint_that_does_not_speak_http_is_a_failed_attempt_to_retry(hooke
     step_settle(attempt=step_begin(step_id=run.steps.get().pk, worker="w:1"), result=RESULT)
     step_begin(step_id=run.steps.get(sequence=2).pk, worker="w:1")
     delivery = WebhookDelivery.objects.get()
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(url=garbage_endpoint)
+    Team.objects.filter(pk=hooked_team.pk).update(webhook_url=garbage_endpoint)
 
-    assert webhook_attempt(delivery_id=delivery.pk) is False
+    assert webhook_attempt(delivery_id=delivery.pk) == "failed"
     [attempt] = delivery.attempt_log.all()
     assert attempt.status_code is None
     assert "RemoteProtocolError: illegal status line" in attempt.error

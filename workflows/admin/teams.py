@@ -3,6 +3,9 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from workflows import outbound
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, TeamScopedInline, format_usd
@@ -11,13 +14,14 @@ from workflows.errors import OutboundRefused, ValidationFailed
 from workflows.models import (
     ApiKey,
     BudgetChange,
+    DeliveryStatus,
     ProviderCredential,
     ProviderRoute,
     Team,
     TeamToolServer,
     ThresholdCrossing,
 )
-from workflows.services.alerts import check_webhook_url, webhook_secret_rotate
+from workflows.services.alerts import check_webhook_url
 from workflows.services.credentials import (
     check_base_url,
     check_credential_update,
@@ -40,6 +44,7 @@ from workflows.services.teams import (
     check_team_budgets,
     team_budgets_update,
 )
+from workflows.services.webhooks import webhook_secret_rotate
 from workflows.services.workflows import workflows_off_their_endpoint
 
 # Each secret shown once; the message is the only place it appears.
@@ -180,7 +185,7 @@ class TeamAdmin(TeamScopedAdmin):
     ]
     list_filter = ["default_budget_mode", "period", "period_mode"]
     search_fields = ["name"]
-    readonly_fields = ["webhook_secret_hint"]
+    readonly_fields = ["webhook_secret_hint", "dead_webhook_deliveries"]
     filter_horizontal = ["staff"]
     # Staff of a team must not add others to it, nor let it price its own calls below the table.
     superuser_only_fields = ("staff", "may_override_prices", "may_run_scripts")
@@ -207,7 +212,7 @@ class TeamAdmin(TeamScopedAdmin):
                 "fields": ["period_budget_usd", "period", "period_mode"],
             },
         ),
-        ("Alerts", {"fields": ["alert_thresholds", "webhook_url", "webhook_secret_hint"]}),
+        ("Alerts", {"fields": ["alert_thresholds", "webhook_url", "webhook_secret_hint", "dead_webhook_deliveries"]}),
         (
             "Staff",
             {
@@ -264,16 +269,45 @@ class TeamAdmin(TeamScopedAdmin):
 
     @admin.display(description="Webhook secret")
     def webhook_secret_hint(self, team: Team) -> str:
-        return (
+        hint = (
             f"{key_hint(team.webhook_secret)}: shown once, when the team is created and each time the secret is "
             "rotated (the action “Rotate the webhook secret” of the team list)."
+        )
+        expires_at = team.webhook_previous_secret_expires_at
+        if team.webhook_previous_secret and expires_at > timezone.now():
+            hint += (
+                f" The previous secret, {key_hint(team.webhook_previous_secret)}, signs every attempt too until "
+                f"{expires_at:%Y-%m-%d %H:%M:%S} UTC."
+            )
+        return hint
+
+    @admin.display(description="Dead webhook deliveries")
+    def dead_webhook_deliveries(self, team: Team) -> str:
+        dead = team.webhook_deliveries.filter(status=DeliveryStatus.DEAD).count()
+        if not dead:
+            return "none"
+        url = reverse("admin:workflows_webhookdelivery_changelist")
+        return format_html(
+            '<a href="{}?team__id__exact={}&amp;status__exact=dead"><strong class="errornote">{} dead: '
+            "no attempts left</strong></a> (resend them from the list)",
+            url,
+            team.pk,
+            dead,
         )
 
     @admin.action(description="Rotate the webhook secret", permissions=["change"])
     def rotate_webhook_secret(self, request, queryset):
         for team in queryset.order_by("pk"):
-            secret = webhook_secret_rotate(team=team, actor=f"user:{request.user.username}")
-            messages.warning(request, f"The new webhook secret of team {team.name} is {secret} — {SHOWN_ONCE}")
+            rotation = webhook_secret_rotate(team=team, actor=f"user:{request.user.username}")
+            until = (
+                f"The previous secret signs every attempt too, beside the new one, until "
+                f"{rotation.previous_signs_until:%Y-%m-%d %H:%M:%S} UTC."
+                if rotation.previous_signs_until
+                else "The previous secret no longer signs."
+            )
+            messages.warning(
+                request, f"The new webhook secret of team {team.name} is {rotation.secret} — {SHOWN_ONCE} {until}"
+            )
 
     def save_model(self, request, obj, form, change):
         if not change:

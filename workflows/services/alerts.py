@@ -1,37 +1,15 @@
 """Alerts: spend crossing a budget threshold, recorded once each, and sent to the team's webhook."""
 
-import hashlib
-import hmac
 import json
-import time
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from workflows import outbound
-from workflows.errors import OutboundRefused, OutboundUnresolved
-from workflows.models import (
-    BudgetChange,
-    BudgetScope,
-    DeliveryStatus,
-    Event,
-    EventType,
-    Run,
-    Team,
-    ThresholdCrossing,
-    WebhookAttempt,
-    WebhookDelivery,
-    new_webhook_secret,
-)
-from workflows.services.credentials import key_hint
-from workflows.services.dispatch import webhook_send
+from workflows.models import BudgetScope, Event, EventType, Run, Team, ThresholdCrossing, WebhookDelivery
 from workflows.services.events import event_record, usd
-from workflows.services.locks import lock_rows
 from workflows.services.periods import PeriodWindow, period_window, team_period_spent
-
-SIGNATURE_HEADER = "X-Budgetsvc-Signature"
+from workflows.services.webhooks import webhook_delivery_create
 
 
 def alerts_after_spend(*, team: Team, run: Run, unrecorded: Decimal | None = None) -> Decimal | None:
@@ -114,7 +92,8 @@ def check_webhook_url(*, url: str) -> None:
 
 
 def alert_send(*, team: Team, event: Event) -> WebhookDelivery | None:
-    """Queue the event for the team's webhook, if it has one; delivery runs on a worker after commit."""
+    """Queue the event for the team's webhook, if it has one; delivery runs on a worker after commit
+    (workflows/services/webhooks.py)."""
     if not team.webhook_url:
         return None
     body = json.dumps(
@@ -128,82 +107,4 @@ def alert_send(*, team: Team, event: Event) -> WebhookDelivery | None:
         },
         sort_keys=True,
     )
-    delivery = WebhookDelivery.objects.create(team=team, event=event, url=team.webhook_url, body=body)
-    webhook_send(delivery)
-    return delivery
-
-
-def webhook_secret_rotate(*, team: Team, actor: str) -> str:
-    """Give the team a new webhook secret and return it, to be shown once.
-
-    Alerts are signed when each attempt is sent, so from the commit on every attempt, retries of earlier
-    alerts included, is signed with the new secret. The audit trail keeps who rotated it and when, with
-    the secrets' last characters only.
-    """
-    secret = new_webhook_secret()
-    with transaction.atomic():
-        locked = lock_rows(team_id=team.pk).team
-        BudgetChange.objects.create(
-            team=locked,
-            field="webhook_secret",
-            old_value=key_hint(locked.webhook_secret),
-            new_value=key_hint(secret),
-            actor=actor,
-            reason="webhook secret rotated",
-        )
-        locked.webhook_secret = secret
-        locked.save(update_fields=["webhook_secret"])
-    return secret
-
-
-def webhook_signature(*, secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def webhook_attempt(*, delivery_id: int) -> bool:
-    """POST the delivery once and record the attempt. False when it should be tried again later."""
-    delivery = WebhookDelivery.objects.select_related("team", "event").get(pk=delivery_id)
-    if delivery.status != DeliveryStatus.PENDING:
-        return True
-    body = delivery.body.encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "budgetsvc-webhooks",
-        "X-Budgetsvc-Event": delivery.event.type,
-        "X-Budgetsvc-Delivery": str(delivery.pk),
-        SIGNATURE_HEADER: webhook_signature(secret=delivery.team.webhook_secret, body=body),
-    }
-    status_code, error, refused = None, "", False
-    started = time.monotonic()
-    try:
-        with (
-            outbound.http_client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as client,
-            # Streamed and never read: only the status counts, and an endless body must not hold the worker.
-            client.stream("POST", delivery.url, content=body, headers=headers) as response,
-        ):
-            status_code = response.status_code
-        if 300 <= status_code < 400:
-            error = f"HTTP {status_code} {outbound.status_phrase(status_code)}: redirects are not followed"
-        elif not 200 <= status_code < 300:
-            error = f"HTTP {status_code} {outbound.status_phrase(status_code)}"
-    except OutboundUnresolved as exc:
-        error = exc.message  # DNS may answer next time: tried again like any failure
-    except OutboundRefused as exc:
-        # The address will not become allowed by trying again: the delivery fails now.
-        error, refused = f"Refused: {exc.message}", True
-    except Exception as exc:  # noqa: BLE001 - any failure of the endpoint is a failed attempt, tried again
-        error = f"{type(exc).__name__}: {exc}"
-    delivered = status_code is not None and 200 <= status_code < 300
-    delivery.attempts += 1
-    WebhookAttempt.objects.create(
-        delivery=delivery,
-        number=delivery.attempts,
-        status_code=status_code,
-        error=error[:2000],
-        duration_ms=round((time.monotonic() - started) * 1000),
-    )
-    if delivered or refused or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
-        delivery.status = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.FAILED
-        delivery.finished_at = timezone.now()
-    delivery.save(update_fields=["attempts", "status", "finished_at"])
-    return delivery.status != DeliveryStatus.PENDING
+    return webhook_delivery_create(team=team, event=event, body=body)

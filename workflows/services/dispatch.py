@@ -13,7 +13,7 @@ from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
-from workflows.models import Step, WebhookDelivery
+from workflows.models import Step
 
 EXECUTE_STEP = "workflows.execute_step"
 DELIVER_WEBHOOK = "workflows.deliver_webhook"
@@ -36,6 +36,7 @@ def step_send(step_id: int, *, countdown: float = 0) -> None:
     transaction.on_commit(partial(current_app.send_task, EXECUTE_STEP, (step_id,), countdown=countdown or None))
 
 
-def webhook_send(delivery: WebhookDelivery) -> None:
-    # robust: a broker hiccup sending an alert must not stop the callbacks that enqueue the next step.
-    transaction.on_commit(partial(current_app.send_task, DELIVER_WEBHOOK, (delivery.pk,)), robust=True)
+def webhook_send(delivery_id: int) -> None:
+    # robust: a broker hiccup sending an alert must not stop the callbacks that enqueue the next step;
+    # the webhook sweep sends the delivery again.
+    transaction.on_commit(partial(current_app.send_task, DELIVER_WEBHOOK, (delivery_id,)), robust=True)

@@ -1,0 +1,71 @@
+"""Webhook deliveries on a real worker, with a real beat sending the sweep: a delivery whose message was
+lost is delivered, and an endpoint down for longer than the attempts leaves a dead delivery that an
+operator resends from the admin."""
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.conftest import wait_until
+from tests.webhook_receiver import receiving, signatures_by
+from workflows.models import Event, EventType, WebhookDelivery
+from workflows.services.webhooks import webhook_delivery_create
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def an_event(team) -> Event:
+    return Event.objects.create(team=team, type=EventType.BUDGET_EXCEEDED, payload={"scope": "run"})
+
+
+def test_a_delivery_whose_message_was_lost_is_delivered_by_the_beat_sweep(team, settings, celery_worker, webhook_sweep_beat):
+    settings.WEBHOOK_LOST_AFTER_SECONDS = 1
+    with receiving(204) as receiver:
+        team.webhook_url = receiver.url
+        team.save(update_fields=["webhook_url"])
+        now = timezone.now()
+        # Recorded as alert_send records it, and its message never sent.
+        lost = WebhookDelivery.objects.create(
+            team=team, event=an_event(team), url=receiver.url, body='{"lost": true}', next_attempt_at=now, enqueued_at=now
+        )
+
+        delivery = wait_until(
+            lambda: WebhookDelivery.objects.filter(pk=lost.pk, status="delivered").first(),
+            timeout=30,
+            message="the sweep to deliver the lost delivery",
+        )
+
+    assert delivery.attempts == 1
+    [received] = receiver.received
+    assert (received.headers["webhook-id"], received.body) == (str(lost.pk), b'{"lost": true}')
+    assert signatures_by(received, team.webhook_secret) == [team.webhook_secret]
+
+
+def test_an_endpoint_down_past_the_attempts_leaves_a_dead_delivery_that_the_admin_resends(
+    team, settings, admin_client, celery_worker, webhook_sweep_beat
+):
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    with receiving(503, 503, 503, 204) as receiver:
+        team.webhook_url = receiver.url
+        team.save(update_fields=["webhook_url"])
+        created = webhook_delivery_create(team=team, event=an_event(team), body='{"down": true}')
+
+        wait_until(
+            lambda: WebhookDelivery.objects.filter(pk=created.pk, status="dead").exists(),
+            timeout=30,
+            message="the delivery to use its attempts",
+        )
+        changelist = reverse("admin:workflows_webhookdelivery_changelist")
+        listed = admin_client.get(changelist, {"status__exact": "dead"})
+        assert [row.pk for row in listed.context["cl"].result_list] == [created.pk]
+        admin_client.post(changelist, {"action": "resend", "_selected_action": [created.pk]})
+        delivery = wait_until(
+            lambda: WebhookDelivery.objects.filter(pk=created.pk, status="delivered").first(),
+            timeout=30,
+            message="the resent delivery",
+        )
+
+    assert (delivery.attempts, delivery.resent_after_attempts, delivery.resent_by) == (4, 3, "user:admin")
+    assert list(delivery.attempt_log.values_list("number", "status_code")) == [(1, 503), (2, 503), (3, 503), (4, 204)]
+    assert {received.headers["webhook-id"] for received in receiver.received} == {str(created.pk)}
+    assert len(receiver.received) == 4
