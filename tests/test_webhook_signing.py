@@ -56,7 +56,7 @@ def test_a_secret_of_before_keeps_its_key_through_the_migration():
     legacy = "3f" * 32
     team = TeamFactory(name="legacy", webhook_secret=legacy)
     current = TeamFactory(name="current")
-    migration = importlib.import_module("workflows.migrations.0028_webhook_delivery_schedule")
+    migration = importlib.import_module("workflows.migrations.0026_webhook_delivery_schedule")
 
     migration.secrets_to_standard_webhooks(apps, None)
 
