@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -32,6 +33,9 @@ def test_the_request_id_of_a_start_and_a_resume_is_on_every_event_and_worker_log
     wait_for_ready(worker)
     api = client_for(team)
     workflow_version(team=team, source=THREE_STEP_YAML)
+    # The worker (the product's settings) refuses to send to loopback: only the delivery task's log lines matter.
+    team.webhook_url = "http://127.0.0.1:9/hooks/budget"
+    team.save(update_fields=["webhook_url"])
 
     started = api.post(
         "/api/v1/runs",
@@ -62,11 +66,15 @@ def test_the_request_id_of_a_start_and_a_resume_is_on_every_event_and_worker_log
         lambda: [r for r in json_lines(worker.log_path.read_text()) if r["logger"] == "celery.app.trace"],
         message="the worker's task log lines",
     )
-    assert {(r["task_name"], r["run_id"], r["request_id"]) for r in finished} == {
-        ("workflows.execute_step", run_id, STARTED_BY),
-        ("workflows.execute_step", run_id, RESUMED_BY),
-    }
-    assert {r["step_id"] for r in finished} <= step_ids
+    steps = [r for r in finished if r["task_name"] == "workflows.execute_step"]
+    assert {(r["run_id"], r["request_id"]) for r in steps} == {(run_id, STARTED_BY), (run_id, RESUMED_BY)}
+    assert {r["step_id"] for r in steps} <= step_ids
+    # The budget's alerts, sent by the steps, go out under the id of the request whose steps crossed them.
+    deliveries = wait_until(
+        lambda: [r for r in json_lines(worker.log_path.read_text()) if r.get("task_name") == "workflows.deliver_webhook"],
+        message="the webhook delivery task's log lines",
+    )
+    assert {r["request_id"] for r in deliveries} <= {STARTED_BY, RESUMED_BY}
     assert all(r["level"] == "INFO" and r["timestamp"].endswith("+00:00") and r["task_id"] for r in finished)
 
 
