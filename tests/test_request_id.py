@@ -8,6 +8,7 @@ from logging.config import DictConfigurator
 
 import pytest
 from django.conf import settings
+from django.urls import reverse
 
 from budgetsvc.logs import ContextFilter
 from tests.factories import THREE_STEP_YAML, workflow_version
@@ -97,3 +98,14 @@ def test_events_a_request_records_carry_its_request_id_in_the_api(api, team):
     ]
     # Outside any request or task (a management command, a shell), no id is known; none lingers.
     assert event_record(run=Run.objects.get(pk=run_id), type="run_completed").request_id is None
+
+
+def test_the_admin_finds_the_events_of_one_request_by_its_id(api, team, admin_client):
+    workflow_version(team=team, source=THREE_STEP_YAML)
+    body = {"workflow": "research-pipeline", "inputs": {"topic": "x"}}
+    first = api.post("/api/v1/runs", body, format="json", headers={"X-Request-ID": "first-start"}).json()["id"]
+    api.post("/api/v1/runs", body, format="json", headers={"X-Request-ID": "second-start"})
+
+    page = admin_client.get(reverse("admin:workflows_event_changelist"), {"q": "first-start"})
+    assert [event.run_id for event in page.context["cl"].result_list] == [first]
+    assert "first-start" in page.content.decode()
