@@ -3,6 +3,8 @@ import os
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 
+from budgetsvc.logs import log_context_clear
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "budgetsvc.settings")
 
 app = Celery("budgetsvc")
@@ -23,3 +25,10 @@ def close_old_connections(*, task, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def forget_log_context(**kwargs) -> None:
+    """The run and step a task bound to its log lines are its own, not the next task's on this worker."""
+    log_context_clear()

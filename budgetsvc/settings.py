@@ -13,6 +13,7 @@ import environ
 from kombu import Queue
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from django_guid.integrations import CeleryIntegration
 
 from budgetsvc.database import postgresql_dead_peer_options
 from budgetsvc.private_files import install_secret, private_directory, private_sqlite_file
@@ -100,11 +101,13 @@ DJANGO_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
 ]
-THIRD_PARTY_APPS = ["rest_framework"]
+THIRD_PARTY_APPS = ["rest_framework", "django_guid"]
 LOCAL_APPS = ["workflows"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
+    # First, so that every response carries the request id and every log line of the request has it.
+    "budgetsvc.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -393,12 +396,51 @@ if not 1 <= DEFAULT_MAX_TOKENS <= 1_000_000:
     raise ImproperlyConfigured("DEFAULT_MAX_TOKENS must be from 1 to 1000000.")
 PRICES_FILE = Path(env("PRICES_FILE", default=str(BASE_DIR / "workflows" / "data" / "prices.json")))
 
+# The request id (budgetsvc/request_id.py): django-guid holds it, and its CeleryIntegration passes it
+# to every task in the task's headers. Celery's processes log as LOGGING says (use_django_logging).
+DJANGO_GUID = {
+    "GUID_HEADER_NAME": "X-Request-ID",
+    "INTEGRATIONS": [CeleryIntegration(use_django_logging=True)],
+}
+
+# One line per record on stderr: a JSON object (the default, for log collectors), or plain text for a
+# terminal (docs/operations.md#logs). gunicorn's error and access logs and Celery's own loggers go the
+# same way; LOG_LEVEL applies to all of them (Celery's --loglevel is not used).
+LOG_FORMAT = env("LOG_FORMAT", default="json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or plain.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "budgetsvc.logs.ContextFilter"},
+        "gunicorn_access": {"()": "budgetsvc.logs.GunicornAccessFilter"},
+    },
+    "formatters": {
+        # "timestamp" named in the format only puts it first; timestamp=True fills it in (ISO 8601, UTC).
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "{timestamp}{levelname}{name}{message}{request_id}",
+            "style": "{",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,
+        },
+        "plain": {
+            "()": "logging.Formatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+            "defaults": {"request_id": "-"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    # Each MCP exchange logs every request it sends, URL and query (which may carry a token) included.
-    "loggers": {name: {"level": "WARNING"} for name in ("httpx2", "mcp")},
+    "loggers": {
+        # Each MCP exchange logs every request it sends, URL and query (which may carry a token) included.
+        **{name: {"level": "WARNING"} for name in ("httpx2", "mcp")},
+        # django-guid logs each id it sets or clears.
+        "django_guid": {"level": "WARNING"},
+        # gunicorn's loggers, once the app is loaded in its worker (the master logs as gunicorn's own
+        # configuration says). The access log is written only when gunicorn is given one (--access-logfile).
+        "gunicorn.error": {"handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"handlers": ["console"], "filters": ["gunicorn_access"], "propagate": False},
+    },
 }

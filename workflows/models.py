@@ -545,6 +545,13 @@ class Event(models.Model):
     type = models.CharField(max_length=40, choices=EventType, db_index=True)
     payload = models.JSONField(default=dict, blank=True)
     actor = models.CharField(max_length=200, blank=True, help_text="Who caused it: an API key, a user, or the system.")
+    request_id = models.CharField(
+        max_length=64,
+        null=True,
+        blank=True,
+        help_text="The request id (X-Request-ID) of the API request that caused it, which the tasks it sent carry "
+        "on, or of the scheduled task that did; empty when none was known.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

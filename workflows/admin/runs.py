@@ -75,7 +75,7 @@ class StepInline(ReadOnlyInline):
 
 class EventInline(ReadOnlyInline):
     model = Event
-    fields = ["created_at", "type", "actor", "payload"]
+    fields = ["created_at", "type", "actor", "request_id", "payload"]
 
 
 class LedgerEntryInline(ReadOnlyInline):
@@ -167,9 +167,9 @@ class StepAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
-    list_display = ["id", "type", "run", "team", "actor", "created_at"]
+    list_display = ["id", "type", "run", "team", "actor", "request_id", "created_at"]
     list_filter = ["type", "team"]
-    search_fields = ["run__id", "actor"]
+    search_fields = ["run__id", "actor", "=request_id"]
     date_hierarchy = "created_at"
 
 

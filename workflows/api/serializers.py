@@ -204,7 +204,7 @@ class StepOutputSerializer(serializers.ModelSerializer):
 class EventOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Event
-        fields = ["id", "type", "payload", "actor", "created_at"]
+        fields = ["id", "type", "payload", "actor", "request_id", "created_at"]
 
 
 class LedgerEntryOutputSerializer(serializers.ModelSerializer):

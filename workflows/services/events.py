@@ -1,5 +1,7 @@
 from decimal import Decimal
 
+from budgetsvc.request_id import current_request_id
+
 from workflows.definition import MONEY_PLACES
 from workflows.models import Event, Run
 
@@ -12,4 +14,7 @@ def usd(value: Decimal | None) -> str | None:
 
 
 def event_record(*, run: Run, type: str, payload: dict | None = None, actor: str = SYSTEM_ACTOR) -> Event:
-    return Event.objects.create(team_id=run.team_id, run=run, type=type, payload=payload or {}, actor=actor)
+    """Records the event with the id of the request, or of the task, that caused it."""
+    return Event.objects.create(
+        team_id=run.team_id, run=run, type=type, payload=payload or {}, actor=actor, request_id=current_request_id()
+    )

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from budgetsvc.logs import log_context_bind
 from workflows.definition import TemplateFailure, counts_as_iteration, unstorable_json
 from workflows.models import (
     ACTIVE_RUN_STATUSES,
@@ -76,6 +77,7 @@ SETTLE_RETRY_MARGIN_SECONDS = 5
 def step_execute(*, step_id: int) -> None:
     """Run one step from gate to settlement."""
     began = time.monotonic()
+    log_context_bind(step_id=step_id)
     attempt = step_begin(step_id=step_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if attempt is None:
         return
@@ -328,6 +330,7 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
             logger.warning("Step %s no longer exists; nothing to do.", step_id)
             return None
         team, run, step = locked.team, locked.run, locked.step
+        log_context_bind(run_id=run.pk)
         if step.status == StepStatus.RUNNING:
             return _CRASHED
         if step.status != StepStatus.PENDING:
