@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0025_ledger_estimates_corrections'),
+        ('workflows', '0026_webhook_delivery_schedule'),
     ]
 
     operations = [
