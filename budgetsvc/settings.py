@@ -202,7 +202,7 @@ else:
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # The API's filters and throttles (docs/api.md#filters, docs/api.md#throttling).
-REST_FRAMEWORK["DEFAULT_FILTER_BACKENDS"] = ["django_filters.rest_framework.DjangoFilterBackend"]
+REST_FRAMEWORK["DEFAULT_FILTER_BACKENDS"] = ["workflows.api.filters.FilterBackend"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["workflows.api.throttles.ApiKeyRateThrottle"]
 
 

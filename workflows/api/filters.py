@@ -8,7 +8,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django_filters.rest_framework import DjangoFilterBackend
 
+from workflows.api.query import invalid_query_params
 from workflows.definition.bounds import MAX_ID
 from workflows.models import Event, LedgerEntry, Run, RunStatus, Workflow
 
@@ -50,6 +52,19 @@ class DateTimeField(forms.Field):
             raise ValidationError(message) from None
 
 
+class FilterBackend(DjangoFilterBackend):
+    """django-filter's backend, with a bad value refused as every other bad query parameter is."""
+
+    def filter_queryset(self, request, queryset, view):
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        if not filterset.is_valid():
+            problems = [(name, str(message)) for name, messages in filterset.errors.items() for message in messages]
+            raise invalid_query_params(problems)
+        return filterset.qs
+
+
 class IdFilter(django_filters.Filter):
     field_class = IdField
 
@@ -60,7 +75,12 @@ class DateTimeFilter(django_filters.Filter):
 
 def name_filter(field_name: str) -> django_filters.CharFilter:
     """Exact match on a name column; the value is taken as given, spaces included."""
-    return django_filters.CharFilter(field_name=field_name, max_length=MAX_NAME_PARAM_CHARS, strip=False)
+    return django_filters.CharFilter(
+        field_name=field_name,
+        max_length=MAX_NAME_PARAM_CHARS,
+        strip=False,
+        error_messages={"max_length": f"must be at most {MAX_NAME_PARAM_CHARS} characters"},
+    )
 
 
 def booked_range():

@@ -74,10 +74,15 @@ def check_query_params(params, *, allowed: set[str], formats_instead: str = "") 
         elif name == "format" and formats_instead:
             problems.append((name, f"must be one of {formats_instead}"))
     if problems:
-        details = [{"path": _shown(name), "message": message} for name, message in problems[:_MAX_LISTED]]
-        first_name, first_message = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ValidationFailed(f"The query parameter '{_shown(first_name)}' {first_message}{more}.", details=details)
+        raise invalid_query_params(problems)
+
+
+def invalid_query_params(problems: list[tuple[str, str]]) -> ValidationFailed:
+    """The 400 for query parameters: (name, what is wrong) each, the first in the message."""
+    details = [{"path": _shown(name), "message": message} for name, message in problems[:_MAX_LISTED]]
+    first_name, first_message = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return ValidationFailed(f"The query parameter '{_shown(first_name)}' {first_message}{more}.", details=details)
 
 
 def _shown(name: str) -> str:
