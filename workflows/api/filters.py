@@ -1,5 +1,5 @@
 """The filters of the API's lists, as django-filter FilterSets. Every value is parsed and bounded here, so
-a bad one is a 400 that names its parameter (the exception handler flattens the form's errors)."""
+a bad one is a 400 that names its parameter, as every bad query parameter is (workflows/api/query.py)."""
 
 from datetime import UTC
 

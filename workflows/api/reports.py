@@ -86,7 +86,7 @@ class SpendView(ApiView):
     """GET /spend: JSON by default; CSV for `Accept: text/csv` or `?format=csv`."""
 
     renderer_classes = [JSONRenderer, SpendCSVRenderer]
-    extra_query_params = (*SpendQueryInputSerializer._declared_fields, "format")
+    extra_query_params = (*SpendQueryInputSerializer().fields, "format")
     throttle_scope = "report"
 
     def get(self, request):

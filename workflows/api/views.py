@@ -29,7 +29,7 @@ def path_id(value: str) -> int:
 
 
 class TeamScopedViewSet(StrictQueryParams, GenericViewSet):
-    # A viewset's for its list; an extra action that lists names its own (or None) to @action.
+    # The filters of the viewset's list. An extra action that lists gives @action its own, or None.
     filterset_class = None
 
     @property
