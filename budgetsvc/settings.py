@@ -6,6 +6,7 @@ there. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis
 """
 
 import ipaddress
+import re
 import secrets
 from pathlib import Path
 
@@ -101,7 +102,7 @@ DJANGO_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
 ]
-THIRD_PARTY_APPS = ["rest_framework", "django_guid"]
+THIRD_PARTY_APPS = ["rest_framework", "django_filters", "django_guid"]
 LOCAL_APPS = ["workflows"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
@@ -234,6 +235,62 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# The API's filters and throttles (docs/api.md#filters, docs/api.md#throttling).
+REST_FRAMEWORK["DEFAULT_FILTER_BACKENDS"] = ["workflows.api.filters.FilterBackend"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["workflows.api.throttles.ApiKeyRateThrottle"]
+
+
+def throttle_rate(variable: str, *, default: str) -> str | None:
+    """A rate such as 120/minute from the environment; None, for no throttling, from "0" or "off"."""
+    given = env(variable, default=default).strip()
+    if given.lower() in ("0", "off"):
+        return None
+    if not re.fullmatch(r"[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)", given):
+        raise ImproperlyConfigured(f"{variable} must be a rate such as 120/minute, or 0 or off; not {given!r}.")
+    return given
+
+
+# Requests per API key, by scope; `staff` counts per user on the staff endpoint.
+API_THROTTLE_RATES = {
+    "read": throttle_rate("API_THROTTLE_READ", default="1200/minute"),
+    "write": throttle_rate("API_THROTTLE_WRITE", default="120/minute"),
+    "report": throttle_rate("API_THROTTLE_REPORT", default="60/minute"),
+    "staff": throttle_rate("API_THROTTLE_STAFF", default="60/minute"),
+}
+
+
+def cache_from_url(url: str) -> dict:
+    """django-environ's reading of a cache URL, with its ?key_prefix=, ?timeout= and ?version= where Django
+    reads them: django-environ leaves them in lower case for Django's Redis backend, which ignores them so."""
+    config = environ.Env.cache_url_config(url)
+    for option in ("key_prefix", "timeout", "version"):
+        if option in config:
+            config[option.upper()] = config.pop(option)
+    return config
+
+
+# The throttles count in the default cache, which every web process must share: unset, the Redis of a
+# redis:// broker (its keys apart by their prefix), else files under VAR_DIR.
+if env("CACHE_URL", default=""):
+    CACHES = {"default": cache_from_url(env("CACHE_URL"))}
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CELERY_BROKER_URL,
+            "KEY_PREFIX": "budgetsvc-cache",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            # Django culls a third of the entries past its default of 300, throttle counts included.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
 
 
 def celery_queues(default_queue: str) -> tuple[tuple[Queue, ...], dict]:

@@ -14,7 +14,7 @@ os.environ["BUDGETSVC_VAR_DIR"] = tempfile.mkdtemp(prefix="budgetsvc-test-var-")
 os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
 from budgetsvc.settings import *  # noqa: E402, F403
-from budgetsvc.settings import CELERY_BROKER_URL, DATABASES, celery_queues, filesystem_transport_options
+from budgetsvc.settings import CACHES, CELERY_BROKER_URL, DATABASES, celery_queues, filesystem_transport_options
 
 TEST_RUN_ID = uuid.uuid4().hex[:8]
 
@@ -46,6 +46,12 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(Path(tempfile.mkdtemp(prefix="budgetsvc-test-broker-")))
+
+# No test is throttled but those of throttling (tests/api/test_throttles.py), which set their rates: a
+# test polls the API as fast as it likes. Counts kept in Redis are apart from another session's.
+API_THROTTLE_RATES = {}
+if "KEY_PREFIX" in CACHES["default"]:
+    CACHES["default"]["KEY_PREFIX"] += f"-test-{TEST_RUN_ID}"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {

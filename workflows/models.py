@@ -475,6 +475,8 @@ class LedgerEntry(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["team", "booked_at"], name="ledger_team_booked"),
+            # GET /ledger: a team's entries, newest first, a page at a time however many the team has.
+            models.Index(fields=["team", "-id"], name="ledger_team_newest"),
             # The few estimates among millions of entries, for "awaiting usage".
             models.Index(fields=["id"], condition=Q(basis="estimated"), name="ledger_estimates"),
         ]

@@ -179,6 +179,11 @@ def ledger_of(*, run: Run) -> QuerySet[LedgerEntry]:
     return run.ledger_entries.order_by("id")
 
 
+def ledger_for_team(*, team: Team) -> QuerySet[LedgerEntry]:
+    """The team's ledger entries, with each entry's step, which the API shows."""
+    return LedgerEntry.objects.filter(team=team).select_related("step")
+
+
 def checkpoints_of(*, run: Run) -> QuerySet[Checkpoint]:
     return run.checkpoints.order_by("id")
 

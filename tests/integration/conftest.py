@@ -45,6 +45,8 @@ def service_env(var_dir: Path) -> dict:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
         "BUDGETSVC_VAR_DIR": str(var_dir),
+        # As in the test process (tests/settings.py): tests poll as fast as they like.
+        **{f"API_THROTTLE_{scope}": "off" for scope in ("READ", "WRITE", "REPORT", "STAFF")},
     }
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         env["CELERY_FILESYSTEM_BROKER_DIR"] = str(Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]).parent)

@@ -51,6 +51,9 @@ def exception_handler(exc, context):
         )
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body("validation_error", "The request is invalid.", _flatten(exc.detail))
+    elif isinstance(exc, exceptions.Throttled):
+        # DRF has set Retry-After to the same whole number of seconds.
+        response.data = error_body("throttled", str(exc.detail), {"retry_after_seconds": exc.wait})
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         response.data = error_body(_DRF_TYPES.get(type(exc), "error"), str(detail))

@@ -37,6 +37,7 @@ class DefinitionTextParser(BaseParser):
     """A definition posted as the raw body (`Content-Type: application/yaml`), its name in `?name=`."""
 
     media_type = "application/yaml"
+    query_params = ("name",)
 
     def parse(self, stream, media_type=None, parser_context=None):
         # Read one byte past the limit, never the whole body: the definition check reports the size.

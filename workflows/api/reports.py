@@ -3,16 +3,14 @@
 import csv
 import io
 
-from django.http import Http404
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from workflows import selectors
+from workflows.api.query import ApiView
 from workflows.api.serializers import money
 from workflows.api.views import path_id
-from workflows.errors import ValidationFailed
 from workflows.reports.cost_profile import cost_profile
 from workflows.reports.spend import DEFAULT_GROUP_BY, SPEND_COLUMNS, spend_by
 from workflows.reports.spreadsheet import csv_cell
@@ -84,27 +82,18 @@ class SpendCSVRenderer(BaseRenderer):
         return out.getvalue().encode(self.charset)
 
 
-class SpendView(APIView):
+class SpendView(ApiView):
     """GET /spend: JSON by default; CSV for `Accept: text/csv` or `?format=csv`."""
 
     renderer_classes = [JSONRenderer, SpendCSVRenderer]
+    extra_query_params = (*SpendQueryInputSerializer().fields, "format")
+    throttle_scope = "report"
 
     def get(self, request):
         given = SpendQueryInputSerializer(data=request.query_params)
         given.is_valid(raise_exception=True)
         report = spend_by(team=request.auth.team, **given.validated_data)
         return Response(SpendReportOutputSerializer(report).data)
-
-    def perform_content_negotiation(self, request, force=False):
-        # DRF answers an unknown ?format= with a bare 404; it is a bad parameter.
-        try:
-            return super().perform_content_negotiation(request, force)
-        except Http404:
-            formats = ", ".join(renderer.format for renderer in self.renderer_classes)
-            raise ValidationFailed(
-                f"Unknown format '{request.query_params.get('format')}'.",
-                details=[{"path": "format", "message": f"one of {formats}"}],
-            ) from None
 
     def handle_exception(self, exc):
         # Errors keep the one JSON error shape, even when the report was asked for as CSV.
@@ -113,8 +102,10 @@ class SpendView(APIView):
         return super().handle_exception(exc)
 
 
-class WorkflowCostProfileView(APIView):
+class WorkflowCostProfileView(ApiView):
     """GET /workflows/{id}/cost-profile."""
+
+    throttle_scope = "report"
 
     def get(self, request, pk: str):
         workflow = selectors.workflow_get(team=request.auth.team, workflow_id=path_id(pk))

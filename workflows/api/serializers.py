@@ -208,6 +208,7 @@ class EventOutputSerializer(serializers.ModelSerializer):
 
 
 class LedgerEntryOutputSerializer(serializers.ModelSerializer):
+    run = serializers.IntegerField(source="run_id")
     step = serializers.IntegerField(source="step.sequence")
     group = serializers.CharField(source="step.group")
     branch_key = serializers.CharField(source="step.branch_key")
@@ -222,6 +223,7 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
         model = LedgerEntry
         fields = [
             "id",
+            "run",
             "step",
             "attempt",
             "kind",

@@ -3,16 +3,16 @@ superusers reach every team, other staff the teams they are staff of (selectors.
 
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from workflows import selectors
 from workflows.api import serializers
 from workflows.api.auth import ApiKeyAuthentication, MayAdjustLedger, StaffBasicAuthentication
+from workflows.api.query import ApiView
 from workflows.api.views import path_id
 from workflows.services.adjustments import check_adjustment, ledger_adjust
 
 
-class LedgerAdjustmentsView(APIView):
+class LedgerAdjustmentsView(ApiView):
     """POST /ledger/{id}/adjustments: an operator's correction of a charge, as the admin's Adjust page makes it.
 
     HTTP Basic, so that a script can call it with a staff user's name and password. A browser could send
@@ -21,6 +21,7 @@ class LedgerAdjustmentsView(APIView):
 
     authentication_classes = [StaffBasicAuthentication, ApiKeyAuthentication]
     permission_classes = [MayAdjustLedger]
+    throttle_scope = "staff"
 
     def post(self, request, pk: str):
         entry = selectors.ledger_entry_visible_to(user=request.user, entry_id=path_id(pk))

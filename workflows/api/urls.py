@@ -3,7 +3,7 @@ from rest_framework.routers import SimpleRouter
 
 from workflows.api.reports import SpendView, WorkflowCostProfileView
 from workflows.api.staff import LedgerAdjustmentsView
-from workflows.api.views import ProviderRoutesView, RunViewSet, TeamView, WorkflowViewSet
+from workflows.api.views import LedgerViewSet, ProviderRoutesView, RunViewSet, TeamView, WorkflowViewSet
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -17,6 +17,7 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("runs", RunViewSet, basename="run")
+router.register("ledger", LedgerViewSet, basename="ledger")
 
 urlpatterns = [
     *router.urls,

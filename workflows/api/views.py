@@ -3,17 +3,16 @@ from decimal import Decimal
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
 from workflows import selectors
-from workflows.api import serializers
+from workflows.api import filters, serializers
 from workflows.api.idempotency import idempotent
 from workflows.api.pagination import OldestFirstCursorPagination
 from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
+from workflows.api.query import ApiView, StrictQueryParams
 from workflows.definition.bounds import MAX_ID
-from workflows.errors import NotFound, ValidationFailed
-from workflows.models import RunStatus
+from workflows.errors import NotFound
 from workflows.services.provider_routes import provider_routes_get, provider_routes_set
 from workflows.services.inputs import run_answer
 from workflows.services.runs import actor_of, run_cancel, run_resume, run_start
@@ -29,7 +28,10 @@ def path_id(value: str) -> int:
     return int(digits)
 
 
-class TeamScopedViewSet(GenericViewSet):
+class TeamScopedViewSet(StrictQueryParams, GenericViewSet):
+    # The filters of the viewset's list. An extra action that lists gives @action its own, or None.
+    filterset_class = None
+
     @property
     def team(self):
         return self.request.auth.team
@@ -37,15 +39,15 @@ class TeamScopedViewSet(GenericViewSet):
     def get_object(self):
         return self.get_team_object(path_id(self.kwargs["pk"]))
 
-    def paginated(self, queryset, serializer_class, paginator=None):
-        paginator = paginator or self.paginator
-        page = paginator.paginate_queryset(queryset, self.request, view=self)
-        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+    def paginated(self, queryset, serializer_class):
+        page = self.paginator.paginate_queryset(queryset, self.request, view=self)
+        return self.paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
 class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     serializer_class = serializers.WorkflowOutputSerializer
     parser_classes = [BoundedJSONParser, DefinitionTextParser]
+    filterset_class = filters.WorkflowFilter
     lookup_value_regex = r"\d+"
 
     def get_queryset(self):
@@ -66,18 +68,11 @@ class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
 
 class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     serializer_class = serializers.RunOutputSerializer
+    filterset_class = filters.RunFilter
     lookup_value_regex = r"\d+"
 
     def get_queryset(self):
-        runs = selectors.runs_for_team(team=self.team)
-        wanted = self.request.query_params.get("status")
-        if wanted:
-            if wanted not in RunStatus.values:
-                raise ValidationFailed(
-                    f"Unknown status '{wanted}'.", details=[{"path": "status", "message": f"one of {RunStatus.values}"}]
-                )
-            runs = runs.filter(status=wanted)
-        return runs
+        return selectors.runs_for_team(team=self.team)
 
     def get_team_object(self, pk: int):
         return selectors.run_get(team=self.team, run_id=pk)
@@ -124,32 +119,42 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         run = run_cancel(run=self.get_object(), cancelled_by=request.auth, reason=given.validated_data["reason"])
         return Response(self._fresh(run))
 
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=filters.EventFilter)
     def events(self, request, pk=None):
         return self._history(selectors.events_of(run=self.get_object()), serializers.EventOutputSerializer)
 
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=None)
     def steps(self, request, pk=None):
         return self._history(selectors.steps_of(run=self.get_object()), serializers.StepOutputSerializer)
 
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=filters.RunLedgerFilter)
     def ledger(self, request, pk=None):
         entries = selectors.ledger_of(run=self.get_object()).select_related("step")
         return self._history(entries, serializers.LedgerEntryOutputSerializer)
 
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=None)
     def checkpoints(self, request, pk=None):
         checkpoints = selectors.checkpoints_of(run=self.get_object()).select_related("next_step")
         return self._history(checkpoints, serializers.CheckpointOutputSerializer)
 
     def _history(self, queryset, serializer_class):
-        return self.paginated(queryset, serializer_class, paginator=OldestFirstCursorPagination())
+        return self.paginated(self.filter_queryset(queryset), serializer_class)
 
     def _fresh(self, run) -> dict:
         return self.get_serializer(self.get_team_object(run.pk)).data
 
 
-class TeamView(APIView):
+class LedgerViewSet(TeamScopedViewSet, mixins.ListModelMixin):
+    """The team's ledger entries, newest first."""
+
+    serializer_class = serializers.LedgerEntryOutputSerializer
+    filterset_class = filters.TeamLedgerFilter
+
+    def get_queryset(self):
+        return selectors.ledger_for_team(team=self.team)
+
+
+class TeamView(ApiView):
     """The caller's team: its defaults, its period budget with spend and reset time, its lifetime spend."""
 
     def get(self, request):
@@ -157,7 +162,7 @@ class TeamView(APIView):
         return Response(serializers.TeamOutputSerializer(budget_status).data)
 
 
-class ProviderRoutesView(APIView):
+class ProviderRoutesView(ApiView):
     """The backend each of conductor's runtime provider names reaches in the team's runs."""
 
     def get(self, request):
