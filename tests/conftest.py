@@ -3,6 +3,7 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
+from budgetsvc.logs import log_context_clear
 from tests.factories import TeamFactory
 from tests.resolver import Resolver
 from workflows.models import Run
@@ -15,6 +16,14 @@ def resolver(monkeypatch) -> Resolver:
     fake = Resolver()
     monkeypatch.setattr("workflows.outbound.resolve", fake)
     return fake
+
+
+@pytest.fixture(autouse=True)
+def log_context():
+    """Tests call the step services outside any task: each forgets the run and step its log lines
+    were bound to, as a worker does after each task (budgetsvc/celery.py)."""
+    yield
+    log_context_clear()
 
 
 @pytest.fixture
