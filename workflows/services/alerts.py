@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from workflows import outbound
+from workflows import metrics, outbound
 from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.models import (
     BudgetChange,
@@ -206,4 +206,5 @@ def webhook_attempt(*, delivery_id: int) -> bool:
         delivery.status = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.FAILED
         delivery.finished_at = timezone.now()
     delivery.save(update_fields=["attempts", "status", "finished_at"])
+    metrics.webhook_attempted(status=delivery.status)
     return delivery.status != DeliveryStatus.PENDING
