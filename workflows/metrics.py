@@ -57,7 +57,7 @@ PROVIDER_CALL_SECONDS = Histogram(
 )
 PROVIDER_ERRORS = Counter(
     "budgetsvc_provider_errors",
-    "Failed provider calls, by provider and kind: rate_limited, server_error, client_error, unreachable, refused.",
+    "Failed provider calls, by provider and kind: rate_limited, server_error, client_error, unreachable, other.",
     ["provider", "kind"],
 )
 
@@ -131,7 +131,7 @@ def provider_error_kind(error) -> str:
         return "rate_limited"
     if status_code is not None:
         return "server_error" if status_code >= 500 else "client_error"
-    return "unreachable" if error.retryable else "refused"
+    return "unreachable" if error.retryable else "other"
 
 
 def exposition(*, scrape_figures: Callable[[], dict]) -> bytes:
