@@ -18,6 +18,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from budgetsvc.celery import app
 from workflows.models import SweepHeartbeat
 from workflows.services.sweeper import sweep_stuck_steps
 
@@ -166,7 +167,16 @@ def test_metrics_refuses_a_request_without_the_token(settings, authorization):
     assert b"budgetsvc_" not in response.content
 
 
-def test_metrics_answers_with_the_token_and_reads_the_gauges_at_scrape_time(settings):
+@pytest.fixture
+def one_message_queued():
+    """The service's queues emptied, then one message waiting on the steps queue."""
+    app.control.purge()
+    app.send_task("workflows.purge_idempotency_keys")
+    yield
+    app.control.purge()
+
+
+def test_metrics_answers_with_the_token_and_reads_the_gauges_at_scrape_time(settings, one_message_queued):
     settings.METRICS_TOKEN = TOKEN
     response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
     assert response.status_code == 200
@@ -178,8 +188,9 @@ def test_metrics_answers_with_the_token_and_reads_the_gauges_at_scrape_time(sett
     }
     assert samples[("budgetsvc_reserved_usd", ())] == 0
     assert samples[("budgetsvc_running_steps", ())] == 0
-    for queue in settings.CELERY_TASK_QUEUES:
-        assert samples[("budgetsvc_queue_depth", (("queue", queue.name),))] == 0
+    steps_queue, alerts_queue = settings.CELERY_TASK_QUEUES
+    assert samples[("budgetsvc_queue_depth", (("queue", steps_queue.name),))] == 1
+    assert samples[("budgetsvc_queue_depth", (("queue", alerts_queue.name),))] == 0
 
 
 def test_metrics_sums_the_processes_writing_to_one_multiprocess_directory(settings, tmp_path, monkeypatch):
