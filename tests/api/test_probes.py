@@ -8,17 +8,19 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from budgetsvc.celery import app
+from tests.conftest import wait_until
 from workflows.models import SweepHeartbeat
 from workflows.services.sweeper import sweep_stuck_steps
 
@@ -214,3 +216,36 @@ def test_metrics_sums_the_processes_writing_to_one_multiprocess_directory(settin
     assert 'budgetsvc_sweeper_actions_total{action="crashed_resent"} 5.0' in text
     assert 'budgetsvc_sweeper_actions_total{action="lost_resent"} 2.0' in text
     assert 'budgetsvc_webhook_attempts_total{outcome="delivered"} 2.0' in text
+
+
+def test_readyz_gives_up_on_a_hung_query_and_starts_no_second_beside_it(swept, settings):
+    """A table locked by another session hangs the migrations check's query, as a hung database would."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a reader that a lock blocks: SQLite's WAL lets readers through")
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 0.5
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE django_migrations IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(30)
+        connection.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        first = readyz()
+        second = readyz()
+        assert time.monotonic() - started < 3
+    finally:
+        release.set()
+        holder.join()
+
+    assert first[0] == second[0] == 503
+    assert first[1]["error"]["details"] == {"migrations": "No answer within 0.5 s."}
+    assert second[1]["error"]["details"] == {"migrations": "An earlier check has not finished yet; it is hanging."}
+    wait_until(lambda: readyz()[0] == 200, timeout=10, message="the check to pass once the lock is gone")
