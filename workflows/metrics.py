@@ -25,6 +25,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from workflows.models import Team
+from workflows.providers.base import ProviderError
+
 OTHER_TEAMS = "other"
 
 GATE_DECISIONS = Counter(
@@ -89,12 +92,11 @@ def spend_recorded(*, team_id: int, cost_usd: Decimal | None) -> None:
     transaction.on_commit(partial(counter.labels(team=label).inc, float(abs(cost_usd))))
 
 
+# One query per team and process: a renamed team keeps its old label until its processes restart.
 @lru_cache(maxsize=4096)
 def _team_label(team_id: int, listed: tuple[str, ...]) -> str:
     if not listed:
         return OTHER_TEAMS
-    from workflows.models import Team
-
     name = Team.objects.filter(pk=team_id).values_list("name", flat=True).first()
     return name if name in listed else OTHER_TEAMS
 
@@ -113,8 +115,6 @@ def webhook_attempted(*, status: str) -> None:
 @contextmanager
 def provider_call_observed(*, provider: str) -> Iterator[None]:
     """Time a provider call, and count it as an error by kind when it raises ProviderError."""
-    from workflows.providers.base import ProviderError
-
     started = time.monotonic()
     try:
         yield
