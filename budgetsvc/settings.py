@@ -107,7 +107,9 @@ LOCAL_APPS = ["workflows"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
-    # First, so that every response carries the request id and every log line of the request has it.
+    # First: /healthz, /readyz and /metrics answer whatever the Host header (workflows/api/probes.py).
+    "workflows.api.probes.ProbeMiddleware",
+    # Next, so that every other response carries the request id and every log line of the request has it.
     "budgetsvc.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -349,6 +351,22 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Health and metrics (docs/operations.md#health-and-metrics). Each readiness check, and each source
+# /metrics reads at scrape time, is given up on after HEALTH_CHECK_TIMEOUT_SECONDS. /readyz fails once
+# the last sweep is older than HEALTH_SWEEP_MAX_AGE_SECONDS (a few sweep intervals). /metrics answers
+# only a request bearing METRICS_TOKEN, and is off (404) while it is unset; teams are named in its
+# labels only when listed in METRICS_TEAMS, every other team as "other".
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2)
+HEALTH_SWEEP_MAX_AGE_SECONDS = env.float("HEALTH_SWEEP_MAX_AGE_SECONDS", default=max(60, 4 * SWEEP_INTERVAL_SECONDS))
+if not 0 < HEALTH_CHECK_TIMEOUT_SECONDS <= 30 or HEALTH_SWEEP_MAX_AGE_SECONDS <= SWEEP_INTERVAL_SECONDS:
+    raise ImproperlyConfigured(
+        "HEALTH_CHECK_TIMEOUT_SECONDS must be above 0 and at most 30, and HEALTH_SWEEP_MAX_AGE_SECONDS above SWEEP_INTERVAL_SECONDS."
+    )
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_TEAMS = env.list("METRICS_TEAMS", default=[])
+if len(METRICS_TEAMS) > 100:
+    raise ImproperlyConfigured("METRICS_TEAMS may list at most 100 teams: each is a label of its own.")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)
 # Twelve attempts, the waits doubling from 10 s, span about 5 hours and 40 minutes.
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)

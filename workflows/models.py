@@ -917,3 +917,13 @@ class TeamDailySpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team_id} {self.day}: {self.spent_usd}"
+
+
+class SweepHeartbeat(models.Model):
+    """When the sweeper last ran: one row, written at the end of every sweep, so that every process
+    (the web process's readiness check among them) can tell whether beat and a worker are sweeping."""
+
+    swept_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"last sweep at {self.swept_at:%Y-%m-%d %H:%M:%S}"

@@ -27,6 +27,7 @@ from workflows.models import (
     ProviderRoute,
     Run,
     Step,
+    SweepHeartbeat,
     Team,
     TeamDailySpend,
     TeamToolServer,
@@ -66,8 +67,8 @@ TEAM_PATHS: dict[type[Model], str] = {
     ToolPrice: "team",
 }
 # Rows of no team that apply to every team: a change to a price re-prices every team's steps, so staff
-# who are not superusers may view them only.
-SHARED_MODELS: tuple[type[Model], ...] = (Price, ModelAlias)
+# who are not superusers may view them only. The sweeper's heartbeat is the service's own, in no admin.
+SHARED_MODELS: tuple[type[Model], ...] = (Price, ModelAlias, SweepHeartbeat)
 
 
 def team_path(model: type[Model]) -> str | None:

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import Sum
 
 from workflows.definition import USAGE_FIELDS, cost_usd, is_count, usage_label, usage_problem, worst_case_counts
+from workflows import metrics
 from workflows.definition import TOOL_CALL_ROLE
 from workflows.models import CHARGE_BASES, EventType, LedgerBasis, LedgerEntry, LedgerKind, Run, Step
 from workflows.providers import Usage
@@ -210,6 +211,7 @@ def ledger_record(entry: LedgerEntry) -> None:
     """Write an entry `ledger_charge` made. A second entry for one attempt breaks the unique (step,
     attempt) constraint, and the transaction that charged it with it."""
     entry.save(force_insert=True)
+    metrics.spend_recorded(team_id=entry.team_id, cost_usd=entry.cost_usd)
 
 
 def ledger_has_entry(*, step: Step, attempt: int) -> bool:

@@ -21,8 +21,10 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from workflows import metrics
 from workflows.models import ACTIVE_RUN_STATUSES, Step, StepStatus
 from workflows.services.dispatch import step_schedule
+from workflows.services.health import sweep_heartbeat_record
 from workflows.services.locks import without_live_attempt
 
 logger = logging.getLogger(__name__)
@@ -40,10 +42,12 @@ class SweepReport:
 
 
 def sweep_stuck_steps(*, now: datetime | None = None) -> SweepReport:
-    """One sweep: send stuck steps again."""
+    """One sweep: send stuck steps again, and note that it ran (for /readyz)."""
     now = now or timezone.now()
     crashed, lost = _resend(now=now)
     report = SweepReport(crashed_resent=crashed, lost_resent=lost)
+    sweep_heartbeat_record()
+    metrics.sweep_recorded(report=report)
     if crashed or lost:
         logger.warning("Swept stuck steps: %s", report)
     return report

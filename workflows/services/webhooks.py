@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from workflows import outbound
+from workflows import metrics, outbound
 from workflows.errors import OutboundRefused, OutboundUnresolved
 from workflows.models import (
     UNDELIVERED_STATUSES,
@@ -113,6 +113,7 @@ def webhook_attempt(*, delivery_id: int) -> str | None:
             WebhookAttempt.objects.create(
                 delivery=delivery, number=number, error="Not sent: the team has no webhook URL any more.", duration_ms=0
             )
+        metrics.webhook_attempted(status=DeliveryStatus.DEAD)
         return DeliveryStatus.DEAD
     lease_end = now + timedelta(seconds=4 * settings.WEBHOOK_TIMEOUT_SECONDS) + ATTEMPT_LEASE_MARGIN
     if not claimed.update(attempts=number, next_attempt_at=lease_end, url=url):
@@ -180,6 +181,7 @@ def _attempt_record(
         # Only while this is still the latest attempt: past its lease another may have started, and
         # that one's outcome decides.
         WebhookDelivery.objects.filter(pk=delivery.pk, attempts=number).update(**outcome)
+    metrics.webhook_attempted(status=outcome["status"])
     return outcome["status"]
 
 

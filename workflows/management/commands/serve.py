@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -13,6 +14,16 @@ def celery_worker(queue: str, *, concurrency) -> list[str]:
         sys.executable, "-m", "celery", "-A", "budgetsvc", "worker",
         "--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "INFO", "--concurrency", str(concurrency),
     ]
+
+
+def metrics_directory() -> Path:
+    """Where every process started writes its metrics for /metrics to sum, emptied first: samples
+    left by an earlier start belong to processes that no longer exist."""
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.VAR_DIR / "metrics")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for samples in directory.glob("*.db"):
+        samples.unlink()
+    return directory
 
 
 def request_timeout_seconds() -> int:
@@ -33,7 +44,7 @@ class Command(BaseCommand):
         steps_queue, alerts_queue = settings.CELERY_TASK_QUEUES
         commands = {
             "web": [
-                sys.executable, "-m", "gunicorn", "budgetsvc.wsgi",
+                sys.executable, "-m", "gunicorn", "budgetsvc.wsgi", "--config", "python:budgetsvc.gunicorn",
                 "--bind", f"{options['host']}:{options['port']}",
                 "--workers", "2", "--access-logfile", "-", "--timeout", str(request_timeout_seconds()),
             ],
@@ -43,7 +54,8 @@ class Command(BaseCommand):
             # Sends the sweeper that finds stuck steps; its schedule file is CELERY_BEAT_SCHEDULE_FILENAME.
             "beat": [sys.executable, "-m", "celery", "-A", "budgetsvc", "beat", "--loglevel", "INFO"],
         }
-        processes = {name: subprocess.Popen(argv) for name, argv in commands.items()}
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory())}
+        processes = {name: subprocess.Popen(argv, env=env) for name, argv in commands.items()}
         self.stdout.write(
             f"Starting the web server on http://{options['host']}:{options['port']}/ "
             "(API under /api/v1/, admin under /admin/)."

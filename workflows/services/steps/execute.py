@@ -21,6 +21,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 
 from budgetsvc.logs import log_context_bind
+from workflows import metrics
 from workflows.definition import TemplateFailure, counts_as_iteration, unstorable_json
 from workflows.models import (
     ACTIVE_RUN_STATUSES,
@@ -401,9 +402,11 @@ def _begin_under_locks(*, step_id: int, worker: str, lock_team: bool) -> StepAtt
             decision = gate_decide(decide(team_budget=team_budget_state(team, window, spent=ZERO, reserved=ZERO)))
         else:
             decision = gate_decide(decide())
+        metrics.gate_decided(decision=decision)
         if not decision.admitted:
             step.estimate_usd = estimate
             run_stop(team=team, run=run, step=step, decision=decision, outputs=run.latest_outputs)
+            metrics.step_finished(kind=prepared.kind, status=step.status)
             return None
         if not lock_team and any(check.scope == BudgetScope.TEAM for check in decision.reports):
             raise _TeamLockNeeded  # an audit report against the team's budget, which re-arms on the team's row
@@ -486,6 +489,7 @@ def _settle_under_locks(*, attempt: StepAttempt, result: CompletionResult) -> No
         step.finished_at = timezone.now()
         step.session = session_kept(prepared=attempt.prepared, role=step.role, output=result.output)
         step.save(update_fields=["reserved_usd", "status", "output", "error", "finished_at", "session"])
+        metrics.step_finished(kind=attempt.prepared.kind, status=step.status)
         completed, said = kind_named(attempt.prepared.kind).completed_event(step=step, output=result.output)
         continued = {"session": attempt.prepared.session} if attempt.prepared.session else {}
         event_record(
@@ -551,7 +555,7 @@ def _fail_under_locks(*, attempt: StepAttempt, error: dict, outcome_unknown: boo
         if step.status != StepStatus.RUNNING or step.attempts != attempt.number:
             return
         estimate = _estimate_charge(team=team, run=run, step=step, attempt=attempt, reason=error["message"]) if outcome_unknown else None
-        _attempt_failed(team=team, run=run, step=step, error=error)
+        _attempt_failed(team=team, run=run, step=step, attempt=attempt, error=error)
         _charge_record(team=team, run=run, entry=estimate)
 
 
@@ -611,12 +615,12 @@ def _failed_call_handle(
     """Fail the attempt that owns its step, or send it again later, as the error and the retries so far say."""
     details = _provider_error(error)
     if not error.retryable or run.status not in ACTIVE_RUN_STATUSES:
-        _attempt_failed(team=team, run=run, step=step, error=details)
+        _attempt_failed(team=team, run=run, step=step, attempt=attempt, error=details)
         return
     if step.provider_retries >= settings.PROVIDER_MAX_RETRIES:
         tries = step.provider_retries + 1
         message = f"The provider failed {tries} times in a row; the last error: {details['message']}"
-        _attempt_failed(team=team, run=run, step=step, error={**details, "message": message})
+        _attempt_failed(team=team, run=run, step=step, attempt=attempt, error={**details, "message": message})
         return
     release(run=run, step=step)
     step.provider_retries += 1
@@ -659,7 +663,8 @@ def _charge_record(*, team: Team, run: Run, entry: LedgerEntry | None) -> None:
     alerts_after_spend(team=team, run=run)
 
 
-def _attempt_failed(*, team: Team, run: Run, step: Step, error: dict) -> None:
+def _attempt_failed(*, team: Team, run: Run, step: Step, attempt: StepAttempt, error: dict) -> None:
+    metrics.step_finished(kind=attempt.prepared.kind, status=StepStatus.FAILED)
     if run.status == RunStatus.CANCELLED:
         # A cancelled run stays cancelled: failing it would make it resumable again.
         release(run=run, step=step)

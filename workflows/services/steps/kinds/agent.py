@@ -33,6 +33,7 @@ from workflows.providers import (
     ToolSpec,
     Usage,
     get_provider,
+    provider_complete,
 )
 from workflows.services.credentials import credentials_for
 from workflows.services.ledger import ledger_charge
@@ -184,7 +185,7 @@ class AgentKind(StepKind):
     def run(self, attempt: StepAttempt) -> CompletionResult:
         provider = get_provider(attempt.prepared.provider)
         credentials = credentials_for(team_id=attempt.team_id, provider=provider.name)
-        return provider.complete(attempt.prepared.request, credentials=credentials)
+        return provider_complete(provider, attempt.prepared.request, credentials=credentials)
 
     def settle(
         self, *, team: Team, run: Run, step: Step, attempt: StepAttempt, usage: Usage, **run_deltas
