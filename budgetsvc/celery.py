@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready
 
 from budgetsvc.logs import log_context_clear
 
@@ -32,3 +32,14 @@ def close_old_connections(*, task, **kwargs) -> None:
 def forget_log_context(**kwargs) -> None:
     """The run and step a task bound to its log lines are its own, not the next task's on this worker."""
     log_context_clear()
+
+
+@worker_ready.connect
+def serve_worker_metrics(**kwargs) -> None:
+    """A worker's counters at :METRICS_WORKER_PORT/metrics, when set (docs/operations.md#metrics)."""
+    from django.conf import settings
+
+    if settings.METRICS_WORKER_PORT:
+        from workflows import metrics
+
+        metrics.worker_exposition_start(port=settings.METRICS_WORKER_PORT)

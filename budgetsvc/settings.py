@@ -365,6 +365,13 @@ if not 0 < HEALTH_CHECK_TIMEOUT_SECONDS <= 30 or HEALTH_SWEEP_MAX_AGE_SECONDS <=
     )
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_TEAMS = env.list("METRICS_TEAMS", default=[])
+# A Celery worker's own /metrics, for workers on machines or in containers of their own, whose counters
+# the web's /metrics cannot sum: served on this port by the worker's main process (0: not served).
+METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+if METRICS_WORKER_PORT and not METRICS_TOKEN:
+    raise ImproperlyConfigured("METRICS_WORKER_PORT needs METRICS_TOKEN: a worker's /metrics answers only with it.")
+if not 0 <= METRICS_WORKER_PORT <= 65535:
+    raise ImproperlyConfigured("METRICS_WORKER_PORT must be a TCP port, or 0 for none.")
 if len(METRICS_TEAMS) > 100:
     raise ImproperlyConfigured("METRICS_TEAMS may list at most 100 teams: each is a label of its own.")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)

@@ -12,16 +12,20 @@ What is written inside a transaction is counted when it commits: a gate decision
 rolled back never happened.
 """
 
+import hmac
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from functools import lru_cache, partial
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from django.conf import settings
 from django.db import transaction
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -134,21 +138,60 @@ def provider_error_kind(error) -> str:
     return "unreachable" if error.retryable else "other"
 
 
+def scrape_authorized(authorization: str) -> bool:
+    """Whether an Authorization header bears METRICS_TOKEN, compared in constant time."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), settings.METRICS_TOKEN.encode())
+
+
 def exposition(*, scrape_figures: Callable[[], dict]) -> bytes:
     """The text /metrics answers: every process's counters, then the gauges read at scrape time.
 
     `scrape_figures` returns {"reserved_usd": ..., "running_steps": ..., "queue_depth": {queue: n}},
     with None for what could not be read in time (services/health.py).
     """
-    multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if multiprocess_dir:
-        counters = CollectorRegistry()
-        MultiProcessCollector(counters, path=multiprocess_dir)
-    else:
-        counters = REGISTRY
     gauges = CollectorRegistry()
     gauges.register(_ScrapeTimeGauges(scrape_figures))
-    return generate_latest(counters) + generate_latest(gauges)
+    return generate_latest(_counters()) + generate_latest(gauges)
+
+
+def _counters() -> CollectorRegistry:
+    """This process's counters, or with PROMETHEUS_MULTIPROC_DIR set, those of every process sharing it."""
+    multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not multiprocess_dir:
+        return REGISTRY
+    counters = CollectorRegistry()
+    MultiProcessCollector(counters, path=multiprocess_dir)
+    return counters
+
+
+def worker_exposition_start(*, port: int) -> WSGIServer:
+    """Serve the counters of this worker and its pool's children at :`port`/metrics, with the web's
+    bearer token, on daemon threads. The scrape-time gauges stay the web's: they read the shared
+    database and broker, which every web process sees alike."""
+    server = make_server("", port, _worker_exposition, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-exposition", daemon=True).start()
+    return server
+
+
+def _worker_exposition(environ, start_response):
+    if environ["PATH_INFO"] != "/metrics":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"Not found: the worker serves /metrics only.\n"]
+    if not scrape_authorized(environ.get("HTTP_AUTHORIZATION", "")):
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="metrics"')])
+        return [b"A valid metrics bearer token is required.\n"]
+    start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+    return [generate_latest(_counters())]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scraper never holds the worker's shutdown
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:
+        """No line per scrape on the worker's stderr."""
 
 
 class _ScrapeTimeGauges:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import workflow_version
-from tests.integration.conftest import service_env
+from tests.integration.conftest import service_env, wait_for_ready
 from tests.integration.test_make_run import free_port
 from workflows.services.runs import run_start
 
@@ -78,6 +78,36 @@ def test_a_team_not_listed_counts_as_other(team, celery_worker, settings):
     after = scraped()
     assert gained(before, after, "budgetsvc_spend_usd_total", team="other") == pytest.approx(0.3)
     assert gained(before, after, "budgetsvc_spend_usd_total", team=team.name) == 0
+
+
+def test_a_worker_on_a_machine_of_its_own_serves_its_pools_counters_with_the_token(team, celery_process, tmp_path):
+    """A worker whose counters the web's /metrics cannot sum (another container or machine) serves
+    them itself: its pool's two children write them, its main process serves the sum."""
+    port = free_port()
+    (tmp_path / "metrics").mkdir()
+    worker = celery_process(
+        "worker", "--pool", "prefork", "--concurrency", "2", "--without-gossip", "--without-mingle",
+        env={
+            "METRICS_WORKER_PORT": str(port), "METRICS_TOKEN": TOKEN, "METRICS_TEAMS": team.name,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        },
+    )  # fmt: skip
+    wait_for_ready(worker)
+    url = f"http://127.0.0.1:{port}/metrics"
+    version = workflow_version(team=team)
+
+    for topic in ("one", "two"):
+        run = run_start(team=team, workflow=version.workflow_id, inputs={"topic": topic}, limits=ENFORCED)
+        wait_for_run(run.pk, "budget_exceeded")
+
+    status, text = get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    counters = samples_of(text)
+    assert counters[("budgetsvc_gate_decisions_total", (("outcome", "budget_exceeded"), ("scope", "run")))] == 2
+    assert counters[("budgetsvc_spend_usd_total", (("team", team.name),))] == pytest.approx(0.6)
+    assert get(url)[0] == 401
+    assert get(url, headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert get(f"http://127.0.0.1:{port}/")[0] == 404
 
 
 @pytest.fixture

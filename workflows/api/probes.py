@@ -5,8 +5,6 @@ header: a load balancer probes by the instance's address, which ALLOWED_HOSTS ne
 session, no CSRF, no authentication by API key, no throttling; /metrics has its own bearer token.
 """
 
-import hmac
-
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -34,8 +32,7 @@ def readyz(request) -> JsonResponse:
 def metrics_view(request) -> HttpResponse:
     if not settings.METRICS_TOKEN:
         return JsonResponse(error_body("not_found", "Not found."), status=404)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.METRICS_TOKEN.encode()):
+    if not metrics.scrape_authorized(request.headers.get("Authorization", "")):
         response = JsonResponse(error_body("not_authenticated", "A valid metrics bearer token is required."), status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
