@@ -1,6 +1,7 @@
 """Endpoints for the service's staff, as Django users rather than team API keys, scoped as the admin is:
 superusers reach every team, other staff the teams they are staff of (selectors.teams_visible_to)."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -8,6 +9,7 @@ from rest_framework.views import APIView
 from workflows import selectors
 from workflows.api import serializers
 from workflows.api.auth import ApiKeyAuthentication, MayAdjustLedger, StaffBasicAuthentication
+from workflows.api.schema import ID_PARAMETER, error_responses
 from workflows.api.views import path_id
 from workflows.services.adjustments import check_adjustment, ledger_adjust
 
@@ -22,6 +24,13 @@ class LedgerAdjustmentsView(APIView):
     authentication_classes = [StaffBasicAuthentication, ApiKeyAuthentication]
     permission_classes = [MayAdjustLedger]
 
+    @extend_schema(
+        summary="Correct a ledger entry's charge (staff only)",
+        auth=[{"staffBasic": []}],
+        parameters=[ID_PARAMETER],
+        request=serializers.LedgerAdjustmentInputSerializer,
+        responses={201: serializers.LedgerEntryOutputSerializer, **error_responses("permission_denied", "not_found", body=True)},
+    )
     def post(self, request, pk: str):
         entry = selectors.ledger_entry_visible_to(user=request.user, entry_id=path_id(pk))
         given = serializers.LedgerAdjustmentInputSerializer(data=request.data)

@@ -1,5 +1,7 @@
 from decimal import Decimal
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -11,6 +13,13 @@ from workflows.api import serializers
 from workflows.api.idempotency import idempotent
 from workflows.api.pagination import OldestFirstCursorPagination
 from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
+from workflows.api.schema import (
+    ID_PARAMETER,
+    IDEMPOTENCY_KEY_PARAMETER,
+    RUN_EXAMPLE,
+    WORKFLOW_EXAMPLE_YAML,
+    error_responses,
+)
 from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound, ValidationFailed
 from workflows.models import RunStatus
@@ -43,6 +52,38 @@ class TeamScopedViewSet(GenericViewSet):
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="The team's workflows, newest first",
+        responses={200: serializers.WorkflowOutputSerializer(many=True), **error_responses()},
+    ),
+    retrieve=extend_schema(
+        summary="A workflow, with its versions and its latest definition",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.WorkflowDetailOutputSerializer, **error_responses("not_found")},
+    ),
+    create=extend_schema(
+        summary="Upload a workflow, or a new version of one",
+        description="The definition as JSON (`definition` as YAML text or a JSON object), or the YAML itself as the "
+        "body with `Content-Type: application/yaml` and the name, if any, in `?name=`.",
+        parameters=[
+            OpenApiParameter("name", str, OpenApiParameter.QUERY, description="With a YAML body: the workflow's name."),
+        ],
+        request={"application/json": serializers.WorkflowCreateInputSerializer, "application/yaml": OpenApiTypes.STR},
+        examples=[
+            OpenApiExample(
+                "A workflow as JSON", value={"definition": WORKFLOW_EXAMPLE_YAML}, media_type="application/json", request_only=True
+            ),
+            OpenApiExample(
+                "A workflow as YAML", value=WORKFLOW_EXAMPLE_YAML, media_type="application/yaml", request_only=True
+            ),
+        ],
+        responses={
+            201: serializers.WorkflowCreatedOutputSerializer,
+            **error_responses("definition_invalid", body=True),
+        },
+    ),
+)
 class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     serializer_class = serializers.WorkflowOutputSerializer
     parser_classes = [BoundedJSONParser, DefinitionTextParser]
@@ -64,6 +105,75 @@ class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         return Response(serializers.WorkflowCreatedOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
+_RUN_RESPONSES = error_responses("not_found")
+_IDEMPOTENCY_ERRORS = ("idempotency_key_in_progress", "idempotency_key_reused")
+# What a workflow needs to run (its prices, credentials, routes and endpoints) is checked again when it starts
+# or resumes.
+_RUNNABLE_ERRORS = ("unpriced_model", "missing_credentials", "provider_not_routed", "endpoint_mismatch")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The team's runs, newest first",
+        parameters=[OpenApiParameter("status", str, OpenApiParameter.QUERY, enum=RunStatus.values, description="Only runs in this status.")],
+        responses={200: serializers.RunOutputSerializer(many=True), **error_responses()},
+    ),
+    retrieve=extend_schema(summary="A run", parameters=[ID_PARAMETER], responses={200: serializers.RunOutputSerializer, **_RUN_RESPONSES}),
+    create=extend_schema(
+        summary="Start a run of a workflow",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        request=serializers.RunCreateInputSerializer,
+        examples=[OpenApiExample("A run of the uploaded example", value=RUN_EXAMPLE, request_only=True)],
+        responses={
+            202: serializers.RunOutputSerializer,
+            **error_responses("not_found", *_RUNNABLE_ERRORS, *_IDEMPOTENCY_ERRORS, body=True),
+        },
+    ),
+    resume=extend_schema(
+        summary="Resume a stopped run, with new limits if given",
+        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
+        request=serializers.RunResumeInputSerializer,
+        responses={
+            202: serializers.RunOutputSerializer,
+            **error_responses("not_found", "invalid_run_state", *_RUNNABLE_ERRORS, *_IDEMPOTENCY_ERRORS, body=True),
+        },
+    ),
+    answer=extend_schema(
+        summary="Answer the step the run waits on",
+        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
+        request=serializers.RunAnswerInputSerializer,
+        responses={
+            200: serializers.RunOutputSerializer,
+            **error_responses("not_found", "invalid_run_state", *_IDEMPOTENCY_ERRORS, body=True),
+        },
+    ),
+    cancel=extend_schema(
+        summary="Cancel a run",
+        parameters=[ID_PARAMETER],
+        request=serializers.RunCancelInputSerializer,
+        responses={200: serializers.RunOutputSerializer, **error_responses("not_found", "invalid_run_state", body=True)},
+    ),
+    events=extend_schema(
+        summary="The run's events, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.EventOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+    steps=extend_schema(
+        summary="The run's steps, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.StepOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+    ledger=extend_schema(
+        summary="The run's ledger entries, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.LedgerEntryOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+    checkpoints=extend_schema(
+        summary="The run's checkpoints, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.CheckpointOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+)
 class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     serializer_class = serializers.RunOutputSerializer
     lookup_value_regex = r"\d+"
@@ -152,6 +262,7 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
 class TeamView(APIView):
     """The caller's team: its defaults, its period budget with spend and reset time, its lifetime spend."""
 
+    @extend_schema(summary="The caller's team", responses={200: serializers.TeamOutputSerializer, **error_responses()})
     def get(self, request):
         budget_status = selectors.team_budget_status(team=request.auth.team)
         return Response(serializers.TeamOutputSerializer(budget_status).data)
@@ -160,10 +271,19 @@ class TeamView(APIView):
 class ProviderRoutesView(APIView):
     """The backend each of conductor's runtime provider names reaches in the team's runs."""
 
+    @extend_schema(
+        summary="The team's provider routes",
+        responses={200: serializers.ProviderRoutesOutputSerializer, **error_responses()},
+    )
     def get(self, request):
         routes = provider_routes_get(team=request.auth.team)
         return Response(serializers.ProviderRoutesOutputSerializer(routes).data)
 
+    @extend_schema(
+        summary="Replace the team's provider routes",
+        request=serializers.ProviderRoutesInputSerializer,
+        responses={200: serializers.ProviderRoutesOutputSerializer, **error_responses(body=True)},
+    )
     def put(self, request):
         given = serializers.ProviderRoutesInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
