@@ -9,7 +9,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
-from workflows.definition.bounds import MAX_ID
+from workflows.services.idempotency import KEY_MAX_LENGTH
 
 # Each `type` an error may have, the HTTP status it comes with, and what it means. docs/api.md shows the same
 # table; tests/api/test_schema.py checks that both list every type the code raises.
@@ -100,12 +100,12 @@ ID_PARAMETER = OpenApiParameter(
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": KEY_MAX_LENGTH, "pattern": "^[\\x20-\\x7e]+$"},
     OpenApiParameter.HEADER,
     required=False,
-    description="Any string of up to 255 printable ASCII characters, unique per intended request. A retry with the "
-    "same key and the same request gets the first response again, with `Idempotent-Replayed: true`; the same "
-    "key with a different request is a 422, and one still being answered a 409. Keys are kept for 24 hours.",
+    description=f"1 to {KEY_MAX_LENGTH} printable ASCII characters, new for each operation and the same for its "
+    "retries. A retry of the same request gets the first success again, with `Idempotent-Replayed: true`; the "
+    "same key with another request is a 422, and while the first is being answered a 409. Keys last 24 hours.",
 )
 
 
