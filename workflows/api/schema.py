@@ -109,6 +109,18 @@ IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
 )
 
 
+def idempotent_replayed_header(status: int) -> OpenApiParameter:
+    """The header a replayed answer to a request with an Idempotency-Key carries, on its success `status`."""
+    return OpenApiParameter(
+        "Idempotent-Replayed",
+        str,
+        OpenApiParameter.HEADER,
+        enum=["true"],
+        response=[status],
+        description="Present on the first success answered again to a retry with the same Idempotency-Key.",
+    )
+
+
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "workflows.api.auth.ApiKeyAuthentication"
     name = "apiKey"

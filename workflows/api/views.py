@@ -19,6 +19,7 @@ from workflows.api.schema import (
     RUN_EXAMPLE,
     WORKFLOW_EXAMPLE_YAML,
     error_responses,
+    idempotent_replayed_header,
 )
 from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound, ValidationFailed
@@ -121,7 +122,7 @@ _RUNNABLE_ERRORS = ("unpriced_model", "missing_credentials", "provider_not_route
     retrieve=extend_schema(summary="A run", parameters=[ID_PARAMETER], responses={200: serializers.RunOutputSerializer, **_RUN_RESPONSES}),
     create=extend_schema(
         summary="Start a run of a workflow",
-        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER, idempotent_replayed_header(202)],
         request=serializers.RunCreateInputSerializer,
         examples=[OpenApiExample("A run of the uploaded example", value=RUN_EXAMPLE, request_only=True)],
         responses={
@@ -131,7 +132,7 @@ _RUNNABLE_ERRORS = ("unpriced_model", "missing_credentials", "provider_not_route
     ),
     resume=extend_schema(
         summary="Resume a stopped run, with new limits if given",
-        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
+        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER, idempotent_replayed_header(202)],
         request=serializers.RunResumeInputSerializer,
         responses={
             202: serializers.RunOutputSerializer,
@@ -140,7 +141,7 @@ _RUNNABLE_ERRORS = ("unpriced_model", "missing_credentials", "provider_not_route
     ),
     answer=extend_schema(
         summary="Answer the step the run waits on",
-        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
+        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER, idempotent_replayed_header(200)],
         request=serializers.RunAnswerInputSerializer,
         responses={
             200: serializers.RunOutputSerializer,
