@@ -52,7 +52,7 @@ _ERROR_DETAIL_SCHEMA = {
     }
 )
 class ErrorDetailsField(serializers.JSONField):
-    pass
+    """An error's `details`, which the exception handler writes (workflows/api/errors.py)."""
 
 
 class ErrorBodySerializer(serializers.Serializer):
