@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), 
 
 # Per operation: up to this many requests from each of its examples, and per kind of data.
 EXAMPLES = 3
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 40
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -97,11 +97,13 @@ def live_service(django_db_setup, tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("fuzz")
     env = {**service_env(var_dir), "DJANGO_STATIC_ROOT": str(var_dir / "static")}
     port = free_port()
+    # Without a control socket: every gunicorn's is at one path in the home directory by default.
     web = _start(
-        [sys.executable, "-m", "gunicorn", "budgetsvc.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        [sys.executable, "-m", "gunicorn", "budgetsvc.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "--no-control-socket"],
         env=env,
         log_path=var_dir / "web.log",
-    )
+    )  # fmt: skip
     worker = _start(
         [sys.executable, "-m", "celery", "-A", "budgetsvc", "worker", "--pool", "solo", "--loglevel", "INFO",
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
