@@ -102,7 +102,7 @@ DJANGO_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
 ]
-THIRD_PARTY_APPS = ["rest_framework", "django_filters", "django_guid"]
+THIRD_PARTY_APPS = ["rest_framework", "django_filters", "django_guid", "drf_spectacular", "drf_spectacular_sidecar"]
 LOCAL_APPS = ["workflows"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
@@ -197,6 +197,24 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "workflows.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_METADATA_CLASS": "workflows.api.metadata.InputMetadata",
+}
+
+# The OpenAPI schema (/api/v1/schema/) and its Swagger UI (/api/v1/docs/), which any caller may read: they
+# describe the API, not any team's data. Swagger UI's files come from the sidecar app through the static
+# files, never a CDN. The schema lives in workflows/api/schema.py (docs/api.md, "The schema").
+SPECTACULAR_SETTINGS = {
+    "TITLE": "budgetsvc API",
+    "DESCRIPTION": "Budget-governed execution of conductor-compatible LLM-agent workflows.",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")

@@ -145,3 +145,20 @@ for_each:
     refused = api.post("/api/v1/runs", {"workflow": "each"}, format="json")
     assert refused.json()["error"]["details"][0]["path"] == "inputs.items"
     assert api.post("/api/v1/runs", {"workflow": "each", "inputs": {"items": ["a"]}}, format="json").status_code == 202
+
+
+def test_options_describes_what_to_send_not_the_run_it_answers_with(api):
+    # DRF's metadata described the output serializer, so OPTIONS /runs listed `status`, `spent_usd`, ... as input.
+    start = api.options("/api/v1/runs").json()["actions"]["POST"]
+    resume = api.options("/api/v1/runs/1/resume").json()["actions"]["POST"]
+
+    assert set(start) == {"workflow", "version", "inputs", "limits"}
+    assert start["workflow"]["required"] is True
+    assert set(resume) == {"budget_usd", "budget_mode", "max_iterations", "timeout_seconds", "reason", "workflow_version"}
+
+
+def test_options_on_an_api_view_describes_its_put_body(api):
+    actions = api.options("/api/v1/team/provider-routes").json()["actions"]
+
+    assert set(actions) == {"PUT"}
+    assert set(actions["PUT"]) == {"routes", "default_models"}

@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import pytest
 import time_machine
 
+from tests.api.contract import assert_conforms
 from tests.factories import THREE_STEP_YAML, workflow_version
 from workflows.models import LedgerEntry
 from workflows.providers import CompletionResult
@@ -53,3 +54,11 @@ def test_lifetime_spend_outlives_the_period(api, team):
 
     body = api.get("/api/v1/team").json()
     assert (body["period_budget"]["spent_usd"], body["lifetime_spent_usd"]) == ("0.000000", "0.300000")
+
+
+def test_the_team_endpoint_keeps_to_its_schema_for_a_team_with_no_webhook(api, team):
+    # The schema once called webhook_url a URI, which the empty string of a team with no webhook is not.
+    response = api.get("/api/v1/team")
+
+    assert response.json()["webhook_url"] == ""
+    assert_conforms(response, method="GET", path="/api/v1/team/")

@@ -40,6 +40,25 @@ class NewestFirstCursorPagination(CursorPagination):
                 raise _invalid("cursor", "is not a cursor this API returned")
         return cursor
 
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        cursor, page_size = super().get_schema_operation_parameters(view)
+        cursor["description"] = "Where the page starts: only a cursor from a page's `next` or `previous`."
+        page_size["description"] = f"How many items a page holds (default {self.page_size})."
+        page_size["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return [cursor, page_size]
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        link = {"type": "string", "format": "uri", "nullable": True}
+        return {
+            "type": "object",
+            "required": ["next", "previous", "results"],
+            "properties": {
+                "next": {**link, "description": "The next page, or null on the last."},
+                "previous": {**link, "description": "The previous page, or null on the first."},
+                "results": schema,
+            },
+        }
+
 
 class OldestFirstCursorPagination(NewestFirstCursorPagination):
     """For a run's events, steps, ledger and checkpoints, which read as a story."""

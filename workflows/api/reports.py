@@ -3,24 +3,27 @@
 import csv
 import io
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from workflows import selectors
 from workflows.api.query import ApiView
+from workflows.api.schema import ID_PARAMETER, error_responses
 from workflows.api.serializers import money
 from workflows.api.views import path_id
 from workflows.reports.cost_profile import cost_profile
-from workflows.reports.spend import DEFAULT_GROUP_BY, SPEND_COLUMNS, spend_by
+from workflows.reports.spend import DEFAULT_GROUP_BY, GROUPINGS, SPEND_COLUMNS, spend_by
 from workflows.reports.spreadsheet import csv_cell
 
 
 class SpendQueryInputSerializer(serializers.Serializer):
     # group_by and the order of the dates are rules of the report, checked by spend_by.
-    group_by = serializers.CharField(required=False, default=DEFAULT_GROUP_BY)
-    since = serializers.DateField(required=False, default=None, input_formats=["%Y-%m-%d"])
-    until = serializers.DateField(required=False, default=None, input_formats=["%Y-%m-%d"])
+    group_by = serializers.CharField(required=False, default=DEFAULT_GROUP_BY, help_text=f"One of {', '.join(GROUPINGS)}.")
+    since = serializers.DateField(required=False, default=None, input_formats=["%Y-%m-%d"], help_text="The first UTC day.")
+    until = serializers.DateField(required=False, default=None, input_formats=["%Y-%m-%d"], help_text="The last UTC day.")
 
 
 class SpendGroupOutputSerializer(serializers.Serializer):
@@ -89,6 +92,20 @@ class SpendView(ApiView):
     extra_query_params = (*SpendQueryInputSerializer().fields, "format")
     throttle_scope = "report"
 
+    @extend_schema(
+        summary="The team's spend, grouped",
+        parameters=[
+            SpendQueryInputSerializer,
+            OpenApiParameter("format", str, OpenApiParameter.QUERY, enum=["json", "csv"], description="As `Accept` does."),
+        ],
+        responses={
+            (200, JSONRenderer.media_type): SpendReportOutputSerializer,
+            (200, SpendCSVRenderer.media_type): OpenApiResponse(
+                OpenApiTypes.STR, description=f"The groups as CSV, with the header {','.join(SPEND_COLUMNS)}."
+            ),
+            **error_responses(media_type=JSONRenderer.media_type),
+        },
+    )
     def get(self, request):
         given = SpendQueryInputSerializer(data=request.query_params)
         given.is_valid(raise_exception=True)
@@ -107,6 +124,11 @@ class WorkflowCostProfileView(ApiView):
 
     throttle_scope = "report"
 
+    @extend_schema(
+        summary="What the workflow's runs cost, and the budget that would have stopped the costliest",
+        parameters=[ID_PARAMETER],
+        responses={200: CostProfileOutputSerializer, **error_responses("not_found")},
+    )
     def get(self, request, pk: str):
         workflow = selectors.workflow_get(team=request.auth.team, workflow_id=path_id(pk))
         return Response(CostProfileOutputSerializer(cost_profile(workflow=workflow)).data)

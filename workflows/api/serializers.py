@@ -1,5 +1,6 @@
 """Input serializers check the shape of a request; output serializers render models. No rules here."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from workflows.definition import LIMIT_FIELDS
@@ -25,6 +26,7 @@ class StrictInputSerializer(serializers.Serializer):
         return attrs
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "object", "additionalProperties": {}}]})
 class DefinitionField(serializers.Field):
     """YAML (or JSON) text, or an already-parsed JSON object."""
 
@@ -294,7 +296,8 @@ class TeamOutputSerializer(serializers.Serializer):
     defaults = serializers.SerializerMethodField()
     period_budget = serializers.SerializerMethodField()
     alert_thresholds = serializers.ListField(source="team.alert_thresholds")
-    webhook_url = serializers.URLField(source="team.webhook_url")
+    # Empty when the team has none, which no "uri" format allows.
+    webhook_url = serializers.CharField(source="team.webhook_url", help_text="Where alerts are posted; empty for none.")
     lifetime_spent_usd = money()
 
     def get_defaults(self, status) -> dict:

@@ -1,5 +1,7 @@
 from decimal import Decimal
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -11,8 +13,17 @@ from workflows.api.idempotency import idempotent
 from workflows.api.pagination import OldestFirstCursorPagination
 from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
 from workflows.api.query import ApiView, StrictQueryParams
+from workflows.api.schema import (
+    ID_PARAMETER,
+    IDEMPOTENCY_KEY_PARAMETER,
+    RUN_EXAMPLE,
+    WORKFLOW_EXAMPLE_YAML,
+    error_responses,
+    idempotent_replayed_header,
+)
 from workflows.definition.bounds import MAX_ID
 from workflows.errors import NotFound
+from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Workflow
 from workflows.services.provider_routes import provider_routes_get, provider_routes_set
 from workflows.services.inputs import run_answer
 from workflows.services.runs import actor_of, run_cancel, run_resume, run_start
@@ -29,6 +40,9 @@ def path_id(value: str) -> int:
 
 
 class TeamScopedViewSet(StrictQueryParams, GenericViewSet):
+    """A viewset over one team's rows. Requests read them through `get_queryset`; the `queryset` of
+    each viewset and listing action names only the model, for the schema, generated without a team."""
+
     # The filters of the viewset's list. An extra action that lists gives @action its own, or None.
     filterset_class = None
 
@@ -44,7 +58,40 @@ class TeamScopedViewSet(StrictQueryParams, GenericViewSet):
         return self.paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="The team's workflows, newest first",
+        responses={200: serializers.WorkflowOutputSerializer(many=True), **error_responses()},
+    ),
+    retrieve=extend_schema(
+        summary="A workflow, with its versions and its latest definition",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.WorkflowDetailOutputSerializer, **error_responses("not_found")},
+    ),
+    create=extend_schema(
+        summary="Upload a workflow, or a new version of one",
+        description="The definition as JSON (`definition` as YAML text or a JSON object), or the YAML itself as the "
+        "body with `Content-Type: application/yaml` and the name, if any, in `?name=`.",
+        parameters=[
+            OpenApiParameter("name", str, OpenApiParameter.QUERY, description="With a YAML body: the workflow's name."),
+        ],
+        request={"application/json": serializers.WorkflowCreateInputSerializer, "application/yaml": OpenApiTypes.STR},
+        examples=[
+            OpenApiExample(
+                "A workflow as JSON", value={"definition": WORKFLOW_EXAMPLE_YAML}, media_type="application/json", request_only=True
+            ),
+            OpenApiExample(
+                "A workflow as YAML", value=WORKFLOW_EXAMPLE_YAML, media_type="application/yaml", request_only=True
+            ),
+        ],
+        responses={
+            201: serializers.WorkflowCreatedOutputSerializer,
+            **error_responses("definition_invalid", body=True),
+        },
+    ),
+)
 class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
+    queryset = Workflow.objects.none()
     serializer_class = serializers.WorkflowOutputSerializer
     parser_classes = [BoundedJSONParser, DefinitionTextParser]
     filterset_class = filters.WorkflowFilter
@@ -66,7 +113,76 @@ class WorkflowViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         return Response(serializers.WorkflowCreatedOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
+_RUN_RESPONSES = error_responses("not_found")
+_IDEMPOTENCY_ERRORS = ("idempotency_key_in_progress", "idempotency_key_reused")
+# What a workflow needs to run (its prices, credentials, routes and endpoints) is checked again when it starts
+# or resumes.
+_RUNNABLE_ERRORS = ("unpriced_model", "missing_credentials", "provider_not_routed", "endpoint_mismatch")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The team's runs, newest first",
+        responses={200: serializers.RunOutputSerializer(many=True), **error_responses()},
+    ),
+    retrieve=extend_schema(summary="A run", parameters=[ID_PARAMETER], responses={200: serializers.RunOutputSerializer, **_RUN_RESPONSES}),
+    create=extend_schema(
+        summary="Start a run of a workflow",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER, idempotent_replayed_header(202)],
+        request=serializers.RunCreateInputSerializer,
+        examples=[OpenApiExample("A run of the uploaded example", value=RUN_EXAMPLE, request_only=True)],
+        responses={
+            202: serializers.RunOutputSerializer,
+            **error_responses("not_found", *_RUNNABLE_ERRORS, *_IDEMPOTENCY_ERRORS, body=True),
+        },
+    ),
+    resume=extend_schema(
+        summary="Resume a stopped run, with new limits if given",
+        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER, idempotent_replayed_header(202)],
+        request=serializers.RunResumeInputSerializer,
+        responses={
+            202: serializers.RunOutputSerializer,
+            **error_responses("not_found", "invalid_run_state", *_RUNNABLE_ERRORS, *_IDEMPOTENCY_ERRORS, body=True),
+        },
+    ),
+    answer=extend_schema(
+        summary="Answer the step the run waits on",
+        parameters=[ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER, idempotent_replayed_header(200)],
+        request=serializers.RunAnswerInputSerializer,
+        responses={
+            200: serializers.RunOutputSerializer,
+            **error_responses("not_found", "invalid_run_state", *_IDEMPOTENCY_ERRORS, body=True),
+        },
+    ),
+    cancel=extend_schema(
+        summary="Cancel a run",
+        parameters=[ID_PARAMETER],
+        request=serializers.RunCancelInputSerializer,
+        responses={200: serializers.RunOutputSerializer, **error_responses("not_found", "invalid_run_state", body=True)},
+    ),
+    events=extend_schema(
+        summary="The run's events, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.EventOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+    steps=extend_schema(
+        summary="The run's steps, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.StepOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+    ledger=extend_schema(
+        summary="The run's ledger entries, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.LedgerEntryOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+    checkpoints=extend_schema(
+        summary="The run's checkpoints, oldest first",
+        parameters=[ID_PARAMETER],
+        responses={200: serializers.CheckpointOutputSerializer(many=True), **_RUN_RESPONSES},
+    ),
+)
 class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
+    queryset = Run.objects.none()
     serializer_class = serializers.RunOutputSerializer
     filterset_class = filters.RunFilter
     lookup_value_regex = r"\d+"
@@ -119,20 +235,32 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         run = run_cancel(run=self.get_object(), cancelled_by=request.auth, reason=given.validated_data["reason"])
         return Response(self._fresh(run))
 
-    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=filters.EventFilter)
+    @action(
+        detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination,
+        filterset_class=filters.EventFilter, queryset=Event.objects.none(),
+    )  # fmt: skip
     def events(self, request, pk=None):
         return self._history(selectors.events_of(run=self.get_object()), serializers.EventOutputSerializer)
 
-    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=None)
+    @action(
+        detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination,
+        filterset_class=None, queryset=Step.objects.none(),
+    )  # fmt: skip
     def steps(self, request, pk=None):
         return self._history(selectors.steps_of(run=self.get_object()), serializers.StepOutputSerializer)
 
-    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=filters.RunLedgerFilter)
+    @action(
+        detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination,
+        filterset_class=filters.RunLedgerFilter, queryset=LedgerEntry.objects.none(),
+    )  # fmt: skip
     def ledger(self, request, pk=None):
         entries = selectors.ledger_of(run=self.get_object()).select_related("step")
         return self._history(entries, serializers.LedgerEntryOutputSerializer)
 
-    @action(detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination, filterset_class=None)
+    @action(
+        detail=True, methods=["get"], pagination_class=OldestFirstCursorPagination,
+        filterset_class=None, queryset=Checkpoint.objects.none(),
+    )  # fmt: skip
     def checkpoints(self, request, pk=None):
         checkpoints = selectors.checkpoints_of(run=self.get_object()).select_related("next_step")
         return self._history(checkpoints, serializers.CheckpointOutputSerializer)
@@ -144,9 +272,16 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         return self.get_serializer(self.get_team_object(run.pk)).data
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="The team's ledger entries, newest first",
+        responses={200: serializers.LedgerEntryOutputSerializer(many=True), **error_responses()},
+    ),
+)
 class LedgerViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     """The team's ledger entries, newest first."""
 
+    queryset = LedgerEntry.objects.none()
     serializer_class = serializers.LedgerEntryOutputSerializer
     filterset_class = filters.TeamLedgerFilter
 
@@ -157,6 +292,7 @@ class LedgerViewSet(TeamScopedViewSet, mixins.ListModelMixin):
 class TeamView(ApiView):
     """The caller's team: its defaults, its period budget with spend and reset time, its lifetime spend."""
 
+    @extend_schema(summary="The caller's team", responses={200: serializers.TeamOutputSerializer, **error_responses()})
     def get(self, request):
         budget_status = selectors.team_budget_status(team=request.auth.team)
         return Response(serializers.TeamOutputSerializer(budget_status).data)
@@ -165,10 +301,19 @@ class TeamView(ApiView):
 class ProviderRoutesView(ApiView):
     """The backend each of conductor's runtime provider names reaches in the team's runs."""
 
+    @extend_schema(
+        summary="The team's provider routes",
+        responses={200: serializers.ProviderRoutesOutputSerializer, **error_responses()},
+    )
     def get(self, request):
         routes = provider_routes_get(team=request.auth.team)
         return Response(serializers.ProviderRoutesOutputSerializer(routes).data)
 
+    @extend_schema(
+        summary="Replace the team's provider routes",
+        request=serializers.ProviderRoutesInputSerializer,
+        responses={200: serializers.ProviderRoutesOutputSerializer, **error_responses(body=True)},
+    )
     def put(self, request):
         given = serializers.ProviderRoutesInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
