@@ -166,6 +166,13 @@ def strategies_for(operation, team: FuzzTeam) -> list[tuple[str, SearchStrategy,
     return strategies
 
 
+def answered_by_gunicorn(response: requests.Response) -> bool:
+    """gunicorn's own refusal of a request line or headers over its limits, made before the service
+    sees the request (docs/api.md#limits-of-the-web-server): no X-Request-ID, which the service puts
+    on every answer."""
+    return response.status_code in (400, 414) and "X-Request-ID" not in response.headers
+
+
 def test_every_operation_keeps_to_the_schema(fuzz_team):
     schema = schemathesis.openapi.from_url(fuzz_team.base_url + "/api/v1/schema/?format=json")
     failures: dict[str, str] = {}
@@ -183,7 +190,10 @@ def test_every_operation_keeps_to_the_schema(fuzz_team):
             @given(case=strategy)
             def check(case):
                 try:
-                    case.call_and_validate(base_url=fuzz_team.base_url, headers=fuzz_team.auth, checks=CHECKS)
+                    response = case.call(base_url=fuzz_team.base_url, headers=fuzz_team.auth)
+                    if answered_by_gunicorn(response):
+                        return
+                    case.validate_response(response, checks=CHECKS, headers=fuzz_team.auth)
                 except (Exception, FailureGroup) as failure:  # every failure is reported below, with its case
                     first_line = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
                     failures.setdefault(f"{operation.label} [{label}]: {first_line}", f"{failure}\n{case.as_curl_command()}")
