@@ -44,8 +44,9 @@ LEFTOVER_SECONDS = 600
 
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
-        # The name sorts by send time, as kombu's does, so consumers still take messages in order.
-        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        # Consumers take the file whose name sorts first. kombu's names start with the time in ms, which
+        # sorts by send time only while that has the same number of digits; zero-padded, it always does.
+        name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         path = os.path.join(self.data_folder_out, name)
         try:
             with open(path + PARTIAL_SUFFIX, "wb") as partial:

@@ -21,6 +21,8 @@ from budgetsvc.settings import filesystem_transport_options
 
 QUEUE = "budgetsvc-broker-test"
 TRANSPORT = "budgetsvc.broker:Transport"
+# The time part of a message file's name that sorts before any message sent since the machine started.
+OLDEST = "0" * 15
 
 
 def message(body: str) -> dict:
@@ -60,7 +62,7 @@ def test_a_message_is_invisible_to_consumers_until_it_is_written_whole(channel, 
 
 
 def test_a_message_left_half_written_by_a_killed_producer_is_never_delivered(channel, tmp_path):
-    (tmp_path / "queue" / f"1_dead.{QUEUE}.msg{broker.PARTIAL_SUFFIX}").write_bytes(b'{"body": "x')
+    (tmp_path / "queue" / f"{OLDEST}_dead.{QUEUE}.msg{broker.PARTIAL_SUFFIX}").write_bytes(b'{"body": "x')
     channel._put(QUEUE, message("1"))
 
     assert channel._get(QUEUE) == message("1")
@@ -75,18 +77,26 @@ def test_a_message_left_half_written_by_a_killed_producer_is_never_delivered(cha
 )
 def test_a_file_that_is_not_a_message_is_moved_aside_and_the_next_message_taken(channel, tmp_path, caplog, content):
     # Named as an older message of the queue, so the consumer meets it first.
-    (tmp_path / "queue" / f"1_bad.{QUEUE}.msg").write_bytes(content)
+    (tmp_path / "queue" / f"{OLDEST}_bad.{QUEUE}.msg").write_bytes(content)
     channel._put(QUEUE, message("good"))
 
     with caplog.at_level(logging.ERROR, logger="budgetsvc.broker"):
         assert channel._get(QUEUE) == message("good")
-    assert (tmp_path / "rejected" / f"1_bad.{QUEUE}.msg").read_bytes() == content
-    assert f"Broker file 1_bad.{QUEUE}.msg is not a message; moved to " in caplog.text
+    assert (tmp_path / "rejected" / f"{OLDEST}_bad.{QUEUE}.msg").read_bytes() == content
+    assert f"Broker file {OLDEST}_bad.{QUEUE}.msg is not a message; moved to " in caplog.text
     assert sorted(path.name for path in (tmp_path / "queue").iterdir()) == []
 
 
+def test_messages_are_taken_in_the_order_they_were_sent(channel, monkeypatch):
+    # 999,999 ms and 1,000,000 ms after boot: kombu's unpadded names sorted the later one first.
+    for milliseconds in (999_999, 1_000_000):
+        monkeypatch.setattr(broker, "monotonic", lambda: milliseconds / 1000)
+        channel._put(QUEUE, message(str(milliseconds)))
+    assert [channel._get(QUEUE)["body"] for _ in range(2)] == ["999999", "1000000"]
+
+
 def test_a_file_left_by_a_dead_process_is_moved_aside_once_it_is_old(channel, tmp_path, caplog, monkeypatch):
-    partial = tmp_path / "queue" / f"1_dead.{QUEUE}.msg{broker.PARTIAL_SUFFIX}"
+    partial = tmp_path / "queue" / f"{OLDEST}_dead.{QUEUE}.msg{broker.PARTIAL_SUFFIX}"
     partial.write_bytes(b'{"body": "x')
     with pytest.raises(Empty):
         channel._get(QUEUE)

@@ -19,7 +19,7 @@ pytestmark = [
 def test_a_worker_moves_a_file_that_is_not_a_message_aside_and_runs_the_next(team, celery_worker):
     options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     # The oldest name in the steps queue: what kombu's transport stopped the worker on.
-    bad = f"0_cut-short.{settings.CELERY_TASK_DEFAULT_QUEUE}.msg"
+    bad = f"{'0' * 15}_cut-short.{settings.CELERY_TASK_DEFAULT_QUEUE}.msg"
     (Path(options["data_folder_in"]) / bad).write_bytes(b'{"body": "eyJ')
     run = run_start(team=team, workflow=workflow_version(team=team).workflow_id, inputs={"topic": "x"})
 
