@@ -226,14 +226,14 @@ CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS",
 def filesystem_transport_options(folder: Path) -> dict:
     """Options for Celery's filesystem transport, with every folder it uses under `folder`."""
     # The transport needs its folders to exist before the first message.
-    for name in ("queue", "processed", "control"):
+    for name in ("queue", "rejected", "control"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
-        "processed_folder": str(folder / "processed"),
+        # Files that are not messages go here (budgetsvc/broker.py); a rename, so on the queue's filesystem.
+        "rejected_folder": str(folder / "rejected"),
         "control_folder": str(folder / "control"),
-        "store_processed": False,
         # Workers look for new message files this often (seconds); kombu's default of 1 s is
         # noticeable when every step of a run waits for it.
         "polling_interval": 0.1,

@@ -1,12 +1,12 @@
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from budgetsvc.supervisor import Supervisor
 
 
 def celery_worker(queue: str, *, concurrency) -> list[str]:
@@ -33,7 +33,10 @@ def request_timeout_seconds() -> int:
 
 
 class Command(BaseCommand):
-    help = "Serve the API and admin with gunicorn, Celery workers for steps and alerts, and Celery beat, in the foreground."
+    help = (
+        "Serve the API and admin with gunicorn, Celery workers for steps and alerts, and Celery beat, in the "
+        "foreground, restarting any of them that exits (budgetsvc/supervisor.py)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -54,31 +57,12 @@ class Command(BaseCommand):
             # Sends the sweeper that finds stuck steps; its schedule file is CELERY_BEAT_SCHEDULE_FILENAME.
             "beat": [sys.executable, "-m", "celery", "-A", "budgetsvc", "beat", "--loglevel", "INFO"],
         }
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory())}
-        processes = {name: subprocess.Popen(argv, env=env) for name, argv in commands.items()}
+        supervisor = Supervisor(commands, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory())})
+        signal.signal(signal.SIGINT, supervisor.stop)
+        signal.signal(signal.SIGTERM, supervisor.stop)
         self.stdout.write(
             f"Starting the web server on http://{options['host']}:{options['port']}/ "
-            "(API under /api/v1/, admin under /admin/)."
+            "(API under /api/v1/, admin under /admin/). A process that exits is restarted; "
+            "Ctrl-C stops them all."
         )
-
-        stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        while not stopping and all(p.poll() is None for p in processes.values()):
-            time.sleep(0.2)
-        exited = [name for name, p in processes.items() if p.poll() is not None]
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if exited and not stopping:
-            raise SystemExit(f"{', '.join(exited)} exited; stopped the rest.")
+        supervisor.run()
