@@ -17,7 +17,9 @@ from tests.conftest import wait_until
 from tests.integration.conftest import service_env
 from tests.providers.wire import WireServer, openai_completion, openai_usage
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+# `make run` installs nothing on a warm .venv, but migrates, collects and starts five processes: up
+# to 180 s to answer on a loaded machine, within a test timeout above the suite's 120 s.
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.timeout(360)]
 
 EXAMPLE = Path(settings.BASE_DIR) / "examples" / "research-pipeline.yaml"
 SECRET_VARIABLES = ("DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY_FALLBACKS", "CREDENTIALS_ENCRYPTION_KEYS")
