@@ -12,7 +12,7 @@ OUTBOUND_ALLOWED_NETWORKS, as an operator allows a local endpoint) that answers 
 thresholds of 50% and 80%. Each run is examples/research-pipeline.yaml (three steps on the offline
 `fake` provider, $0.30 each) with a $1 budget, so it crosses both thresholds: two webhooks a run.
 The runs are started through the API at a steady rate over `--minutes`; then the script waits up to
-`--drain-minutes` for every run to end and every delivery to leave `pending`, and stops serve with
+`--drain-minutes` for every run to end and every delivery to be delivered or dead, and stops serve with
 SIGTERM.
 
 Printed: runs completed and otherwise, steps succeeded against the three a run expected, webhook
@@ -224,7 +224,7 @@ def main() -> int:
 
 
 def soak(options, *, base_url: str, var_dir: Path, receiver: Receiver) -> dict:
-    from workflows.models import Run, RunStatus, Step, StepStatus, Team, WebhookDelivery
+    from workflows.models import UNDELIVERED_STATUSES, DeliveryStatus, Run, RunStatus, Step, StepStatus, Team, WebhookDelivery
 
     deadline = time.monotonic() + 180
     while not answers(base_url + "/api/v1/runs"):
@@ -262,7 +262,8 @@ def soak(options, *, base_url: str, var_dir: Path, receiver: Receiver) -> dict:
     deadline = time.monotonic() + options.drain_minutes * 60
     runs, deliveries = Run.objects.filter(team=team), WebhookDelivery.objects.filter(team=team)
     while time.monotonic() < deadline and (
-        runs.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).exists() or deliveries.filter(status="pending").exists()
+        runs.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).exists()
+        or deliveries.filter(status__in=UNDELIVERED_STATUSES).exists()
     ):
         time.sleep(2)
     durations = [
@@ -270,7 +271,7 @@ def soak(options, *, base_url: str, var_dir: Path, receiver: Receiver) -> dict:
         for run in runs.exclude(finished_at=None).only("created_at", "finished_at")
     ]
     by_status = {status: runs.filter(status=status).count() for status in RunStatus.values}
-    delivery_status = {status: deliveries.filter(status=status).count() for status in ("delivered", "pending", "failed")}
+    delivery_status = {status: deliveries.filter(status=status).count() for status in DeliveryStatus.values}
     return {
         "runs started": started,
         "runs refused by the API": len(refused),

@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 from django.conf import settings
@@ -14,7 +13,7 @@ from django.conf import settings
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import workflow_version
 from tests.integration.conftest import service_env
-from tests.integration.test_alerts import Receiver
+from tests.webhook_receiver import receiving
 from tests.integration.test_make_run import answers, free_port, group_alive
 from workflows.models import WebhookDelivery
 from workflows.services.runs import run_start
@@ -72,10 +71,8 @@ def serve(transactional_db, tmp_path):
 
 @pytest.fixture
 def receiver():
-    server = Receiver(failures=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    with receiving(204) as server:
+        yield server
 
 
 def test_a_killed_child_is_restarted_and_sigterm_stops_them_all(serve, team, receiver):
