@@ -4,8 +4,6 @@ every answer must keep to the schema: a documented status, its media type, its b
 
 The seed and the number of examples are fixed, so a run is repeatable (docs/testing.md)."""
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +29,7 @@ from schemathesis.transport.serialization import serialize_yaml
 
 from tests.conftest import wait_until
 from tests.factories import TeamFactory
-from tests.integration.conftest import service_env
+from tests.integration.conftest import service_env, stop_process_group
 from tests.integration.test_make_run import free_port
 from workflows.api.schema import RUN_EXAMPLE, WORKFLOW_EXAMPLE_YAML
 from workflows.models import LedgerEntry, Run, WorkflowVersion
@@ -73,16 +71,6 @@ def _start(argv: list[str], *, env: dict, log_path: Path) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def _answers(url: str) -> bool:
     try:
         requests.get(url, timeout=10)
@@ -115,8 +103,8 @@ def live_service(django_db_setup, tmp_path_factory):
         wait_until(lambda: _answers(base_url + "/api/v1/"), timeout=60, message="gunicorn to answer")
         yield base_url
     finally:
-        _stop(web)
-        _stop(worker)
+        stop_process_group(web)
+        stop_process_group(worker)
         print((var_dir / "web.log").read_text()[-5000:])  # pytest shows it when a test failed
 
 

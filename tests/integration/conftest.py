@@ -92,12 +92,20 @@ def celery_process(transactional_db, tmp_path: Path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
     for process, log in started:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
         log.close()
+
+
+def stop_process_group(process: subprocess.Popen, *, timeout: float = 30) -> None:
+    """Stop a process started in a session of its own, with its children: SIGTERM, then SIGKILL
+    after `timeout` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_for_ready(process: subprocess.Popen, *, timeout: float = 60) -> None:

@@ -1,8 +1,6 @@
 """Metrics of real runs: executed by a real worker and scraped from /metrics, in one process and
 across the processes `manage.py serve` starts (gunicorn's workers, Celery's pool children)."""
 
-import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import workflow_version
-from tests.integration.conftest import service_env, wait_for_ready
+from tests.integration.conftest import service_env, stop_process_group, wait_for_ready
 from tests.integration.test_make_run import free_port
 from workflows.services.runs import run_start
 
@@ -133,12 +131,7 @@ def served(transactional_db, tmp_path, team):
         wait_until(lambda: get(base_url + "/healthz")[0] == 200, timeout=120, message="serve to answer")
         yield base_url, tmp_path / "var" / "metrics"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         log.close()
         print((tmp_path / "serve.log").read_text()[-5000:])  # pytest shows it when the test failed
 
