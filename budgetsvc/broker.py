@@ -72,13 +72,29 @@ class Channel(filesystem.Channel):
                     data = taken.read()
             except OSError as exc:
                 raise ChannelError(f"Cannot read file {path!r} from queue.") from exc
-            message = _decoded(data)
+            message = self._decoded(data)
             if message is None:
                 self._reject(path + TAKEN_SUFFIX, "is not a message", name=name)
                 continue
             os.remove(path + TAKEN_SUFFIX)
             return message
         raise Empty()
+
+    def _decoded(self, data: bytes) -> dict | None:
+        """The message in a file's bytes, or None when they are not one: not UTF-8 JSON, or not a
+        message kombu can hand on (its properties, its delivery tag, a body its encoding decodes)."""
+        try:
+            message = loads(data.decode())
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+            return None
+        if not isinstance(message, dict) or not isinstance(message.get("properties"), dict):
+            return None
+        try:
+            # What the worker does with it next: a message that fails here would stop the worker.
+            self.Message(message, channel=self)
+        except Exception:  # noqa: BLE001 - whatever kombu refuses, the file is not a message
+            return None
+        return message
 
     @property
     def rejected_folder(self) -> str:
@@ -104,16 +120,6 @@ class Channel(filesystem.Channel):
         logger.log(level, "Broker file %s %s; moved to %s.", name, why, rejected)
 
 
-def _decoded(data: bytes) -> dict | None:
-    """The message in a file's bytes, or None when they are not one: not UTF-8 JSON, or not an object
-    with the properties kombu reads before it can hand the message on."""
-    try:
-        message = loads(data.decode())
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
-        return None
-    if not isinstance(message, dict) or not isinstance(message.get("properties"), dict):
-        return None
-    return message if "delivery_tag" in message["properties"] else None
 
 
 class Transport(filesystem.Transport):

@@ -215,6 +215,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The staff endpoint's scheme, which its view names itself (workflows/api/staff.py).
+    "APPEND_COMPONENTS": {"securitySchemes": {"staffBasic": {"type": "http", "scheme": "basic"}}},
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
@@ -300,6 +302,8 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": CELERY_BROKER_URL,
             "KEY_PREFIX": "budgetsvc-cache",
+            # A Redis that does not answer holds a request this long at most; the throttles then let it through.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 else:
@@ -393,6 +397,9 @@ if not 0 <= METRICS_WORKER_PORT <= 65535:
 if len(METRICS_TEAMS) > 100:
     raise ImproperlyConfigured("METRICS_TEAMS may list at most 100 teams: each is a label of its own.")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5)
+# The longest one attempt may take in all (DNS, each address tried, an answer sent a byte at a time):
+# the delivery task's soft time limit; its hard limit ends the process 5 s later.
+WEBHOOK_ATTEMPT_SECONDS = 4 * WEBHOOK_TIMEOUT_SECONDS
 # Twelve attempts, the waits doubling from 10 s, span about 5 hours and 40 minutes.
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10)

@@ -99,12 +99,15 @@ class Supervisor:
         self.stopping = True
 
     def run(self) -> None:
-        for child in self.children:
-            self._start(child)
-        while not self.stopping:
-            self.check()
-            time.sleep(self.poll_interval)
-        self._stop_all()
+        try:
+            for child in self.children:
+                self._start(child)
+            while not self.stopping:
+                self.check()
+                time.sleep(self.poll_interval)
+        finally:
+            # Whatever ends the loop, no child is left running unwatched.
+            self._stop_all()
 
     def check(self) -> None:
         """One pass: note the children that exited and start those whose delay is over."""
@@ -127,7 +130,14 @@ class Supervisor:
             child.restart_at = now + delay
 
     def _start(self, child: Child) -> None:
-        child.process = subprocess.Popen(child.argv, env=self.env)
+        try:
+            child.process = subprocess.Popen(child.argv, env=self.env)
+        except OSError as exc:  # no memory, no free pid, the executable being replaced: try again later
+            now = self.clock()
+            delay = child.backoff.delay_after_exit(started_at=now, exited_at=now)
+            logger.error("%s could not be started (%s); trying again in %g s.", child.name, exc, delay)
+            child.restart_at = now + delay
+            return
         child.started_at = self.clock()
         logger.info("Started %s (pid %d).", child.name, child.process.pid)
 

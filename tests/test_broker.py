@@ -72,9 +72,13 @@ def test_a_message_left_half_written_by_a_killed_producer_is_never_delivered(cha
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b'{"body": "cut sho', b"\xff\xfe", b"[1, 2]", b'{"body": "no properties"}', b'{"properties": {}}'],
-    ids=["empty", "cut short", "not utf-8", "not an object", "no properties", "no delivery tag"],
-)
+    [
+        b"", b'{"body": "cut sho', b"\xff\xfe", b"[1, 2]", b'{"body": "no properties"}', b'{"properties": {}}',
+        b'{"body": "abcde", "properties": {"delivery_tag": "t", "body_encoding": "base64"}}',
+        b'{"body": "x", "properties": {"delivery_tag": "t", "body_encoding": "rot13"}}',
+    ],
+    ids=["empty", "cut short", "not utf-8", "not an object", "no properties", "no delivery tag", "bad base64", "unknown encoding"],
+)  # fmt: skip
 def test_a_file_that_is_not_a_message_is_moved_aside_and_the_next_message_taken(channel, tmp_path, caplog, content):
     # Named as an older message of the queue, so the consumer meets it first.
     (tmp_path / "queue" / f"{OLDEST}_bad.{QUEUE}.msg").write_bytes(content)

@@ -3,8 +3,11 @@ delay that doubles up to a ceiling, the others are left running, and a stop ends
 
 import logging
 import signal
+import subprocess
 import sys
 import threading
+
+import pytest
 
 from budgetsvc.supervisor import Backoff, Supervisor, exit_reason
 from tests.conftest import wait_until
@@ -123,3 +126,44 @@ def test_a_child_that_cannot_start_is_retried_not_given_up_on():
     failing.process.wait()
     assert failing.restarts == 12
     assert failing.backoff.next_delay == 60
+
+
+def test_a_child_whose_process_cannot_be_created_is_tried_again_and_the_others_keep_running(monkeypatch, caplog):
+    """Popen itself fails (no free pid, no memory, the executable being replaced): that child is tried
+    again after its delay, and serve goes on watching the others."""
+    clock = FakeClock()
+    supervisor = Supervisor({"web": SLEEPER, "worker": FAILS_AT_ONCE}, clock=clock)
+    web, worker = supervisor.children
+    real_popen = subprocess.Popen
+
+    def no_more_processes(argv, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    try:
+        supervisor._start(web)
+        monkeypatch.setattr(subprocess, "Popen", no_more_processes)
+        with caplog.at_level(logging.ERROR):
+            supervisor._start(worker)
+        assert worker.process is None and worker.restart_at == 1
+        assert "worker could not be started ([Errno 11] Resource temporarily unavailable); trying again in 1 s." in caplog.text
+
+        monkeypatch.setattr(subprocess, "Popen", real_popen)
+        clock.now = 1
+        supervisor.check()
+        assert worker.process is not None and worker.restarts == 1
+        assert web.process.poll() is None
+    finally:
+        supervisor._stop_all()
+
+
+def test_whatever_ends_the_loop_stops_every_child(monkeypatch):
+    supervisor = Supervisor({"web": SLEEPER}, poll_interval=0.01)
+
+    def broken_check():
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(supervisor, "check", broken_check)
+    with pytest.raises(RuntimeError):
+        supervisor.run()
+    (web,) = supervisor.children
+    assert web.process.poll() is not None

@@ -4,6 +4,7 @@ spec (https://www.standardwebhooks.com/), independent of workflows/webhook_signi
 import base64
 import hashlib
 import hmac
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -83,3 +84,37 @@ def signatures_by(received: Received, *secrets: str) -> list[str]:
         for secret in secrets
     }  # fmt: skip
     return [expected.get(signature, "?") for signature in received.headers["webhook-signature"].split(" ")]
+
+
+@contextmanager
+def dripping(*, seconds: float) -> Iterator[str]:
+    """A URL whose endpoint reads the request and sends its answer's status line and one header a byte
+    at a time for `seconds`: each read arrives within any timeout, the answer never ends in time."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer(connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 204 No Content\r\nX-Drip: ")
+                ends = time.monotonic() + seconds
+                while time.monotonic() < ends:
+                    connection.sendall(b"a")
+                    time.sleep(0.1)
+                connection.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                return  # the sender gave up
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hooks/budget"
+    finally:
+        listener.close()

@@ -190,6 +190,9 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # A connection that sends no whole request in this long is closed: an idle one holds a thread.
+    timeout = 10
+
     def log_message(self, format, *args) -> None:
         """No line per scrape on the worker's stderr."""
 

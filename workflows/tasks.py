@@ -10,7 +10,7 @@ from workflows.services import sweeper
 from workflows.services.idempotency import idempotency_keys_purge
 from workflows.services.locks import step_attempt_lock
 from workflows.services.steps import step_execute
-from workflows.services.webhooks import webhook_attempt, webhook_deliveries_sweep
+from workflows.services.webhooks import WEBHOOK_HARD_LIMIT_MARGIN_SECONDS, webhook_attempt, webhook_deliveries_sweep
 
 # A duplicate delivery of a step whose attempt is alive elsewhere looks again this often, for as
 # long as that attempt may run, so the step is never left with no delivery that can finish it.
@@ -59,8 +59,14 @@ def purge_idempotency_keys() -> None:
     idempotency_keys_purge()
 
 
-# No retries: a failed attempt sets when the next is due, and the webhook sweep sends it then.
-@shared_task(name="workflows.deliver_webhook", acks_late=True)
+# No retries: a failed attempt sets when the next is due, and the webhook sweep sends it then. The time
+# limits bound an attempt a slow endpoint drags out, so it ends before its lease (services/webhooks.py).
+@shared_task(
+    name="workflows.deliver_webhook",
+    acks_late=True,
+    soft_time_limit=settings.WEBHOOK_ATTEMPT_SECONDS,
+    time_limit=settings.WEBHOOK_ATTEMPT_SECONDS + WEBHOOK_HARD_LIMIT_MARGIN_SECONDS,
+)
 def deliver_webhook(delivery_id: int) -> None:
     webhook_attempt(delivery_id=delivery_id)
 

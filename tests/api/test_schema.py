@@ -32,6 +32,33 @@ def test_anyone_may_read_the_schema_even_with_a_wrong_key():
         assert schema["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
         assert schema["paths"]["/api/v1/runs/"]["post"]["security"] == [{"apiKey": []}]
         assert schema["paths"]["/api/v1/ledger/{id}/adjustments/"]["post"]["security"] == [{"staffBasic": []}]
+        assert schema["components"]["securitySchemes"]["staffBasic"] == {"type": "http", "scheme": "basic"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/?foo=1"),
+        # drf-spectacular would put these into a header and into the translations it keeps.
+        ("get", "/api/v1/schema/?version=a%0Ab"),
+        ("get", "/api/v1/schema/?lang=xx-unknown"),
+        ("get", "/api/v1/docs/?format=json"),
+    ],
+)
+def test_the_root_schema_and_docs_refuse_parameters_they_do_not_take_in_the_error_shape(method, path):
+    response = getattr(APIClient(), method)(path)
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["type"] == "validation_error"
+
+
+def test_the_schema_and_docs_answer_a_wrong_method_in_the_error_shape():
+    for path in ("/api/v1/schema/", "/api/v1/docs/"):
+        response = APIClient().delete(path)
+
+        assert response.status_code == 405
+        assert response.json()["error"]["type"] == "method_not_allowed"
 
 
 def test_swagger_ui_loads_its_files_from_the_service_itself():

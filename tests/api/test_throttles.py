@@ -102,6 +102,29 @@ def test_the_staff_endpoint_is_throttled_per_user(team, throttle):
     assert basic("ops2").post(url, adjustment, format="json").status_code == 201
 
 
+def test_a_rate_lowered_while_counts_are_kept_still_says_when_to_try_again(api, throttle):
+    throttle(read="3/minute")
+    assert [api.get("/api/v1/team").status_code for _ in range(3)] == [200, 200, 200]
+
+    throttle(read="1/minute")
+
+    assert_throttled(api.get("/api/v1/team"))
+
+
+def test_a_cache_that_does_not_answer_lets_requests_through_unthrottled(api, settings, caplog):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    settings.API_THROTTLE_RATES = {"read": "1/minute"}
+
+    assert [api.get("/api/v1/team").status_code for _ in range(2)] == [200, 200]
+    assert "The throttle's cache did not answer; read request let through." in caplog.text
+
+
 # Another process of the service, as a second gunicorn worker would be: its own settings, the same cache.
 READ_TEAM = """
 import sys

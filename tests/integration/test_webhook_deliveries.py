@@ -7,7 +7,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import wait_until
-from tests.webhook_receiver import receiving, signatures_by
+from tests.integration.conftest import wait_for_ready
+from tests.webhook_receiver import dripping, receiving, signatures_by
 from workflows.models import Event, EventType, WebhookDelivery
 from workflows.services.webhooks import webhook_delivery_create
 
@@ -69,3 +70,28 @@ def test_an_endpoint_down_past_the_attempts_leaves_a_dead_delivery_that_the_admi
     assert list(delivery.attempt_log.values_list("number", "status_code")) == [(1, 503), (2, 503), (3, 503), (4, 204)]
     assert {received.headers["webhook-id"] for received in receiver.received} == {str(created.pk)}
     assert len(receiver.received) == 4
+
+
+def test_an_attempt_an_endpoint_drags_out_ends_at_the_tasks_time_limit_before_its_lease(team, celery_process):
+    """An endpoint answering a byte at a time never trips the per-read timeout; the delivery task's soft
+    time limit (4 x WEBHOOK_TIMEOUT_SECONDS, here 2 s) ends the attempt, recorded as failed, with its
+    retry due long after: no second attempt overlaps it."""
+    worker = celery_process(
+        "worker", "--pool", "prefork", "--concurrency", "1", "--without-gossip", "--without-mingle",
+        env={"WEBHOOK_TIMEOUT_SECONDS": "0.5", "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.1/32"},
+    )  # fmt: skip
+    wait_for_ready(worker)
+    with dripping(seconds=30) as url:
+        team.webhook_url = url
+        team.save(update_fields=["webhook_url"])
+        delivery = webhook_delivery_create(team=team, event=an_event(team), body="{}")
+
+        failed = wait_until(
+            lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status="failed").first(),
+            timeout=30,
+            message="the dragged-out attempt to end",
+        )
+
+    [attempt] = failed.attempt_log.all()
+    assert attempt.error.startswith("SoftTimeLimitExceeded")
+    assert attempt.duration_ms < 5000

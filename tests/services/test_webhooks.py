@@ -266,3 +266,46 @@ def test_a_resend_gives_a_dead_delivery_a_fresh_set_of_attempts(team, settings):
 
     assert list(delivery.attempt_log.values_list("number", flat=True)) == [1, 2, 3, 4]
     assert WebhookDelivery.objects.get(pk=pending.pk).status == "pending"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_outcome_of_an_attempt_from_before_a_resend_leaves_the_resent_delivery_alone(team, settings):
+    """An attempt outlives its lease; the delivery is counted dead meanwhile and an operator resends it.
+    The old attempt's answer comes last, and must not make the resent delivery dead again."""
+    settings.WEBHOOK_MAX_ATTEMPTS = 1
+    with receiving(503, delay=1.5) as receiver:
+        point(team, receiver.url)
+        delivery = alert(team)
+        outcomes = []
+
+        def first_attempt():
+            try:
+                outcomes.append(webhook_attempt(delivery_id=delivery.pk))
+            finally:
+                connection.close()
+
+        first = threading.Thread(target=first_attempt)
+        first.start()
+        deadline = time.monotonic() + 10
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Its lease passes while it waits for the answer: a message finds it counted, and dead.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=T0)
+        assert webhook_attempt(delivery_id=delivery.pk) == "dead"
+        assert webhook_deliveries_resend(deliveries=[delivery.pk], by="user:ops") == 1
+        first.join()
+
+    delivery.refresh_from_db()
+    assert outcomes == ["dead"]  # what the old attempt found; it wrote nothing over the resend
+    assert (delivery.status, delivery.resent_by) == ("pending", "user:ops")
+
+
+def test_a_delivery_an_older_release_left_without_a_time_is_swept_and_attempted(team, django_capture_on_commit_callbacks):
+    with receiving(204) as receiver:
+        point(team, receiver.url)
+        delivery = alert(team)
+        # Written during an upgrade by a process of the release before next_attempt_at existed.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=1, next_attempt_at=None, enqueued_at=None)
+
+        assert sweep_sends(django_capture_on_commit_callbacks, now=T0) == [delivery.pk]
+        assert webhook_attempt(delivery_id=delivery.pk) == "delivered"

@@ -1,11 +1,15 @@
-"""GET /api/v1/: where everything is. Any caller may read it, as the schema: it names endpoints, not data."""
+"""GET /api/v1/, the schema and its docs page: where everything is. Any caller may read them: they name
+endpoints, not data. Like every endpoint, they refuse query parameters they do not take, and answer
+errors in the one JSON shape."""
 
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import permissions, serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from workflows.api.query import ApiView, StrictQueryParams
 from workflows.api.schema import error_responses
 
 # The link's name, and the URL name it reverses to.
@@ -26,7 +30,25 @@ class ApiRootOutputSerializer(serializers.Serializer):
     )
 
 
-class ApiRootView(APIView):
+class JsonErrors:
+    """Errors in the one JSON shape, whatever the view renders when it succeeds (YAML, HTML)."""
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+class SchemaView(JsonErrors, StrictQueryParams, SpectacularAPIView):
+    # drf-spectacular reads ?version= and ?lang= too: unchecked, into a header and the translations kept.
+    extra_query_params = ("format",)
+
+
+class DocsView(JsonErrors, StrictQueryParams, SpectacularSwaggerView):
+    pass
+
+
+class ApiRootView(ApiView):
     # No credentials needed, and none checked: a wrong key still finds the way to the docs.
     authentication_classes = []
     permission_classes = [permissions.AllowAny]

@@ -6,11 +6,15 @@ without a rate is not throttled. DRF runs throttles after authentication, so the
 requests whose credentials were accepted.
 """
 
+import logging
+
 from django.conf import settings
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.throttling import SimpleRateThrottle
 
 from workflows.models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -22,7 +26,18 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         self.scope = getattr(view, "throttle_scope", None) or ("read" if request.method in SAFE_METHODS else "write")
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # noqa: BLE001 - the cache's client raises its own errors
+            # The cache is down: the API goes on unthrottled rather than failing every request.
+            logger.warning("The throttle's cache did not answer; %s request let through.", self.scope, exc_info=True)
+            return True
+
+    def wait(self) -> float:
+        # DRF's answer is None when the history is longer than the rate allows (the rate was lowered):
+        # the oldest request that still counts against the rate tells when one more may come.
+        remaining = self.duration - (self.now - self.history[self.num_requests - 1])
+        return max(remaining, 1)
 
     def get_rate(self) -> str | None:
         return settings.API_THROTTLE_RATES.get(self.scope)

@@ -1,9 +1,8 @@
 from django.urls import re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from workflows.api.reports import SpendView, WorkflowCostProfileView
-from workflows.api.root import ApiRootView
+from workflows.api.root import ApiRootView, DocsView, SchemaView
 from workflows.api.staff import LedgerAdjustmentsView
 from workflows.api.views import LedgerViewSet, ProviderRoutesView, RunViewSet, TeamView, WorkflowViewSet
 
@@ -23,8 +22,8 @@ router.register("ledger", LedgerViewSet, basename="ledger")
 
 urlpatterns = [
     re_path(r"^$", ApiRootView.as_view(), name="api-root"),
-    re_path(r"^schema/?$", SpectacularAPIView.as_view(), name="schema"),
-    re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^schema/?$", SchemaView.as_view(), name="schema"),
+    re_path(r"^docs/?$", DocsView.as_view(url_name="schema"), name="docs"),
     *router.urls,
     re_path(r"^team/?$", TeamView.as_view(), name="team"),
     re_path(r"^team/provider-routes/?$", ProviderRoutesView.as_view(), name="provider-routes"),

@@ -47,8 +47,11 @@ logger = logging.getLogger(__name__)
 EVENT_HEADER = "X-Budgetsvc-Event"
 # Deliveries sent per sweep; the next sweep takes the rest.
 SWEEP_BATCH_SIZE = 100
-# httpx's timeout bounds the connection, the upload and the wait for the answer each on its own, so an
-# attempt may take a few times WEBHOOK_TIMEOUT_SECONDS; past its lease it is given up for lost.
+# httpx's timeout bounds the connection, the upload and each read on its own, so an endpoint can drag
+# an attempt out; the delivery task's time limits end it (workflows/tasks.py): the soft one at
+# WEBHOOK_ATTEMPT_SECONDS, recorded as a failed attempt, the hard one this much later. The lease
+# outlasts both, so no second attempt of a delivery starts while the first may still be sending.
+WEBHOOK_HARD_LIMIT_MARGIN_SECONDS = 5
 ATTEMPT_LEASE_MARGIN = timedelta(seconds=30)
 
 
@@ -95,7 +98,8 @@ def webhook_attempt(*, delivery_id: int) -> str | None:
     # The first attempt of a set is due whatever the clock says: the message was sent for it, and a
     # worker whose clock is behind the creator's must not leave it to the sweep.
     first_of_set = delivery.attempts == delivery.resent_after_attempts
-    if not first_of_set and delivery.next_attempt_at > now:
+    # No time (a row an older release wrote during an upgrade) is due now.
+    if not first_of_set and delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
         return None
     url = delivery.team.webhook_url
     number = delivery.attempts + 1
@@ -115,7 +119,7 @@ def webhook_attempt(*, delivery_id: int) -> str | None:
             )
         metrics.webhook_attempted(status=DeliveryStatus.DEAD)
         return DeliveryStatus.DEAD
-    lease_end = now + timedelta(seconds=4 * settings.WEBHOOK_TIMEOUT_SECONDS) + ATTEMPT_LEASE_MARGIN
+    lease_end = now + timedelta(seconds=settings.WEBHOOK_ATTEMPT_SECONDS + WEBHOOK_HARD_LIMIT_MARGIN_SECONDS) + ATTEMPT_LEASE_MARGIN
     if not claimed.update(attempts=number, next_attempt_at=lease_end, url=url):
         return None  # another message's attempt took it
     status_code, error, refused, duration_ms = _post(delivery=delivery, url=url)
@@ -178,9 +182,11 @@ def _attempt_record(
         WebhookAttempt.objects.create(
             delivery=delivery, number=number, status_code=status_code, error=error[:2000], duration_ms=duration_ms
         )
-        # Only while this is still the latest attempt: past its lease another may have started, and
-        # that one's outcome decides.
-        WebhookDelivery.objects.filter(pk=delivery.pk, attempts=number).update(**outcome)
+        # Only while this is still the latest attempt of the same set: past its lease another may have
+        # started, or an operator resent the delivery, and then that one's outcome decides.
+        WebhookDelivery.objects.filter(
+            pk=delivery.pk, attempts=number, resent_after_attempts=delivery.resent_after_attempts
+        ).update(**outcome)
     metrics.webhook_attempted(status=outcome["status"])
     return outcome["status"]
 
@@ -194,7 +200,9 @@ def webhook_deliveries_sweep(*, now: datetime | None = None) -> int:
     """
     now = now or timezone.now()
     lost_before = now - timedelta(seconds=settings.WEBHOOK_LOST_AFTER_SECONDS)
-    due = WebhookDelivery.objects.filter(status__in=UNDELIVERED_STATUSES, next_attempt_at__lte=now).filter(
+    due = WebhookDelivery.objects.filter(
+        Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True), status__in=UNDELIVERED_STATUSES
+    ).filter(
         Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=F("next_attempt_at")) | Q(enqueued_at__lt=lost_before)
     )
     sent = 0

@@ -60,6 +60,8 @@ class Command(BaseCommand):
         supervisor = Supervisor(commands, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory())})
         signal.signal(signal.SIGINT, supervisor.stop)
         signal.signal(signal.SIGTERM, supervisor.stop)
+        # The terminal closing stops the service too, rather than leaving its children unwatched.
+        signal.signal(signal.SIGHUP, supervisor.stop)
         self.stdout.write(
             f"Starting the web server on http://{options['host']}:{options['port']}/ "
             "(API under /api/v1/, admin under /admin/). A process that exits is restarted; "
