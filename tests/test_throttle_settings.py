@@ -53,6 +53,7 @@ def test_unset_with_a_redis_broker_the_cache_is_that_redis_with_keys_apart(tmp_p
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": "redis://127.0.0.1:6379/4",
         "KEY_PREFIX": "budgetsvc-cache",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
     }
 
 

@@ -24,5 +24,5 @@ def test_a_short_soak_completes_every_run_and_delivers_every_webhook():
     assert result.returncode == 0
     assert "runs completed: 10\n" in result.stdout
     assert "steps succeeded: 30\n" in result.stdout
-    assert "webhook deliveries: {'delivered': 20, 'pending': 0, 'failed': 0}\n" in result.stdout
+    assert "webhook deliveries: {'pending': 0, 'delivered': 20, 'failed': 0, 'dead': 0}\n" in result.stdout
     assert "child restarts (supervisor): 0\n" in result.stdout

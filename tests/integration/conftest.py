@@ -98,14 +98,24 @@ def celery_process(transactional_db, tmp_path: Path):
 
 def stop_process_group(process: subprocess.Popen, *, timeout: float = 30) -> None:
     """Stop a process started in a session of its own, with its children: SIGTERM, then SIGKILL
-    after `timeout` seconds."""
+    after `timeout` seconds to whatever of its group is left."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        pass
+    kill_process_group(process)
+
+
+def kill_process_group(process: subprocess.Popen) -> None:
+    """SIGKILL what is left of the process's group: the process, and any child of it that outlived
+    it (a pool child whose worker was killed), so none takes a later test's messages."""
+    try:
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    except ProcessLookupError:
+        pass  # nothing left
+    process.wait()
 
 
 def wait_for_ready(process: subprocess.Popen, *, timeout: float = 60) -> None:

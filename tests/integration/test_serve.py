@@ -12,7 +12,7 @@ from django.conf import settings
 
 from tests.conftest import wait_for_run, wait_until
 from tests.factories import workflow_version
-from tests.integration.conftest import service_env
+from tests.integration.conftest import kill_process_group, service_env
 from tests.webhook_receiver import receiving
 from tests.integration.test_make_run import answers, free_port, group_alive
 from workflows.models import WebhookDelivery
@@ -53,8 +53,7 @@ class Serve:
         return self.pids(name)[-1]
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        kill_process_group(self.process)
         self.log.close()
         print(self.log_path.read_text()[-5000:])  # pytest shows it when the test failed
 
