@@ -45,6 +45,24 @@ def sweep_sends(capture, *, now: datetime) -> list[int]:
     return [delivery_id for _, (delivery_id,) in sent]
 
 
+def attempt_in_flight(delivery: WebhookDelivery, receiver, outcomes: list) -> threading.Thread:
+    """Start an attempt of the delivery on a thread of its own, and return once the receiver has its
+    request, which it answers after its delay; the attempt's outcome goes to `outcomes`."""
+
+    def attempt():
+        try:
+            outcomes.append(webhook_attempt(delivery_id=delivery.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not receiver.received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return thread
+
+
 def test_an_attempt_carries_the_standard_webhooks_headers(team):
     with receiving(204) as receiver:
         point(team, receiver.url)
@@ -192,19 +210,8 @@ def test_two_messages_for_one_delivery_make_one_attempt(team):
         point(team, receiver.url)
         delivery = alert(team)
         outcomes = []
-
-        def attempt():
-            try:
-                outcomes.append(webhook_attempt(delivery_id=delivery.pk))
-            finally:
-                connection.close()
-
-        first = threading.Thread(target=attempt)
-        first.start()
-        deadline = time.monotonic() + 10
-        while not receiver.received and time.monotonic() < deadline:
-            time.sleep(0.01)
-        attempt()  # while the first attempt's request is still open
+        first = attempt_in_flight(delivery, receiver, outcomes)
+        outcomes.append(webhook_attempt(delivery_id=delivery.pk))  # while the first attempt's request is still open
         first.join()
 
     assert sorted(outcomes, key=str) == [None, "delivered"]
@@ -277,18 +284,7 @@ def test_a_late_outcome_of_an_attempt_from_before_a_resend_leaves_the_resent_del
         point(team, receiver.url)
         delivery = alert(team)
         outcomes = []
-
-        def first_attempt():
-            try:
-                outcomes.append(webhook_attempt(delivery_id=delivery.pk))
-            finally:
-                connection.close()
-
-        first = threading.Thread(target=first_attempt)
-        first.start()
-        deadline = time.monotonic() + 10
-        while not receiver.received and time.monotonic() < deadline:
-            time.sleep(0.01)
+        first = attempt_in_flight(delivery, receiver, outcomes)
         # Its lease passes while it waits for the answer: a message finds it counted, and dead.
         WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=T0)
         assert webhook_attempt(delivery_id=delivery.pk) == "dead"
