@@ -218,19 +218,22 @@ class ReadOnlyInline(ReadOnlyAdminMixin, TeamScopedInline):
         return self.fields
 
 
-def format_usd(amount: Decimal | None, places: int | None = None) -> str:
-    """`$1,234.50`: at least 2 and at most 6 decimals, so micro-dollar step costs stay visible.
+def format_usd(amount: Decimal | None, places: int = 2) -> str:
+    """`$1,234.50`: a summary's dollars, to the cent. Tables and CSVs show the exact amount instead
+    (format_usd_exact), so that a row of micro-dollar steps never reads as $0.00.
 
-    `places` fixes the decimals, for labels that must line up (a chart axis).
+    `places` fixes other decimals, for labels that must line up (a chart axis).
     """
     if amount is None:
         return "—"
-    amount = amount.quantize(MICRO_USD, rounding=ROUND_HALF_EVEN)
-    if places is None:
-        exponent = amount.normalize().as_tuple().exponent
-        places = min(6, max(2, -exponent if isinstance(exponent, int) else 2))
+    amount = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
     sign = "-" if amount < 0 else ""
     return f"{sign}${abs(amount):,.{places}f}"
+
+
+def format_usd_exact(amount: Decimal | None) -> str:
+    """`$1,234.500000`: the exact micro-dollars the ledger holds, for table cells."""
+    return format_usd(amount, places=6)
 
 
 def settled_and_estimated(*, spent_usd: Decimal, estimated_usd: Decimal) -> str:
