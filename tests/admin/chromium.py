@@ -122,6 +122,33 @@ class Chromium:
             raise DevToolsError(f"script failed: {result['exceptionDetails']}")
         return result["result"]["value"]
 
+    def wait_until(self, session: str, expression: str, *, timeout: float | None = None):
+        """Evaluate `expression` until it is truthy (a page that updates itself, a form that submits); its value."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not (value := self.evaluate(session, expression)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"never true within {timeout or self.timeout}s: {expression}")
+            time.sleep(0.1)
+        return value
+
+    def fill(self, session: str, selector: str, value: str) -> None:
+        """Type `value` into the field, as far as the page's scripts can tell."""
+        self.evaluate(
+            session,
+            f"""(() => {{
+              const field = document.querySelector({json.dumps(selector)});
+              field.value = {json.dumps(value)};
+              field.dispatchEvent(new Event("input", {{bubbles: true}}));
+              field.dispatchEvent(new Event("change", {{bubbles: true}}));
+            }})()""",
+        )
+
+    def click(self, session: str, selector: str, *, navigates: bool = True) -> None:
+        """Click the element; with `navigates`, wait for the page it leads to (a submitted form) to load."""
+        self.evaluate(session, f"document.querySelector({json.dumps(selector)}).click()")
+        if navigates:
+            self.wait_for("Page.loadEventFired", session)
+
     def screenshot(self, session: str) -> bytes:
         return base64.b64decode(self.command("Page.captureScreenshot", session, format="png")["data"])
 

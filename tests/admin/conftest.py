@@ -61,3 +61,23 @@ def spend_ledger(db) -> list[LedgerEntry]:
         ledger_entry(run=run_3, agent="researcher", model="sim-model", cost="2.50", at=utc_days_ago(0)),
         ledger_entry(run=old_run, agent="researcher", model="sim-model", cost="7.00", at=utc_days_ago(40)),
     ]
+
+
+@pytest.fixture
+def admin_browser(live_server, django_user_model, tmp_path):
+    """Headless Chromium logged in to the live server's admin as a superuser: (browser, page session).
+
+    Skips, with the reason, where Chromium is not installed."""
+    from django.conf import settings
+    from django.test import Client
+
+    from tests.admin.chromium import CHROMIUM, Chromium
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    client = Client()
+    client.force_login(django_user_model.objects.create_superuser("operator", password="unused"))
+    cookie = {"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value}
+    with Chromium(profile=tmp_path / "profile", log=tmp_path / "chromium.log") as browser:
+        browser.command("Storage.setCookies", cookies=[{**cookie, "url": live_server.url}])
+        yield browser, browser.open_page(width=1400, height=1000)
