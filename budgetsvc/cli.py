@@ -17,6 +17,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
@@ -190,6 +191,9 @@ class Display:
     def __init__(self, *, as_json: bool):
         self.as_json = as_json
         self.out = Console(markup=False, highlight=False, soft_wrap=True)
+        if not self.out.is_terminal:
+            # A log has no width: a table is as wide as its cells, never cut at 80 columns.
+            self.out = Console(markup=False, highlight=False, soft_wrap=True, width=10_000)
         self.err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
         self.live = self.out.is_terminal and not as_json
 
@@ -337,7 +341,7 @@ def cmd_resume(client: BudgetsvcClient, display: Display, args) -> int:
         args.run, reason=args.reason, budget_usd=args.budget, budget_mode=args.mode,
         max_iterations=args.max_iterations, timeout_seconds=args.timeout_seconds,
     )  # fmt: skip
-    display.line(f"run {run.id} resumed: budget {spend_against_budget(run)}")
+    display.line(f"run {run.id} resumed: spent {spend_against_budget(run)}")
     if not args.follow:
         if display.as_json:
             display.json(run.raw)
@@ -392,7 +396,7 @@ def cmd_runs(client: BudgetsvcClient, display: Display, args) -> int:
     if display.as_json:
         display.json([run.raw for run in runs])
         return Exit.COMPLETED
-    table = Table("run", "workflow", "status", "spent", "budget", "mode", "agent", "created")
+    table = Table("run", "workflow", "status", "spent", "budget", "mode", "agent", "created", box=box.SIMPLE_HEAD)
     for run in runs:
         table.add_row(
             str(run.id), f"{run.workflow_name} v{run.workflow_version}", run.status, usd_exact(run.spent_usd),
@@ -412,7 +416,10 @@ def cmd_spend(client: BudgetsvcClient, display: Display, args) -> int:
     if display.as_json:
         display.json(report.raw)
         return Exit.COMPLETED
-    table = Table(args.group_by, "spent", "estimated", "runs", "steps", "input tokens", "output tokens", "unpriced steps")
+    table = Table(
+        args.group_by, "spent", "estimated", "runs", "steps", "input tokens", "output tokens", "unpriced steps",
+        box=box.SIMPLE_HEAD,
+    )
     for row in report.groups:
         table.add_row(
             row.key or "-", usd_exact(row.spent_usd), usd_exact(row.estimated_usd), str(row.runs), str(row.steps),
@@ -531,8 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _details(details: Any) -> list[str]:
     if isinstance(details, list):
         return [f"{item.get('path')}: {item.get('message')}" if isinstance(item, dict) else str(item) for item in details]
-    if isinstance(details, dict) and details:
-        return [json.dumps(details, ensure_ascii=False)]
+    if isinstance(details, dict):
+        return [f"{key}: {value if isinstance(value, str) else json.dumps(value)}" for key, value in details.items()]
     return []
 
 
