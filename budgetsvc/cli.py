@@ -123,15 +123,22 @@ def parse_inputs(pairs: Sequence[str], *, input_file: Path | None = None) -> dic
 def conductor_input_flags(argv: Sequence[str]) -> list[str]:
     """conductor's other spelling, `--input.NAME=VALUE` (or `--input.NAME VALUE`), as `--input NAME=VALUE`."""
     args: list[str] = []
-    rest = iter(argv)
-    for arg in rest:
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
         match = re.fullmatch(r"--input\.([^=]+)(?:=(.*))?", arg, flags=re.DOTALL)
         if not match:
             args.append(arg)
             continue
         name, value = match.groups()
         if value is None:
-            value = next(rest, "true")  # conductor: a bare flag is true
+            # conductor: the next argument is the value, unless it is an option; a bare flag is true.
+            if index < len(argv) and not argv[index].startswith("-"):
+                value = argv[index]
+                index += 1
+            else:
+                value = "true"
         args += ["--input", f"{name}={value}"]
     return args
 
