@@ -538,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         display.error(str(error))
         return Exit.UNREACHABLE
     except KeyboardInterrupt:
-        display.err.print("interrupted: the run goes on (budgetsvc status RUN)")
+        display.err.print("interrupted: a run already started goes on (budgetsvc status RUN, budgetsvc cancel RUN)")
         return Exit.INTERRUPTED
 
 

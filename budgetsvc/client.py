@@ -33,6 +33,8 @@ EVENT_COMMIT_LAG_SECONDS = 3.0
 # GET, or a POST that carries an Idempotency-Key. A POST without one is never retried.
 TRANSPORT_RETRIES = 2
 IN_PROGRESS_WAIT_SECONDS = 0.5
+# The API frees a key whose first request died with its process after 5 minutes; a client waits less.
+IN_PROGRESS_MAX_WAIT_SECONDS = 30.0
 
 RUN_STATUSES = (
     "queued", "running", "waiting_for_input", "budget_exceeded", "iteration_limit", "timed_out", "failed",
@@ -398,12 +400,13 @@ class BudgetsvcClient:
 
     def _idempotent_post(self, path: str, body: dict, idempotency_key: str | None) -> dict:
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        deadline = time.monotonic() + IN_PROGRESS_MAX_WAIT_SECONDS
         while True:
             try:
                 return self._request("POST", path, json=body, headers=headers, retry=True).json()
             except ApiError as error:
                 # A retry that overtook the first request with its key: wait for the first one's answer.
-                if error.type != "idempotency_key_in_progress":
+                if error.type != "idempotency_key_in_progress" or time.monotonic() > deadline:
                     raise
                 time.sleep(IN_PROGRESS_WAIT_SECONDS)
 
