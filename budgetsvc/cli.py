@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from budgetsvc.client import ApiError, BudgetsvcClient, ConnectionFailed, Event, Run
+from budgetsvc.client import ApiError, BudgetsvcClient, ConnectionFailed, Event, Run, money_or_none
 
 
 class Exit(IntEnum):
@@ -222,19 +222,20 @@ def event_line(event: Event) -> Text | None:
         case "agent_completed":
             where = f" [{p['group']}/{p.get('branch')}]" if p.get("group") else ""
             return Text(
-                f"  ✓ step {p.get('step')} {p.get('agent')}{where}  {usd_exact(_money(p.get('cost_usd')))}"
-                f"  (run at {usd_exact(_money(p.get('spent_usd')))})"
+                f"  ✓ step {p.get('step')} {p.get('agent')}{where}  {usd_exact(money_or_none(p.get('cost_usd')))}"
+                f"  (run at {usd_exact(money_or_none(p.get('spent_usd')))})"
             )
         case "budget_exceeded":
             verb = "stopped before" if p.get("budget_mode") == "enforce" else "would have stopped before"
             return Text(
-                f"  ! {p.get('scope', 'run')} budget of {usd_exact(_money(p.get('budget_usd')))} exceeded: "
-                f"{verb} {p.get('current_agent')} (projected {usd_exact(_money(p.get('projected_usd')))}, "
+                f"  ! {p.get('scope', 'run')} budget of {usd_exact(money_or_none(p.get('budget_usd')))} exceeded: "
+                f"{verb} {p.get('current_agent')} (projected {usd_exact(money_or_none(p.get('projected_usd')))}, "
                 f"{p.get('budget_mode')})",
                 style="yellow",
             )
         case "budget_threshold_crossed":
-            return Text(f"  · {p.get('threshold_pct')}% of the {p.get('scope')} budget of {usd(_money(p.get('budget_usd')))} spent")
+            of_budget = usd(money_or_none(p.get("budget_usd")))
+            return Text(f"  · {p.get('threshold_pct')}% of the {p.get('scope')} budget of {of_budget} spent")
         case "input_requested":
             return Text(f"  ? {p.get('agent')} waits for a person: {p.get('prompt', '')}", style="cyan")
         case "input_received":
@@ -250,10 +251,6 @@ def event_line(event: Event) -> Text | None:
         case "provider_retry" | "step_redelivered" | "usage_estimated":
             return Text(f"  · {event.type.replace('_', ' ')}: {p.get('agent')} (attempt {p.get('attempt')})")
     return None
-
-
-def _money(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
 
 
 def spend_against_budget(run: Run) -> str:
@@ -310,8 +307,8 @@ def summary(display: Display, run: Run) -> int:
         display.line(f"  next: budgetsvc resume {run.id} --budget AMOUNT --reason \"...\"")
     elif run.status == "waiting_for_input":
         display.line(f"  {run.current_agent} waits for a person: budgetsvc answer {run.id} CHOICE")
-    elif run.status in ("iteration_limit", "timed_out", "failed"):
-        display.line(f"  next: budgetsvc resume {run.id} --reason \"...\" (with a larger limit)")
+    elif run.status in ("iteration_limit", "timed_out"):
+        display.line(f"  next: budgetsvc resume {run.id} --max-iterations N or --timeout-seconds S --reason \"...\"")
     if run.output is not None:
         display.line("output:")
         display.line(json.dumps(run.output, indent=2, ensure_ascii=False))

@@ -82,7 +82,8 @@ class ApiError(BudgetsvcError):
         return f"{self.message} ({self.status_code} {self.type})"
 
 
-def _money(value: Any) -> Decimal | None:
+def money_or_none(value: Any) -> Decimal | None:
+    """An amount of the API's JSON (a decimal string, or null) as a Decimal."""
     return None if value is None else Decimal(str(value))
 
 
@@ -104,7 +105,7 @@ class Limits:
     @classmethod
     def from_json(cls, data: Mapping) -> Limits:
         return cls(
-            budget_usd=_money(data.get("budget_usd")), budget_mode=data["budget_mode"],
+            budget_usd=money_or_none(data.get("budget_usd")), budget_mode=data["budget_mode"],
             max_iterations=data["max_iterations"], timeout_seconds=data.get("timeout_seconds"),
         )  # fmt: skip
 
@@ -137,8 +138,9 @@ class Run:
         return cls(
             id=data["id"], workflow=data["workflow"], workflow_name=data["workflow_name"],
             workflow_version=data["workflow_version"], status=data["status"], inputs=data.get("inputs") or {},
-            limits=Limits.from_json(data["limits"]), spent_usd=_money(data["spent_usd"]),
-            reserved_usd=_money(data.get("reserved_usd", "0")), estimated_usd=_money(data.get("estimated_usd", "0")),
+            limits=Limits.from_json(data["limits"]), spent_usd=money_or_none(data["spent_usd"]),
+            reserved_usd=money_or_none(data.get("reserved_usd", "0")),
+            estimated_usd=money_or_none(data.get("estimated_usd", "0")),
             unpriced_steps=data.get("unpriced_steps", 0), current_agent=data.get("current_agent", ""),
             iterations=data.get("iterations", 0), output=data.get("output"), error=data.get("error"),
             created_at=data.get("created_at", ""), finished_at=data.get("finished_at"), raw=dict(data),
@@ -187,7 +189,7 @@ class LedgerEntry:
         return cls(
             id=data["id"], run=data.get("run"), step=data.get("step"), attempt=data.get("attempt", 1),
             agent=data.get("agent", ""), model=data.get("model", ""), input_tokens=data.get("input_tokens", 0),
-            output_tokens=data.get("output_tokens", 0), cost_usd=_money(data.get("cost_usd")),
+            output_tokens=data.get("output_tokens", 0), cost_usd=money_or_none(data.get("cost_usd")),
             basis=data.get("basis", ""), booked_at=data.get("booked_at", ""), raw=dict(data),
         )  # fmt: skip
 
@@ -206,7 +208,8 @@ class SpendRow:
     @classmethod
     def from_json(cls, data: Mapping) -> SpendRow:
         return cls(
-            key=data["key"], spent_usd=_money(data["spent_usd"]), estimated_usd=_money(data.get("estimated_usd", "0")),
+            key=data["key"], spent_usd=money_or_none(data["spent_usd"]),
+            estimated_usd=money_or_none(data.get("estimated_usd", "0")),
             runs=data.get("runs", 0), steps=data.get("steps", 0), input_tokens=data.get("input_tokens", 0),
             output_tokens=data.get("output_tokens", 0), unpriced_steps=data.get("unpriced_steps", 0),
         )  # fmt: skip
@@ -223,7 +226,7 @@ class SpendReport:
     @classmethod
     def from_json(cls, data: Mapping) -> SpendReport:
         return cls(
-            total_usd=_money(data["total_usd"]), estimated_usd=_money(data.get("estimated_usd", "0")),
+            total_usd=money_or_none(data["total_usd"]), estimated_usd=money_or_none(data.get("estimated_usd", "0")),
             unpriced_steps=data.get("unpriced_steps", 0), groups=[SpendRow.from_json(g) for g in data["groups"]],
             raw=dict(data),
         )  # fmt: skip
