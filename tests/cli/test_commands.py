@@ -9,6 +9,7 @@ import pytest
 from tests.cli.conftest import EXAMPLE, Cli
 from tests.integration.test_make_run import free_port
 from workflows.models import Event, EventType, Run
+from workflows.services.teams import api_key_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -166,3 +167,22 @@ def test_usage_errors_exit_2_and_start_nothing(cli: Cli, tmp_path):
     assert cli("spend", "--since", "last tuesday").code == 2
     assert cli("resume", "1", "--budget", "1").code == 2  # --reason is required
     assert Run.objects.count() == 0
+
+
+def test_status_exits_9_while_a_run_is_still_queued(live_server, team):
+    # No worker here: the run stays queued.
+    _, key = api_key_create(team=team, name="cli")
+    queued_cli = Cli(url=live_server.url, key=key)
+    started = queued_cli("run", str(EXAMPLE), "-i", "topic=tides", "--no-follow")
+    assert started.code == 0, started.err
+    run = Run.objects.get()
+    status = queued_cli("status", str(run.pk))
+    assert status.code == 9
+    assert f"run {run.pk} queued at researcher: spent $0.00 (no budget)" in status.out
+
+
+def test_the_help_lists_the_exit_codes(cli: Cli):
+    shown = cli("--help")
+    assert shown.code == 0
+    for line in ("0  completed", "3  budget_exceeded", "5  waiting_for_input", "7  the API refused", "8  the service cannot"):
+        assert line in shown.out
