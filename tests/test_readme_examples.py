@@ -42,6 +42,16 @@ def test_each_block_shows_the_commands_the_generator_runs_and_one_output(step):
     assert outputs == (["json"] if step.commands else [""])
 
 
+def test_a_block_with_cli_examples_reads_back_as_its_steps_commands():
+    """What the generator writes once budgetsvc/cli.py exists is what the test above reads."""
+    for step in (step for step in generator.STEPS if step.cli):
+        printed = [(command, "output") for command in step.shown_cli()]
+
+        body = generator.render_block(step, "{}", printed)
+
+        assert generator.shown_commands(body) == (["\n".join(step.shown_commands())], step.shown_cli())
+
+
 def test_the_readme_names_no_path_of_a_particular_machine():
     assert not re.findall(r"(?<![\w.])/(?:work|home|tmp|Users|root|opt|srv)/\S*", README)
 

@@ -451,6 +451,8 @@ def screenshots(service: Service, *, run_id: int) -> None:
         browser.fill(page, "#id_username", username)
         browser.fill(page, "#id_password", password)
         browser.click(page, "input[type=submit]")
+        # The admin's sidebar closed, as its toggle leaves it, so the page has the width.
+        browser.evaluate(page, "localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
         for url, name in (
             (f"{service.url}/admin/workflows/ledgerentry/spend/", "spend.png"),
             (f"{service.url}/admin/workflows/run/{run_id}/change/", "run.png"),
