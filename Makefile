@@ -14,7 +14,7 @@ LOCK_ARGS ?=
 COMPILE = $(UV) pip compile pyproject.toml requirements-build.in --quiet --universal \
 	--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS)
 
-.PHONY: run test lock check-lock test-latest clean
+.PHONY: run test readme-examples lock check-lock test-latest clean
 
 $(UV):
 	$(PYTHON) -m venv $(LOCK_TOOLS)
@@ -37,6 +37,11 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
+
+# README.md's example outputs and docs/images/, from a real run of the service in a temporary var/ on a
+# free port (tools/readme_examples.py); headless Chromium takes the screenshots.
+readme-examples: $(INSTALLED)
+	$(PY) tools/readme_examples.py $(README_EXAMPLES_ARGS)
 
 # Recompile the locks after a change to pyproject.toml; pins that still fit are kept.
 # `make lock LOCK_ARGS=--upgrade` takes the newest versions pyproject.toml allows.

@@ -116,6 +116,14 @@ def test_a_disallowed_host_is_a_json_400(api):
     assert_error_shape(api.get("/api/v1/runs", HTTP_HOST="evil.example"), 400, "bad_request")
 
 
+def test_a_disallowed_host_outside_the_api_gets_django_s_html_400(client):
+    """As docs/api.md says: only paths under /api/ answer in the error shape."""
+    response = client.get("/admin/", HTTP_HOST="evil.example")
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+
+
 def test_an_oversized_definition_is_refused(api, settings):
     settings.DEFINITION_MAX_BYTES = 1024
     error = assert_error_shape(api.post("/api/v1/workflows", {"definition": "#" * 2000}, format="json"), 400)

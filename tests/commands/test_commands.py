@@ -113,6 +113,24 @@ def test_bootstrap_demo_creates_the_team_and_reuses_its_key(settings, tmp_path):
     assert stat.S_IMODE((tmp_path / "demo-api-key").stat().st_mode) == 0o600
 
 
+def test_bootstrap_demo_names_the_key_file_relative_to_the_current_directory_when_under_it(
+    settings, tmp_path, monkeypatch
+):
+    settings.VAR_DIR = tmp_path / "var"
+    settings.VAR_DIR.mkdir()
+    monkeypatch.chdir(tmp_path)
+    under = StringIO()
+    call_command("bootstrap_demo", stdout=under)
+    assert "Its API key (also in var/demo-api-key):" in under.getvalue()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    outside = StringIO()
+    call_command("bootstrap_demo", stdout=outside)
+    assert f"Its API key (also in {tmp_path / 'var' / 'demo-api-key'}):" in outside.getvalue()
+
+
 def test_loadprices_loads_cache_rates_output_limits_and_aliases_and_old_files_still_load(tmp_path):
     from workflows.models import ModelAlias, Price
 

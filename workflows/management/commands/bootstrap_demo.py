@@ -1,4 +1,5 @@
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,13 +13,22 @@ DEMO_TEAM = "demo"
 ADMIN_USERNAME = "admin"
 
 
+def shown_path(path: Path) -> Path:
+    """The path as the reader would type it: relative to the current directory when it is under it
+    (`var/demo-api-key` after `make run`), else absolute."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
 class Command(BaseCommand):
     help = "Ensure the demo team, its API key and an admin user exist (used by `make run`). Prints the key last."
 
     def handle(self, *args, **options):
         team = Team.objects.filter(name=DEMO_TEAM).first() or team_create(name=DEMO_TEAM)
         self._ensure_admin()
-        self.stdout.write(f"Demo team '{team.name}'. Its API key (also in {self._key_file()}):")
+        self.stdout.write(f"Demo team '{team.name}'. Its API key (also in {shown_path(self._key_file())}):")
         self.stdout.write(self._demo_key(team))
 
     def _demo_key(self, team: Team) -> str:
