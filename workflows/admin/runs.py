@@ -85,7 +85,11 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
 class CheckpointInline(ReadOnlyInline):
     model = Checkpoint
     fk_name = "run"
-    fields = ["created_at", "reason", "next_agent", "iterations", "spent_usd", "active_time"]
+    fields = ["created_at", "reason", "next_agent", "iterations", "spent", "active_time"]
+
+    @admin.display(description="spent")
+    def spent(self, checkpoint: Checkpoint) -> str:
+        return format_usd_exact(checkpoint.spent_usd)
 
 
 REASON_CHARS = 2000  # as the API's resume and cancel take it
