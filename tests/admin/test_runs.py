@@ -345,3 +345,16 @@ def test_a_ledger_entry_is_labelled_with_its_step_s_sequence_as_the_step_is(team
 
     assert str(entry) == f"sim-model 0.300000 (run {run.pk} step 1)"
     assert str(entry.step) == f"run {run.pk} step 1 (writer)"
+
+
+def test_an_answer_to_a_run_no_longer_waiting_is_refused_with_the_api_s_words(admin_client, team, waiting):
+    admin_client.post(answer_url(waiting), {"choice": "ship"})
+    waiting.refresh_from_db()
+    assert waiting.status == RunStatus.COMPLETED
+
+    again = admin_client.post(answer_url(waiting), {"choice": "hold", "text": "too late"}, follow=True)
+
+    api_says = client_for(team).post(f"/api/v1/runs/{waiting.pk}/input", {"choice": "hold"}, format="json")
+    assert api_says.status_code == 409
+    assert messages_of(again) == [api_says.json()["error"]["message"]]
+    assert Event.objects.filter(run=waiting, type=EventType.INPUT_RECEIVED).count() == 1

@@ -281,10 +281,13 @@ def _actor(request) -> str:
 
 def _refusal(exc: ApplicationError) -> str:
     """The API's message for the error; for invalid values, each value's problem too, as its details say."""
-    if isinstance(exc.details, list):
-        problems = "; ".join(f"{d['path']}: {d['message']}" if d.get("path") else d["message"] for d in exc.details)
-        return f"{exc.message} {problems}" if problems else exc.message
-    return exc.message
+    details = exc.details if isinstance(exc.details, list) else []
+    problems = "; ".join(
+        f"{detail['path']}: {detail['message']}" if detail.get("path") else detail["message"]
+        for detail in details
+        if isinstance(detail, dict) and "message" in detail
+    )
+    return f"{exc.message} {problems}" if problems else exc.message
 
 
 def _form_refusal(refused: str, form: forms.Form) -> ApplicationError:
