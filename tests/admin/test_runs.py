@@ -348,7 +348,7 @@ def test_a_ledger_entry_is_labelled_with_its_step_s_sequence_as_the_step_is(team
 
 
 def test_an_answer_to_a_run_no_longer_waiting_is_refused_with_the_api_s_words(admin_client, team, waiting):
-    admin_client.post(answer_url(waiting), {"choice": "ship"})
+    admin_client.post(answer_url(waiting), {"choice": "ship"}, follow=True)  # its message read
     assert drive(waiting).status == RunStatus.COMPLETED
 
     again = admin_client.post(answer_url(waiting), {"choice": "hold", "text": "too late"}, follow=True)
