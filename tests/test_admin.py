@@ -27,32 +27,26 @@ def test_every_changelist_renders_with_search(admin_client, run, model):
         assert admin_client.get(url, {"q": "acme"}).status_code == 200
 
 
-def inline_section(page: str, prefix: str) -> str:
-    """The HTML of one inline formset (`<div id="<prefix>-group">` up to the next inline group), so that a
-    marker found there is in that inline, not in the sidebar, the budget box or another inline."""
-    start = page.index(f'id="{prefix}-group"')
-    following = [page.find(f'id="{other}-group"', start + 1) for other in RUN_INLINES if other != prefix]
-    return page[start : min([index for index in following if index > start], default=len(page))]
+def story_table(page: str, section_id: str) -> str:
+    """The HTML of one table of the run page's story, from its section's id to the table's end."""
+    start = page.index(f'id="{section_id}"')
+    return page[start : page.index("</table>", start)]
 
 
-RUN_INLINES = ("steps", "ledger_entries", "events", "checkpoints")
-
-
-def test_a_runs_page_shows_its_budget_and_history_inline(admin_client, run):
+def test_a_runs_page_tells_its_budget_steps_events_and_ledger(admin_client, run):
     attempt = step_begin(step_id=run.steps.get().pk, worker="inline-worker:4242")
     step_settle(attempt=attempt, result=CompletionResult(output={"findings": "f"}, input_tokens=4321, output_tokens=777))
     page = admin_client.get(reverse("admin:workflows_run_change", args=[run.pk])).content.decode()
 
-    assert "$1.000000 (audit)" in page
-    steps = inline_section(page, "steps")
-    assert 'id="steps-1"' in steps and 'id="steps-2"' not in steps  # the settled step and the next one
+    assert "$1.00 (audit)" in page
+    steps = story_table(page, "run-steps")
+    assert steps.count("<tr data-step-id=") == 2  # the settled step and the next one
     assert "inline-worker:4242" in steps and "researcher" in steps and "writer" in steps
-    ledger = inline_section(page, "ledger_entries")
-    assert 'id="ledger_entries-0"' in ledger and 'id="ledger_entries-1"' not in ledger
+    ledger = story_table(page, "run-ledger")
+    assert ledger.count("<tr data-ledger-id=") == 1
     assert all(tokens in ledger for tokens in ("4321", "777"))
-    assert "agent_completed" in inline_section(page, "events")
-    checkpoints = inline_section(page, "checkpoints")
-    assert 'id="checkpoints-1"' in checkpoints and "step_completed" in checkpoints
+    assert 'title="agent_completed"' in story_table(page, "run-events")
+    assert 'id="checkpoints-1"' in page and "step_completed" in page  # the checkpoints, still inline
 
 
 def test_a_workflows_page_shows_its_cost_profile(admin_client, team):

@@ -499,7 +499,8 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model} {self.cost_usd} (run {self.run_id} step {self.step_id})"
+        # The step as it names itself (its sequence in the run), not its primary key.
+        return f"{self.model} {self.cost_usd} (run {self.run_id} step {self.step.sequence})"
 
     def save(self, *args, **kwargs):
         if self.pk is not None:

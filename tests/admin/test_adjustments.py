@@ -70,7 +70,7 @@ def test_an_adjustment_is_made_in_the_staff_users_name_and_the_run_shows_its_spe
     assert run.events.get(type=EventType.LEDGER_ADJUSTED).actor == f"user:{admin_user.username}"
     page = text_of(admin_client.get(run_page))
     # The estimate as the operator adjusted it still awaits its usage.
-    assert "Spent $0.020000" in page and "$0.00 settled, $0.02 estimated, awaiting usage" in page
+    assert "Spent $0.02" in page and "$0.00 settled, $0.02 estimated, awaiting usage" in page
     # Its entries are listed on its page and in the ledger, with their basis; the rows stay read-only.
     ledger = text_of(admin_client.get(reverse("admin:workflows_ledgerentry_changelist")))
     assert "an operator's correction" in ledger.replace("&#x27;", "'")

@@ -1,15 +1,21 @@
-"""A run waiting at a human gate is answered on its admin page, in the staff user's name, by staff who
-can see it and no one else."""
+"""A run is acted on from its admin page as over the API, in the staff user's name, by staff who may
+change its team's runs and no one else: answered when it waits at a human gate, resumed with new limits,
+cancelled, one at a time or in bulk. The page tells the run's story with the ledger's own figures."""
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
 from django.urls import reverse
 
-from tests.factories import TeamFactory
+from tests.admin.conftest import ledger_entry, utc_days_ago
+from tests.conftest import client_for
+from tests.factories import TeamFactory, workflow_version
 from tests.providers.conftest import drive
 from tests.security.test_admin_scoping import staff_client
-from workflows.models import Event, EventType, RunStatus
+from workflows.models import Event, EventType, LedgerEntry, Run, RunStatus, Step
 from workflows.services.runs import run_start
 from workflows.services.workflows import workflow_create
 
@@ -115,3 +121,239 @@ def test_an_agent_s_dialog_is_shown_with_its_output_and_answered_on_the_run_page
     assert run.status == RunStatus.COMPLETED, run.error
     assert run.output["amount_usd"] == 320
     assert Event.objects.get(run=run, type=EventType.INPUT_RECEIVED).payload["text"] == "Refund one blender."
+
+
+# Resuming, cancelling and the story the page tells, on a run of three $0.30 steps.
+
+
+@pytest.fixture
+def stopped(team):
+    """A run its $0.50 enforce budget stopped before its second step, with $0.30 spent."""
+    version = workflow_version(team=team)
+    run = drive(run_start(team=team, workflow=version.workflow_id, inputs={"topic": "tea"}, limits=ENFORCE_50))
+    assert run.status == RunStatus.BUDGET_EXCEEDED and run.spent_usd == Decimal("0.30")
+    return run
+
+
+ENFORCE_50 = {"budget_usd": "0.50", "budget_mode": "enforce"}
+
+
+def resume_url(run):
+    return reverse("admin:workflows_run_resume", args=[run.pk])
+
+
+def cancel_url(run):
+    return reverse("admin:workflows_run_cancel", args=[run.pk])
+
+
+def messages_of(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_a_run_stopped_by_its_budget_is_resumed_with_a_raise_in_the_staff_user_s_name(admin_client, admin_user, stopped):
+    shown = admin_client.get(page(stopped)).content.decode()
+    assert 'id="run-resume"' in shown and 'id="run-cancel"' in shown
+
+    response = admin_client.post(resume_url(stopped), {"budget_usd": "1.00", "reason": "approved by finance"}, follow=True)
+
+    assert messages_of(response) == ["Resumed: the run is queued and goes on from writer."]
+    stopped.refresh_from_db()
+    assert stopped.status == RunStatus.QUEUED and stopped.budget_usd == Decimal("1.00")
+    assert stopped.budget_mode == "enforce"  # left blank: kept
+    resumed = Event.objects.get(run=stopped, type=EventType.RUN_RESUMED)
+    assert resumed.actor == f"user:{admin_user.username}"
+    assert resumed.payload["by"] == f"user:{admin_user.username}"
+    assert resumed.payload["reason"] == "approved by finance"
+    assert resumed.payload["new_limits"]["budget_usd"] == "1.000000"
+
+    run = drive(stopped)
+    assert run.status == RunStatus.COMPLETED and run.spent_usd == Decimal("0.90")
+
+
+def test_a_resume_the_api_refuses_with_409_is_refused_with_the_api_s_words_and_changes_nothing(admin_client, team, stopped):
+    api = client_for(team)
+    refused = api.post(f"/api/v1/runs/{stopped.pk}/resume", {"reason": "same budget"}, format="json")
+    assert refused.status_code == 409
+
+    response = admin_client.post(resume_url(stopped), {"reason": "same budget"}, follow=True)
+
+    assert messages_of(response) == [refused.json()["error"]["message"]]
+    assert "Resuming would stop again at once" in messages_of(response)[0]
+    stopped.refresh_from_db()
+    assert stopped.status == RunStatus.BUDGET_EXCEEDED and stopped.budget_usd == Decimal("0.50")
+    assert not Event.objects.filter(run=stopped, type=EventType.RUN_RESUMED).exists()
+
+
+def test_a_resume_needs_a_reason_and_valid_limits(admin_client, stopped):
+    no_reason = admin_client.post(resume_url(stopped), {"budget_usd": "1.00"}, follow=True)
+    bad_budget = admin_client.post(resume_url(stopped), {"budget_usd": "-1", "reason": "oops"}, follow=True)
+
+    assert messages_of(no_reason) == ["Not resumed: reason: This field is required."]
+    assert messages_of(bad_budget)[0].startswith("The limits are invalid. budget_usd: ")
+    stopped.refresh_from_db()
+    assert stopped.status == RunStatus.BUDGET_EXCEEDED and stopped.budget_usd == Decimal("0.50")
+
+
+def test_the_actions_are_posts_only(admin_client, stopped):
+    assert admin_client.get(resume_url(stopped)).status_code == 405
+    assert admin_client.get(cancel_url(stopped)).status_code == 405
+
+
+def test_cancel_records_the_staff_user_and_the_reason_and_a_finished_run_is_refused_as_the_api_does(
+    admin_client, admin_user, team, stopped
+):
+    response = admin_client.post(cancel_url(stopped), {"reason": "not needed"}, follow=True)
+
+    assert messages_of(response) == ["Cancelled."]
+    stopped.refresh_from_db()
+    assert stopped.status == RunStatus.CANCELLED
+    cancelled = Event.objects.get(run=stopped, type=EventType.RUN_CANCELLED)
+    assert (cancelled.actor, cancelled.payload["reason"]) == (f"user:{admin_user.username}", "not needed")
+
+    again = admin_client.post(cancel_url(stopped), {"reason": "twice"}, follow=True)
+    api_says = client_for(team).post(f"/api/v1/runs/{stopped.pk}/cancel", {}, format="json")
+    assert api_says.status_code == 409
+    assert messages_of(again) == [api_says.json()["error"]["message"]] == ["Cannot cancel a run that is in 'cancelled' status."]
+    assert Event.objects.filter(run=stopped, type=EventType.RUN_CANCELLED).count() == 1
+
+
+def test_only_the_actions_possible_in_the_run_s_status_are_offered(admin_client, team, stopped, waiting):
+    completed = drive(run_start(team=team, workflow=stopped.workflow_version.workflow_id, inputs={"topic": "tea"}))
+    assert completed.status == RunStatus.COMPLETED
+
+    finished = admin_client.get(page(completed)).content.decode()
+    asking = admin_client.get(page(waiting)).content.decode()
+
+    assert 'id="run-resume"' not in finished and 'id="run-cancel"' not in finished
+    assert 'id="run-resume"' not in asking and 'id="run-cancel"' in asking and 'id="run-answer"' in asking
+
+
+def test_staff_of_another_team_cannot_see_resume_or_cancel_a_run_and_staff_without_the_permission_are_refused(stopped):
+    outsider = staff_client("other-ops", TeamFactory())
+    assert outsider.get(page(stopped)).status_code in (302, 403, 404)
+    assert outsider.post(resume_url(stopped), {"budget_usd": "5", "reason": "mine now"}).status_code == 404
+    assert outsider.post(cancel_url(stopped), {"reason": "mine now"}).status_code == 404
+
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_run"))
+    stopped.team.staff.add(viewer)
+    reader = Client()
+    reader.force_login(viewer)
+    shown = reader.get(page(stopped))
+    assert shown.status_code == 200 and 'id="run-resume"' not in shown.content.decode()
+    assert reader.post(resume_url(stopped), {"budget_usd": "5", "reason": "I only read"}).status_code == 403
+    assert reader.post(cancel_url(stopped), {"reason": "I only read"}).status_code == 403
+
+    stopped.refresh_from_db()
+    assert stopped.status == RunStatus.BUDGET_EXCEEDED and stopped.budget_usd == Decimal("0.50")
+    assert not Event.objects.filter(run=stopped, type__in=[EventType.RUN_RESUMED, EventType.RUN_CANCELLED]).exists()
+
+
+def test_the_team_s_own_staff_resume_its_runs(stopped):
+    ops = staff_client("acme-ops", stopped.team)
+
+    ops.post(resume_url(stopped), {"budget_usd": "1.00", "budget_mode": "audit", "reason": "audit from here"})
+
+    stopped.refresh_from_db()
+    assert (stopped.status, stopped.budget_mode) == (RunStatus.QUEUED, "audit")
+    assert Event.objects.get(run=stopped, type=EventType.RUN_RESUMED).actor == "user:acme-ops"
+
+
+def bulk_cancel(client, runs, **posted):
+    return client.post(
+        reverse("admin:workflows_run_changelist"),
+        {"action": "cancel_runs", "_selected_action": [run.pk for run in runs], **posted},
+        follow=True,
+    )
+
+
+def test_bulk_cancel_asks_for_a_reason_then_cancels_the_unfinished_runs_and_counts_the_skipped(admin_client, team, stopped, waiting):
+    completed = drive(run_start(team=team, workflow=stopped.workflow_version.workflow_id, inputs={"topic": "tea"}))
+    runs = [stopped, waiting, completed]
+
+    asked = bulk_cancel(admin_client, runs)
+    assert asked.templates[0].name == "admin/workflows/run/cancel_selected.html"
+    assert "1 of them already finished" in asked.content.decode()
+    no_reason = bulk_cancel(admin_client, runs, confirm="yes", reason="")
+    assert "This field is required" in no_reason.content.decode()
+    assert Run.objects.filter(status=RunStatus.CANCELLED).count() == 0
+
+    done = bulk_cancel(admin_client, runs, confirm="yes", reason="tidying up")
+
+    assert messages_of(done) == ["Cancelled 2 runs; skipped 1 already finished."]
+    assert {run.pk: run.status for run in Run.objects.all()} == {
+        stopped.pk: RunStatus.CANCELLED, waiting.pk: RunStatus.CANCELLED, completed.pk: RunStatus.COMPLETED
+    }
+    assert set(Event.objects.filter(type=EventType.RUN_CANCELLED).values_list("payload__reason", flat=True)) == {"tidying up"}
+
+
+def test_bulk_cancel_by_staff_of_another_team_cancels_nothing(stopped):
+    outsider = staff_client("other-ops", TeamFactory())
+
+    bulk_cancel(outsider, [stopped], confirm="yes", reason="not yours")
+
+    stopped.refresh_from_db()
+    assert stopped.status == RunStatus.BUDGET_EXCEEDED
+
+
+def test_the_story_s_figures_are_the_ledger_s(admin_client, team):
+    version = workflow_version(team=team)
+    run = drive(run_start(team=team, workflow=version.workflow_id, inputs={"topic": "tea"}, limits={"budget_usd": "0.50"}))
+    assert run.status == RunStatus.COMPLETED  # audit: reported at writer, went on
+
+    response = admin_client.get(page(run))
+    shown = response.content.decode()
+
+    story = response.context["story"]
+    ledger_sum = sum(entry.cost_usd for entry in LedgerEntry.objects.filter(run=run))
+    assert ledger_sum == run.spent_usd == Decimal("0.90")
+    assert sum(line.cost_usd for line in story.steps) == ledger_sum
+    assert [point.spent_usd for point in story.spend] == [Decimal("0.30"), Decimal("0.60"), Decimal("0.90")]
+    assert '<td id="run-spent">$0.90</td>' in shown
+    assert '<td id="run-remaining">-$0.40</td>' in shown and '<td id="run-percent">180.0%</td>' in shown
+    assert '<th class="money" id="run-ledger-total">$0.900000</th>' in shown
+    assert shown.count('<td class="money">$0.300000</td>') == 6  # three steps, three ledger rows
+    # The audit report sits after the first entry: where enforce would have stopped, before writer.
+    assert [(mark.after_entries, mark.stopped, mark.agent) for mark in story.marks] == [(1, False, "writer")]
+    assert "audit: over budget at writer" in shown and "budget $0.50" in shown
+    event_ids = list(Event.objects.filter(run=run).order_by("id").values_list("id", flat=True))
+    assert 'id="run-events"' in shown and 'id="run-status" data-status="completed"' in shown
+    assert all(f'data-event-id="{event_id}"' in shown for event_id in event_ids)
+
+
+def test_the_chart_marks_where_enforce_stopped_and_the_budget_a_resume_raised(admin_client, stopped):
+    admin_client.post(resume_url(stopped), {"budget_usd": "1.00", "reason": "raise"})
+    run = drive(stopped)
+
+    story = admin_client.get(page(run)).context["story"]
+
+    assert [(mark.after_entries, mark.stopped, mark.agent) for mark in story.marks] == [(1, True, "writer")]
+    assert story.budgets == [(0, Decimal("0.50")), (1, Decimal("1.00"))]
+    chart = admin_client.get(page(run)).context["spend_chart"]
+    assert chart.count('class="budget-line"') == 2 and 'class="mark mark-enforce"' in chart
+    assert "enforce stopped before writer" in chart and chart.count('class="spend-point"') == 3
+
+
+def test_a_ledger_entry_is_labelled_with_its_step_s_sequence_as_the_step_is(team):
+    version = workflow_version(team=team)
+    earlier = Run.objects.create(team=team, workflow_version=version)
+    for sequence in (1, 2, 3):  # so that the step's primary key is not its sequence
+        Step.objects.create(run=earlier, sequence=sequence, agent="padding", iteration=1)
+    run = Run.objects.create(team=team, workflow_version=version)
+    entry = LedgerEntry.objects.get(pk=ledger_entry(run=run, agent="writer", model="sim-model", cost="0.30", at=utc_days_ago(0)).pk)
+    assert entry.step.pk != entry.step.sequence == 1
+
+    assert str(entry) == f"sim-model 0.300000 (run {run.pk} step 1)"
+    assert str(entry.step) == f"run {run.pk} step 1 (writer)"
+
+
+def test_an_answer_to_a_run_no_longer_waiting_is_refused_with_the_api_s_words(admin_client, team, waiting):
+    admin_client.post(answer_url(waiting), {"choice": "ship"}, follow=True)  # its message read
+    assert drive(waiting).status == RunStatus.COMPLETED
+
+    again = admin_client.post(answer_url(waiting), {"choice": "hold", "text": "too late"}, follow=True)
+
+    api_says = client_for(team).post(f"/api/v1/runs/{waiting.pk}/input", {"choice": "hold"}, format="json")
+    assert api_says.status_code == 409
+    assert messages_of(again) == [api_says.json()["error"]["message"]]
+    assert Event.objects.filter(run=waiting, type=EventType.INPUT_RECEIVED).count() == 1

@@ -1,18 +1,34 @@
 """Workflows, runs and what a run leaves behind: steps, events, checkpoints; and the price table."""
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.views.decorators.http import require_POST
 
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd, settled_and_estimated
-from workflows.errors import ApplicationError
+from workflows.admin.base import (
+    ReadOnlyAdminMixin,
+    ReadOnlyInline,
+    TeamScopedAdmin,
+    format_usd,
+    format_usd_exact,
+    settled_and_estimated,
+)
+from workflows.admin.run_chart import run_spend_svg
+from workflows.errors import ApplicationError, InvalidRunState
 from workflows.models import (
+    FINAL_RUN_STATUSES,
+    RESUMABLE_RUN_STATUSES,
+    BudgetMode,
     Checkpoint,
     Event,
     EventType,
-    LedgerEntry,
     ModelAlias,
     Price,
     Run,
@@ -22,12 +38,13 @@ from workflows.models import (
     Workflow,
     WorkflowVersion,
 )
-from workflows.definition import tool_server_key
+from workflows.definition import LIMIT_FIELDS, tool_server_key
 from workflows.definition.tools import url_problem
 from workflows.reports.cost_profile import cost_profile
+from workflows.reports.run_story import run_story
 from workflows.selectors import runs_estimated_usd
 from workflows.services.inputs import run_answer
-
+from workflows.services.runs import run_cancel, run_resume
 
 class WorkflowVersionInline(ReadOnlyInline):
     model = WorkflowVersion
@@ -65,32 +82,44 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     search_fields = ["workflow__name"]
 
 
-class StepInline(ReadOnlyInline):
-    model = Step
-    fields = [
-        "sequence", "agent", "role", "group", "branch_key", "iteration", "status", "attempts", "redeliveries",
-        "model", "estimate_usd", "reserved_usd", "worker",
-    ]  # fmt: skip
-
-
-class EventInline(ReadOnlyInline):
-    model = Event
-    fields = ["created_at", "type", "actor", "request_id", "payload"]
-
-
-class LedgerEntryInline(ReadOnlyInline):
-    model = LedgerEntry
-    fields = ["step", "attempt", "agent", "model", "input_tokens", "output_tokens", "price_source", "cost_usd", "basis"]
-
-
 class CheckpointInline(ReadOnlyInline):
     model = Checkpoint
     fk_name = "run"
-    fields = ["created_at", "reason", "next_agent", "iterations", "spent_usd", "active_time"]
+    fields = ["created_at", "reason", "next_agent", "iterations", "spent", "active_time"]
+
+    @admin.display(description="spent")
+    def spent(self, checkpoint: Checkpoint) -> str:
+        return format_usd_exact(checkpoint.spent_usd)
+
+
+REASON_CHARS = 2000  # as the API's resume and cancel take it
+
+
+class RunResumeForm(forms.Form):
+    """A resume's new limits, each left blank to keep the run's own, and why. The values are checked
+    by the service, with the rules and the messages the API has."""
+
+    budget_usd = forms.CharField(required=False, max_length=40, label="Budget (USD)")
+    budget_mode = forms.ChoiceField(
+        required=False, choices=[("", "keep"), *BudgetMode.choices], label="Budget mode"
+    )
+    max_iterations = forms.IntegerField(required=False, label="Max iterations")
+    timeout_seconds = forms.IntegerField(required=False, label="Timeout (seconds)")
+    reason = forms.CharField(max_length=REASON_CHARS, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+
+    def limit_overrides(self) -> dict:
+        return {field: self.cleaned_data[field] for field in LIMIT_FIELDS if self.cleaned_data[field] not in ("", None)}
+
+
+class RunCancelForm(forms.Form):
+    reason = forms.CharField(max_length=REASON_CHARS, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
 
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
+    """Runs are read here and acted on through the services the API calls (resume, cancel, answer), in
+    the staff user's name; the run's own fields are never edited."""
+
     list_display = [
         "id",
         "team",
@@ -107,39 +136,181 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_filter = ["status", "budget_mode", "team"]
     search_fields = ["id", "workflow_version__workflow__name", "team__name", "current_agent"]
     list_select_related = ["team", "workflow_version__workflow"]
-    inlines = [StepInline, LedgerEntryInline, EventInline, CheckpointInline]
+    inlines = [CheckpointInline]
+    actions = ["cancel_runs"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(estimated_usd=runs_estimated_usd())
+
+    def get_fieldsets(self, request, obj=None):
+        # The story above tells the run; its record stays at hand, folded.
+        return [("The run's record", {"classes": ["collapse"], "fields": self.get_fields(request, obj)})]
 
     @admin.display(description="of which estimated", ordering="estimated_usd")
     def estimated_usd(self, run: Run):
         return run.estimated_usd
 
+    def has_act_permission(self, request, run: Run | None = None) -> bool:
+        """Whether the user may resume, cancel and answer runs (`run`: this one): the model's change
+        permission, for the runs of their teams. The page itself stays read-only."""
+        codename = get_permission_codename("change", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}") and self._may_see(request, run)
+
+    has_cancel_permission = has_act_permission  # what the bulk action asks for
+
     def get_urls(self):
-        answer = path("<int:run_id>/answer/", self.admin_site.admin_view(self.answer_view), name="workflows_run_answer")
-        return [answer, *super().get_urls()]
+        def action(name, view):
+            return path(f"<int:run_id>/{name}/", self.admin_site.admin_view(require_POST(view)), name=f"workflows_run_{name}")
+
+        return [action("answer", self.answer_view), action("resume", self.resume_view), action("cancel", self.cancel_view), *super().get_urls()]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            context["estimated"] = settled_and_estimated(spent_usd=obj.spent_usd, estimated_usd=obj.estimated_usd)
-        if obj is not None and obj.status == RunStatus.WAITING_FOR_INPUT:
-            asked = obj.events.filter(type=EventType.INPUT_REQUESTED).order_by("-id").first()
-            context["input_request"] = asked.payload if asked else None
+            story = run_story(run=obj)
+            may_act = self.has_act_permission(request, obj)
+            context |= {
+                "estimated": settled_and_estimated(spent_usd=obj.spent_usd, estimated_usd=obj.estimated_usd),
+                "summary": _summary_figures(story.summary),
+                "story": story,
+                "step_rows": [
+                    (line, format_usd_exact(line.cost_usd), _duration(line.duration)) for line in story.steps
+                ],
+                "event_rows": [(event, _compact(event.payload)) for event in story.events],
+                "ledger_rows": [(entry, format_usd_exact(entry.cost_usd)) for entry in story.ledger],
+                "ledger_total": format_usd_exact(story.ledger_total_usd),
+                "spend_chart": run_spend_svg(story) if story.spend or story.marks else None,
+                "events_url": f"{reverse('admin:workflows_event_changelist')}?run__id__exact={obj.pk}",
+                "ledger_url": f"{reverse('admin:workflows_ledgerentry_changelist')}?run__id__exact={obj.pk}",
+                "resume_form": RunResumeForm() if may_act and obj.status in RESUMABLE_RUN_STATUSES else None,
+                "cancel_form": RunCancelForm() if may_act and obj.status not in FINAL_RUN_STATUSES else None,
+            }
+            if may_act and obj.status == RunStatus.WAITING_FOR_INPUT:
+                asked = obj.events.filter(type=EventType.INPUT_REQUESTED).order_by("-id").first()
+                context["input_request"] = asked.payload if asked else None
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _run_to_act_on(self, request, run_id: int) -> Run:
+        run = self.get_object(request, str(run_id))
+        if run is None:  # no such run, or another team's
+            raise Http404
+        if not self.has_act_permission(request, run):
+            raise PermissionDenied
+        return run
+
+    def _done(self, request, run: Run, refused: ApplicationError | None, success: str) -> HttpResponseRedirect:
+        if refused is not None:
+            self.message_user(request, _refusal(refused), messages.ERROR)
+        else:
+            self.message_user(request, success, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:workflows_run_change", args=[run.pk]))
 
     def answer_view(self, request, run_id: int):
         """Answer the human gate the run waits at, as `POST /runs/{id}/input` does, in the staff user's name."""
-        run = self.get_object(request, str(run_id))
-        if run is None or not self.has_view_permission(request, run) or request.method != "POST":
-            raise PermissionDenied
+        run = self._run_to_act_on(request, run_id)
         try:
-            run_answer(run=run, given=_answer_posted(request.POST), actor=f"user:{request.user.username}")
+            run_answer(run=run, given=_answer_posted(request.POST), actor=_actor(request))
         except ApplicationError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-        else:
-            self.message_user(request, "Answered; the run goes on.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:workflows_run_change", args=[run.pk]))
+            return self._done(request, run, exc, "")
+        return self._done(request, run, None, "Answered; the run goes on.")
+
+    def resume_view(self, request, run_id: int):
+        """Resume the run, as `POST /runs/{id}/resume` does, with the limits given and a reason."""
+        run = self._run_to_act_on(request, run_id)
+        form = RunResumeForm(request.POST)
+        if not form.is_valid():
+            return self._done(request, run, _form_refusal("Not resumed:", form), "")
+        try:
+            run = run_resume(
+                run=run, actor=_actor(request), limits=form.limit_overrides(), reason=form.cleaned_data["reason"]
+            )
+        except ApplicationError as exc:
+            return self._done(request, run, exc, "")
+        return self._done(request, run, None, f"Resumed: the run is {run.status} and goes on from {run.current_agent}.")
+
+    def cancel_view(self, request, run_id: int):
+        """Cancel the run, as `POST /runs/{id}/cancel` does, with a reason."""
+        run = self._run_to_act_on(request, run_id)
+        form = RunCancelForm(request.POST)
+        if not form.is_valid():
+            return self._done(request, run, _form_refusal("Not cancelled:", form), "")
+        try:
+            run_cancel(run=run, actor=_actor(request), reason=form.cleaned_data["reason"])
+        except ApplicationError as exc:
+            return self._done(request, run, exc, "")
+        return self._done(request, run, None, "Cancelled.")
+
+    @admin.action(description="Cancel the selected runs", permissions=["cancel"])
+    def cancel_runs(self, request, queryset):
+        """Asks for a reason first (a page of its own, as Django's delete does), then cancels each run
+        that has not finished, one transaction each, and says how many it cancelled and skipped."""
+        form = RunCancelForm(request.POST if "confirm" in request.POST else None)
+        runs = list(queryset.order_by("pk"))
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "admin/workflows/run/cancel_selected.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Cancel runs",
+                    "opts": self.opts,
+                    "form": form,
+                    "runs": runs,
+                    "finished": sum(run.status in FINAL_RUN_STATUSES for run in runs),
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        cancelled = skipped = 0
+        for run in runs:
+            if run.status in FINAL_RUN_STATUSES:
+                skipped += 1
+                continue
+            try:
+                run_cancel(run=run, actor=_actor(request), reason=form.cleaned_data["reason"])
+            except InvalidRunState:  # it finished since the list was read
+                skipped += 1
+            else:
+                cancelled += 1
+        self.message_user(request, f"Cancelled {cancelled} runs; skipped {skipped} already finished.", messages.SUCCESS)
+        return None
+
+
+def _actor(request) -> str:
+    """A staff user as events name them, as the other admin pages and the staff API do."""
+    return f"user:{request.user.get_username()}"
+
+
+def _refusal(exc: ApplicationError) -> str:
+    """The API's message for the error; for invalid values, each value's problem too, as its details say."""
+    details = exc.details if isinstance(exc.details, list) else []
+    problems = "; ".join(
+        f"{detail['path']}: {detail['message']}" if detail.get("path") else detail["message"]
+        for detail in details
+        if isinstance(detail, dict) and "message" in detail
+    )
+    return f"{exc.message} {problems}" if problems else exc.message
+
+
+def _form_refusal(refused: str, form: forms.Form) -> ApplicationError:
+    problems = [{"path": field, "message": " ".join(errors)} for field, errors in form.errors.items()]
+    return ApplicationError(refused, details=problems)
+
+
+def _summary_figures(summary) -> dict:
+    return {
+        "budget": format_usd(summary.budget_usd) if summary.budget_usd is not None else "none",
+        "spent": format_usd(summary.spent_usd),
+        "reserved": format_usd(summary.reserved_usd),
+        "remaining": format_usd(summary.remaining_usd),
+        "percent": f"{summary.percent_spent}%" if summary.percent_spent is not None else "—",
+    }
+
+
+def _duration(duration) -> str:
+    return "" if duration is None else f"{duration.total_seconds():.1f} s"
+
+
+def _compact(payload) -> str:
+    return json.dumps(payload, separators=(", ", ": "), ensure_ascii=False) if payload else ""
 
 
 def _answer_posted(posted) -> dict:

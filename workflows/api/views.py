@@ -213,7 +213,7 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
         given.is_valid(raise_exception=True)
         run = run_resume(
             run=self.get_object(),
-            resumed_by=request.auth,
+            actor=actor_of(request.auth),
             limits=given.limit_overrides(),
             reason=given.validated_data["reason"],
             workflow_version=given.validated_data.get("workflow_version"),
@@ -232,7 +232,7 @@ class RunViewSet(TeamScopedViewSet, mixins.ListModelMixin):
     def cancel(self, request, pk=None):
         given = serializers.RunCancelInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        run = run_cancel(run=self.get_object(), cancelled_by=request.auth, reason=given.validated_data["reason"])
+        run = run_cancel(run=self.get_object(), actor=actor_of(request.auth), reason=given.validated_data["reason"])
         return Response(self._fresh(run))
 
     @action(

@@ -419,13 +419,14 @@ def _group_agent(definition: WorkflowDefinition, name: str) -> AgentSpec | StepS
 def run_resume(
     *,
     run: Run,
-    resumed_by: ApiKey | None = None,
+    actor: str = "system",
     limits: Mapping | None = None,
     reason: str = "",
     workflow_version: int | None = None,
 ) -> Run:
     """Continue a stopped run from its checkpoint, with limits raised and, when `workflow_version`
-    names another version of its workflow (a corrected one), on that version."""
+    names another version of its workflow (a corrected one), on that version. `actor` is who asked, as
+    events name them: a team's key (`actor_of`) or a staff user (`user:<name>`)."""
     overrides = check_limit_overrides(limits, path="")
     moving_to = None
     if workflow_version is not None and workflow_version != run.workflow_version.version:
@@ -437,7 +438,7 @@ def run_resume(
     return rendered_ahead(
         prerender=partial(_prerender_resume, run_id=run.pk, version=moving_to),
         locked=partial(
-            _resume_under_locks, run=run, resumed_by=resumed_by, overrides=overrides, reason=reason, moving_to=moving_to
+            _resume_under_locks, run=run, actor=actor, overrides=overrides, reason=reason, moving_to=moving_to
         ),
     )
 
@@ -457,7 +458,7 @@ def _prerender_resume(*, run_id: int, version: WorkflowVersion | None) -> None:
 
 
 def _resume_under_locks(
-    *, run: Run, resumed_by: ApiKey | None, overrides: dict, reason: str, moving_to: WorkflowVersion | None
+    *, run: Run, actor: str, overrides: dict, reason: str, moving_to: WorkflowVersion | None
 ) -> Run:
     with transaction.atomic(durable=True):
         locked = lock_rows(team_id=run.team_id, run_id=run.pk)
@@ -500,9 +501,9 @@ def _resume_under_locks(
         event_record(
             run=run,
             type=EventType.RUN_RESUMED,
-            actor=actor_of(resumed_by),
+            actor=actor,
             payload={
-                "by": actor_of(resumed_by),
+                "by": actor,
                 "at": now.isoformat(),
                 "reason": reason,
                 "from_status": previous_status,
@@ -522,14 +523,14 @@ def _resume_under_locks(
             run=run,
             old=old_limits,
             new=new_limits,
-            actor=actor_of(resumed_by),
+            actor=actor,
             reason=reason,
         )
         steps_reopen(run=run, step=step, failed_too=previous_status == RunStatus.FAILED)
     return run
 
 
-def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = "") -> Run:
+def run_cancel(*, run: Run, actor: str = "system", reason: str = "") -> Run:
     with transaction.atomic(durable=True):
         run = lock_rows(team_id=run.team_id, run_id=run.pk, lock_team=False).run
         if run.status in FINAL_RUN_STATUSES:
@@ -555,8 +556,8 @@ def run_cancel(*, run: Run, cancelled_by: ApiKey | None = None, reason: str = ""
         event_record(
             run=run,
             type=EventType.RUN_CANCELLED,
-            actor=actor_of(cancelled_by),
-            payload={"by": actor_of(cancelled_by), "reason": reason, "from_status": previous_status},
+            actor=actor,
+            payload={"by": actor, "reason": reason, "from_status": previous_status},
         )
     return run
 
