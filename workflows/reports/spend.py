@@ -1,4 +1,4 @@
-"""Spend by workflow, model, agent, tool, run or day: one GROUP BY query over the ledger.
+"""Spend by workflow, model, agent, tool, run, day or team: one GROUP BY query over the ledger.
 
 Unpriced usage (ledger entries with `cost_usd` null) is counted beside the dollars, never as $0 of
 spend that looks complete.
@@ -38,6 +38,8 @@ GROUPINGS = {
     "tool": TOOL_KEY,
     "run": F("run_id"),
     "day": TruncDate("booked_at", tzinfo=UTC),
+    # A team's key reads one team's ledger, so one group: the grouping its staff's reports share.
+    "team": F("team__name"),
 }
 DEFAULT_GROUP_BY = "workflow"
 
