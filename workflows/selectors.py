@@ -47,6 +47,17 @@ def may_adjust_ledger(*, user) -> bool:
     return bool(user and user.is_active and user.is_staff and user.has_perm("workflows.add_ledgerentry"))
 
 
+def may_read_ledger(*, user) -> bool:
+    """Whether `user` may read the ledger (of the teams they see), as the admin's Spend page does: active
+    staff with the permission to view or to change ledger entries."""
+    return bool(
+        user
+        and user.is_active
+        and user.is_staff
+        and (user.has_perm("workflows.view_ledgerentry") or user.has_perm("workflows.change_ledgerentry"))
+    )
+
+
 def ledger_entry_visible_to(*, user, entry_id: int) -> LedgerEntry:
     """A ledger entry of a team `user` may see; another team's is absent, as an unknown one."""
     entry = LedgerEntry.objects.filter(pk=entry_id, team__in=teams_visible_to(user=user)).first()
