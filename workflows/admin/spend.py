@@ -179,6 +179,8 @@ BREAKDOWNS = {
         lambda row: {"tool_server__exact": row["server_name"], "tool__exact": row["tool_name"]},
     ),
 }
+# The breakdowns the page shows as tables, after the one by team for those who see several teams.
+TABLES = ("workflow", "model", "agent", "tool")
 # The ledger list's lookups that the links above use and no list filter offers.
 DRILL_LOOKUPS = {"run__workflow_version__workflow__id__exact"}
 
@@ -227,7 +229,10 @@ def _forecast_sentence(forecast: BudgetForecast) -> str:
             f"Over budget since {forecast.runs_out_on:%Y-%m-%d}: {format_usd(forecast.spent_usd)} spent "
             f"of {format_usd(forecast.budget_usd)}."
         )
-    at_rate = f"At {format_usd(forecast.daily_rate_usd)} a day, spend reaches {format_usd(forecast.projected_usd)} by {period_end}"
+    at_rate = (
+        f"At {format_usd(forecast.daily_rate_usd)} a day, spend reaches {format_usd(forecast.projected_usd)} "
+        f"by {period_end}"
+    )
     if forecast.runs_out_on is None:
         return f"{at_rate}: the budget does not run out before the period ends."
     return f"{at_rate}: the budget runs out on {forecast.runs_out_on:%Y-%m-%d}."
@@ -385,7 +390,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
                 "chart": daily_spend_svg(title=_chart_title(form, series), points=series) if series else None,
                 "tables": [
                     _table(form, by, spend_breakdown(entries=entries, by=by), totals)
-                    for by in (*(["team"] if _sees_several_teams(request.user) else []), "workflow", "model", "agent", "tool")
+                    for by in (*(["team"] if _sees_several_teams(request.user) else []), *TABLES)
                 ],
                 **_forecast_context(form.cleaned_data["team"]),
                 "days": _table(form, "day", days, totals),
