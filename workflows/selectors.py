@@ -4,15 +4,29 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import DecimalField, Exists, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from workflows.definition import WorkflowDefinition
 from workflows.definition.bounds import MAX_ID, MAX_SUM_DIGITS
 from workflows.errors import NotFound
-from workflows.models import Checkpoint, Event, LedgerBasis, LedgerEntry, Run, Step, Team, Workflow, WorkflowVersion
+from workflows.models import (
+    Checkpoint,
+    Event,
+    LedgerBasis,
+    LedgerEntry,
+    Run,
+    Step,
+    Team,
+    TeamDailySpend,
+    Workflow,
+    WorkflowVersion,
+)
+from workflows.reports.forecast import RATE_DAYS, BudgetForecast, budget_forecast
 from workflows.services.escrow import team_figures
 from workflows.services.periods import PeriodWindow, period_window
 
@@ -31,6 +45,17 @@ def may_adjust_ledger(*, user) -> bool:
     """Whether `user` may adjust ledger entries (of the teams they see): active staff with the permission
     to add ledger entries, which an adjustment is. Superusers have it; other staff are given it."""
     return bool(user and user.is_active and user.is_staff and user.has_perm("workflows.add_ledgerentry"))
+
+
+def may_read_ledger(*, user) -> bool:
+    """Whether `user` may read the ledger (of the teams they see), as the admin's Spend page does: active
+    staff with the permission to view or to change ledger entries."""
+    return bool(
+        user
+        and user.is_active
+        and user.is_staff
+        and (user.has_perm("workflows.view_ledgerentry") or user.has_perm("workflows.change_ledgerentry"))
+    )
 
 
 def ledger_entry_visible_to(*, user, entry_id: int) -> LedgerEntry:
@@ -209,3 +234,15 @@ def team_budget_status(*, team: Team) -> TeamBudgetStatus:
         reserved_usd=figures.reserved_usd,
         lifetime_spent_usd=lifetime or Decimal("0"),
     )
+
+
+def team_forecast(*, team: Team, now: datetime | None = None) -> BudgetForecast | None:
+    """Whether and when the team's period budget runs out at its recent rate (reports.forecast); None
+    without a period budget. Read from the ledger's daily sums: at most 38 rows."""
+    if team.period_budget_usd is None:
+        return None
+    now = (now or timezone.now()).astimezone(UTC)
+    window, today = period_window(team.period, now), now.date()
+    first = min(window.start.date(), today - timedelta(days=RATE_DAYS))
+    rows = TeamDailySpend.objects.filter(team=team, day__gte=first, day__lte=today).values_list("day", "spent_usd")
+    return budget_forecast(budget_usd=team.period_budget_usd, window=window, today=today, daily_spend=dict(rows))

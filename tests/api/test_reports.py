@@ -92,6 +92,18 @@ def test_spend_dates_are_inclusive(api, ledger):
     assert [(g["key"], g["spent_usd"]) for g in body["groups"]] == [("2026-03-01", "0.300000"), ("2026-03-02", "0.123456")]
 
 
+def test_spend_by_team_is_one_group_the_callers_team_however_many_teams_spent(api, team, ledger):
+    body = api.get("/api/v1/spend", {"group_by": "team"}).json()
+
+    assert [(g["key"], g["spent_usd"], g["runs"], g["steps"], g["unpriced_steps"]) for g in body["groups"]] == [
+        (team.name, "0.423456", 1, 3, 1)
+    ]
+    assert body["total_usd"] == "0.423456"  # not globex's 7.000000
+    globex = Run.objects.exclude(team=team).get().team
+    body = client_for(globex).get("/api/v1/spend", {"group_by": "team"}).json()
+    assert [(g["key"], g["spent_usd"]) for g in body["groups"]] == [("globex", "7.000000")]
+
+
 @pytest.mark.parametrize("group_by", list(GROUPINGS))
 @pytest.mark.parametrize("ask", [{"HTTP_ACCEPT": "text/csv"}, {"format": "csv"}])
 def test_spend_as_csv_is_the_json_row_for_row(api, ledger, group_by, ask):

@@ -5,8 +5,10 @@ import time_machine
 
 from tests.api.contract import assert_conforms
 from tests.factories import THREE_STEP_YAML, workflow_version
+from tests.reports.ledger import charge, start_run
 from workflows.models import LedgerEntry
 from workflows.providers import CompletionResult
+from workflows.reports.forecast import FORECAST_METHOD
 from workflows.services.runs import run_start
 from workflows.services.steps import step_begin, step_settle
 from workflows.services.teams import team_budgets_update
@@ -39,9 +41,40 @@ def test_the_team_endpoint_shows_defaults_period_budget_spend_and_reset_time(api
         "reserved_usd": "0.300000",
         "starts_at": "2026-11-23T00:00:00Z",
         "resets_at": "2026-11-30T00:00:00Z",
+        "forecast": {
+            "daily_rate_usd": "0.000000",  # nothing spent in the 7 days before today
+            "projected_usd": "0.300000",
+            "runs_out_on": None,
+            "over_budget": False,
+            "method": FORECAST_METHOD,
+        },
     }
     assert body["lifetime_spent_usd"] == "0.300000"
     assert body["alert_thresholds"] == [50, 80, 100]
+
+
+@time_machine.travel(datetime(2026, 11, 28, 12, 0, tzinfo=UTC))  # a Saturday: the week ends tomorrow night
+def test_the_team_endpoint_forecasts_the_day_the_period_budget_runs_out_at_the_last_7_days_rate(api, team):
+    team_budgets_update(team=team, changes={"period_budget_usd": "5.5", "period": "week"}, actor="user:test")
+    run = start_run(team=team, version=workflow_version(team=team))
+    for day in range(21, 28):  # $1 a day from last Saturday to yesterday; Monday to Friday are this week's
+        charge(run=run, cost_usd="1.000000", at=datetime(2026, 11, day, 9, tzinfo=UTC))
+
+    body = api.get("/api/v1/team").json()
+
+    assert body["period_budget"]["spent_usd"] == "5.000000"
+    assert body["period_budget"]["forecast"] == {
+        "daily_rate_usd": "1.000000",
+        "projected_usd": "6.000000",  # and Sunday's dollar
+        "runs_out_on": "2026-11-29",  # Sunday ends at $6, above $5.50
+        "over_budget": False,
+        "method": FORECAST_METHOD,
+    }
+    team_budgets_update(team=team, changes={"period_budget_usd": "4"}, actor="user:test")
+    forecast = api.get("/api/v1/team").json()["period_budget"]["forecast"]
+    assert (forecast["over_budget"], forecast["runs_out_on"]) == (True, "2026-11-27")  # Thursday ended at $4, Friday above it
+    team_budgets_update(team=team, changes={"period_budget_usd": None}, actor="user:test")
+    assert api.get("/api/v1/team").json()["period_budget"]["forecast"] is None
 
 
 def test_lifetime_spend_outlives_the_period(api, team):

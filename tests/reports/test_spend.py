@@ -103,6 +103,7 @@ def expected_groups(*, team, group_by: str, since: date | None, until: date | No
         "tool": lambda entry: f"{entry.tool} @ {entry.tool_server}" if entry.kind == "tool" else "",
         "run": lambda entry: str(entry.run_id),
         "day": lambda entry: entry.created_at.astimezone(UTC).date().isoformat(),
+        "team": lambda entry: entry.team.name,
     }[group_by]
     by_key = defaultdict(list)
     for entry in entries_between(team=team, since=since, until=until):

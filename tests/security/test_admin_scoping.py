@@ -181,11 +181,15 @@ def test_the_spend_report_its_chart_and_csvs_count_only_their_teams(alpha_staff,
     response = alpha_staff.get(SPEND_URL, EVERY_DAY)
     page = page_of(response)
     assert OMEGA not in page and ALPHA in page
-    assert response.context["totals"]["Spend"] == "$0.250001"
-    assert '<svg class="spend-chart"' in page and "$0.250001" in page
+    assert response.context["totals"]["Spend"] == "$0.25"
+    assert '<svg class="spend-chart' in page and "$0.250001" in page
     assert [row["run"].pk for row in response.context["top_runs"]] == [alpha[Run].pk]
+    assert "spend-by-team" not in page  # staff of one team: its spend is the totals
+    for breakdown in response.context["tables"]:
+        for row in breakdown["rows"]:
+            assert OMEGA not in page_of(alpha_staff.get(row["entries_href"]))
 
-    for by in ("day", "workflow", "model", "agent", "tool"):
+    for by in ("day", "team", "workflow", "model", "agent", "tool"):
         response = alpha_staff.get(CSV_URL, {"by": by, **EVERY_DAY})
         rows = list(csv.reader(io.StringIO(response.content.decode())))
         assert OMEGA not in response.content.decode()
@@ -297,7 +301,13 @@ def test_staff_of_two_teams_see_both_and_superusers_see_every_team(admin_client,
         for model in (Run, LedgerEntry, Team):
             page = page_of(client.get(changelist(model)))
             assert ALPHA in page and OMEGA in page
-        assert client.get(SPEND_URL, EVERY_DAY).context["totals"]["Spend"] == "$7.250004"
+        response = client.get(SPEND_URL, EVERY_DAY)
+        assert response.context["totals"]["Spend"] == "$7.25"
+        by_team = next(table for table in response.context["tables"] if table["by"] == "team")
+        assert [(row["labels"], row["figures"][0]) for row in by_team["rows"]] == [
+            ([f"{OMEGA}-team"], "$7.000003"),
+            ([f"{ALPHA}-team"], "$0.250001"),
+        ]
 
 
 @pytest.mark.parametrize("model", [ApiKey, ProviderCredential, Workflow], ids=lambda m: m.__name__)

@@ -28,6 +28,7 @@ TOTALS = {
 # The keys each breakdown groups by; names differ from LedgerEntry's fields, which values() requires.
 GROUPS = {
     "day": {"day": TruncDate("booked_at", tzinfo=UTC)},
+    "team": {"team_pk": F("team"), "team_name": F("team__name")},
     "workflow": {
         "workflow_id": F("run__workflow_version__workflow"),
         "workflow_name": F("run__workflow_version__workflow__name"),
@@ -54,7 +55,7 @@ class SpendQuery:
     until: date | None = None  # inclusive
 
 
-def _day_start(day: date) -> datetime:
+def day_start(day: date) -> datetime:
     # Days are UTC calendar days, as team budget periods are.
     return datetime.combine(day, time.min, tzinfo=UTC)
 
@@ -71,9 +72,9 @@ def ledger_for(query: SpendQuery, *, entries: QuerySet[LedgerEntry]) -> QuerySet
     if query.model:
         entries = entries.filter(model=query.model)
     if query.since is not None:
-        entries = entries.filter(booked_at__gte=_day_start(query.since))
+        entries = entries.filter(booked_at__gte=day_start(query.since))
     if query.until is not None and query.until < date.max:  # date.max has no next day, and nothing is later
-        entries = entries.filter(booked_at__lt=_day_start(query.until + timedelta(days=1)))
+        entries = entries.filter(booked_at__lt=day_start(query.until + timedelta(days=1)))
     return entries
 
 

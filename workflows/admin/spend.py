@@ -4,6 +4,7 @@ import csv
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
@@ -20,13 +21,15 @@ from workflows.admin.base import (
     ReadOnlyAdminMixin,
     TeamScopedAdmin,
     format_usd,
+    format_usd_exact,
     settled_and_estimated,
     visible_to,
 )
-from workflows.admin.charts import daily_spend_svg
+from workflows.admin.charts import daily_spend_svg, period_budget_svg
 from workflows.admin.reports import (
     SpendQuery,
     daily_series,
+    day_start,
     ledger_for,
     ledger_models,
     spend_breakdown,
@@ -35,8 +38,9 @@ from workflows.admin.reports import (
 )
 from workflows.errors import ApplicationError
 from workflows.models import CHARGE_BASES, LedgerEntry, Team, Workflow
+from workflows.reports.forecast import BudgetForecast
 from workflows.reports.spreadsheet import csv_cell
-from workflows.selectors import AWAITING_USAGE, may_adjust_ledger
+from workflows.selectors import AWAITING_USAGE, may_adjust_ledger, team_forecast, teams_visible_to
 from workflows.services.adjustments import check_adjustment, ledger_adjust
 
 DEFAULT_RANGE_DAYS = 30
@@ -83,6 +87,20 @@ class SpendFilterForm(forms.Form):
     def query(self) -> SpendQuery:
         return SpendQuery(**self.cleaned_data)
 
+    def ledger_lookups(self) -> dict:
+        """The filters as the ledger list's own lookups, so that it lists the entries the report sums."""
+        data = self.cleaned_data
+        lookups = {
+            "team__id__exact": data["team"].pk if data["team"] else None,
+            "run__workflow_version__workflow__id__exact": data["workflow"].pk if data["workflow"] else None,
+            "model__exact": data["model"] or None,
+            "booked_at__gte": day_start(data["since"]).isoformat() if data["since"] else None,
+            "booked_at__lt": day_start(data["until"] + timedelta(days=1)).isoformat()
+            if data["until"] and data["until"] < date.max
+            else None,
+        }
+        return {name: value for name, value in lookups.items() if value is not None}
+
     def querystring(self, **overrides) -> str:
         """The current filters (with overrides) as a query string, for CSV and drill-down links."""
         params = {name: self[name].value() for name in self.fields} | overrides
@@ -94,6 +112,7 @@ class Breakdown:
     caption: str
     headings: list[str]
     labels: Callable[[dict], list[str]]
+    entries: Callable[[dict], dict]  # the ledger list's lookups that narrow it to the row's entries
     drill: Callable[[dict], dict] | None = None  # the filter that narrows the report to the row
 
 
@@ -112,28 +131,67 @@ def _tool_labels(row: dict) -> list[str]:
     return [row["server_name"], row["tool_name"]]
 
 
+def _day_entries(row: dict) -> dict:
+    # The day is within the report's dates, so its own bounds replace theirs.
+    return {
+        "booked_at__gte": day_start(row["day"]).isoformat(),
+        "booked_at__lt": day_start(row["day"] + timedelta(days=1)).isoformat(),
+    }
+
+
+def _workflow_entries(row: dict) -> dict:
+    return {"run__workflow_version__workflow__id__exact": row["workflow_id"]}
+
+
 BREAKDOWNS = {
-    "day": Breakdown("By day", ["Day"], lambda row: [row["day"].isoformat()]),
+    "day": Breakdown("By day", ["Day"], lambda row: [row["day"].isoformat()], _day_entries),
+    "team": Breakdown(
+        "By team",
+        ["Team"],
+        lambda row: [row["team_name"]],
+        lambda row: {"team__id__exact": row["team_pk"]},
+        lambda row: {"team": row["team_pk"]},
+    ),
     "workflow": Breakdown(
-        "By workflow", ["Workflow"], lambda row: [_workflow_label(row)], lambda row: {"workflow": row["workflow_id"]}
+        "By workflow",
+        ["Workflow"],
+        lambda row: [_workflow_label(row)],
+        _workflow_entries,
+        lambda row: {"workflow": row["workflow_id"]},
     ),
     "model": Breakdown(
         "By model",
         ["Model"],
         lambda row: [row["model_name"] or NO_MODEL],
+        lambda row: {"model__exact": row["model_name"]},
         lambda row: {"model": row["model_name"]} if row["model_name"] else None,
     ),
-    "agent": Breakdown("By agent", ["Workflow", "Agent"], lambda row: [_workflow_label(row), row["agent_name"]]),
-    "tool": Breakdown("By tool", ["Server", "Tool"], _tool_labels),
+    "agent": Breakdown(
+        "By agent",
+        ["Workflow", "Agent"],
+        lambda row: [_workflow_label(row), row["agent_name"]],
+        lambda row: _workflow_entries(row) | {"agent__exact": row["agent_name"]},
+    ),
+    "tool": Breakdown(
+        "By tool",
+        ["Server", "Tool"],
+        _tool_labels,
+        lambda row: {"tool_server__exact": row["server_name"], "tool__exact": row["tool_name"]},
+    ),
 }
+# The breakdowns the page shows as tables, after the one by team for those who see several teams.
+TABLES = ("workflow", "model", "agent", "tool")
+# The ledger list's lookups that the links above use and no list filter offers.
+DRILL_LOOKUPS = {"run__workflow_version__workflow__id__exact"}
 
 
-def _figures(row: dict) -> list[str]:
-    return [format_usd(row["spend_usd"]), *(f"{row[name]:,}" for name in FIGURES[1:])]
+def _figures(row: dict, usd: Callable[[Decimal], str]) -> list[str]:
+    return [usd(row["spend_usd"]), *(f"{row[name]:,}" for name in FIGURES[1:])]
 
 
 def _table(form: SpendFilterForm, by: str, rows: list[dict], totals: dict) -> dict:
     breakdown = BREAKDOWNS[by]
+    ledger_list = reverse("admin:workflows_ledgerentry_changelist")
     return {
         "by": by,
         "caption": breakdown.caption,
@@ -143,11 +201,12 @@ def _table(form: SpendFilterForm, by: str, rows: list[dict], totals: dict) -> di
             {
                 "labels": breakdown.labels(row),
                 "href": f"?{form.querystring(**drill)}" if breakdown.drill and (drill := breakdown.drill(row)) else "",
-                "figures": _figures(row),
+                "entries_href": f"{ledger_list}?{urlencode(form.ledger_lookups() | breakdown.entries(row))}",
+                "figures": _figures(row, format_usd_exact),
             }
             for row in rows
         ],
-        "totals": _figures(totals),
+        "totals": _figures(totals, format_usd_exact),
     }
 
 
@@ -156,6 +215,43 @@ def _chart_title(form: SpendFilterForm, series: list) -> str:
     scope += [form.cleaned_data["model"]] if form.cleaned_data["model"] else []
     span = f"{series[0][0]:%Y-%m-%d} to {series[-1][0]:%Y-%m-%d}"
     return f"Daily spend, {span}" + (f" ({', '.join(scope)})" if scope else "")
+
+
+def _sees_several_teams(user) -> bool:
+    # A breakdown by team is one row for the staff of one team: the totals already say it.
+    return teams_visible_to(user=user)[:2].count() > 1
+
+
+def _forecast_sentence(forecast: BudgetForecast) -> str:
+    period_end = f"the period's end ({forecast.period_last_day:%Y-%m-%d})"
+    if forecast.over_budget:
+        return (
+            f"Over budget since {forecast.runs_out_on:%Y-%m-%d}: {format_usd(forecast.spent_usd)} spent "
+            f"of {format_usd(forecast.budget_usd)}."
+        )
+    at_rate = (
+        f"At {format_usd(forecast.daily_rate_usd)} a day, spend reaches {format_usd(forecast.projected_usd)} "
+        f"by {period_end}"
+    )
+    if forecast.runs_out_on is None:
+        return f"{at_rate}: the budget does not run out before the period ends."
+    return f"{at_rate}: the budget runs out on {forecast.runs_out_on:%Y-%m-%d}."
+
+
+def _forecast_context(team: Team | None) -> dict:
+    """The team's period budget chart and forecast, when the report is narrowed to a team that has one."""
+    forecast = team_forecast(team=team) if team is not None else None
+    if forecast is None:
+        return {}
+    title = (
+        f"{team}: spend this {team.period}, {forecast.period_first_day:%Y-%m-%d} to "
+        f"{forecast.period_last_day:%Y-%m-%d}, against its {format_usd(forecast.budget_usd)} budget"
+    )
+    return {
+        "forecast": forecast,
+        "forecast_sentence": _forecast_sentence(forecast),
+        "period_chart": period_budget_svg(title=title, forecast=forecast),
+    }
 
 
 class AdjustmentForm(forms.Form):
@@ -217,6 +313,10 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     list_filter = ["team", "kind", "basis", AwaitingUsageFilter, "model", "price_source"]
     search_fields = ["model", "agent", "tool", "run__id", "actor", "reason"]
     date_hierarchy = "booked_at"
+
+    def lookup_allowed(self, lookup, value, request):
+        # The Spend page's links to the entries behind a figure filter by workflow, which no list filter offers.
+        return lookup in DRILL_LOOKUPS or super().lookup_allowed(lookup, value, request)
 
     def get_urls(self):
         # Before the default URLs: their "<object_id>/" pattern would take "spend/" as an entry's id.
@@ -285,21 +385,22 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
             days = spend_breakdown(entries=entries, by="day")
             series = daily_series(days=days, since=form.cleaned_data["since"], until=form.cleaned_data["until"])
             context |= {
-                "totals": dict(zip(FIGURE_HEADINGS, _figures(totals), strict=True)),
+                "totals": dict(zip(FIGURE_HEADINGS, _figures(totals, format_usd), strict=True)),
                 "estimated": settled_and_estimated(spent_usd=totals["spend_usd"], estimated_usd=totals["estimated_usd"]),
                 "chart": daily_spend_svg(title=_chart_title(form, series), points=series) if series else None,
                 "tables": [
                     _table(form, by, spend_breakdown(entries=entries, by=by), totals)
-                    for by in ("workflow", "model", "agent", "tool")
+                    for by in (*(["team"] if _sees_several_teams(request.user) else []), *TABLES)
                 ],
+                **_forecast_context(form.cleaned_data["team"]),
                 "days": _table(form, "day", days, totals),
                 "top_runs": [
                     {
                         "run": row["run"],
                         "url": reverse("admin:workflows_run_change", args=[row["run"].pk]),
-                        "spend": format_usd(row["spend_usd"]),
+                        "spend": format_usd_exact(row["spend_usd"]),
                         "steps": row["steps"],
-                        "run_total": format_usd(row["run"].spent_usd),
+                        "run_total": format_usd_exact(row["run"].spent_usd),
                     }
                     for row in top_runs(entries=entries)
                 ],

@@ -2,7 +2,7 @@ from rest_framework import authentication, exceptions, permissions
 
 from workflows.definition.text import unsafe_text_problem
 from workflows.models import ApiKey
-from workflows.selectors import may_adjust_ledger
+from workflows.selectors import may_adjust_ledger, may_read_ledger
 from workflows.services.teams import api_key_authenticate
 
 
@@ -52,3 +52,12 @@ class MayAdjustLedger(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return may_adjust_ledger(user=request.user)
+
+
+class MayReadLedger(permissions.BasePermission):
+    """A staff user allowed to read the ledger (selectors.may_read_ledger); a team API key is not one."""
+
+    message = "Only staff users with the permission to view ledger entries may read several teams' spend; a team API key may not."
+
+    def has_permission(self, request, view) -> bool:
+        return may_read_ledger(user=request.user)

@@ -6,8 +6,9 @@ from rest_framework import serializers
 from workflows.definition import LIMIT_FIELDS
 from workflows.definition.bounds import MAX_SUM_DIGITS, MAX_VERSION
 from workflows.definition.questions import MAX_QUESTIONS
+from workflows.reports.forecast import BudgetForecast
 from workflows.services.events import usd
-from workflows.models import Checkpoint, Event, LedgerEntry, Run, Step, Workflow, WorkflowVersion
+from workflows.models import BudgetMode, Checkpoint, Event, LedgerEntry, Period, Run, Step, Workflow, WorkflowVersion
 
 
 def money(**kwargs) -> serializers.DecimalField:
@@ -289,6 +290,33 @@ class ProviderRoutesOutputSerializer(serializers.Serializer):
     effective = serializers.DictField()
 
 
+class PeriodForecastOutputSerializer(serializers.Serializer):
+    """The schema of a team's forecast (reports.forecast.BudgetForecast), as TeamOutputSerializer renders it."""
+
+    daily_rate_usd = money(help_text="Mean daily spend over the last 7 full UTC days.")
+    projected_usd = money(help_text="Spend at the period's end, at that rate.")
+    runs_out_on = serializers.DateField(
+        allow_null=True,
+        help_text="The first UTC day whose end finds spend above the budget (in the past when already over); "
+        "null: not before the period ends.",
+    )
+    over_budget = serializers.BooleanField()
+    method = serializers.CharField()
+
+
+class PeriodBudgetOutputSerializer(serializers.Serializer):
+    """The schema of a team's period budget, as TeamOutputSerializer renders it."""
+
+    budget_usd = money(allow_null=True)
+    period = serializers.ChoiceField(choices=Period.choices)
+    mode = serializers.ChoiceField(choices=BudgetMode.choices)
+    spent_usd = money()
+    reserved_usd = money()
+    starts_at = serializers.DateTimeField()
+    resets_at = serializers.DateTimeField()
+    forecast = PeriodForecastOutputSerializer(allow_null=True, help_text="Null without a period budget.")
+
+
 class TeamOutputSerializer(serializers.Serializer):
     """A TeamBudgetStatus: the team's defaults, its period budget and what has been spent."""
 
@@ -309,6 +337,7 @@ class TeamOutputSerializer(serializers.Serializer):
             "timeout_seconds": team.default_timeout_seconds,
         }
 
+    @extend_schema_field(PeriodBudgetOutputSerializer)
     def get_period_budget(self, status) -> dict:
         team = status.team
         return {
@@ -319,4 +348,17 @@ class TeamOutputSerializer(serializers.Serializer):
             "reserved_usd": usd(status.reserved_usd),
             "starts_at": status.window.start,
             "resets_at": status.window.end,
+            "forecast": self._forecast(self.context.get("forecast")),
+        }
+
+    @staticmethod
+    def _forecast(forecast: BudgetForecast | None) -> dict | None:
+        if forecast is None:
+            return None
+        return {
+            "daily_rate_usd": usd(forecast.daily_rate_usd),
+            "projected_usd": usd(forecast.projected_usd),
+            "runs_out_on": forecast.runs_out_on.isoformat() if forecast.runs_out_on else None,
+            "over_budget": forecast.over_budget,
+            "method": forecast.method,
         }

@@ -3,7 +3,7 @@ from rest_framework.routers import SimpleRouter
 
 from workflows.api.reports import SpendView, WorkflowCostProfileView
 from workflows.api.root import ApiRootView, DocsView, SchemaView
-from workflows.api.staff import LedgerAdjustmentsView
+from workflows.api.staff import LedgerAdjustmentsView, StaffSpendView
 from workflows.api.views import LedgerViewSet, ProviderRoutesView, RunViewSet, TeamView, WorkflowViewSet
 
 
@@ -30,4 +30,5 @@ urlpatterns = [
     re_path(r"^spend/?$", SpendView.as_view(), name="spend"),
     re_path(r"^workflows/(?P<pk>\d+)/cost-profile/?$", WorkflowCostProfileView.as_view(), name="workflow-cost-profile"),
     re_path(r"^ledger/(?P<pk>\d+)/adjustments/?$", LedgerAdjustmentsView.as_view(), name="ledger-adjustments"),
+    re_path(r"^staff/spend/?$", StaffSpendView.as_view(), name="staff-spend"),
 ]

@@ -295,7 +295,8 @@ class TeamView(ApiView):
     @extend_schema(summary="The caller's team", responses={200: serializers.TeamOutputSerializer, **error_responses()})
     def get(self, request):
         budget_status = selectors.team_budget_status(team=request.auth.team)
-        return Response(serializers.TeamOutputSerializer(budget_status).data)
+        forecast = selectors.team_forecast(team=request.auth.team)
+        return Response(serializers.TeamOutputSerializer(budget_status, context={"forecast": forecast}).data)
 
 
 class ProviderRoutesView(ApiView):

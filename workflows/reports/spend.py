@@ -1,4 +1,4 @@
-"""Spend by workflow, model, agent, tool, run or day: one GROUP BY query over the ledger.
+"""Spend by workflow, model, agent, tool, run, day or team: one GROUP BY query over the ledger.
 
 Unpriced usage (ledger entries with `cost_usd` null) is counted beside the dollars, never as $0 of
 spend that looks complete.
@@ -38,8 +38,14 @@ GROUPINGS = {
     "tool": TOOL_KEY,
     "run": F("run_id"),
     "day": TruncDate("booked_at", tzinfo=UTC),
+    # A team's key reads one team's ledger, so one group: the grouping its staff's reports share.
+    "team": F("team__name"),
 }
 DEFAULT_GROUP_BY = "workflow"
+# Across teams a workflow is named by its team too, since two teams may name theirs alike.
+ACROSS_TEAMS = GROUPINGS | {
+    "workflow": Concat(F("team__name"), Value("/"), F("run__workflow_version__workflow__name"), output_field=CharField())
+}
 
 UNPRICED = Q(cost_usd__isnull=True)
 
@@ -85,10 +91,24 @@ class SpendReport:
 def spend_by(*, team: Team, group_by: str, since: date | None, until: date | None) -> SpendReport:
     """The team's ledger between the UTC dates `since` and `until` (both inclusive, either open),
     grouped by `group_by`; the biggest spenders first."""
+    entries = LedgerEntry.objects.filter(team=team)
+    return _report(entries=entries, keys=GROUPINGS, group_by=group_by, since=since, until=until)
+
+
+def spend_of_teams(*, teams: QuerySet[Team], group_by: str, since: date | None, until: date | None) -> SpendReport:
+    """As spend_by, over the ledgers of `teams` together (their staff's report); a workflow's key is
+    `<team>/<workflow>`."""
+    entries = LedgerEntry.objects.filter(team__in=teams)
+    return _report(entries=entries, keys=ACROSS_TEAMS, group_by=group_by, since=since, until=until)
+
+
+def _report(
+    *, entries: QuerySet[LedgerEntry], keys: dict, group_by: str, since: date | None, until: date | None
+) -> SpendReport:
     check_spend_query(group_by=group_by, since=since, until=until)
     rows = (
-        _ledger_between(team=team, since=since, until=until)
-        .values(key=GROUPINGS[group_by])
+        _ledger_between(entries=entries, since=since, until=until)
+        .values(key=keys[group_by])
         # The unpriced sums come first: once `input_tokens` names an aggregate, it no longer names the column.
         .annotate(
             unpriced_steps=Count("pk", filter=UNPRICED),
@@ -122,10 +142,9 @@ def check_spend_query(*, group_by: str, since: date | None, until: date | None) 
         )
 
 
-def _ledger_between(*, team: Team, since: date | None, until: date | None) -> QuerySet[LedgerEntry]:
+def _ledger_between(*, entries: QuerySet[LedgerEntry], since: date | None, until: date | None) -> QuerySet[LedgerEntry]:
     # Bounds on booked_at itself, not on its date, so the (team, booked_at) index serves them. A
     # correction or an adjustment is dated as the entry it corrects, as period budgets date it.
-    entries = LedgerEntry.objects.filter(team=team)
     if since is not None:
         entries = entries.filter(booked_at__gte=_utc_midnight(since))
     if until is not None and until < date.max:  # date.max has no next day, and nothing is later
