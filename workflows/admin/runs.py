@@ -6,9 +6,17 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 
-from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd, settled_and_estimated
-from workflows.errors import ApplicationError
+from workflows.admin.base import (
+    ReadOnlyAdminMixin,
+    ReadOnlyInline,
+    TeamScopedAdmin,
+    format_usd,
+    format_usd_exact,
+    settled_and_estimated,
+)
+from workflows.errors import ApplicationError, ValidationFailed
 from workflows.models import (
+    BudgetMode,
     Checkpoint,
     Event,
     EventType,
@@ -27,6 +35,7 @@ from workflows.definition.tools import url_problem
 from workflows.reports.cost_profile import cost_profile
 from workflows.selectors import runs_estimated_usd
 from workflows.services.inputs import run_answer
+from workflows.services.workflow_budgets import workflow_budget_apply, workflow_budget_clear
 
 
 class WorkflowVersionInline(ReadOnlyInline):
@@ -36,15 +45,61 @@ class WorkflowVersionInline(ReadOnlyInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(TeamScopedAdmin):
-    list_display = ["name", "team", "created_at"]
+    list_display = ["name", "team", "budget_setting", "created_at"]
     list_filter = ["team"]
     search_fields = ["name", "team__name"]
+    # The operator's budget changes only through its buttons, which require a reason and record it.
+    exclude = ["budget_usd", "budget_mode"]
     inlines = [WorkflowVersionInline]
+
+    @admin.display(description="budget (operator's)", ordering="budget_usd")
+    def budget_setting(self, workflow: Workflow) -> str:
+        if workflow.budget_usd is None:
+            return "—"
+        return f"{format_usd_exact(workflow.budget_usd)} {workflow.budget_mode}"
+
+    def get_urls(self):
+        budget = path(
+            "<int:workflow_id>/budget/", self.admin_site.admin_view(self.budget_view), name="workflows_workflow_budget"
+        )
+        return [budget, *super().get_urls()]
+
+    def budget_view(self, request, workflow_id: int):
+        """Apply the cost profile's recommended budget as the workflow's enforce budget, or clear it; in the
+        staff user's name, with the reason they give."""
+        workflow = self.get_object(request, str(workflow_id))
+        if workflow is None or request.method != "POST" or not self.has_change_permission(request, workflow):
+            raise PermissionDenied
+        actor, reason = f"user:{request.user.get_username()}", request.POST.get("reason", "")
+        try:
+            if request.POST.get("clear"):
+                workflow_budget_clear(workflow=workflow, actor=actor, reason=reason)
+                done = "Budget cleared: later runs take their budget from the definition, the team or the system."
+            else:
+                recommended = cost_profile(workflow=workflow).recommended_budget_usd
+                if recommended is None:
+                    raise ValidationFailed("There is no recommended budget yet: it needs completed runs that cost something.")
+                workflow_budget_apply(
+                    workflow=workflow, budget_usd=recommended, budget_mode=BudgetMode.ENFORCE, actor=actor, reason=reason
+                )
+                done = f"Budget set to {format_usd_exact(recommended)}, enforce, for the runs started from now on."
+        except ApplicationError as exc:
+            problems = exc.details if isinstance(exc.details, list) else []
+            shown = "; ".join(f"{problem['path']} {problem['message']}" for problem in problems)
+            self.message_user(request, f"{exc.message} {shown}".strip(), messages.ERROR)
+        else:
+            self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             profile = cost_profile(workflow=obj)
             context |= {
+                "budget_setting": (
+                    f"{format_usd_exact(obj.budget_usd)}, {obj.budget_mode}" if obj.budget_usd is not None else None
+                ),
+                "may_set_budget": self.has_change_permission(request, obj),
+                "recommended_exact": format_usd_exact(profile.recommended_budget_usd),
                 "cost_profile": profile,
                 "cost_figures": {
                     name: format_usd(getattr(profile, name)) for name in ("p50", "p95", "max", "recommended_budget_usd")

@@ -93,7 +93,7 @@ class TeamAdminForm(forms.ModelForm):
 class BudgetChangeInline(ReadOnlyInline):
     model = BudgetChange
     verbose_name_plural = "budget audit trail"
-    fields = ["created_at", "actor", "field", "old_value", "new_value", "reason", "run"]
+    fields = ["created_at", "actor", "field", "old_value", "new_value", "reason", "run", "workflow"]
 
 
 class ProviderRouteInline(TeamScopedInline):
@@ -355,10 +355,10 @@ class ApiKeyAdmin(TeamScopedAdmin):
 
 @admin.register(BudgetChange)
 class BudgetChangeAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
-    list_display = ["created_at", "actor", "team", "run", "field", "old_value", "new_value", "reason"]
-    list_filter = ["field", "team", ("run", admin.EmptyFieldListFilter)]
-    search_fields = ["actor", "reason", "team__name", "run__id"]
-    list_select_related = ["team", "run"]
+    list_display = ["created_at", "actor", "team", "run", "workflow", "field", "old_value", "new_value", "reason"]
+    list_filter = ["field", "team", ("run", admin.EmptyFieldListFilter), ("workflow", admin.EmptyFieldListFilter)]
+    search_fields = ["actor", "reason", "team__name", "run__id", "workflow__name"]
+    list_select_related = ["team", "run", "workflow__team"]
     date_hierarchy = "created_at"
 
     def changelist_view(self, request, extra_context=None):

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
-from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team
+from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team, Workflow
 from workflows.services.escrow import slices_revoke
 from workflows.services.locks import lock_rows, lock_team_runs, update_unless_locked
 
@@ -47,13 +47,15 @@ def _shown(value) -> str:
 
 
 def budget_changes_record(
-    *, team: Team, old: dict, new: dict, actor: str, reason: str = "", run: Run | None = None
+    *, team: Team, old: dict, new: dict, actor: str, reason: str = "", run: Run | None = None,
+    workflow: Workflow | None = None,
 ) -> list[BudgetChange]:
     """One audit-trail row for each field whose value differs between `old` and `new`."""
     return BudgetChange.objects.bulk_create(
         BudgetChange(
             team=team,
             run=run,
+            workflow=workflow,
             field=field,
             old_value=_shown(old.get(field)),
             new_value=_shown(new[field]),
