@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from workflows.models import LedgerEntry, Run, Team, Workflow
+from workflows.models import LedgerEntry, Run, Team, TeamDailySpend, Workflow
 from workflows.selectors import ESTIMATED_USD, TeamBudgetStatus, team_budget_status
 from workflows.services.periods import PeriodWindow
 
@@ -181,3 +181,18 @@ def budget_bar(*, team: Team) -> BudgetBar:
         # Alert thresholds are free-form JSON; only percentages the bar can place are drawn.
         thresholds=sorted(t for t in team.alert_thresholds if type(t) is int and 0 < t <= 100),
     )
+
+
+def period_burn_down(*, team: Team, window: PeriodWindow, today: date) -> list[tuple[date, Decimal]]:
+    """The team's cumulative spend at the end of each UTC day of the period so far (today included),
+    from the ledger's daily sums, as the period budget counts it (services/periods.py)."""
+    first, last = window.start.date(), min(today, window.end.date() - timedelta(days=1))
+    daily = dict(
+        TeamDailySpend.objects.filter(team=team, day__gte=first, day__lte=last).values_list("day", "spent_usd")
+    )
+    points, total = [], ZERO
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        total += daily.get(day, ZERO)
+        points.append((day, total))
+    return points

@@ -1,5 +1,8 @@
 """Teams, their keys, budgets and the budget audit trail."""
 
+from datetime import UTC, timedelta
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
@@ -9,7 +12,8 @@ from django.utils.html import format_html
 
 from workflows import outbound
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, TeamScopedInline, format_usd
-from workflows.admin.reports import budget_bar
+from workflows.admin.charts import burn_down_svg
+from workflows.admin.reports import budget_bar, period_burn_down
 from workflows.errors import OutboundRefused, ValidationFailed
 from workflows.models import (
     ApiKey,
@@ -37,6 +41,7 @@ from workflows.services.tool_servers import (
     tool_server_update,
 )
 from workflows.services.teams import (
+    MAX_ALERT_THRESHOLD_PCT,
     TEAM_BUDGET_FIELDS,
     api_key_create,
     api_key_rename,
@@ -51,9 +56,51 @@ from workflows.services.workflows import workflows_off_their_endpoint
 SHOWN_ONCE = "copy it now; it is not shown again."
 
 
+class PercentagesField(forms.CharField):
+    """Alert thresholds typed as "50, 80, 100": whole percentages of a budget, 1 to 1000, each once.
+    Given in any order, they are kept in ascending order; a "%" after a number, or the brackets of the
+    stored list, are allowed."""
+
+    default_error_messages = {
+        "not_whole": "“%(value)s” is not a whole percentage: write whole numbers separated by commas, e.g. 50, 80, 100.",
+        "out_of_range": f"%(value)s%% is out of range: each threshold must be from 1 to {MAX_ALERT_THRESHOLD_PCT}.",
+        "repeated": "%(value)s%% is given more than once.",
+    }
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(str(pct) for pct in value)
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value).strip().removeprefix("[").removesuffix("]")
+        percentages, errors = [], []
+        for item in (part.strip().removesuffix("%").strip() for part in text.replace(";", ",").split(",")):
+            if not item:
+                continue
+            if not item.isascii() or not item.isdigit():
+                errors.append(forms.ValidationError(self.error_messages["not_whole"], params={"value": item}))
+            elif not 1 <= int(item) <= MAX_ALERT_THRESHOLD_PCT:
+                errors.append(forms.ValidationError(self.error_messages["out_of_range"], params={"value": int(item)}))
+            elif int(item) in percentages:
+                errors.append(forms.ValidationError(self.error_messages["repeated"], params={"value": int(item)}))
+            else:
+                percentages.append(int(item))
+        if errors:
+            raise forms.ValidationError(errors)
+        return sorted(percentages)
+
+
 class TeamAdminForm(forms.ModelForm):
     """The team form of TeamAdmin, which supplies the model and fields (hence no Meta)."""
 
+    alert_thresholds = PercentagesField(
+        required=False,
+        label="Alert thresholds (%)",
+        help_text="Percentages of a budget (the run's or the team's period budget) at which an alert is sent, "
+        f"e.g. 50, 80, 100; each from 1 to {MAX_ALERT_THRESHOLD_PCT}. Empty: no alerts.",
+        widget=forms.TextInput(attrs={"size": 30, "inputmode": "numeric"}),
+    )
     change_reason = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
@@ -170,6 +217,25 @@ class TeamToolServerInline(TeamScopedInline):
     readonly_fields = ["headers_hint", "updated_at"]
 
 
+def _burn_down(*, team: Team, window) -> dict:
+    """The period's burn-down: the chart, and its text to the cent."""
+    today = timezone.now().astimezone(UTC).date()
+    points = period_burn_down(team=team, window=window, today=today)
+    days = [window.start.date() + timedelta(days=n) for n in range((window.end - window.start).days)]
+    budget = team.period_budget_usd
+    spent = points[-1][1] if points else Decimal(0)
+    left = (window.end.date() - today).days - 1
+    summary = f"{format_usd(spent)} spent from {days[0]:%b %d} to {today:%b %d}"
+    if budget is not None:
+        share = (spent / budget * 100).quantize(Decimal("0.1"))
+        remaining = budget - spent
+        standing = f"{format_usd(remaining)} left" if remaining >= 0 else f"{format_usd(-remaining)} over"
+        summary += f", of a {format_usd(budget)} period budget ({share}%): {standing}"
+    summary += f"; {left} more day{'s' if left != 1 else ''} in the period." if left > 0 else "; the period ends today."
+    title = f"Spend this period, {days[0]:%Y-%m-%d} to {days[-1]:%Y-%m-%d} (UTC)"
+    return {"chart": burn_down_svg(title=title, points=points, period_days=days, budget=budget), "summary": summary}
+
+
 @admin.register(Team)
 class TeamAdmin(TeamScopedAdmin):
     form = TeamAdminForm
@@ -264,6 +330,8 @@ class TeamAdmin(TeamScopedAdmin):
                     name: format_usd(getattr(status, name))
                     for name in ("budget_usd", "spent_usd", "reserved_usd", "lifetime_usd")
                 },
+                "burn_down": _burn_down(team=obj, window=status.window),
+                "team_filter": f"team__id__exact={obj.pk}",
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 

@@ -42,6 +42,10 @@ TEAM_BUDGET_FIELDS = (
 )
 
 
+# Alert thresholds are whole percentages of a budget up to this: 1000% alerts on a tenfold overrun.
+MAX_ALERT_THRESHOLD_PCT = 1000
+
+
 def _shown(value) -> str:
     return "" if value is None else str(value)
 
@@ -91,9 +95,10 @@ def check_team_budgets(*, changes: dict) -> dict:
     if "alert_thresholds" in changes:
         thresholds = changes["alert_thresholds"]
         if not isinstance(thresholds, list) or not all(
-            isinstance(pct, int) and not isinstance(pct, bool) and 1 <= pct <= 1000 for pct in thresholds
+            isinstance(pct, int) and not isinstance(pct, bool) and 1 <= pct <= MAX_ALERT_THRESHOLD_PCT
+            for pct in thresholds
         ):
-            problems.append({"path": "alert_thresholds", "message": "must be a list of whole percentages, 1 to 1000"})
+            problems.append({"path": "alert_thresholds", "message": f"must be a list of whole percentages, 1 to {MAX_ALERT_THRESHOLD_PCT}"})
         else:
             clean["alert_thresholds"] = sorted(set(thresholds))
     for permission in ("may_override_prices", "may_run_scripts"):
