@@ -9,12 +9,11 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from budgetsvc.request_id import current_request_id
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
-from workflows.models import BudgetMode, Event, EventType, Workflow
+from workflows.models import BudgetMode, EventType, Workflow
 from workflows.selectors import definition_of
-from workflows.services.events import usd
+from workflows.services.events import team_event_record, usd
 from workflows.services.runs import check_models_priced
 from workflows.services.teams import budget_changes_record
 
@@ -75,11 +74,10 @@ def _workflow_budget_set(*, workflow: Workflow, new: dict, actor: str, reason: s
         locked.budget_mode = new["budget_mode"] or ""
         locked.save(update_fields=list(SETTING_FIELDS))
         budget_changes_record(team=locked.team, workflow=locked, old=old, new=new, actor=actor, reason=reason)
-        Event.objects.create(
+        team_event_record(
             team=locked.team,
             type=EventType.WORKFLOW_BUDGET_SET,
             actor=actor,
-            request_id=current_request_id(),
             payload={
                 "workflow": {"id": locked.pk, "name": locked.name},
                 "old": _shown(old),
