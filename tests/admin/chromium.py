@@ -120,7 +120,7 @@ class Chromium:
         result = self.command("Runtime.evaluate", session, expression=expression, returnByValue=True)
         if "exceptionDetails" in result:
             raise DevToolsError(f"script failed: {result['exceptionDetails']}")
-        return result["result"]["value"]
+        return result["result"].get("value")  # none for a script whose value is undefined (a click)
 
     def wait_until(self, session: str, expression: str, *, timeout: float | None = None):
         """Evaluate `expression` until it is truthy (a page that updates itself, a form that submits); its value."""

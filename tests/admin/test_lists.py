@@ -159,3 +159,24 @@ def test_both_lists_fit_1400px_with_their_money_columns_in_view(transactional_db
         assert not state["scrolls"], state
         assert state["money"] and all(cell == expected for cell in state["money"]), state
         assert state["alignedRight"] and state["moneyVisible"], state
+
+
+def test_the_date_range_form_filters_the_list_and_keeps_the_other_filters(transactional_db, admin_browser, live_server):
+    browser, page = admin_browser
+    team = TeamFactory(name="acme")
+    version = workflow_version(team=team)
+    for days, status in ((0, RunStatus.COMPLETED), (5, RunStatus.COMPLETED), (0, RunStatus.FAILED)):
+        run = Run.objects.create(team=team, workflow_version=version, status=status)
+        Run.objects.filter(pk=run.pk).update(created_at=utc_days_ago(days))
+
+    browser.navigate(page, f"{live_server.url}{RUNS}?status__exact=completed")
+    since = utc_days_ago(2).date().isoformat()
+    browser.fill(page, 'input[name="created_at__gte"]', since)
+    browser.click(page, ".date-range button[type=submit]")
+
+    browser.wait_until(page, 'location.search.includes("created_at__gte") && !!document.querySelector("#result_list")')
+    state = browser.evaluate(
+        page, '({url: location.search, rows: document.querySelectorAll("#result_list tbody tr").length})'
+    )
+    assert "status__exact=completed" in state["url"] and f"created_at__gte={since}" in state["url"]
+    assert state["rows"] == 1
