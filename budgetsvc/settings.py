@@ -217,6 +217,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # The staff endpoint's scheme, which its view names itself (workflows/api/staff.py).
     "APPEND_COMPONENTS": {"securitySchemes": {"staffBasic": {"type": "http", "scheme": "basic"}}},
+    # One name for the budget modes, whichever field carries them (budget_mode, a period budget's mode).
+    "ENUM_NAME_OVERRIDES": {"BudgetModeEnum": "workflows.models.BudgetMode"},
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")

@@ -138,14 +138,30 @@ class ApiKey(models.Model):
 class Workflow(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="workflows")
     name = models.CharField(max_length=200)
+    # An operator's budget for every version of the workflow, set in the admin (services/workflow_budgets.py):
+    # versions are the team's immutable uploads, so the operator's setting lives beside them and outlasts
+    # the next upload. It ranks below the run request's limits and above the definition's.
+    budget_usd = money_field(null=True, blank=True)
+    budget_mode = models.CharField(max_length=10, choices=BudgetMode, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["team", "name"], name="workflow_unique_name_per_team")]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="workflow_unique_name_per_team"),
+            models.CheckConstraint(
+                condition=(Q(budget_usd__isnull=True) & Q(budget_mode=""))
+                | (Q(budget_usd__gt=0) & ~Q(budget_mode="")),
+                name="workflow_budget_set_whole",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.team}/{self.name}"
+
+    def limit_setting(self) -> dict:
+        """The operator's layer of limit resolution; unset fields are None."""
+        return {"budget_usd": self.budget_usd, "budget_mode": self.budget_mode or None}
 
 
 class WorkflowVersion(models.Model):
@@ -540,6 +556,8 @@ class EventType(models.TextChoices):
     TOOLS_LISTED = "tools_listed"
     MODEL_CALL_COMPLETED = "model_call_completed"
     TOOL_CALL_COMPLETED = "tool_call_completed"
+    # An operator set or cleared a workflow's budget (the event has no run: it is the team's).
+    WORKFLOW_BUDGET_SET = "workflow_budget_set"
 
 
 class Event(models.Model):
@@ -801,6 +819,9 @@ class BudgetChange(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budget_changes")
     run = models.ForeignKey(Run, on_delete=models.CASCADE, null=True, blank=True, related_name="budget_changes")
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, null=True, blank=True, related_name="budget_changes"
+    )
     field = models.CharField(max_length=50)
     old_value = models.CharField(max_length=200, blank=True)
     new_value = models.CharField(max_length=200, blank=True)

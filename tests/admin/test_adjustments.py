@@ -133,3 +133,12 @@ def test_the_ledger_lists_the_estimates_awaiting_usage(admin_client, team, run):
     listed = admin_client.get(reverse("admin:workflows_ledgerentry_changelist"), {"usage": "awaiting"})
 
     assert list(listed.context["cl"].result_list) == [estimate_of(run)]
+
+
+def test_the_run_list_shows_under_a_runs_spend_the_part_resting_on_estimates(admin_client, run, team):
+    start_run(team=team, version=workflow_version(team=team), limits={"budget_usd": "5"})  # nothing estimated
+
+    page = admin_client.get(reverse("admin:workflows_run_changelist")).content.decode()
+
+    assert "$0.300000<br><small>$0.300000 est.</small>" in page
+    assert page.count("est.</small>") == 1

@@ -1,11 +1,12 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils.html import escape
 from django.urls import reverse
 
 from tests.admin.conftest import ledger_entry, utc_days_ago
-from tests.factories import workflow_version
+from tests.factories import TeamFactory, workflow_version
 from workflows.admin.teams import TeamAdmin
 from workflows.models import ApiKey, BudgetChange, Run, Team
 from workflows.services.periods import period_window
@@ -79,7 +80,7 @@ def test_budget_edits_go_to_the_audit_trail_with_who_and_why(admin_client, team)
             default_max_iterations="12",
             period_budget_usd="50",
             period="week",
-            alert_thresholds="[90, 75]",
+            alert_thresholds="90, 75",
             webhook_url="https://hooks.example.com/budget",
             change_reason="Q3 planning",
         ),
@@ -111,7 +112,7 @@ def test_budget_edits_go_to_the_audit_trail_with_who_and_why(admin_client, team)
 
 def test_a_change_the_service_refuses_is_a_form_error(admin_client, team):
     response = admin_client.post(
-        change_url(team), form_data(admin_client, team, default_budget_usd="0", alert_thresholds='["half"]')
+        change_url(team), form_data(admin_client, team, default_budget_usd="0", alert_thresholds="half")
     )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
@@ -190,3 +191,78 @@ def test_an_operator_routes_a_teams_copilot_on_its_page_and_the_api_shows_it(adm
     refused = admin_client.post(change_url(team), data)
     assert refused.status_code == 200
     assert "fake is not one of the available choices" in str(refused.context["inline_admin_formsets"][0].formset.errors)
+
+
+def test_thresholds_are_edited_as_a_list_of_percentages(admin_client, team):
+    page = admin_client.get(change_url(team)).content.decode()
+    assert 'name="alert_thresholds" value="50, 80, 100"' in page
+
+    response = admin_client.post(
+        change_url(team), form_data(admin_client, team, alert_thresholds="120%, 25 ,75", change_reason="earlier warning")
+    )
+    assert response.status_code == 302
+    team.refresh_from_db()
+    assert team.alert_thresholds == [25, 75, 120]
+    change = BudgetChange.objects.get(team=team, field="alert_thresholds")
+    assert (change.old_value, change.new_value, change.reason) == ("[50, 80, 100]", "[25, 75, 120]", "earlier warning")
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("50, eighty", "“eighty” is not a whole percentage"),
+        ("50, 80.5", "“80.5” is not a whole percentage"),
+        ("0, 50", "0% is out of range: each threshold must be from 1 to 1000."),
+        ("50, 1001", "1001% is out of range"),
+        ("-5", "“-5” is not a whole percentage"),
+        ("80, 50, 80", "80% is given more than once."),
+    ],
+)
+def test_a_bad_threshold_is_named_in_the_fields_error_and_nothing_changes(admin_client, team, typed, message):
+    response = admin_client.post(change_url(team), form_data(admin_client, team, alert_thresholds=typed))
+    assert response.status_code == 200
+    assert any(message in error for error in response.context["adminform"].form.errors["alert_thresholds"])
+    assert Team.objects.get(pk=team.pk).alert_thresholds == [50, 80, 100]
+    assert not BudgetChange.objects.exists()
+
+
+def test_no_thresholds_means_no_alerts(admin_client, team):
+    assert admin_client.post(change_url(team), form_data(admin_client, team, alert_thresholds=" ")).status_code == 302
+    assert Team.objects.get(pk=team.pk).alert_thresholds == []
+
+
+def test_the_team_page_links_to_its_runs_and_its_ledger(admin_client, team):
+    page = admin_client.get(change_url(team)).content.decode()
+    runs, ledger = reverse("admin:workflows_run_changelist"), reverse("admin:workflows_ledgerentry_changelist")
+    assert f'id="team-runs" href="{runs}?team__id__exact={team.pk}"' in page
+    assert f'id="team-ledger" href="{ledger}?team__id__exact={team.pk}"' in page
+    other = Run.objects.create(team=TeamFactory(name="other"), workflow_version=workflow_version(team=team))
+    mine = Run.objects.create(team=team, workflow_version=workflow_version(team=team))
+    listed = admin_client.get(runs, {"team__id__exact": team.pk}).context["cl"].result_list
+    assert [run.pk for run in listed] == [mine.pk] and other.pk != mine.pk
+
+
+def test_the_team_page_draws_the_period_burn_down_against_its_budget_with_the_forecast(admin_client, team):
+    Team.objects.filter(pk=team.pk).update(period_budget_usd=Decimal("10"), period="month")
+    window = period_window("month")
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team))
+    today = datetime.now(UTC)
+    ledger_entry(run=run, agent="researcher", model="sim-model", cost="1.234567", at=window.start + timedelta(hours=1))
+    ledger_entry(run=run, agent="writer", model="sim-model", cost="2.000001", at=today)
+    ledger_entry(run=run, agent="writer", model="sim-model", cost="5.00", at=window.start - timedelta(days=1))  # last period
+
+    response = admin_client.get(change_url(team))
+    page = response.content.decode()
+
+    forecast = response.context["forecast"]
+    assert forecast.spent_usd == Decimal("3.234568")  # this period's two entries, not last period's
+    assert forecast.budget_usd == Decimal("10")
+    assert '<svg class="spend-chart period-budget"' in page and 'class="budget"' in page and "Budget $10.00" in page
+    assert f"{forecast.today.isoformat()}: $3.234568 spent in the period" in page
+    assert 'id="team-forecast"' in page and escape(forecast.method) in page
+
+
+def test_a_team_without_a_period_budget_has_no_burn_down(admin_client, team):
+    page = admin_client.get(change_url(team)).content.decode()
+    assert 'id="team-forecast"' not in page and 'period-budget' not in page
+

@@ -122,3 +122,21 @@ def test_fields_resolve_independently():
         "max_iterations": "run",
         "timeout_seconds": "team",
     }
+
+
+def test_the_operators_workflow_setting_ranks_between_the_run_and_the_definition():
+    setting = {"budget_usd": Decimal("0.5"), "budget_mode": "enforce"}
+    definition = {"budget_usd": Decimal("9"), "budget_mode": "audit", "max_iterations": 7}
+
+    resolved = resolve_limits(run={}, workflow_setting=setting, workflow=definition, team={"max_iterations": 3})
+    assert (resolved.budget_usd, resolved.budget_mode, resolved.max_iterations) == (Decimal("0.5"), "enforce", 7)
+    assert resolved.sources == {
+        "budget_usd": "workflow_setting",
+        "budget_mode": "workflow_setting",
+        "max_iterations": "workflow",
+        "timeout_seconds": "system",
+    }
+    overridden = resolve_limits(run={"budget_usd": Decimal("2")}, workflow_setting=setting, workflow=definition, team={})
+    assert (overridden.budget_usd, overridden.sources["budget_usd"]) == (Decimal("2"), "run")
+    unset = resolve_limits(run={}, workflow_setting={"budget_usd": None, "budget_mode": None}, workflow=definition, team={})
+    assert (unset.budget_usd, unset.sources["budget_usd"]) == (Decimal("9"), "workflow")

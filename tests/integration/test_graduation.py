@@ -7,7 +7,9 @@ import pytest
 from tests.conftest import wait_for_run
 from tests.factories import THREE_STEP_YAML
 from tests.invariants import assert_invariants
-from workflows.models import EventType, LedgerEntry, Run
+from workflows.models import EventType, LedgerEntry, Run, Workflow
+from workflows.reports.cost_profile import cost_profile
+from workflows.services.workflow_budgets import workflow_budget_apply
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -132,3 +134,36 @@ def test_enforce_stops_before_step_two_and_resume_with_a_raise_completes(api, wo
     assert again.json()["error"]["message"] == "Cannot resume a run that is in 'completed' status."
     assert_invariants(Run.objects.get(pk=run_id))
     assert Run.objects.get(pk=run_id).spent_usd == Decimal("0.900000")
+
+
+def test_the_applied_recommended_budget_gates_the_next_runs_whatever_the_team_uploads(api, workflow_id, celery_worker):
+    wait_for_run(start(api, workflow_id, budget_usd="0.50", budget_mode="audit"), *TERMINAL)
+    workflow = Workflow.objects.get(pk=workflow_id)
+    recommended = cost_profile(workflow=workflow).recommended_budget_usd
+    assert recommended == Decimal("1.13")  # p95 $0.90 x 1.25, rounded up to the cent
+    workflow_budget_apply(workflow=workflow, budget_usd=recommended, actor="user:ops", reason="graduate to enforce")
+    assert api.get(f"/api/v1/workflows/{workflow_id}").json()["budget_setting"] == {
+        "budget_usd": "1.130000",
+        "budget_mode": "enforce",
+    }
+
+    fits = start(api, workflow_id)
+    wait_for_run(fits, *TERMINAL)
+    body = api.get(f"/api/v1/runs/{fits}").json()
+    assert (body["status"], body["limits"]["budget_usd"], body["limits"]["budget_mode"]) == (
+        "completed",
+        "1.130000",
+        "enforce",
+    )
+    assert body["limit_sources"]["budget_usd"] == "workflow_setting"
+
+    # The team uploads its own YAML again, with an audit budget of its own; the operator tightens the budget.
+    own_limits = THREE_STEP_YAML.replace("workflow:\n", "workflow:\n  limits: {budget_usd: '5', budget_mode: audit}\n", 1)
+    assert api.post("/api/v1/workflows", {"definition": own_limits}, format="json").json()["version"] == 2
+    workflow_budget_apply(workflow=workflow, budget_usd="0.50", actor="user:ops", reason="tighter")
+    stopped = start(api, workflow_id)
+    wait_for_run(stopped, *TERMINAL)
+    body = api.get(f"/api/v1/runs/{stopped}").json()
+    assert (body["status"], body["spent_usd"], body["error"]["type"]) == ("budget_exceeded", "0.300000", "BudgetExceededError")
+    assert (body["limits"]["budget_usd"], body["limit_sources"]["budget_usd"]) == ("0.500000", "workflow_setting")
+    assert_invariants(Run.objects.get(pk=stopped))

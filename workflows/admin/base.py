@@ -175,7 +175,7 @@ class TeamScopedAdmin(_TeamScopedQueries, admin.ModelAdmin):
         if request.user.is_superuser:
             return filters
         return [
-            (name, admin.RelatedOnlyFieldListFilter)
+            (name, ScopedRelatedFilter)
             if isinstance(name, str) and get_fields_from_path(self.model, name)[-1].is_relation
             else name
             for name in filters
@@ -191,6 +191,15 @@ class TeamScopedAdmin(_TeamScopedQueries, admin.ModelAdmin):
             if fields:
                 kept.append((name, {**options, "fields": fields}))
         return kept
+
+
+class ScopedRelatedFilter(admin.RelatedOnlyFieldListFilter):
+    """A relation's filter offering only what the user's rows point to, and shown even with one choice:
+    Django drops a filter with fewer than two choices and, with it, its parameter from the query, so a
+    link naming a row outside the user's teams would list every row of theirs instead of none."""
+
+    def has_output(self) -> bool:
+        return True
 
 
 class TeamScopedInline(_TeamScopedQueries, admin.TabularInline):

@@ -7,8 +7,11 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
+from workflows.admin.base import format_usd
+from workflows.admin.charts import period_budget_svg
 from workflows.models import LedgerEntry, Run, Team, Workflow
-from workflows.selectors import ESTIMATED_USD, TeamBudgetStatus, team_budget_status
+from workflows.reports.forecast import BudgetForecast
+from workflows.selectors import ESTIMATED_USD, TeamBudgetStatus, team_budget_status, team_forecast
 from workflows.services.periods import PeriodWindow
 
 ZERO = Decimal("0")
@@ -182,3 +185,35 @@ def budget_bar(*, team: Team) -> BudgetBar:
         # Alert thresholds are free-form JSON; only percentages the bar can place are drawn.
         thresholds=sorted(t for t in team.alert_thresholds if type(t) is int and 0 < t <= 100),
     )
+
+
+def forecast_sentence(forecast: BudgetForecast) -> str:
+    period_end = f"the period's end ({forecast.period_last_day:%Y-%m-%d})"
+    if forecast.over_budget:
+        return (
+            f"Over budget since {forecast.runs_out_on:%Y-%m-%d}: {format_usd(forecast.spent_usd)} spent "
+            f"of {format_usd(forecast.budget_usd)}."
+        )
+    at_rate = (
+        f"At {format_usd(forecast.daily_rate_usd)} a day, spend reaches {format_usd(forecast.projected_usd)} "
+        f"by {period_end}"
+    )
+    if forecast.runs_out_on is None:
+        return f"{at_rate}: the budget does not run out before the period ends."
+    return f"{at_rate}: the budget runs out on {forecast.runs_out_on:%Y-%m-%d}."
+
+
+def period_forecast(team: Team | None) -> dict:
+    """The team's period budget chart and forecast, when the report is narrowed to a team that has one."""
+    forecast = team_forecast(team=team) if team is not None else None
+    if forecast is None:
+        return {}
+    title = (
+        f"{team}: spend this {team.period}, {forecast.period_first_day:%Y-%m-%d} to "
+        f"{forecast.period_last_day:%Y-%m-%d}, against its {format_usd(forecast.budget_usd)} budget"
+    )
+    return {
+        "forecast": forecast,
+        "forecast_sentence": forecast_sentence(forecast),
+        "period_chart": period_budget_svg(title=title, forecast=forecast),
+    }

@@ -1,6 +1,7 @@
 """Workflows, runs and what a run leaves behind: steps, events, checkpoints; and the price table."""
 
 import json
+from datetime import UTC
 
 from django import forms
 from django.contrib import admin, messages
@@ -10,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from workflows.admin.base import (
@@ -20,8 +22,9 @@ from workflows.admin.base import (
     format_usd_exact,
     settled_and_estimated,
 )
+from workflows.admin.lists import CsvColumn, CsvExportMixin, DateRangeFilter
 from workflows.admin.run_chart import run_spend_svg
-from workflows.errors import ApplicationError, InvalidRunState
+from workflows.errors import ApplicationError, InvalidRunState, ValidationFailed
 from workflows.models import (
     FINAL_RUN_STATUSES,
     RESUMABLE_RUN_STATUSES,
@@ -45,6 +48,8 @@ from workflows.reports.run_story import run_story
 from workflows.selectors import runs_estimated_usd
 from workflows.services.inputs import run_answer
 from workflows.services.runs import run_cancel, run_resume
+from workflows.services.workflow_budgets import workflow_budget_apply, workflow_budget_clear
+
 
 class WorkflowVersionInline(ReadOnlyInline):
     model = WorkflowVersion
@@ -53,15 +58,61 @@ class WorkflowVersionInline(ReadOnlyInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(TeamScopedAdmin):
-    list_display = ["name", "team", "created_at"]
+    list_display = ["name", "team", "budget_setting", "created_at"]
     list_filter = ["team"]
     search_fields = ["name", "team__name"]
+    # The operator's budget changes only through its buttons, which require a reason and record it.
+    exclude = ["budget_usd", "budget_mode"]
     inlines = [WorkflowVersionInline]
+
+    @admin.display(description="budget (operator's)", ordering="budget_usd")
+    def budget_setting(self, workflow: Workflow) -> str:
+        if workflow.budget_usd is None:
+            return "—"
+        return f"{format_usd_exact(workflow.budget_usd)} {workflow.budget_mode}"
+
+    def get_urls(self):
+        budget = path(
+            "<int:workflow_id>/budget/", self.admin_site.admin_view(self.budget_view), name="workflows_workflow_budget"
+        )
+        return [budget, *super().get_urls()]
+
+    def budget_view(self, request, workflow_id: int):
+        """Apply the cost profile's recommended budget as the workflow's enforce budget, or clear it; in the
+        staff user's name, with the reason they give."""
+        workflow = self.get_object(request, str(workflow_id))
+        if workflow is None or request.method != "POST" or not self.has_change_permission(request, workflow):
+            raise PermissionDenied
+        actor, reason = f"user:{request.user.get_username()}", request.POST.get("reason", "")
+        try:
+            if request.POST.get("clear"):
+                workflow_budget_clear(workflow=workflow, actor=actor, reason=reason)
+                done = "Budget cleared: later runs take their budget from the definition, the team or the system."
+            else:
+                recommended = cost_profile(workflow=workflow).recommended_budget_usd
+                if recommended is None:
+                    raise ValidationFailed("There is no recommended budget yet: it needs completed runs that cost something.")
+                workflow_budget_apply(
+                    workflow=workflow, budget_usd=recommended, budget_mode=BudgetMode.ENFORCE, actor=actor, reason=reason
+                )
+                done = f"Budget set to {format_usd_exact(recommended)}, enforce, for the runs started from now on."
+        except ApplicationError as exc:
+            problems = exc.details if isinstance(exc.details, list) else []
+            shown = "; ".join(f"{problem['path']} {problem['message']}" for problem in problems)
+            self.message_user(request, f"{exc.message} {shown}".strip(), messages.ERROR)
+        else:
+            self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             profile = cost_profile(workflow=obj)
             context |= {
+                "budget_setting": (
+                    f"{format_usd_exact(obj.budget_usd)}, {obj.budget_mode}" if obj.budget_usd is not None else None
+                ),
+                "may_set_budget": self.has_change_permission(request, obj),
+                "recommended_exact": format_usd_exact(profile.recommended_budget_usd),
                 "cost_profile": profile,
                 "cost_figures": {
                     name: format_usd(getattr(profile, name)) for name in ("p50", "p95", "max", "recommended_budget_usd")
@@ -115,29 +166,40 @@ class RunCancelForm(forms.Form):
     reason = forms.CharField(max_length=REASON_CHARS, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
 
 
+RUN_CSV = [
+    CsvColumn("id", lambda run: run.pk),
+    CsvColumn("created_at", lambda run: run.created_at),
+    CsvColumn("finished_at", lambda run: run.finished_at),
+    CsvColumn("team", lambda run: run.team.name),
+    CsvColumn("workflow", lambda run: run.workflow_version.workflow.name),
+    CsvColumn("version", lambda run: run.workflow_version.version),
+    CsvColumn("status", lambda run: run.status),
+    CsvColumn("current_agent", lambda run: run.current_agent),
+    CsvColumn("budget_usd", lambda run: run.budget_usd),
+    CsvColumn("budget_mode", lambda run: run.budget_mode),
+    CsvColumn("spent_usd", lambda run: run.spent_usd),
+    CsvColumn("estimated_usd", lambda run: run.estimated_usd),
+    CsvColumn("reserved_usd", lambda run: run.reserved_usd),
+    CsvColumn("unpriced_steps", lambda run: run.unpriced_steps),
+    CsvColumn("iterations", lambda run: run.iterations),
+    CsvColumn("max_iterations", lambda run: run.max_iterations),
+]
+
+
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
+class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
     """Runs are read here and acted on through the services the API calls (resume, cancel, answer), in
     the staff user's name; the run's own fields are never edited."""
 
-    list_display = [
-        "id",
-        "team",
-        "workflow_version",
-        "status",
-        "budget_mode",
-        "budget_usd",
-        "spent_usd",
-        "estimated_usd",
-        "reserved_usd",
-        "iterations",
-        "created_at",
-    ]
-    list_filter = ["status", "budget_mode", "team"]
+    # Few, short columns, so that the list fits a 1400px screen beside both sidebars; the CSV has more.
+    list_display = ["id", "created", "team", "workflow", "status", "budget", "spent", "reserved", "steps"]
+    list_filter = [("created_at", DateRangeFilter), "status", "budget_mode", "team"]
     search_fields = ["id", "workflow_version__workflow__name", "team__name", "current_agent"]
     list_select_related = ["team", "workflow_version__workflow"]
     inlines = [CheckpointInline]
     actions = ["cancel_runs"]
+    csv_columns = RUN_CSV
+    csv_name = "runs"
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(estimated_usd=runs_estimated_usd())
@@ -146,9 +208,36 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         # The story above tells the run; its record stays at hand, folded.
         return [("The run's record", {"classes": ["collapse"], "fields": self.get_fields(request, obj)})]
 
-    @admin.display(description="of which estimated", ordering="estimated_usd")
-    def estimated_usd(self, run: Run):
-        return run.estimated_usd
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, run: Run) -> str:
+        return f"{run.created_at.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+    @admin.display(description="workflow", ordering="workflow_version__workflow__name")
+    def workflow(self, run: Run) -> str:
+        return f"{run.workflow_version.workflow.name} v{run.workflow_version.version}"
+
+    @admin.display(description="budget", ordering="budget_usd")
+    def budget(self, run: Run) -> str:
+        if run.budget_usd is None:
+            return "—"
+        return format_html("{}<br><small>{}</small>", format_usd_exact(run.budget_usd), run.budget_mode)
+
+    @admin.display(description="spent", ordering="spent_usd")
+    def spent(self, run: Run) -> str:
+        if not run.estimated_usd:
+            return format_usd_exact(run.spent_usd)
+        # The part that rests on estimates awaiting usage, under the total, rather than a column of its own.
+        return format_html(
+            "{}<br><small>{} est.</small>", format_usd_exact(run.spent_usd), format_usd_exact(run.estimated_usd)
+        )
+
+    @admin.display(description="reserved", ordering="reserved_usd")
+    def reserved(self, run: Run) -> str:
+        return format_usd_exact(run.reserved_usd)
+
+    @admin.display(description="steps", ordering="iterations")
+    def steps(self, run: Run) -> int:
+        return run.iterations
 
     def has_act_permission(self, request, run: Run | None = None) -> bool:
         """Whether the user may resume, cancel and answer runs (`run`: this one): the model's change

@@ -25,22 +25,23 @@ from workflows.admin.base import (
     settled_and_estimated,
     visible_to,
 )
-from workflows.admin.charts import daily_spend_svg, period_budget_svg
+from workflows.admin.charts import daily_spend_svg
+from workflows.admin.lists import CsvColumn, CsvExportMixin, DateRangeFilter
 from workflows.admin.reports import (
     SpendQuery,
     daily_series,
     day_start,
     ledger_for,
     ledger_models,
+    period_forecast,
     spend_breakdown,
     spend_totals,
     top_runs,
 )
 from workflows.errors import ApplicationError
-from workflows.models import CHARGE_BASES, LedgerEntry, Team, Workflow
-from workflows.reports.forecast import BudgetForecast
+from workflows.models import CHARGE_BASES, LedgerEntry, LedgerKind, Team, Workflow
 from workflows.reports.spreadsheet import csv_cell
-from workflows.selectors import AWAITING_USAGE, may_adjust_ledger, team_forecast, teams_visible_to
+from workflows.selectors import AWAITING_USAGE, may_adjust_ledger, teams_visible_to
 from workflows.services.adjustments import check_adjustment, ledger_adjust
 
 DEFAULT_RANGE_DAYS = 30
@@ -222,38 +223,6 @@ def _sees_several_teams(user) -> bool:
     return teams_visible_to(user=user)[:2].count() > 1
 
 
-def _forecast_sentence(forecast: BudgetForecast) -> str:
-    period_end = f"the period's end ({forecast.period_last_day:%Y-%m-%d})"
-    if forecast.over_budget:
-        return (
-            f"Over budget since {forecast.runs_out_on:%Y-%m-%d}: {format_usd(forecast.spent_usd)} spent "
-            f"of {format_usd(forecast.budget_usd)}."
-        )
-    at_rate = (
-        f"At {format_usd(forecast.daily_rate_usd)} a day, spend reaches {format_usd(forecast.projected_usd)} "
-        f"by {period_end}"
-    )
-    if forecast.runs_out_on is None:
-        return f"{at_rate}: the budget does not run out before the period ends."
-    return f"{at_rate}: the budget runs out on {forecast.runs_out_on:%Y-%m-%d}."
-
-
-def _forecast_context(team: Team | None) -> dict:
-    """The team's period budget chart and forecast, when the report is narrowed to a team that has one."""
-    forecast = team_forecast(team=team) if team is not None else None
-    if forecast is None:
-        return {}
-    title = (
-        f"{team}: spend this {team.period}, {forecast.period_first_day:%Y-%m-%d} to "
-        f"{forecast.period_last_day:%Y-%m-%d}, against its {format_usd(forecast.budget_usd)} budget"
-    )
-    return {
-        "forecast": forecast,
-        "forecast_sentence": _forecast_sentence(forecast),
-        "period_chart": period_budget_svg(title=title, forecast=forecast),
-    }
-
-
 class AdjustmentForm(forms.Form):
     """What an entry's Adjust page posts. The amount and the reason are checked by check_adjustment, as
     the API's are, so that both refuse the same adjustments with the same messages."""
@@ -287,32 +256,87 @@ class AwaitingUsageFilter(admin.SimpleListFilter):
         return queryset.filter(AWAITING_USAGE) if self.value() == "awaiting" else queryset
 
 
+def short_utc(moment) -> str:
+    """A list cell's time: to the minute, in UTC (the full time is on the row's page and in the CSV)."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+
+LEDGER_CSV = [
+    CsvColumn("id", lambda entry: entry.pk),
+    CsvColumn("created_at", lambda entry: entry.created_at),
+    CsvColumn("booked_at", lambda entry: entry.booked_at),
+    CsvColumn("team", lambda entry: entry.team.name),
+    CsvColumn("run", lambda entry: entry.run_id),
+    CsvColumn("workflow", lambda entry: entry.run.workflow_version.workflow.name),
+    CsvColumn("agent", lambda entry: entry.agent),
+    CsvColumn("kind", lambda entry: entry.kind),
+    CsvColumn("provider", lambda entry: entry.provider),
+    CsvColumn("model", lambda entry: entry.model),
+    CsvColumn("tool_server", lambda entry: entry.tool_server),
+    CsvColumn("tool", lambda entry: entry.tool),
+    CsvColumn("attempt", lambda entry: entry.attempt),
+    CsvColumn("input_tokens", lambda entry: entry.input_tokens),
+    CsvColumn("cached_input_tokens", lambda entry: entry.cached_input_tokens),
+    CsvColumn("cache_write_tokens", lambda entry: entry.cache_write_tokens),
+    CsvColumn("output_tokens", lambda entry: entry.output_tokens),
+    CsvColumn("price_source", lambda entry: entry.price_source),
+    CsvColumn("cost_usd", lambda entry: entry.cost_usd),
+    CsvColumn("basis", lambda entry: entry.basis),
+    CsvColumn("corrects", lambda entry: entry.corrects_id),
+    CsvColumn("actor", lambda entry: entry.actor),
+    CsvColumn("reason", lambda entry: entry.reason),
+]
+
+
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
-    list_display = [
-        "id",
+class LedgerEntryAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
+    # Few, short columns, so that the list fits a 1400px screen beside both sidebars; an entry's page
+    # and the CSV have every field.
+    list_display = ["id", "created", "team", "run_id_shown", "agent", "charged_for", "attempt", "tokens", "cost", "basis_code"]
+    list_display_links = ["id"]
+    list_select_related = ["team"]
+    list_filter = [
+        # By the day the spend counts, as the Spend page sums and links: a late correction is booked
+        # on the day of the entry it corrects.
+        ("booked_at", DateRangeFilter),
         "team",
-        "run",
-        "agent",
+        "run__workflow_version__workflow",
         "kind",
-        "model",
-        "tool",
-        "attempt",
-        "input_tokens",
-        "cached_input_tokens",
-        "cache_write_tokens",
-        "output_tokens",
-        "price_source",
-        "cost_usd",
         "basis",
-        "corrected_entry",
-        "actor",
-        "created_at",
-        "booked_at",
+        AwaitingUsageFilter,
+        "model",
+        "price_source",
     ]
-    list_filter = ["team", "kind", "basis", AwaitingUsageFilter, "model", "price_source"]
     search_fields = ["model", "agent", "tool", "run__id", "actor", "reason"]
     date_hierarchy = "booked_at"
+    csv_columns = LEDGER_CSV
+    csv_name = "ledger"
+    csv_select_related = ["team", "run__workflow_version__workflow"]
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, entry: LedgerEntry) -> str:
+        return short_utc(entry.created_at)
+
+    @admin.display(description="run", ordering="run_id")
+    def run_id_shown(self, entry: LedgerEntry) -> int:
+        return entry.run_id
+
+    @admin.display(description="model / tool", ordering="model")
+    def charged_for(self, entry: LedgerEntry) -> str:
+        return entry.model if entry.kind == LedgerKind.MODEL else f"{entry.tool_server} {entry.tool}"
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, entry: LedgerEntry) -> str:
+        return f"{entry.input_tokens:,} / {entry.output_tokens:,}" if entry.kind == LedgerKind.MODEL else ""
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, entry: LedgerEntry) -> str:
+        return format_usd_exact(entry.cost_usd)
+
+    @admin.display(description="basis", ordering="basis")
+    def basis_code(self, entry: LedgerEntry) -> str:
+        # The one-word code; its long label (the filter shows it) would widen the column past the screen.
+        return entry.basis
 
     def lookup_allowed(self, lookup, value, request):
         # The Spend page's links to the entries behind a figure filter by workflow, which no list filter offers.
@@ -327,11 +351,6 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
             path("<path:object_id>/adjust/", self.admin_site.admin_view(self.adjust_view), name=f"{name}_adjust"),
             *super().get_urls(),
         ]
-
-    @admin.display(description="corrects", ordering="corrects")
-    def corrected_entry(self, entry: LedgerEntry) -> int | None:
-        # The id, not the entry's text: that would read the entry, row by row.
-        return entry.corrects_id
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["may_adjust"] = obj is not None and obj.basis in CHARGE_BASES and may_adjust_ledger(user=request.user)
@@ -392,7 +411,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
                     _table(form, by, spend_breakdown(entries=entries, by=by), totals)
                     for by in (*(["team"] if _sees_several_teams(request.user) else []), *TABLES)
                 ],
-                **_forecast_context(form.cleaned_data["team"]),
+                **period_forecast(form.cleaned_data["team"]),
                 "days": _table(form, "day", days, totals),
                 "top_runs": [
                     {

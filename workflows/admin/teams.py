@@ -1,5 +1,6 @@
 """Teams, their keys, budgets and the budget audit trail."""
 
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
@@ -9,7 +10,7 @@ from django.utils.html import format_html
 
 from workflows import outbound
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, TeamScopedInline, format_usd
-from workflows.admin.reports import budget_bar
+from workflows.admin.reports import budget_bar, period_forecast
 from workflows.errors import OutboundRefused, ValidationFailed
 from workflows.models import (
     ApiKey,
@@ -37,6 +38,7 @@ from workflows.services.tool_servers import (
     tool_server_update,
 )
 from workflows.services.teams import (
+    MAX_ALERT_THRESHOLD_PCT,
     TEAM_BUDGET_FIELDS,
     api_key_create,
     api_key_rename,
@@ -51,9 +53,51 @@ from workflows.services.workflows import workflows_off_their_endpoint
 SHOWN_ONCE = "copy it now; it is not shown again."
 
 
+class PercentagesField(forms.CharField):
+    """Alert thresholds typed as "50, 80, 100": whole percentages of a budget, 1 to 1000, each once.
+    Given in any order, they are kept in ascending order; a "%" after a number, or the brackets of the
+    stored list, are allowed."""
+
+    default_error_messages = {
+        "not_whole": "“%(value)s” is not a whole percentage: write whole numbers separated by commas, e.g. 50, 80, 100.",
+        "out_of_range": f"%(value)s%% is out of range: each threshold must be from 1 to {MAX_ALERT_THRESHOLD_PCT}.",
+        "repeated": "%(value)s%% is given more than once.",
+    }
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(str(pct) for pct in value)
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value).strip().removeprefix("[").removesuffix("]")
+        percentages, errors = [], []
+        for item in (part.strip().removesuffix("%").strip() for part in text.replace(";", ",").split(",")):
+            if not item:
+                continue
+            if not item.isascii() or not item.isdigit():
+                errors.append(forms.ValidationError(self.error_messages["not_whole"], params={"value": item}))
+            elif not 1 <= int(item) <= MAX_ALERT_THRESHOLD_PCT:
+                errors.append(forms.ValidationError(self.error_messages["out_of_range"], params={"value": int(item)}))
+            elif int(item) in percentages:
+                errors.append(forms.ValidationError(self.error_messages["repeated"], params={"value": int(item)}))
+            else:
+                percentages.append(int(item))
+        if errors:
+            raise forms.ValidationError(errors)
+        return sorted(percentages)
+
+
 class TeamAdminForm(forms.ModelForm):
     """The team form of TeamAdmin, which supplies the model and fields (hence no Meta)."""
 
+    alert_thresholds = PercentagesField(
+        required=False,
+        label="Alert thresholds (%)",
+        help_text="Percentages of a budget (the run's or the team's period budget) at which an alert is sent, "
+        f"e.g. 50, 80, 100; each from 1 to {MAX_ALERT_THRESHOLD_PCT}. Empty: no alerts.",
+        widget=forms.TextInput(attrs={"size": 30, "inputmode": "numeric"}),
+    )
     change_reason = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
@@ -93,7 +137,7 @@ class TeamAdminForm(forms.ModelForm):
 class BudgetChangeInline(ReadOnlyInline):
     model = BudgetChange
     verbose_name_plural = "budget audit trail"
-    fields = ["created_at", "actor", "field", "old_value", "new_value", "reason", "run"]
+    fields = ["created_at", "actor", "field", "old_value", "new_value", "reason", "run", "workflow"]
 
 
 class ProviderRouteInline(TeamScopedInline):
@@ -264,6 +308,8 @@ class TeamAdmin(TeamScopedAdmin):
                     name: format_usd(getattr(status, name))
                     for name in ("budget_usd", "spent_usd", "reserved_usd", "lifetime_usd")
                 },
+                **period_forecast(obj),
+                "team_filter": f"team__id__exact={obj.pk}",
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -355,10 +401,10 @@ class ApiKeyAdmin(TeamScopedAdmin):
 
 @admin.register(BudgetChange)
 class BudgetChangeAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
-    list_display = ["created_at", "actor", "team", "run", "field", "old_value", "new_value", "reason"]
-    list_filter = ["field", "team", ("run", admin.EmptyFieldListFilter)]
-    search_fields = ["actor", "reason", "team__name", "run__id"]
-    list_select_related = ["team", "run"]
+    list_display = ["created_at", "actor", "team", "run", "workflow", "field", "old_value", "new_value", "reason"]
+    list_filter = ["field", "team", ("run", admin.EmptyFieldListFilter), ("workflow", admin.EmptyFieldListFilter)]
+    search_fields = ["actor", "reason", "team__name", "run__id", "workflow__name"]
+    list_select_related = ["team", "run", "workflow__team"]
     date_hierarchy = "created_at"
 
     def changelist_view(self, request, extra_context=None):

@@ -67,13 +67,27 @@ class WorkflowOutputSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "latest_version", "created_at"]
 
 
+class WorkflowBudgetSettingOutputSerializer(serializers.Serializer):
+    budget_usd = money()
+    budget_mode = serializers.ChoiceField(choices=BudgetMode.choices)
+
+
 class WorkflowDetailOutputSerializer(WorkflowOutputSerializer):
     versions = WorkflowVersionOutputSerializer(many=True)
     definition = serializers.SerializerMethodField()
     source = serializers.SerializerMethodField()
+    budget_setting = serializers.SerializerMethodField(
+        help_text="The operator's budget for every version (the limit source 'workflow_setting'); null when none is set."
+    )
 
     class Meta(WorkflowOutputSerializer.Meta):
-        fields = [*WorkflowOutputSerializer.Meta.fields, "versions", "definition", "source"]
+        fields = [*WorkflowOutputSerializer.Meta.fields, "versions", "definition", "source", "budget_setting"]
+
+    @extend_schema_field(WorkflowBudgetSettingOutputSerializer(allow_null=True))
+    def get_budget_setting(self, workflow: Workflow) -> dict | None:
+        if workflow.budget_usd is None:
+            return None
+        return WorkflowBudgetSettingOutputSerializer(workflow).data
 
     def get_definition(self, workflow: Workflow) -> dict:
         return self._latest(workflow).definition

@@ -1,4 +1,4 @@
-"""Validating run limits and resolving them across run, workflow, team and system layers."""
+"""Validating run limits and resolving them across the run, workflow-setting, workflow, team and system layers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ BUDGET_MODES = ("audit", "enforce")
 SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {"budget_usd": None, "budget_mode": "audit", "max_iterations": 10, "timeout_seconds": None}
 )
-_LAYERS = ("run", "workflow", "team")  # highest precedence first
+# Highest precedence first. "workflow_setting" is the operator's budget for a workflow (Workflow.budget_usd and
+# budget_mode): it outranks the definition's `limits`, which the team re-uploads at will, and yields to a run
+# request that sets its own.
+_LAYERS = ("run", "workflow_setting", "workflow", "team")
+_NO_SETTING: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class ResolvedLimits:
     budget_mode: str
     max_iterations: int
     timeout_seconds: int | None
-    sources: dict[str, str]  # field -> "run" | "workflow" | "team" | "system"
+    sources: dict[str, str]  # field -> "run" | "workflow_setting" | "workflow" | "team" | "system"
 
 
 def check_limits(raw: Mapping[str, Any], *, path: str) -> tuple[dict[str, Any], list[Problem]]:
@@ -48,13 +52,20 @@ def check_limits(raw: Mapping[str, Any], *, path: str) -> tuple[dict[str, Any], 
     return cleaned, problems
 
 
-def resolve_limits(*, run: Mapping[str, Any], workflow: Mapping[str, Any], team: Mapping[str, Any]) -> ResolvedLimits:
-    """Per field, the first value set by the run, the workflow or the team, else the system default."""
+def resolve_limits(
+    *,
+    run: Mapping[str, Any],
+    workflow: Mapping[str, Any],
+    team: Mapping[str, Any],
+    workflow_setting: Mapping[str, Any] = _NO_SETTING,
+) -> ResolvedLimits:
+    """Per field, the first value set by the run, the workflow's setting, the workflow's definition or the
+    team, else the system default."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for field in LIMIT_FIELDS:
         values[field], sources[field] = SYSTEM_DEFAULTS[field], "system"
-        for source, layer in zip(_LAYERS, (run, workflow, team), strict=True):
+        for source, layer in zip(_LAYERS, (run, workflow_setting, workflow, team), strict=True):
             if layer.get(field) is not None:
                 values[field], sources[field] = layer[field], source
                 break

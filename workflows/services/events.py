@@ -3,7 +3,7 @@ from decimal import Decimal
 from budgetsvc.request_id import current_request_id
 
 from workflows.definition import MONEY_PLACES
-from workflows.models import Event, Run
+from workflows.models import Event, Run, Team
 
 SYSTEM_ACTOR = "system"
 
@@ -18,3 +18,9 @@ def event_record(*, run: Run, type: str, payload: dict | None = None, actor: str
     return Event.objects.create(
         team_id=run.team_id, run=run, type=type, payload=payload or {}, actor=actor, request_id=current_request_id()
     )
+
+
+def team_event_record(*, team: Team, type: str, payload: dict, actor: str) -> Event:
+    """An event of the team's own, of no run (an operator's change to a workflow's budget), recorded as
+    event_record records a run's."""
+    return Event.objects.create(team=team, type=type, payload=payload, actor=actor, request_id=current_request_id())

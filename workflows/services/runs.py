@@ -157,7 +157,12 @@ def run_start(
     if problems:
         raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
     check_for_each_inputs(definition=definition, inputs=clean_inputs)
-    resolved = resolve_limits(run=requested, workflow=asdict(definition.limits), team=team.limit_defaults())
+    resolved = resolve_limits(
+        run=requested,
+        workflow_setting=workflow_version.workflow.limit_setting(),
+        workflow=asdict(definition.limits),
+        team=team.limit_defaults(),
+    )
     check_models_priced(
         definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
     )

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from workflows.definition import check_limits
 from workflows.errors import ValidationFailed, problems_as_details
-from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team
+from workflows.models import ApiKey, BudgetChange, BudgetMode, Period, Run, Team, Workflow
 from workflows.services.escrow import slices_revoke
 from workflows.services.locks import lock_rows, lock_team_runs, update_unless_locked
 
@@ -42,18 +42,24 @@ TEAM_BUDGET_FIELDS = (
 )
 
 
+# Alert thresholds are whole percentages of a budget up to this: 1000% alerts on a tenfold overrun.
+MAX_ALERT_THRESHOLD_PCT = 1000
+
+
 def _shown(value) -> str:
     return "" if value is None else str(value)
 
 
 def budget_changes_record(
-    *, team: Team, old: dict, new: dict, actor: str, reason: str = "", run: Run | None = None
+    *, team: Team, old: dict, new: dict, actor: str, reason: str = "", run: Run | None = None,
+    workflow: Workflow | None = None,
 ) -> list[BudgetChange]:
     """One audit-trail row for each field whose value differs between `old` and `new`."""
     return BudgetChange.objects.bulk_create(
         BudgetChange(
             team=team,
             run=run,
+            workflow=workflow,
             field=field,
             old_value=_shown(old.get(field)),
             new_value=_shown(new[field]),
@@ -89,9 +95,10 @@ def check_team_budgets(*, changes: dict) -> dict:
     if "alert_thresholds" in changes:
         thresholds = changes["alert_thresholds"]
         if not isinstance(thresholds, list) or not all(
-            isinstance(pct, int) and not isinstance(pct, bool) and 1 <= pct <= 1000 for pct in thresholds
+            isinstance(pct, int) and not isinstance(pct, bool) and 1 <= pct <= MAX_ALERT_THRESHOLD_PCT
+            for pct in thresholds
         ):
-            problems.append({"path": "alert_thresholds", "message": "must be a list of whole percentages, 1 to 1000"})
+            problems.append({"path": "alert_thresholds", "message": f"must be a list of whole percentages, 1 to {MAX_ALERT_THRESHOLD_PCT}"})
         else:
             clean["alert_thresholds"] = sorted(set(thresholds))
     for permission in ("may_override_prices", "may_run_scripts"):

@@ -1,0 +1,84 @@
+"""The workflow page: applying the cost profile's recommended budget as the enforce budget, and clearing it."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from tests.factories import TeamFactory, workflow_version
+from tests.security.test_admin_scoping import staff_client
+from workflows.models import BudgetChange, Run, Workflow
+from workflows.services.runs import run_start
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def profiled(team) -> Workflow:
+    """A workflow whose two completed runs cost $0.40 and $0.80: p95 $0.80, recommended $1.00."""
+    version = workflow_version(team=team)
+    for spent in ("0.40", "0.80"):
+        run = run_start(team=team, workflow=version.workflow_id, inputs={"topic": "x"})
+        Run.objects.filter(pk=run.pk).update(status="completed", spent_usd=Decimal(spent))
+    return version.workflow
+
+
+def budget_url(workflow) -> str:
+    return reverse("admin:workflows_workflow_budget", args=[workflow.pk])
+
+
+def page_of(client, workflow) -> str:
+    return client.get(reverse("admin:workflows_workflow_change", args=[workflow.pk])).content.decode()
+
+
+def test_apply_the_recommended_budget_sets_the_enforce_budget_in_the_users_name(admin_client, admin_user, profiled):
+    assert "Apply the recommended budget: $1.000000, enforce" in page_of(admin_client, profiled)
+
+    response = admin_client.post(budget_url(profiled), {"apply": "1", "reason": "p95 of last month"}, follow=True)
+
+    profiled.refresh_from_db()
+    assert (profiled.budget_usd, profiled.budget_mode) == (Decimal("1.00"), "enforce")
+    assert "Budget set to $1.000000, enforce" in response.content.decode()
+    assert set(BudgetChange.objects.filter(workflow=profiled).values_list("actor", "reason")) == {
+        (f"user:{admin_user.username}", "p95 of last month")
+    }
+    assert '<p id="budget-setting">$1.000000, enforce' in page_of(admin_client, profiled)
+    run = run_start(team=profiled.team, workflow=profiled.pk, inputs={"topic": "x"})
+    assert (run.budget_usd, run.budget_mode, run.limit_sources["budget_usd"]) == (Decimal("1"), "enforce", "workflow_setting")
+
+    admin_client.post(budget_url(profiled), {"clear": "1", "reason": "too tight"})
+    profiled.refresh_from_db()
+    assert (profiled.budget_usd, profiled.budget_mode) == (None, "")
+
+
+def test_without_a_reason_nothing_changes_and_the_page_says_why(admin_client, profiled):
+    response = admin_client.post(budget_url(profiled), {"apply": "1", "reason": " "}, follow=True)
+
+    profiled.refresh_from_db()
+    assert profiled.budget_usd is None and not BudgetChange.objects.exists()
+    assert "reason is required" in response.content.decode()
+
+
+def test_without_a_recommendation_there_is_no_button_and_a_post_is_refused(admin_client, team):
+    workflow = workflow_version(team=team).workflow
+    assert "apply-recommended" not in page_of(admin_client, workflow)
+    response = admin_client.post(budget_url(workflow), {"apply": "1", "reason": "try"}, follow=True)
+    assert "There is no recommended budget yet" in response.content.decode()
+    workflow.refresh_from_db()
+    assert workflow.budget_usd is None
+
+
+def test_the_change_form_cannot_set_the_budget_around_the_reason(admin_client, profiled):
+    form = admin_client.get(reverse("admin:workflows_workflow_change", args=[profiled.pk])).context["adminform"].form
+    assert not {"budget_usd", "budget_mode"} & set(form.fields)
+
+
+def test_staff_of_another_team_can_neither_see_nor_set_the_budget(profiled):
+    other = staff_client("other-ops", TeamFactory(name="other"))
+    assert other.post(budget_url(profiled), {"apply": "1", "reason": "mine now"}).status_code == 403
+    profiled.refresh_from_db()
+    assert profiled.budget_usd is None
+    own = staff_client("acme-ops", profiled.team)
+    own.post(budget_url(profiled), {"apply": "1", "reason": "ours"})
+    profiled.refresh_from_db()
+    assert profiled.budget_usd == Decimal("1")
