@@ -34,6 +34,7 @@ ERROR_TYPES: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "The body's Content-Type is not one the endpoint accepts."),
     "idempotency_key_reused": (422, "This Idempotency-Key was used for a different request."),
     "throttled": (429, "Too many requests; retry after the Retry-After header's seconds."),
+    "too_many_streams": (429, "The team has as many event streams open as it may; `details.max_streams`."),
     "server_error": (500, "An unexpected error; it has been logged."),
 }
 
