@@ -542,7 +542,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "context": {"()": "budgetsvc.logs.ContextFilter"},
-        "gunicorn_access": {"()": "budgetsvc.logs.GunicornAccessFilter"},
     },
     "formatters": {
         # "timestamp" named in the format only puts it first; timestamp=True fills it in (ISO 8601, UTC).
@@ -566,9 +565,12 @@ LOGGING = {
         **{name: {"level": "WARNING"} for name in ("httpx2", "mcp")},
         # django-guid logs each id it sets or clears.
         "django_guid": {"level": "WARNING"},
-        # gunicorn's loggers, once the app is loaded in its worker (the master logs as gunicorn's own
-        # configuration says). The access log is written only when gunicorn is given one (--access-logfile).
+        # gunicorn's and uvicorn's loggers, once the app is loaded in a worker (the master logs as gunicorn's
+        # own configuration says). The access log is the app's (budgetsvc/asgi.py), written only when gunicorn
+        # is given one (--access-logfile); uvicorn's own, without the request id or the duration, is off
+        # (budgetsvc/gunicorn.py).
         "gunicorn.error": {"handlers": ["console"], "propagate": False},
-        "gunicorn.access": {"handlers": ["console"], "filters": ["gunicorn_access"], "propagate": False},
+        "uvicorn.error": {"handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"handlers": ["console"], "propagate": False},
     },
 }

@@ -3,10 +3,12 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.urls import path, reverse
 
 from workflows.admin.base import ReadOnlyAdminMixin, ReadOnlyInline, TeamScopedAdmin, format_usd, settled_and_estimated
+from workflows.api.errors import error_body
+from workflows.api.streams import event_stream_response, stream_start
 from workflows.errors import ApplicationError
 from workflows.models import (
     Checkpoint,
@@ -118,11 +120,19 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
 
     def get_urls(self):
         answer = path("<int:run_id>/answer/", self.admin_site.admin_view(self.answer_view), name="workflows_run_answer")
-        return [answer, *super().get_urls()]
+        stream = path(
+            "<int:run_id>/events/stream/", self.admin_site.admin_view(self.events_stream_view), name="workflows_run_events_stream"
+        )
+        return [answer, stream, *super().get_urls()]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             context["estimated"] = settled_and_estimated(spent_usd=obj.spent_usd, estimated_usd=obj.estimated_usd)
+        if obj is not None:
+            context["spent"] = format_usd(obj.spent_usd)
+            context["events"] = obj.events.order_by("id")
+            context["run_status_labels"] = dict(RunStatus.choices)
+            context["run_event_types"] = EventType.values
         if obj is not None and obj.status == RunStatus.WAITING_FOR_INPUT:
             asked = obj.events.filter(type=EventType.INPUT_REQUESTED).order_by("-id").first()
             context["input_request"] = asked.payload if asked else None
@@ -140,6 +150,19 @@ class RunAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
         else:
             self.message_user(request, "Answered; the run goes on.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:workflows_run_change", args=[run.pk]))
+
+
+    def events_stream_view(self, request, run_id: int):
+        """The run's events as the API streams them (GET /runs/{id}/events/stream), for the run page to
+        follow live; a run the user may not see is a 404, as its page is."""
+        run = self.get_object(request, str(run_id))
+        if run is None or not self.has_view_permission(request, run):
+            raise Http404
+        try:
+            after = stream_start(last_event_id=request.headers.get("Last-Event-ID"), after=request.GET.get("after"))
+            return event_stream_response(team_id=run.team_id, run_id=run.pk, after=after)
+        except ApplicationError as exc:
+            return JsonResponse(error_body(exc.type, exc.message, exc.details), status=exc.status_code)
 
 
 def _answer_posted(posted) -> dict:
