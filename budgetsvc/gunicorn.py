@@ -6,12 +6,39 @@ The workers are uvicorn's: each serves the ASGI application on an event loop, so
 stream (GET /runs/<id>/events/stream) waits there instead of holding a worker (docs/operations.md).
 """
 
+import asyncio
 import logging
 import os
+import signal
 
+import uvicorn_worker
 from prometheus_client import multiprocess
 
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "budgetsvc.gunicorn.UvicornWorker"
+
+
+class UvicornWorker(uvicorn_worker.UvicornWorker):
+    """uvicorn's gunicorn worker, which exits when its master is gone, as gunicorn's own workers do: a
+    master killed with SIGKILL would otherwise leave its workers serving on the port, unsupervised, and a
+    new master beside them. Stopping, it gives open streams gunicorn's graceful timeout, no longer."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
+
+    async def _serve(self) -> None:
+        watch = asyncio.create_task(self._stop_when_orphaned())
+        try:
+            await super()._serve()
+        finally:
+            watch.cancel()
+
+    async def _stop_when_orphaned(self) -> None:
+        while os.getppid() == self.ppid:
+            await asyncio.sleep(1)
+        self.log.info("Parent changed, shutting down: %s", self)
+        # uvicorn's server stops on SIGTERM as on gunicorn's own signal.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def post_worker_init(worker) -> None:
