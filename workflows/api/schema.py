@@ -95,6 +95,16 @@ def error_responses(*types: str, authenticated: bool = True, body: bool = False,
     return responses
 
 
+class ServerSentEventSerializer(serializers.Serializer):
+    """One event of a `text/event-stream` answer, as an EventSource reads it (workflows/api/streams.py)."""
+
+    id = serializers.CharField(required=False, help_text="The event's id; none on `end`.")
+    event = serializers.CharField(help_text="The event's type; `end` last, once the run waits for a person.")
+    data = serializers.CharField(
+        help_text="The event as `GET /runs/{id}/events` lists it, as compact JSON; on `end`, `{\"status\": ...}`."
+    )
+
+
 ID_PARAMETER = OpenApiParameter(
     "id", int, OpenApiParameter.PATH, description="The object's id, in the caller's team.", examples=[OpenApiExample("first", value=1)]
 )

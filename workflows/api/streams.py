@@ -57,17 +57,19 @@ def end_frame(status: str) -> bytes:
 
 def stream_start(*, last_event_id: str | None, after: str | None) -> int:
     """The id of the last event the client has: its Last-Event-ID header, which an EventSource sends when it
-    reconnects to the URL it first opened (?after= included), else ?after=, else 0 (from the start)."""
-    if last_event_id is not None:
-        try:
-            return IdField(required=False).clean(last_event_id.strip()) or 0
-        except ValidationError as exc:
-            message = f"The Last-Event-ID header {exc.messages[0]}."
-            raise ValidationFailed(message, details=[{"path": "Last-Event-ID", "message": exc.messages[0]}]) from None
+    reconnects to the URL it first opened (?after= included), else ?after=, else 0 (from the start). Both
+    are checked, whichever wins."""
     try:
-        return IdField(required=False).clean(after) or 0
+        after_id = IdField(required=False).clean(after)
     except ValidationError as exc:
         raise invalid_query_params([("after", exc.messages[0])]) from None
+    if last_event_id is None:
+        return after_id or 0
+    try:
+        return IdField(required=False).clean(last_event_id.strip()) or 0
+    except ValidationError as exc:
+        message = f"The Last-Event-ID header {exc.messages[0]}."
+        raise ValidationFailed(message, details=[{"path": "Last-Event-ID", "message": exc.messages[0]}]) from None
 
 
 def _poll(*, run_id: int, floor: int, sent: set[int]) -> tuple[str | None, list[dict], int]:

@@ -20,6 +20,7 @@ from workflows.api.schema import (
     IDEMPOTENCY_KEY_PARAMETER,
     RUN_EXAMPLE,
     WORKFLOW_EXAMPLE_YAML,
+    ServerSentEventSerializer,
     error_responses,
     idempotent_replayed_header,
 )
@@ -367,7 +368,7 @@ class RunEventStreamView(ApiView):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR, description="Server-sent events: `id`, `event` and `data` lines per event."
+                ServerSentEventSerializer, description="Server-sent events: `id`, `event` and `data` lines per event."
             ),
             **error_responses("not_found", "too_many_streams", media_type="application/json"),
         },
