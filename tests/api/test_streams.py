@@ -195,3 +195,12 @@ def test_a_team_holds_at_most_its_cap_of_streams_and_a_closed_one_frees_its_slot
     }
     body_of(held[0])  # read to its end, which closes it
     assert api.get(path).status_code == 200
+
+
+def test_a_cap_of_0_turns_streams_off(api, run, settings):
+    settings.EVENT_STREAM_MAX_PER_TEAM = 0
+
+    response = api.get(f"/api/v1/runs/{run.pk}/events/stream")
+
+    assert response.status_code == 429
+    assert response.json()["error"]["details"] == {"max_streams": 0}
