@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from tests.conftest import client_for
 from tests.factories import THREE_STEP_YAML, TeamFactory, workflow_version
 from workflows.api.streams import run_event_stream
-from workflows.models import EventType, Run, RunStatus
+from workflows.models import Event, EventType, Run, RunStatus
 from workflows.services.events import event_record
 
 pytestmark = pytest.mark.django_db
@@ -204,3 +204,32 @@ def test_a_cap_of_0_turns_streams_off(api, run, settings):
 
     assert response.status_code == 429
     assert response.json()["error"]["details"] == {"max_streams": 0}
+
+
+def test_an_event_that_commits_after_a_larger_id_is_still_sent_once(run, settings):
+    # On PostgreSQL two writers of one run's events may commit out of id order: here, 1_000_001 late.
+    settings.EVENT_STREAM_POLL_SECONDS = 0.05
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    first = run.events.order_by("id").last().pk
+
+    async def follow() -> list[bytes]:
+        stream = run_event_stream(run_id=run.pk, after=first)
+        received = [await anext(stream)]
+        await sync_to_async(_event_with_id)(run, 1_000_000)
+        await sync_to_async(_event_with_id)(run, 1_000_002)
+        while len(received) < 3:
+            received.append(await asyncio.wait_for(anext(stream), timeout=5))
+        await sync_to_async(_event_with_id)(run, 1_000_001)
+        received.append(await asyncio.wait_for(anext(stream), timeout=5))
+        await sync_to_async(Run.objects.filter(pk=run.pk).update)(status=RunStatus.COMPLETED)
+        received += [chunk async for chunk in stream]
+        return received
+
+    sent = frames(b"".join(async_to_sync(follow)()).decode())
+
+    assert [frame.get("id") for frame in sent[1:-1]] == ["1000000", "1000002", "1000001"]
+    assert sent[-1]["event"] == "end"
+
+
+def _event_with_id(run: Run, event_id: int) -> None:
+    Event.objects.create(id=event_id, team_id=run.team_id, run=run, type=EventType.AGENT_COMPLETED)
