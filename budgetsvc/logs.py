@@ -1,8 +1,8 @@
 """What every log line carries besides its message: the request id and, inside a Celery task, the
 task's name and id and the run and step it works on (docs/operations.md#logs).
 
-The handlers of LOGGING (budgetsvc/settings.py) apply `ContextFilter`; gunicorn's access log adds
-`GunicornAccessFilter`, as its lines are written after the request's id has been cleared.
+The handlers of LOGGING (budgetsvc/settings.py) apply `ContextFilter`; the web process's access log
+(budgetsvc/asgi.py) sets its fields itself, from the response it sent.
 """
 
 import logging
@@ -40,21 +40,4 @@ class ContextFilter(logging.Filter):
             record.task_id = current_task.request.id
         for name, value in (_bound_fields.get() or {}).items():
             setattr(record, name, value)
-        return True
-
-
-class GunicornAccessFilter(logging.Filter):
-    """gunicorn's access log line, with its parts as fields too. gunicorn logs the line with its
-    "atoms" as the arguments; the request id is the one the response returned."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        atoms = record.args
-        if isinstance(atoms, Mapping):
-            if (request_id := atoms["{x-request-id}o"]) != "-":
-                record.request_id = request_id
-            record.http_method = atoms["m"]
-            record.path = atoms["U"]
-            record.status = int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"]
-            record.duration_ms = atoms["M"]
-            record.remote_addr = atoms["h"]
         return True

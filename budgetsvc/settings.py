@@ -284,6 +284,27 @@ API_THROTTLE_RATES = {
 }
 
 
+# Server-sent events of a run's events (GET /api/v1/runs/<id>/events/stream, the admin's run page;
+# workflows/api/streams.py). A stream polls the database every EVENT_STREAM_POLL_SECONDS, says it is alive
+# after EVENT_STREAM_KEEP_ALIVE_SECONDS of silence, and is closed after EVENT_STREAM_MAX_SECONDS, for its
+# client to reconnect with Last-Event-ID. A team holds at most EVENT_STREAM_MAX_PER_TEAM at once, counted
+# in the default cache.
+EVENT_STREAM_POLL_SECONDS = env.float("EVENT_STREAM_POLL_SECONDS", default=0.5)
+EVENT_STREAM_KEEP_ALIVE_SECONDS = env.float("EVENT_STREAM_KEEP_ALIVE_SECONDS", default=15)
+EVENT_STREAM_MAX_SECONDS = env.int("EVENT_STREAM_MAX_SECONDS", default=300)
+EVENT_STREAM_MAX_PER_TEAM = env.int("EVENT_STREAM_MAX_PER_TEAM", default=10)
+if not (
+    0.05 <= EVENT_STREAM_POLL_SECONDS <= 60
+    and 1 <= EVENT_STREAM_KEEP_ALIVE_SECONDS <= 300
+    and 1 <= EVENT_STREAM_MAX_SECONDS <= 3600
+    and 0 <= EVENT_STREAM_MAX_PER_TEAM <= 1000
+):
+    raise ImproperlyConfigured(
+        "EVENT_STREAM_POLL_SECONDS must be 0.05 to 60, EVENT_STREAM_KEEP_ALIVE_SECONDS 1 to 300, "
+        "EVENT_STREAM_MAX_SECONDS 1 to 3600 and EVENT_STREAM_MAX_PER_TEAM 0 to 1000."
+    )
+
+
 def cache_from_url(url: str) -> dict:
     """django-environ's reading of a cache URL, with its ?key_prefix=, ?timeout= and ?version= where Django
     reads them: django-environ leaves them in lower case for Django's Redis backend, which ignores them so."""
@@ -523,7 +544,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "context": {"()": "budgetsvc.logs.ContextFilter"},
-        "gunicorn_access": {"()": "budgetsvc.logs.GunicornAccessFilter"},
     },
     "formatters": {
         # "timestamp" named in the format only puts it first; timestamp=True fills it in (ISO 8601, UTC).
@@ -547,9 +567,12 @@ LOGGING = {
         **{name: {"level": "WARNING"} for name in ("httpx2", "mcp")},
         # django-guid logs each id it sets or clears.
         "django_guid": {"level": "WARNING"},
-        # gunicorn's loggers, once the app is loaded in its worker (the master logs as gunicorn's own
-        # configuration says). The access log is written only when gunicorn is given one (--access-logfile).
+        # gunicorn's and uvicorn's loggers, once the app is loaded in a worker (the master logs as gunicorn's
+        # own configuration says). The access log is the app's (budgetsvc/asgi.py), written only when gunicorn
+        # is given one (--access-logfile); uvicorn's own, without the request id or the duration, is off
+        # (budgetsvc/gunicorn.py).
         "gunicorn.error": {"handlers": ["console"], "propagate": False},
-        "gunicorn.access": {"handlers": ["console"], "filters": ["gunicorn_access"], "propagate": False},
+        "uvicorn.error": {"handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"handlers": ["console"], "propagate": False},
     },
 }

@@ -59,6 +59,13 @@ class IdempotencyKeyReused(ApplicationError):
     type = "idempotency_key_reused"
 
 
+class TooManyStreams(ApplicationError):
+    """The team has as many event streams open as it may (EVENT_STREAM_MAX_PER_TEAM)."""
+
+    status_code = 429
+    type = "too_many_streams"
+
+
 class OutboundRefused(ValidationFailed):
     """A URL or address the service may not connect to (workflows/outbound.py)."""
 

@@ -56,11 +56,11 @@ def test_a_crashed_attempts_reservation_shows_in_the_run_its_steps_and_the_team(
 def test_a_crashed_attempts_reservation_shows_on_the_runs_admin_page(admin_client, crashed_run):
     page = admin_client.get(reverse("admin:workflows_run_change", args=[crashed_run.pk])).content.decode()
 
-    assert "<tr><th>Reserved</th><td>$0.300000</td></tr>" in page
+    assert "<tr><th>Reserved</th><td>$0.30</td></tr>" in page
     cells = re.sub(r">\s+<", "><", page)
-    assert '<td class="field-redeliveries"><p>1</p></td>' in cells
-    assert '<td class="field-reserved_usd"><p>0.300000</p></td>' in cells
-    assert '<td class="field-worker"><p>host-b:202</p></td>' in cells
+    assert '<small class="redeliveries">(1 redelivered)</small>' in cells
+    assert '<small class="held">$0.300000 held</small>' in cells
+    assert '<small title="the worker of its latest attempt">on host-b:202</small>' in cells
 
 
 def test_a_crashed_attempt_in_a_stopped_run_is_charged_its_reservation_and_the_views_show_it(

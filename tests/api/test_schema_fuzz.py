@@ -87,8 +87,8 @@ def live_service(django_db_setup, tmp_path_factory):
     port = free_port()
     # Without a control socket: every gunicorn's is at one path in the home directory by default.
     web = _start(
-        [sys.executable, "-m", "gunicorn", "budgetsvc.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "--no-control-socket"],
+        [sys.executable, "-m", "gunicorn", "budgetsvc.asgi", "--config", "python:budgetsvc.gunicorn",
+         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket"],
         env=env,
         log_path=var_dir / "web.log",
     )  # fmt: skip

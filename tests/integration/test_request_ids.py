@@ -109,7 +109,8 @@ def gunicorn(tmp_path):
     log_path = tmp_path / "gunicorn.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "budgetsvc.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-"],
+            [sys.executable, "-m", "gunicorn", "budgetsvc.asgi", "--config", "python:budgetsvc.gunicorn",
+             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-"],  # fmt: skip
             cwd=settings.BASE_DIR,
             env=service_env(tmp_path),
             stdout=log,

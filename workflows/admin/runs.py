@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -24,6 +24,8 @@ from workflows.admin.base import (
 )
 from workflows.admin.lists import CsvColumn, CsvExportMixin, DateRangeFilter
 from workflows.admin.run_chart import run_spend_svg
+from workflows.api.errors import error_body
+from workflows.api.streams import event_stream_response, stream_start
 from workflows.errors import ApplicationError, InvalidRunState, ValidationFailed
 from workflows.models import (
     FINAL_RUN_STATUSES,
@@ -251,7 +253,11 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
         def action(name, view):
             return path(f"<int:run_id>/{name}/", self.admin_site.admin_view(require_POST(view)), name=f"workflows_run_{name}")
 
-        return [action("answer", self.answer_view), action("resume", self.resume_view), action("cancel", self.cancel_view), *super().get_urls()]
+        stream = path(
+            "<int:run_id>/events/stream/", self.admin_site.admin_view(self.events_stream_view), name="workflows_run_events_stream"
+        )
+        actions = [action("answer", self.answer_view), action("resume", self.resume_view), action("cancel", self.cancel_view)]
+        return [*actions, stream, *super().get_urls()]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -262,7 +268,14 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
                 "summary": _summary_figures(story.summary),
                 "story": story,
                 "step_rows": [
-                    (line, format_usd_exact(line.cost_usd), _duration(line.duration)) for line in story.steps
+                    (
+                        line,
+                        format_usd_exact(line.cost_usd),
+                        # What an attempt in flight holds of the budget, until it settles.
+                        format_usd_exact(line.step.reserved_usd) if line.step.reserved_usd else "",
+                        _duration(line.duration),
+                    )
+                    for line in story.steps
                 ],
                 "event_rows": [(event, _compact(event.payload)) for event in story.events],
                 "ledger_rows": [(entry, format_usd_exact(entry.cost_usd)) for entry in story.ledger],
@@ -272,6 +285,9 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
                 "ledger_url": f"{reverse('admin:workflows_ledgerentry_changelist')}?run__id__exact={obj.pk}",
                 "resume_form": RunResumeForm() if may_act and obj.status in RESUMABLE_RUN_STATUSES else None,
                 "cancel_form": RunCancelForm() if may_act and obj.status not in FINAL_RUN_STATUSES else None,
+                # What the page's live script (run_live.js) needs to name new events and statuses.
+                "run_status_labels": dict(RunStatus.choices),
+                "run_event_types": EventType.values,
             }
             if may_act and obj.status == RunStatus.WAITING_FOR_INPUT:
                 asked = obj.events.filter(type=EventType.INPUT_REQUESTED).order_by("-id").first()
@@ -292,6 +308,18 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
         else:
             self.message_user(request, success, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:workflows_run_change", args=[run.pk]))
+
+    def events_stream_view(self, request, run_id: int):
+        """The run's events as the API streams them (GET /runs/{id}/events/stream), for the run page to
+        follow live; a run the user may not see is a 404, as its page is."""
+        run = self.get_object(request, str(run_id))
+        if run is None or not self.has_view_permission(request, run):
+            raise Http404
+        try:
+            after = stream_start(last_event_id=request.headers.get("Last-Event-ID"), after=request.GET.get("after"))
+            return event_stream_response(team_id=run.team_id, run_id=run.pk, after=after)
+        except ApplicationError as exc:
+            return JsonResponse(error_body(exc.type, exc.message, exc.details), status=exc.status_code)
 
     def answer_view(self, request, run_id: int):
         """Answer the human gate the run waits at, as `POST /runs/{id}/input` does, in the staff user's name."""
@@ -400,6 +428,19 @@ def _duration(duration) -> str:
 
 def _compact(payload) -> str:
     return json.dumps(payload, separators=(", ", ": "), ensure_ascii=False) if payload else ""
+
+
+    def events_stream_view(self, request, run_id: int):
+        """The run's events as the API streams them (GET /runs/{id}/events/stream), for the run page to
+        follow live; a run the user may not see is a 404, as its page is."""
+        run = self.get_object(request, str(run_id))
+        if run is None or not self.has_view_permission(request, run):
+            raise Http404
+        try:
+            after = stream_start(last_event_id=request.headers.get("Last-Event-ID"), after=request.GET.get("after"))
+            return event_stream_response(team_id=run.team_id, run_id=run.pk, after=after)
+        except ApplicationError as exc:
+            return JsonResponse(error_body(exc.type, exc.message, exc.details), status=exc.status_code)
 
 
 def _answer_posted(posted) -> dict:

@@ -34,6 +34,7 @@ ERROR_TYPES: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "The body's Content-Type is not one the endpoint accepts."),
     "idempotency_key_reused": (422, "This Idempotency-Key was used for a different request."),
     "throttled": (429, "Too many requests; retry after the Retry-After header's seconds."),
+    "too_many_streams": (429, "The team has as many event streams open as it may; `details.max_streams`."),
     "server_error": (500, "An unexpected error; it has been logged."),
 }
 
@@ -92,6 +93,16 @@ def error_responses(*types: str, authenticated: bool = True, body: bool = False,
         description = "; ".join(f"`{name}`: {ERROR_TYPES[name][1]}" for name in named)
         responses[(status, media_type) if media_type else status] = OpenApiResponse(ErrorSerializer, description=description)
     return responses
+
+
+class ServerSentEventSerializer(serializers.Serializer):
+    """One event of a `text/event-stream` answer, as an EventSource reads it (workflows/api/streams.py)."""
+
+    id = serializers.CharField(required=False, help_text="The event's id; none on `end`.")
+    event = serializers.CharField(help_text="The event's type; `end` last, once the run waits for a person.")
+    data = serializers.CharField(
+        help_text="The event as `GET /runs/{id}/events` lists it, as compact JSON; on `end`, `{\"status\": ...}`."
+    )
 
 
 ID_PARAMETER = OpenApiParameter(

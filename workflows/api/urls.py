@@ -4,7 +4,14 @@ from rest_framework.routers import SimpleRouter
 from workflows.api.reports import SpendView, WorkflowCostProfileView
 from workflows.api.root import ApiRootView, DocsView, SchemaView
 from workflows.api.staff import LedgerAdjustmentsView, StaffSpendView
-from workflows.api.views import LedgerViewSet, ProviderRoutesView, RunViewSet, TeamView, WorkflowViewSet
+from workflows.api.views import (
+    LedgerViewSet,
+    ProviderRoutesView,
+    RunEventStreamView,
+    RunViewSet,
+    TeamView,
+    WorkflowViewSet,
+)
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -24,6 +31,7 @@ urlpatterns = [
     re_path(r"^$", ApiRootView.as_view(), name="api-root"),
     re_path(r"^schema/?$", SchemaView.as_view(), name="schema"),
     re_path(r"^docs/?$", DocsView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^runs/(?P<pk>\d+)/events/stream/?$", RunEventStreamView.as_view(), name="run-events-stream"),
     *router.urls,
     re_path(r"^team/?$", TeamView.as_view(), name="team"),
     re_path(r"^team/provider-routes/?$", ProviderRoutesView.as_view(), name="provider-routes"),

@@ -1,9 +1,10 @@
 from decimal import Decimal
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
@@ -13,11 +14,13 @@ from workflows.api.idempotency import idempotent
 from workflows.api.pagination import OldestFirstCursorPagination
 from workflows.api.parsers import BoundedJSONParser, DefinitionTextParser
 from workflows.api.query import ApiView, StrictQueryParams
+from workflows.api.streams import event_stream_response, stream_start
 from workflows.api.schema import (
     ID_PARAMETER,
     IDEMPOTENCY_KEY_PARAMETER,
     RUN_EXAMPLE,
     WORKFLOW_EXAMPLE_YAML,
+    ServerSentEventSerializer,
     error_responses,
     idempotent_replayed_header,
 )
@@ -324,3 +327,54 @@ class ProviderRoutesView(ApiView):
             default_models=given.validated_data.get("default_models"),
         )
         return Response(serializers.ProviderRoutesOutputSerializer(routes).data)
+
+
+class JsonErrorsNegotiation(BaseContentNegotiation):
+    """The first renderer (JSON), whatever the Accept header: for an endpoint whose success is another media
+    type that no renderer writes (an event stream), so that its errors are JSON and an EventSource's
+    `Accept: text/event-stream` is not refused."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class RunEventStreamView(ApiView):
+    """The run's events as server-sent events, as they happen (workflows/api/streams.py)."""
+
+    content_negotiation_class = JsonErrorsNegotiation
+    extra_query_params = ("after",)
+    # A HEAD would hold the stream open with nothing to send it to.
+    http_method_names = ["get", "options"]
+
+    @extend_schema(
+        summary="The run's events as server-sent events, as they happen",
+        description="Every event after `Last-Event-ID` (or `?after=`, or from the start), then each new one as it "
+        "is written, as `id: <event id>`, `event: <type>`, `data: <the event as /events lists it>`; a "
+        "`: keep-alive` comment after 15 s of silence; `event: end` with `{\"status\"}` once the run waits for a "
+        "person and every event is sent. The server closes a stream after EVENT_STREAM_MAX_SECONDS: reconnect "
+        "with `Last-Event-ID`. Errors are JSON, before the stream starts.",
+        parameters=[
+            ID_PARAMETER,
+            OpenApiParameter(
+                "after", {"type": "integer", "minimum": 0, "maximum": MAX_ID}, OpenApiParameter.QUERY,
+                description="The id of the last event the client has; Last-Event-ID wins over it.",
+            ),
+            OpenApiParameter(
+                "Last-Event-ID", {"type": "string", "pattern": "^[0-9]{1,19}$"}, OpenApiParameter.HEADER, required=False,
+                description="The id of the last event the client has, as an EventSource sends it when it reconnects.",
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                ServerSentEventSerializer, description="Server-sent events: `id`, `event` and `data` lines per event."
+            ),
+            **error_responses("not_found", "too_many_streams", media_type="application/json"),
+        },
+    )  # fmt: skip
+    def get(self, request, pk):
+        run = selectors.run_get(team=request.auth.team, run_id=path_id(pk))
+        after = stream_start(last_event_id=request.headers.get("Last-Event-ID"), after=request.query_params.get("after"))
+        return event_stream_response(team_id=run.team_id, run_id=run.pk, after=after)

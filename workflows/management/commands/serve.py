@@ -47,7 +47,7 @@ class Command(BaseCommand):
         steps_queue, alerts_queue = settings.CELERY_TASK_QUEUES
         commands = {
             "web": [
-                sys.executable, "-m", "gunicorn", "budgetsvc.wsgi", "--config", "python:budgetsvc.gunicorn",
+                sys.executable, "-m", "gunicorn", "budgetsvc.asgi", "--config", "python:budgetsvc.gunicorn",
                 "--bind", f"{options['host']}:{options['port']}",
                 "--workers", "2", "--access-logfile", "-", "--timeout", str(request_timeout_seconds()),
             ],
