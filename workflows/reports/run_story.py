@@ -19,6 +19,7 @@ SHOWN_ROWS = 500
 CHART_POINTS = 500
 SHOWN_CHECKPOINTS = 5
 PERCENT = Decimal("0.1")
+MICRO_USD = Decimal("0.000001")
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def _step_line(step: Step, sums: dict | None) -> StepLine:
     sums = sums or {}
     return StepLine(
         step=step,
-        cost_usd=sums.get("cost") or Decimal("0"),
+        cost_usd=(sums.get("cost") or Decimal("0")).quantize(MICRO_USD),  # SQLite sums in floating point
         unpriced_entries=sums.get("unpriced", 0),
         input_tokens=sums.get("tokens_in") or 0,
         output_tokens=sums.get("tokens_out") or 0,
