@@ -104,15 +104,15 @@ def budget_summary(run: Run) -> BudgetSummary:
 
 def run_story(*, run: Run) -> RunStory:
     # In the order written: ids, as a run's entries are written one after another.
-    costs = list(run.ledger_entries.order_by("id").values_list("id", "agent", "cost_usd"))
+    costs = list(run.ledger_entries.order_by("id").values_list("id", "agent", "cost_usd", "created_at"))
     spend, spent = [], Decimal("0")
     every = -(-len(costs) // CHART_POINTS)
-    for n, (entry_id, agent, cost) in enumerate(costs, start=1):
+    for n, (entry_id, agent, cost, _) in enumerate(costs, start=1):
         spent += cost or 0
         if n % every == 0 or n == len(costs):
             spend.append(SpendPoint(entries=n, entry_id=entry_id, agent=agent, cost_usd=cost, spent_usd=spent))
 
-    marks, budgets = _marks_and_budgets(run)
+    marks, budgets = _marks_and_budgets(run, sorted(written_at for *_, written_at in costs))
     if not budgets:
         budgets.append((0, run.budget_usd))
 
@@ -146,10 +146,10 @@ def run_story(*, run: Run) -> RunStory:
     )
 
 
-def _marks_and_budgets(run: Run) -> tuple[list[BudgetMark], list[tuple[int, Decimal | None]]]:
+def _marks_and_budgets(run: Run, written_at: list) -> tuple[list[BudgetMark], list[tuple[int, Decimal | None]]]:
     """Each `budget_exceeded` event, and each budget a resume set, placed after the ledger entries
-    written before it: events and entries are rows of two tables, so their times are what orders them."""
-    written_at = sorted(run.ledger_entries.values_list("created_at", flat=True))
+    written before it (`written_at`: their times, in order): events and entries are rows of two tables,
+    so their times are what orders them."""
     marks, budgets = [], []
     for event in run.events.filter(type__in=[EventType.BUDGET_EXCEEDED, EventType.RUN_RESUMED]).order_by("id"):
         after = bisect_right(written_at, event.created_at)
