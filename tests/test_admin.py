@@ -46,7 +46,8 @@ def test_a_runs_page_tells_its_budget_steps_events_and_ledger(admin_client, run)
     assert ledger.count("<tr data-ledger-id=") == 1
     assert all(tokens in ledger for tokens in ("4321", "777"))
     assert 'title="agent_completed"' in story_table(page, "run-events")
-    assert 'id="checkpoints-1"' in page and "step_completed" in page  # the checkpoints, still inline
+    checkpoints = story_table(page, "run-checkpoints")
+    assert "<tr data-checkpoint-id=" in checkpoints and "step_completed" in checkpoints
 
 
 def test_a_workflows_page_shows_its_cost_profile(admin_client, team):

@@ -28,6 +28,10 @@ RUN_PAGE = """(() => ({
   answerable: !!document.querySelector("#run-answer"),
   enforceMark: !!document.querySelector("svg.run-spend-chart .mark-enforce"),
   budgetLines: document.querySelectorAll("svg.run-spend-chart .budget-line").length,
+  marksInside: [...document.querySelectorAll("svg.run-spend-chart .mark-label")].every(label => {
+    const chart = label.ownerSVGElement.getBoundingClientRect(), box = label.getBoundingClientRect();
+    return box.left >= chart.left && box.right <= chart.right;
+  }),
   events: [...document.querySelectorAll("#run-events tr[data-event-id]")].map(row => row.cells[1].title),
 }))()"""
 
@@ -50,6 +54,7 @@ def test_an_operator_raises_a_stopped_run_s_budget_and_the_worker_completes_it(
     before = browser.evaluate(page, RUN_PAGE)
     assert (before["status"], before["spent"], before["resumable"]) == ("budget_exceeded", "$0.30", True), before
     assert before["enforceMark"] and before["budgetLines"] == 1
+    assert before["marksInside"]  # the stop is at the chart's right edge; its label reads leftwards from it
 
     browser.fill(page, "#run-resume [name=budget_usd]", "1.00")
     browser.fill(page, "#run-resume [name=reason]", "Finance approved a top-up")

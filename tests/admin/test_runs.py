@@ -2,20 +2,26 @@
 change its team's runs and no one else: answered when it waits at a human gate, resumed with new limits,
 cancelled, one at a time or in bulk. The page tells the run's story with the ledger's own figures."""
 
+import re
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.contrib.admin import helpers
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.admin.conftest import ledger_entry, utc_days_ago
 from tests.conftest import client_for
 from tests.factories import TeamFactory, workflow_version
 from tests.providers.conftest import drive
 from tests.security.test_admin_scoping import staff_client
-from workflows.models import Event, EventType, LedgerEntry, Run, RunStatus, Step
+from workflows.admin.charts import nice_step
+from workflows.admin.run_chart import LEFT, RIGHT
+from workflows.models import Checkpoint, Event, EventType, LedgerEntry, Run, RunStatus, Step, StepStatus
 from workflows.services.runs import run_start
 from workflows.services.workflows import workflow_create
 
@@ -312,7 +318,8 @@ def test_the_story_s_figures_are_the_ledger_s(admin_client, team):
     assert '<td id="run-spent">$0.90</td>' in shown
     assert '<td id="run-remaining">-$0.40</td>' in shown and '<td id="run-percent">180.0%</td>' in shown
     assert '<th class="money" id="run-ledger-total">$0.900000</th>' in shown
-    assert shown.count('<td class="money">$0.300000</td>') == 6  # three steps, three ledger rows
+    before_checkpoints = shown.split('id="run-checkpoints"')[0]
+    assert before_checkpoints.count('<td class="money">$0.300000</td>') == 6  # three steps, three ledger rows
     # The audit report sits after the first entry: where enforce would have stopped, before writer.
     assert [(mark.after_entries, mark.stopped, mark.agent) for mark in story.marks] == [(1, False, "writer")]
     assert "audit: over budget at writer" in shown and "budget $0.50" in shown
@@ -357,3 +364,157 @@ def test_an_answer_to_a_run_no_longer_waiting_is_refused_with_the_api_s_words(ad
     assert api_says.status_code == 409
     assert messages_of(again) == [api_says.json()["error"]["message"]]
     assert Event.objects.filter(run=waiting, type=EventType.INPUT_RECEIVED).count() == 1
+
+
+# A long run's page: the latest rows of each table, said so, and sums over them all.
+
+
+def long_run(team, steps: int) -> Run:
+    """A completed run of `steps` steps of $0.01 each, a ledger entry and a checkpoint after each."""
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team), status=RunStatus.COMPLETED)
+    now = timezone.now()
+    made = Step.objects.bulk_create(
+        Step(run=run, sequence=n, agent=f"agent-{n}", iteration=1, status=StepStatus.SUCCEEDED, model="m")
+        for n in range(1, steps + 1)
+    )
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(team=team, run=run, step=step, attempt=1, agent=step.agent, provider="fake", model="m",
+                    input_tokens=1, output_tokens=1, price_source="table", cost_usd=Decimal("0.01"), booked_at=now)
+        for step in made
+    )  # fmt: skip
+    Checkpoint.objects.bulk_create(
+        Checkpoint(run=run, reason="step_completed", next_agent="", iterations=n, spent_usd=Decimal("0.01") * n,
+                   active_time=timedelta(0))
+        for n in range(1, steps + 1)
+    )  # fmt: skip
+    Run.objects.filter(pk=run.pk).update(spent_usd=Decimal("0.01") * steps, iterations=steps)
+    return run
+
+
+def test_a_long_run_s_page_lists_its_latest_rows_says_so_and_totals_them_all(admin_client, team):
+    run = long_run(team, 600)
+
+    shown = admin_client.get(page(run)).content.decode()
+
+    steps = shown.split('id="run-steps"')[1].split("</table>")[0]
+    assert steps.count("<tr data-step-id=") == 500
+    assert "agent-600" in steps and "agent-100<" not in steps and ">agent-101<" in steps
+    assert f"(the latest 500 of 600: <a href=\"/admin/workflows/step/?run__id__exact={run.pk}\">all</a>)" in shown
+    ledger = shown.split('id="run-ledger"')[1].split("</table>")[0]
+    assert ledger.count("<tr data-ledger-id=") == 500 and "agent-600" in ledger
+    assert f"(the latest 500 of 600: <a href=\"/admin/workflows/ledgerentry/?run__id__exact={run.pk}\">all</a>)" in shown
+    assert 'Total, all 600 entries</th><th class="money" id="run-ledger-total">$6.000000</th>' in ledger
+    # The chart draws at most 500 points, and the last one is the whole spend, after the 600th entry.
+    chart = shown.split('id="run-chart"')[1]
+    assert chart.count('class="spend-point"') <= 500
+    assert "$6.000000 in all</title></circle>" in chart
+    # Checkpoints: the latest few and a link to them all, not one row each on the page.
+    checkpoints = shown.split('id="run-checkpoints"')[1].split("</table>")[0]
+    assert checkpoints.count("<tr data-checkpoint-id=") == 5
+    assert f"(the latest 5 of 600: <a href=\"/admin/workflows/checkpoint/?run__id__exact={run.pk}\">all</a>)" in shown
+    assert 'id="checkpoints-' not in shown
+    assert admin_client.get(f"/admin/workflows/checkpoint/?run__id__exact={run.pk}").status_code == 200
+    assert admin_client.get(f"/admin/workflows/step/?run__id__exact={run.pk}").status_code == 200
+
+
+def test_a_run_s_page_reads_a_number_of_queries_that_does_not_grow_with_its_steps(admin_client, team):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for steps in (5, 50):
+        run = long_run(team, steps)
+        with CaptureQueriesContext(connection) as queries:
+            admin_client.get(page(run))
+        counts.append(len(queries.captured_queries))
+
+    assert counts[0] == counts[1], counts
+
+
+def chart_of(client, run) -> str:
+    return str(client.get(page(run)).context["spend_chart"])
+
+
+def test_a_team_budget_s_mark_is_named_and_its_team_figures_do_not_set_the_run_chart_s_scale(admin_client, team, stopped):
+    Event.objects.create(run=stopped, team=team, type=EventType.BUDGET_EXCEEDED, payload={
+        "scope": "team", "budget_usd": "5000.000000", "spent_usd": "4999.900000", "projected_usd": "5000.500000",
+        "budget_mode": "audit", "current_agent": "writer",
+    })  # fmt: skip
+
+    chart = chart_of(admin_client, stopped)
+
+    labels = re.findall(r'class="y-label"[^>]*>([^<]*)<', chart)
+    assert labels[-1] == "$0.60"  # what the run's next step would have cost tops the scale, not the team's $5,000
+    assert "team budget reported over at writer</text>" in chart
+    assert "the team's period spend $4,999.90, projected $5,000.50, budget $5,000.00" in chart
+
+
+def test_the_stop_s_label_past_the_middle_reads_leftwards_inside_the_chart(admin_client, stopped):
+    chart = chart_of(admin_client, stopped)
+
+    # The enforce stop is after the run's last entry: at the right edge of the plot.
+    label = re.search(r'<text class="mark-label" x="([\d.]+)"[^>]*text-anchor="(\w+)"[^>]*>([^<]*)</text>', chart)
+    assert label.group(3) == "enforce stopped before writer"
+    assert label.group(2) == "end" and float(label.group(1)) <= 960 - RIGHT
+    assert float(label.group(1)) > LEFT
+
+
+def test_a_tiny_spend_s_scale_steps_by_a_micro_dollar_at_least_so_no_label_repeats(admin_client, team):
+    assert nice_step(Decimal("0.000002")) == Decimal("0.000001")
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team), status=RunStatus.COMPLETED)
+    ledger_entry(run=run, agent="writer", model="sim-model", cost="0.000002", at=utc_days_ago(0))
+
+    labels = re.findall(r'class="y-label"[^>]*>([^<]*)<', chart_of(admin_client, run))
+
+    assert len(labels) == len(set(labels)) and labels[-1] == "$0.000002", labels
+
+
+def test_a_long_event_payload_is_cut_in_the_table_and_whole_on_the_event_s_page(admin_client, team, stopped):
+    long = Event.objects.create(run=stopped, team=team, type=EventType.INPUT_REQUESTED, payload={"prompt": "x" * 10_000})
+
+    shown = admin_client.get(page(stopped)).content.decode()
+
+    row = shown.split(f'data-event-id="{long.pk}"')[1].split("</tr>")[0]
+    assert "x" * 250 in row and "x" * 1000 not in row
+    assert f'<a href="/admin/workflows/event/{long.pk}/change/">whole</a>' in row
+    assert "x" * 10_000 in admin_client.get(f"/admin/workflows/event/{long.pk}/change/").content.decode()
+
+
+def test_tokens_in_are_counted_alike_in_the_step_and_the_ledger_rows(admin_client, team):
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team), status=RunStatus.COMPLETED)
+    step = Step.objects.create(run=run, sequence=1, agent="writer", iteration=1, status=StepStatus.SUCCEEDED)
+    LedgerEntry.objects.create(
+        team=team, run=run, step=step, attempt=1, agent="writer", provider="fake", model="sim-model", input_tokens=100,
+        cached_input_tokens=30, cache_write_tokens=7, output_tokens=20, price_source="table", cost_usd=Decimal("0.30"),
+    )
+
+    shown = admin_client.get(page(run)).content.decode()
+
+    step_row = shown.split("<tr data-step-id=")[1].split("</tr>")[0]
+    ledger_row = shown.split("<tr data-ledger-id=")[1].split("</tr>")[0]
+    assert '<td class="number">137</td>' in step_row
+    assert '<td class="number">137 <small>of which 30 from the cache, 7 written to it</small></td>' in ledger_row
+
+
+def test_the_spend_is_drawn_in_the_order_the_entries_were_written_by_their_ids(admin_client, team):
+    run = Run.objects.create(team=team, workflow_version=workflow_version(team=team), status=RunStatus.COMPLETED)
+    first = ledger_entry(run=run, agent="first", model="sim-model", cost="0.10", at=utc_days_ago(0))
+    # Another worker's clock, a little behind: written second, stamped earlier.
+    second = ledger_entry(run=run, agent="second", model="sim-model", cost="0.20", at=utc_days_ago(1))
+
+    story = admin_client.get(page(run)).context["story"]
+
+    assert [point.entry_id for point in story.spend] == [first.pk, second.pk]
+    assert [entry.pk for entry in story.ledger] == [first.pk, second.pk]
+
+
+def test_bulk_cancel_names_each_run_once_and_the_first_fifty_of_many(admin_client, team, stopped):
+    many = [stopped] + [Run.objects.create(team=team, workflow_version=stopped.workflow_version) for _ in range(59)]
+
+    asked = bulk_cancel(admin_client, many).content.decode()
+
+    listed = asked.split('id="runs-to-cancel"')[1].split("</ul>")[0]
+    assert f"<li>run {stopped.pk} (budget_exceeded)</li>" in listed
+    assert listed.count("<li>") == 51 and "<li>and 10 more</li>" in listed
+    assert asked.count(f'name="{helpers.ACTION_CHECKBOX_NAME}"') == 60  # all of them are cancelled
+    assert "Cancel 60 runs." in asked

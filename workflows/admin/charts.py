@@ -14,11 +14,13 @@ WIDTH, HEIGHT = 960, 320
 LEFT, RIGHT, TOP, BOTTOM = 90, 20, 44, 56  # room for $ labels, the title and the date labels
 MAX_DATE_LABELS = 12
 Y_TICKS = 5
+MICRO_USD = Decimal("0.000001")
 
 
 def nice_step(maximum: Decimal, ticks: int = Y_TICKS) -> Decimal:
-    """The smallest 1, 2 or 5 x 10^n step that covers `maximum` in `ticks` steps."""
-    raw = maximum / ticks
+    """The smallest 1, 2 or 5 x 10^n step that covers `maximum` in `ticks` steps, and a micro-dollar at
+    least: amounts have no finer digit, so finer ticks would repeat their labels."""
+    raw = max(maximum / ticks, MICRO_USD)
     magnitude = Decimal(1).scaleb(raw.adjusted())
     return next(magnitude * m for m in (1, 2, 5, 10) if magnitude * m >= raw)
 

@@ -9,6 +9,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from workflows.admin.base import format_usd
 from workflows.admin.charts import HEIGHT, WIDTH, Y_TICKS, nice_step
+from workflows.models import BudgetScope
 from workflows.reports.run_story import RunStory
 
 LEFT, RIGHT, TOP, BOTTOM = 90, 30, 44, 56
@@ -17,13 +18,14 @@ AUDIT_COLOUR, ENFORCE_COLOUR, BUDGET_COLOUR, SPEND_COLOUR = "#d28800", "#ba2121"
 
 
 def run_spend_svg(story: RunStory) -> SafeString:
-    """Cumulative spend (a line with a dot per ledger entry, whose <title> names it) over the budget (a
-    dashed line, stepped where a resume changed it), and a vertical line per `budget_exceeded` event."""
+    """Cumulative spend (a line with a dot per point, whose <title> names its entry) over the budget (a
+    dashed line, stepped where a resume changed it), and a vertical line per `budget_exceeded` event.
+    A team budget's mark is a line and a label only: its figures are the team's, on another scale."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    count = len(story.spend)
+    count = story.entries_total
     amounts = [point.spent_usd for point in story.spend]
     amounts += [budget for _, budget in story.budgets if budget is not None]
-    amounts += [mark.projected_usd for mark in story.marks]
+    amounts += [mark.projected_usd for mark in story.marks if mark.scope == BudgetScope.RUN]
     peak = max(amounts, default=Decimal(0))
     step = nice_step(peak) if peak > 0 else Decimal("0.25")
     top = step * math.ceil(peak / step) if peak > 0 else step * Y_TICKS
@@ -70,28 +72,34 @@ def run_spend_svg(story: RunStory) -> SafeString:
             f"budget {format_usd(budget)}</text>"
         )
 
-    line = [f"{x(0):.1f},{y(Decimal(0)):.1f}"] + [f"{x(n + 1):.1f},{y(p.spent_usd):.1f}" for n, p in enumerate(story.spend)]
+    line = [f"{x(0):.1f},{y(Decimal(0)):.1f}"] + [f"{x(p.entries):.1f},{y(p.spent_usd):.1f}" for p in story.spend]
     parts.append(f'<polyline class="spend-line" points="{" ".join(line)}" fill="none" stroke="{SPEND_COLOUR}" stroke-width="2"/>')
-    for n, point in enumerate(story.spend):
+    for point in story.spend:
         cost = format_usd(point.cost_usd, 6) if point.cost_usd is not None else "unpriced"
         parts.append(
-            f'<circle class="spend-point" cx="{x(n + 1):.1f}" cy="{y(point.spent_usd):.1f}" r="3" fill="{SPEND_COLOUR}">'
+            f'<circle class="spend-point" cx="{x(point.entries):.1f}" cy="{y(point.spent_usd):.1f}" r="3" fill="{SPEND_COLOUR}">'
             f"<title>Entry {point.entry_id} ({escape(point.agent)}): {cost}, "
             f"{format_usd(point.spent_usd, 6)} in all</title></circle>"
         )
 
-    for mark in story.marks:
+    for n, mark in enumerate(story.marks):
         colour = ENFORCE_COLOUR if mark.stopped else AUDIT_COLOUR
-        what = "enforce stopped before" if mark.stopped else "audit: over budget at"
-        scope = "" if mark.scope == "run" else f" ({escape(mark.scope)} budget)"
+        if mark.scope == BudgetScope.RUN:
+            what = "enforce stopped before" if mark.stopped else "audit: over budget at"
+            figures = "spent"
+        else:
+            what = f"{escape(mark.scope)} budget {'stopped the run before' if mark.stopped else 'reported over at'}"
+            figures = f"the {escape(mark.scope)}'s period spend"
         at = x(mark.after_entries)
+        # Past the middle the label reads leftwards from its line, so that it stays inside the chart.
+        label_x, anchor = (at - 4, "end") if at > LEFT + plot_w / 2 else (at + 4, "start")
         parts.append(
             f'<line class="mark {"mark-enforce" if mark.stopped else "mark-audit"}" x1="{at:.1f}" x2="{at:.1f}" '
             f'y1="{TOP}" y2="{TOP + plot_h}" stroke="{colour}" stroke-width="2">'
-            f"<title>{what} {escape(mark.agent)}{scope}: spent {format_usd(mark.spent_usd)}, projected "
+            f"<title>{what} {escape(mark.agent)}: {figures} {format_usd(mark.spent_usd)}, projected "
             f"{format_usd(mark.projected_usd)}, budget {format_usd(mark.budget_usd)}</title></line>"
-            f'<text class="mark-label" x="{at + 4:.1f}" y="{TOP + 14}" fill="{colour}">'
-            f"{what} {escape(mark.agent)}{scope}</text>"
+            f'<text class="mark-label" x="{label_x:.1f}" y="{TOP + 14 + 14 * (n % 3)}" text-anchor="{anchor}" '
+            f'fill="{colour}">{what} {escape(mark.agent)}</text>'
         )
 
     parts += [

@@ -135,17 +135,10 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, TeamScopedAdmin):
     search_fields = ["workflow__name"]
 
 
-class CheckpointInline(ReadOnlyInline):
-    model = Checkpoint
-    fk_name = "run"
-    fields = ["created_at", "reason", "next_agent", "iterations", "spent", "active_time"]
-
-    @admin.display(description="spent")
-    def spent(self, checkpoint: Checkpoint) -> str:
-        return format_usd_exact(checkpoint.spent_usd)
-
-
 REASON_CHARS = 2000  # as the API's resume and cancel take it
+LISTED_RUNS = 50  # the runs a bulk cancel names before it asks for a reason; it counts them all
+TOKENS_IN_MEANS = "All the input: uncached, read from the prompt cache and written to it"
+PAYLOAD_CHARS = 300  # of an event's details in the run page's table; its own page shows them whole
 
 
 class RunResumeForm(forms.Form):
@@ -198,7 +191,6 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
     list_filter = [("created_at", DateRangeFilter), "status", "budget_mode", "team"]
     search_fields = ["id", "workflow_version__workflow__name", "team__name", "current_agent"]
     list_select_related = ["team", "workflow_version__workflow"]
-    inlines = [CheckpointInline]
     actions = ["cancel_runs"]
     csv_columns = RUN_CSV
     csv_name = "runs"
@@ -277,12 +269,18 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
                     )
                     for line in story.steps
                 ],
-                "event_rows": [(event, _compact(event.payload)) for event in story.events],
+                "event_rows": [(event, *_compact(event.payload)) for event in story.events],
                 "ledger_rows": [(entry, format_usd_exact(entry.cost_usd)) for entry in story.ledger],
                 "ledger_total": format_usd_exact(story.ledger_total_usd),
+                "tokens_in_means": TOKENS_IN_MEANS,
+                "checkpoint_rows": [(checkpoint, format_usd_exact(checkpoint.spent_usd)) for checkpoint in story.checkpoints],
                 "spend_chart": run_spend_svg(story) if story.spend or story.marks else None,
-                "events_url": f"{reverse('admin:workflows_event_changelist')}?run__id__exact={obj.pk}",
-                "ledger_url": f"{reverse('admin:workflows_ledgerentry_changelist')}?run__id__exact={obj.pk}",
+                **{
+                    f"{name}_url": f"{reverse(f'admin:workflows_{model}_changelist')}?run__id__exact={obj.pk}"
+                    for name, model in [
+                        ("events", "event"), ("ledger", "ledgerentry"), ("steps", "step"), ("checkpoints", "checkpoint")
+                    ]
+                },
                 "resume_form": RunResumeForm() if may_act and obj.status in RESUMABLE_RUN_STATUSES else None,
                 "cancel_form": RunCancelForm() if may_act and obj.status not in FINAL_RUN_STATUSES else None,
                 # What the page's live script (run_live.js) needs to name new events and statuses.
@@ -371,7 +369,9 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
                     "title": "Cancel runs",
                     "opts": self.opts,
                     "form": form,
-                    "runs": runs,
+                    "runs": runs[:LISTED_RUNS],
+                    "unlisted": max(len(runs) - LISTED_RUNS, 0),
+                    "selected": runs,
                     "finished": sum(run.status in FINAL_RUN_STATUSES for run in runs),
                     "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 },
@@ -426,8 +426,12 @@ def _duration(duration) -> str:
     return "" if duration is None else f"{duration.total_seconds():.1f} s"
 
 
-def _compact(payload) -> str:
-    return json.dumps(payload, separators=(", ", ": "), ensure_ascii=False) if payload else ""
+def _compact(payload) -> tuple[str, bool]:
+    """The payload on one line, cut at PAYLOAD_CHARS, and whether it was cut."""
+    shown = json.dumps(payload, separators=(", ", ": "), ensure_ascii=False) if payload else ""
+    if len(shown) <= PAYLOAD_CHARS:
+        return shown, False
+    return shown[:PAYLOAD_CHARS] + "…", True
 
 
     def events_stream_view(self, request, run_id: int):
