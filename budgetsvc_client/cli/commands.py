@@ -36,7 +36,9 @@ def follow_run(client: BudgetsvcClient, display: Display, run: Run, *, after: in
             elif line := event_line(item):
                 display.line(*line)
         return run
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[spend]}"))
+    # No markup: an agent's name is the tenant's text, never rich's markup.
+    description, spend = TextColumn("{task.description}", markup=False), TextColumn("{task.fields[spend]}", markup=False)
+    columns = (SpinnerColumn(), description, BarColumn(), spend)
     with Progress(*columns, console=display.out, transient=True) as progress:
         bar = progress.add_task(printable(run.current_agent), total=None, spend="")
         for item in client.follow(run.id, after=after, max_wait=max_wait):

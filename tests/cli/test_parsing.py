@@ -62,9 +62,8 @@ def test_an_input_file_must_be_a_json_object(tmp_path, content, message):
 
 
 def test_conductors_input_dot_name_spelling_is_read_too():
-    assert conductor_input_flags(["run", "w.yaml", "--input.topic=a b", "--input.verbose", "--input.depth", "2"]) == [
-        "run", "w.yaml", "--input", "topic=a b", "--input", "verbose=true", "--input", "depth=2",
-    ]  # fmt: skip
+    read = conductor_input_flags(["run", "w.yaml", "--input.topic=a b", "--input.verbose", "--input.depth", "2"])
+    assert read == ["run", "w.yaml", "--input", "topic=a b", "--input", "verbose=true", "--input", "depth=2"]
     args = parser().parse_args(conductor_input_flags(["run", "w.yaml", "--input.topic=tides", "-i", "n=1"]))
     assert parse_inputs(args.input) == {"topic": "tides", "n": 1}
 
@@ -160,9 +159,8 @@ def test_every_run_status_has_an_exit_code_and_the_resting_ones_are_told_apart()
     assert set(RUN_STATUSES) == set(RunStatus.values) == set(EXIT_OF_STATUS)
     resting = {EXIT_OF_STATUS[status] for status in RESTING_STATUSES}
     assert Exit.STILL_GOING not in resting
-    assert {EXIT_OF_STATUS[s] for s in ("completed", "failed", "budget_exceeded", "waiting_for_input", "cancelled")} == {
-        0, 1, 3, 5, 6,
-    }  # fmt: skip
+    told_apart = ("completed", "failed", "budget_exceeded", "waiting_for_input", "cancelled")
+    assert {EXIT_OF_STATUS[status] for status in told_apart} == {0, 1, 3, 5, 6}
 
 
 def test_the_api_error_carries_the_apis_one_shape():
@@ -188,14 +186,26 @@ def test_an_error_not_in_the_apis_shape_is_still_an_api_error():
 def test_the_run_object_reads_money_as_decimals():
     run = Run.from_json(
         {
-            "id": 3, "workflow": 1, "workflow_name": "research-pipeline", "workflow_version": 1, "status": "budget_exceeded",
+            "id": 3,
+            "workflow": 1,
+            "workflow_name": "research-pipeline",
+            "workflow_version": 1,
+            "status": "budget_exceeded",
             "inputs": {"topic": "tides"},
             "limits": {"budget_usd": "0.500000", "budget_mode": "enforce", "max_iterations": 10, "timeout_seconds": None},
-            "spent_usd": "0.300000", "estimated_usd": "0.000000", "reserved_usd": "0.000000", "unpriced_steps": 0,
-            "current_agent": "writer", "iterations": 1, "output": None, "error": {"type": "BudgetExceededError"},
-            "created_at": "2026-11-28T17:51:11.541385Z", "finished_at": None, "a_field_added_later": 1,
+            "spent_usd": "0.300000",
+            "estimated_usd": "0.000000",
+            "reserved_usd": "0.000000",
+            "unpriced_steps": 0,
+            "current_agent": "writer",
+            "iterations": 1,
+            "output": None,
+            "error": {"type": "BudgetExceededError"},
+            "created_at": "2026-11-28T17:51:11.541385Z",
+            "finished_at": None,
+            "a_field_added_later": 1,
         }
-    )  # fmt: skip
+    )
     assert run.spent_usd == Decimal("0.300000") and run.limits.budget_usd == Decimal("0.5")
     assert run.resting
     assert run.raw["a_field_added_later"] == 1

@@ -27,12 +27,24 @@ URL = "https://api.test"
 
 def run_json(status: str = "running", *, run_id: int = 3) -> dict:
     return {
-        "id": run_id, "workflow": 1, "workflow_name": "wf", "workflow_version": 1, "status": status, "inputs": {},
+        "id": run_id,
+        "workflow": 1,
+        "workflow_name": "wf",
+        "workflow_version": 1,
+        "status": status,
+        "inputs": {},
         "limits": {"budget_usd": None, "budget_mode": "audit", "max_iterations": 10, "timeout_seconds": None},
-        "spent_usd": "0.000000", "estimated_usd": "0.000000", "reserved_usd": "0.000000", "unpriced_steps": 0,
-        "current_agent": "researcher", "iterations": 0, "output": None, "error": None,
-        "created_at": "2026-12-07T00:00:00Z", "finished_at": None,
-    }  # fmt: skip
+        "spent_usd": "0.000000",
+        "estimated_usd": "0.000000",
+        "reserved_usd": "0.000000",
+        "unpriced_steps": 0,
+        "current_agent": "researcher",
+        "iterations": 0,
+        "output": None,
+        "error": None,
+        "created_at": "2026-12-07T00:00:00Z",
+        "finished_at": None,
+    }
 
 
 def event_json(event_id: int) -> dict:
