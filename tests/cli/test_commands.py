@@ -246,7 +246,8 @@ def test_on_a_terminal_the_run_is_followed_with_a_live_progress_bar(cli: Cli):
     assert command.wait(timeout=120) == 0
     text = shown.decode()
     assert "\x1b[" in text  # styled for a terminal, not the plain lines of a log
-    assert re.search(r"run \d+ running: \w+ .*━.* \$0\.\d\d of \$0\.50 \(audit\)", text)  # the bar and its spend
+    # The bar, its run's status and agent (queued, running or done by then), and its spend beside it.
+    assert re.search(r"run \d+ \w+: \w+ .*━.* \$0\.\d\d of \$0\.50 \(audit\)", text)
     assert "✓ step 3 reviewer  $0.300000  (run at $0.900000)" in text
     assert "completed: spent $0.90 of $0.50 (audit)" in text
     assert "Traceback" not in text
