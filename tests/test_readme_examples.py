@@ -34,7 +34,7 @@ def test_each_block_shows_the_commands_the_generator_runs_and_one_output(step):
     curl, cli = generator.shown_commands(body)
 
     assert curl == (["\n".join(step.shown_commands())] if step.commands else [])
-    # The CLI's examples are there once budgetsvc/cli.py is: merging the CLI without regenerating fails here.
+    # The CLI's examples are there once budgetsvc_client/cli is: merging the CLI without regenerating fails here.
     assert cli == (step.shown_cli() if generator.CLI_MODULE.is_file() else [])
     curl_part = body.partition(generator.CLI_LABEL)[0]
     fences = re.findall(r"^```(\w*)\n(.*?)\n```$", curl_part, re.S | re.M)
@@ -43,7 +43,7 @@ def test_each_block_shows_the_commands_the_generator_runs_and_one_output(step):
 
 
 def test_a_block_with_cli_examples_reads_back_as_its_steps_commands():
-    """What the generator writes once budgetsvc/cli.py exists is what the test above reads."""
+    """What the generator writes once budgetsvc_client/cli exists is what the test above reads."""
     for step in (step for step in generator.STEPS if step.cli):
         printed = [(command, "output") for command in step.shown_cli()]
 

@@ -7,8 +7,8 @@ It starts the service as `make run` does (migrate, collectstatic, loadprices, bo
 and on a free port, so nothing of a developer's own `var/` is read or changed. It then runs each
 step of README.md's graduation path: the commands shown in the README are the ones run, by bash,
 with `KEY` and `API` set, from the repository's root; the CLI's (`budgetsvc ...`) are run as
-`python -m budgetsvc.cli ...` with BUDGETSVC_URL and BUDGETSVC_API_KEY set, once the curl path is
-done (so their runs come after the curl runs). Without budgetsvc/cli.py the CLI parts are left out,
+`python -m budgetsvc_client ...` with BUDGETSVC_URL and BUDGETSVC_API_KEY set, once the curl path is
+done (so their runs come after the curl runs). Without budgetsvc_client/cli the CLI parts are left out,
 and the script says so.
 
 Each step's block in README.md, between `<!-- example: NAME -->` and `<!-- /example -->`, is
@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 IMAGES = REPO / "docs" / "images"
-CLI_MODULE = REPO / "budgetsvc" / "cli.py"
+CLI_MODULE = REPO / "budgetsvc_client" / "cli" / "__init__.py"
 WIDTH = 110
 SHOWN_PORT = 8000
 
@@ -417,7 +417,7 @@ def run_cli(service: Service, step: Step) -> list[tuple[str, str]]:
         wait_for_status(service, command)
         args = command.shell.split(" ", 1)[1]
         done = subprocess.run(
-            ["bash", "-c", f"{sys.executable} -m budgetsvc.cli {args}"], cwd=REPO, capture_output=True, text=True,
+            ["bash", "-c", f"{sys.executable} -m budgetsvc_client {args}"], cwd=REPO, capture_output=True, text=True,
             env={**service.env, "BUDGETSVC_URL": service.url, "BUDGETSVC_API_KEY": service.key, "COLUMNS": str(WIDTH)},
         )
         printed = ANSI.sub("", done.stdout + done.stderr).rstrip()

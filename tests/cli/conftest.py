@@ -30,10 +30,8 @@ class Cli:
 
     def __call__(self, *args: str, key: str | None = None, url: str | None = None, timeout: float = 90) -> Result:
         env = {**os.environ, "BUDGETSVC_URL": url or self.url, "BUDGETSVC_API_KEY": self.key if key is None else key}
-        done = subprocess.run(
-            [sys.executable, "-m", "budgetsvc.cli", *args],
-            cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+        command = [sys.executable, "-m", "budgetsvc_client", *args]
+        done = subprocess.run(command, cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout)
         assert "Traceback" not in done.stderr, done.stderr
         return Result(done.returncode, done.stdout, done.stderr)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from budgetsvc.client import ApiError, BudgetsvcClient, Event, Run
+from budgetsvc_client.client import ApiError, BudgetsvcClient, Event, Run
 from tests.cli.conftest import EXAMPLE
 from workflows.models import Run as RunRow
 from workflows.models import WorkflowVersion

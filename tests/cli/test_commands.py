@@ -3,12 +3,17 @@
 import csv
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings
 
 from tests.cli.conftest import EXAMPLE, Cli
 from tests.integration.test_make_run import free_port
-from workflows.models import Event, EventType, Run
+from workflows.models import Event, EventType, Run, WorkflowVersion
 from workflows.services.teams import api_key_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -66,8 +71,11 @@ def test_a_waiting_run_exits_5_and_is_answered_from_the_command_line(cli: Cli, g
     assert waiting.code == 5, waiting.err
     assert "? approval waits for a person: Publish the draft 'v1'?" in waiting.out
     run = Run.objects.get()
-    assert f"budgetsvc answer {run.pk} CHOICE" in waiting.out
-    assert cli("status", str(run.pk)).code == 5
+    assert f"answer: budgetsvc answer {run.pk} CHOICE, where CHOICE is one of:\n    approve  Publish\n    reject  Drop it" in waiting.out
+    status = cli("status", str(run.pk))
+    assert status.code == 5
+    assert "? approval waits for a person: Publish the draft 'v1'?" in status.out
+    assert "    approve  Publish" in status.out
 
     wrong = cli("answer", str(run.pk), "maybe")
     assert wrong.code == 7
@@ -85,7 +93,8 @@ def test_a_cancelled_run_exits_6_and_cannot_be_cancelled_twice(cli: Cli, gated):
     started = cli("run", gated, "--input", "topic=caps", "--no-follow", "--json")
     assert started.code == 0, started.err
     run_id = json.loads(started.out)["id"]
-    cli("status", str(run_id))  # may still be going: its code is 9, or 5 once it waits
+    going = cli("status", str(run_id))
+    assert going.code in (9, 5), going.err  # still going, or waiting at the gate already
 
     cancelled = cli("cancel", str(run_id), "--reason", "not needed")
     assert cancelled.code == 0, cancelled.err
@@ -158,15 +167,34 @@ def test_an_unreachable_service_exits_8(cli: Cli):
     assert "Cannot reach budgetsvc at http://127.0.0.1:" in unreachable.err
 
 
-def test_usage_errors_exit_2_and_start_nothing(cli: Cli, tmp_path):
+def test_usage_errors_exit_2_and_upload_and_start_nothing(cli: Cli, tmp_path):
     assert cli("run", str(tmp_path / "missing.yaml")).code == 2
     no_value = cli("run", str(EXAMPLE), "--input", "topic")
     assert no_value.code == 2
     assert "--input takes NAME=VALUE, not 'topic'" in no_value.err
     assert cli("run", str(EXAMPLE), "--budget", "0").code == 2
+    assert cli("run", str(EXAMPLE), "--budget", "0.0000001").code == 2
+    assert cli("run", str(EXAMPLE), "--max-iterations", "0").code == 2
+    not_json = cli("run", str(EXAMPLE), "--input", "topic=tides", "--input", "weights=[NaN]")
+    assert not_json.code == 2
+    assert "JSON has no NaN" in not_json.err
     assert cli("spend", "--since", "last tuesday").code == 2
+    assert cli("spend", "--since", "0001-01-01T00:00:00+01:00").code == 2
     assert cli("resume", "1", "--budget", "1").code == 2  # --reason is required
+    with_password = cli("status", "1", url=cli.url.replace("http://", "http://ci:s3cr3t@"))
+    assert with_password.code == 2 and "s3cr3t" not in with_password.err
     assert Run.objects.count() == 0
+    assert WorkflowVersion.objects.count() == 0
+
+
+def test_a_name_with_surrounding_spaces_is_uploaded_once(cli: Cli, tmp_path):
+    spaced = tmp_path / "spaced.yaml"
+    spaced.write_text(EXAMPLE.read_text().replace("name: research-pipeline", 'name: " research-pipeline "'))
+    first = cli("run", str(spaced), "-i", "topic=tides", "--no-follow")
+    again = cli("run", str(spaced), "-i", "topic=tides", "--no-follow")
+    assert (first.code, again.code) == (0, 0), first.err + again.err
+    assert "workflow research-pipeline v1 (unchanged)" in again.out
+    assert WorkflowVersion.objects.count() == 1
 
 
 def test_status_exits_9_while_a_run_is_still_queued(live_server, team):
@@ -181,8 +209,45 @@ def test_status_exits_9_while_a_run_is_still_queued(live_server, team):
     assert f"run {run.pk} queued at researcher: spent $0.00 (no budget)" in status.out
 
 
-def test_the_help_lists_the_exit_codes(cli: Cli):
-    shown = cli("--help")
-    assert shown.code == 0
-    for line in ("0  completed", "3  budget_exceeded", "5  waiting_for_input", "7  the API refused", "8  the service cannot"):
-        assert line in shown.out
+def test_following_stops_at_max_wait_with_exit_9_and_the_run_goes_on(live_server, team):
+    # No worker here: the run stays queued.
+    _, key = api_key_create(team=team, name="cli")
+    started = Cli(url=live_server.url, key=key)("run", str(EXAMPLE), "-i", "topic=tides", "--max-wait", "2s")
+    run = Run.objects.get()
+    assert started.code == 9, started.err
+    assert f"run {run.pk} is still queued after 2s: it goes on (budgetsvc status {run.pk}" in started.out
+    assert run.status == "queued"
+
+
+def test_on_a_terminal_the_run_is_followed_with_a_live_progress_bar(cli: Cli):
+    """The live display, as a person at a terminal sees it: the command's output is a pseudo-terminal."""
+    primary, secondary = os.openpty()
+    env = {**os.environ, "BUDGETSVC_URL": cli.url, "BUDGETSVC_API_KEY": cli.key, "TERM": "xterm", "COLUMNS": "120"}
+    args = ["run", str(EXAMPLE), "-i", "topic=tides", "--budget", "0.50", "--mode", "audit"]
+    command = subprocess.Popen(
+        [sys.executable, "-m", "budgetsvc_client", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the command closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert command.wait(timeout=120) == 0
+    text = shown.decode()
+    assert "\x1b[" in text  # styled for a terminal, not the plain lines of a log
+    # The bar, its run's status and agent (queued, running or done by then), and its spend beside it.
+    assert re.search(r"run \d+ \w+: \w+ .*━.* \$0\.\d\d of \$0\.50 \(audit\)", text)
+    assert "✓ step 3 reviewer  $0.300000  (run at $0.900000)" in text
+    assert "completed: spent $0.90 of $0.50 (audit)" in text
+    assert "Traceback" not in text

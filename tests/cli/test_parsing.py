@@ -8,10 +8,12 @@ from decimal import Decimal
 import httpx2
 import pytest
 
-from budgetsvc.cli import (
-    EXIT_OF_STATUS, Exit, UsageError, budget, conductor_input_flags, input_value, parse_inputs, parser, spend_date,
-)  # fmt: skip
-from budgetsvc.client import RESTING_STATUSES, RUN_STATUSES, ApiError, BudgetsvcClient, Run, workflow_name_of
+from budgetsvc_client.cli import parser
+from budgetsvc_client.cli.exits import EXIT_OF_STATUS, Exit
+from budgetsvc_client.cli import parsing
+from budgetsvc_client.cli.parsing import UsageError, budget, conductor_input_flags, input_value, parse_inputs, spend_date
+from budgetsvc_client.client import RESTING_STATUSES, RUN_STATUSES, ApiError, BudgetsvcClient, Run, workflow_name_of
+from workflows.definition import bounds
 from workflows.models import RunStatus
 
 
@@ -60,9 +62,8 @@ def test_an_input_file_must_be_a_json_object(tmp_path, content, message):
 
 
 def test_conductors_input_dot_name_spelling_is_read_too():
-    assert conductor_input_flags(["run", "w.yaml", "--input.topic=a b", "--input.verbose", "--input.depth", "2"]) == [
-        "run", "w.yaml", "--input", "topic=a b", "--input", "verbose=true", "--input", "depth=2",
-    ]  # fmt: skip
+    read = conductor_input_flags(["run", "w.yaml", "--input.topic=a b", "--input.verbose", "--input.depth", "2"])
+    assert read == ["run", "w.yaml", "--input", "topic=a b", "--input", "verbose=true", "--input", "depth=2"]
     args = parser().parse_args(conductor_input_flags(["run", "w.yaml", "--input.topic=tides", "-i", "n=1"]))
     assert parse_inputs(args.input) == {"topic": "tides", "n": 1}
 
@@ -94,21 +95,72 @@ def test_a_spend_date_that_is_none_of_those_is_refused(text):
         spend_date(text, now=NOW)
 
 
-def test_a_budget_is_a_positive_decimal_of_dollars():
+def test_a_budget_is_a_positive_decimal_of_dollars_as_strict_as_the_apis():
     assert budget("0.50") == Decimal("0.50")
     assert budget("$1") == Decimal("1")
-    for text in ("0", "-1", "NaN", "Infinity", "lots"):
+    assert budget("0.000001") == Decimal("0.000001")
+    assert budget("1000000000") == Decimal("1000000000")
+    for text in ("0", "-1", "NaN", "Infinity", "lots", "1e9999", "0.0000001", "1000000001", "1_000"):
         with pytest.raises(argparse.ArgumentTypeError):
             budget(text)
+
+
+def test_the_commands_bounds_are_the_apis():
+    assert (parsing.MAX_BUDGET_USD, parsing.MAX_ITERATIONS, parsing.MAX_TIMEOUT_SECONDS) == (
+        bounds.MAX_BUDGET_USD,
+        bounds.MAX_ITERATIONS,
+        bounds.MAX_TIMEOUT_SECONDS,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "w.yaml", "--max-iterations", "0"],
+        ["run", "w.yaml", "--max-iterations", "501"],
+        ["run", "w.yaml", "--timeout-seconds", "-5"],
+        ["run", "w.yaml", "--max-wait", "0"],
+        ["run", "w.yaml", "--max-wait", "soon"],
+        ["runs", "--limit", "0"],
+        ["--timeout", "-1", "runs"],
+        ["--timeout", "nan", "runs"],
+    ],
+)
+def test_a_limit_out_of_range_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(argv)
+    assert exited.value.code == 2
+
+
+def test_durations_read_as_seconds():
+    assert [parsing.seconds(text) for text in ("30", "30s", "1.5m", "2h")] == [30, 30, 90, 7200]
+
+
+@pytest.mark.parametrize("text", ["[NaN]", '{"n": Infinity}', "[1e999]", '{"a": [-Infinity]}'])
+def test_json_the_api_cannot_be_sent_is_a_usage_error_not_text(text):
+    with pytest.raises(UsageError, match="JSON has no|too large"):
+        input_value(text)
+
+
+def test_an_input_file_with_nan_is_a_usage_error(tmp_path):
+    file = tmp_path / "inputs.json"
+    file.write_text('{"threshold": NaN}')
+    with pytest.raises(UsageError, match="is not JSON: JSON has no NaN"):
+        parse_inputs([], input_file=file)
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00"])
+def test_a_spend_time_whose_utc_day_is_out_of_range_is_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="outside the years"):
+        spend_date(text, now=NOW)
 
 
 def test_every_run_status_has_an_exit_code_and_the_resting_ones_are_told_apart():
     assert set(RUN_STATUSES) == set(RunStatus.values) == set(EXIT_OF_STATUS)
     resting = {EXIT_OF_STATUS[status] for status in RESTING_STATUSES}
     assert Exit.STILL_GOING not in resting
-    assert {EXIT_OF_STATUS[s] for s in ("completed", "failed", "budget_exceeded", "waiting_for_input", "cancelled")} == {
-        0, 1, 3, 5, 6,
-    }  # fmt: skip
+    told_apart = ("completed", "failed", "budget_exceeded", "waiting_for_input", "cancelled")
+    assert {EXIT_OF_STATUS[status] for status in told_apart} == {0, 1, 3, 5, 6}
 
 
 def test_the_api_error_carries_the_apis_one_shape():
@@ -134,24 +186,36 @@ def test_an_error_not_in_the_apis_shape_is_still_an_api_error():
 def test_the_run_object_reads_money_as_decimals():
     run = Run.from_json(
         {
-            "id": 3, "workflow": 1, "workflow_name": "research-pipeline", "workflow_version": 1, "status": "budget_exceeded",
+            "id": 3,
+            "workflow": 1,
+            "workflow_name": "research-pipeline",
+            "workflow_version": 1,
+            "status": "budget_exceeded",
             "inputs": {"topic": "tides"},
             "limits": {"budget_usd": "0.500000", "budget_mode": "enforce", "max_iterations": 10, "timeout_seconds": None},
-            "spent_usd": "0.300000", "estimated_usd": "0.000000", "reserved_usd": "0.000000", "unpriced_steps": 0,
-            "current_agent": "writer", "iterations": 1, "output": None, "error": {"type": "BudgetExceededError"},
-            "created_at": "2026-11-28T17:51:11.541385Z", "finished_at": None, "a_field_added_later": 1,
+            "spent_usd": "0.300000",
+            "estimated_usd": "0.000000",
+            "reserved_usd": "0.000000",
+            "unpriced_steps": 0,
+            "current_agent": "writer",
+            "iterations": 1,
+            "output": None,
+            "error": {"type": "BudgetExceededError"},
+            "created_at": "2026-11-28T17:51:11.541385Z",
+            "finished_at": None,
+            "a_field_added_later": 1,
         }
-    )  # fmt: skip
+    )
     assert run.spent_usd == Decimal("0.300000") and run.limits.budget_usd == Decimal("0.5")
     assert run.resting
     assert run.raw["a_field_added_later"] == 1
 
 
 def test_the_client_reads_its_url_and_key_from_the_environment(monkeypatch):
-    monkeypatch.setenv("BUDGETSVC_URL", "http://budgets.example:9000/")
+    monkeypatch.setenv("BUDGETSVC_URL", "https://budgets.example:9000/")
     monkeypatch.setenv("BUDGETSVC_API_KEY", "bsk_test")
     with BudgetsvcClient() as client:
-        assert client.url == "http://budgets.example:9000"
+        assert client.url == "https://budgets.example:9000"
         assert client._http.headers["Authorization"] == "Bearer bsk_test"
     monkeypatch.delenv("BUDGETSVC_URL")
     with BudgetsvcClient(api_key="") as client:
@@ -163,3 +227,5 @@ def test_the_workflow_name_comes_from_the_definition():
     assert workflow_name_of("workflow:\n  name: research-pipeline\n") == "research-pipeline"
     assert workflow_name_of("agents: []") is None
     assert workflow_name_of("workflow: [unclosed") is None
+    # Stripped, as the API stores it: an unchanged file with `name: "wf "` is found, not uploaded again.
+    assert workflow_name_of('workflow:\n  name: " research-pipeline "\n') == "research-pipeline"
