@@ -238,8 +238,8 @@ def test_the_admin_spend_page_breaks_spend_down_by_tool(admin_client, team, tool
     by_tool = next(table for table in response.context["tables"] if table["by"] == "tool")
     assert by_tool["headings"] == ["Server", "Tool"]
     assert [(row["labels"], row["figures"][0]) for row in by_tool["rows"]] == [
-        ([priced.server, "book"], "$0.50"),
-        (["(model calls)", ""], f"${run.spent_usd - BOOK_PRICE:,.6f}".rstrip("0")),
+        ([priced.server, "book"], "$0.500000"),  # a table's exact micro-dollars
+        (["(model calls)", ""], f"${run.spent_usd - BOOK_PRICE:,.6f}"),
     ]
     by_model = next(table for table in response.context["tables"] if table["by"] == "model")
     assert ["(priced tool calls)"] in [row["labels"] for row in by_model["rows"]]
