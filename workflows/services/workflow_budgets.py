@@ -68,7 +68,7 @@ def _reason_problems(reason: str) -> list[dict]:
 
 def _workflow_budget_set(*, workflow: Workflow, new: dict, actor: str, reason: str) -> Workflow:
     with transaction.atomic():
-        locked = Workflow.objects.select_for_update().select_related("team").get(pk=workflow.pk)
+        locked = Workflow.objects.select_for_update(of=("self",)).select_related("team").get(pk=workflow.pk)
         old = locked.limit_setting()
         locked.budget_usd = new["budget_usd"]
         locked.budget_mode = new["budget_mode"] or ""
