@@ -62,6 +62,19 @@ def test_a_bad_date_is_refused_not_a_server_error(admin_client, two_teams):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+def test_a_datetime_whose_offset_leaves_the_date_range_is_refused_not_a_server_error(admin_client, two_teams, moment):
+    assert admin_client.get(RUNS, {"created_at__gte": moment}).url.endswith("?e=1")
+    assert admin_client.get(LEDGER, {"booked_at__lt": moment}).url.endswith("?e=1")
+    assert admin_client.get(RUNS_CSV, {"created_at__gte": moment}).status_code == 400
+    assert admin_client.get(LEDGER_CSV, {"booked_at__gte": moment}).status_code == 400
+
+
+def test_the_date_input_shows_the_utc_day_of_a_datetime_bound(admin_client, two_teams):
+    page = admin_client.get(LEDGER, {"booked_at__gte": "2026-03-01T22:00:00-05:00"}).content.decode()
+    assert 'name="booked_at__gte" value="2026-03-02"' in page
+
+
 def test_the_ledger_list_takes_the_spend_reports_drill_down_parameters(admin_client, two_teams):
     run, entry = two_teams["acme_new"]
     params = {
