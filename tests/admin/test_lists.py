@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tests.admin.conftest import ledger_entry, utc_days_ago
@@ -100,6 +102,15 @@ def test_the_csv_has_every_selected_row_not_only_the_page_with_exact_plain_decim
     assert len(entries) == 3
     assert {row["cost_usd"] for row in entries} == {"1.234567"}
     assert entries[0]["workflow"] == "research-pipeline"
+
+
+def test_the_runs_csv_reads_no_json_of_the_runs_or_their_definitions(admin_client, two_teams):
+    with CaptureQueriesContext(connection) as queries:
+        runs = rows_of(admin_client.get(RUNS_CSV))
+    assert len(runs) == 3 and {row["workflow"] for row in runs} == {"research-pipeline"}
+    [rows_query] = [query["sql"] for query in queries if query["sql"].startswith('SELECT "workflows_run"."id"')]
+    for column in ('"definition"', '"source"', '"inputs"', '"provider_routes"', '"output"', '"error"', '"limit_sources"'):
+        assert column not in rows_query
 
 
 @pytest.mark.django_db

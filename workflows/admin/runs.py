@@ -180,6 +180,16 @@ RUN_CSV = [
     CsvColumn("max_iterations", lambda run: run.max_iterations),
 ]
 
+RUN_CSV_UNREAD = [
+    "inputs",
+    "limit_sources",
+    "provider_routes",
+    "output",
+    "error",
+    "workflow_version__definition",
+    "workflow_version__source",
+]
+
 
 @admin.register(Run)
 class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
@@ -197,6 +207,11 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(estimated_usd=runs_estimated_usd())
+
+    def csv_queryset(self, queryset):
+        # No column reads the JSON of the run or its version's definition: decoding it for every row of
+        # a long export would take most of its time.
+        return super().csv_queryset(queryset).defer(*RUN_CSV_UNREAD)
 
     def get_fieldsets(self, request, obj=None):
         # The story above tells the run; its record stays at hand, folded.
