@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from tests.factories import TeamFactory, workflow_version
 from tests.security.test_admin_scoping import staff_client
-from workflows.models import BudgetChange, Run, Workflow
+from workflows.models import BudgetChange, Event, EventType, Run, Workflow
 from workflows.services.runs import run_start
 
 pytestmark = pytest.mark.django_db
@@ -82,3 +82,17 @@ def test_staff_of_another_team_can_neither_see_nor_set_the_budget(profiled):
     own.post(budget_url(profiled), {"apply": "1", "reason": "ours"})
     profiled.refresh_from_db()
     assert profiled.budget_usd == Decimal("1")
+
+
+def test_applying_the_budget_in_force_or_clearing_none_is_refused_as_nothing_to_change(admin_client, profiled):
+    cleared = admin_client.post(budget_url(profiled), {"clear": "1", "reason": "tidy"}, follow=True)
+    assert "Nothing to change: the workflow&#x27;s budget is already unset." in cleared.content.decode()
+    admin_client.post(budget_url(profiled), {"apply": "1", "reason": "p95"})
+    again = admin_client.post(budget_url(profiled), {"apply": "1", "reason": "p95 again"}, follow=True)
+    assert "Nothing to change: the workflow&#x27;s budget is already 1.000000, enforce." in again.content.decode()
+    assert Event.objects.filter(type=EventType.WORKFLOW_BUDGET_SET).count() == 1
+    assert BudgetChange.objects.filter(workflow=profiled).count() == 2  # budget_usd and budget_mode, once
+
+
+def test_the_budget_url_answers_get_with_method_not_allowed(admin_client, profiled):
+    assert admin_client.get(budget_url(profiled)).status_code == 405

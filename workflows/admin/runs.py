@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -82,8 +82,10 @@ class WorkflowAdmin(TeamScopedAdmin):
     def budget_view(self, request, workflow_id: int):
         """Apply the cost profile's recommended budget as the workflow's enforce budget, or clear it; in the
         staff user's name, with the reason they give."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
         workflow = self.get_object(request, str(workflow_id))
-        if workflow is None or request.method != "POST" or not self.has_change_permission(request, workflow):
+        if workflow is None or not self.has_change_permission(request, workflow):
             raise PermissionDenied
         actor, reason = f"user:{request.user.get_username()}", request.POST.get("reason", "")
         try:
