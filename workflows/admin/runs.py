@@ -96,6 +96,11 @@ class WorkflowAdmin(TeamScopedAdmin):
                 recommended = cost_profile(workflow=workflow).recommended_budget_usd
                 if recommended is None:
                     raise ValidationFailed("There is no recommended budget yet: it needs completed runs that cost something.")
+                # The figure on the button, so that runs finished since the page was shown do not change it unseen.
+                if request.POST.get("apply") != str(recommended):
+                    raise ValidationFailed(
+                        f"The recommended budget is now {format_usd_exact(recommended)}: refresh the page to apply it."
+                    )
                 workflow_budget_apply(
                     workflow=workflow, budget_usd=recommended, budget_mode=BudgetMode.ENFORCE, actor=actor, reason=reason
                 )
@@ -117,6 +122,7 @@ class WorkflowAdmin(TeamScopedAdmin):
                 ),
                 "may_set_budget": self.has_change_permission(request, obj),
                 "recommended_exact": format_usd_exact(profile.recommended_budget_usd),
+                "recommended_value": str(profile.recommended_budget_usd),
                 "cost_profile": profile,
                 "cost_figures": {
                     name: format_usd(getattr(profile, name)) for name in ("p50", "p95", "max", "recommended_budget_usd")
