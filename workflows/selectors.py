@@ -222,9 +222,10 @@ class TeamBudgetStatus:
     lifetime_spent_usd: Decimal
 
 
-def team_budget_status(*, team: Team) -> TeamBudgetStatus:
-    """A team's period and lifetime spend, both summed from the ledger, and its steps' reservations."""
-    window = period_window(team.period)
+def team_budget_status(*, team: Team, now: datetime | None = None) -> TeamBudgetStatus:
+    """A team's period (the one `now` is in) and lifetime spend, both summed from the ledger, and its
+    steps' reservations."""
+    window = period_window(team.period, now)
     figures = team_figures(team, window)
     lifetime = LedgerEntry.objects.filter(team=team).aggregate(total=Sum("cost_usd"))["total"]
     return TeamBudgetStatus(

@@ -62,6 +62,19 @@ def test_a_bad_date_is_refused_not_a_server_error(admin_client, two_teams):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+def test_a_datetime_whose_offset_leaves_the_date_range_is_refused_not_a_server_error(admin_client, two_teams, moment):
+    assert admin_client.get(RUNS, {"created_at__gte": moment}).url.endswith("?e=1")
+    assert admin_client.get(LEDGER, {"booked_at__lt": moment}).url.endswith("?e=1")
+    assert admin_client.get(RUNS_CSV, {"created_at__gte": moment}).status_code == 400
+    assert admin_client.get(LEDGER_CSV, {"booked_at__gte": moment}).status_code == 400
+
+
+def test_the_date_input_shows_the_utc_day_of_a_datetime_bound(admin_client, two_teams):
+    page = admin_client.get(LEDGER, {"booked_at__gte": "2026-03-01T22:00:00-05:00"}).content.decode()
+    assert 'name="booked_at__gte" value="2026-03-02"' in page
+
+
 def test_the_ledger_list_takes_the_spend_reports_drill_down_parameters(admin_client, two_teams):
     run, entry = two_teams["acme_new"]
     params = {
@@ -87,6 +100,17 @@ def test_the_csv_has_every_selected_row_not_only_the_page_with_exact_plain_decim
     assert len(entries) == 3
     assert {row["cost_usd"] for row in entries} == {"1.234567"}
     assert entries[0]["workflow"] == "research-pipeline"
+
+
+def test_the_runs_csv_reads_no_json_of_the_runs_or_their_definitions(admin_client, two_teams):
+    runs = rows_of(admin_client.get(RUNS_CSV))
+    assert len(runs) == 3 and {row["workflow"] for row in runs} == {"research-pipeline"}
+    # The statement the export streams (PostgreSQL runs it on a server-side cursor, out of a query log's sight).
+    run_admin = admin.site._registry[Run]
+    rows_query = str(run_admin.csv_queryset(Run.objects.select_related(*run_admin.list_select_related)).query)
+    assert '"workflows_workflow"."name"' in rows_query  # what a column reads is still joined
+    for column in ("definition", "source", "inputs", "provider_routes", "output", "error", "limit_sources"):
+        assert f'."{column}"' not in rows_query
 
 
 @pytest.mark.django_db

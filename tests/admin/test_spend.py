@@ -303,6 +303,7 @@ def test_a_team_with_a_period_budget_gets_its_budget_line_and_forecast(admin_cli
     assert 'class="spend-chart period-budget"' in page and "Budget $2.00" in page
     assert escape(response.context["forecast_sentence"]) in page
     assert "Mean daily spend over the last 7 full UTC days" in page
+    assert "what runs in flight reserve is not counted until charged" in page
     if forecast.runs_out_on is not None:
         assert f"runs out on {forecast.runs_out_on:%Y-%m-%d}" in response.context["forecast_sentence"]
     else:

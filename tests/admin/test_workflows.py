@@ -1,5 +1,6 @@
 """The workflow page: applying the cost profile's recommended budget as the enforce budget, and clearing it."""
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -7,7 +8,7 @@ from django.urls import reverse
 
 from tests.factories import TeamFactory, workflow_version
 from tests.security.test_admin_scoping import staff_client
-from workflows.models import BudgetChange, Run, Workflow
+from workflows.models import BudgetChange, Event, EventType, Run, Workflow
 from workflows.services.runs import run_start
 
 pytestmark = pytest.mark.django_db
@@ -31,10 +32,15 @@ def page_of(client, workflow) -> str:
     return client.get(reverse("admin:workflows_workflow_change", args=[workflow.pk])).content.decode()
 
 
+def shown_figure(client, workflow) -> str:
+    """What the apply button posts: the recommended budget the page shows."""
+    return re.search(r'name="apply" value="([^"]*)"', page_of(client, workflow)).group(1)
+
+
 def test_apply_the_recommended_budget_sets_the_enforce_budget_in_the_users_name(admin_client, admin_user, profiled):
     assert "Apply the recommended budget: $1.000000, enforce" in page_of(admin_client, profiled)
 
-    response = admin_client.post(budget_url(profiled), {"apply": "1", "reason": "p95 of last month"}, follow=True)
+    response = admin_client.post(budget_url(profiled), {"apply": shown_figure(admin_client, profiled), "reason": "p95 of last month"}, follow=True)
 
     profiled.refresh_from_db()
     assert (profiled.budget_usd, profiled.budget_mode) == (Decimal("1.00"), "enforce")
@@ -52,7 +58,7 @@ def test_apply_the_recommended_budget_sets_the_enforce_budget_in_the_users_name(
 
 
 def test_without_a_reason_nothing_changes_and_the_page_says_why(admin_client, profiled):
-    response = admin_client.post(budget_url(profiled), {"apply": "1", "reason": " "}, follow=True)
+    response = admin_client.post(budget_url(profiled), {"apply": shown_figure(admin_client, profiled), "reason": " "}, follow=True)
 
     profiled.refresh_from_db()
     assert profiled.budget_usd is None and not BudgetChange.objects.exists()
@@ -79,6 +85,28 @@ def test_staff_of_another_team_can_neither_see_nor_set_the_budget(profiled):
     profiled.refresh_from_db()
     assert profiled.budget_usd is None
     own = staff_client("acme-ops", profiled.team)
-    own.post(budget_url(profiled), {"apply": "1", "reason": "ours"})
+    own.post(budget_url(profiled), {"apply": shown_figure(own, profiled), "reason": "ours"})
     profiled.refresh_from_db()
     assert profiled.budget_usd == Decimal("1")
+
+
+def test_applying_the_budget_in_force_or_clearing_none_is_refused_as_nothing_to_change(admin_client, profiled):
+    cleared = admin_client.post(budget_url(profiled), {"clear": "1", "reason": "tidy"}, follow=True)
+    assert "Nothing to change: the workflow&#x27;s budget is already unset." in cleared.content.decode()
+    admin_client.post(budget_url(profiled), {"apply": shown_figure(admin_client, profiled), "reason": "p95"})
+    again = admin_client.post(budget_url(profiled), {"apply": shown_figure(admin_client, profiled), "reason": "p95 again"}, follow=True)
+    assert "Nothing to change: the workflow&#x27;s budget is already 1.000000, enforce." in again.content.decode()
+    assert Event.objects.filter(type=EventType.WORKFLOW_BUDGET_SET).count() == 1
+    assert BudgetChange.objects.filter(workflow=profiled).count() == 2  # budget_usd and budget_mode, once
+
+
+def test_the_budget_url_answers_get_with_method_not_allowed(admin_client, profiled):
+    assert admin_client.get(budget_url(profiled)).status_code == 405
+
+
+def test_a_recommended_budget_changed_since_the_page_was_shown_is_refused_with_refresh(admin_client, profiled):
+    response = admin_client.post(budget_url(profiled), {"apply": "0.75", "reason": "as shown an hour ago"}, follow=True)
+
+    assert "The recommended budget is now $1.000000: refresh the page to apply it." in response.content.decode()
+    profiled.refresh_from_db()
+    assert profiled.budget_usd is None

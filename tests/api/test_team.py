@@ -6,6 +6,7 @@ import time_machine
 from tests.api.contract import assert_conforms
 from tests.factories import THREE_STEP_YAML, workflow_version
 from tests.reports.ledger import charge, start_run
+from workflows import selectors
 from workflows.models import LedgerEntry
 from workflows.providers import CompletionResult
 from workflows.reports.forecast import FORECAST_METHOD
@@ -95,3 +96,23 @@ def test_the_team_endpoint_keeps_to_its_schema_for_a_team_with_no_webhook(api, t
 
     assert response.json()["webhook_url"] == ""
     assert_conforms(response, method="GET", path="/api/v1/team/")
+
+
+def test_the_team_endpoint_reads_spend_and_forecast_at_one_moment_across_a_periods_end(api, team, monkeypatch):
+    team_budgets_update(team=team, changes={"period_budget_usd": "10", "period": "week"}, actor="user:test")
+    run = start_run(team=team, version=workflow_version(team=team))
+    charge(run=run, cost_usd="1.000000", at=datetime(2026, 11, 29, 12, tzinfo=UTC))  # Sunday, the week's last day
+    read_status = selectors.team_budget_status
+
+    with time_machine.travel(datetime(2026, 11, 29, 23, 59, 59, tzinfo=UTC)) as clock:
+
+        def status_then_midnight_passes(**kwargs):
+            status = read_status(**kwargs)
+            clock.move_to(datetime(2026, 11, 30, 0, 0, 1, tzinfo=UTC))
+            return status
+
+        monkeypatch.setattr(selectors, "team_budget_status", status_then_midnight_passes)
+        period = api.get("/api/v1/team").json()["period_budget"]
+
+    assert (period["starts_at"], period["spent_usd"]) == ("2026-11-23T00:00:00Z", "1.000000")
+    assert period["forecast"]["projected_usd"] == "1.000000"  # this week's spend, nothing after its last day

@@ -140,3 +140,19 @@ def test_the_operators_workflow_setting_ranks_between_the_run_and_the_definition
     assert (overridden.budget_usd, overridden.sources["budget_usd"]) == (Decimal("2"), "run")
     unset = resolve_limits(run={}, workflow_setting={"budget_usd": None, "budget_mode": None}, workflow=definition, team={})
     assert (unset.budget_usd, unset.sources["budget_usd"]) == (Decimal("9"), "workflow")
+
+
+def test_a_run_request_replaces_the_operators_budget_and_mode_only_together():
+    setting = {"budget_usd": Decimal("0.4"), "budget_mode": "enforce"}
+
+    mode_only = resolve_limits(run={"budget_mode": "audit"}, workflow_setting=setting, workflow={}, team={})
+    assert (mode_only.budget_usd, mode_only.budget_mode) == (Decimal("0.4"), "enforce")
+    assert (mode_only.sources["budget_usd"], mode_only.sources["budget_mode"]) == ("workflow_setting", "workflow_setting")
+
+    both = resolve_limits(
+        run={"budget_usd": Decimal("2"), "budget_mode": "audit"}, workflow_setting=setting, workflow={}, team={}
+    )
+    assert (both.budget_usd, both.budget_mode, both.sources["budget_mode"]) == (Decimal("2"), "audit", "run")
+    # Without an operator's budget a request's mode applies on its own, as before.
+    unset = resolve_limits(run={"budget_mode": "enforce"}, workflow_setting={}, workflow={"budget_usd": Decimal("9")}, team={})
+    assert (unset.budget_mode, unset.sources["budget_mode"]) == ("enforce", "run")

@@ -1,14 +1,18 @@
 """An operator's budget for a workflow: its checks, its audit trail, and the runs it gates."""
 
+import threading
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection, transaction
 
 from tests.factories import THREE_STEP_YAML, UNPRICED_YAML, workflow_version
 from tests.invariants import assert_invariants
 from workflows.errors import UnpricedModel, ValidationFailed
-from workflows.models import BudgetChange, Event, EventType, Team
+from workflows.models import BudgetChange, Event, EventType, Team, Workflow
 from workflows.providers import CompletionResult
+from workflows.services import runs
 from workflows.services.runs import run_start
 from workflows.services.steps import step_begin, step_settle
 from workflows.services.workflow_budgets import workflow_budget_apply, workflow_budget_clear
@@ -140,3 +144,65 @@ def test_clearing_needs_a_reason(workflow):
         workflow_budget_clear(workflow=workflow, actor=ACTOR, reason="")
     workflow.refresh_from_db()
     assert workflow.budget_usd == Decimal("0.5")
+
+
+def test_a_run_request_with_only_a_mode_keeps_the_operators_enforced_budget(team, workflow):
+    workflow_budget_apply(workflow=workflow, budget_usd="0.40", actor=ACTOR, reason="graduate")
+
+    run = start(team, workflow, budget_mode="audit")
+
+    assert (run.budget_usd, run.budget_mode) == (Decimal("0.4"), "enforce")
+    assert (run.limit_sources["budget_usd"], run.limit_sources["budget_mode"]) == ("workflow_setting", "workflow_setting")
+
+
+def test_a_run_started_while_a_budget_is_applied_gets_it_if_created_after_the_change(team, workflow, monkeypatch):
+    """The setting read before the run's transaction is stale when the change commits in between."""
+    checked = runs.check_step_kinds_allowed
+
+    def apply_meanwhile(**kwargs):
+        workflow_budget_apply(workflow=workflow, budget_usd="0.40", actor=ACTOR, reason="applied meanwhile")
+        return checked(**kwargs)
+
+    monkeypatch.setattr(runs, "check_step_kinds_allowed", apply_meanwhile)
+    run = start(team, workflow)
+
+    assert (run.budget_usd, run.budget_mode) == (Decimal("0.4"), "enforce")
+    assert run.limit_sources["budget_usd"] == "workflow_setting"
+    assert run.events.get(type=EventType.RUN_STARTED).payload["limits"]["budget_usd"] == "0.400000"
+
+
+def test_a_budget_applied_meanwhile_over_an_unpriced_model_refuses_the_run(team, monkeypatch):
+    """The setting read again inside the run's transaction is checked as the first one was."""
+    workflow = workflow_version(team=team, source=UNPRICED_YAML).workflow
+
+    def apply_meanwhile(**kwargs):
+        Workflow.objects.filter(pk=workflow.pk).update(budget_usd=Decimal("1"), budget_mode="enforce")
+
+    monkeypatch.setattr(runs, "check_step_kinds_allowed", apply_meanwhile)
+    with pytest.raises(UnpricedModel):
+        start(team, workflow)
+    assert not workflow.versions.get().runs.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks that a thread holds exist on PostgreSQL only")
+def test_a_run_start_waits_for_a_budget_change_in_progress_and_gets_it(team, workflow):
+    """A change holding the workflow's row lock commits first; the run created after it has its budget."""
+    started = {}
+
+    def start_run():
+        try:
+            started["run"] = start(team, workflow)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Workflow.objects.select_for_update().get(pk=workflow.pk)
+        starting = threading.Thread(target=start_run)
+        starting.start()
+        time.sleep(1.0)
+        assert starting.is_alive(), "the run start did not wait for the workflow's row lock"
+        Workflow.objects.filter(pk=workflow.pk).update(budget_usd=Decimal("0.4"), budget_mode="enforce")
+    starting.join(10)
+
+    assert (started["run"].budget_usd, started["run"].budget_mode) == (Decimal("0.4"), "enforce")

@@ -23,15 +23,17 @@ CSV_CHUNK_ROWS = 2000
 
 
 def utc_moment(value: str) -> datetime:
-    """`value` as an aware datetime: a day is its midnight in UTC; a datetime without an offset is UTC."""
+    """`value` as a datetime in UTC: a day is its midnight in UTC; a datetime without an offset is UTC."""
     try:
         day = parse_date(value)
         moment = datetime.combine(day, time(), tzinfo=UTC) if day else parse_datetime(value)
-    except ValueError:
+        # In UTC here, where a moment whose offset moves it out of years 1-9999 is refused, not in the query.
+        moment = moment and (moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC))
+    except (ValueError, OverflowError):
         moment = None
     if moment is None:
-        raise IncorrectLookupParameters(f"{value!r} is not a date (YYYY-MM-DD) or an ISO datetime.")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise IncorrectLookupParameters(f"{value!r} is not a date (YYYY-MM-DD) or an ISO datetime in years 1-9999.")
+    return moment
 
 
 class DateRangeFilter(admin.FieldListFilter):
@@ -59,6 +61,13 @@ class DateRangeFilter(admin.FieldListFilter):
         value = self.used_parameters.get(parameter)
         return (value[-1] if isinstance(value, list) else value) or ""
 
+    def _utc_day(self, parameter: str) -> str:
+        """The UTC day of the bound applied, for the date input (a datetime's own day may be another)."""
+        try:
+            return utc_moment(self._given(parameter)).date().isoformat() if self._given(parameter) else ""
+        except IncorrectLookupParameters:
+            return ""
+
     def queryset(self, request, queryset):
         bounds = {name: utc_moment(self._given(name)) for name in self.expected_parameters() if self._given(name)}
         return queryset.filter(**bounds)
@@ -68,8 +77,8 @@ class DateRangeFilter(admin.FieldListFilter):
         yield {
             "since_parameter": self.since_parameter,
             "until_parameter": self.until_parameter,
-            "since": self._given(self.since_parameter)[:10],
-            "until": self._given(self.until_parameter)[:10],
+            "since": self._utc_day(self.since_parameter),
+            "until": self._utc_day(self.until_parameter),
             "others": self.other_parameters,
             "clear_query": changelist.get_query_string(remove=self.expected_parameters()),
         }
@@ -114,6 +123,10 @@ class CsvExportMixin:
     csv_name = ""
     csv_select_related: list[str] = []  # what the columns read besides the row, in the same query
 
+    def csv_queryset(self, queryset):
+        """The list's rows as the CSV reads them: with what its columns read besides the row joined."""
+        return queryset.select_related(*self.csv_select_related)
+
     def get_urls(self):
         name = f"{self.opts.app_label}_{self.opts.model_name}_export"
         export = path("export.csv", self.admin_site.admin_view(self.export_csv_view), name=name)
@@ -126,7 +139,7 @@ class CsvExportMixin:
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters as exc:
             return HttpResponseBadRequest(f"Invalid filters: {exc}", content_type="text/plain")
-        rows = changelist.queryset.select_related(*self.csv_select_related).iterator(chunk_size=CSV_CHUNK_ROWS)
+        rows = self.csv_queryset(changelist.queryset).iterator(chunk_size=CSV_CHUNK_ROWS)
         return StreamingHttpResponse(
             csv_lines(columns=self.csv_columns, rows=rows),
             content_type="text/csv",

@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -82,8 +82,10 @@ class WorkflowAdmin(TeamScopedAdmin):
     def budget_view(self, request, workflow_id: int):
         """Apply the cost profile's recommended budget as the workflow's enforce budget, or clear it; in the
         staff user's name, with the reason they give."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
         workflow = self.get_object(request, str(workflow_id))
-        if workflow is None or request.method != "POST" or not self.has_change_permission(request, workflow):
+        if workflow is None or not self.has_change_permission(request, workflow):
             raise PermissionDenied
         actor, reason = f"user:{request.user.get_username()}", request.POST.get("reason", "")
         try:
@@ -94,6 +96,11 @@ class WorkflowAdmin(TeamScopedAdmin):
                 recommended = cost_profile(workflow=workflow).recommended_budget_usd
                 if recommended is None:
                     raise ValidationFailed("There is no recommended budget yet: it needs completed runs that cost something.")
+                # The figure on the button, so that runs finished since the page was shown do not change it unseen.
+                if request.POST.get("apply") != str(recommended):
+                    raise ValidationFailed(
+                        f"The recommended budget is now {format_usd_exact(recommended)}: refresh the page to apply it."
+                    )
                 workflow_budget_apply(
                     workflow=workflow, budget_usd=recommended, budget_mode=BudgetMode.ENFORCE, actor=actor, reason=reason
                 )
@@ -115,6 +122,7 @@ class WorkflowAdmin(TeamScopedAdmin):
                 ),
                 "may_set_budget": self.has_change_permission(request, obj),
                 "recommended_exact": format_usd_exact(profile.recommended_budget_usd),
+                "recommended_value": str(profile.recommended_budget_usd),
                 "cost_profile": profile,
                 "cost_figures": {
                     name: format_usd(getattr(profile, name)) for name in ("p50", "p95", "max", "recommended_budget_usd")
@@ -180,6 +188,16 @@ RUN_CSV = [
     CsvColumn("max_iterations", lambda run: run.max_iterations),
 ]
 
+RUN_CSV_UNREAD = [
+    "inputs",
+    "limit_sources",
+    "provider_routes",
+    "output",
+    "error",
+    "workflow_version__definition",
+    "workflow_version__source",
+]
+
 
 @admin.register(Run)
 class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
@@ -197,6 +215,11 @@ class RunAdmin(CsvExportMixin, ReadOnlyAdminMixin, TeamScopedAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(estimated_usd=runs_estimated_usd())
+
+    def csv_queryset(self, queryset):
+        # No column reads the JSON of the run or its version's definition: decoding it for every row of
+        # a long export would take most of its time.
+        return super().csv_queryset(queryset).defer(*RUN_CSV_UNREAD)
 
     def get_fieldsets(self, request, obj=None):
         # The story above tells the run; its record stays at hand, folded.

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status
@@ -297,8 +298,10 @@ class TeamView(ApiView):
 
     @extend_schema(summary="The caller's team", responses={200: serializers.TeamOutputSerializer, **error_responses()})
     def get(self, request):
-        budget_status = selectors.team_budget_status(team=request.auth.team)
-        forecast = selectors.team_forecast(team=request.auth.team)
+        # One moment for both: at a period's end, two reads could describe two periods.
+        now = timezone.now()
+        budget_status = selectors.team_budget_status(team=request.auth.team, now=now)
+        forecast = selectors.team_forecast(team=request.auth.team, now=now)
         return Response(serializers.TeamOutputSerializer(budget_status, context={"forecast": forecast}).data)
 
 

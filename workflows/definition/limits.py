@@ -60,7 +60,11 @@ def resolve_limits(
     workflow_setting: Mapping[str, Any] = _NO_SETTING,
 ) -> ResolvedLimits:
     """Per field, the first value set by the run, the workflow's setting, the workflow's definition or the
-    team, else the system default."""
+    team, else the system default; except that the workflow's setting is one budget and mode: a run's
+    `budget_mode` replaces the setting's only with the run's own `budget_usd`."""
+    if workflow_setting.get("budget_usd") is not None and run.get("budget_usd") is None:
+        # Else a request's mode alone would turn the operator's enforced budget into a dry run.
+        run = {field: value for field, value in run.items() if field != "budget_mode"}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for field in LIMIT_FIELDS:

@@ -13,7 +13,8 @@ ZERO = Decimal("0")
 MICRO_USD = Decimal("0.000001")
 FORECAST_METHOD = (
     f"Mean daily spend over the last {RATE_DAYS} full UTC days (days without spend count as $0), "
-    "added for each day after today to the period's spend so far, up to the period's end."
+    "added for each day after today to the period's spend so far, up to the period's end. "
+    "Spend is what the ledger has booked: what runs in flight reserve is not counted until charged."
 )
 
 

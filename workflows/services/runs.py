@@ -44,6 +44,7 @@ from workflows.models import (
     StepRole,
     StepStatus,
     Team,
+    Workflow,
     WorkflowVersion,
 )
 from workflows.selectors import definition_of, latest_checkpoint, workflow_version_get
@@ -157,15 +158,8 @@ def run_start(
     if problems:
         raise ValidationFailed("The run's inputs are invalid.", details=problems_as_details(problems))
     check_for_each_inputs(definition=definition, inputs=clean_inputs)
-    resolved = resolve_limits(
-        run=requested,
-        workflow_setting=workflow_version.workflow.limit_setting(),
-        workflow=asdict(definition.limits),
-        team=team.limit_defaults(),
-    )
-    check_models_priced(
-        definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
-    )
+    setting = workflow_version.workflow.limit_setting()
+    resolved = _resolved_limits(definition=definition, team=team, requested=requested, setting=setting)
     check_step_kinds_allowed(definition=definition, team=team)
     backends = run_backends(providers=definition.providers(), routes=provider_routes_of(team=team))
     check_credentials(team=team, providers=backends.values())
@@ -175,6 +169,17 @@ def run_start(
     # An entry point that is a group with nothing to run goes on to its routes at once, rendered in
     # this transaction: one budget bounds them all, however many empty groups route to each other.
     with render_budget(), transaction.atomic(durable=True):
+        # The workflow's row lock, first (workflow -> team -> run -> step), orders this start after a change
+        # of the operator's budget committed before it (workflow_budgets takes the same lock): a run
+        # created after the change gets it, not the setting read above.
+        current = (
+            Workflow.objects.select_for_update(no_key=True)
+            .only("budget_usd", "budget_mode")
+            .get(pk=workflow_version.workflow_id)
+            .limit_setting()
+        )
+        if current != setting:
+            resolved = _resolved_limits(definition=definition, team=team, requested=requested, setting=current)
         run = Run.objects.create(
             team=team,
             workflow_version=workflow_version,
@@ -201,6 +206,18 @@ def run_start(
             definition=definition,
         )
     return run
+
+
+def _resolved_limits(*, definition: WorkflowDefinition, team: Team, requested: dict, setting: dict) -> ResolvedLimits:
+    """A new run's limits under the workflow's `setting`; UnpricedModel if they enforce a budget over an
+    unpriced model."""
+    resolved = resolve_limits(
+        run=requested, workflow_setting=setting, workflow=asdict(definition.limits), team=team.limit_defaults()
+    )
+    check_models_priced(
+        definition=definition, team=team, budget_usd=resolved.budget_usd, budget_mode=resolved.budget_mode
+    )
+    return resolved
 
 
 def check_run_resumable(*, run: Run, team: Team, new_limits: dict) -> Step:

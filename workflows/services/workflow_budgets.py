@@ -68,8 +68,14 @@ def _reason_problems(reason: str) -> list[dict]:
 
 def _workflow_budget_set(*, workflow: Workflow, new: dict, actor: str, reason: str) -> Workflow:
     with transaction.atomic():
-        locked = Workflow.objects.select_for_update().select_related("team").get(pk=workflow.pk)
+        locked = Workflow.objects.select_for_update(of=("self",)).select_related("team").get(pk=workflow.pk)
         old = locked.limit_setting()
+        if old == {"budget_usd": new["budget_usd"], "budget_mode": new["budget_mode"]}:
+            # An audit trail of changes only: applying the budget in force, or clearing none, is not one.
+            raise ValidationFailed(
+                "Nothing to change: the workflow's budget is already "
+                + (f"{usd(old['budget_usd'])}, {old['budget_mode']}." if old["budget_usd"] is not None else "unset.")
+            )
         locked.budget_usd = new["budget_usd"]
         locked.budget_mode = new["budget_mode"] or ""
         locked.save(update_fields=list(SETTING_FIELDS))
