@@ -56,6 +56,8 @@ def follow_run(client: BudgetsvcClient, display: Display, run: Run, *, after: in
                 completed=float(min(run.spent_usd, limit)) if limit is not None else 0,
                 spend=spend_against_budget(run),
             )
+            # Drawn now, not at the next tick: a quick run would otherwise end before its bar is seen.
+            progress.refresh()
     return run
 
 
