@@ -457,19 +457,6 @@ def _compact(payload) -> tuple[str, bool]:
     return shown[:PAYLOAD_CHARS] + "…", True
 
 
-    def events_stream_view(self, request, run_id: int):
-        """The run's events as the API streams them (GET /runs/{id}/events/stream), for the run page to
-        follow live; a run the user may not see is a 404, as its page is."""
-        run = self.get_object(request, str(run_id))
-        if run is None or not self.has_view_permission(request, run):
-            raise Http404
-        try:
-            after = stream_start(last_event_id=request.headers.get("Last-Event-ID"), after=request.GET.get("after"))
-            return event_stream_response(team_id=run.team_id, run_id=run.pk, after=after)
-        except ApplicationError as exc:
-            return JsonResponse(error_body(exc.type, exc.message, exc.details), status=exc.status_code)
-
-
 def _answer_posted(posted) -> dict:
     """The answer the run page's form posts, in the API's shape: a gate's choice (and text), or the
     questions' answers by id (a blank one skipped) or abandoning them, or a dialog's reply or declining it."""
