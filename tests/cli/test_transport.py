@@ -120,8 +120,10 @@ def test_follow_gives_up_on_a_refusal_that_is_not_transient():
     assert refused.value.status_code == 404
 
 
-def test_follow_polls_slower_while_nothing_changes_and_fast_again_once_something_does():
+def test_follow_polls_slower_while_nothing_changes_and_fast_again_once_something_does(monkeypatch):
     polls = {"n": 0}
+    pauses: list[float] = []  # what the follower waited between polls, asked of time.sleep
+    monkeypatch.setattr(client_module.time, "sleep", pauses.append)
 
     def answer(request):
         if request.url.path.endswith("/events"):
@@ -129,17 +131,13 @@ def test_follow_polls_slower_while_nothing_changes_and_fast_again_once_something
         polls["n"] += 1
         return httpx2.Response(200, json=run_json("completed" if polls["n"] >= 10 else "queued"))
 
-    recorder = Recorder(answer)
-    with recorder.client() as client:
+    with Recorder(answer).client() as client:
         events = [item for item in client.follow(3, interval=0.02, max_interval=0.2) if isinstance(item, Event)]
 
     assert [event.id for event in events] == [1]
-    polled = recorder.times("/api/v1/runs/3")
-    gaps = [later - earlier for earlier, later in zip(polled, polled[1:], strict=False)]
-    assert gaps[0] < 0.1
-    assert gaps[6] > 2 * gaps[0]  # backed off while the run stayed queued
-    assert gaps[6] < 0.35  # at most max_interval, and the time of a request
-    assert gaps[8] < gaps[6]  # the event reset the pace
+    assert pauses[0] == 0.02  # the first poll found the run: its pace
+    assert pauses[1] < pauses[2] < pauses[6] == 0.2  # backed off while the run stayed queued, up to the cap
+    assert pauses[7] == 0.02  # the events that the 8th poll found reset the pace
 
 
 def test_follow_stops_after_max_wait_with_the_run_as_last_read(monkeypatch, capsys):
@@ -151,7 +149,7 @@ def test_follow_stops_after_max_wait_with_the_run_as_last_read(monkeypatch, caps
     with Recorder(answer).client() as client, pytest.raises(StillGoing) as still:
         started = time.monotonic()
         list(client.follow(3, interval=0.02, max_wait=0.3))
-    assert 0.3 <= time.monotonic() - started < 2
+    assert time.monotonic() - started >= 0.3
     assert (still.value.run.id, still.value.run.status) == (3, "queued")
 
     code, out, _ = run_cli(monkeypatch, capsys, Recorder(answer), "resume", "3", "--reason", "x", "--follow", "--max-wait", "1s")
